@@ -1,0 +1,116 @@
+"""The one interface every provider translator implements.
+
+A translator is pure: OpenAI request in, provider request out; provider
+response (or stream bytes) in, OpenAI response (or SSE bytes) out. No gRPC,
+no Envoy, no I/O — so each one is tested on recorded fixtures alone.
+
+Media a provider needs as bytes (an ``image_url`` given as an https URL, for
+a provider that cannot fetch it) is fetched by ext_proc *before* translation:
+the translator lists the URLs it needs (:meth:`Translator.media_urls`) and
+receives their bytes in :attr:`Target.media`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+
+class Endpoint(str, Enum):
+    CHAT = "/chat/completions"
+    EMBEDDINGS = "/embeddings"
+    IMAGES = "/images/generations"
+
+
+@dataclass(frozen=True, slots=True)
+class Media:
+    mime_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one attempt goes."""
+
+    kind: str            # provider kind: openai | anthropic | google | xai | openai_compatible
+    base_path: str       # path part of the provider's base URL, no trailing slash
+    api_key: str         # provider credential
+    upstream_model: str  # the provider's own model name
+    media: Mapping[str, Media] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    path: str                  # full request path, query string included
+    headers: dict[str, str]    # headers to set (credentials, content-type, versions)
+    body: bytes
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0         # all prompt tokens, cached ones included
+    cached_input_tokens: int = 0
+    output_tokens: int = 0        # all completion tokens, reasoning included
+    reasoning_tokens: int = 0
+    images: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseContext:
+    """What a translator needs to shape an OpenAI response."""
+
+    slug: str                 # the model slug that served
+    upstream_model: str
+    created: int              # unix seconds
+    include_usage: bool = False  # streams: pass the usage chunk to the client
+
+
+@dataclass(slots=True)
+class TranslatedResponse:
+    status: int
+    body: bytes                     # OpenAI-shaped JSON (an error envelope when status >= 400)
+    usage: Usage | None = None
+    error_code: str | None = None   # the envelope's error.code when status >= 400
+
+
+class StreamTranslator(Protocol):
+    """Provider SSE bytes in, OpenAI ``chat.completion.chunk`` SSE bytes out.
+
+    ``feed`` returns complete OpenAI events only; it never emits
+    ``data: [DONE]`` (the gateway adds the credits chunk, then ``[DONE]``).
+    The usage chunk (``choices: []`` with ``usage``) is emitted only when
+    ``ResponseContext.include_usage`` is set, but :attr:`usage` is always
+    filled from the provider. A provider error inside the stream is emitted as
+    ``data: {"error": {...}}`` in OpenAI's envelope and sets :attr:`error_code`.
+    """
+
+    usage: Usage | None
+    done: bool                 # the provider signalled the end of the stream
+    response_id: str           # the id of the chunks, for the credits chunk
+    error_code: str | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes:
+        """Flush at the end of the upstream body; returns any last events."""
+        ...
+
+
+class Translator(Protocol):
+    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
+        """https URLs in the request this provider needs fetched as bytes."""
+        ...
+
+    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        """Build the provider request; raises GatewayError (400) for what cannot be honoured."""
+        ...
+
+    def response(
+        self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
+    ) -> TranslatedResponse:
+        """Translate a buffered provider response, success or error."""
+        ...
+
+    def stream(self, ctx: ResponseContext) -> StreamTranslator: ...
