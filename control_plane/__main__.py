@@ -1,0 +1,81 @@
+"""Run the control plane: ``python -m control_plane``.
+
+One process, one event loop, two servers: the admin API (FastAPI on uvicorn)
+and the gRPC server that carries xDS to the data plane and usage reports back
+from it. Settings come from the environment (control_plane/settings.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+import grpc
+import uvicorn
+from infery_proto.v1 import usage_pb2_grpc
+
+from control_plane.api.app import create_app
+from control_plane.config_file import apply_config
+from control_plane.settings import Settings
+from control_plane.store.db import migrate, open_store
+from control_plane.usage_service import UsageService
+from control_plane.xds.envoy_config import ListenerSettings
+from control_plane.xds.publisher import Publisher
+from control_plane.xds.server import XdsCache, ads_handler
+
+log = logging.getLogger("infery.control_plane")
+
+
+async def serve(settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite:///./"):
+        Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(migrate, settings.database_url)
+    _engine, sessions = open_store(settings.database_url)
+    if settings.config_path:
+        await asyncio.to_thread(apply_config, settings.config_path, sessions)
+
+    cache = XdsCache()
+    publisher = Publisher(
+        cache, sessions, ListenerSettings.from_env(settings.listen_port, settings.max_request_bytes)
+    )
+    await publisher.start()
+
+    grpc_server = grpc.aio.server()
+    grpc_server.add_generic_rpc_handlers((ads_handler(cache),))
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(sessions), grpc_server)
+    grpc_server.add_insecure_port(f"{settings.host}:{settings.xds_port}")
+    await grpc_server.start()
+
+    app = create_app(settings, sessions)
+    api = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.admin_port, log_level="warning", lifespan="on")
+    )
+    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    api_task = asyncio.create_task(api.serve())
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("control plane: admin http://%s:%s, xDS %s:%s", settings.host, settings.admin_port,
+             settings.host, settings.xds_port)
+    await stop.wait()
+    api.should_exit = True
+    await api_task
+    await publisher.close()
+    await grpc_server.stop(grace=2)
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("INFERY_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    asyncio.run(serve(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,284 @@
+"""Envoy's listener, routes and provider clusters, built from the store's snapshot.
+
+Written as dicts in the shape of Envoy's YAML documentation, then parsed into
+the protobuf (upb) classes of xds-protos: easy to compare with Envoy's docs,
+fast to serialize.
+
+How a request flows: the listener's ext_proc filter authenticates it, picks
+the provider and rewrites it, and sets the ``x-infery-cluster`` header; the
+single route sends it to the cluster that header names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2  # noqa: F401  (registers the type)
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
+    http_connection_manager_pb2,
+)
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from google.protobuf import json_format
+from infery_proto.v1 import config_pb2
+
+LISTENER_NAME = "infery_http"
+ROUTE_CONFIG_NAME = "infery_routes"
+EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
+ROUTE_HEADER = "x-infery-cluster"
+
+_T = "type.googleapis.com/"
+_HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_UNLIMITED = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_request_bytes: int = 32 * 1024 * 1024
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
+    request_timeout_s: float = 600.0
+    connect_timeout_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, port: int, max_request_bytes: int, env: Mapping[str, str] | None = None) -> ListenerSettings:
+        env = os.environ if env is None else env
+        default = cls()
+        return cls(
+            host=env.get("INFERY_LISTEN_HOST") or default.host,
+            port=port,
+            max_request_bytes=max_request_bytes,
+            tls_cert_file=env.get("INFERY_TLS_CERT_FILE", ""),
+            tls_key_file=env.get("INFERY_TLS_KEY_FILE", ""),
+            ca_file=env.get("INFERY_UPSTREAM_CA_FILE") or default.ca_file,
+            request_timeout_s=float(env.get("INFERY_REQUEST_TIMEOUT_S") or default.request_timeout_s),
+            connect_timeout_s=float(env.get("INFERY_CONNECT_TIMEOUT_S") or default.connect_timeout_s),
+        )
+
+
+def _envelope(status: int, code: str, message: str) -> dict[str, Any]:
+    """A local_reply_config mapper body: Envoy's own failures in OpenAI's envelope."""
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {
+        "json_format": {"error": {"type": kind, "code": code, "message": message, "param": None}},
+        "json_format_options": {"sort_properties": False},
+    }
+
+
+def _flags_mapper(flags: list[str], status: int, code: str, message: str) -> dict[str, Any]:
+    return {
+        "filter": {"response_flag_filter": {"flags": flags}},
+        "status_code": status,
+        "body_format_override": _envelope(status, code, message),
+    }
+
+
+def _local_replies() -> dict[str, Any]:
+    # No top-level body_format: ext_proc's own immediate responses are local
+    # replies too, and already carry the envelope.
+    return {
+        "mappers": [
+            _flags_mapper(["UT"], 504, "upstream_timeout", "The provider did not answer in time."),
+            _flags_mapper(
+                ["UF", "UH", "UO", "URX", "NC", "LH"],
+                503,
+                "upstream_unavailable",
+                "The provider could not be reached.",
+            ),
+            _flags_mapper(["UC", "UR", "UPE", "UMSDR"], 502, "upstream_error", "The provider failed."),
+            _flags_mapper(["NR"], 404, "not_found", "Unknown path."),
+            {
+                # ext_proc unreachable, failing or too slow: Envoy's reply has no flag, only details.
+                "filter": {
+                    "extension_filter": {
+                        "name": "envoy.access_loggers.extension_filters.cel",
+                        "typed_config": {
+                            "@type": _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                            "expression": "response.code_details.startsWith('ext_proc')",
+                        },
+                    }
+                },
+                "status_code": 503,
+                "body_format_override": _envelope(
+                    503, "gateway_unavailable", "The gateway's request processor is unavailable."
+                ),
+            },
+            {
+                "filter": {
+                    "status_code_filter": {
+                        "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "_413"}}
+                    }
+                },
+                "body_format_override": _envelope(
+                    413, "request_too_large", "The request body is larger than this gateway accepts."
+                ),
+            },
+        ]
+    }
+
+
+def listener(s: ListenerSettings) -> listener_pb2.Listener:
+    ext_proc = {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, "timeout": "60s"},
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SEND",
+                "response_body_mode": "BUFFERED",
+                "response_trailer_mode": "SKIP",
+            },
+            "allow_mode_override": True,
+            "message_timeout": "30s",
+            "mutation_rules": {"allow_all_routing": True},
+        },
+    }
+    hcm = {
+        "@type": _T
+        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "infery",
+        "codec_type": "AUTO",
+        "server_name": "infery",
+        "generate_request_id": True,
+        "always_set_request_id_in_response": True,
+        "request_timeout": "0s",
+        "stream_idle_timeout": f"{int(s.request_timeout_s)}s",
+        "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "http_filters": [
+            ext_proc,
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router",
+                                 "suppress_envoy_headers": True},
+            },
+        ],
+        "local_reply_config": _local_replies(),
+    }
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
+    }
+    if s.tls_cert_file:
+        chain["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "common_tls_context": {
+                    "tls_certificates": [
+                        {
+                            "certificate_chain": {"filename": s.tls_cert_file},
+                            "private_key": {"filename": s.tls_key_file},
+                        }
+                    ],
+                    "alpn_protocols": ["h2", "http/1.1"],
+                },
+            },
+        }
+    doc = {
+        "name": LISTENER_NAME,
+        "address": {"socket_address": {"address": s.host, "port_value": s.port}},
+        # Buffered request bodies (vision, PDF, long context) up to the configured limit.
+        "per_connection_buffer_limit_bytes": s.max_request_bytes,
+        "filter_chains": [chain],
+    }
+    return json_format.ParseDict(doc, listener_pb2.Listener())
+
+
+def route_configuration(s: ListenerSettings) -> route_pb2.RouteConfiguration:
+    doc = {
+        "name": ROUTE_CONFIG_NAME,
+        "virtual_hosts": [
+            {
+                "name": "gateway",
+                "domains": ["*"],
+                "routes": [
+                    {
+                        "match": {"prefix": "/"},
+                        "route": {"cluster_header": ROUTE_HEADER, "timeout": f"{int(s.request_timeout_s)}s"},
+                        "request_headers_to_remove": [ROUTE_HEADER],
+                    }
+                ],
+            }
+        ],
+    }
+    return json_format.ParseDict(doc, route_pb2.RouteConfiguration())
+
+
+def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> cluster_pb2.Cluster:
+    url = urlsplit(provider.base_url)
+    tls = url.scheme == "https"
+    host = url.hostname or "localhost"
+    port = url.port or (443 if tls else 80)
+    is_ip = host.replace(".", "").isdigit() or ":" in host
+    protocol: dict[str, Any] = (
+        {"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
+        if tls
+        else {"explicit_http_config": {"http_protocol_options": {}}}
+    )
+    doc: dict[str, Any] = {
+        "name": provider.cluster,
+        "type": "STATIC" if is_ip else "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": f"{s.connect_timeout_s}s",
+        "per_connection_buffer_limit_bytes": s.max_request_bytes,
+        "load_assignment": {
+            "cluster_name": provider.cluster,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}},
+                                "hostname": host,
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        # LLM calls are long: Envoy's default of 1024 concurrent requests is far too low.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "max_connections": _UNLIMITED,
+                    "max_pending_requests": _UNLIMITED,
+                    "max_requests": _UNLIMITED,
+                    "max_retries": _UNLIMITED,
+                }
+            ]
+        },
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": _T + _HTTP_OPTIONS,
+                "common_http_protocol_options": {"idle_timeout": "60s"},
+                **protocol,
+            }
+        },
+    }
+    if tls:
+        doc["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "validation_context": {"trusted_ca": {"filename": s.ca_file}},
+                },
+            },
+        }
+    return json_format.ParseDict(doc, cluster_pb2.Cluster())

@@ -1,0 +1,82 @@
+"""Run one ext_proc process: ``python -m ext_proc --port 50051 --control-plane 127.0.0.1:18000``.
+
+Several processes on consecutive ports share the load: Envoy lists each as an
+endpoint of its ext_proc cluster (one process per port; SO_REUSEPORT does not
+spread Envoy's long-lived HTTP/2 connections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+
+import grpc
+
+from ext_proc.server import handler
+from ext_proc.usage_spool import UsageReporter
+from ext_proc.xds_client import ConfigSubscriber
+
+log = logging.getLogger("infery.ext_proc")
+
+
+async def serve(args: argparse.Namespace) -> None:
+    subscriber = ConfigSubscriber(args.control_plane, node_id=f"ext-proc-{args.port}")
+    subscriber.start()
+    reporter = UsageReporter(args.control_plane, args.spool)
+    await reporter.start()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((handler(lambda: subscriber.current, reporter.record),))
+    server.add_insecure_port(f"{args.host}:{args.port}")
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.wait_for(subscriber.ready.wait(), timeout=args.ready_timeout)
+        print(f"ready ext_proc {args.host}:{args.port}", flush=True)
+    except TimeoutError:
+        log.warning("no configuration from %s yet; serving 503 until it arrives", args.control_plane)
+        print(f"ready ext_proc {args.host}:{args.port} (no configuration yet)", flush=True)
+    await stop.wait()
+    await server.stop(grace=5)
+    await reporter.close()
+    await subscriber.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m ext_proc")
+    parser.add_argument("--host", default=os.environ.get("INFERY_EXT_PROC_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_EXT_PROC_PORT", "50051")))
+    parser.add_argument(
+        "--control-plane", default=os.environ.get("INFERY_CONTROL_PLANE", "127.0.0.1:18000"),
+        help="gRPC address of the control plane (xDS and usage reports)",
+    )
+    parser.add_argument("--spool", default=None, help="usage spool file (default .infery/usage-<port>.db)")
+    parser.add_argument("--ready-timeout", type=float, default=30.0)
+    parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
+    args = parser.parse_args()
+    if args.spool is None:
+        os.makedirs(".infery", exist_ok=True)
+        args.spool = os.path.join(".infery", f"usage-{args.port}.db")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

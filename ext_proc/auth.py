@@ -1,0 +1,27 @@
+"""Authentication of ``Authorization: Bearer inf_...``.
+
+Only the SHA-256 of each key reaches the data plane. The lookup is by digest,
+so the secret itself is never compared byte by byte; the final digest
+comparison is constant-time all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from ext_proc.config import ApiKey, GatewayConfig
+from ext_proc.errors import GatewayError
+
+_PREFIX = "Bearer "
+
+
+def authenticate(authorization: str | None, config: GatewayConfig) -> ApiKey:
+    if not authorization or not authorization.startswith(_PREFIX):
+        raise GatewayError(401, "invalid_api_key", "Missing API key: send 'Authorization: Bearer inf_...'.")
+    secret = authorization[len(_PREFIX) :].strip()
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    key = config.keys_by_hash.get(digest)
+    if key is None or not hmac.compare_digest(digest, key.key_hash):
+        raise GatewayError(401, "invalid_api_key", "Incorrect, unknown or revoked API key.")
+    return key

@@ -1,0 +1,122 @@
+"""Builders for ext_proc ProcessingResponse messages (protobuf upb classes).
+
+Keeping every message construction here means the request logic never deals
+with oneof quirks, e.g. that an unmodified reply must still *set* its oneof
+(``SetInParent``) or Envoy resets the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from envoy.type.v3 import http_status_pb2
+
+ProcessingResponse = ep.ProcessingResponse
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
+_SKIP = processing_mode_pb2.ProcessingMode.SKIP
+
+Headers = Iterable[tuple[str, str]]
+
+
+def header_map(headers: ep.HttpHeaders, wanted: frozenset[str]) -> dict[str, str]:
+    """The wanted headers of a message (Envoy sends values in ``raw_value``)."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        if h.key in wanted:
+            out[h.key] = h.raw_value.decode("latin-1") if h.raw_value else h.value
+    return out
+
+
+def _mutation(set_headers: Headers, remove: Iterable[str]) -> ep.HeaderMutation:
+    return ep.HeaderMutation(
+        set_headers=[
+            base_pb2.HeaderValueOption(
+                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")), append_action=_OVERWRITE
+            )
+            for k, v in set_headers
+        ],
+        remove_headers=list(remove),
+    )
+
+
+def immediate(status: int, body: bytes, headers: Headers = ()) -> ep.ProcessingResponse:
+    """Answer the client now; nothing goes upstream."""
+    return ep.ProcessingResponse(
+        immediate_response=ep.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+            headers=_mutation([("content-type", "application/json"), *headers], ()),
+            body=body,
+        )
+    )
+
+
+def _common(
+    set_headers: Headers,
+    remove: Iterable[str],
+    body: bytes | None,
+    clear_route_cache: bool,
+) -> ep.CommonResponse:
+    common = ep.CommonResponse(clear_route_cache=clear_route_cache)
+    if set_headers or remove:
+        common.header_mutation.CopyFrom(_mutation(set_headers, remove))
+    if body is not None:
+        if body:
+            common.body_mutation.body = body
+        else:
+            common.body_mutation.clear_body = True
+    return common
+
+
+def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> ep.ProcessingResponse:
+    resp = ep.ProcessingResponse()
+    if set_headers or remove:
+        resp.request_headers.response.CopyFrom(_common(set_headers, remove, None, False))
+    else:
+        resp.request_headers.SetInParent()
+    return resp
+
+
+def request_body(body: bytes, set_headers: Headers, remove: Iterable[str]) -> ep.ProcessingResponse:
+    """Replace the request body and headers, and re-pick the route from the new headers."""
+    resp = ep.ProcessingResponse()
+    resp.request_body.response.CopyFrom(_common(set_headers, remove, body, True))
+    return resp
+
+
+def response_headers(
+    set_headers: Headers = (), remove: Iterable[str] = (), stream_body: bool = False
+) -> ep.ProcessingResponse:
+    resp = ep.ProcessingResponse()
+    if set_headers or remove:
+        resp.response_headers.response.CopyFrom(_common(set_headers, remove, None, False))
+    else:
+        resp.response_headers.SetInParent()
+    if stream_body:
+        # Per request: an SSE body goes chunk by chunk, everything else stays buffered.
+        resp.mode_override.response_body_mode = _STREAMED
+        resp.mode_override.response_trailer_mode = _SKIP
+        resp.mode_override.request_trailer_mode = _SKIP
+    return resp
+
+
+def response_body(
+    body: bytes | None, set_headers: Headers = (), remove: Iterable[str] = ()
+) -> ep.ProcessingResponse:
+    """``body=None`` leaves the chunk as Envoy has it."""
+    resp = ep.ProcessingResponse()
+    if body is None and not set_headers and not remove:
+        resp.response_body.SetInParent()
+    else:
+        resp.response_body.response.CopyFrom(_common(set_headers, remove, body, False))
+    return resp
+
+
+def continue_other(kind: str) -> ep.ProcessingResponse:
+    """An unmodified reply for a message kind the gateway does not act on (trailers)."""
+    resp = ep.ProcessingResponse()
+    getattr(resp, kind).SetInParent()
+    return resp

@@ -1,0 +1,171 @@
+"""The OpenAI wire format: OpenAI itself, xAI and OpenAI-compatible servers.
+
+The request and response already have OpenAI's shape, so the translation is
+a rewrite of ``model`` (and ``stream_options`` so that usage is always
+reported) and, on the way back, reading usage. Stream chunks pass through as
+the provider's own bytes; only the usage chunk and ``[DONE]`` are touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from ext_proc.errors import envelope, upstream_status
+from ext_proc.translators.base import (
+    Endpoint,
+    ResponseContext,
+    Target,
+    TranslatedResponse,
+    UpstreamRequest,
+    Usage,
+)
+from ext_proc.translators.sse import SSEBuffer
+
+_MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
+
+# Parameters a provider of this wire format rejects although OpenAI accepts
+# them, and that change nothing the caller relies on when dropped.
+_DROP_BY_KIND: dict[str, tuple[str, ...]] = {
+    "xai": ("store", "service_tier", "prediction", "modalities", "audio"),
+    "openai_compatible": ("store", "service_tier", "prediction", "metadata"),
+}
+
+
+def usage_from(obj: Mapping[str, Any]) -> Usage:
+    """OpenAI's usage object (chat, embeddings or images) as :class:`Usage`."""
+    u = obj.get("usage") or {}
+    prompt = u.get("prompt_tokens", u.get("input_tokens", 0)) or 0
+    completion = u.get("completion_tokens", u.get("output_tokens", 0)) or 0
+    prompt_details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=int(prompt),
+        cached_input_tokens=int(prompt_details.get("cached_tokens") or 0),
+        output_tokens=int(completion),
+        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
+        images=len(obj.get("data") or ()) if obj.get("object") != "list" else 0,
+    )
+
+
+def error_response(status: int, body: bytes) -> TranslatedResponse:
+    """A provider error in OpenAI's shape, re-coded to the gateway's stable codes."""
+    out_status, code = upstream_status(status)
+    message = f"upstream returned HTTP {status}"
+    try:
+        err = orjson.loads(body).get("error")
+        if isinstance(err, dict) and err.get("message"):
+            message = str(err["message"])
+        elif isinstance(err, str):
+            message = err
+    except (orjson.JSONDecodeError, AttributeError):
+        pass
+    return TranslatedResponse(out_status, envelope(out_status, code, message), None, code)
+
+
+class OpenAITranslator:
+    """OpenAI, xAI and OpenAI-compatible servers (vLLM, Ollama, Together, Groq)."""
+
+    def __init__(self, kind: str = "openai") -> None:
+        self.kind = kind
+        self._drop = _DROP_BY_KIND.get(kind, ())
+
+    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
+        return []  # these providers fetch image URLs themselves
+
+    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        body["model"] = target.upstream_model
+        for name in self._drop:
+            body.pop(name, None)
+        if endpoint is Endpoint.CHAT and body.get("stream") is True:
+            options = body.get("stream_options")
+            body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
+                "include_usage": True
+            }
+        return UpstreamRequest(
+            path=target.base_path + endpoint.value,
+            headers={"authorization": "Bearer " + target.api_key, "content-type": "application/json"},
+            body=orjson.dumps(body),
+        )
+
+    def response(
+        self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
+    ) -> TranslatedResponse:
+        if status >= 400:
+            return error_response(status, body)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return TranslatedResponse(
+                502, envelope(502, "upstream_error", "upstream returned a body that is not JSON"), None,
+                "upstream_error",
+            )
+        return TranslatedResponse(status, body, usage_from(parsed))
+
+    def stream(self, ctx: ResponseContext) -> OpenAIStream:
+        return OpenAIStream(ctx.include_usage)
+
+
+class OpenAIStream:
+    """Pass-through of an OpenAI-format SSE stream that reads usage on the way.
+
+    Chunks without any marker of interest go out as the very bytes received.
+    """
+
+    __slots__ = ("_include_usage", "_sse", "done", "error_code", "response_id", "usage")
+
+    def __init__(self, include_usage: bool) -> None:
+        self._include_usage = include_usage
+        self._sse = SSEBuffer()
+        self.usage: Usage | None = None
+        self.done = False
+        self.response_id = ""
+        self.error_code: str | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if (
+            self.response_id
+            and not self._sse._tail
+            and chunk.endswith(b"\n\n")
+            and b"\r" not in chunk
+            and not any(m in chunk for m in _MARKERS)
+        ):
+            return chunk
+        out: list[bytes] = []
+        for event in self._sse.feed(chunk):
+            keep = self._inspect(event.data)
+            if keep:
+                out.append(event.raw)
+        return b"".join(out)
+
+    def finish(self) -> bytes:
+        return b"".join(e.raw for e in self._sse.flush() if self._inspect(e.data))
+
+    def _inspect(self, data: bytes) -> bool:
+        """Record what the event tells; return whether it goes to the client."""
+        if data == b"[DONE]":
+            self.done = True
+            return False
+        if self.response_id and not any(m in data for m in _MARKERS[1:]):
+            return True
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(obj, dict):
+            return True
+        if not self.response_id and isinstance(obj.get("id"), str):
+            self.response_id = obj["id"]
+        if isinstance(obj.get("error"), dict):
+            _, self.error_code = upstream_status(500)
+            code = obj["error"].get("code")
+            if isinstance(code, str):
+                self.error_code = code
+            return True
+        if isinstance(obj.get("usage"), dict):
+            self.usage = usage_from(obj)
+            if not obj.get("choices"):
+                return self._include_usage
+        return True

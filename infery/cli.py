@@ -1,0 +1,142 @@
+"""``infery up``: the whole gateway on one machine, in the foreground.
+
+Without ``--config`` it runs on embedded defaults: SQLite under ``.infery/``,
+in-process limits, and local simulated providers (OpenAI, Anthropic and
+Gemini wire formats) so that it works with no provider keys and no internet.
+Ctrl-C stops every process it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from infery.stack import REPO, Ports, Process, Stack, free_port, spawn, wait_until
+
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
+
+
+def _secret_file(path: Path, prefix: str) -> str:
+    """A secret kept across restarts, created once with owner-only permissions."""
+    if path.exists():
+        return path.read_text().strip()
+    value = prefix + secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+    return value
+
+
+def _ports_from_env() -> Ports:
+    env = os.environ
+    first_ext_proc = int(env.get("INFERY_EXT_PROC_PORT", "50051"))
+    count = int(env.get("INFERY_EXT_PROCS", "1"))
+    return Ports(
+        listen=int(env.get("INFERY_LISTEN_PORT", "8080")),
+        admin=int(env.get("INFERY_ADMIN_PORT", "8081")),
+        xds=int(env.get("INFERY_XDS_PORT", "18000")),
+        ext_proc=tuple(range(first_ext_proc, first_ext_proc + count)),
+        envoy_admin=int(env.get("INFERY_ENVOY_ADMIN_PORT", "9901")),
+    )
+
+
+def _start_simulators(home: Path, provider_key: str) -> tuple[list[Process], dict[str, str]]:
+    procs: list[Process] = []
+    env: dict[str, str] = {"INFERY_DEMO_PROVIDER_KEY": provider_key}
+    roots = {"openai": "http://127.0.0.1:{}/v1", "anthropic": "http://127.0.0.1:{}", "google": "http://127.0.0.1:{}"}
+    for kind, root in roots.items():
+        port = free_port()
+        proc = spawn(
+            f"sim_{kind}",
+            [sys.executable, "-m", "simulators", "--kind", kind, "--port", str(port), "--api-key", provider_key,
+             "--chunk-delay-ms", "20"],
+            home / "logs",
+        )
+        procs.append(proc)
+        wait_until(lambda p=proc: "ready" in p.log(), f"the {kind} simulator", 30, [proc])
+        env[f"INFERY_DEMO_{kind.upper()}_URL"] = root.format(port)
+    return procs, env
+
+
+def _banner(stack: Stack, admin_token: str, demo_key: str | None, home: Path) -> str:
+    lines = [
+        "",
+        "Infery Gateway is up.",
+        f"  OpenAI-compatible API : {stack.base_url}",
+        f"  admin API + docs      : {stack.admin_url}/docs",
+        f"  admin token           : {admin_token}",
+    ]
+    if demo_key:
+        lines += [
+            f"  demo key              : {demo_key}",
+            "",
+            "Try it with the OpenAI SDK:",
+            "",
+            "  from openai import OpenAI",
+            f'  client = OpenAI(base_url="{stack.base_url}", api_key="{demo_key}")',
+            '  reply = client.chat.completions.create(model="gpt-4o-mini",',
+            '                                         messages=[{"role": "user", "content": "Hello!"}])',
+            "  print(reply.choices[0].message.content)",
+            "",
+            "  (models: gpt-4o-mini, gpt-4o, text-embedding-3-small, claude-sonnet-4-5, gemini-2-5-flash)",
+        ]
+    lines += ["", f"Logs: {home / 'logs'}/   Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
+
+
+def up(args: argparse.Namespace) -> int:
+    home = Path(os.environ.get("INFERY_HOME", REPO / ".infery")).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    admin_token = os.environ.get("INFERY_ADMIN_TOKEN") or _secret_file(home / "admin-token", "adm_")
+    env = {"INFERY_ADMIN_TOKEN": admin_token}
+    if "INFERY_DATABASE_URL" not in os.environ:
+        env["INFERY_DATABASE_URL"] = f"sqlite:///{home / 'infery.db'}"
+    simulators: list[Process] = []
+    demo_key = None
+    if args.config:
+        env["INFERY_CONFIG"] = str(Path(args.config).resolve())
+    else:
+        demo_key = _secret_file(home / "demo-key", "inf_")
+        simulators, sim_env = _start_simulators(home, _secret_file(home / "demo-provider-key", "sk-demo-"))
+        env |= sim_env | {"INFERY_DEMO_KEY": demo_key, "INFERY_CONFIG": str(DEMO_CONFIG)}
+    stack = Stack(home, _ports_from_env(), env)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+        print(_banner(stack, admin_token, demo_key, home), flush=True)
+        while not stop.wait(0.5):
+            dead = [name for name, p in stack.processes.items() if not p.alive()]
+            if dead:
+                print(f"stopping: {', '.join(dead)} exited (see {home / 'logs'})", file=sys.stderr)
+                return 1
+        return 0
+    except Exception as exc:
+        print(f"infery up failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        for proc in simulators:
+            proc.stop()
+        print("stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="infery", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="run the gateway in the foreground")
+    p_up.add_argument("--config", help="a gateway.yaml to load at start (default: the embedded demo)")
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        sys.exit(up(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Starts and stops one whole gateway: control plane, ext_proc processes, Envoy.
+
+Used by ``infery up`` and by the end-to-end tests alike, so the tests run the
+very processes a user runs. Every process gets its own process group and is
+terminated (then killed) on :meth:`Stack.stop`; nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class Ports:
+    listen: int = 8080
+    admin: int = 8081
+    xds: int = 18000
+    ext_proc: tuple[int, ...] = (50051,)
+    envoy_admin: int = 9901
+
+    @classmethod
+    def free(cls, ext_procs: int = 1) -> Ports:
+        return cls(free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)),
+                   free_port())
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=REPO,
+            start_new_session=True,
+        )
+    return Process(name, popen, log_path)
+
+
+def wait_until(check: object, what: str, timeout: float, procs: list[Process] = ()) -> None:  # type: ignore[assignment]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if not p.alive():
+                raise RuntimeError(f"{p.name} exited while waiting for {what}:\n{p.log()[-4000:]}")
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    logs = "\n".join(f"--- {p.name}\n{p.log()[-3000:]}" for p in procs)
+    raise TimeoutError(f"timed out waiting for {what}\n{logs}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def render_bootstrap(ports: Ports, node_id: str, xds_host: str = "127.0.0.1") -> dict[str, object]:
+    """envoy/bootstrap.yaml with this replica's ports filled in."""
+    doc = yaml.safe_load((REPO / "envoy" / "bootstrap.yaml").read_text())
+    doc["node"]["id"] = node_id
+    doc["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    xds_endpoint = clusters["infery_xds"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    xds_endpoint["endpoint"]["address"]["socket_address"] = {"address": xds_host, "port_value": ports.xds}
+    clusters["infery_ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+        {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
+        for p in ports.ext_proc
+    ]
+    return doc
+
+
+@dataclass
+class Stack:
+    """One gateway: ``with Stack(run_dir, ports, env) as stack: ...``."""
+
+    run_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    env: dict[str, str] = field(default_factory=dict)
+    envoy_concurrency: int = 2
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.listen}/v1"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    def control_plane_env(self) -> dict[str, str]:
+        return {
+            "INFERY_DATABASE_URL": f"sqlite:///{self.run_dir / 'infery.db'}",
+            "INFERY_ADMIN_PORT": str(self.ports.admin),
+            "INFERY_XDS_PORT": str(self.ports.xds),
+            "INFERY_LISTEN_PORT": str(self.ports.listen),
+            "INFERY_LISTEN_HOST": "127.0.0.1",
+            **self.env,
+        }
+
+    def start(self) -> Stack:
+        try:
+            self.start_control_plane()
+            for port in self.ports.ext_proc:
+                self.start_ext_proc(port)
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_control_plane(self) -> None:
+        proc = spawn(
+            "control_plane", [str(BIN / "python"), "-m", "control_plane"], self.run_dir / "logs",
+            self.control_plane_env(),
+        )
+        self.processes["control_plane"] = proc
+        url = f"{self.admin_url}/healthz"
+        wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, "the control plane", 60, [proc])
+        wait_until(lambda: port_open(self.ports.xds), "the xDS port", 30, [proc])
+
+    def start_ext_proc(self, port: int) -> None:
+        name = f"ext_proc_{port}"
+        proc = spawn(
+            name,
+            [
+                str(BIN / "python"), "-m", "ext_proc", "--port", str(port),
+                "--control-plane", f"127.0.0.1:{self.ports.xds}",
+                "--spool", str(self.run_dir / f"usage-{port}.db"),
+            ],
+            self.run_dir / "logs",
+            self.env,
+        )
+        self.processes[name] = proc
+        wait_until(lambda: "ready ext_proc" in proc.log(), f"ext_proc on {port}", 60, [proc])
+
+    def start_envoy(self) -> None:
+        bootstrap = self.run_dir / "envoy.yaml"
+        bootstrap.write_text(yaml.safe_dump(render_bootstrap(self.ports, f"infery-envoy-{self.ports.listen}")))
+        proc = spawn(
+            "envoy",
+            [
+                str(BIN / "envoy"), "-c", str(bootstrap), "--disable-hot-restart",
+                "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",
+            ],
+            self.run_dir / "logs",
+        )
+        self.processes["envoy"] = proc
+        wait_until(lambda: port_open(self.ports.listen), "Envoy's listener", 60, [proc])
+
+    def stop_process(self, name: str) -> None:
+        proc = self.processes.get(name)
+        if proc:
+            proc.stop()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.processes[name].stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {name}\n{p.log()[-5000:]}" for name, p in self.processes.items())
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def running(run_dir: Path, **kwargs: object) -> Iterator[Stack]:
+    stack = Stack(run_dir, **kwargs)  # type: ignore[arg-type]
+    with stack:
+        yield stack
