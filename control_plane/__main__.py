@@ -15,13 +15,12 @@ from pathlib import Path
 
 import grpc
 import uvicorn
-from infery_proto.v1 import usage_pb2_grpc
 
 from control_plane.api.app import create_app
 from control_plane.config_file import apply_config
 from control_plane.settings import Settings
-from control_plane.store.db import migrate, open_store
-from control_plane.usage_service import UsageService
+from control_plane.store.db import open_store
+from control_plane.usage_service import add_usage_service
 from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import Publisher
 from control_plane.xds.server import XdsCache, ads_handler
@@ -32,8 +31,7 @@ log = logging.getLogger("infery.control_plane")
 async def serve(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite:///./"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    await asyncio.to_thread(migrate, settings.database_url)
-    _engine, sessions = open_store(settings.database_url)
+    _engine, sessions = await asyncio.to_thread(open_store, settings.database_url)  # migrates
     if settings.config_path:
         await asyncio.to_thread(apply_config, settings.config_path, sessions)
 
@@ -45,7 +43,7 @@ async def serve(settings: Settings) -> None:
 
     grpc_server = grpc.aio.server()
     grpc_server.add_generic_rpc_handlers((ads_handler(cache),))
-    usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageService(sessions), grpc_server)
+    add_usage_service(grpc_server, sessions)
     grpc_server.add_insecure_port(f"{settings.host}:{settings.xds_port}")
     await grpc_server.start()
 

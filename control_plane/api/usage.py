@@ -1,0 +1,39 @@
+"""/admin/v1/usage: breakdowns and single-request records."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from control_plane.resources import usage
+from control_plane.schemas import UsageRecordOut, UsageReport
+from control_plane.store.db import SessionFactory
+
+
+def router(session_factory: SessionFactory) -> APIRouter:
+    api = APIRouter(prefix="/usage", tags=["usage"])
+
+    @api.get("", response_model=UsageReport)
+    def usage_report(
+        workspace: Annotated[str | None, Query(description="workspace name or id")] = None,
+        key: Annotated[str | None, Query(description="key id")] = None,
+        member: Annotated[str | None, Query(description="member id or email")] = None,
+        model: Annotated[str | None, Query(description="slug that served the request")] = None,
+        start: Annotated[str | None, Query(alias="from", description="ISO-8601 date or datetime")] = None,
+        end: Annotated[
+            str | None, Query(alias="to", description="ISO-8601 date (whole day included) or datetime")
+        ] = None,
+        group_by: Annotated[Literal["key", "model", "member", "day"] | None, Query()] = None,
+    ) -> UsageReport:
+        """Sums per group; without `group_by`, one `total` row (none when nothing matched)."""
+        query = usage.UsageQuery(workspace, key, member, model, start, end, group_by)
+        with session_factory() as session:
+            return UsageReport(rows=usage.report(session, query))
+
+    @api.get("/requests/{request_id}", response_model=UsageRecordOut)
+    def usage_record(request_id: str) -> UsageRecordOut:
+        with session_factory() as session:
+            return usage.record_out(usage.get_record(session, request_id))
+
+    return api

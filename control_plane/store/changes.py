@@ -1,0 +1,105 @@
+"""Configuration revision and in-process change notification.
+
+Every configuration write bumps the single `config_revision` row in the same
+transaction as the change, so the revision is a consistent version for xDS and lets
+several control-plane replicas sharing one database converge by polling it. Within
+one process, subscribers hear about a commit at once through `notify()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import event, update
+from sqlmodel import Session, col, select
+
+from control_plane.store.tables import ConfigRevision
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[], None]
+
+_CHANGED = "infery_config_changed"  # session.info flag set by a flush that wrote something
+_subscribers: list[Callback] = []
+_lock = threading.Lock()
+
+
+def subscribe(callback: Callback) -> Callable[[], None]:
+    """Call `callback()` after every committed configuration change; returns an unsubscribe function.
+
+    The callback runs in the thread that committed (often a worker thread of the admin
+    API), so it must be cheap and thread-safe, e.g. `loop.call_soon_threadsafe(event.set)`.
+    """
+    with _lock:
+        _subscribers.append(callback)
+
+    def unsubscribe() -> None:
+        with _lock:
+            if callback in _subscribers:
+                _subscribers.remove(callback)
+
+    return unsubscribe
+
+
+def notify() -> None:
+    with _lock:
+        callbacks = list(_subscribers)
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one broken subscriber must not fail an admin call that already committed
+            log.exception("configuration change subscriber failed")
+
+
+def current_revision(session: Session) -> int:
+    revision = session.exec(select(ConfigRevision.revision).where(col(ConfigRevision.id) == 1)).first()
+    return int(revision or 0)
+
+
+def bump_revision(session: Session) -> None:
+    """Increment the revision inside the caller's transaction (atomic across replicas)."""
+    result = session.exec(
+        update(ConfigRevision)
+        .where(col(ConfigRevision.id) == 1)
+        .values(revision=col(ConfigRevision.revision) + 1)
+    )
+    if result.rowcount == 0:
+        session.add(ConfigRevision(id=1, revision=1))
+
+
+def mark_changed(session: Session) -> None:
+    """Record a change the ORM cannot see (a bulk UPDATE/DELETE statement)."""
+    session.info[_CHANGED] = True
+
+
+def is_changed(session: Session) -> bool:
+    """Whether this mutation has changed anything so far (flush first)."""
+    return bool(session.info.get(_CHANGED))
+
+
+def _record_flush(session: Session, _context: object, _instances: object) -> None:
+    if session.new or session.deleted or any(session.is_modified(obj) for obj in session.dirty):
+        mark_changed(session)
+
+
+@contextmanager
+def mutation(session_factory: Callable[[], Session]) -> Iterator[Session]:
+    """A session for one configuration change: commit, bump the revision, then notify.
+
+    Nothing is bumped or announced when the block changed nothing, so re-applying the
+    same configuration (or an identical PUT) leaves the revision and the data plane alone.
+    """
+    with session_factory() as session:
+        event.listen(session, "before_flush", _record_flush)
+        yield session
+        session.flush()
+        changed = bool(session.info.pop(_CHANGED, False))
+        if changed:
+            bump_revision(session)
+        session.commit()
+    if changed:
+        notify()
+

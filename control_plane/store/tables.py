@@ -1,0 +1,193 @@
+"""SQLModel tables: the single source of truth the admin API edits and xDS serves.
+
+Money is never a float here: prices, budgets and multipliers are canonical decimal
+strings, usage credits are integer pico-credits (exact SUMs in SQL) plus the exact
+string the client was told.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    SQLite drops the offset on the way in; this puts UTC back on the way out so callers
+    never compare naive and aware values.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+# Deterministic constraint names, so later migrations can address them on every backend.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _json_list() -> Any:
+    return Field(default_factory=list, sa_type=JSON, nullable=False)
+
+
+class Provider(SQLModel, table=True):
+    __tablename__ = "providers"
+
+    name: str = Field(primary_key=True, sa_type=String(64))
+    kind: str = Field(sa_type=String(32))
+    base_url: str = Field(sa_type=String(2048))
+    api_key: str | None = Field(default=None, sa_type=String(4096))
+
+
+class Model(SQLModel, table=True):
+    __tablename__ = "models"
+
+    slug: str = Field(primary_key=True, sa_type=String(128))
+    provider: str = Field(foreign_key="providers.name", ondelete="RESTRICT", index=True, sa_type=String(64))
+    upstream_model: str = Field(sa_type=String(256))
+    input_per_mtok: str | None = Field(default=None, sa_type=String(64))
+    cached_input_per_mtok: str | None = Field(default=None, sa_type=String(64))
+    output_per_mtok: str | None = Field(default=None, sa_type=String(64))
+    per_image: str | None = Field(default=None, sa_type=String(64))
+    per_audio_second: str | None = Field(default=None, sa_type=String(64))
+    per_mchar: str | None = Field(default=None, sa_type=String(64))
+    capabilities: list[str] = _json_list()
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+PRICE_FIELDS = (
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "output_per_mtok",
+    "per_image",
+    "per_audio_second",
+    "per_mchar",
+)
+
+
+class Route(SQLModel, table=True):
+    __tablename__ = "routes"
+
+    slug: str = Field(primary_key=True, foreign_key="models.slug", ondelete="CASCADE", sa_type=String(128))
+    fallbacks: list[str] = _json_list()
+    retry_on: list[str] = _json_list()
+    attempt_timeout_s: float
+    total_timeout_s: float
+
+
+class Workspace(SQLModel, table=True):
+    __tablename__ = "workspaces"
+
+    id: str = Field(default_factory=new_id, primary_key=True, sa_type=String(36))
+    name: str = Field(unique=True, sa_type=String(64))
+    rpm: int | None = Field(default=None, sa_type=BigInteger)
+    tpm: int | None = Field(default=None, sa_type=BigInteger)
+    budget_credits: str | None = Field(default=None, sa_type=String(64))
+    budget_period: str = Field(default="month", sa_type=String(16))
+    price_multiplier: str = Field(default="1", sa_type=String(64))
+    allowed_models: list[str] = _json_list()
+
+
+class Member(SQLModel, table=True):
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("workspace_id", "email", name="uq_members_workspace_id_email"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, sa_type=String(36))
+    workspace_id: str = Field(foreign_key="workspaces.id", ondelete="CASCADE", sa_type=String(36))
+    email: str = Field(sa_type=String(320))
+    role: str = Field(sa_type=String(16))
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=new_id, primary_key=True, sa_type=String(36))
+    workspace_id: str = Field(foreign_key="workspaces.id", ondelete="CASCADE", index=True, sa_type=String(36))
+    member_id: str = Field(foreign_key="members.id", ondelete="CASCADE", index=True, sa_type=String(36))
+    name: str = Field(sa_type=String(128))
+    prefix: str = Field(sa_type=String(16))
+    key_hash: str = Field(unique=True, sa_type=String(64))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class UsageRecord(SQLModel, table=True):
+    """One row per request id; the fields of `infery.v1.UsageRecord` plus two derived columns.
+
+    `day` (UTC, YYYY-MM-DD) makes group-by-day portable between SQLite and PostgreSQL;
+    `credits_pico` makes SUM(credits) exact in SQL while `credits` keeps the exact string.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_records_workspace_started", "workspace_id", "started_at_ms"),
+        Index("ix_usage_records_started", "started_at_ms"),
+    )
+
+    request_id: str = Field(primary_key=True, sa_type=String(128))
+    started_at_ms: int = Field(sa_type=BigInteger)
+    day: str = Field(sa_type=String(10))
+    workspace_id: str = Field(default="", sa_type=String(64))
+    member_id: str = Field(default="", sa_type=String(64))
+    key_id: str = Field(default="", index=True, sa_type=String(64))
+    endpoint: str = Field(default="", sa_type=String(128))
+    model_requested: str = Field(default="", sa_type=String(128))
+    model_used: str = Field(default="", sa_type=String(128))
+    provider: str = Field(default="", sa_type=String(64))
+    fallback_from: str = Field(default="", sa_type=String(128))
+    status: int = 0
+    input_tokens: int = Field(default=0, sa_type=BigInteger)
+    cached_input_tokens: int = Field(default=0, sa_type=BigInteger)
+    output_tokens: int = Field(default=0, sa_type=BigInteger)
+    reasoning_tokens: int = Field(default=0, sa_type=BigInteger)
+    credits: str = Field(default="0", sa_type=String(64))
+    credits_pico: int = Field(default=0, sa_type=BigInteger)
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    idempotent_replay: bool = False
+    stream: bool = False
+    error_code: str = Field(default="", sa_type=String(64))
+
+
+class ConfigRevision(SQLModel, table=True):
+    """A single row whose counter moves with every configuration change (xDS version)."""
+
+    __tablename__ = "config_revision"
+
+    id: int = Field(default=1, primary_key=True)
+    revision: int = Field(default=0, sa_type=BigInteger)
+
+
+class Setting(SQLModel, table=True):
+    __tablename__ = "settings"
+
+    key: str = Field(primary_key=True, sa_type=String(64))
+    value: str = Field(sa_type=String(1024))

@@ -1,0 +1,73 @@
+"""Admin token generation (printed once, stored hashed) and settings from the environment."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session
+
+from control_plane.api import create_app
+from control_plane.api.auth import ADMIN_TOKEN_SETTING
+from control_plane.settings import DEFAULT_DATABASE_URL, Settings
+from control_plane.store.tables import Setting
+
+
+def test_generated_token_is_printed_once_and_stored_hashed(
+    sqlite_url: str, session_factory: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=sqlite_url)
+    app = create_app(settings, session_factory)
+    printed = capsys.readouterr().err.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("admin token: ")
+    token = printed[0].removeprefix("admin token: ")
+
+    create_app(settings, session_factory)  # a restart does not make a new one
+    assert capsys.readouterr().err == ""
+    with session_factory() as session:
+        stored = session.get(Setting, ADMIN_TOKEN_SETTING)
+    assert stored is not None and stored.value == hashlib.sha256(token.encode()).hexdigest()
+
+    with TestClient(app) as client:
+        assert (
+            client.get("/admin/v1/providers", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+        )
+        assert (
+            client.get("/admin/v1/providers", headers={"Authorization": f"Bearer {token}x"}).status_code
+            == 401
+        )
+
+
+def test_env_token_wins_and_nothing_is_generated(
+    sqlite_url: str, session_factory: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(Settings(database_url=sqlite_url, admin_token="from-env"), session_factory)
+    assert capsys.readouterr().err == ""
+    with TestClient(app) as client:
+        assert client.get("/admin/v1/models", headers={"Authorization": "bearer from-env"}).status_code == 200
+
+
+def test_settings_from_env() -> None:
+    defaults = Settings.from_env({})
+    assert defaults.database_url == DEFAULT_DATABASE_URL and defaults.admin_token is None
+    assert (defaults.admin_port, defaults.xds_port, defaults.listen_port) == (8081, 18000, 8080)
+    assert defaults.max_request_bytes == 32 * 1024 * 1024 and defaults.host == "127.0.0.1"
+    custom = Settings.from_env(
+        {
+            "INFERY_DATABASE_URL": "postgresql://u@h/db",
+            "INFERY_ADMIN_TOKEN": "t",
+            "INFERY_ADMIN_PORT": "9",
+            "INFERY_XDS_PORT": "10",
+            "INFERY_LISTEN_PORT": "11",
+            "INFERY_MAX_REQUEST_BYTES": "1024",
+            "INFERY_CONFIG": "gateway.yaml",
+            "INFERY_HOST": "0.0.0.0",
+            "INFERY_UNRELATED": "x",
+        }
+    )
+    assert custom == Settings("postgresql://u@h/db", "t", 9, 10, 11, 1024, "gateway.yaml", "0.0.0.0")
+    assert Settings.from_env({"INFERY_ADMIN_TOKEN": ""}).admin_token is None
+    with pytest.raises(ValueError, match="INFERY_ADMIN_PORT"):
+        Settings.from_env({"INFERY_ADMIN_PORT": "eighty"})
