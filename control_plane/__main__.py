@@ -58,8 +58,13 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("control plane: admin http://%s:%s, xDS %s:%s", settings.host, settings.admin_port,
-             settings.host, settings.xds_port)
+    log.info(
+        "control plane: admin http://%s:%s, xDS %s:%s",
+        settings.host,
+        settings.admin_port,
+        settings.host,
+        settings.xds_port,
+    )
     await stop.wait()
     api.should_exit = True
     await api_task

@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("INFERY_EXT_PROC_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_EXT_PROC_PORT", "50051")))
     parser.add_argument(
-        "--control-plane", default=os.environ.get("INFERY_CONTROL_PLANE", "127.0.0.1:18000"),
+        "--control-plane",
+        default=os.environ.get("INFERY_CONTROL_PLANE", "127.0.0.1:18000"),
         help="gRPC address of the control plane (xDS and usage reports)",
     )
     parser.add_argument("--spool", default=None, help="usage spool file (default .infery/usage-<port>.db)")

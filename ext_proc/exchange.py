@@ -41,14 +41,17 @@ ENDPOINTS = {
     "/v1/images/generations": Endpoint.IMAGES,
 }
 ROUTE_HEADER = "x-infery-cluster"
+MODEL_ROUTE_HEADER = "x-infery-route"
 _REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "x-request-id"})
-_RESPONSE_HEADERS = frozenset({":status", "content-type"})
+LOCAL_REPLY_HEADER = "x-infery-local-reply"  # Envoy's own error reply; the value is its error code
+_RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER})
 # Client headers that must never reach a provider: credentials (the provider's
 # own are set per attempt), our routing header, and encodings we could not parse.
 _STRIP_UPSTREAM = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "accept-encoding")
 # Envoy control headers a client must not set: routing, retries and timeouts are the gateway's.
 _ENVOY_CONTROLS = (
     ROUTE_HEADER,
+    MODEL_ROUTE_HEADER,
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-max-retries",
@@ -184,13 +187,8 @@ class Exchange:
             ("content-length", str(len(upstream.body))),
             *upstream.headers.items(),
         ]
-        route = config.routes.get(slug)
-        if route is not None and route.total_timeout_s > 0:
-            set_headers.append(("x-envoy-upstream-rq-timeout-ms", str(int(route.total_timeout_s * 1000))))
-        if route is not None and route.attempt_timeout_s > 0:
-            set_headers.append(
-                ("x-envoy-upstream-rq-per-try-timeout-ms", str(int(route.attempt_timeout_s * 1000)))
-            )
+        if slug in config.routes:  # Envoy's route for this model carries its timeouts
+            set_headers.append((MODEL_ROUTE_HEADER, slug))
         remove = [h for h in _STRIP_UPSTREAM if h not in upstream.headers]
         return msg.request_body(upstream.body, set_headers, remove)
 
@@ -199,10 +197,13 @@ class Exchange:
     def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _RESPONSE_HEADERS)
         self.status = int(h.get(":status", "0") or 0)
-        if self.model is None:  # an Envoy local reply for a request we never routed
+        local_reply = h.get(LOCAL_REPLY_HEADER)
+        if local_reply is not None or self.model is None:
+            # Envoy's own failure (timeout, reset, ...): already in the envelope.
             self.status = self.status or 502
+            self.error_code = local_reply or "upstream_error"
             self._finish()
-            return msg.response_headers()
+            return msg.response_headers(remove=(LOCAL_REPLY_HEADER,))
         if (
             self.stream
             and self.status == 200
@@ -221,7 +222,7 @@ class Exchange:
         return msg.response_headers()
 
     def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
-        if self.model is None:
+        if self.finished and not self.body_stream:
             return msg.response_body(None)
         if self.body_stream:
             return self._stream_chunk(body.body, body.end_of_stream)
@@ -304,11 +305,9 @@ class Exchange:
     def _models(self, method: str, authorization: str | None, config: GatewayConfig) -> ep.ProcessingResponse:
         if method != "GET":
             raise GatewayError(405, "method_not_allowed", f"{self.path} accepts GET only.")
-        self.key = authenticate(authorization, config)
-        status, body = catalog_responses.models(self.path, self.key, config)
-        self.status = status
-        if status >= 400:
-            self.error_code = orjson.loads(body)["error"]["code"]
+        # Listing models is not metered: no usage record.
+        key = authenticate(authorization, config)
+        status, body = catalog_responses.models(self.path, key, config)
         self._finish()
         return msg.immediate(status, body, (("x-request-id", self.request_id),))
 
@@ -369,5 +368,3 @@ class Exchange:
 
 def _sse(data: bytes) -> bytes:
     return b"data: " + data + b"\n\n"
-
-

@@ -16,7 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
-from infery.stack import REPO, Ports, Process, Stack, free_port, spawn, wait_until
+import yaml
+
+from infery.stack import REPO, Ports, Process, Stack, free_port, render_bootstrap, spawn, wait_until
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
@@ -49,13 +51,28 @@ def _ports_from_env() -> Ports:
 def _start_simulators(home: Path, provider_key: str) -> tuple[list[Process], dict[str, str]]:
     procs: list[Process] = []
     env: dict[str, str] = {"INFERY_DEMO_PROVIDER_KEY": provider_key}
-    roots = {"openai": "http://127.0.0.1:{}/v1", "anthropic": "http://127.0.0.1:{}", "google": "http://127.0.0.1:{}"}
+    roots = {
+        "openai": "http://127.0.0.1:{}/v1",
+        "anthropic": "http://127.0.0.1:{}",
+        "google": "http://127.0.0.1:{}",
+    }
     for kind, root in roots.items():
         port = free_port()
         proc = spawn(
             f"sim_{kind}",
-            [sys.executable, "-m", "simulators", "--kind", kind, "--port", str(port), "--api-key", provider_key,
-             "--chunk-delay-ms", "20"],
+            [
+                sys.executable,
+                "-m",
+                "simulators",
+                "--kind",
+                kind,
+                "--port",
+                str(port),
+                "--api-key",
+                provider_key,
+                "--chunk-delay-ms",
+                "20",
+            ],
             home / "logs",
         )
         procs.append(proc)
@@ -133,9 +150,15 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="run the gateway in the foreground")
     p_up.add_argument("--config", help="a gateway.yaml to load at start (default: the embedded demo)")
+    p_boot = sub.add_parser("bootstrap", help="print Envoy's bootstrap for one replica")
+    p_boot.add_argument("--xds-host", default="127.0.0.1", help="the control plane's host")
+    p_boot.add_argument("--node-id", default="infery-envoy-0")
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
+    if args.command == "bootstrap":
+        ports = _ports_from_env()
+        print(yaml.safe_dump(render_bootstrap(ports, args.node_id, xds_host=args.xds_host), sort_keys=False))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ class Ports:
 
     @classmethod
     def free(cls, ext_procs: int = 1) -> Ports:
-        return cls(free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)),
-                   free_port())
+        return cls(
+            free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)), free_port()
+        )
 
 
 @dataclass
@@ -110,7 +111,8 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 
 def render_bootstrap(ports: Ports, node_id: str, xds_host: str = "127.0.0.1") -> dict[str, object]:
     """envoy/bootstrap.yaml with this replica's ports filled in."""
-    doc = yaml.safe_load((REPO / "envoy" / "bootstrap.yaml").read_text())
+    template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or REPO / "envoy" / "bootstrap.yaml")
+    doc = yaml.safe_load(template.read_text())
     doc["node"]["id"] = node_id
     doc["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
@@ -164,7 +166,9 @@ class Stack:
 
     def start_control_plane(self) -> None:
         proc = spawn(
-            "control_plane", [str(BIN / "python"), "-m", "control_plane"], self.run_dir / "logs",
+            "control_plane",
+            [str(BIN / "python"), "-m", "control_plane"],
+            self.run_dir / "logs",
             self.control_plane_env(),
         )
         self.processes["control_plane"] = proc
@@ -177,9 +181,15 @@ class Stack:
         proc = spawn(
             name,
             [
-                str(BIN / "python"), "-m", "ext_proc", "--port", str(port),
-                "--control-plane", f"127.0.0.1:{self.ports.xds}",
-                "--spool", str(self.run_dir / f"usage-{port}.db"),
+                str(BIN / "python"),
+                "-m",
+                "ext_proc",
+                "--port",
+                str(port),
+                "--control-plane",
+                f"127.0.0.1:{self.ports.xds}",
+                "--spool",
+                str(self.run_dir / f"usage-{port}.db"),
             ],
             self.run_dir / "logs",
             self.env,
@@ -189,12 +199,20 @@ class Stack:
 
     def start_envoy(self) -> None:
         bootstrap = self.run_dir / "envoy.yaml"
-        bootstrap.write_text(yaml.safe_dump(render_bootstrap(self.ports, f"infery-envoy-{self.ports.listen}")))
+        bootstrap.write_text(
+            yaml.safe_dump(render_bootstrap(self.ports, f"infery-envoy-{self.ports.listen}"))
+        )
         proc = spawn(
             "envoy",
             [
-                str(BIN / "envoy"), "-c", str(bootstrap), "--disable-hot-restart",
-                "--concurrency", str(self.envoy_concurrency), "--log-level", "warning",
+                str(BIN / "envoy"),
+                "-c",
+                str(bootstrap),
+                "--disable-hot-restart",
+                "--concurrency",
+                str(self.envoy_concurrency),
+                "--log-level",
+                "warning",
             ],
             self.run_dir / "logs",
         )

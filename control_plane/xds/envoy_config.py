@@ -12,7 +12,7 @@ single route sends it to the cluster that header names.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,9 @@ from infery_proto.v1 import config_pb2
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
-ROUTE_HEADER = "x-infery-cluster"
+ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the provider cluster to send to
+MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc when the model has a configured Route
+LOCAL_REPLY_HEADER = "x-infery-local-reply"  # on Envoy's own error replies: the envelope's code
 
 _T = "type.googleapis.com/"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -53,7 +55,9 @@ class ListenerSettings:
     connect_timeout_s: float = 5.0
 
     @classmethod
-    def from_env(cls, port: int, max_request_bytes: int, env: Mapping[str, str] | None = None) -> ListenerSettings:
+    def from_env(
+        cls, port: int, max_request_bytes: int, env: Mapping[str, str] | None = None
+    ) -> ListenerSettings:
         env = os.environ if env is None else env
         default = cls()
         return cls(
@@ -77,12 +81,23 @@ def _envelope(status: int, code: str, message: str) -> dict[str, Any]:
     }
 
 
-def _flags_mapper(flags: list[str], status: int, code: str, message: str) -> dict[str, Any]:
+def _mapper(filter_: dict[str, Any], status: int, code: str, message: str) -> dict[str, Any]:
     return {
-        "filter": {"response_flag_filter": {"flags": flags}},
+        "filter": filter_,
         "status_code": status,
         "body_format_override": _envelope(status, code, message),
+        # Tells ext_proc the body is already the envelope, not a provider's error.
+        "headers_to_add": [
+            {
+                "header": {"key": LOCAL_REPLY_HEADER, "value": code},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
     }
+
+
+def _flags_mapper(flags: list[str], status: int, code: str, message: str) -> dict[str, Any]:
+    return _mapper({"response_flag_filter": {"flags": flags}}, status, code, message)
 
 
 def _local_replies() -> dict[str, Any]:
@@ -99,9 +114,9 @@ def _local_replies() -> dict[str, Any]:
             ),
             _flags_mapper(["UC", "UR", "UPE", "UMSDR"], 502, "upstream_error", "The provider failed."),
             _flags_mapper(["NR"], 404, "not_found", "Unknown path."),
-            {
-                # ext_proc unreachable, failing or too slow: Envoy's reply has no flag, only details.
-                "filter": {
+            # ext_proc unreachable, failing or too slow: Envoy's reply has no flag, only details.
+            _mapper(
+                {
                     "extension_filter": {
                         "name": "envoy.access_loggers.extension_filters.cel",
                         "typed_config": {
@@ -110,21 +125,20 @@ def _local_replies() -> dict[str, Any]:
                         },
                     }
                 },
-                "status_code": 503,
-                "body_format_override": _envelope(
-                    503, "gateway_unavailable", "The gateway's request processor is unavailable."
-                ),
-            },
-            {
-                "filter": {
+                503,
+                "gateway_unavailable",
+                "The gateway's request processor is unavailable.",
+            ),
+            _mapper(
+                {
                     "status_code_filter": {
                         "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "_413"}}
                     }
                 },
-                "body_format_override": _envelope(
-                    413, "request_too_large", "The request body is larger than this gateway accepts."
-                ),
-            },
+                413,
+                "request_too_large",
+                "The request body is larger than this gateway accepts.",
+            ),
         ]
     }
 
@@ -149,8 +163,7 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         },
     }
     hcm = {
-        "@type": _T
-        + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "infery",
         "codec_type": "AUTO",
         "server_name": "infery",
@@ -158,13 +171,18 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "always_set_request_id_in_response": True,
         "request_timeout": "0s",
         "stream_idle_timeout": f"{int(s.request_timeout_s)}s",
-        "rds": {"route_config_name": ROUTE_CONFIG_NAME, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+        "rds": {
+            "route_config_name": ROUTE_CONFIG_NAME,
+            "config_source": {"ads": {}, "resource_api_version": "V3"},
+        },
         "http_filters": [
             ext_proc,
             {
                 "name": "envoy.filters.http.router",
-                "typed_config": {"@type": _T + "envoy.extensions.filters.http.router.v3.Router",
-                                 "suppress_envoy_headers": True},
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.filters.http.router.v3.Router",
+                    "suppress_envoy_headers": True,
+                },
             },
         ],
         "local_reply_config": _local_replies(),
@@ -198,20 +216,34 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
     return json_format.ParseDict(doc, listener_pb2.Listener())
 
 
-def route_configuration(s: ListenerSettings) -> route_pb2.RouteConfiguration:
+def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any]:
+    """One route: by default just the cluster ext_proc picked; a configured Route adds its timeouts."""
+    action: dict[str, Any] = {"cluster_header": ROUTE_HEADER, "timeout": f"{int(s.request_timeout_s)}s"}
+    match: dict[str, Any] = {"prefix": "/"}
+    if route is not None:
+        match["headers"] = [{"name": MODEL_ROUTE_HEADER, "string_match": {"exact": route.slug}}]
+        if route.total_timeout_s > 0:
+            action["timeout"] = f"{route.total_timeout_s}s"
+        if route.attempt_timeout_s > 0:
+            action["retry_policy"] = {"num_retries": 0, "per_try_timeout": f"{route.attempt_timeout_s}s"}
+    return {
+        "name": route.slug if route else "default",
+        "match": match,
+        "route": action,
+        "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER],
+    }
+
+
+def route_configuration(
+    routes: Iterable[config_pb2.Route], s: ListenerSettings
+) -> route_pb2.RouteConfiguration:
     doc = {
         "name": ROUTE_CONFIG_NAME,
         "virtual_hosts": [
             {
                 "name": "gateway",
                 "domains": ["*"],
-                "routes": [
-                    {
-                        "match": {"prefix": "/"},
-                        "route": {"cluster_header": ROUTE_HEADER, "timeout": f"{int(s.request_timeout_s)}s"},
-                        "request_headers_to_remove": [ROUTE_HEADER],
-                    }
-                ],
+                "routes": [*(_route(r, s) for r in routes), _route(None, s)],
             }
         ],
     }

@@ -30,7 +30,7 @@ def build_resources(snapshot: Snapshot, listener: envoy_config.ListenerSettings)
     return {
         CLUSTER: [envoy_config.provider_cluster(p, listener) for p in snapshot.providers],
         LISTENER: [envoy_config.listener(listener)],
-        ROUTE: [envoy_config.route_configuration(listener)],
+        ROUTE: [envoy_config.route_configuration(snapshot.routes, listener)],
         _T + "Provider": list(snapshot.providers),
         _T + "Model": list(snapshot.models),
         _T + "Workspace": list(snapshot.workspaces),

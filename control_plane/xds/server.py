@@ -147,8 +147,13 @@ def _receive(state: _Stream, req: discovery_pb2.DiscoveryRequest) -> None:
     if req.HasField("error_detail"):
         # Envoy keeps its last good config; never re-send the rejected version.
         sub.rejected_version = sub.sent_version
-        log.error("%s rejected %s version %s: %s", state.peer, req.type_url, sub.sent_version,
-                  req.error_detail.message[:500])
+        log.error(
+            "%s rejected %s version %s: %s",
+            state.peer,
+            req.type_url,
+            sub.sent_version,
+            req.error_detail.message[:500],
+        )
 
 
 def _pending(cache: XdsCache, state: _Stream) -> list[discovery_pb2.DiscoveryResponse]:

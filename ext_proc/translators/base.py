@@ -34,25 +34,25 @@ class Media:
 class Target:
     """Where one attempt goes."""
 
-    kind: str            # provider kind: openai | anthropic | google | xai | openai_compatible
-    base_path: str       # path part of the provider's base URL, no trailing slash
-    api_key: str         # provider credential
+    kind: str  # provider kind: openai | anthropic | google | xai | openai_compatible
+    base_path: str  # path part of the provider's base URL, no trailing slash
+    api_key: str  # provider credential
     upstream_model: str  # the provider's own model name
     media: Mapping[str, Media] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class UpstreamRequest:
-    path: str                  # full request path, query string included
-    headers: dict[str, str]    # headers to set (credentials, content-type, versions)
+    path: str  # full request path, query string included
+    headers: dict[str, str]  # headers to set (credentials, content-type, versions)
     body: bytes
 
 
 @dataclass(slots=True)
 class Usage:
-    input_tokens: int = 0         # all prompt tokens, cached ones included
+    input_tokens: int = 0  # all prompt tokens, cached ones included
     cached_input_tokens: int = 0
-    output_tokens: int = 0        # all completion tokens, reasoning included
+    output_tokens: int = 0  # all completion tokens, reasoning included
     reasoning_tokens: int = 0
     images: int = 0
 
@@ -61,18 +61,18 @@ class Usage:
 class ResponseContext:
     """What a translator needs to shape an OpenAI response."""
 
-    slug: str                 # the model slug that served
+    slug: str  # the model slug that served
     upstream_model: str
-    created: int              # unix seconds
+    created: int  # unix seconds
     include_usage: bool = False  # streams: pass the usage chunk to the client
 
 
 @dataclass(slots=True)
 class TranslatedResponse:
     status: int
-    body: bytes                     # OpenAI-shaped JSON (an error envelope when status >= 400)
+    body: bytes  # OpenAI-shaped JSON (an error envelope when status >= 400)
     usage: Usage | None = None
-    error_code: str | None = None   # the envelope's error.code when status >= 400
+    error_code: str | None = None  # the envelope's error.code when status >= 400
 
 
 class StreamTranslator(Protocol):
@@ -87,8 +87,8 @@ class StreamTranslator(Protocol):
     """
 
     usage: Usage | None
-    done: bool                 # the provider signalled the end of the stream
-    response_id: str           # the id of the chunks, for the credits chunk
+    done: bool  # the provider signalled the end of the stream
+    response_id: str  # the id of the chunks, for the credits chunk
     error_code: str | None
 
     def feed(self, chunk: bytes) -> bytes: ...

@@ -81,9 +81,9 @@ class OpenAITranslator:
             body.pop(name, None)
         if endpoint is Endpoint.CHAT and body.get("stream") is True:
             options = body.get("stream_options")
-            body["stream_options"] = {**options, "include_usage": True} if isinstance(options, dict) else {
-                "include_usage": True
-            }
+            body["stream_options"] = (
+                {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
+            )
         return UpstreamRequest(
             path=target.base_path + endpoint.value,
             headers={"authorization": "Bearer " + target.api_key, "content-type": "application/json"},
@@ -99,7 +99,9 @@ class OpenAITranslator:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
             return TranslatedResponse(
-                502, envelope(502, "upstream_error", "upstream returned a body that is not JSON"), None,
+                502,
+                envelope(502, "upstream_error", "upstream returned a body that is not JSON"),
+                None,
                 "upstream_error",
             )
         return TranslatedResponse(status, body, usage_from(parsed))

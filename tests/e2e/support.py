@@ -1,0 +1,141 @@
+"""Helpers of the end-to-end tests: the admin API as an operator uses it, tenants, and waiting.
+
+Configuration goes through the real admin API; clients are the real OpenAI SDK.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import openai
+
+from infery.stack import Ports, Stack
+
+ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
+SIM_KEY = "sk-sim-" + secrets.token_hex(8)
+MAX_REQUEST_BYTES = 1024 * 1024
+PRICES = {
+    "input_per_mtok": "0.15",
+    "cached_input_per_mtok": "0.075",
+    "output_per_mtok": "0.60",
+    "per_image": None,
+    "per_audio_second": None,
+    "per_mchar": None,
+}
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.02) -> T:
+    """The first truthy result of ``check()`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, httpx.HTTPError, openai.APIError) as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: last result {last!r}")
+        time.sleep(interval)
+
+
+class Admin:
+    """The admin API, as an operator's script would use it."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.Client(
+            base_url=base_url + "/admin/v1", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
+        )
+
+    def call(self, method: str, path: str, json: Any = None, expect: int | None = None) -> Any:
+        resp = self.http.request(method, path, json=json)
+        if expect is not None:
+            assert resp.status_code == expect, f"{method} {path} → {resp.status_code}: {resp.text}"
+        else:
+            assert resp.is_success, f"{method} {path} → {resp.status_code}: {resp.text}"
+        return resp.json() if resp.content else None
+
+    def provider(self, name: str, kind: str, base_url: str, api_key: str) -> Any:
+        return self.call(
+            "POST",
+            "/providers",
+            {"name": name, "kind": kind, "base_url": base_url, "api_key": api_key},
+            expect=201,
+        )
+
+    def model(self, slug: str, provider: str, upstream: str, prices: dict[str, Any] = PRICES) -> Any:
+        return self.call(
+            "POST",
+            "/models",
+            {"slug": slug, "provider": provider, "upstream_model": upstream, "prices": prices},
+            expect=201,
+        )
+
+    def workspace(self, name: str, **fields: Any) -> Any:
+        return self.call("POST", "/workspaces", {"name": name, **fields}, expect=201)
+
+    def member(self, workspace: str, email: str, role: str = "member") -> Any:
+        return self.call(
+            "POST", f"/workspaces/{workspace}/members", {"email": email, "role": role}, expect=201
+        )
+
+    def key(self, workspace: str, member: str, name: str = "default") -> Any:
+        return self.call(
+            "POST", f"/workspaces/{workspace}/keys", {"name": name, "member": member}, expect=201
+        )
+
+    def usage_record(self, request_id: str) -> Any:
+        resp = self.http.get(f"/usage/requests/{request_id}")
+        return resp.json() if resp.status_code == 200 else None
+
+    def usage(self, **params: str) -> list[dict[str, Any]]:
+        resp = self.http.get("/usage", params=params)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["rows"]
+
+
+@dataclass
+class Tenant:
+    workspace: str
+    member_id: str
+    member_email: str
+    key_id: str
+    key: str
+
+    def client(self, gateway: Stack, **kwargs: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=gateway.base_url, api_key=self.key, max_retries=0, **kwargs)
+
+
+def new_tenant(admin: Admin, gateway: Stack, workspace: str, **workspace_fields: Any) -> Tenant:
+    admin.workspace(workspace, **workspace_fields)
+    email = f"dev@{workspace}.example"
+    member = admin.member(workspace, email)
+    key = admin.key(workspace, member["id"])
+    # The key is in force on the data plane once GET /v1/models accepts it.
+    eventually(
+        lambda: (
+            httpx.get(
+                f"{gateway.base_url}/models", headers={"authorization": f"Bearer {key['key']}"}
+            ).status_code
+            == 200
+        )
+    )
+    return Tenant(workspace, member["id"], email, key["id"], key["key"])
+
+
+def start_gateway(run_dir: Path, ext_procs: int = 1, **env: str) -> Stack:
+    stack = Stack(
+        run_dir,
+        Ports.free(ext_procs),
+        env={"INFERY_ADMIN_TOKEN": ADMIN_TOKEN, "INFERY_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), **env},
+        envoy_concurrency=1,
+    )
+    return stack.start()
