@@ -13,17 +13,18 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-
+from typing import Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import usage_pb2
 
-from ext_proc import catalog_responses, envoy_messages as msg
+from ext_proc import catalog_responses
+from ext_proc import envoy_messages as msg
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model
 from ext_proc.errors import GatewayError, envelope
-
+from ext_proc.media_fetch import fetch_media
 from ext_proc.metering import ZERO, credits, format_credits
 from ext_proc.translators.base import (
     Endpoint,
@@ -81,6 +82,7 @@ class Exchange:
         "model",
         "model_requested",
         "path",
+        "request_body",
         "request_id",
         "started",
         "status",
@@ -101,6 +103,7 @@ class Exchange:
         self.key: ApiKey | None = None
         self.model: Model | None = None
         self.model_requested = ""
+        self.request_body: dict[str, Any] = {}
         self.stream = False
         self.include_usage = False
         self.body_stream = False
@@ -155,6 +158,7 @@ class Exchange:
         if not isinstance(slug, str) or not slug:
             raise GatewayError(400, "invalid_request", "'model' is required.", param="model")
         self.model_requested = slug
+        self.request_body = body
         model = config.models.get(slug)
         if model is None:
             raise GatewayError(404, "model_not_found", f"The model '{slug}' does not exist.", param="model")
@@ -170,11 +174,7 @@ class Exchange:
         provider = model.provider
         translator = provider.translator
         urls = translator.media_urls(self.endpoint, body)
-        media = {}
-        if urls:
-            from ext_proc.media_fetch import fetch_media  # TEMP lazy
-
-            media = await fetch_media(urls)
+        media = await fetch_media(urls) if urls else {}
         upstream = translator.request(
             self.endpoint,
             body,
@@ -291,7 +291,9 @@ class Exchange:
 
     def _response_context(self) -> ResponseContext:
         assert self.model is not None
-        return ResponseContext(self.model.slug, self.model.upstream_model, self.created, self.include_usage)
+        return ResponseContext(
+            self.model.slug, self.model.upstream_model, self.created, self.include_usage, self.request_body
+        )
 
     def _charge(self, usage: Usage) -> Decimal:
         assert self.model is not None and self.key is not None

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 
-class Endpoint(str, Enum):
+class Endpoint(StrEnum):
     CHAT = "/chat/completions"
     EMBEDDINGS = "/embeddings"
     IMAGES = "/images/generations"
@@ -65,6 +65,9 @@ class ResponseContext:
     upstream_model: str
     created: int  # unix seconds
     include_usage: bool = False  # streams: pass the usage chunk to the client
+    # The client's OpenAI request, for what shapes the answer (encoding_format,
+    # parallel_tool_calls, ...). Translators read it and never change it.
+    request: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,280 @@
+"""Per-workspace rate limits (rpm, tpm) and credit budgets, shared by every replica.
+
+Windows are GCRA buckets, the model behind OpenAI's own headers: a workspace
+with ``rpm=N`` may burst N requests at once and then regains one every 60/N s
+(``x-ratelimit-reset-requests`` is the time until the bucket is full again,
+e.g. "12ms" after one request at 5000 rpm). Unlike a fixed window there is no
+boundary where 2N requests can land back to back; the cost is that a minute
+that starts with a full bucket can admit N plus what refills during it.
+
+Tokens: ``admit`` reserves an estimate (:func:`estimate_tokens`, capped at the
+limit so one large request can still pass a full bucket) in the same atomic
+step that counts the request, so concurrent requests see each other's
+reservations and a burst overshoots by at most the estimate errors.
+``settle`` swaps the reservation for the tokens actually used -- call it
+exactly once per admission, also after failures (0 tokens hands the
+reservation back).
+
+Budgets: credits spent in the current UTC day or month, in integer
+pico-credits (exact). A request is refused once the total reaches the budget;
+requests already admitted still finish, so the total can end slightly above.
+Only workspaces with a budget are tracked, so a budget set mid-period counts
+from then on.
+
+A workspace with no limit costs nothing: no store round trip at all. When
+the store is down the limiter fails open (``fail_open`` counts it, one warning
+per outage): a Redis outage must not take the gateway down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+import orjson
+
+from ext_proc.config import Workspace
+from ext_proc.errors import GatewayError
+from ext_proc.shared_state import (
+    RateAsk,
+    SharedState,
+    StateUnavailable,
+    Verdict,
+    remaining,
+    reset_ms,
+)
+
+log = logging.getLogger("infery.ext_proc.limits")
+
+PICO_PER_CREDIT = Decimal(10) ** 12
+DEFAULT_OUTPUT_TOKENS = 1024
+NON_TEXT_PART_TOKENS = 256
+
+Headers = tuple[tuple[str, str], ...]
+
+
+@dataclass(slots=True)
+class LimitError(GatewayError):
+    """A 429 that carries the ``x-ratelimit-*`` headers (and ``retry-after-ms``) to send with it."""
+
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What :meth:`Limiter.settle` needs, and the headers for the response."""
+
+    workspace_id: str
+    tpm: int | None = None
+    reserved_tokens: int = 0
+    budget_period: str | None = None  # period id while the workspace has a budget
+    budget_expire_at_ms: int = 0
+    rate_headers: Headers = ()
+    fail_open: bool = False
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self.rate_headers)
+
+
+class Limiter:
+    def __init__(self, state: SharedState, *, now: Callable[[], datetime] | None = None) -> None:
+        self._state = state
+        self._now = now or (lambda: datetime.now(UTC))
+        self._outage = False
+        self.fail_open = 0  # admissions/settlements let through because the store was down
+
+    async def admit(self, workspace: Workspace, estimated_tokens: int) -> Admission:
+        rpm, tpm, budget = workspace.rpm, workspace.tpm, workspace.budget_credits
+        if rpm is None and tpm is None and budget is None:
+            return Admission(workspace.id)
+        if rpm == 0 or tpm == 0:
+            raise _closed(rpm, tpm)
+        reserve = min(max(1, estimated_tokens), tpm) if tpm else 0
+        period, expire_at = ("", 0)
+        if budget is not None:
+            period, expire_at = budget_period(workspace.budget_period, self._now())
+        ask = RateAsk(rpm, tpm, reserve, to_pico(budget) if budget is not None else None, period)
+        try:
+            result = await self._state.rate(workspace.id, ask)
+        except StateUnavailable as exc:
+            self._failed_open(exc)
+            return Admission(workspace.id, tpm, 0, period or None, expire_at, fail_open=True)
+        self._recovered()
+        headers = rate_headers(rpm, tpm, result.requests_debt, result.tokens_debt)
+        if result.verdict is Verdict.BUDGET:
+            raise LimitError(
+                429,
+                "insufficient_quota",
+                f"This workspace has spent its {'daily' if period[0] == 'd' else 'monthly'} budget "
+                f"of {budget} credits.",
+                headers=headers,
+            )
+        if result.verdict is not Verdict.OK:
+            what, limit = ("requests", rpm) if result.verdict is Verdict.REQUESTS else ("tokens", tpm)
+            wait = format_duration(result.retry_ms)
+            raise LimitError(
+                429,
+                "rate_limit_exceeded",
+                f"Rate limit reached for {what} per minute (limit {limit}). Please try again in {wait}.",
+                retry_after=max(1, math.ceil(result.retry_ms / 1000)),
+                headers=(*headers, ("retry-after-ms", str(max(1, result.retry_ms)))),
+            )
+        return Admission(workspace.id, tpm, reserve, period or None, expire_at, headers)
+
+    async def settle(self, admission: Admission, actual_tokens: int, credits: Decimal) -> None:
+        delta = actual_tokens - admission.reserved_tokens if admission.tpm else 0
+        pico = max(0, to_pico(credits)) if admission.budget_period else 0
+        if not delta and not pico:
+            return
+        try:
+            await self._state.settle(
+                admission.workspace_id,
+                admission.tpm,
+                delta,
+                admission.budget_period or "",
+                pico,
+                admission.budget_expire_at_ms,
+            )
+        except StateUnavailable as exc:
+            self._failed_open(exc)
+            return
+        self._recovered()
+
+    def _failed_open(self, exc: StateUnavailable) -> None:
+        self.fail_open += 1
+        if not self._outage:
+            self._outage = True
+            log.warning("rate limits and budgets are not enforced while the shared state is down: %s", exc)
+
+    def _recovered(self) -> None:
+        if self._outage:
+            self._outage = False
+            log.warning("rate limits and budgets enforced again (%d let through so far)", self.fail_open)
+
+
+def _closed(rpm: int | None, tpm: int | None) -> LimitError:
+    """A limit of 0 admits nothing, ever; say so without a round trip."""
+    what = "requests" if rpm == 0 else "tokens"
+    headers = rate_headers(rpm, tpm, 0, 0)
+    return LimitError(
+        429,
+        "rate_limit_exceeded",
+        f"This workspace's {what} per minute limit is 0.",
+        retry_after=60,
+        headers=headers,
+    )
+
+
+def rate_headers(rpm: int | None, tpm: int | None, requests_debt: int, tokens_debt: int) -> Headers:
+    """OpenAI's ``x-ratelimit-*`` set, for the limits the workspace has."""
+    out: list[tuple[str, str]] = []
+    for name, limit, debt in (("requests", rpm, requests_debt), ("tokens", tpm, tokens_debt)):
+        if limit is None:
+            continue
+        out.append((f"x-ratelimit-limit-{name}", str(limit)))
+        out.append((f"x-ratelimit-remaining-{name}", str(remaining(limit, debt) if limit else 0)))
+        out.append((f"x-ratelimit-reset-{name}", format_duration(reset_ms(limit, debt) if limit else 0)))
+    return tuple(out)
+
+
+def format_duration(ms: int) -> str:
+    """OpenAI's reset format, Go's duration syntax at ms precision: "59ms", "1.5s", "6m0s", "1h0m0s"."""
+    ms = max(0, ms)
+    if ms < 1000:
+        return f"{ms}ms" if ms else "0s"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    seconds = f"{secs}.{millis:03d}".rstrip("0") if millis else str(secs)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
+def budget_period(period: str, now: datetime) -> tuple[str, int]:
+    """The UTC day or month containing ``now``, as (id, unix ms until which its total is kept).
+
+    Totals outlive their period by a day so that requests settling just after midnight still land.
+    """
+    now = now.astimezone(UTC)
+    if period == "day":
+        start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        end = start + timedelta(days=1)
+        ident = "d" + start.strftime("%Y-%m-%d")
+    else:  # "month", the control plane's default
+        start = datetime(now.year, now.month, 1, tzinfo=UTC)
+        end = datetime(now.year + now.month // 12, now.month % 12 + 1, 1, tzinfo=UTC)
+        ident = "m" + start.strftime("%Y-%m")
+    return ident, int((end + timedelta(days=1)).timestamp() * 1000)
+
+
+def to_pico(credits: Decimal) -> int:
+    return int((credits * PICO_PER_CREDIT).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """A cheap, deliberately generous guess of the tokens a request will use (the tpm reservation).
+
+    Text sent -- message contents and tool-call arguments, tool definitions, embedding ``input``,
+    image ``prompt`` -- counts ceil(chars / 4), plus 4 per message for its framing. Non-text content
+    parts (image, audio, file) count a flat 256 each: their payload size says little about tokens.
+    Chat also reserves its output allowance: ``max_completion_tokens`` or ``max_tokens``, else 1024,
+    times ``n``. Pre-tokenized embedding input counts its token ids. At least 1.
+    """
+    chars = 0
+    tokens = 0
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if not isinstance(message, dict):
+                continue
+            tokens += 4
+            content = message.get("content")
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                for part in content:
+                    text = part.get("text") if isinstance(part, dict) else None
+                    if isinstance(text, str):
+                        chars += len(text)
+                    else:
+                        tokens += NON_TEXT_PART_TOKENS
+            calls = message.get("tool_calls")
+            if isinstance(calls, list):
+                chars += sum(len(orjson.dumps(c)) for c in calls)
+        if body.get("tools"):
+            chars += len(orjson.dumps(body["tools"]))
+        output = _positive_int(
+            body.get("max_completion_tokens"), body.get("max_tokens"), DEFAULT_OUTPUT_TOKENS
+        )
+        tokens += output * _positive_int(body.get("n"), None, 1)
+    inp = body.get("input")
+    if isinstance(inp, str):
+        chars += len(inp)
+    elif isinstance(inp, list):
+        for item in inp:
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, list):
+                tokens += len(item)
+            else:
+                tokens += 1
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        chars += len(prompt)
+    return max(1, tokens + -(-chars // 4))
+
+
+def _positive_int(first: Any, second: Any, default: int) -> int:
+    for value in (first, second):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default

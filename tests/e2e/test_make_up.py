@@ -1,0 +1,74 @@
+"""The README's first command: `make up` on a fresh clone serves the OpenAI SDK with the printed demo key."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import openai
+
+from infery.stack import REPO, free_port, port_open
+
+
+def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tuple[re.Match[str], str]:
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        found = re.search(pattern, "".join(seen))
+        if found:
+            return found, "".join(seen)
+    raise AssertionError(f"no {pattern!r} in make up's output:\n{''.join(seen)[-5000:]}")
+
+
+def test_make_up_on_a_fresh_clone(tmp_path: Path):
+    clone = tmp_path / "infery"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    ports = {
+        "INFERY_LISTEN_PORT": free_port(),
+        "INFERY_ADMIN_PORT": free_port(),
+        "INFERY_XDS_PORT": free_port(),
+        "INFERY_EXT_PROC_PORT": free_port(),
+        "INFERY_ENVOY_ADMIN_PORT": free_port(),
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERY_", "VIRTUAL_ENV"))}
+    env |= {k: str(v) for k, v in ports.items()}
+    env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
+    proc = subprocess.Popen(
+        ["make", "up"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        found, output = _read_until(proc, r"demo key\s+: (inf_\S+)", timeout=420)
+        key = found.group(1)
+        assert re.search(r"admin token\s+: \S+", output)
+        base_url = re.search(r"OpenAI-compatible API : (\S+)", output).group(1)  # type: ignore[union-attr]
+        client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}])
+        assert reply.choices[0].message.content
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}], stream=True
+        )
+        assert list(stream)[-1].model_extra["credits_used"] >= 0
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    # Ctrl-C stopped every process it started.
+    for port in ports.values():
+        assert not port_open(port), f"port {port} still open after Ctrl-C"
+    left = subprocess.run(["pgrep", "-f", str(clone)], capture_output=True, text=True).stdout.split()
+    assert not left, f"processes left behind: {left}"

@@ -1,0 +1,386 @@
+"""Gemini responses, streams, embeddings and errors → OpenAI, on recorded and hand-made fixtures."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import base64
+import json
+import struct
+from typing import Any
+
+import orjson
+import pytest
+
+from ext_proc.translators.base import Endpoint, ResponseContext, Usage
+from ext_proc.translators.gemini import GeminiTranslator, estimate_tokens
+from tests.conformance import assert_openai
+from tests.translators._support import (
+    OWN_FIXTURES,
+    SPLITS,
+    accumulate,
+    assert_provider_sse,
+    check_chunks,
+    own_fixture,
+    replay,
+    shared_fixture,
+    sse_payloads,
+    usage_chunks,
+)
+
+CTX = ResponseContext("gemini-2-5-flash", "gemini-2.5-flash", 1_760_000_000)
+CTX_USAGE = ResponseContext("gemini-2-5-flash", "gemini-2.5-flash", 1_760_000_000, include_usage=True)
+
+
+def fixture_text(raw: bytes) -> str:
+    """The visible (non-thought) text of a Gemini stream, read independently of the translator."""
+    out = []
+    for line in raw.decode().splitlines():
+        if line.startswith("data: "):
+            for cand in json.loads(line[6:]).get("candidates", []):
+                for part in cand.get("content", {}).get("parts", []):
+                    if "text" in part and not part.get("thought"):
+                        out.append(part["text"])
+    return "".join(out)
+
+
+def usage_doc(prompt: int, cached: int, completion: int, reasoning: int) -> dict[str, Any]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+# fixture, prompt, completion (candidates + thoughts), reasoning, finish, tools [(name, arguments)]
+STREAMS: list[tuple[str, int, int, int, str, list[tuple[str, str]]]] = [
+    ("gemini_firebase_streaming-failure-recitation-no-content.sse", 9, 261, 0, "content_filter", []),
+    ("gemini_firebase_streaming-success-basic-reply-long.sse", 10, 1996, 0, "stop", []),
+    ("gemini_firebase_streaming-success-basic-reply-short.sse", 7, 10, 0, "stop", []),
+    ("gemini_firebase_streaming-success-empty-parts.sse", 16, 1307, 0, "stop", []),
+    ("gemini_firebase_streaming-success-no-content-parts.sse", 34, 1370, 0, "stop", []),
+    ("gemini_firebase_streaming-success-thinking-function-call-thought-summary-signature.sse",
+     38, 174, 168, "tool_calls", [("now", "{}")]),
+    ("gemini_firebase_streaming-success-thinking-reply-thought-summary.sse", 10, 588, 540, "stop", []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@pytest.mark.parametrize(
+    ("name", "prompt", "completion", "reasoning", "finish", "tools"), STREAMS, ids=[s[0] for s in STREAMS]
+)
+def test_recorded_stream(
+    name: str,
+    prompt: int,
+    completion: int,
+    reasoning: int,
+    finish: str,
+    tools: list[tuple[str, str]],
+    size: int | None,
+) -> None:
+    raw = shared_fixture(name)
+    stream = GeminiTranslator().stream(CTX_USAGE)
+    events = sse_payloads(replay(stream, raw, size))
+    check_chunks(events)
+    assert stream.done and stream.error_code is None
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert {e["id"] for e in events} == {stream.response_id}
+    assert stream.response_id.startswith("chatcmpl-")
+    first = json.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    if "responseId" in first:
+        assert stream.response_id == "chatcmpl-" + first["responseId"]
+
+    (choice,) = accumulate(events).values()
+    assert choice["content"] == fixture_text(raw)
+    assert choice["finish"] == finish
+    assert [(t["name"], t["arguments"]) for t in choice["tools"].values()] == tools
+    assert all(t["id"].startswith("call_") for t in choice["tools"].values())
+
+    assert stream.usage == Usage(prompt, 0, completion, reasoning)
+    assert events[-1]["choices"] == []
+    assert usage_chunks(events) == [usage_doc(prompt, 0, completion, reasoning)]
+
+
+def test_stream_tool_call_fragments_and_signature() -> None:
+    raw = shared_fixture(
+        "gemini_firebase_streaming-success-thinking-function-call-thought-summary-signature.sse"
+    )
+    events = sse_payloads(replay(GeminiTranslator().stream(CTX), raw, None))
+    calls = [c for e in events for ch in e["choices"] for c in ch["delta"].get("tool_calls") or []]
+    head, tail = calls
+    assert (
+        head["index"] == 0
+        and head["type"] == "function"
+        and head["function"] == {"name": "now", "arguments": ""}
+    )
+    assert head["extra_content"]["google"]["thought_signature"].startswith("CiIBVKhc7vB+")
+    assert tail == {"index": 0, "function": {"arguments": "{}"}}
+
+
+def test_prompt_blocked_in_stream() -> None:
+    stream = GeminiTranslator().stream(CTX_USAGE)
+    events = sse_payloads(
+        replay(stream, shared_fixture("gemini_firebase_streaming-failure-prompt-blocked-safety.sse"), 7)
+    )
+    check_chunks(events)
+    (event,) = events
+    assert event["error"]["code"] == "content_filter" and "SAFETY" in event["error"]["message"]
+    assert stream.error_code == "content_filter" and stream.done
+
+
+def test_usage_chunk_only_when_asked() -> None:
+    stream = GeminiTranslator().stream(CTX)
+    events = sse_payloads(
+        replay(stream, shared_fixture("gemini_firebase_streaming-success-basic-reply-short.sse"), None)
+    )
+    assert usage_chunks(events) == []
+    assert stream.usage == Usage(7, 0, 10, 0)
+
+
+@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+def test_two_candidates_stream(size: int | None) -> None:
+    stream = GeminiTranslator().stream(CTX_USAGE)
+    events = sse_payloads(replay(stream, own_fixture("gemini_two_candidates.sse"), size))
+    check_chunks(events)
+    choices = accumulate(events)
+    assert {i: (c["role"], c["content"], c["finish"]) for i, c in choices.items()} == {
+        0: ("assistant", "Red apple.", "stop"),
+        1: ("assistant", "Blue sky at noon", "length"),
+    }
+    assert stream.response_id == "chatcmpl-twoCand01" and stream.done
+    assert usage_chunks(events) == [usage_doc(12, 4, 39, 30)]
+    assert stream.usage == Usage(12, 4, 39, 30)
+
+
+@pytest.mark.parametrize("one_call", [False, True])
+def test_parallel_calls_stream(one_call: bool) -> None:
+    request = {"parallel_tool_calls": False} if one_call else {}
+    stream = GeminiTranslator().stream(replace(CTX, request=request))
+    events = sse_payloads(replay(stream, own_fixture("gemini_parallel_calls.sse"), 7))
+    check_chunks(events)
+    (choice,) = accumulate(events).values()
+    assert choice["content"] == "Checking both."
+    cities = [json.loads(t["arguments"])["city"] for t in choice["tools"].values()]
+    assert cities == (["Paris"] if one_call else ["Paris", "Oslo"])
+    assert len({t["id"] for t in choice["tools"].values()}) == len(cities)
+    assert choice["finish"] == "tool_calls"
+    assert stream.usage == Usage(45, 0, 20, 0)  # tool-use prompt tokens are prompt tokens
+
+
+@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+def test_error_inside_stream(size: int | None) -> None:
+    stream = GeminiTranslator().stream(CTX_USAGE)
+    events = sse_payloads(replay(stream, own_fixture("gemini_error_midstream.sse"), size))
+    check_chunks(events)
+    assert accumulate(events[:-1])[0]["content"] == "Once upon"
+    assert events[-1]["error"]["code"] == "upstream_unavailable"
+    assert stream.error_code == "upstream_unavailable" and stream.done
+
+
+def test_truncated_stream_ends_with_an_error() -> None:
+    stream = GeminiTranslator().stream(CTX_USAGE)
+    out = stream.feed(own_fixture("gemini_truncated.sse"))  # no trailing blank line: flushed by finish()
+    assert out == b"" and not stream.done
+    events = sse_payloads(stream.finish())
+    check_chunks(events)
+    assert accumulate(events[:-1])[0]["content"] == "Once upon"
+    assert events[-1]["error"]["code"] == "upstream_error"
+    assert stream.error_code == "upstream_error" and stream.usage == Usage(9, 0, 2, 0)
+
+
+def test_own_fixtures_are_valid_provider_streams() -> None:
+    for path in sorted(OWN_FIXTURES.glob("gemini_*.sse")):
+        assert_provider_sse("gemini", path.read_bytes())
+
+
+# ---------------------------------------------------------------- non-stream
+
+
+def respond(name: str, status: int = 200, shared: bool = True, **kw: Any) -> tuple[Any, dict[str, Any]]:
+    raw = shared_fixture(name) if shared else own_fixture(name)
+    res = GeminiTranslator().response(Endpoint.CHAT, status, raw, CTX, **kw)
+    return res, orjson.loads(res.body)
+
+
+def test_unary_reply() -> None:
+    res, out = respond("gemini_firebase_unary-success-basic-reply-short.json")
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert (out["object"], out["created"], out["model"]) == (
+        "chat.completion",
+        CTX.created,
+        CTX.upstream_model,
+    )
+    message = out["choices"][0]["message"]
+    assert (
+        message["content"].startswith("Google's headquarters")
+        and out["choices"][0]["finish_reason"] == "stop"
+    )
+    assert out["usage"] == usage_doc(7, 0, 22, 0)
+    assert res.usage == Usage(7, 0, 22, 0)
+
+
+def test_unary_function_call_with_thoughts() -> None:
+    res, out = respond("gemini_firebase_unary-success-thinking-function-call-thought-summary-signature.json")
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert out["id"] == "chatcmpl-38CHaLjMG6TujrEPtvTiuQk"
+    choice = out["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None  # the thought summary is not the answer
+    (call,) = choice["message"]["tool_calls"]
+    assert call["function"] == {"name": "now", "arguments": "{}"}
+    assert call["extra_content"]["google"]["thought_signature"].startswith("CtQOAVSoXO74")
+    assert res.usage == Usage(38, 0, 509, 501)
+
+
+def test_unary_safety_finish() -> None:
+    res, out = respond("gemini_firebase_unary-failure-finish-reason-safety.json")
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+    assert out["choices"][0]["message"]["content"] == "Safety error incoming in 5, 4, 3, 2..."
+    assert res.usage == Usage(7, 0, 20, 0)
+
+
+def test_two_candidates() -> None:
+    res, out = respond("gemini_two_candidates.json", shared=False)
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
+        (0, "Red apple.", "stop"),
+        (1, "Blue sky", "length"),
+    ]
+    assert out["usage"] == usage_doc(15, 4, 39, 30)
+    assert res.usage == Usage(15, 4, 39, 30)
+
+
+def test_logprobs() -> None:
+    _, out = respond("gemini_logprobs.json", shared=False)
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert out["choices"][0]["logprobs"] == {
+        "content": [
+            {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": [
+                {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]},
+                {"token": "Hello", "logprob": -2.5, "bytes": list(b"Hello")},
+            ]},
+            {"token": " there", "logprob": -0.3, "bytes": list(b" there"), "top_logprobs": [
+                {"token": " there", "logprob": -0.3, "bytes": list(b" there")},
+                {"token": "!", "logprob": -1.9, "bytes": [33]},
+            ]},
+        ],
+        "refusal": None,
+    }  # fmt: skip
+
+
+def test_parallel_calls_cut_to_one_when_asked() -> None:
+    raw = own_fixture("gemini_parallel_calls.sse").split(b"data: ", 1)[1]
+    translator = GeminiTranslator()
+    both = orjson.loads(translator.response(Endpoint.CHAT, 200, raw, CTX).body)
+    one = orjson.loads(
+        translator.response(Endpoint.CHAT, 200, raw, replace(CTX, request={"parallel_tool_calls": False})).body
+    )
+    assert len(both["choices"][0]["message"]["tool_calls"]) == 2
+    assert len(one["choices"][0]["message"]["tool_calls"]) == 1
+    assert_openai(one, "CreateChatCompletionResponse")
+
+
+def test_blocked_prompt_is_a_400() -> None:
+    res, out = respond("gemini_prompt_blocked.json", shared=False)
+    assert_openai(out, "ErrorResponse")
+    assert (res.status, res.error_code, out["error"]["code"]) == (400, "content_filter", "content_filter")
+    assert "PROHIBITED_CONTENT" in out["error"]["message"]
+    assert res.usage == Usage(14, 0, 0, 0)
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def test_embeddings_floats() -> None:
+    request = {"model": "e", "input": ["hello world", "abc"]}
+    res = GeminiTranslator().response(
+        Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), replace(CTX, request=request)
+    )
+    out = orjson.loads(res.body)
+    assert_openai(out, "CreateEmbeddingResponse")
+    assert [d["embedding"] for d in out["data"]] == [[0.5, -0.25, 0.125], [1.0, 0.0, -1.5]]
+    assert [d["index"] for d in out["data"]] == [0, 1]
+    assert out["usage"] == {"prompt_tokens": 4, "total_tokens": 4}  # ceil(11/4) + ceil(3/4)
+    assert res.usage == Usage(input_tokens=4)
+
+
+def test_embeddings_base64_is_little_endian_float32() -> None:
+    request = {"model": "e", "input": "hello", "encoding_format": "base64"}
+    res = GeminiTranslator().response(
+        Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), replace(CTX, request=request)
+    )
+    out = orjson.loads(res.body)
+    vectors = [struct.unpack("<3f", base64.b64decode(d["embedding"])) for d in out["data"]]
+    assert vectors == [(0.5, -0.25, 0.125), (1.0, 0.0, -1.5)]
+    # the spec only describes the float form: check the rest of the shape with the vectors decoded
+    for d, v in zip(out["data"], vectors, strict=True):
+        d["embedding"] = list(v)
+    assert_openai(out, "CreateEmbeddingResponse")
+    assert res.usage == Usage(input_tokens=2)
+
+
+def test_embeddings_without_the_request() -> None:
+    res = GeminiTranslator().response(Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), CTX)
+    out = orjson.loads(res.body)
+    assert out["data"][1]["embedding"] == [1.0, 0.0, -1.5] and out["usage"]["prompt_tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("inputs", "tokens"), [("", 0), ("abcd", 1), ("abcde", 2), (["a", "bb", "ccccc"], 4)]
+)
+def test_token_estimate(inputs: Any, tokens: int) -> None:
+    assert estimate_tokens(inputs) == tokens
+
+
+# -------------------------------------------------------------------- errors
+
+
+def shared_json(name: str) -> Any:
+    return json.loads(shared_fixture(name))
+
+
+def google_error(code: int, status: str, message: str = "boom", **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "status": status, **extra}}
+
+
+ERRORS: list[tuple[int, Any, int, str, str | None]] = [
+    (400, google_error(400, "INVALID_ARGUMENT", "bad schema"), 400, "invalid_request", "bad schema"),
+    (400, shared_json("gemini_firebase_unary-failure-api-key.json"), 502, "upstream_error", None),
+    (400, google_error(400, "FAILED_PRECONDITION", "User location is not supported"), 502, "upstream_error",
+     None),
+    (403, google_error(403, "PERMISSION_DENIED"), 502, "upstream_error", None),
+    (404, shared_json("gemini_firebase_unary-failure-unknown-model.json"), 404, "model_not_found",
+     "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. "
+     "Call ListModels to see the list of available models and their supported methods."),
+    (429, google_error(429, "RESOURCE_EXHAUSTED", "quota"), 429, "rate_limit_exceeded", None),
+    (500, google_error(500, "INTERNAL"), 502, "upstream_error", None),
+    (503, google_error(503, "UNAVAILABLE", "overloaded"), 503, "upstream_unavailable", None),
+    (504, google_error(504, "DEADLINE_EXCEEDED"), 504, "upstream_timeout", None),
+    (429, [google_error(429, "RESOURCE_EXHAUSTED")], 429, "rate_limit_exceeded", None),
+    (502, b"<html>bad gateway</html>", 502, "upstream_error", None),
+    (503, b"", 503, "upstream_unavailable", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("status", "body", "client_status", "code", "message"), ERRORS)
+@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.EMBEDDINGS])
+def test_errors(
+    endpoint: Endpoint, status: int, body: Any, client_status: int, code: str, message: str | None
+) -> None:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    res = GeminiTranslator().response(endpoint, status, raw, CTX)
+    out = orjson.loads(res.body)
+    assert_openai(out, "ErrorResponse")
+    assert (res.status, res.error_code, out["error"]["code"]) == (client_status, code, code)
+    assert res.usage is None
+    if message is not None:
+        assert out["error"]["message"] == message
+    assert "key1234" not in out["error"]["message"]
+
+
+def test_unreadable_success_body() -> None:
+    res = GeminiTranslator().response(Endpoint.CHAT, 200, b"<html>", CTX)
+    assert (res.status, res.error_code) == (502, "upstream_error")
