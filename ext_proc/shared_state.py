@@ -251,13 +251,20 @@ class RedisState(SharedState):
     must fail fast, and re-running a non-idempotent script after a lost reply would count twice."""
 
     def __init__(
-        self, url: str, *, prefix: str = "infery", timeout_s: float = 0.25, max_connections: int = 64
+        self,
+        url: str,
+        *,
+        prefix: str = "infery",
+        timeout_s: float = 0.25,
+        max_connections: int = 64,
+        pool_wait_s: float = 2.0,
     ) -> None:
         self.prefix = prefix
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=timeout_s,  # waiting for a free pooled connection
+            # Waiting for a pooled connection is our own burst, not a dead Redis: allow longer.
+            timeout=pool_wait_s,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
