@@ -15,7 +15,11 @@ import signal
 
 import grpc
 
+from ext_proc.exchange import Services
+from ext_proc.idempotency import Idempotency
+from ext_proc.limits import Limiter
 from ext_proc.server import handler
+from ext_proc.shared_state import open_state
 from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
 
@@ -27,6 +31,8 @@ async def serve(args: argparse.Namespace) -> None:
     subscriber.start()
     reporter = UsageReporter(args.control_plane, args.spool)
     await reporter.start()
+    state = open_state(args.redis_url)
+    services = Services(reporter.record, Limiter(state), Idempotency(state))
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -34,7 +40,7 @@ async def serve(args: argparse.Namespace) -> None:
             ("grpc.so_reuseport", 0),
         ]
     )
-    server.add_generic_rpc_handlers((handler(lambda: subscriber.current, reporter.record),))
+    server.add_generic_rpc_handlers((handler(lambda: subscriber.current, services),))
     server.add_insecure_port(f"{args.host}:{args.port}")
     await server.start()
     stop = asyncio.Event()
@@ -49,6 +55,9 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"ready ext_proc {args.host}:{args.port} (no configuration yet)", flush=True)
     await stop.wait()
     await server.stop(grace=5)
+    await asyncio.gather(*services.background, return_exceptions=True)
+    await services.idempotency.close()
+    await state.close()
     await reporter.close()
     await subscriber.close()
 
@@ -63,6 +72,11 @@ def main() -> None:
         help="gRPC address of the control plane (xDS and usage reports)",
     )
     parser.add_argument("--spool", default=None, help="usage spool file (default .infery/usage-<port>.db)")
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("INFERY_REDIS_URL") or None,
+        help="shared limits and idempotency across replicas (default: in-process)",
+    )
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
     args = parser.parse_args()

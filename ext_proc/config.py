@@ -70,6 +70,7 @@ class Route:
     retry_on: tuple[str, ...]
     attempt_timeout_s: float
     total_timeout_s: float
+    cluster: str  # the chain's Envoy cluster; empty without fallbacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +131,9 @@ def build(
         if k.workspace_id in workspace_by_id
     }
     route_by_slug = {
-        r.slug: Route(r.slug, tuple(r.fallbacks), tuple(r.retry_on), r.attempt_timeout_s, r.total_timeout_s)
+        r.slug: Route(
+            r.slug, tuple(r.fallbacks), tuple(r.retry_on), r.attempt_timeout_s, r.total_timeout_s, r.cluster
+        )
         for r in routes
     }
     return GatewayConfig(key_by_hash, model_by_slug, workspace_by_id, route_by_slug)

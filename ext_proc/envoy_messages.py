@@ -80,10 +80,12 @@ def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> ep
     return resp
 
 
-def request_body(body: bytes, set_headers: Headers, remove: Iterable[str]) -> ep.ProcessingResponse:
-    """Replace the request body and headers, and re-pick the route from the new headers."""
+def request_body(
+    body: bytes | None, set_headers: Headers, remove: Iterable[str], clear_route_cache: bool = True
+) -> ep.ProcessingResponse:
+    """Replace the request headers (and the body unless ``None``); by default re-pick the route."""
     resp = ep.ProcessingResponse()
-    resp.request_body.response.CopyFrom(_common(set_headers, remove, body, True))
+    resp.request_body.response.CopyFrom(_common(set_headers, remove, body, clear_route_cache))
     return resp
 
 

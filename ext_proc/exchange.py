@@ -1,17 +1,29 @@
 """One HTTP request through the gateway, across its ext_proc messages.
 
-Envoy sends, in order: request headers, request body (buffered), response
-headers, response body (buffered, or chunk by chunk for SSE). Each
-``on_*`` method answers one of them. All state lives on the instance, so
-every ext_proc stream is self-contained and any ext_proc process can serve it.
+Envoy's listener filter sends, in order: request headers, request body
+(buffered), response headers, response body (buffered, or chunk by chunk for
+SSE). Each ``on_*`` method answers one of them. All state lives on the
+instance, so every ext_proc stream is self-contained and any ext_proc process
+can serve it.
+
+The request side authenticates, resolves the model, claims the idempotency
+key and admits the request against the workspace's limits. A model without
+fallbacks is translated here (one attempt); a model with a fallback chain is
+sent to its chain cluster untouched, and Envoy's upstream filter translates
+each attempt (ext_proc/attempt.py). Either way the response side is here:
+it learns which target answered, translates the answer back to OpenAI's
+shape, charges it and records its usage.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -21,18 +33,14 @@ from infery_proto.v1 import usage_pb2
 
 from ext_proc import catalog_responses
 from ext_proc import envoy_messages as msg
+from ext_proc.attempt import ENDPOINT_HEADER, target_slug, upstream_request
 from ext_proc.auth import authenticate
-from ext_proc.config import ApiKey, GatewayConfig, Model
+from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
-from ext_proc.media_fetch import fetch_media
+from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
+from ext_proc.limits import Admission, Limiter, estimate_tokens
 from ext_proc.metering import ZERO, credits, format_credits
-from ext_proc.translators.base import (
-    Endpoint,
-    ResponseContext,
-    StreamTranslator,
-    Target,
-    Usage,
-)
+from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -41,18 +49,16 @@ ENDPOINTS = {
     "/v1/embeddings": Endpoint.EMBEDDINGS,
     "/v1/images/generations": Endpoint.IMAGES,
 }
-ROUTE_HEADER = "x-infery-cluster"
-MODEL_ROUTE_HEADER = "x-infery-route"
-_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "x-request-id"})
+ROUTE_HEADER = "x-infery-cluster"  # the Envoy cluster to send to
+MODEL_ROUTE_HEADER = "x-infery-route"  # the model's own Envoy route (timeouts, retries)
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # Envoy's own error reply; the value is its error code
+_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "x-request-id", "idempotency-key"})
 _RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER})
-# Client headers that must never reach a provider: credentials (the provider's
-# own are set per attempt), our routing header, and encodings we could not parse.
-_STRIP_UPSTREAM = ("authorization", "x-api-key", "x-goog-api-key", "api-key", "accept-encoding")
-# Envoy control headers a client must not set: routing, retries and timeouts are the gateway's.
-_ENVOY_CONTROLS = (
+# Headers a client must not set: routing, retries and timeouts are the gateway's.
+_CONTROL_HEADERS = (
     ROUTE_HEADER,
     MODEL_ROUTE_HEADER,
+    ENDPOINT_HEADER,
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-max-retries",
@@ -63,51 +69,83 @@ _ENVOY_CONTROLS = (
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
 )
+# Response headers kept with an idempotent response and replayed with it.
+_REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
+
+
+@dataclass(slots=True)
+class Services:
+    """What an exchange uses beyond the configuration; one set per ext_proc process."""
+
+    record: Recorder
+    limiter: Limiter
+    idempotency: Idempotency
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def later(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run work the client need not wait for, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
 
 class Exchange:
     __slots__ = (
         "_config",
-        "_record",
+        "_services",
+        "admission",
         "body_stream",
+        "chain",
         "created",
         "credits",
         "endpoint",
         "error_code",
+        "fallback_from",
         "finished",
+        "idempotency_key",
+        "idempotency_token",
         "include_usage",
         "key",
         "model",
         "model_requested",
         "path",
+        "replayed",
         "request_body",
         "request_id",
         "started",
         "status",
         "stream",
         "stream_translator",
+        "transcript",
         "ttft",
         "usage",
     )
 
-    def __init__(self, config: GatewayConfig | None, record: Recorder) -> None:
+    def __init__(self, config: GatewayConfig | None, services: Services) -> None:
         self._config = config
-        self._record = record
+        self._services = services
         self.started = time.time()
         self.created = int(self.started)
         self.request_id = ""
         self.path = ""
         self.endpoint: Endpoint | None = None
         self.key: ApiKey | None = None
-        self.model: Model | None = None
+        self.model: Model | None = None  # the model that serves: the requested one, or a fallback
         self.model_requested = ""
+        self.chain: Route | None = None
+        self.fallback_from = ""
         self.request_body: dict[str, Any] = {}
         self.stream = False
         self.include_usage = False
         self.body_stream = False
         self.stream_translator: StreamTranslator | None = None
+        self.idempotency_key = ""
+        self.idempotency_token: str | None = None
+        self.transcript: list[bytes] | None = None  # what the client got, for an idempotent replay
+        self.admission: Admission | None = None
+        self.replayed = False
         self.status = 0
         self.usage: Usage | None = None
         self.credits = ZERO
@@ -133,32 +171,30 @@ class Exchange:
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts POST only.")
             self.key = authenticate(h.get("authorization"), config)
             self.endpoint = endpoint
+            self.idempotency_key = h.get("idempotency-key", "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
         except GatewayError as err:
             return self._fail(err)
-        return msg.request_headers(remove=_ENVOY_CONTROLS)
+        return msg.request_headers(remove=_CONTROL_HEADERS)
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
-            return await self._route(body.body)
+            return await self._admit_and_route(body.body)
         except GatewayError as err:
+            await self._release_idempotency()
+            if self.admission is not None:
+                self._services.later(self._services.limiter.settle(self.admission, 0, ZERO))
             return self._fail(err)
 
-    async def _route(self, raw: bytes) -> ep.ProcessingResponse:
+    async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}.") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
+        body = _parse_body(raw)
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
             raise GatewayError(400, "invalid_request", "'model' is required.", param="model")
         self.model_requested = slug
-        self.request_body = body
         model = config.models.get(slug)
         if model is None:
             raise GatewayError(404, "model_not_found", f"The model '{slug}' does not exist.", param="model")
@@ -167,43 +203,68 @@ class Exchange:
                 403, "model_not_allowed", f"This workspace may not use the model '{slug}'.", param="model"
             )
         self.model = model
+        self.request_body = body
         if self.endpoint is Endpoint.CHAT and body.get("stream") is True:
             self.stream = True
             options = body.get("stream_options")
             self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        provider = model.provider
-        translator = provider.translator
-        urls = translator.media_urls(self.endpoint, body)
-        media = await fetch_media(urls) if urls else {}
-        upstream = translator.request(
-            self.endpoint,
-            body,
-            Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, media),
-        )
-        set_headers = [
-            (":path", upstream.path),
-            (":authority", provider.host),
-            (ROUTE_HEADER, provider.cluster),
-            ("content-length", str(len(upstream.body))),
-            *upstream.headers.items(),
-        ]
-        if slug in config.routes:  # Envoy's route for this model carries its timeouts
+
+        if self.idempotency_key:
+            fingerprint = hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
+            outcome = await self._services.idempotency.begin(
+                self.key.workspace.id, self.idempotency_key, fingerprint
+            )
+            if not isinstance(outcome, Proceed):
+                return self._replay(outcome.stored)
+            self.idempotency_token = outcome.token
+            self.transcript = []
+
+        route = config.routes.get(slug)
+        if route is not None and route.cluster:
+            # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
+            self.chain = route
+            upstream_body = None
+            set_headers = [(ROUTE_HEADER, route.cluster), (ENDPOINT_HEADER, self.endpoint.value)]
+            remove: list[str] = []
+        else:
+            upstream_body, set_headers, remove = await upstream_request(model, self.endpoint, body)
+            set_headers.append((ROUTE_HEADER, model.provider.cluster))
+        if route is not None:  # the model's own Envoy route carries its timeouts and retries
             set_headers.append((MODEL_ROUTE_HEADER, slug))
-        remove = [h for h in _STRIP_UPSTREAM if h not in upstream.headers]
-        return msg.request_body(upstream.body, set_headers, remove)
+
+        self.admission = await self._services.limiter.admit(self.key.workspace, estimate_tokens(body))
+        return msg.request_body(upstream_body, set_headers, remove)
+
+    def _replay(self, stored: StoredResponse) -> ep.ProcessingResponse:
+        """The first request's response, again: no upstream call, no charge."""
+        self.replayed = True
+        self.status = stored.status
+        headers = dict(stored.headers)
+        self.model = self._config.models.get(headers.get("x-model-used", "")) if self._config else None
+        self._finish()
+        response = msg.immediate(
+            stored.status, stored.body, [*stored.headers, ("x-request-id", self.request_id)]
+        )
+        return response
 
     # -- response ------------------------------------------------------------
 
-    def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+    async def on_response_headers(self, headers: ep.HttpHeaders, attributes: Any) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _RESPONSE_HEADERS)
         self.status = int(h.get(":status", "0") or 0)
+        rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
         if local_reply is not None or self.model is None:
-            # Envoy's own failure (timeout, reset, ...): already in the envelope.
+            # Envoy's own failure (timeout, reset, every target down): already in the envelope.
             self.status = self.status or 502
             self.error_code = local_reply or "upstream_error"
-            self._finish()
-            return msg.response_headers(remove=(LOCAL_REPLY_HEADER,))
+            await self._finish_async()
+            return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER,))
+        if self.chain is not None:
+            self._note_served(target_slug(attributes))
+        served = [("x-model-used", self.model.slug), *rate_headers]
+        if self.fallback_from:
+            served.append(("x-fallback-from", self.fallback_from))
         if (
             self.stream
             and self.status == 200
@@ -212,44 +273,53 @@ class Exchange:
         ):
             self.body_stream = True
             self.stream_translator = self.model.provider.translator.stream(self._response_context())
-            return msg.response_headers(
-                set_headers=(("x-model-used", self.model.slug),),
-                remove=("content-length",),
-                stream_body=True,
-            )
+            return msg.response_headers(set_headers=served, remove=("content-length",), stream_body=True)
         if headers.end_of_stream:
-            return self._buffered_reply(b"", as_headers=True)
-        return msg.response_headers()
+            return await self._buffered_reply(b"", served, as_headers=True)
+        return msg.response_headers(set_headers=served)
 
-    def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+    def _note_served(self, slug: str) -> None:
+        """A chain's answer: which target gave it decides how it is read and charged."""
+        model = self._config.models.get(slug) if (self._config and slug) else None
+        if model is not None and model is not self.model:
+            self.fallback_from = self.model_requested
+            self.model = model
+
+    async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         if self.finished and not self.body_stream:
             return msg.response_body(None)
         if self.body_stream:
-            return self._stream_chunk(body.body, body.end_of_stream)
-        return self._buffered_reply(body.body, as_headers=False)
+            return await self._stream_chunk(body.body, body.end_of_stream)
+        return await self._buffered_reply(body.body, [], as_headers=False)
 
-    def _buffered_reply(self, raw: bytes, *, as_headers: bool) -> ep.ProcessingResponse:
+    async def _buffered_reply(
+        self, raw: bytes, headers: list[tuple[str, str]], *, as_headers: bool
+    ) -> ep.ProcessingResponse:
         assert self.model is not None and self.endpoint is not None and self.key is not None
         translated = self.model.provider.translator.response(
             self.endpoint, self.status, raw, self._response_context()
         )
         self.status = translated.status
-        headers = [("x-model-used", self.model.slug), ("content-length", str(len(translated.body)))]
+        out = [*headers, ("content-length", str(len(translated.body)))]
         if translated.status < 400:
             self.usage = translated.usage or Usage()
             self.credits = self._charge(self.usage)
-            headers.append(("x-credits-used", format_credits(self.credits)))
+            out.append(("x-credits-used", format_credits(self.credits)))
         else:
             self.error_code = translated.error_code or "upstream_error"
-            headers.append(("content-type", "application/json"))
-            headers.append((":status", str(translated.status)))
-        self._finish()
+            if self.chain is not None:
+                translated.body = self._with_attempts(translated.body)
+                out[-1] = ("content-length", str(len(translated.body)))
+            out += [("content-type", "application/json"), (":status", str(translated.status))]
+        if self.transcript is not None:
+            self.transcript.append(translated.body)
+        await self._finish_async(out)
         body = None if translated.body is raw else translated.body
         if as_headers:
-            return msg.response_headers(set_headers=headers)
-        return msg.response_body(body, set_headers=headers)
+            return msg.response_headers(set_headers=out)
+        return msg.response_body(body, set_headers=out)
 
-    def _stream_chunk(self, chunk: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
+    async def _stream_chunk(self, chunk: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
         st = self.stream_translator
         assert st is not None and self.model is not None
         if self.finished:  # bytes after [DONE]: nothing more goes to the client
@@ -270,7 +340,11 @@ class Exchange:
                 self.credits = self._charge(self.usage)
                 out += _sse(self._credits_chunk(st.response_id))
             out += b"data: [DONE]\n\n"
-            self._finish()
+            if self.transcript is not None:
+                self.transcript.append(out)
+            await self._finish_async()
+        elif self.transcript is not None:
+            self.transcript.append(out)
         return msg.response_body(None if out is chunk else out)
 
     def _credits_chunk(self, response_id: str) -> bytes:
@@ -286,6 +360,17 @@ class Exchange:
         )
         # The amount goes in as a JSON number written from the exact decimal.
         return head[:-1] + b',"credits_used":' + format_credits(self.credits).encode() + b"}"
+
+    def _with_attempts(self, body: bytes) -> bytes:
+        """A chain's final error names every target it tried."""
+        assert self.chain is not None
+        try:
+            doc = orjson.loads(body)
+            targets = ", ".join((self.chain.slug, *self.chain.fallbacks))
+            doc["error"]["message"] = f"{doc['error']['message']} (fallback chain: {targets})"
+            return orjson.dumps(doc)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return body
 
     # -- helpers -------------------------------------------------------------
 
@@ -317,29 +402,64 @@ class Exchange:
         self.status = err.status
         self.error_code = err.code
         self._finish()
-        headers: list[tuple[str, str]] = [("x-request-id", self.request_id)]
+        headers: list[tuple[str, str]] = [("x-request-id", self.request_id), *getattr(err, "headers", ())]
         if err.retry_after is not None:
             headers.append(("retry-after", str(err.retry_after)))
         return msg.immediate(err.status, err.body(), headers)
 
+    async def _release_idempotency(self) -> None:
+        if self.idempotency_token is not None and self.key is not None:
+            token, self.idempotency_token = self.idempotency_token, None
+            await self._services.idempotency.release(self.key.workspace.id, self.idempotency_key, token)
+
+    async def _finish_async(self, headers: list[tuple[str, str]] | None = None) -> None:
+        """Finish, and keep (or let go of) the idempotency key before the client hears the end."""
+        if self.idempotency_token is not None and self.key is not None:
+            complete = not self.error_code or not self.body_stream
+            if complete and should_store(self.status):
+                stored = StoredResponse(
+                    self.status,
+                    _replayable(
+                        headers or [], self.model, self.fallback_from, self.body_stream, self.credits
+                    ),
+                    b"".join(self.transcript or ()),
+                    self.body_stream,
+                )
+                token, self.idempotency_token = self.idempotency_token, None
+                await self._services.idempotency.complete(
+                    self.key.workspace.id, self.idempotency_key, stored, token
+                )
+            else:
+                await self._release_idempotency()
+        self._finish()
+
     def _finish(self) -> None:
-        """Emit the usage record, once, for an authenticated request."""
+        """Settle the limits and emit the usage record, once, for an authenticated request."""
         if self.finished:
             return
         self.finished = True
         if self.key is None:
             return
-        self._record(self.usage_record())
+        if self.admission is not None:
+            usage = self.usage or Usage()
+            self._services.later(
+                self._services.limiter.settle(
+                    self.admission, usage.input_tokens + usage.output_tokens, self.credits
+                )
+            )
+        self._services.record(self.usage_record())
 
     def abort(self) -> None:
         """The stream ended without a response (client gone, Envoy reset): record what we know."""
-        if not self.finished:
-            if not self.status or (self.body_stream and not self.error_code):
-                self.status = 499
-                self.error_code = "client_closed_request"
-            if self.body_stream and self.stream_translator is not None:
-                self.usage = self.stream_translator.usage
-            self._finish()
+        if self.finished:
+            return
+        if not self.status or (self.body_stream and not self.error_code):
+            self.status = 499
+            self.error_code = "client_closed_request"
+        if self.body_stream and self.stream_translator is not None:
+            self.usage = self.stream_translator.usage
+        self._services.later(self._release_idempotency())
+        self._finish()
 
     def usage_record(self) -> usage_pb2.UsageRecord:
         assert self.key is not None
@@ -355,6 +475,7 @@ class Exchange:
             model_requested=self.model_requested,
             model_used=self.model.slug if self.model else "",
             provider=self.model.provider.name if self.model else "",
+            fallback_from=self.fallback_from,
             status=self.status,
             input_tokens=usage.input_tokens,
             cached_input_tokens=usage.cached_input_tokens,
@@ -363,9 +484,37 @@ class Exchange:
             credits=format_credits(self.credits),
             latency_ms=(now - self.started) * 1000,
             ttft_ms=(self.ttft - self.started) * 1000 if self.ttft else 0.0,
+            idempotent_replay=self.replayed,
             stream=self.stream,
             error_code=self.error_code if self.status >= 400 else "",
         )
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "invalid_json", f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def _replayable(
+    headers: list[tuple[str, str]], model: Model | None, fallback_from: str, stream: bool, charged: Decimal
+) -> list[tuple[str, str]]:
+    """The headers an idempotent replay repeats, plus its marker."""
+    kept = {k: v for k, v in headers if k in _REPLAYED_HEADERS}
+    if stream:
+        kept["content-type"] = "text/event-stream"
+    kept.setdefault("content-type", "application/json")
+    if model is not None:
+        kept.setdefault("x-model-used", model.slug)
+    if fallback_from:
+        kept.setdefault("x-fallback-from", fallback_from)
+    if not stream and "x-credits-used" not in kept and charged:
+        kept["x-credits-used"] = format_credits(charged)
+    return [*kept.items(), ("idempotent-replayed", "true")]
 
 
 def _sse(data: bytes) -> bytes:

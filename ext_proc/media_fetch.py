@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -50,11 +50,14 @@ async def fetch_media(
     timeout_s: float = 10,
     client: httpx.AsyncClient | None = None,
     allow_private: bool = False,
+    allowed_hosts: Collection[str] = (),
 ) -> dict[str, Media]:
     """Download each URL (image/* or application/pdf only).
 
     ``allow_private`` lifts the address check and allows plain http; it
     exists for tests against a local server, never for production.
+    ``allowed_hosts`` ("host:port") lifts them for those hosts only: an
+    operator's internal media server (INFERY_MEDIA_ALLOWED_HOSTS).
     Raises GatewayError(400, "invalid_image_url") on any failure.
     """
     unique = list(dict.fromkeys(urls))
@@ -66,7 +69,7 @@ async def fetch_media(
 
     async def one(url: str) -> Media:
         async with limit:
-            return await _fetch(http, url, max_bytes, timeout_s, allow_private)
+            return await _fetch(http, url, max_bytes, timeout_s, allow_private, allowed_hosts)
 
     tasks = [asyncio.ensure_future(one(url)) for url in unique]
     try:
@@ -93,11 +96,16 @@ def _shown(url: str) -> str:
 
 
 async def _fetch(
-    client: httpx.AsyncClient, url: str, max_bytes: int, timeout_s: float, allow_private: bool
+    client: httpx.AsyncClient,
+    url: str,
+    max_bytes: int,
+    timeout_s: float,
+    allow_private: bool,
+    allowed_hosts: Collection[str],
 ) -> Media:
     try:
         async with asyncio.timeout(timeout_s):
-            return await _follow(client, url, max_bytes, timeout_s, allow_private)
+            return await _follow(client, url, max_bytes, timeout_s, allow_private, allowed_hosts)
     except TimeoutError:
         raise _fail(f"fetching {_shown(url)} timed out after {timeout_s:g}s") from None
     except httpx.HTTPError as exc:
@@ -105,11 +113,16 @@ async def _fetch(
 
 
 async def _follow(
-    client: httpx.AsyncClient, url: str, max_bytes: int, timeout_s: float, allow_private: bool
+    client: httpx.AsyncClient,
+    url: str,
+    max_bytes: int,
+    timeout_s: float,
+    allow_private: bool,
+    allowed_hosts: Collection[str],
 ) -> Media:
     current = url
     for _ in range(MAX_REDIRECTS + 1):
-        hop = await _vet(current, allow_private)
+        hop = await _vet(current, allow_private, allowed_hosts)
         extensions = {"sni_hostname": hop.sni} if hop.sni else {}
         headers = {**_HEADERS, "host": hop.host_header}
         request = client.build_request(
@@ -146,11 +159,14 @@ async def _read(response: httpx.Response, url: str, max_bytes: int) -> Media:
     return Media(mime, bytes(data))
 
 
-async def _vet(url: str, allow_private: bool) -> _Hop:
+async def _vet(url: str, allow_private: bool, allowed_hosts: Collection[str] = ()) -> _Hop:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         raise _fail(f"{_shown(url)} is not a valid URL") from None
+    default_port = 443 if parsed.scheme == "https" else 80
+    if f"{parsed.host}:{parsed.port or default_port}" in allowed_hosts:
+        allow_private = True
     if parsed.scheme != "https" and not (allow_private and parsed.scheme == "http"):
         raise _fail(f"refused {_shown(url)}: only https URLs can be fetched")
     if parsed.userinfo:

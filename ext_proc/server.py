@@ -1,7 +1,10 @@
-"""The ext_proc gRPC service: one bidirectional stream per HTTP request.
+"""The ext_proc gRPC service: one bidirectional stream per HTTP request (or per attempt).
 
 Registered as a generic handler so that the protobuf (upb) classes from
-xds-protos do the (de)serialization — the measured fast path.
+xds-protos do the (de)serialization — the measured fast path. The same
+service answers Envoy's listener filter (an :class:`Exchange`) and its
+upstream filter on fallback-chain clusters (an :class:`AttemptExchange`);
+the first message tells which.
 """
 
 from __future__ import annotations
@@ -13,22 +16,44 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from ext_proc import envoy_messages as msg
+from ext_proc.attempt import AttemptExchange, is_attempt
 from ext_proc.config import GatewayConfig
 from ext_proc.errors import envelope
-from ext_proc.exchange import Exchange, Recorder
+from ext_proc.exchange import Exchange, Services
 
 log = logging.getLogger("infery.ext_proc")
 
 SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 
-def handler(current_config: Callable[[], GatewayConfig | None], record: Recorder) -> grpc.GenericRpcHandler:
-    async def process(
-        requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+def _internal_error(request_id: str) -> ep.ProcessingResponse:
+    return msg.immediate(
+        500,
+        envelope(500, "internal_error", "The gateway failed to process the request."),
+        (("x-request-id", request_id),),
+    )
+
+
+def handler(current_config: Callable[[], GatewayConfig | None], services: Services) -> grpc.GenericRpcHandler:
+    async def attempt(
+        first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        exchange = Exchange(current_config(), record)
+        exchange = AttemptExchange(current_config())
+        yield exchange.on_request_headers(first)
+        async for req in requests:
+            kind = req.WhichOneof("request")
+            if kind == "request_body":
+                yield await exchange.on_request_body(req.request_body)
+            elif kind:
+                yield msg.continue_other(kind)
+
+    async def listener(
+        first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        exchange = Exchange(current_config(), services)
         try:
-            async for req in requests:
+            req: ep.ProcessingRequest | None = first
+            while req is not None:
                 kind = req.WhichOneof("request")
                 try:
                     if kind == "request_headers":
@@ -36,23 +61,30 @@ def handler(current_config: Callable[[], GatewayConfig | None], record: Recorder
                     elif kind == "request_body":
                         yield await exchange.on_request_body(req.request_body)
                     elif kind == "response_headers":
-                        yield exchange.on_response_headers(req.response_headers)
+                        yield await exchange.on_response_headers(req.response_headers, req.attributes)
                     elif kind == "response_body":
-                        yield exchange.on_response_body(req.response_body)
+                        yield await exchange.on_response_body(req.response_body)
                     elif kind:
                         yield msg.continue_other(kind)
                 except Exception:
                     log.exception("request %s: internal error in %s", exchange.request_id, kind)
                     exchange.status, exchange.error_code = 500, "internal_error"
                     exchange.abort()
-                    yield msg.immediate(
-                        500,
-                        envelope(500, "internal_error", "The gateway failed to process the request."),
-                        (("x-request-id", exchange.request_id),),
-                    )
+                    yield _internal_error(exchange.request_id)
                     return
+                req = await anext(requests, None)
         finally:
             exchange.abort()
+
+    async def process(
+        requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ep.ProcessingResponse]:
+        first = await anext(requests, None)
+        if first is None:
+            return
+        phase = attempt if is_attempt(first) else listener
+        async for response in phase(first, requests):
+            yield response
 
     return grpc.method_handlers_generic_handler(
         SERVICE,

@@ -37,10 +37,14 @@ class Snapshot:
 
 def cluster_name(provider_name: str) -> str:
     """`provider_<name>` reduced to [a-z0-9_]; a short hash keeps "a-b" and "a_b" apart."""
-    sanitized = _NOT_CLUSTER_CHARS.sub("_", provider_name.lower())
-    if sanitized != provider_name:
-        sanitized += "_" + hashlib.sha256(provider_name.encode()).hexdigest()[:8]
-    return f"provider_{sanitized}"
+    return _safe_name("provider", provider_name)
+
+
+def _safe_name(kind: str, name: str) -> str:
+    sanitized = _NOT_CLUSTER_CHARS.sub("_", name.lower())
+    if sanitized != name:
+        sanitized += "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{kind}_{sanitized}"
 
 
 def split_base_url(base_url: str) -> tuple[str, str]:
@@ -124,6 +128,7 @@ def model_message(row: tables.Model) -> config_pb2.Model:
 def route_message(row: tables.Route) -> config_pb2.Route:
     return config_pb2.Route(
         slug=row.slug,
+        cluster=_safe_name("route", row.slug) if row.fallbacks else "",
         fallbacks=list(row.fallbacks),
         retry_on=list(row.retry_on),
         attempt_timeout_s=row.attempt_timeout_s,

@@ -27,6 +27,11 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noq
     http_connection_manager_pb2,
 )
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2  # noqa: F401
+from envoy.extensions.retry.priority.previous_priorities.v3 import (  # noqa: F401
+    previous_priorities_config_pb2,
+)
+from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from google.protobuf import json_format
 from infery_proto.v1 import config_pb2
@@ -36,6 +41,7 @@ ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
 ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the provider cluster to send to
 MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc when the model has a configured Route
+TARGET_METADATA = "infery.target"  # endpoint metadata namespace: which model a chain endpoint serves
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # on Envoy's own error replies: the envelope's code
 
 _T = "type.googleapis.com/"
@@ -160,6 +166,8 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
             "allow_mode_override": True,
             "message_timeout": "30s",
             "mutation_rules": {"allow_all_routing": True},
+            # Which target of a fallback chain answered (empty for single-provider requests).
+            "response_attributes": ["xds.upstream_host_metadata"],
         },
     }
     hcm = {
@@ -224,14 +232,49 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         match["headers"] = [{"name": MODEL_ROUTE_HEADER, "string_match": {"exact": route.slug}}]
         if route.total_timeout_s > 0:
             action["timeout"] = f"{route.total_timeout_s}s"
-        if route.attempt_timeout_s > 0:
-            action["retry_policy"] = {"num_retries": 0, "per_try_timeout": f"{route.attempt_timeout_s}s"}
+        action["retry_policy"] = _retry_policy(route)
     return {
         "name": route.slug if route else "default",
         "match": match,
         "route": action,
         "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER],
     }
+
+
+# Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try
+# timeout as well as a reset ("does not respond at all"), so "timeout" and
+# "reset" share it; 429 is a retriable status code.
+_RETRY_ON = {
+    "5xx": "5xx",
+    "429": "retriable-status-codes",
+    "reset": "reset",
+    "timeout": "reset",
+    "connect_failure": "connect-failure",
+}
+
+
+def _retry_policy(route: config_pb2.Route) -> dict[str, Any]:
+    policy: dict[str, Any] = {"num_retries": len(route.fallbacks) if route.cluster else 0}
+    if route.attempt_timeout_s > 0:
+        policy["per_try_timeout"] = f"{route.attempt_timeout_s}s"
+    if route.cluster:
+        conditions = sorted({_RETRY_ON[t] for t in route.retry_on if t in _RETRY_ON})
+        policy |= {
+            "retry_on": ",".join(conditions),
+            # Every retry goes to the next priority: the next target of the chain.
+            "retry_priority": {
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {
+                    "@type": _T
+                    + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                    "update_frequency": 1,
+                },
+            },
+            "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+        }
+        if "429" in route.retry_on:
+            policy["retriable_status_codes"] = [429]
+    return policy
 
 
 def route_configuration(
@@ -250,36 +293,80 @@ def route_configuration(
     return json_format.ParseDict(doc, route_pb2.RouteConfiguration())
 
 
-def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> cluster_pb2.Cluster:
-    url = urlsplit(provider.base_url)
-    tls = url.scheme == "https"
-    host = url.hostname or "localhost"
-    port = url.port or (443 if tls else 80)
-    is_ip = host.replace(".", "").isdigit() or ":" in host
+@dataclass(frozen=True, slots=True)
+class _Upstream:
+    """Where a provider's base URL points."""
+
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def of(cls, provider: config_pb2.Provider) -> _Upstream:
+        url = urlsplit(provider.base_url)
+        tls = url.scheme == "https"
+        return cls(url.hostname or "localhost", url.port or (443 if tls else 80), tls)
+
+    @property
+    def is_ip(self) -> bool:
+        return self.host.replace(".", "").isdigit() or ":" in self.host
+
+    def endpoint(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "endpoint": {
+                "address": {"socket_address": {"address": self.host, "port_value": self.port}},
+                "hostname": self.host,
+            }
+        }
+        if metadata:
+            doc["metadata"] = {"filter_metadata": metadata}
+        return doc
+
+    def tls_socket(self, s: ListenerSettings) -> dict[str, Any]:
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": self.host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "validation_context": {"trusted_ca": {"filename": s.ca_file}},
+                },
+            },
+        }
+
+
+def _cluster(
+    name: str,
+    priorities: list[list[dict[str, Any]]],
+    any_tls: bool,
+    any_dns: bool,
+    s: ListenerSettings,
+    http_filters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     protocol: dict[str, Any] = (
+        # ALPN picks HTTP/2 where the provider offers it; plain-text endpoints speak HTTP/1.1.
         {"auto_config": {"http_protocol_options": {}, "http2_protocol_options": {}}}
-        if tls
+        if any_tls
         else {"explicit_http_config": {"http_protocol_options": {}}}
     )
-    doc: dict[str, Any] = {
-        "name": provider.cluster,
-        "type": "STATIC" if is_ip else "STRICT_DNS",
+    options: dict[str, Any] = {
+        "@type": _T + _HTTP_OPTIONS,
+        "common_http_protocol_options": {"idle_timeout": "60s"},
+        **protocol,
+    }
+    if http_filters:
+        options["http_filters"] = http_filters
+    return {
+        "name": name,
+        "type": "STRICT_DNS" if any_dns else "STATIC",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": f"{s.connect_timeout_s}s",
         "per_connection_buffer_limit_bytes": s.max_request_bytes,
         "load_assignment": {
-            "cluster_name": provider.cluster,
+            "cluster_name": name,
             "endpoints": [
-                {
-                    "lb_endpoints": [
-                        {
-                            "endpoint": {
-                                "address": {"socket_address": {"address": host, "port_value": port}},
-                                "hostname": host,
-                            }
-                        }
-                    ]
-                }
+                {"priority": i, "lb_endpoints": endpoints} for i, endpoints in enumerate(priorities)
             ],
         },
         # LLM calls are long: Envoy's default of 1024 concurrent requests is far too low.
@@ -293,24 +380,102 @@ def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> clus
                 }
             ]
         },
-        "typed_extension_protocol_options": {
-            _HTTP_OPTIONS: {
-                "@type": _T + _HTTP_OPTIONS,
-                "common_http_protocol_options": {"idle_timeout": "60s"},
-                **protocol,
-            }
-        },
+        "typed_extension_protocol_options": {_HTTP_OPTIONS: options},
     }
-    if tls:
-        doc["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": host,
-                "common_tls_context": {
-                    "alpn_protocols": ["h2", "http/1.1"],
-                    "validation_context": {"trusted_ca": {"filename": s.ca_file}},
+
+
+def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> cluster_pb2.Cluster:
+    upstream = _Upstream.of(provider)
+    doc = _cluster(provider.cluster, [[upstream.endpoint()]], upstream.tls, not upstream.is_ip, s)
+    if upstream.tls:
+        doc["transport_socket"] = upstream.tls_socket(s)
+    return json_format.ParseDict(doc, cluster_pb2.Cluster())
+
+
+def chain_cluster(
+    route: config_pb2.Route,
+    targets: list[tuple[config_pb2.Model, config_pb2.Provider]],
+    s: ListenerSettings,
+) -> cluster_pb2.Cluster:
+    """A fallback chain as one cluster: target i is priority i.
+
+    Each endpoint carries the model it serves in its metadata; the upstream
+    ext_proc filter reads it to translate each attempt for its own provider,
+    and the listener's ext_proc reads it to know which target answered.
+    Outlier detection ejects a failing target so that the next requests go
+    straight to the next priority instead of waiting for it to fail again.
+    """
+    priorities = []
+    sockets: dict[str, dict[str, Any]] = {}
+    for model, provider in targets:
+        upstream = _Upstream.of(provider)
+        socket_key = f"{upstream.host}:{upstream.port}" if upstream.tls else "plaintext"
+        if upstream.tls:
+            sockets[socket_key] = upstream.tls_socket(s)
+        metadata = {
+            TARGET_METADATA: {"model": model.slug},
+            "envoy.transport_socket_match": {"socket": socket_key},
+        }
+        priorities.append([upstream.endpoint(metadata)])
+    ups = [_Upstream.of(p) for _, p in targets]
+    doc = _cluster(
+        route.cluster,
+        priorities,
+        any(u.tls for u in ups),
+        any(not u.is_ip for u in ups),
+        s,
+        http_filters=[_attempt_filter(), _UPSTREAM_CODEC],
+    )
+    doc["transport_socket_matches"] = [
+        {"name": key, "match": {"socket": key}, "transport_socket": socket} for key, socket in sockets.items()
+    ] + [
+        {
+            "name": "plaintext",
+            "match": {"socket": "plaintext"},
+            "transport_socket": {
+                "name": "envoy.transport_sockets.raw_buffer",
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
                 },
             },
         }
+    ]
+    # Without panic mode an ejected priority spills all its traffic to the next one.
+    doc["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
+    doc["outlier_detection"] = {
+        "consecutive_5xx": 3,
+        "consecutive_gateway_failure": 3,
+        "consecutive_local_origin_failure": 3,
+        "interval": "1s",
+        "base_ejection_time": "10s",
+        "max_ejection_percent": 100,
+    }
     return json_format.ParseDict(doc, cluster_pb2.Cluster())
+
+
+def _attempt_filter() -> dict[str, Any]:
+    """ext_proc as an upstream filter: called once per attempt, with the original body."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, "timeout": "60s"},
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_header_mode": "SKIP",
+                "response_body_mode": "NONE",
+                "response_trailer_mode": "SKIP",
+            },
+            "request_attributes": ["xds.upstream_host_metadata"],
+            "message_timeout": "30s",
+            "mutation_rules": {"allow_all_routing": True},
+        },
+    }
+
+
+_UPSTREAM_CODEC = {
+    "name": "envoy.filters.http.upstream_codec",
+    "typed_config": {"@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+}

@@ -28,7 +28,8 @@ _T = "type.googleapis.com/infery.v1."
 def build_resources(snapshot: Snapshot, listener: envoy_config.ListenerSettings) -> dict[str, list[Any]]:
     """Every xDS resource of a snapshot, by type URL."""
     return {
-        CLUSTER: [envoy_config.provider_cluster(p, listener) for p in snapshot.providers],
+        CLUSTER: [envoy_config.provider_cluster(p, listener) for p in snapshot.providers]
+        + _chain_clusters(snapshot, listener),
         LISTENER: [envoy_config.listener(listener)],
         ROUTE: [envoy_config.route_configuration(snapshot.routes, listener)],
         _T + "Provider": list(snapshot.providers),
@@ -37,6 +38,20 @@ def build_resources(snapshot: Snapshot, listener: envoy_config.ListenerSettings)
         _T + "ApiKey": list(snapshot.api_keys),
         _T + "Route": list(snapshot.routes),
     }
+
+
+def _chain_clusters(snapshot: Snapshot, listener: envoy_config.ListenerSettings) -> list[Any]:
+    models = {m.slug: m for m in snapshot.models}
+    providers = {p.name: p for p in snapshot.providers}
+    clusters = []
+    for route in snapshot.routes:
+        if not route.cluster:
+            continue
+        slugs = [route.slug, *route.fallbacks]
+        targets = [(models[s], providers[models[s].provider]) for s in slugs if s in models]
+        if len(targets) == len(slugs):  # the store keeps references valid; never serve a partial chain
+            clusters.append(envoy_config.chain_cluster(route, targets, listener))
+    return clusters
 
 
 class Publisher:

@@ -137,9 +137,9 @@ async def test_follows_up_to_three_redirects_vetting_each_hop(
     vetted: list[str] = []
     real_vet = media_fetch._vet
 
-    async def spy(url: str, allow_private: bool) -> Any:
+    async def spy(url: str, allow_private: bool, allowed_hosts: Any = ()) -> Any:
         vetted.append(url.rsplit("/", 2)[-1])
-        return await real_vet(url, allow_private)
+        return await real_vet(url, allow_private, allowed_hosts)
 
     monkeypatch.setattr(media_fetch, "_vet", spy)
     media = await fetch_media([f"{base(server)}/hop/3"], allow_private=True)

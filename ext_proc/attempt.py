@@ -1,0 +1,125 @@
+"""One attempt at a provider: the request half of translation.
+
+Shared by the listener's exchange (a model without fallbacks: one attempt,
+prepared there) and by Envoy's upstream ext_proc filter (a fallback chain:
+called once per attempt with the client's original body, so that each
+target is translated for its own provider).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from google.protobuf import text_format
+
+from ext_proc import envoy_messages as msg
+from ext_proc.config import GatewayConfig, Model
+from ext_proc.errors import GatewayError
+from ext_proc.media_fetch import fetch_media
+from ext_proc.translators.base import Endpoint, Target
+
+ENDPOINT_HEADER = "x-infery-endpoint"  # set by the listener's exchange for the attempts of a chain
+TARGET_METADATA = "infery.target"  # endpoint metadata of a chain cluster: the model it serves
+HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
+_FILTER = "envoy.filters.http.ext_proc"
+# Headers that must never reach a provider unless this attempt's translator
+# sets them: the client's credentials, a previous attempt's credentials and
+# versions (Envoy shares one header map between attempts), and encodings we
+# could not parse.
+_STRIP_UPSTREAM = (
+    "authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    "anthropic-version",
+    "anthropic-beta",
+    "accept-encoding",
+)
+
+
+async def upstream_request(
+    model: Model, endpoint: Endpoint, body: dict[str, Any]
+) -> tuple[bytes, list[tuple[str, str]], list[str]]:
+    """(body, headers to set, headers to remove) of the request to ``model``'s provider."""
+    provider = model.provider
+    translator = provider.translator
+    urls = translator.media_urls(endpoint, body)
+    media = await fetch_media(urls) if urls else {}
+    upstream = translator.request(
+        endpoint,
+        body,
+        Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, media),
+    )
+    set_headers = [
+        (":path", upstream.path),
+        (":authority", provider.host),
+        ("content-length", str(len(upstream.body))),
+        *upstream.headers.items(),
+    ]
+    remove = [h for h in _STRIP_UPSTREAM if h not in upstream.headers]
+    return upstream.body, set_headers, remove
+
+
+def target_slug(attributes: Any) -> str:
+    """The model a chain endpoint serves, from Envoy's ``xds.upstream_host_metadata`` attribute."""
+    if _FILTER not in attributes:
+        return ""
+    value = attributes[_FILTER].fields.get(HOST_METADATA_ATTRIBUTE)
+    if value is None or not value.string_value:
+        return ""
+    metadata = text_format.Parse(value.string_value, base_pb2.Metadata())
+    target = metadata.filter_metadata.get(TARGET_METADATA)
+    if target is None or "model" not in target.fields:
+        return ""
+    return str(target.fields["model"].string_value)
+
+
+def is_attempt(request: ep.ProcessingRequest) -> bool:
+    """Whether a stream comes from the upstream filter (it asks for the host's metadata)."""
+    attrs = request.attributes
+    return _FILTER in attrs and HOST_METADATA_ATTRIBUTE in attrs[_FILTER].fields
+
+
+class AttemptExchange:
+    """One attempt of a fallback chain, in Envoy's upstream ext_proc filter.
+
+    The listener's exchange has authenticated, admitted and routed the request
+    already; this only translates the original body for the attempt's target.
+    """
+
+    __slots__ = ("_config", "endpoint", "slug")
+
+    def __init__(self, config: GatewayConfig | None) -> None:
+        self._config = config
+        self.slug = ""
+        self.endpoint = Endpoint.CHAT
+
+    def on_request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        self.slug = target_slug(request.attributes)
+        h = msg.header_map(request.request_headers, frozenset({ENDPOINT_HEADER}))
+        try:
+            self.endpoint = Endpoint(h.get(ENDPOINT_HEADER, Endpoint.CHAT.value))
+        except ValueError:
+            return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
+        return msg.request_headers()
+
+    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        model = self._config.models.get(self.slug) if self._config else None
+        if model is None:
+            return _fail(
+                GatewayError(503, "upstream_unavailable", f"Fallback target '{self.slug}' is not configured.")
+            )
+        try:
+            upstream_body, set_headers, remove = await upstream_request(
+                model, self.endpoint, orjson.loads(body.body)
+            )
+        except GatewayError as err:
+            return _fail(err)
+        return msg.request_body(upstream_body, set_headers, remove, clear_route_cache=False)
+
+
+def _fail(err: GatewayError) -> ep.ProcessingResponse:
+    return msg.immediate(err.status, err.body())
