@@ -1,0 +1,131 @@
+"""Test control state: the FIFO of scripted steps and the log of received API requests.
+
+Not part of any provider API; served under ``/_sim/`` (see `server.py`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIONS = ("reset", "hang", "cut_stream", "replay")
+STEP_KEYS = frozenset(
+    {
+        "status",
+        "body",
+        "headers",
+        "action",
+        "seconds",
+        "after_chunks",
+        "fixture",
+        "index",
+        "chunk_delay_ms",
+        "usage",
+    }
+)
+
+
+class StepError(ValueError):
+    """A malformed step: reported to the test at scripting time, not at request time."""
+
+
+@dataclass(frozen=True)
+class Step:
+    status: int | None = None
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    action: str | None = None
+    seconds: float = 0.0
+    after_chunks: int = 0
+    fixture: Path | None = None
+    index: int = 0
+    chunk_delay_ms: float | None = None
+    usage: dict[str, Any] | None = None
+
+    @property
+    def answers_instead(self) -> bool:
+        """True when the step replaces the normal answer by a status/body of its own."""
+        return self.status is not None and (self.status >= 400 or self.body is not None)
+
+    @classmethod
+    def parse(cls, raw: Any, fixtures: Path | None) -> Step:
+        if not isinstance(raw, dict):
+            raise StepError(f"a step must be an object, got {raw!r}")
+        unknown = set(raw) - STEP_KEYS
+        if unknown:
+            raise StepError(f"unknown step keys {sorted(unknown)}; known: {sorted(STEP_KEYS)}")
+        action = raw.get("action")
+        if action is not None and action not in ACTIONS:
+            raise StepError(f"unknown action {action!r}; known: {ACTIONS}")
+        status = raw.get("status")
+        if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
+            raise StepError(f"status must be an HTTP status code, got {status!r}")
+        headers = raw.get("headers") or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise StepError("headers must map names to string values")
+        usage = raw.get("usage")
+        if usage is not None and not isinstance(usage, dict):
+            raise StepError("usage must be an object in the provider's own field names")
+        fixture = None
+        if action == "replay":
+            fixture = _fixture_path(raw.get("fixture"), fixtures)
+        return cls(
+            status=status,
+            body=raw.get("body"),
+            headers={k.lower(): v for k, v in headers.items()},
+            action=action,
+            seconds=float(raw.get("seconds", 0.0)),
+            after_chunks=int(raw.get("after_chunks", 0)),
+            fixture=fixture,
+            index=int(raw.get("index", 0)),
+            chunk_delay_ms=None if raw.get("chunk_delay_ms") is None else float(raw["chunk_delay_ms"]),
+            usage=usage,
+        )
+
+
+def _fixture_path(name: Any, fixtures: Path | None) -> Path:
+    if fixtures is None:
+        raise StepError("replay needs the conformance kit's fixtures directory, which was not found")
+    if not isinstance(name, str) or "/" in name or name.startswith("."):
+        raise StepError(f"fixture must be a file name in {fixtures}, got {name!r}")
+    path = fixtures / name
+    if not path.is_file():
+        raise StepError(f"no fixture {name!r} in {fixtures}")
+    return path
+
+
+class Script:
+    """Steps consumed one per API request, in order; empty means normal behaviour."""
+
+    def __init__(self) -> None:
+        self._steps: deque[Step] = deque()
+
+    def extend(self, steps: list[Step]) -> None:
+        self._steps.extend(steps)
+
+    def pop(self) -> Step | None:
+        return self._steps.popleft() if self._steps else None
+
+    def clear(self) -> None:
+        self._steps.clear()
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+
+class RequestLog:
+    """The last `limit` API requests, bounded so a benchmark run cannot exhaust memory."""
+
+    def __init__(self, limit: int = 5000) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self._entries.append(entry)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return list(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
