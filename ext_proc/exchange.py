@@ -454,8 +454,10 @@ class Exchange:
         if self.finished:
             return
         if not self.status or (self.body_stream and not self.error_code):
+            # Envoy closed the stream mid-way: the client left, or the provider reset
+            # the connection after the first byte (Envoy then resets the client too).
             self.status = 499
-            self.error_code = "client_closed_request"
+            self.error_code = "stream_interrupted"
         if self.body_stream and self.stream_translator is not None:
             self.usage = self.stream_translator.usage
         self._services.later(self._release_idempotency())

@@ -59,6 +59,10 @@ class ListenerSettings:
     ca_file: str = "/etc/ssl/certs/ca-certificates.crt"
     request_timeout_s: float = 600.0
     connect_timeout_s: float = 5.0
+    # Outlier detection on fallback chains: eject a target after this many
+    # consecutive failures, for this long (doubling on repeat ejections).
+    eject_after_failures: int = 5
+    ejection_s: float = 10.0
 
     @classmethod
     def from_env(
@@ -75,6 +79,8 @@ class ListenerSettings:
             ca_file=env.get("INFERY_UPSTREAM_CA_FILE") or default.ca_file,
             request_timeout_s=float(env.get("INFERY_REQUEST_TIMEOUT_S") or default.request_timeout_s),
             connect_timeout_s=float(env.get("INFERY_CONNECT_TIMEOUT_S") or default.connect_timeout_s),
+            eject_after_failures=int(env.get("INFERY_EJECT_AFTER_FAILURES") or default.eject_after_failures),
+            ejection_s=float(env.get("INFERY_EJECTION_S") or default.ejection_s),
         )
 
 
@@ -434,20 +440,18 @@ def chain_cluster(
             "match": {"socket": "plaintext"},
             "transport_socket": {
                 "name": "envoy.transport_sockets.raw_buffer",
-                "typed_config": {
-                    "@type": _T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
-                },
+                "typed_config": {"@type": _T + "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"},
             },
         }
     ]
     # Without panic mode an ejected priority spills all its traffic to the next one.
     doc["common_lb_config"] = {"healthy_panic_threshold": {"value": 0}}
     doc["outlier_detection"] = {
-        "consecutive_5xx": 3,
-        "consecutive_gateway_failure": 3,
-        "consecutive_local_origin_failure": 3,
+        "consecutive_5xx": s.eject_after_failures,
+        "consecutive_gateway_failure": s.eject_after_failures,
+        "consecutive_local_origin_failure": s.eject_after_failures,
         "interval": "1s",
-        "base_ejection_time": "10s",
+        "base_ejection_time": f"{s.ejection_s}s",
         "max_ejection_percent": 100,
     }
     return json_format.ParseDict(doc, cluster_pb2.Cluster())

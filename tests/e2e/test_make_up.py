@@ -45,7 +45,12 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
     env |= {k: str(v) for k, v in ports.items()}
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
     proc = subprocess.Popen(
-        ["make", "up"], cwd=clone, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ["make", "up"],
+        cwd=clone,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -54,14 +59,17 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
         assert re.search(r"admin token\s+: \S+", output)
         base_url = re.search(r"OpenAI-compatible API : (\S+)", output).group(1)  # type: ignore[union-attr]
         client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-        reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}])
+        reply = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}]
+        )
         assert reply.choices[0].message.content
         stream = client.chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}], stream=True
         )
         assert list(stream)[-1].model_extra["credits_used"] >= 0
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
