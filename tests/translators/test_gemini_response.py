@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import base64
 import json
 import struct
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -276,7 +275,9 @@ def test_parallel_calls_cut_to_one_when_asked() -> None:
     translator = GeminiTranslator()
     both = orjson.loads(translator.response(Endpoint.CHAT, 200, raw, CTX).body)
     one = orjson.loads(
-        translator.response(Endpoint.CHAT, 200, raw, replace(CTX, request={"parallel_tool_calls": False})).body
+        translator.response(
+            Endpoint.CHAT, 200, raw, replace(CTX, request={"parallel_tool_calls": False})
+        ).body
     )
     assert len(both["choices"][0]["message"]["tool_calls"]) == 2
     assert len(one["choices"][0]["message"]["tool_calls"]) == 1
