@@ -65,7 +65,7 @@ def postgres_url() -> Iterator[str]:
             connect_timeout=3,
         )
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+        pytest.fail(f"PostgreSQL not reachable at {POSTGRES_URL} (the suite needs it): {exc}")
     with connection:
         connection.execute(f'CREATE DATABASE "{name}"')
         try:
