@@ -32,7 +32,8 @@ async def serve(args: argparse.Namespace) -> None:
     reporter = UsageReporter(args.control_plane, args.spool)
     await reporter.start()
     state = open_state(args.redis_url)
-    services = Services(reporter.record, Limiter(state), Idempotency(state))
+    media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
+    services = Services(reporter.record, Limiter(state), Idempotency(state), media_hosts)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", 64 * 1024 * 1024),
@@ -76,6 +77,11 @@ def main() -> None:
         "--redis-url",
         default=os.environ.get("INFERY_REDIS_URL") or None,
         help="shared limits and idempotency across replicas (default: in-process)",
+    )
+    parser.add_argument(
+        "--media-allowed-hosts",
+        default=os.environ.get("INFERY_MEDIA_ALLOWED_HOSTS", ""),
+        help="comma-separated host:port that may serve image/PDF URLs from private addresses",
     )
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))

@@ -8,6 +8,7 @@ target is translated for its own provider).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -41,13 +42,16 @@ _STRIP_UPSTREAM = (
 
 
 async def upstream_request(
-    model: Model, endpoint: Endpoint, body: dict[str, Any]
+    model: Model, endpoint: Endpoint, body: dict[str, Any], media_hosts: Collection[str] = ()
 ) -> tuple[bytes, list[tuple[str, str]], list[str]]:
-    """(body, headers to set, headers to remove) of the request to ``model``'s provider."""
+    """(body, headers to set, headers to remove) of the request to ``model``'s provider.
+
+    ``media_hosts`` ("host:port") may serve image/PDF URLs from private addresses.
+    """
     provider = model.provider
     translator = provider.translator
     urls = translator.media_urls(endpoint, body)
-    media = await fetch_media(urls) if urls else {}
+    media = await fetch_media(urls, allowed_hosts=media_hosts) if urls else {}
     upstream = translator.request(
         endpoint,
         body,
@@ -90,10 +94,11 @@ class AttemptExchange:
     already; this only translates the original body for the attempt's target.
     """
 
-    __slots__ = ("_config", "endpoint", "slug")
+    __slots__ = ("_config", "_media_hosts", "endpoint", "slug")
 
-    def __init__(self, config: GatewayConfig | None) -> None:
+    def __init__(self, config: GatewayConfig | None, media_hosts: Collection[str] = ()) -> None:
         self._config = config
+        self._media_hosts = media_hosts
         self.slug = ""
         self.endpoint = Endpoint.CHAT
 

@@ -82,6 +82,7 @@ class Services:
     record: Recorder
     limiter: Limiter
     idempotency: Idempotency
+    media_hosts: frozenset[str] = frozenset()  # may serve media URLs from private addresses
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -227,7 +228,9 @@ class Exchange:
             set_headers = [(ROUTE_HEADER, route.cluster), (ENDPOINT_HEADER, self.endpoint.value)]
             remove: list[str] = []
         else:
-            upstream_body, set_headers, remove = await upstream_request(model, self.endpoint, body)
+            upstream_body, set_headers, remove = await upstream_request(
+                model, self.endpoint, body, self._services.media_hosts
+            )
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
         if route is not None:  # the model's own Envoy route carries its timeouts and retries
             set_headers.append((MODEL_ROUTE_HEADER, slug))

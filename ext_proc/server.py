@@ -38,7 +38,7 @@ def handler(current_config: Callable[[], GatewayConfig | None], services: Servic
     async def attempt(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        exchange = AttemptExchange(current_config())
+        exchange = AttemptExchange(current_config(), services.media_hosts)
         yield exchange.on_request_headers(first)
         async for req in requests:
             kind = req.WhichOneof("request")

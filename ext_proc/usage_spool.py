@@ -46,7 +46,7 @@ _MIN_FLUSH_S = 1.0
 
 @dataclass(slots=True)
 class ReporterStats:
-    delivered: int = 0        # records acked by the control plane (its duplicates included)
+    delivered: int = 0  # records acked by the control plane (its duplicates included)
     failed_attempts: int = 0  # Report calls (or spool reads) that failed and will be retried
 
 
@@ -202,8 +202,11 @@ class UsageReporter:
             self._executor = None
             raise
         if self._spool.count:
-            log.info("usage spool %s holds %d undelivered records; sending them first",
-                     self._spool_path, self._spool.count)
+            log.info(
+                "usage spool %s holds %d undelivered records; sending them first",
+                self._spool_path,
+                self._spool.count,
+            )
             self._spooled.set()
         self._open_channel()
         self._writer = asyncio.create_task(self._write_loop(), name="usage-spool-writer")
@@ -229,8 +232,11 @@ class UsageReporter:
             await asyncio.wait_for(asyncio.shield(self._writer), max(_MIN_FLUSH_S, deadline - loop.time()))
         except TimeoutError:  # the writer loop itself never raises: it retries
             self._accepting = False
-            log.error("usage spool writer did not finish in %.1fs; %d queued records are lost",
-                      timeout_s, len(self._queue) + self._writing)
+            log.error(
+                "usage spool writer did not finish in %.1fs; %d queued records are lost",
+                timeout_s,
+                len(self._queue) + self._writing,
+            )
             await _cancel(self._writer)
         await _cancel(self._sender)
 
@@ -242,8 +248,11 @@ class UsageReporter:
             except (grpc.aio.AioRpcError, sqlite3.Error):
                 break
         if self._spool.count:
-            log.warning("usage spool %s keeps %d undelivered records for the next start",
-                        self._spool_path, self._spool.count)
+            log.warning(
+                "usage spool %s keeps %d undelivered records for the next start",
+                self._spool_path,
+                self._spool.count,
+            )
 
         if self._channel is not None:
             await self._channel.close()
@@ -275,9 +284,13 @@ class UsageReporter:
             except Exception as exc:
                 # Disk full, file locked...: records stay queued in memory; retry.
                 if not failing:
-                    log.warning("usage spool %s write failing (%s); %d records held in memory",
-                                self._spool_path, exc.__class__.__name__, len(self._queue),
-                                exc_info=not isinstance(exc, sqlite3.Error))
+                    log.warning(
+                        "usage spool %s write failing (%s); %d records held in memory",
+                        self._spool_path,
+                        exc.__class__.__name__,
+                        len(self._queue),
+                        exc_info=not isinstance(exc, sqlite3.Error),
+                    )
                     failing = True
                 await asyncio.sleep(_jitter(backoff))
                 backoff = min(backoff * 2, self._backoff[1])
@@ -321,8 +334,7 @@ class UsageReporter:
                 backoff = min(backoff * 2, self._backoff[1])
             else:
                 if self._outage:
-                    log.info("usage delivery to %s recovered after %d failed attempts",
-                             self.target, failures)
+                    log.info("usage delivery to %s recovered after %d failed attempts", self.target, failures)
                 self._outage = False
                 failures = 0
                 backoff = self._backoff[0]
@@ -350,9 +362,13 @@ class UsageReporter:
             reason = exc.__class__.__name__
         if not self._outage:
             # Status code name only: details are the server's text, not ours to log.
-            log.warning("usage delivery to %s failing (%s); %d records pending, retrying with backoff",
-                        self.target, reason, self.pending(),
-                        exc_info=not isinstance(exc, grpc.aio.AioRpcError | sqlite3.Error))
+            log.warning(
+                "usage delivery to %s failing (%s); %d records pending, retrying with backoff",
+                self.target,
+                reason,
+                self.pending(),
+                exc_info=not isinstance(exc, grpc.aio.AioRpcError | sqlite3.Error),
+            )
             self._outage = True
 
     # -- plumbing ---------------------------------------------------------------
