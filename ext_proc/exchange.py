@@ -491,7 +491,7 @@ class Exchange:
             ttft_ms=(self.ttft - self.started) * 1000 if self.ttft else 0.0,
             idempotent_replay=self.replayed,
             stream=self.stream,
-            error_code=self.error_code if self.status >= 400 else "",
+            error_code=self.error_code,  # also set when a stream failed after its 200 headers
         )
 
 

@@ -1,0 +1,138 @@
+"""The listener exchange on Envoy's message sequence, without Envoy: the stream edge cases.
+
+End-to-end behaviour is covered through a real Envoy in tests/e2e; this drives
+the state machine directly for what a simulator cannot easily produce, such as
+a provider that ends its SSE body cleanly but early.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import orjson
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.v1 import config_pb2, usage_pb2
+
+from ext_proc import config
+from ext_proc.exchange import Exchange, Services
+from ext_proc.idempotency import Idempotency
+from ext_proc.limits import Limiter
+from ext_proc.shared_state import MemoryState
+
+KEY = "inf_test-key"
+
+
+def _config() -> config.GatewayConfig:
+    return config.build(
+        [
+            config_pb2.Provider(
+                name="p", kind="openai", cluster="provider_p", base_path="/v1", host="h", api_key="sk"
+            )
+        ],
+        [
+            config_pb2.Model(
+                slug="m",
+                provider="p",
+                upstream_model="up",
+                prices=config_pb2.Prices(input_per_mtok="1", output_per_mtok="2"),
+            )
+        ],
+        [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
+        [
+            config_pb2.ApiKey(
+                id="k", key_hash=hashlib.sha256(KEY.encode()).hexdigest(), workspace_id="w", member_id="m"
+            )
+        ],
+        [],
+    )
+
+
+def _headers(pairs: dict[str, str], end: bool = False) -> ep.HttpHeaders:
+    return ep.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in pairs.items()]
+        ),
+        end_of_stream=end,
+    )
+
+
+def _chunk(i: int) -> bytes:
+    doc = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "up",
+        "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}],
+    }
+    return b"data: " + orjson.dumps(doc) + b"\n\n"
+
+
+@pytest.fixture
+def records() -> list[usage_pb2.UsageRecord]:
+    return []
+
+
+async def _streaming_exchange(records: list[usage_pb2.UsageRecord]) -> Exchange:
+    state = MemoryState(prefix="t")
+    exchange = Exchange(_config(), Services(records.append, Limiter(state), Idempotency(state)))
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    reply = await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    sent = orjson.loads(reply.request_body.response.body_mutation.body)
+    assert sent["model"] == "up" and sent["stream_options"] == {"include_usage": True}
+    reply = await exchange.on_response_headers(
+        _headers({":status": "200", "content-type": "text/event-stream"}), {}
+    )
+    assert reply.mode_override.response_body_mode == ProcessingMode.STREAMED
+    return exchange
+
+
+async def test_a_stream_ending_early_gets_an_error_event_and_done(records):
+    exchange = await _streaming_exchange(records)
+    first = await exchange.on_response_body(ep.HttpBody(body=_chunk(1)))
+    assert not first.response_body.response.HasField("body_mutation")  # passed through untouched
+    last = await exchange.on_response_body(ep.HttpBody(body=_chunk(2), end_of_stream=True))
+    out = last.response_body.response.body_mutation.body
+    events = [e for e in out.split(b"\n\n") if e]
+    assert events[0] == _chunk(2).strip()
+    assert orjson.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
+    assert events[-1] == b"data: [DONE]"
+    assert b"credits_used" not in out  # nothing is charged for a stream that did not complete
+    assert records[0].status == 200 and records[0].error_code == "upstream_error"
+
+
+async def test_a_complete_stream_gets_the_credits_chunk_before_done(records):
+    exchange = await _streaming_exchange(records)
+    usage = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "up",
+        "choices": [],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+    }
+    tail = _chunk(1) + b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n"
+    # Split mid-event: the translator must keep the partial tail.
+    await exchange.on_response_body(ep.HttpBody(body=tail[:50]))
+    reply = await exchange.on_response_body(ep.HttpBody(body=tail[50:]))
+    out = reply.response_body.response.body_mutation.body
+    events = [e for e in out.split(b"\n\n") if e]
+    assert b'"usage"' not in out  # the client did not ask for the usage chunk
+    credits_chunk = orjson.loads(events[-2].removeprefix(b"data: "))
+    assert credits_chunk["choices"] == [] and credits_chunk["id"] == "c1"
+    assert events[-2].endswith(b'"credits_used":0.002}')  # 1000 × 1/M + 500 × 2/M, exact
+    assert events[-1] == b"data: [DONE]"
+    assert records[0].credits == "0.002" and records[0].output_tokens == 500
+
+
+async def test_a_client_gone_mid_stream_is_recorded_once(records):
+    exchange = await _streaming_exchange(records)
+    await exchange.on_response_body(ep.HttpBody(body=_chunk(1)))
+    exchange.abort()
+    exchange.abort()
+    assert len(records) == 1 and records[0].status == 499 and records[0].error_code == "stream_interrupted"
