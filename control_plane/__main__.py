@@ -8,9 +8,11 @@ from it. Settings come from the environment (control_plane/settings.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,6 +28,14 @@ from control_plane.xds.publisher import Publisher
 from control_plane.xds.server import XdsCache, ads_handler
 
 log = logging.getLogger("infery.control_plane")
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this process stops both servers on SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 async def serve(settings: Settings) -> None:
@@ -48,10 +58,9 @@ async def serve(settings: Settings) -> None:
     await grpc_server.start()
 
     app = create_app(settings, sessions)
-    api = uvicorn.Server(
+    api = _ApiServer(
         uvicorn.Config(app, host=settings.host, port=settings.admin_port, log_level="warning", lifespan="on")
     )
-    api.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     api_task = asyncio.create_task(api.serve())
 
     stop = asyncio.Event()

@@ -33,7 +33,7 @@ from infery_proto.v1 import usage_pb2
 
 from ext_proc import catalog_responses
 from ext_proc import envoy_messages as msg
-from ext_proc.attempt import ENDPOINT_HEADER, target_slug, upstream_request
+from ext_proc.attempt import ENDPOINT_HEADER, upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
@@ -53,7 +53,8 @@ ROUTE_HEADER = "x-infery-cluster"  # the Envoy cluster to send to
 MODEL_ROUTE_HEADER = "x-infery-route"  # the model's own Envoy route (timeouts, retries)
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # Envoy's own error reply; the value is its error code
 _REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "x-request-id", "idempotency-key"})
-_RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER})
+SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of the target that answered
+_RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
 _CONTROL_HEADERS = (
     ROUTE_HEADER,
@@ -252,7 +253,7 @@ class Exchange:
 
     # -- response ------------------------------------------------------------
 
-    async def on_response_headers(self, headers: ep.HttpHeaders, attributes: Any) -> ep.ProcessingResponse:
+    async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _RESPONSE_HEADERS)
         self.status = int(h.get(":status", "0") or 0)
         rate_headers = self.admission.headers if self.admission else []
@@ -263,8 +264,10 @@ class Exchange:
             self.error_code = local_reply or "upstream_error"
             await self._finish_async()
             return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER,))
+        remove: tuple[str, ...] = ()
         if self.chain is not None:
-            self._note_served(target_slug(attributes))
+            self._note_served(h.get(SERVED_HEADER, ""))
+            remove = (SERVED_HEADER,)
         served = [("x-model-used", self.model.slug), *rate_headers]
         if self.fallback_from:
             served.append(("x-fallback-from", self.fallback_from))
@@ -276,10 +279,12 @@ class Exchange:
         ):
             self.body_stream = True
             self.stream_translator = self.model.provider.translator.stream(self._response_context())
-            return msg.response_headers(set_headers=served, remove=("content-length",), stream_body=True)
+            return msg.response_headers(
+                set_headers=served, remove=("content-length", *remove), stream_body=True
+            )
         if headers.end_of_stream:
             return await self._buffered_reply(b"", served, as_headers=True)
-        return msg.response_headers(set_headers=served)
+        return msg.response_headers(set_headers=served, remove=remove)
 
     def _note_served(self, slug: str) -> None:
         """A chain's answer: which target gave it decides how it is read and charged."""

@@ -61,7 +61,7 @@ def handler(current_config: Callable[[], GatewayConfig | None], services: Servic
                     elif kind == "request_body":
                         yield await exchange.on_request_body(req.request_body)
                     elif kind == "response_headers":
-                        yield await exchange.on_response_headers(req.response_headers, req.attributes)
+                        yield await exchange.on_response_headers(req.response_headers)
                     elif kind == "response_body":
                         yield await exchange.on_response_body(req.response_body)
                     elif kind:

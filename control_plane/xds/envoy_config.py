@@ -41,6 +41,7 @@ ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
 ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the provider cluster to send to
 MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc when the model has a configured Route
+SERVED_HEADER = "x-infery-served"  # on a chain's responses: the model of the target that answered
 TARGET_METADATA = "infery.target"  # endpoint metadata namespace: which model a chain endpoint serves
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # on Envoy's own error replies: the envelope's code
 
@@ -172,8 +173,6 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
             "allow_mode_override": True,
             "message_timeout": "30s",
             "mutation_rules": {"allow_all_routing": True},
-            # Which target of a fallback chain answered (empty for single-provider requests).
-            "response_attributes": ["xds.upstream_host_metadata"],
         },
     }
     hcm = {
@@ -239,12 +238,21 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         if route.total_timeout_s > 0:
             action["timeout"] = f"{route.total_timeout_s}s"
         action["retry_policy"] = _retry_policy(route)
-    return {
+    doc = {
         "name": route.slug if route else "default",
         "match": match,
         "route": action,
         "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER],
     }
+    if route is not None and route.cluster:
+        # Which target of the chain answered, for the listener's ext_proc (which removes it).
+        doc["response_headers_to_add"] = [
+            {
+                "header": {"key": SERVED_HEADER, "value": f"%UPSTREAM_METADATA({TARGET_METADATA}:model)%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ]
+    return doc
 
 
 # Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try

@@ -74,7 +74,11 @@ class Publisher:
     async def start(self) -> None:
         await self.publish()
         loop = asyncio.get_running_loop()
-        self._unsubscribe = changes.subscribe(lambda: loop.call_soon_threadsafe(self._wake.set))
+
+        def wake() -> None:  # called from the committing thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self._unsubscribe = changes.subscribe(wake)
         self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._poll())]
 
     async def close(self) -> None:

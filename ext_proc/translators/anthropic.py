@@ -17,22 +17,47 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from ..errors import GatewayError, envelope, upstream_status
-from .base import (
-    Endpoint,
-    ResponseContext,
-    Target,
-    TranslatedResponse,
-    UpstreamRequest,
-    Usage,
+from ..errors import GatewayError
+from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
+from .chunks import ChunkStream
+from .content import (
+    append_turn,
+    arguments,
+    assistant_text,
+    file_data,
+    function_calls,
+    image_url,
+    messages,
+    parse_data_uri,
+    text_of,
+    user_parts,
 )
-from .sse import SSEBuffer, SSEEvent, encode
+from .params import (
+    function_tools,
+    invalid,
+    json_answer,
+    number,
+    reject_unsupported,
+    stop_sequences,
+    tool_choice,
+    unsupported,
+)
+from .responses import (
+    ErrorMap,
+    assistant_message,
+    chat_id,
+    completion,
+    error_from,
+    failed,
+    json_or_none,
+    tool_call,
+)
+from .sse import SSEEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -58,6 +83,9 @@ _MAX_TOKENS: tuple[tuple[str, int], ...] = (
     ("claude-sonnet-4", 64000),
 )
 
+# tool_choice mode -> Anthropic tool_choice.type
+_CHOICE_TYPES = {"auto": "auto", "none": "none", "required": "any"}
+
 # Models that predate structured outputs (output_config.format, tool strict).
 _NO_STRUCTURED = re.compile(r"claude-(?:[0-3]|instant|(?:sonnet|opus)-4(?:-0|-2\d{7})?$)")
 
@@ -75,18 +103,21 @@ _FINISH = {
 }
 
 # Anthropic error.type -> (client status, code, pass the provider's message on)
-_ERRORS: dict[str, tuple[int, str, bool]] = {
-    "invalid_request_error": (400, "invalid_request", True),
-    "authentication_error": (502, "upstream_error", False),
-    "permission_error": (502, "upstream_error", False),
-    "billing_error": (502, "upstream_error", False),
-    "not_found_error": (404, "model_not_found", True),
-    "request_too_large": (413, "request_too_large", True),
-    "rate_limit_error": (429, "rate_limit_exceeded", False),
-    "api_error": (502, "upstream_error", False),
-    "overloaded_error": (503, "upstream_unavailable", False),
-    "timeout_error": (504, "upstream_timeout", False),
-}
+_ERRORS = ErrorMap(
+    "type",
+    {
+        "invalid_request_error": (400, "invalid_request", True),
+        "authentication_error": (502, "upstream_error", False),
+        "permission_error": (502, "upstream_error", False),
+        "billing_error": (502, "upstream_error", False),
+        "not_found_error": (404, "model_not_found", True),
+        "request_too_large": (413, "request_too_large", True),
+        "rate_limit_error": (429, "rate_limit_exceeded", False),
+        "api_error": (502, "upstream_error", False),
+        "overloaded_error": (503, "upstream_unavailable", False),
+        "timeout_error": (504, "upstream_timeout", False),
+    },
+)
 
 _DEFAULT_REFUSAL = "The model declined to answer this request."
 
@@ -131,14 +162,11 @@ class AnthropicTranslator:
     ) -> TranslatedResponse:
         if status >= 400:
             return error_response(status, body)
-        try:
-            msg = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            msg = None
-        if not isinstance(msg, dict) or msg.get("type") == "error":
-            if isinstance(msg, dict):
-                return error_response(502, body)
-            return _failed(502, "upstream_error", "the provider returned an unreadable response")
+        msg = json_or_none(body)
+        if not isinstance(msg, dict):
+            return failed(502, "upstream_error", "the provider returned an unreadable response")
+        if msg.get("type") == "error":
+            return error_from(502, msg, _ERRORS.fields)
         doc, usage = _completion(msg, ctx)
         return TranslatedResponse(200, orjson.dumps(doc), usage)
 
@@ -161,13 +189,13 @@ def _chat_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
         out["system"] = system
     out["messages"] = messages
 
-    temperature = _number(body, "temperature")
+    temperature = number(body, "temperature")
     if temperature is not None:
-        out["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0..1
-    top_p = _number(body, "top_p")
+        out["temperature"] = min(float(temperature), 1.0)  # Anthropic's range is 0..1
+    top_p = number(body, "top_p")
     if top_p is not None and temperature is None:
-        out["top_p"] = top_p  # current models refuse both together
-    stop = _stop(body.get("stop"))
+        out["top_p"] = float(top_p)  # current models refuse both together
+    stop = stop_sequences(body.get("stop"))
     if stop:
         out["stop_sequences"] = stop
     user = body.get("safety_identifier") or body.get("user")
@@ -193,50 +221,16 @@ def _chat_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 def _reject_unsupported(body: Mapping[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
-        _unsupported("n", "n > 1 is not supported by this model's provider")
+        unsupported("n", "n > 1 is not supported by this model's provider")
     if body.get("logprobs"):
-        _unsupported("logprobs", "logprobs are not supported by this model's provider")
-    if body.get("logit_bias"):
-        _unsupported("logit_bias", "logit_bias is not supported by this model's provider")
-    modalities = body.get("modalities")
-    if modalities and any(m != "text" for m in modalities):
-        _unsupported("modalities", "only text output is supported by this model's provider")
-    for name in ("audio", "web_search_options", "moderation", "functions", "function_call"):
-        if body.get(name) is not None:
-            _unsupported(name, f"{name} is not supported by this model's provider")
-
-
-def _unsupported(param: str, message: str) -> None:
-    raise GatewayError(400, "unsupported_parameter", message, param)
-
-
-def _invalid(param: str, message: str) -> GatewayError:
-    return GatewayError(400, "invalid_request", message, param)
-
-
-def _number(body: Mapping[str, Any], name: str) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(name, f"{name} must be a number")
-    return float(value)
+        unsupported("logprobs", "logprobs are not supported by this model's provider")
+    reject_unsupported(body)
 
 
 def _int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _invalid(name, f"{name} must be a non-negative integer")
+        raise invalid(name, f"{name} must be a non-negative integer")
     return value
-
-
-def _stop(stop: Any) -> list[str]:
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise _invalid("stop", "stop must be a string or a list of strings")
-    return [s for s in stop if s]
 
 
 def tool_id(value: Any) -> str:
@@ -246,41 +240,22 @@ def tool_id(value: Any) -> str:
 
 
 def _messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if not isinstance(raw, list) or not raw:
-        raise _invalid("messages", "messages must be a non-empty array")
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []  # {"role", "content": [blocks]}, same roles merged
-
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-
-    for i, msg in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise _invalid(where, "each message must be an object")
-        role = msg.get("role")
+    for where, role, msg in messages(raw):
         content = msg.get("content")
         if role in ("system", "developer"):
             system.extend(_text_blocks(content, where))
         elif role == "user":
-            add("user", _user_blocks(content, where))
+            append_turn(turns, "user", "content", _user_blocks(content, where))
         elif role == "assistant":
-            add("assistant", _assistant_blocks(msg, where))
-        elif role == "tool":
+            append_turn(turns, "assistant", "content", _assistant_blocks(msg, where))
+        else:  # tool
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(msg.get("tool_call_id"))}
             text = _text_blocks(content, where)
             if text:
                 block["content"] = text
-            add("user", [block])
-        elif role == "function":
-            _unsupported(f"{where}.role", "function messages are not supported; use tool messages")
-        else:
-            raise _invalid(f"{where}.role", f"unknown role {role!r}")
+            append_turn(turns, "user", "content", [block])
 
     # A trailing assistant turn is a prefill; Anthropic rejects trailing whitespace in it.
     if turns and turns[-1]["role"] == "assistant":
@@ -292,89 +267,56 @@ def _messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 if not turns[-1]["content"]:
                     turns.pop()
     if not turns:
-        raise _invalid("messages", "messages must contain at least one user or assistant message")
+        raise invalid("messages", "messages must contain at least one user or assistant message")
     return system, turns
 
 
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
 def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", "content must be a string or an array of parts")
-    blocks = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise _invalid(f"{where}.content[{j}]", "only text parts are allowed here")
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if not isinstance(text, str):
-            raise _invalid(f"{where}.content[{j}]", "text parts need a string")
-        if text:
-            blocks.append({"type": "text", "text": text})
-    return blocks
+    return [_text_block(t) for t in text_of(content, where)]
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    if content is None or isinstance(content, str):
-        return _text_blocks(content, where)
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", "content must be a string or an array of parts")
     blocks: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        at = f"{where}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+    for kind, at, value in user_parts(content, where):
         if kind == "text":
-            blocks.extend(_text_blocks([part], where))
+            blocks.append(_text_block(value))
         elif kind == "image_url":
-            blocks.append(_image_block(part.get("image_url"), at))
+            blocks.append(_image_block(value, at))
         elif kind == "file":
-            blocks.append(_document_block(part.get("file"), at))
-        elif kind == "input_audio":
-            _unsupported(at, "audio input is not supported by this model's provider")
+            blocks.append(_document_block(value, at))
         else:
-            raise _invalid(at, f"unknown content part type {kind!r}")
+            unsupported(at, "audio input is not supported by this model's provider")
     return blocks
 
 
 def _image_block(image: Any, at: str) -> dict[str, Any]:
-    url = image.get("url") if isinstance(image, dict) else None
-    if not isinstance(url, str) or not url:
-        raise _invalid(f"{at}.image_url.url", "image_url.url is required")
-    parsed = parse_data_uri(url, f"{at}.image_url.url")
+    param = f"{at}.image_url.url"
+    url = image_url(image, param)
+    parsed = parse_data_uri(url, param)
     if parsed is None:
         if not url.startswith(("https://", "http://")):
-            raise GatewayError(
-                400, "invalid_image_url", "image URLs must be https or data URIs", f"{at}.image_url.url"
-            )
+            raise GatewayError(400, "invalid_image_url", "image URLs must be https or data URIs", param)
         return {"type": "image", "source": {"type": "url", "url": url}}
     mime, data = parsed
     if mime not in _IMAGE_TYPES:
         raise GatewayError(
-            400,
-            "invalid_image_url",
-            f"image type {mime} is not supported (jpeg, png, gif, webp)",
-            f"{at}.image_url.url",
+            400, "invalid_image_url", f"image type {mime} is not supported (jpeg, png, gif, webp)", param
         )
     return {"type": "image", "source": {"type": "base64", "media_type": mime, "data": data}}
 
 
 def _document_block(file: Any, at: str) -> dict[str, Any]:
-    if not isinstance(file, dict):
-        raise _invalid(f"{at}.file", "file must be an object")
-    if file.get("file_id") is not None:
-        _unsupported(f"{at}.file.file_id", "file_id references are not supported yet; send file_data")
-    data = file.get("file_data")
-    if not isinstance(data, str) or not data:
-        raise _invalid(f"{at}.file.file_data", "file.file_data is required")
-    parsed = parse_data_uri(data, f"{at}.file.file_data")
-    mime, b64 = parsed if parsed is not None else ("application/pdf", data)
+    mime, b64 = file_data(file, at)
     if mime == "application/pdf":
         source: dict[str, Any] = {"type": "base64", "media_type": mime, "data": b64}
     elif mime == "text/plain":
         source = {"type": "text", "media_type": mime, "data": _b64_text(b64, at)}
     else:
-        _unsupported(
+        unsupported(
             f"{at}.file.file_data", f"file type {mime} is not supported (application/pdf, text/plain)"
         )
     block: dict[str, Any] = {"type": "document", "source": source}
@@ -388,71 +330,28 @@ def _b64_text(b64: str, at: str) -> str:
     try:
         return base64.b64decode(b64, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise _invalid(f"{at}.file.file_data", "file_data is not valid base64 UTF-8 text") from None
-
-
-def parse_data_uri(url: str, param: str) -> tuple[str, str] | None:
-    """(mime type, base64 payload) of a ``data:`` URI; None for anything else."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    if not sep or not header.endswith(";base64") or not data:
-        raise GatewayError(400, "invalid_image_url", "data URIs must be base64-encoded", param)
-    return header[:-7].split(";", 1)[0].strip().lower(), data
+        raise invalid(f"{at}.file.file_data", "file_data is not valid base64 UTF-8 text") from None
 
 
 def _assistant_blocks(msg: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks = _text_blocks(msg.get("content"), where)
-    refusal = msg.get("refusal")
-    if not blocks and isinstance(refusal, str) and refusal:
-        blocks.append({"type": "text", "text": refusal})
-    calls = msg.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise _invalid(f"{where}.tool_calls", "tool_calls must be an array")
-    for k, call in enumerate(calls):
-        at = f"{where}.tool_calls[{k}]"
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or call.get("type", "function") != "function":
-            _unsupported(at, "only function tool calls are supported")
-            continue
+    blocks = [_text_block(t) for t in assistant_text(msg, where)]
+    for _, at, call, fn in function_calls(msg, where):
         blocks.append(
             {
                 "type": "tool_use",
                 "id": tool_id(call.get("id")),
                 "name": fn.get("name") or "",
-                "input": _arguments(fn.get("arguments"), f"{at}.function.arguments"),
+                "input": arguments(fn.get("arguments"), f"{at}.function.arguments"),
             }
         )
     return blocks
 
 
-def _arguments(raw: Any, param: str) -> dict[str, Any]:
-    if raw is None or raw == "":
-        return {}
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) else raw
-    except orjson.JSONDecodeError:
-        raise _invalid(param, "tool call arguments must be a JSON object") from None
-    if not isinstance(value, dict):
-        raise _invalid(param, "tool call arguments must be a JSON object")
-    return value
-
-
 def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    raw = body.get("tools") or []
-    if not isinstance(raw, list):
-        raise _invalid("tools", "tools must be an array")
     tools = []
-    for i, tool in enumerate(raw):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function":
-            _unsupported(f"tools[{i}]", "only function tools are supported by this model's provider")
-            continue
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise _invalid(f"tools[{i}].function.name", "tool name is required")
+    for i, name, fn in function_tools(body):
         if name in _ANSWER_TOOLS:
-            raise _invalid(f"tools[{i}].function.name", f"the tool name {name} is reserved by the gateway")
+            raise invalid(f"tools[{i}].function.name", f"the tool name {name} is reserved by the gateway")
         schema = fn.get("parameters") or {"type": "object", "properties": {}}
         strict = fn.get("strict") is True and structured
         out: dict[str, Any] = {"name": name, "input_schema": strict_schema(schema) if strict else schema}
@@ -462,29 +361,14 @@ def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, An
             out["strict"] = True
         tools.append(out)
 
-    choice = body.get("tool_choice")
-    result: dict[str, Any] | None
-    if choice is None or choice == "auto":
-        result = {"type": "auto"} if choice else None
-    elif choice == "none":
-        result = {"type": "none"}
-    elif choice == "required":
-        result = {"type": "any"}
-    elif isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str) or not name:
-            raise _invalid("tool_choice.function.name", "tool_choice needs a function name")
-        result = {"type": "tool", "name": name}
-    elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = choice.get("allowed_tools") or {}
-        names = {
-            (t.get("function") or {}).get("name") for t in allowed.get("tools") or [] if isinstance(t, dict)
-        }
-        tools = [t for t in tools if t["name"] in names]
-        result = {"type": "any" if allowed.get("mode") == "required" else "auto"}
-    else:
-        _unsupported("tool_choice", "this tool_choice is not supported by this model's provider")
-        result = None
+    choice = tool_choice(body.get("tool_choice"))
+    result: dict[str, Any] | None = None
+    if choice is not None and choice.name is not None:
+        result = {"type": "tool", "name": choice.name}
+    elif choice is not None:
+        result = {"type": _CHOICE_TYPES[choice.mode]}
+        if choice.allowed is not None:
+            tools = [t for t in tools if t["name"] in choice.allowed]
     if body.get("parallel_tool_calls") is False and tools:
         if result is None:
             result = {"type": "auto"}
@@ -495,28 +379,21 @@ def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, An
 
 def _answer_format(fmt: Any, structured: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(output_config.format, None) with structured outputs, else (None, answer tool)."""
-    if fmt is None:
+    answer = json_answer(fmt)
+    if answer is None:
         return None, None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None, None
-    if kind == "json_object":
+    if answer.schema is None:
         return None, {
             "name": ANSWER_TOOL,
             "description": "Give your final answer as a JSON object.",
             "input_schema": {"type": "object", "additionalProperties": True},
         }
-    if kind != "json_schema":
-        raise _invalid("response_format.type", f"unknown response_format type {kind!r}")
-    spec = fmt.get("json_schema")
-    schema = spec.get("schema") if isinstance(spec, dict) else None
-    if not isinstance(schema, dict):
-        raise _invalid("response_format.json_schema.schema", "json_schema.schema must be an object")
+    schema = answer.schema
     if structured:
         return {"type": "json_schema", "schema": strict_schema(schema)}, None
     description = "Give your final answer through this tool."
-    if isinstance(spec, dict) and spec.get("description"):
-        description += " " + str(spec["description"])
+    if answer.description:
+        description += " " + answer.description
     if schema.get("type") == "object":
         return None, {"name": ANSWER_TOOL, "description": description, "input_schema": schema}
     wrapped = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
@@ -575,20 +452,12 @@ def strict_schema(schema: Any) -> Any:
 # -------------------------------------------------------------------- response
 
 
-def _usage(raw: Mapping[str, Any]) -> tuple[dict[str, Any], Usage]:
+def _usage(raw: Mapping[str, Any]) -> Usage:
     cached = raw.get("cache_read_input_tokens") or 0
     prompt = (raw.get("input_tokens") or 0) + cached + (raw.get("cache_creation_input_tokens") or 0)
-    completion = raw.get("output_tokens") or 0
     details = raw.get("output_tokens_details") or {}
     reasoning = (details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
-    doc = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-    return doc, Usage(prompt, cached, completion, reasoning)
+    return Usage(prompt, cached, raw.get("output_tokens") or 0, reasoning)
 
 
 def _answer_text(name: str, value: Any) -> str:
@@ -609,41 +478,19 @@ def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str,
             texts.append(_answer_text(block["name"], block.get("input")))
             answered = True
         elif kind == "tool_use":
-            calls.append(
-                {
-                    "id": block.get("id"),
-                    "type": "function",
-                    "function": {
-                        "name": block.get("name"),
-                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                    },
-                }
-            )
+            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
     stop_reason = msg.get("stop_reason")
     finish = _FINISH.get(stop_reason or "", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop" if answered else finish
     text = "".join(texts)
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": text or (None if calls else ""),
-        "refusal": None,
-    }
+    message = assistant_message(text, calls)
     if stop_reason == "refusal":
         message["refusal"] = _refusal_text(msg.get("stop_details"))
         message["content"] = text or None
-    if calls:
-        message["tool_calls"] = calls
-    usage_doc, usage = _usage(msg.get("usage") or {})
-    doc = {
-        "id": "chatcmpl-" + str(msg.get("id") or secrets.token_hex(12)),
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.upstream_model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": usage_doc,
-    }
-    return doc, usage
+    usage = _usage(msg.get("usage") or {})
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return completion(msg.get("id"), ctx, [choice], usage), usage
 
 
 def _refusal_text(details: Any) -> str:
@@ -653,113 +500,34 @@ def _refusal_text(details: Any) -> str:
 
 
 def error_response(status: int, body: bytes) -> TranslatedResponse:
-    client_status, code = upstream_status(status)
-    message = f"the provider returned HTTP {status}"
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
-    err = doc.get("error") if isinstance(doc, dict) else None
-    if isinstance(err, dict):
-        client_status, code, message = _error_fields(err, client_status, code, message)
-    return _failed(client_status, code, message)
-
-
-def _error_fields(err: Mapping[str, Any], status: int, code: str, fallback: str) -> tuple[int, str, str]:
-    mapped = _ERRORS.get(str(err.get("type")))
-    provider_msg = err.get("message") if isinstance(err.get("message"), str) else None
-    if mapped is None:
-        return status, code, provider_msg or fallback
-    status, code, passthrough = mapped
-    if passthrough and provider_msg:
-        return status, code, provider_msg
-    return status, code, f"the provider answered {err.get('type')}"
-
-
-def _failed(status: int, code: str, message: str) -> TranslatedResponse:
-    return TranslatedResponse(status, envelope(status, code, message), None, code)
+    return error_from(status, json_or_none(body), _ERRORS.fields)
 
 
 # ---------------------------------------------------------------------- stream
 
 
-class AnthropicStream:
+class AnthropicStream(ChunkStream):
     """Anthropic Messages SSE → OpenAI ``chat.completion.chunk`` SSE."""
 
-    __slots__ = (
-        "_answered",
-        "_blocks",
-        "_ctx",
-        "_finish",
-        "_prefix",
-        "_raw_usage",
-        "_sse",
-        "_tool_count",
-        "done",
-        "error_code",
-        "response_id",
-        "usage",
-    )
+    __slots__ = ("_answered", "_blocks", "_finish", "_raw_usage", "_tool_count")
+
+    _INCOMPLETE = "the provider stream ended before the message was complete"
 
     def __init__(self, ctx: ResponseContext) -> None:
-        self.usage: Usage | None = None
-        self.done = False
-        self.error_code: str | None = None
-        self._ctx = ctx
-        self._sse = SSEBuffer()
+        super().__init__(ctx)
         self._raw_usage: dict[str, Any] = {}
         # content block index -> ("tool", openai index) | ("answer", name, buffer) | ("other",)
         self._blocks: dict[int, list[Any]] = {}
         self._tool_count = 0
         self._finish: str | None = None
         self._answered = False
-        self._set_id("chatcmpl-" + secrets.token_hex(12))
 
-    def _set_id(self, response_id: str) -> None:
-        self.response_id = response_id
-        self._prefix = (
-            b'{"id":'
-            + orjson.dumps(response_id)
-            + b',"object":"chat.completion.chunk","created":'
-            + str(self._ctx.created).encode()
-            + b',"model":'
-            + orjson.dumps(self._ctx.upstream_model)
-            + b',"choices":['
-        )
-
-    def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
-        for event in self._sse.feed(chunk):
-            self._on_event(event, out)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        out: list[bytes] = []
-        for event in self._sse.flush():
-            self._on_event(event, out)
-        if not self.done:
-            self._error(
-                out, 502, "upstream_error", "the provider stream ended before the message was complete"
-            )
-        return b"".join(out)
-
-    # -- events
-
-    def _on_event(self, event: SSEEvent, out: list[bytes]) -> None:
-        if self.done:
-            return
-        try:
-            data = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            self._error(out, 502, "upstream_error", "the provider sent an unreadable stream event")
-            return
-        if not isinstance(data, dict):
-            return
+    def _on_data(self, data: dict[str, Any], event: SSEEvent, out: list[bytes]) -> None:
         kind = data.get("type") or event.event
         if kind == "message_start":
             message = data.get("message") or {}
             if message.get("id"):
-                self._set_id("chatcmpl-" + str(message["id"]))
+                self._set_id(chat_id(message["id"]))
             self._merge_usage(message.get("usage"))
             out.append(self._chunk({"role": "assistant", "content": ""}))
         elif kind == "content_block_start":
@@ -781,22 +549,19 @@ class AnthropicStream:
             self._merge_usage(data.get("usage"))
         elif kind == "message_stop":
             out.append(self._chunk({}, self._finish or "stop"))
-            usage_doc, self.usage = _usage(self._raw_usage)
+            self.usage = _usage(self._raw_usage)
             if self._ctx.include_usage:
-                out.append(b"data: " + self._prefix + b'],"usage":' + orjson.dumps(usage_doc) + b"}\n\n")
+                out.append(self._usage_chunk(self.usage))
             self.done = True
         elif kind == "error":
             err = data.get("error")
-            if not isinstance(err, dict):
-                err = {}
-            status, code, message = _error_fields(err, 502, "upstream_error", "the provider stream failed")
-            self._error(out, status, code, message)
+            self._provider_error(out, err if isinstance(err, dict) else {}, _ERRORS.fields)
         # ping and unknown events: nothing for the client
 
     def _merge_usage(self, raw: Any) -> None:
         if isinstance(raw, dict):
             self._raw_usage.update({k: v for k, v in raw.items() if v is not None})
-            self.usage = _usage(self._raw_usage)[1]
+            self.usage = _usage(self._raw_usage)
 
     def _block_start(self, data: Mapping[str, Any], out: list[bytes]) -> None:
         index = data.get("index", 0)
@@ -853,14 +618,3 @@ class AnthropicStream:
             except orjson.JSONDecodeError:
                 return
             out.append(self._chunk({"content": _answer_text(ANSWER_VALUE_TOOL, value)}))
-
-    # -- output
-
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return b"data: " + self._prefix + orjson.dumps(choice) + b"]}\n\n"
-
-    def _error(self, out: list[bytes], status: int, code: str, message: str) -> None:
-        out.append(encode(envelope(status, code, message)))
-        self.error_code = code
-        self.done = True

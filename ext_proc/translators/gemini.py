@@ -27,16 +27,41 @@ from urllib.parse import quote
 
 import orjson
 
-from ..errors import GatewayError, envelope, upstream_status
-from .base import (
-    Endpoint,
-    ResponseContext,
-    Target,
-    TranslatedResponse,
-    UpstreamRequest,
-    Usage,
+from ..errors import GatewayError, envelope
+from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
+from .chunks import ChunkStream
+from .content import (
+    append_turn,
+    arguments,
+    assistant_text,
+    file_data,
+    function_calls,
+    image_url,
+    messages,
+    parse_data_uri,
+    text_of,
+    user_parts,
 )
-from .sse import SSEBuffer, SSEEvent, encode
+from .params import (
+    function_tools,
+    invalid,
+    json_answer,
+    number,
+    reject_unsupported,
+    stop_sequences,
+    tool_choice,
+)
+from .responses import (
+    ErrorMap,
+    assistant_message,
+    chat_id,
+    completion,
+    error_from,
+    failed,
+    json_or_none,
+    tool_call,
+)
+from .sse import SSEEvent
 
 # Gemini 3 rejects a function call replayed without its signature; Google
 # documents this value for calls whose signature was lost (e.g. made elsewhere).
@@ -59,23 +84,29 @@ _FINISH = {
     "IMAGE_RECITATION": "content_filter",
 }
 
+# tool_choice mode -> functionCallingConfig.mode
+_CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
 # google.rpc status -> (client status, code, pass the provider's message on)
-_ERRORS: dict[str, tuple[int, str, bool]] = {
-    "INVALID_ARGUMENT": (400, "invalid_request", True),
-    "OUT_OF_RANGE": (400, "invalid_request", True),
-    "UNIMPLEMENTED": (400, "invalid_request", True),
-    "NOT_FOUND": (404, "model_not_found", True),
-    "FAILED_PRECONDITION": (502, "upstream_error", False),  # billing / region of the gateway's account
-    "UNAUTHENTICATED": (502, "upstream_error", False),
-    "PERMISSION_DENIED": (502, "upstream_error", False),
-    "RESOURCE_EXHAUSTED": (429, "rate_limit_exceeded", False),
-    "UNAVAILABLE": (503, "upstream_unavailable", False),
-    "DEADLINE_EXCEEDED": (504, "upstream_timeout", False),
-    "INTERNAL": (502, "upstream_error", False),
-    "UNKNOWN": (502, "upstream_error", False),
-    "ABORTED": (502, "upstream_error", False),
-    "CANCELLED": (502, "upstream_error", False),
-}
+_ERRORS = ErrorMap(
+    "status",
+    {
+        "INVALID_ARGUMENT": (400, "invalid_request", True),
+        "OUT_OF_RANGE": (400, "invalid_request", True),
+        "UNIMPLEMENTED": (400, "invalid_request", True),
+        "NOT_FOUND": (404, "model_not_found", True),
+        "FAILED_PRECONDITION": (502, "upstream_error", False),  # billing / region of the gateway's account
+        "UNAUTHENTICATED": (502, "upstream_error", False),
+        "PERMISSION_DENIED": (502, "upstream_error", False),
+        "RESOURCE_EXHAUSTED": (429, "rate_limit_exceeded", False),
+        "UNAVAILABLE": (503, "upstream_unavailable", False),
+        "DEADLINE_EXCEEDED": (504, "upstream_timeout", False),
+        "INTERNAL": (502, "upstream_error", False),
+        "UNKNOWN": (502, "upstream_error", False),
+        "ABORTED": (502, "upstream_error", False),
+        "CANCELLED": (502, "upstream_error", False),
+    },
+)
 
 _INT32 = 2**31
 
@@ -135,24 +166,18 @@ class GeminiTranslator:
         request = ctx.request
         if status >= 400:
             return error_response(status, body)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            doc = None
-        if isinstance(doc, list) and doc:
-            doc = doc[0]
+        doc = _document(body)
         if not isinstance(doc, dict):
-            return _failed(502, "upstream_error", "the provider returned an unreadable response")
+            return failed(502, "upstream_error", "the provider returned an unreadable response")
         if isinstance(doc.get("error"), dict):
-            return error_response(502, body)
+            return error_from(502, doc, _error_fields)
         if endpoint is Endpoint.EMBEDDINGS:
             out, usage = _embeddings(doc, ctx, request)
             return TranslatedResponse(200, orjson.dumps(out), usage)
         blocked = _block_reason(doc)
         if blocked is not None:
-            return TranslatedResponse(
-                400, _blocked_body(blocked), _usage(doc.get("usageMetadata"))[1], "content_filter"
-            )
+            body = envelope(400, "content_filter", _blocked_message(blocked), "messages")
+            return TranslatedResponse(400, body, _usage(doc.get("usageMetadata")), "content_filter")
         one_call = request.get("parallel_tool_calls") is False
         out, usage = _completion(doc, ctx, one_call)
         return TranslatedResponse(200, orjson.dumps(out), usage)
@@ -165,16 +190,8 @@ class GeminiTranslator:
 # --------------------------------------------------------------------- request
 
 
-def _invalid(param: str, message: str) -> GatewayError:
-    return GatewayError(400, "invalid_request", message, param)
-
-
-def _unsupported(param: str, message: str) -> None:
-    raise GatewayError(400, "unsupported_parameter", message, param)
-
-
 def _chat_request(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
-    _reject_unsupported(body)
+    reject_unsupported(body)
     model = target.upstream_model.removeprefix("models/")
     system, contents = _contents(body.get("messages"), target, _SIGNED_FAMILY.match(model) is None)
     out: dict[str, Any] = {"contents": contents}
@@ -191,47 +208,22 @@ def _chat_request(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-def _reject_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("logit_bias"):
-        _unsupported("logit_bias", "logit_bias is not supported by this model's provider")
-    modalities = body.get("modalities")
-    if modalities and any(m != "text" for m in modalities):
-        _unsupported("modalities", "only text output is supported by this model's provider")
-    for name in ("audio", "web_search_options", "moderation", "functions", "function_call"):
-        if body.get(name) is not None:
-            _unsupported(name, f"{name} is not supported by this model's provider")
-
-
-def _number(body: Mapping[str, Any], name: str) -> float | int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _invalid(name, f"{name} must be a number")
-    return value
-
-
 def _int(body: Mapping[str, Any], name: str, minimum: int = 0) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(name, f"{name} must be an integer >= {minimum}")
+        raise invalid(name, f"{name} must be an integer >= {minimum}")
     return value
 
 
 def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None:
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise _invalid("stop", "stop must be a string or a list of strings")
-        if any(stop):
-            config["stopSequences"] = [s for s in stop if s]
+    stop = stop_sequences(body.get("stop"))
+    if stop:
+        config["stopSequences"] = stop
     for name, key in (("temperature", "temperature"), ("top_p", "topP")):
-        value = _number(body, name)
+        value = number(body, name)
         if value is not None:
             config[key] = value
     limit = _int(body, "max_completion_tokens")
@@ -246,7 +238,7 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     if seed is not None:
         config["seed"] = (seed + _INT32) % (2 * _INT32) - _INT32  # Gemini's seed is int32
     for name, key in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
-        value = _number(body, name)
+        value = number(body, name)
         if value:  # 0 is the default; some models reject the field even when it is 0
             config[key] = value
     if body.get("logprobs") is True:
@@ -265,22 +257,12 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 
 def _response_format(fmt: Any, config: dict[str, Any]) -> None:
-    if fmt is None:
+    answer = json_answer(fmt)
+    if answer is None:
         return
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return
-    if kind == "json_object":
-        config["responseMimeType"] = "application/json"
-        return
-    if kind != "json_schema":
-        raise _invalid("response_format.type", f"unknown response_format type {kind!r}")
-    spec = fmt.get("json_schema")
-    schema = spec.get("schema") if isinstance(spec, dict) else None
-    if not isinstance(schema, dict):
-        raise _invalid("response_format.json_schema.schema", "json_schema.schema must be an object")
     config["responseMimeType"] = "application/json"
-    config["responseJsonSchema"] = _json_schema(schema)
+    if answer.schema is not None:
+        config["responseJsonSchema"] = _json_schema(answer.schema)
 
 
 def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -290,119 +272,58 @@ def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    raw = body.get("tools") or []
-    if not isinstance(raw, list):
-        raise _invalid("tools", "tools must be an array")
     decls = []
-    for i, tool in enumerate(raw):
-        fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(fn, dict) or tool.get("type") != "function":
-            _unsupported(f"tools[{i}]", "only function tools are supported by this model's provider")
-            continue
-        name = fn.get("name")
-        if not isinstance(name, str) or not name:
-            raise _invalid(f"tools[{i}].function.name", "tool name is required")
+    for _, name, fn in function_tools(body):
         decl: dict[str, Any] = {"name": name}
         if fn.get("description"):
             decl["description"] = fn["description"]
         if isinstance(fn.get("parameters"), dict):
             decl["parametersJsonSchema"] = _json_schema(fn["parameters"])
         decls.append(decl)
-    choice = body.get("tool_choice")
-    if not decls or choice is None:
+    if not decls:
         return decls, None
-    if choice == "auto":
-        return decls, {"mode": "AUTO"}
-    if choice == "none":
-        return decls, {"mode": "NONE"}
-    if choice == "required":
-        return decls, {"mode": "ANY"}
-    if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str) or not name:
-            raise _invalid("tool_choice.function.name", "tool_choice needs a function name")
-        return decls, {"mode": "ANY", "allowedFunctionNames": [name]}
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = choice.get("allowed_tools") or {}
-        names = {
-            (t.get("function") or {}).get("name") for t in allowed.get("tools") or [] if isinstance(t, dict)
-        }
-        decls = [d for d in decls if d["name"] in names]
-        return decls, {"mode": "ANY" if allowed.get("mode") == "required" else "AUTO"}
-    _unsupported("tool_choice", "this tool_choice is not supported by this model's provider")
-    return decls, None
+    choice = tool_choice(body.get("tool_choice"))
+    if choice is None:
+        return decls, None
+    if choice.name is not None:
+        return decls, {"mode": "ANY", "allowedFunctionNames": [choice.name]}
+    if choice.allowed is not None:
+        decls = [d for d in decls if d["name"] in choice.allowed]
+    return decls, {"mode": _CHOICE_MODES[choice.mode]}
 
 
 def _contents(
     raw: Any, target: Target, needs_signature: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    if not isinstance(raw, list) or not raw:
-        raise _invalid("messages", "messages must be a non-empty array")
     system: list[dict[str, Any]] = []
-    contents: list[dict[str, Any]] = []
+    contents: list[dict[str, Any]] = []  # {"role", "parts"}, same roles merged
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
-
-    def add(role: str, parts: list[dict[str, Any]]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-
-    for i, msg in enumerate(raw):
-        where = f"messages[{i}]"
-        if not isinstance(msg, dict):
-            raise _invalid(where, "each message must be an object")
-        role = msg.get("role")
+    for where, role, msg in messages(raw):
         if role in ("system", "developer"):
             system.extend(_text_parts(msg.get("content"), where))
         elif role == "user":
-            add("user", _user_parts(msg.get("content"), where, target))
+            append_turn(contents, "user", "parts", _user_parts(msg.get("content"), where, target))
         elif role == "assistant":
-            add("model", _model_parts(msg, where, names, needs_signature))
-        elif role == "tool":
+            append_turn(contents, "model", "parts", _model_parts(msg, where, names, needs_signature))
+        else:  # tool
             call_id = msg.get("tool_call_id")
             name = names.get(call_id) if isinstance(call_id, str) else None
             if name is None:
-                raise _invalid(f"{where}.tool_call_id", "tool_call_id does not match an earlier tool call")
+                raise invalid(f"{where}.tool_call_id", "tool_call_id does not match an earlier tool call")
             response = {"name": name, "response": _tool_result(msg.get("content"), where)}
-            add("user", [{"functionResponse": response}])
-        elif role == "function":
-            _unsupported(f"{where}.role", "function messages are not supported; use tool messages")
-        else:
-            raise _invalid(f"{where}.role", f"unknown role {role!r}")
+            append_turn(contents, "user", "parts", [{"functionResponse": response}])
     if not contents:
-        raise _invalid("messages", "messages must contain at least one user or assistant message")
+        raise invalid("messages", "messages must contain at least one user or assistant message")
     return system, contents
 
 
-def _text_of(content: Any, where: str) -> list[str]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content] if content else []
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", "content must be a string or an array of parts")
-    texts = []
-    for j, part in enumerate(content):
-        if not isinstance(part, dict) or part.get("type") not in ("text", "refusal"):
-            raise _invalid(f"{where}.content[{j}]", "only text parts are allowed here")
-        text = part.get("text") if part["type"] == "text" else part.get("refusal")
-        if not isinstance(text, str):
-            raise _invalid(f"{where}.content[{j}]", "text parts need a string")
-        if text:
-            texts.append(text)
-    return texts
-
-
 def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
-    return [{"text": t} for t in _text_of(content, where)]
+    return [{"text": t} for t in text_of(content, where)]
 
 
 def _tool_result(content: Any, where: str) -> dict[str, Any]:
     """functionResponse.response must be an object: a JSON object result is passed as is."""
-    text = "".join(_text_of(content, where))
+    text = "".join(text_of(content, where))
     if text.startswith("{"):
         try:
             value = orjson.loads(text)
@@ -414,45 +335,25 @@ def _tool_result(content: Any, where: str) -> dict[str, Any]:
 
 
 def _user_parts(content: Any, where: str, target: Target) -> list[dict[str, Any]]:
-    if content is None or isinstance(content, str):
-        return _text_parts(content, where)
-    if not isinstance(content, list):
-        raise _invalid(f"{where}.content", "content must be a string or an array of parts")
     parts: list[dict[str, Any]] = []
-    for j, part in enumerate(content):
-        at = f"{where}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
+    for kind, at, value in user_parts(content, where):
         if kind == "text":
-            parts.extend(_text_parts([part], where))
+            parts.append({"text": value})
         elif kind == "image_url":
-            parts.append(_image_part(part.get("image_url"), at, target))
+            parts.append(_image_part(value, at, target))
         elif kind == "file":
-            parts.append(_file_part(part.get("file"), at))
-        elif kind == "input_audio":
-            audio = part.get("input_audio")
-            if not isinstance(audio, dict) or not audio.get("data") or not audio.get("format"):
-                raise _invalid(f"{at}.input_audio", "input_audio needs data and format")
-            parts.append({"inlineData": {"mimeType": f"audio/{audio['format']}", "data": audio["data"]}})
-        else:
-            raise _invalid(at, f"unknown content part type {kind!r}")
+            mime, data = file_data(value, at)
+            parts.append({"inlineData": {"mimeType": mime, "data": data}})
+        else:  # input_audio
+            if not isinstance(value, dict) or not value.get("data") or not value.get("format"):
+                raise invalid(f"{at}.input_audio", "input_audio needs data and format")
+            parts.append({"inlineData": {"mimeType": f"audio/{value['format']}", "data": value["data"]}})
     return parts
-
-
-def parse_data_uri(url: str, param: str) -> tuple[str, str] | None:
-    """(mime type, base64 payload) of a ``data:`` URI; None for anything else."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    if not sep or not header.endswith(";base64") or not data:
-        raise GatewayError(400, "invalid_image_url", "data URIs must be base64-encoded", param)
-    return header[:-7].split(";", 1)[0].strip().lower(), data
 
 
 def _image_part(image: Any, at: str, target: Target) -> dict[str, Any]:
     param = f"{at}.image_url.url"
-    url = image.get("url") if isinstance(image, dict) else None
-    if not isinstance(url, str) or not url:
-        raise _invalid(param, "image_url.url is required")
+    url = image_url(image, param)
     parsed = parse_data_uri(url, param)
     if parsed is not None:
         mime, data = parsed
@@ -467,41 +368,18 @@ def _image_part(image: Any, at: str, target: Target) -> dict[str, Any]:
     return {"inlineData": {"mimeType": media.mime_type, "data": base64.b64encode(media.data).decode()}}
 
 
-def _file_part(file: Any, at: str) -> dict[str, Any]:
-    if not isinstance(file, dict):
-        raise _invalid(f"{at}.file", "file must be an object")
-    if file.get("file_id") is not None:
-        _unsupported(f"{at}.file.file_id", "file_id references are not supported yet; send file_data")
-    data = file.get("file_data")
-    if not isinstance(data, str) or not data:
-        raise _invalid(f"{at}.file.file_data", "file.file_data is required")
-    parsed = parse_data_uri(data, f"{at}.file.file_data")
-    mime, b64 = parsed if parsed is not None else ("application/pdf", data)
-    return {"inlineData": {"mimeType": mime, "data": b64}}
-
-
 def _model_parts(
     msg: Mapping[str, Any], where: str, names: dict[str, str], needs_signature: bool
 ) -> list[dict[str, Any]]:
-    parts = _text_parts(msg.get("content"), where)
-    refusal = msg.get("refusal")
-    if not parts and isinstance(refusal, str) and refusal:
-        parts.append({"text": refusal})
-    calls = msg.get("tool_calls") or []
-    if not isinstance(calls, list):
-        raise _invalid(f"{where}.tool_calls", "tool_calls must be an array")
-    for k, call in enumerate(calls):
-        at = f"{where}.tool_calls[{k}]"
-        fn = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(fn, dict) or call.get("type", "function") != "function":
-            _unsupported(at, "only function tool calls are supported")
-            continue
+    parts: list[dict[str, Any]] = [{"text": t} for t in assistant_text(msg, where)]
+    for k, at, call, fn in function_calls(msg, where):
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            raise _invalid(f"{at}.function.name", "tool call name is required")
+            raise invalid(f"{at}.function.name", "tool call name is required")
         if isinstance(call.get("id"), str):
             names[call["id"]] = name
-        part: dict[str, Any] = {"functionCall": {"name": name, "args": _arguments(fn.get("arguments"), at)}}
+        args = arguments(fn.get("arguments"), f"{at}.function.arguments")
+        part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         signature = _signature_of(call)
         if signature is None and k == 0 and needs_signature:
             signature = SKIP_SIGNATURE
@@ -518,18 +396,6 @@ def _signature_of(call: Mapping[str, Any]) -> str | None:
     return sig if isinstance(sig, str) and sig else None
 
 
-def _arguments(raw: Any, at: str) -> dict[str, Any]:
-    if raw is None or raw == "":
-        return {}
-    try:
-        value = orjson.loads(raw) if isinstance(raw, str) else raw
-    except orjson.JSONDecodeError:
-        raise _invalid(f"{at}.function.arguments", "tool call arguments must be a JSON object") from None
-    if not isinstance(value, dict):
-        raise _invalid(f"{at}.function.arguments", "tool call arguments must be a JSON object")
-    return value
-
-
 def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     inputs = body.get("input")
     if isinstance(inputs, str):
@@ -541,10 +407,10 @@ def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
             400, "unsupported_parameter", "token arrays are not supported by this model's provider", "input"
         )
     else:
-        raise _invalid("input", "input must be a string or an array of strings")
+        raise invalid("input", "input must be a string or an array of strings")
     fmt = body.get("encoding_format")
     if fmt not in (None, "float", "base64"):
-        raise _invalid("encoding_format", "encoding_format must be float or base64")
+        raise invalid("encoding_format", "encoding_format must be float or base64")
     dims = _int(body, "dimensions", 1)
     name = model_path(model)
     requests = []
@@ -559,20 +425,12 @@ def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 # -------------------------------------------------------------------- response
 
 
-def _usage(raw: Any) -> tuple[dict[str, Any], Usage]:
+def _usage(raw: Any) -> Usage:
     raw = raw if isinstance(raw, dict) else {}
     prompt = (raw.get("promptTokenCount") or 0) + (raw.get("toolUsePromptTokenCount") or 0)
-    cached = raw.get("cachedContentTokenCount") or 0
     reasoning = raw.get("thoughtsTokenCount") or 0
-    completion = (raw.get("candidatesTokenCount") or 0) + reasoning
-    doc = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-    return doc, Usage(prompt, cached, completion, reasoning)
+    output = (raw.get("candidatesTokenCount") or 0) + reasoning
+    return Usage(prompt, raw.get("cachedContentTokenCount") or 0, output, reasoning)
 
 
 def _block_reason(doc: Mapping[str, Any]) -> str | None:
@@ -583,9 +441,8 @@ def _block_reason(doc: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _blocked_body(reason: str) -> bytes:
-    message = f"the prompt was blocked by the provider's content filter ({reason})"
-    return envelope(400, "content_filter", message, "messages")
+def _blocked_message(reason: str) -> str:
+    return f"the prompt was blocked by the provider's content filter ({reason})"
 
 
 def _new_call_id() -> str:
@@ -593,11 +450,7 @@ def _new_call_id() -> str:
 
 
 def _tool_call(call: Mapping[str, Any], signature: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": call.get("id") or _new_call_id(),
-        "type": "function",
-        "function": {"name": call.get("name"), "arguments": orjson.dumps(call.get("args") or {}).decode()},
-    }
+    out = tool_call(call.get("id") or _new_call_id(), call.get("name"), call.get("args"))
     if isinstance(signature, str) and signature:
         out["extra_content"] = {"google": {"thought_signature": signature}}
     return out
@@ -643,32 +496,16 @@ def _completion(doc: Mapping[str, Any], ctx: ResponseContext, one_call: bool) ->
         finish = _FINISH.get(str(cand.get("finishReason")), "stop")
         if calls and finish == "stop":
             finish = "tool_calls"
-        text = "".join(texts)
-        message: dict[str, Any] = {
-            "role": "assistant",
-            "content": text or (None if calls else ""),
-            "refusal": None,
-        }
-        if calls:
-            message["tool_calls"] = calls
         choices.append(
             {
                 "index": cand.get("index", position),
-                "message": message,
+                "message": assistant_message("".join(texts), calls),
                 "logprobs": _logprobs(cand.get("logprobsResult")),
                 "finish_reason": finish,
             }
         )
-    usage_doc, usage = _usage(doc.get("usageMetadata"))
-    out = {
-        "id": "chatcmpl-" + str(doc.get("responseId") or secrets.token_hex(12)),
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.upstream_model,
-        "choices": choices,
-        "usage": usage_doc,
-    }
-    return out, usage
+    usage = _usage(doc.get("usageMetadata"))
+    return completion(doc.get("responseId"), ctx, choices, usage), usage
 
 
 def _embeddings(
@@ -692,32 +529,22 @@ def _embeddings(
     return out, Usage(input_tokens=tokens)
 
 
-def error_response(status: int, body: bytes) -> TranslatedResponse:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = None
+def _document(body: bytes) -> Any:
+    """The parsed body; Gemini may wrap it (an error, notably) in a one-element array."""
+    doc = json_or_none(body)
     if isinstance(doc, list) and doc:
-        doc = doc[0]
-    err = doc.get("error") if isinstance(doc, dict) else None
-    client_status, code = upstream_status(status)
-    message = f"the provider returned HTTP {status}"
-    if isinstance(err, dict):
-        client_status, code, message = _error_fields(err, client_status, code, message)
-    return _failed(client_status, code, message)
+        return doc[0]
+    return doc
+
+
+def error_response(status: int, body: bytes) -> TranslatedResponse:
+    return error_from(status, _document(body), _error_fields)
 
 
 def _error_fields(err: Mapping[str, Any], status: int, code: str, fallback: str) -> tuple[int, str, str]:
-    provider_msg = err.get("message") if isinstance(err.get("message"), str) else None
     if _is_key_error(err):
         return 502, "upstream_error", "the provider rejected the gateway's credentials"
-    mapped = _ERRORS.get(str(err.get("status")))
-    if mapped is None:
-        return status, code, provider_msg or fallback
-    status, code, passthrough = mapped
-    if passthrough and provider_msg:
-        return status, code, provider_msg
-    return status, code, f"the provider answered {err.get('status')}"
+    return _ERRORS.fields(err, status, code, fallback)
 
 
 def _is_key_error(err: Mapping[str, Any]) -> bool:
@@ -726,10 +553,6 @@ def _is_key_error(err: Mapping[str, Any]) -> bool:
         if isinstance(detail, dict) and str(detail.get("reason", "")).startswith("API_KEY"):
             return True
     return False
-
-
-def _failed(status: int, code: str, message: str) -> TranslatedResponse:
-    return TranslatedResponse(status, envelope(status, code, message), None, code)
 
 
 # ---------------------------------------------------------------------- stream
@@ -743,96 +566,39 @@ class _Choice:
         self.finished = False
 
 
-class GeminiStream:
+class GeminiStream(ChunkStream):
     """Gemini ``?alt=sse`` chunks → OpenAI ``chat.completion.chunk`` SSE.
 
     Gemini has no end-of-stream event: the stream is done once every candidate
     seen has a finishReason, and usage (cumulative in every chunk) is reported
-    from :meth:`finish`, after the last chunk.
+    after the last candidate's finishReason.
     """
 
-    __slots__ = (
-        "_choices",
-        "_ctx",
-        "_one_call",
-        "_prefix",
-        "_raw_usage",
-        "_sse",
-        "_started",
-        "done",
-        "error_code",
-        "response_id",
-        "usage",
-    )
+    __slots__ = ("_choices", "_one_call", "_started")
 
     def __init__(self, ctx: ResponseContext, one_call: bool = False) -> None:
-        self.usage: Usage | None = None
-        self.done = False
-        self.error_code: str | None = None
-        self._ctx = ctx
+        super().__init__(ctx)
         self._one_call = one_call
-        self._sse = SSEBuffer()
         self._choices: dict[int, _Choice] = {}
-        self._raw_usage: Any = None
         self._started = False
-        self._set_id("chatcmpl-" + secrets.token_hex(12))
-
-    def _set_id(self, response_id: str) -> None:
-        self.response_id = response_id
-        self._prefix = (
-            b'{"id":'
-            + orjson.dumps(response_id)
-            + b',"object":"chat.completion.chunk","created":'
-            + str(self._ctx.created).encode()
-            + b',"model":'
-            + orjson.dumps(self._ctx.upstream_model)
-            + b',"choices":['
-        )
-
-    def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
-        for event in self._sse.feed(chunk):
-            self._on_event(event, out)
-        return b"".join(out)
-
-    def finish(self) -> bytes:
-        out: list[bytes] = []
-        for event in self._sse.flush():
-            self._on_event(event, out)
-        if not self.done:
-            self._error(
-                out, 502, "upstream_error", "the provider stream ended before the answer was complete"
-            )
-        return b"".join(out)
 
     def _on_event(self, event: SSEEvent, out: list[bytes]) -> None:
-        if self.done or event.data.strip() == b"[DONE]":
-            return
-        try:
-            doc = orjson.loads(event.data)
-        except orjson.JSONDecodeError:
-            self._error(out, 502, "upstream_error", "the provider sent an unreadable stream event")
-            return
-        if not isinstance(doc, dict):
-            return
+        if event.data.strip() != b"[DONE]":  # not a Gemini event; tolerated, as OpenAI-style relays add it
+            super()._on_event(event, out)
+
+    def _on_data(self, doc: dict[str, Any], event: SSEEvent, out: list[bytes]) -> None:
         if isinstance(doc.get("error"), dict):
-            status, code, message = _error_fields(
-                doc["error"], 502, "upstream_error", "the provider stream failed"
-            )
-            self._error(out, status, code, message)
+            self._provider_error(out, doc["error"], _error_fields)
             return
         if doc.get("usageMetadata") is not None:
-            self._raw_usage = doc["usageMetadata"]
-            self.usage = _usage(self._raw_usage)[1]
+            self.usage = _usage(doc["usageMetadata"])
         if not self._started:
             self._started = True
             if doc.get("responseId"):
-                self._set_id("chatcmpl-" + str(doc["responseId"]))
+                self._set_id(chat_id(doc["responseId"]))
         blocked = _block_reason(doc)
         if blocked is not None:
-            out.append(encode(_blocked_body(blocked)))
-            self.error_code = "content_filter"
-            self.done = True
+            self._error(out, 400, "content_filter", _blocked_message(blocked), "messages")
             return
         for position, cand in enumerate(doc.get("candidates") or []):
             if isinstance(cand, dict):
@@ -840,14 +606,13 @@ class GeminiStream:
         if self._choices and all(c.finished for c in self._choices.values()):
             self.done = True
             if self._ctx.include_usage:
-                usage_doc = _usage(self._raw_usage)[0]
-                out.append(b"data: " + self._prefix + b'],"usage":' + orjson.dumps(usage_doc) + b"}\n\n")
+                out.append(self._usage_chunk(self.usage or Usage()))
 
     def _on_candidate(self, index: int, cand: Mapping[str, Any], out: list[bytes]) -> None:
         choice = self._choices.get(index)
         if choice is None:
             choice = self._choices[index] = _Choice()
-            out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+            out.append(self._chunk({"role": "assistant", "content": ""}, index=index))
         texts: list[str] = []
         for part in _candidate_parts(cand):
             if part.get("thought"):
@@ -856,40 +621,30 @@ class GeminiStream:
                 texts.append(part["text"])
             elif isinstance(part.get("functionCall"), dict):
                 if texts:
-                    out.append(self._chunk(index, {"content": "".join(texts)}))
+                    out.append(self._chunk({"content": "".join(texts)}, index=index))
                     texts = []
                 self._tool_call(index, choice, part, out)
         logprobs = _logprobs(cand.get("logprobsResult"))
         text = "".join(texts)
         if text or logprobs is not None:
-            out.append(self._chunk(index, {"content": text}, logprobs=logprobs))
+            out.append(self._chunk({"content": text}, index=index, logprobs=logprobs))
         reason = cand.get("finishReason")
         if reason and not choice.finished:
             finish = _FINISH.get(str(reason), "stop")
             if choice.tools and finish == "stop":
                 finish = "tool_calls"
-            out.append(self._chunk(index, {}, finish))
+            out.append(self._chunk({}, finish, index=index))
             choice.finished = True
 
     def _tool_call(self, index: int, choice: _Choice, part: Mapping[str, Any], out: list[bytes]) -> None:
+        """The call with empty arguments, then its arguments as one fragment, as OpenAI streams them."""
         if self._one_call and choice.tools:
             return
         call = _tool_call(part["functionCall"], part.get("thoughtSignature"))
-        arguments = call["function"]["arguments"]
+        args = call["function"]["arguments"]
         call["function"]["arguments"] = ""
         call["index"] = choice.tools
-        out.append(self._chunk(index, {"tool_calls": [call]}))
-        fragment = {"index": choice.tools, "function": {"arguments": arguments}}
-        out.append(self._chunk(index, {"tool_calls": [fragment]}))
+        out.append(self._chunk({"tool_calls": [call]}, index=index))
+        fragment = {"index": choice.tools, "function": {"arguments": args}}
+        out.append(self._chunk({"tool_calls": [fragment]}, index=index))
         choice.tools += 1
-
-    def _chunk(
-        self, index: int, delta: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None
-    ) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        return b"data: " + self._prefix + orjson.dumps(choice) + b"]}\n\n"
-
-    def _error(self, out: list[bytes], status: int, code: str, message: str) -> None:
-        out.append(encode(envelope(status, code, message)))
-        self.error_code = code
-        self.done = True

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ext_proc.errors import envelope, upstream_status
+from ext_proc.errors import upstream_status
 from ext_proc.translators.base import (
     Endpoint,
     ResponseContext,
@@ -22,6 +22,7 @@ from ext_proc.translators.base import (
     UpstreamRequest,
     Usage,
 )
+from ext_proc.translators.responses import failed
 from ext_proc.translators.sse import SSEBuffer
 
 _MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
@@ -62,7 +63,7 @@ def error_response(status: int, body: bytes) -> TranslatedResponse:
             message = err
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    return TranslatedResponse(out_status, envelope(out_status, code, message), None, code)
+    return failed(out_status, code, message)
 
 
 class OpenAITranslator:
@@ -96,15 +97,10 @@ class OpenAITranslator:
         if status >= 400:
             return error_response(status, body)
         try:
-            parsed = orjson.loads(body)
+            usage = usage_from(orjson.loads(body))
         except orjson.JSONDecodeError:
-            return TranslatedResponse(
-                502,
-                envelope(502, "upstream_error", "upstream returned a body that is not JSON"),
-                None,
-                "upstream_error",
-            )
-        return TranslatedResponse(status, body, usage_from(parsed))
+            return failed(502, "upstream_error", "upstream returned a body that is not JSON")
+        return TranslatedResponse(status, body, usage)
 
     def stream(self, ctx: ResponseContext) -> OpenAIStream:
         return OpenAIStream(ctx.include_usage)

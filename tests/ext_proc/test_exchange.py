@@ -86,7 +86,7 @@ async def _streaming_exchange(records: list[usage_pb2.UsageRecord]) -> Exchange:
     sent = orjson.loads(reply.request_body.response.body_mutation.body)
     assert sent["model"] == "up" and sent["stream_options"] == {"include_usage": True}
     reply = await exchange.on_response_headers(
-        _headers({":status": "200", "content-type": "text/event-stream"}), {}
+        _headers({":status": "200", "content-type": "text/event-stream"})
     )
     assert reply.mode_override.response_body_mode == ProcessingMode.STREAMED
     return exchange
@@ -125,7 +125,7 @@ async def test_a_complete_stream_gets_the_credits_chunk_before_done(records):
     assert b'"usage"' not in out  # the client did not ask for the usage chunk
     credits_chunk = orjson.loads(events[-2].removeprefix(b"data: "))
     assert credits_chunk["choices"] == [] and credits_chunk["id"] == "c1"
-    assert events[-2].endswith(b'"credits_used":0.002}')  # 1000 × 1/M + 500 × 2/M, exact
+    assert events[-2].endswith(b'"credits_used":0.002}')  # 1000 * 1/M + 500 * 2/M, exact
     assert events[-1] == b"data: [DONE]"
     assert records[0].credits == "0.002" and records[0].output_tokens == 500
 
