@@ -32,7 +32,9 @@ class Gateway:
         headers = {"authorization": f"Bearer {tenant.key}"}
         if key is not None:
             headers["idempotency-key"] = key
-        return httpx.post(f"{self.stack.base_url}/chat/completions", json=body, headers=headers, timeout=30, **kw)
+        return httpx.post(
+            f"{self.stack.base_url}/chat/completions", json=body, headers=headers, timeout=30, **kw
+        )
 
 
 @pytest.fixture(scope="module", params=["redis", "in-process"])
@@ -43,7 +45,9 @@ def gw(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
     env = {"INFERY_REDIS_URL": REDIS_URL} if shared else {}
     with SimulatorProcess("openai", api_key=SIM_KEY) as sim:
         # Two ext_proc replicas share Redis; without Redis the state is one process's.
-        stack = start_gateway(Path(tmp_path_factory.mktemp(request.param)), ext_procs=2 if shared else 1, **env)
+        stack = start_gateway(
+            Path(tmp_path_factory.mktemp(request.param)), ext_procs=2 if shared else 1, **env
+        )
         try:
             admin = Admin(stack.admin_url)
             admin.provider("sim", "openai", sim.base_url, SIM_KEY)
@@ -66,7 +70,9 @@ def test_concurrent_duplicates_make_one_upstream_call_and_one_charge(gw: Gateway
     responses = _burst(6, lambda: gw.post(tenant, CHAT, key))
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 1, statuses
-    assert all(r.json()["error"]["code"] == "idempotency_key_in_use" for r in responses if r.status_code == 409)
+    assert all(
+        r.json()["error"]["code"] == "idempotency_key_in_use" for r in responses if r.status_code == 409
+    )
     assert statuses.count(409) == 5
     assert len(gw.sim.requests()) == 1
     first = next(r for r in responses if r.status_code == 200)
@@ -174,7 +180,8 @@ def test_redis_going_down_fails_open_for_limits_and_closed_for_idempotency(tmp_p
     port = free_port()
     server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_until(lambda: port_open(port), "redis-server", 10)

@@ -3,7 +3,7 @@
 Each feature runs for each provider, non-streamed and streamed. The simulators
 reject any request the real API would (provider_validate.py); the request the
 gateway sent is checked again here; every response and chunk the client gets is
-checked against OpenAI's spec; credits equal price × the provider's usage.
+checked against OpenAI's spec; credits equal price * the provider's usage.
 """
 
 from __future__ import annotations
