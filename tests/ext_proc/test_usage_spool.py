@@ -89,10 +89,16 @@ def make(prefix: str, i: int) -> usage_pb2.UsageRecord:
     )
 
 
-def fast_reporter(target: str, path: Path, *, batch_size: int = 200, timeout_s: float = 0.5) -> UsageReporter:
-    """Test-speed timings; the logic under test is the same as with the defaults."""
+def fast_reporter(
+    target: str, path: Path, *, batch_size: int = 200, timeout_s: float = 0.5, direct: bool = False
+) -> UsageReporter:
+    """Test-speed timings; the logic under test is the same as with the defaults.
+
+    Direct delivery (memory → control plane, skipping the disk) is off unless asked
+    for: these tests exercise the spool itself.
+    """
     return UsageReporter(target, str(path), batch_size=batch_size, flush_interval_s=0.01,
-                         retry_backoff_s=(0.02, 0.2), report_timeout_s=timeout_s)
+                         retry_backoff_s=(0.02, 0.2), report_timeout_s=timeout_s, direct_delivery=direct)
 
 
 def spool_rows(path: Path) -> list[str]:
@@ -390,3 +396,26 @@ async def test_silently_dead_connection_is_replaced(tmp_path: Path) -> None:
         await reporter.close()
         await proxy.stop()
         await cp.stop()
+
+
+async def test_direct_delivery_skips_the_disk_until_a_failure(tmp_path: Path) -> None:
+    cp = ControlPlane(Collector())
+    await cp.start()
+    reporter = fast_reporter(cp.target, tmp_path / "spool.db", batch_size=50, direct=True)
+    try:
+        await reporter.start()
+        for i in range(300):
+            reporter.record(make("d", i))
+        await eventually(lambda: reporter.pending() == 0)
+        assert reporter.stats.spooled == 0  # the happy path never touched the spool
+        assert max(len(b) for b in cp.collector.batches) <= 50
+        await cp.stop()
+        for i in range(100):
+            reporter.record(make("e", i))
+        await eventually(lambda: reporter.stats.spooled > 0)  # control plane down: durable again
+        await cp.start()
+        await eventually(lambda: reporter.pending() == 0)
+    finally:
+        await reporter.close()
+        await cp.stop()
+    assert {f"d-{i}" for i in range(300)} | {f"e-{i}" for i in range(100)} <= set(cp.collector.seen)
