@@ -1,0 +1,121 @@
+"""The real gateway (control plane + ext_proc + Envoy), configured through its admin API.
+
+Set up the way an operator would: providers, priced models, a workspace without limits, a
+member and an ``inf_`` key. The bench then talks to it like any OpenAI client.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infery.stack import Ports, Stack
+
+PRICES = {
+    "input_per_mtok": "0.15",
+    "cached_input_per_mtok": "0.075",
+    "output_per_mtok": "0.60",
+    "per_image": None,
+    "per_audio_second": None,
+    "per_mchar": None,
+}
+
+
+class Admin:
+    """A thin client for ``/admin/v1``; every call must succeed."""
+
+    def __init__(self, admin_url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=admin_url + "/admin/v1", headers={"authorization": f"Bearer {token}"}, timeout=10
+        )
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        resp = self.http.post(path, json=body)
+        if not resp.is_success:
+            raise RuntimeError(f"POST {path} → {resp.status_code}: {resp.text[:500]}")
+        return resp.json()
+
+    def provider(self, name: str, kind: str, base_url: str, api_key: str) -> None:
+        self.post("/providers", {"name": name, "kind": kind, "base_url": base_url, "api_key": api_key})
+
+    def model(self, slug: str, provider: str, upstream: str) -> None:
+        self.post(
+            "/models", {"slug": slug, "provider": provider, "upstream_model": upstream, "prices": PRICES}
+        )
+
+    def key(self, workspace: str) -> str:
+        """A new workspace (no rate limits, no budget) with one member and one key; returns the key."""
+        self.post("/workspaces", {"name": workspace})
+        member = self.post(f"/workspaces/{workspace}/members", {"email": f"bench@{workspace}.example"})
+        key: str = self.post(f"/workspaces/{workspace}/keys", {"name": "bench", "member": member["id"]})[
+            "key"
+        ]
+        return key
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One provider to register: the models served through it and where it listens."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: str
+    models: tuple[tuple[str, str], ...]  # (slug, upstream model)
+
+
+def start(run_dir: Path, ext_procs: int, envoy_concurrency: int) -> tuple[Stack, str]:
+    """A running gateway and its admin token; the caller stops it."""
+    token = "adm_bench_" + secrets.token_hex(12)
+    stack = Stack(
+        run_dir, Ports.free(ext_procs), env={"INFERY_ADMIN_TOKEN": token}, envoy_concurrency=envoy_concurrency
+    )
+    return stack.start(), token
+
+
+def configure(stack: Stack, token: str, upstreams: list[Upstream], probe_body: dict[str, Any]) -> str:
+    """Registers ``upstreams`` and returns an ``inf_`` key once every model answers through Envoy."""
+    admin = Admin(stack.admin_url, token)
+    try:
+        for up in upstreams:
+            admin.provider(up.name, up.kind, up.base_url, up.api_key)
+            for slug, upstream_model in up.models:
+                admin.model(slug, up.name, upstream_model)
+        key = admin.key("bench")
+    finally:
+        admin.close()
+    for up in upstreams:
+        for slug, _ in up.models:
+            _wait_serving(stack, key, {**probe_body, "model": slug})
+    return key
+
+
+def _wait_serving(stack: Stack, key: str, body: dict[str, Any], timeout_s: float = 30.0) -> None:
+    """Configuration reaches Envoy and ext_proc asynchronously (xDS): poll until the model works."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.post(
+                f"{stack.base_url}/chat/completions",
+                json=body,
+                headers={"authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+            if resp.status_code == 200:
+                return
+            last = f"{resp.status_code} {resp.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"model {body['model']!r} not served by the gateway within {timeout_s}s: {last}\n{stack.logs()}"
+    )

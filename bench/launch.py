@@ -1,0 +1,67 @@
+"""Starting the bench's own processes (simulators, the pass-through Envoy, LiteLLM).
+
+Each runs under ``timeout``: if the bench itself is killed before its ``finally`` blocks run,
+nothing it started outlives the run by more than ``LIFETIME_S``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from infery.stack import Process, spawn, wait_until
+
+LIFETIME_S = 1800
+_READY = re.compile(r"^ready (\w+) http://[\d.]+:(\d+)", re.MULTILINE)
+
+
+def bounded_spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
+    """Like ``infery.stack.spawn``, with a fresh log: readiness is read from it."""
+    (log_dir / f"{name}.log").unlink(missing_ok=True)
+    return spawn(name, ["timeout", "-k", "5", str(LIFETIME_S), *argv], log_dir, env)
+
+
+@dataclass
+class Simulator:
+    kind: str
+    process: Process
+    port: int
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The API root a provider's ``base_url`` holds (OpenAI's includes ``/v1``)."""
+        return self.root + ("/v1" if self.kind == "openai" else "")
+
+
+def start_simulator(name: str, kind: str, api_key: str, chunk_delay_ms: float, log_dir: Path) -> Simulator:
+    """A simulated provider on a port it picks itself (read back from its ``ready`` line)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "simulators",
+        "--kind",
+        kind,
+        "--port",
+        "0",
+        "--api-key",
+        api_key,
+        "--no-validate",
+        "--chunk-delay-ms",
+        str(chunk_delay_ms),
+    ]
+    proc = bounded_spawn(name, argv, log_dir)
+    try:
+        wait_until(lambda: _READY.search(proc.log()), f"the {name} simulator", 30, [proc])
+    except BaseException:
+        proc.stop()
+        raise
+    match = _READY.search(proc.log())
+    assert match is not None
+    return Simulator(kind, proc, int(match.group(2)))

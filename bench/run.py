@@ -1,0 +1,399 @@
+"""The whole side-by-side run: start each system in turn, load it the same way, write the table.
+
+Systems run one at a time (simulators stay up throughout) so that no idle peer competes for the
+two cores while another is measured. Every process started here is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import platform
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import gateway, litellm_peer, passthrough, report, streams, wrk
+from bench.launch import Simulator, start_simulator
+from bench.procstat import raise_fd_limit, rss_mb
+from bench.scenarios import Result, Target, run_chat, run_loop, run_stream
+from bench.settings import Settings
+from bench.wrk import Request
+from infery.stack import BIN, REPO, Stack
+
+SIM_KEY = "sk-bench-" + secrets.token_hex(8)
+OPENAI_MODEL = "gpt-4o-mini"
+ANTHROPIC_MODEL = "claude-sonnet-4-5"
+PACED_MODEL = "gpt-4o-mini-paced"
+OPENAI_PATH = "/v1/chat/completions"
+
+
+def prompt(words: int) -> str:
+    """The simulator echoes the user's words and streams at most 12 characters per chunk, so each of
+    these 23-character words comes back as two SSE chunks."""
+    return " ".join(f"gateway-bench-word-{i % 10000:04d}" for i in range(words))
+
+
+def openai_request(port: int, path: str, key: str, model: str, text: str, stream: bool) -> Request:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}]}
+    if stream:
+        body["stream"] = True
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    return Request("127.0.0.1", port, path, headers, orjson.dumps(body))
+
+
+def anthropic_request(port: int, key: str, text: str, stream: bool) -> Request:
+    body: dict[str, Any] = {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": text}],
+    }
+    if stream:
+        body["stream"] = True
+    headers = {"content-type": "application/json", "x-api-key": key, "anthropic-version": "2023-06-01"}
+    return Request("127.0.0.1", port, "/v1/messages", headers, orjson.dumps(body))
+
+
+def openai_target(
+    system: str, port: int, path: str, key: str, model: str, text: str, roles: dict[str, list[int]]
+) -> Target:
+    return Target(
+        system,
+        openai_request(port, path, key, model, text, False),
+        openai_request(port, path, key, model, text, True),
+        b"[DONE]",
+        roles,
+    )
+
+
+class Bench:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.results: list[Result] = []
+        self.hold: streams.HoldStats | None = None
+        self.notes: list[str] = []
+        self.logs = settings.work_dir / "logs"
+        self.text = prompt(settings.prompt_words)
+        self.wrk_bin = "wrk"
+        self.litellm_version = "not run"
+        self.load_before = os.getloadavg()[0]
+
+    def log(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, target: Target) -> None:
+        s = self.s
+        plan: list[tuple[str, int, Callable[[], Result]]] = []
+        for conc in dict.fromkeys((s.concurrency, 1)):
+            plan.append(
+                (
+                    "chat",
+                    conc,
+                    lambda c=conc: run_chat(  # type: ignore[misc]
+                        target, c, s.duration_s, s.warmup_s, s.work_dir, self.wrk_bin
+                    ),
+                )
+            )
+        for conc in dict.fromkeys((s.concurrency, 1)):
+            plan.append(
+                (
+                    "stream",
+                    conc,
+                    lambda c=conc: run_stream(  # type: ignore[misc]
+                        target, c, s.duration_s, s.warmup_s, s.stream_timeout_s
+                    ),
+                )
+            )
+        for mode, conc, run in plan:
+            self.log(f"  {target.system:<18} {mode:<6} c{conc:<4} ...")
+            try:
+                result = run()
+            except Exception as exc:  # one broken row must not lose the rest of the table
+                self.notes.append(f"{target.system} {mode} c{conc} failed: {exc}")
+                self.log(f"    failed: {exc}")
+                continue
+            self.results.append(result)
+            lifetime = "peak RSS is since process start: /proc/<pid>/clear_refs could not be written"
+            if result.peak_is_lifetime and lifetime not in self.notes:
+                self.notes.append(lifetime)
+            self.log(
+                f"    {result.rps:,.0f} req/s, p50 {result.p50_ms or 0:.2f} ms, "
+                f"p99 {result.p99_ms or 0:.2f} ms, "
+                f"errors {result.errors}"
+                + (f", {result.chunks_per_s:,.0f} chunks/s" if result.chunks_per_s is not None else "")
+            )
+
+    def wanted(self, system: str) -> bool:
+        return system in self.s.systems
+
+    # ------------------------------------------------------------------ systems
+    def run(self) -> None:
+        s = self.s
+        raise_fd_limit()
+        self.wrk_bin = wrk.ensure_wrk()
+        if self.wanted("litellm"):
+            try:
+                self.log("LiteLLM: checking bench/.venv-litellm (first run installs it) ...")
+                litellm_peer.ensure_installed(self.logs / "litellm-install.log")
+                self.litellm_version = litellm_peer.version()
+            except Exception as exc:
+                self.notes.append(f"LiteLLM could not be installed, its rows are missing: {exc}")
+        with contextlib.ExitStack() as cleanup:
+            sim = self.simulator(cleanup, "sim_openai", "openai", s.stream_chunk_delay_ms)
+            sim_anthropic = self.simulator(cleanup, "sim_anthropic", "anthropic", s.stream_chunk_delay_ms)
+            provider = {"provider": [sim.process.popen.pid]}
+            if self.wanted("provider"):
+                self.log("provider directly")
+                self.measure(
+                    openai_target(
+                        "provider", sim.port, OPENAI_PATH, SIM_KEY, OPENAI_MODEL, self.text, provider
+                    )
+                )
+            if self.wanted("provider_anthropic"):
+                self.log("Anthropic provider directly")
+                self.measure(
+                    Target(
+                        "provider_anthropic",
+                        anthropic_request(sim_anthropic.port, SIM_KEY, self.text, False),
+                        anthropic_request(sim_anthropic.port, SIM_KEY, self.text, True),
+                        b"message_stop",
+                        {"provider": [sim_anthropic.process.popen.pid]},
+                    )
+                )
+            if self.wanted("envoy"):
+                self.log("Envoy pass-through")
+                proc, port = passthrough.start(s.work_dir, sim.port, s.envoy_concurrency)
+                try:
+                    self.measure(
+                        openai_target(
+                            "envoy",
+                            port,
+                            OPENAI_PATH,
+                            SIM_KEY,
+                            OPENAI_MODEL,
+                            self.text,
+                            {"envoy": [proc.popen.pid], **provider},
+                        )
+                    )
+                finally:
+                    proc.stop()
+            if self.wanted("gateway") or self.wanted("gateway_anthropic"):
+                self.run_gateway(cleanup, sim, sim_anthropic)
+            if self.wanted("litellm") and self.litellm_version != "not run":
+                self.log("LiteLLM proxy")
+                proc, port, master_key = litellm_peer.start(s.work_dir, [OPENAI_MODEL], sim.base_url, SIM_KEY)
+                try:
+                    self.measure(
+                        openai_target(
+                            "litellm",
+                            port,
+                            OPENAI_PATH,
+                            master_key,
+                            OPENAI_MODEL,
+                            self.text,
+                            {"litellm": [proc.popen.pid], **provider},
+                        )
+                    )
+                finally:
+                    proc.stop()
+
+    def simulator(self, cleanup: contextlib.ExitStack, name: str, kind: str, delay_ms: float) -> Simulator:
+        sim = start_simulator(name, kind, SIM_KEY, delay_ms, self.logs)
+        cleanup.callback(sim.process.stop)
+        return sim
+
+    def run_gateway(self, cleanup: contextlib.ExitStack, sim: Simulator, sim_anthropic: Simulator) -> None:
+        s = self.s
+        self.log("gateway (control plane + ext_proc + Envoy)")
+        paced = (
+            self.simulator(cleanup, "sim_openai_paced", "openai", s.hold_chunk_delay_ms) if s.hold else None
+        )
+        upstreams = [
+            gateway.Upstream("sim-openai", "openai", sim.base_url, SIM_KEY, ((OPENAI_MODEL, OPENAI_MODEL),)),
+            gateway.Upstream(
+                "sim-anthropic",
+                "anthropic",
+                sim_anthropic.base_url,
+                SIM_KEY,
+                ((ANTHROPIC_MODEL, ANTHROPIC_MODEL),),
+            ),
+        ]
+        if paced is not None:
+            upstreams.append(
+                gateway.Upstream(
+                    "sim-openai-paced", "openai", paced.base_url, SIM_KEY, ((PACED_MODEL, OPENAI_MODEL),)
+                )
+            )
+        run_dir = s.work_dir / "gateway"
+        if run_dir.exists():
+            for stale in run_dir.glob("*.db*"):  # a fresh store and usage spool each run
+                stale.unlink()
+        stack, token = gateway.start(run_dir, s.ext_procs, s.envoy_concurrency)
+        cleanup.callback(stack.stop)
+        try:
+            probe = {"messages": [{"role": "user", "content": "hello"}]}
+            key = gateway.configure(stack, token, upstreams, probe)
+            roles = self.gateway_roles(stack)
+            port = stack.ports.listen
+            if self.wanted("gateway"):
+                self.measure(
+                    openai_target(
+                        "gateway",
+                        port,
+                        OPENAI_PATH,
+                        key,
+                        OPENAI_MODEL,
+                        self.text,
+                        {**roles, "provider": [sim.process.popen.pid]},
+                    )
+                )
+            if self.wanted("gateway_anthropic"):
+                self.measure(
+                    openai_target(
+                        "gateway_anthropic",
+                        port,
+                        OPENAI_PATH,
+                        key,
+                        ANTHROPIC_MODEL,
+                        self.text,
+                        {**roles, "provider": [sim_anthropic.process.popen.pid]},
+                    )
+                )
+            if paced is not None:
+                self.hold_streams(stack, port, key, roles)
+        finally:
+            stack.stop()
+            if paced is not None:
+                paced.process.stop()
+
+    @staticmethod
+    def gateway_roles(stack: Stack) -> dict[str, list[int]]:
+        procs = stack.processes
+        return {
+            "ext_proc": [p.popen.pid for name, p in procs.items() if name.startswith("ext_proc")],
+            "envoy": [procs["envoy"].popen.pid],
+            "control_plane": [procs["control_plane"].popen.pid],
+        }
+
+    def hold_streams(self, stack: Stack, port: int, key: str, roles: dict[str, list[int]]) -> None:
+        s = self.s
+        self.log(f"  holding {s.hold_streams} streams open ...")
+        request = openai_request(port, OPENAI_PATH, key, PACED_MODEL, prompt(s.hold_words), True)
+        expected_s = (s.hold_words + 6) * s.hold_chunk_delay_ms / 1000
+        try:
+            self.hold = run_loop(
+                streams.hold(
+                    request,
+                    streams=s.hold_streams,
+                    ramp_s=s.hold_ramp_s,
+                    done_marker=b"[DONE]",
+                    timeout_s=expected_s + s.hold_ramp_s + 60,
+                    rss_mb=lambda: {role: rss_mb(roles[role]) for role in ("ext_proc", "envoy")},
+                )
+            )
+        except Exception as exc:
+            self.notes.append(f"holding {s.hold_streams} streams failed: {exc}")
+            return
+        h = self.hold
+        self.log(
+            f"    max open {h.max_open}, completed {h.stats.ok}, errors {dict(h.stats.errors)}, "
+            f"{'n/a' if h.mb_per_stream is None else f'{h.mb_per_stream * 1024:.1f} KB'} per stream"
+        )
+
+    # ------------------------------------------------------------------ output
+    def meta(self, started: dt.datetime) -> dict[str, Any]:
+        s = self.s
+        chunk_counts = [
+            r.chunks / r.ok
+            for r in self.results
+            if r.mode == "stream" and r.chunks and r.ok and r.system == "provider"
+        ]
+        return {
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "cores": os.cpu_count(),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "git_commit": _git_commit(),
+            "envoy_version": _envoy_version(),
+            "litellm_version": self.litellm_version,
+            "quick": s.quick,
+            "duration_s": s.duration_s,
+            "warmup_s": s.warmup_s,
+            "concurrency": s.concurrency,
+            "prompt_words": s.prompt_words,
+            "stream_chunk_delay_ms": s.stream_chunk_delay_ms,
+            "stream_chunks": round(chunk_counts[0]) if chunk_counts else "n/a",
+            "hold_streams": s.hold_streams if s.hold else 0,
+            "hold_ramp_s": s.hold_ramp_s,
+            "hold_chunk_delay_ms": s.hold_chunk_delay_ms,
+            "ext_procs": s.ext_procs,
+            "envoy_concurrency": s.envoy_concurrency,
+            "loadgen": "wrk -t1 (chat), bench asyncio client (stream)",
+            # Other work on the machine skews every row; a high load average says the run was shared.
+            "loadavg_1m_before": round(self.load_before, 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+            "notes": self.notes,
+        }
+
+    def write(self, started: dt.datetime, out: Path) -> str:
+        meta = self.meta(started)
+        checks = report.checks(self.results, self.hold, self.s.concurrency)
+        table = report.markdown(self.results, checks, self.hold, meta)
+        doc = {
+            "meta": meta,
+            "scenarios": [r.to_json() for r in report.sorted_results(self.results)],
+            "hold": report.hold_json(self.hold),
+            "targets": [c.to_json() for c in checks],
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "latest.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+        (out / "latest.md").write_text(table)
+        return table
+
+
+def _git_commit() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return done.stdout.strip() or "unknown"
+    return "unknown"
+
+
+def _envoy_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run([str(BIN / "envoy"), "--version"], capture_output=True, text=True, timeout=30)
+        for token in done.stdout.split():
+            if token.count("/") >= 2 and token[0].isalnum():
+                return token.split("/")[1]
+    return "unknown"
+
+
+def run(settings: Settings) -> Path:
+    """Runs the bench and returns the path of the Markdown table it wrote.
+
+    An interrupted or failed run writes what it has under ``work/partial/`` instead, so the
+    committed ``results/latest.*`` only ever hold complete runs."""
+    started = dt.datetime.now(dt.UTC)
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    bench = Bench(settings)
+    try:
+        bench.run()
+    except BaseException:
+        partial = settings.work_dir / "partial"
+        print(bench.write(started, partial), flush=True)
+        print(f"bench did not finish; partial results in {partial}", file=sys.stderr)
+        raise
+    print(bench.write(started, settings.out_dir), flush=True)
+    return settings.out_dir / "latest.md"
