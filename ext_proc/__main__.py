@@ -90,12 +90,10 @@ def main() -> None:
         os.makedirs(".infery", exist_ok=True)
         args.spool = os.path.join(".infery", f"usage-{args.port}.db")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
+    if os.environ.get("INFERY_UVLOOP", "1") != "0":
         import uvloop
 
         uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
     asyncio.run(serve(args))
 
 
