@@ -23,40 +23,9 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
+from . import messages, params, responses
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
-from .content import (
-    append_turn,
-    arguments,
-    assistant_text,
-    file_data,
-    function_calls,
-    image_url,
-    messages,
-    parse_data_uri,
-    text_of,
-    user_parts,
-)
-from .params import (
-    function_tools,
-    invalid,
-    json_answer,
-    number,
-    reject_unsupported,
-    stop_sequences,
-    tool_choice,
-    unsupported,
-)
-from .responses import (
-    ErrorMap,
-    assistant_message,
-    chat_id,
-    completion,
-    error_from,
-    failed,
-    json_or_none,
-    tool_call,
-)
 from .sse import SSEEvent
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -102,20 +71,20 @@ _FINISH = {
     "refusal": "content_filter",
 }
 
-# Anthropic error.type -> (client status, code, pass the provider's message on)
-_ERRORS = ErrorMap(
+# Anthropic error.type -> what the client gets
+_ERRORS = responses.ErrorMap(
     "type",
     {
-        "invalid_request_error": (400, "invalid_request", True),
-        "authentication_error": (502, "upstream_error", False),
-        "permission_error": (502, "upstream_error", False),
-        "billing_error": (502, "upstream_error", False),
-        "not_found_error": (404, "model_not_found", True),
-        "request_too_large": (413, "request_too_large", True),
-        "rate_limit_error": (429, "rate_limit_exceeded", False),
-        "api_error": (502, "upstream_error", False),
-        "overloaded_error": (503, "upstream_unavailable", False),
-        "timeout_error": (504, "upstream_timeout", False),
+        "invalid_request_error": responses.INVALID_REQUEST,
+        "authentication_error": responses.UPSTREAM_ERROR,
+        "permission_error": responses.UPSTREAM_ERROR,
+        "billing_error": responses.UPSTREAM_ERROR,
+        "not_found_error": responses.MODEL_NOT_FOUND,
+        "request_too_large": responses.REQUEST_TOO_LARGE,
+        "rate_limit_error": responses.RATE_LIMITED,
+        "api_error": responses.UPSTREAM_ERROR,
+        "overloaded_error": responses.UPSTREAM_UNAVAILABLE,
+        "timeout_error": responses.UPSTREAM_TIMEOUT,
     },
 )
 
@@ -162,11 +131,11 @@ class AnthropicTranslator:
     ) -> TranslatedResponse:
         if status >= 400:
             return error_response(status, body)
-        msg = json_or_none(body)
+        msg = responses.json_or_none(body)
         if not isinstance(msg, dict):
-            return failed(502, "upstream_error", "the provider returned an unreadable response")
+            return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
         if msg.get("type") == "error":
-            return error_from(502, msg, _ERRORS.fields)
+            return responses.error_from(502, msg, _ERRORS.fields)
         doc, usage = _completion(msg, ctx)
         return TranslatedResponse(200, orjson.dumps(doc), usage)
 
@@ -180,22 +149,22 @@ class AnthropicTranslator:
 def _chat_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     _reject_unsupported(body)
     structured = supports_structured_outputs(model)
-    system, messages = _messages(body.get("messages"))
+    system, turns = _messages(body.get("messages"))
     out: dict[str, Any] = {"model": model}
     name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     limit = body.get(name)
     out["max_tokens"] = _int(limit, name) if limit is not None else max_tokens_for(model)
     if system:
         out["system"] = system
-    out["messages"] = messages
+    out["messages"] = turns
 
-    temperature = number(body, "temperature")
+    temperature = params.number(body, "temperature")
     if temperature is not None:
         out["temperature"] = min(float(temperature), 1.0)  # Anthropic's range is 0..1
-    top_p = number(body, "top_p")
+    top_p = params.number(body, "top_p")
     if top_p is not None and temperature is None:
         out["top_p"] = float(top_p)  # current models refuse both together
-    stop = stop_sequences(body.get("stop"))
+    stop = params.stop_sequences(body.get("stop"))
     if stop:
         out["stop_sequences"] = stop
     user = body.get("safety_identifier") or body.get("user")
@@ -221,15 +190,15 @@ def _chat_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 def _reject_unsupported(body: Mapping[str, Any]) -> None:
     n = body.get("n")
     if n is not None and n != 1:
-        unsupported("n", "n > 1 is not supported by this model's provider")
+        params.unsupported("n", "n > 1 is not supported by this model's provider")
     if body.get("logprobs"):
-        unsupported("logprobs", "logprobs are not supported by this model's provider")
-    reject_unsupported(body)
+        params.unsupported("logprobs", "logprobs are not supported by this model's provider")
+    params.reject_unsupported(body)
 
 
 def _int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise invalid(name, f"{name} must be a non-negative integer")
+        raise params.invalid(name, f"{name} must be a non-negative integer")
     return value
 
 
@@ -242,20 +211,20 @@ def tool_id(value: Any) -> str:
 def _messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []  # {"role", "content": [blocks]}, same roles merged
-    for where, role, msg in messages(raw):
+    for where, role, msg in messages.walk(raw):
         content = msg.get("content")
         if role in ("system", "developer"):
             system.extend(_text_blocks(content, where))
         elif role == "user":
-            append_turn(turns, "user", "content", _user_blocks(content, where))
+            messages.append_turn(turns, "user", "content", _user_blocks(content, where))
         elif role == "assistant":
-            append_turn(turns, "assistant", "content", _assistant_blocks(msg, where))
+            messages.append_turn(turns, "assistant", "content", _assistant_blocks(msg, where))
         else:  # tool
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_id(msg.get("tool_call_id"))}
             text = _text_blocks(content, where)
             if text:
                 block["content"] = text
-            append_turn(turns, "user", "content", [block])
+            messages.append_turn(turns, "user", "content", [block])
 
     # A trailing assistant turn is a prefill; Anthropic rejects trailing whitespace in it.
     if turns and turns[-1]["role"] == "assistant":
@@ -267,7 +236,7 @@ def _messages(raw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 if not turns[-1]["content"]:
                     turns.pop()
     if not turns:
-        raise invalid("messages", "messages must contain at least one user or assistant message")
+        raise params.invalid("messages", "messages must contain at least one user or assistant message")
     return system, turns
 
 
@@ -276,12 +245,12 @@ def _text_block(text: str) -> dict[str, Any]:
 
 
 def _text_blocks(content: Any, where: str) -> list[dict[str, Any]]:
-    return [_text_block(t) for t in text_of(content, where)]
+    return [_text_block(t) for t in messages.text_of(content, where)]
 
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
-    for kind, at, value in user_parts(content, where):
+    for kind, at, value in messages.user_parts(content, where):
         if kind == "text":
             blocks.append(_text_block(value))
         elif kind == "image_url":
@@ -289,14 +258,14 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "file":
             blocks.append(_document_block(value, at))
         else:
-            unsupported(at, "audio input is not supported by this model's provider")
+            params.unsupported(at, "audio input is not supported by this model's provider")
     return blocks
 
 
 def _image_block(image: Any, at: str) -> dict[str, Any]:
     param = f"{at}.image_url.url"
-    url = image_url(image, param)
-    parsed = parse_data_uri(url, param)
+    url = messages.image_url(image, param)
+    parsed = messages.parse_data_uri(url, param)
     if parsed is None:
         if not url.startswith(("https://", "http://")):
             raise GatewayError(400, "invalid_image_url", "image URLs must be https or data URIs", param)
@@ -310,13 +279,13 @@ def _image_block(image: Any, at: str) -> dict[str, Any]:
 
 
 def _document_block(file: Any, at: str) -> dict[str, Any]:
-    mime, b64 = file_data(file, at)
+    mime, b64 = messages.file_data(file, at)
     if mime == "application/pdf":
         source: dict[str, Any] = {"type": "base64", "media_type": mime, "data": b64}
     elif mime == "text/plain":
         source = {"type": "text", "media_type": mime, "data": _b64_text(b64, at)}
     else:
-        unsupported(
+        params.unsupported(
             f"{at}.file.file_data", f"file type {mime} is not supported (application/pdf, text/plain)"
         )
     block: dict[str, Any] = {"type": "document", "source": source}
@@ -330,18 +299,18 @@ def _b64_text(b64: str, at: str) -> str:
     try:
         return base64.b64decode(b64, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        raise invalid(f"{at}.file.file_data", "file_data is not valid base64 UTF-8 text") from None
+        raise params.invalid(f"{at}.file.file_data", "file_data is not valid base64 UTF-8 text") from None
 
 
 def _assistant_blocks(msg: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
-    blocks = [_text_block(t) for t in assistant_text(msg, where)]
-    for _, at, call, fn in function_calls(msg, where):
+    blocks = [_text_block(t) for t in messages.assistant_text(msg, where)]
+    for _, at, call, fn in messages.function_calls(msg, where):
         blocks.append(
             {
                 "type": "tool_use",
                 "id": tool_id(call.get("id")),
                 "name": fn.get("name") or "",
-                "input": arguments(fn.get("arguments"), f"{at}.function.arguments"),
+                "input": messages.arguments(fn.get("arguments"), f"{at}.function.arguments"),
             }
         )
     return blocks
@@ -349,9 +318,11 @@ def _assistant_blocks(msg: Mapping[str, Any], where: str) -> list[dict[str, Any]
 
 def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     tools = []
-    for i, name, fn in function_tools(body):
+    for i, name, fn in params.function_tools(body):
         if name in _ANSWER_TOOLS:
-            raise invalid(f"tools[{i}].function.name", f"the tool name {name} is reserved by the gateway")
+            raise params.invalid(
+                f"tools[{i}].function.name", f"the tool name {name} is reserved by the gateway"
+            )
         schema = fn.get("parameters") or {"type": "object", "properties": {}}
         strict = fn.get("strict") is True and structured
         out: dict[str, Any] = {"name": name, "input_schema": strict_schema(schema) if strict else schema}
@@ -361,7 +332,7 @@ def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, An
             out["strict"] = True
         tools.append(out)
 
-    choice = tool_choice(body.get("tool_choice"))
+    choice = params.tool_choice(body.get("tool_choice"))
     result: dict[str, Any] | None = None
     if choice is not None and choice.name is not None:
         result = {"type": "tool", "name": choice.name}
@@ -379,7 +350,7 @@ def _tools(body: Mapping[str, Any], structured: bool) -> tuple[list[dict[str, An
 
 def _answer_format(fmt: Any, structured: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(output_config.format, None) with structured outputs, else (None, answer tool)."""
-    answer = json_answer(fmt)
+    answer = params.json_answer(fmt)
     if answer is None:
         return None, None
     if answer.schema is None:
@@ -478,19 +449,19 @@ def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str,
             texts.append(_answer_text(block["name"], block.get("input")))
             answered = True
         elif kind == "tool_use":
-            calls.append(tool_call(block.get("id"), block.get("name"), block.get("input")))
+            calls.append(responses.tool_call(block.get("id"), block.get("name"), block.get("input")))
     stop_reason = msg.get("stop_reason")
     finish = _FINISH.get(stop_reason or "", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop" if answered else finish
     text = "".join(texts)
-    message = assistant_message(text, calls)
+    message = responses.assistant_message(text, calls)
     if stop_reason == "refusal":
         message["refusal"] = _refusal_text(msg.get("stop_details"))
         message["content"] = text or None
     usage = _usage(msg.get("usage") or {})
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    return completion(msg.get("id"), ctx, [choice], usage), usage
+    return responses.completion(msg.get("id"), ctx, [choice], usage), usage
 
 
 def _refusal_text(details: Any) -> str:
@@ -500,7 +471,7 @@ def _refusal_text(details: Any) -> str:
 
 
 def error_response(status: int, body: bytes) -> TranslatedResponse:
-    return error_from(status, json_or_none(body), _ERRORS.fields)
+    return responses.error_from(status, responses.json_or_none(body), _ERRORS.fields)
 
 
 # ---------------------------------------------------------------------- stream
@@ -527,7 +498,7 @@ class AnthropicStream(ChunkStream):
         if kind == "message_start":
             message = data.get("message") or {}
             if message.get("id"):
-                self._set_id(chat_id(message["id"]))
+                self._set_id(responses.chat_id(message["id"]))
             self._merge_usage(message.get("usage"))
             out.append(self._chunk({"role": "assistant", "content": ""}))
         elif kind == "content_block_start":

@@ -28,39 +28,9 @@ from urllib.parse import quote
 import orjson
 
 from ..errors import GatewayError, envelope
+from . import messages, params, responses
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
-from .content import (
-    append_turn,
-    arguments,
-    assistant_text,
-    file_data,
-    function_calls,
-    image_url,
-    messages,
-    parse_data_uri,
-    text_of,
-    user_parts,
-)
-from .params import (
-    function_tools,
-    invalid,
-    json_answer,
-    number,
-    reject_unsupported,
-    stop_sequences,
-    tool_choice,
-)
-from .responses import (
-    ErrorMap,
-    assistant_message,
-    chat_id,
-    completion,
-    error_from,
-    failed,
-    json_or_none,
-    tool_call,
-)
 from .sse import SSEEvent
 
 # Gemini 3 rejects a function call replayed without its signature; Google
@@ -87,24 +57,24 @@ _FINISH = {
 # tool_choice mode -> functionCallingConfig.mode
 _CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
-# google.rpc status -> (client status, code, pass the provider's message on)
-_ERRORS = ErrorMap(
+# google.rpc status -> what the client gets
+_ERRORS = responses.ErrorMap(
     "status",
     {
-        "INVALID_ARGUMENT": (400, "invalid_request", True),
-        "OUT_OF_RANGE": (400, "invalid_request", True),
-        "UNIMPLEMENTED": (400, "invalid_request", True),
-        "NOT_FOUND": (404, "model_not_found", True),
-        "FAILED_PRECONDITION": (502, "upstream_error", False),  # billing / region of the gateway's account
-        "UNAUTHENTICATED": (502, "upstream_error", False),
-        "PERMISSION_DENIED": (502, "upstream_error", False),
-        "RESOURCE_EXHAUSTED": (429, "rate_limit_exceeded", False),
-        "UNAVAILABLE": (503, "upstream_unavailable", False),
-        "DEADLINE_EXCEEDED": (504, "upstream_timeout", False),
-        "INTERNAL": (502, "upstream_error", False),
-        "UNKNOWN": (502, "upstream_error", False),
-        "ABORTED": (502, "upstream_error", False),
-        "CANCELLED": (502, "upstream_error", False),
+        "INVALID_ARGUMENT": responses.INVALID_REQUEST,
+        "OUT_OF_RANGE": responses.INVALID_REQUEST,
+        "UNIMPLEMENTED": responses.INVALID_REQUEST,
+        "NOT_FOUND": responses.MODEL_NOT_FOUND,
+        "FAILED_PRECONDITION": responses.UPSTREAM_ERROR,  # billing / region of the gateway's account
+        "UNAUTHENTICATED": responses.UPSTREAM_ERROR,
+        "PERMISSION_DENIED": responses.UPSTREAM_ERROR,
+        "RESOURCE_EXHAUSTED": responses.RATE_LIMITED,
+        "UNAVAILABLE": responses.UPSTREAM_UNAVAILABLE,
+        "DEADLINE_EXCEEDED": responses.UPSTREAM_TIMEOUT,
+        "INTERNAL": responses.UPSTREAM_ERROR,
+        "UNKNOWN": responses.UPSTREAM_ERROR,
+        "ABORTED": responses.UPSTREAM_ERROR,
+        "CANCELLED": responses.UPSTREAM_ERROR,
     },
 )
 
@@ -168,16 +138,16 @@ class GeminiTranslator:
             return error_response(status, body)
         doc = _document(body)
         if not isinstance(doc, dict):
-            return failed(502, "upstream_error", "the provider returned an unreadable response")
+            return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
         if isinstance(doc.get("error"), dict):
-            return error_from(502, doc, _error_fields)
+            return responses.error_from(502, doc, _error_fields)
         if endpoint is Endpoint.EMBEDDINGS:
             out, usage = _embeddings(doc, ctx, request)
             return TranslatedResponse(200, orjson.dumps(out), usage)
         blocked = _block_reason(doc)
         if blocked is not None:
-            body = envelope(400, "content_filter", _blocked_message(blocked), "messages")
-            return TranslatedResponse(400, body, _usage(doc.get("usageMetadata")), "content_filter")
+            error = envelope(400, "content_filter", _blocked_message(blocked), "messages")
+            return TranslatedResponse(400, error, _usage(doc.get("usageMetadata")), "content_filter")
         one_call = request.get("parallel_tool_calls") is False
         out, usage = _completion(doc, ctx, one_call)
         return TranslatedResponse(200, orjson.dumps(out), usage)
@@ -191,7 +161,7 @@ class GeminiTranslator:
 
 
 def _chat_request(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
-    reject_unsupported(body)
+    params.reject_unsupported(body)
     model = target.upstream_model.removeprefix("models/")
     system, contents = _contents(body.get("messages"), target, _SIGNED_FAMILY.match(model) is None)
     out: dict[str, Any] = {"contents": contents}
@@ -213,17 +183,17 @@ def _int(body: Mapping[str, Any], name: str, minimum: int = 0) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise invalid(name, f"{name} must be an integer >= {minimum}")
+        raise params.invalid(name, f"{name} must be an integer >= {minimum}")
     return value
 
 
 def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
-    stop = stop_sequences(body.get("stop"))
+    stop = params.stop_sequences(body.get("stop"))
     if stop:
         config["stopSequences"] = stop
     for name, key in (("temperature", "temperature"), ("top_p", "topP")):
-        value = number(body, name)
+        value = params.number(body, name)
         if value is not None:
             config[key] = value
     limit = _int(body, "max_completion_tokens")
@@ -238,7 +208,7 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     if seed is not None:
         config["seed"] = (seed + _INT32) % (2 * _INT32) - _INT32  # Gemini's seed is int32
     for name, key in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
-        value = number(body, name)
+        value = params.number(body, name)
         if value:  # 0 is the default; some models reject the field even when it is 0
             config[key] = value
     if body.get("logprobs") is True:
@@ -257,7 +227,7 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 
 def _response_format(fmt: Any, config: dict[str, Any]) -> None:
-    answer = json_answer(fmt)
+    answer = params.json_answer(fmt)
     if answer is None:
         return
     config["responseMimeType"] = "application/json"
@@ -273,7 +243,7 @@ def _json_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     decls = []
-    for _, name, fn in function_tools(body):
+    for _, name, fn in params.function_tools(body):
         decl: dict[str, Any] = {"name": name}
         if fn.get("description"):
             decl["description"] = fn["description"]
@@ -282,7 +252,7 @@ def _tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any
         decls.append(decl)
     if not decls:
         return decls, None
-    choice = tool_choice(body.get("tool_choice"))
+    choice = params.tool_choice(body.get("tool_choice"))
     if choice is None:
         return decls, None
     if choice.name is not None:
@@ -298,32 +268,34 @@ def _contents(
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []  # {"role", "parts"}, same roles merged
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
-    for where, role, msg in messages(raw):
+    for where, role, msg in messages.walk(raw):
         if role in ("system", "developer"):
             system.extend(_text_parts(msg.get("content"), where))
         elif role == "user":
-            append_turn(contents, "user", "parts", _user_parts(msg.get("content"), where, target))
+            messages.append_turn(contents, "user", "parts", _user_parts(msg.get("content"), where, target))
         elif role == "assistant":
-            append_turn(contents, "model", "parts", _model_parts(msg, where, names, needs_signature))
+            messages.append_turn(contents, "model", "parts", _model_parts(msg, where, names, needs_signature))
         else:  # tool
             call_id = msg.get("tool_call_id")
             name = names.get(call_id) if isinstance(call_id, str) else None
             if name is None:
-                raise invalid(f"{where}.tool_call_id", "tool_call_id does not match an earlier tool call")
+                raise params.invalid(
+                    f"{where}.tool_call_id", "tool_call_id does not match an earlier tool call"
+                )
             response = {"name": name, "response": _tool_result(msg.get("content"), where)}
-            append_turn(contents, "user", "parts", [{"functionResponse": response}])
+            messages.append_turn(contents, "user", "parts", [{"functionResponse": response}])
     if not contents:
-        raise invalid("messages", "messages must contain at least one user or assistant message")
+        raise params.invalid("messages", "messages must contain at least one user or assistant message")
     return system, contents
 
 
 def _text_parts(content: Any, where: str) -> list[dict[str, Any]]:
-    return [{"text": t} for t in text_of(content, where)]
+    return [{"text": t} for t in messages.text_of(content, where)]
 
 
 def _tool_result(content: Any, where: str) -> dict[str, Any]:
     """functionResponse.response must be an object: a JSON object result is passed as is."""
-    text = "".join(text_of(content, where))
+    text = "".join(messages.text_of(content, where))
     if text.startswith("{"):
         try:
             value = orjson.loads(text)
@@ -336,25 +308,25 @@ def _tool_result(content: Any, where: str) -> dict[str, Any]:
 
 def _user_parts(content: Any, where: str, target: Target) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    for kind, at, value in user_parts(content, where):
+    for kind, at, value in messages.user_parts(content, where):
         if kind == "text":
             parts.append({"text": value})
         elif kind == "image_url":
             parts.append(_image_part(value, at, target))
         elif kind == "file":
-            mime, data = file_data(value, at)
+            mime, data = messages.file_data(value, at)
             parts.append({"inlineData": {"mimeType": mime, "data": data}})
         else:  # input_audio
             if not isinstance(value, dict) or not value.get("data") or not value.get("format"):
-                raise invalid(f"{at}.input_audio", "input_audio needs data and format")
+                raise params.invalid(f"{at}.input_audio", "input_audio needs data and format")
             parts.append({"inlineData": {"mimeType": f"audio/{value['format']}", "data": value["data"]}})
     return parts
 
 
 def _image_part(image: Any, at: str, target: Target) -> dict[str, Any]:
     param = f"{at}.image_url.url"
-    url = image_url(image, param)
-    parsed = parse_data_uri(url, param)
+    url = messages.image_url(image, param)
+    parsed = messages.parse_data_uri(url, param)
     if parsed is not None:
         mime, data = parsed
         if not mime.startswith("image/"):
@@ -371,14 +343,14 @@ def _image_part(image: Any, at: str, target: Target) -> dict[str, Any]:
 def _model_parts(
     msg: Mapping[str, Any], where: str, names: dict[str, str], needs_signature: bool
 ) -> list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = [{"text": t} for t in assistant_text(msg, where)]
-    for k, at, call, fn in function_calls(msg, where):
+    parts: list[dict[str, Any]] = [{"text": t} for t in messages.assistant_text(msg, where)]
+    for k, at, call, fn in messages.function_calls(msg, where):
         name = fn.get("name")
         if not isinstance(name, str) or not name:
-            raise invalid(f"{at}.function.name", "tool call name is required")
+            raise params.invalid(f"{at}.function.name", "tool call name is required")
         if isinstance(call.get("id"), str):
             names[call["id"]] = name
-        args = arguments(fn.get("arguments"), f"{at}.function.arguments")
+        args = messages.arguments(fn.get("arguments"), f"{at}.function.arguments")
         part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
         signature = _signature_of(call)
         if signature is None and k == 0 and needs_signature:
@@ -407,10 +379,10 @@ def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
             400, "unsupported_parameter", "token arrays are not supported by this model's provider", "input"
         )
     else:
-        raise invalid("input", "input must be a string or an array of strings")
+        raise params.invalid("input", "input must be a string or an array of strings")
     fmt = body.get("encoding_format")
     if fmt not in (None, "float", "base64"):
-        raise invalid("encoding_format", "encoding_format must be float or base64")
+        raise params.invalid("encoding_format", "encoding_format must be float or base64")
     dims = _int(body, "dimensions", 1)
     name = model_path(model)
     requests = []
@@ -450,7 +422,7 @@ def _new_call_id() -> str:
 
 
 def _tool_call(call: Mapping[str, Any], signature: Any) -> dict[str, Any]:
-    out = tool_call(call.get("id") or _new_call_id(), call.get("name"), call.get("args"))
+    out = responses.tool_call(call.get("id") or _new_call_id(), call.get("name"), call.get("args"))
     if isinstance(signature, str) and signature:
         out["extra_content"] = {"google": {"thought_signature": signature}}
     return out
@@ -499,13 +471,13 @@ def _completion(doc: Mapping[str, Any], ctx: ResponseContext, one_call: bool) ->
         choices.append(
             {
                 "index": cand.get("index", position),
-                "message": assistant_message("".join(texts), calls),
+                "message": responses.assistant_message("".join(texts), calls),
                 "logprobs": _logprobs(cand.get("logprobsResult")),
                 "finish_reason": finish,
             }
         )
     usage = _usage(doc.get("usageMetadata"))
-    return completion(doc.get("responseId"), ctx, choices, usage), usage
+    return responses.completion(doc.get("responseId"), ctx, choices, usage), usage
 
 
 def _embeddings(
@@ -531,14 +503,14 @@ def _embeddings(
 
 def _document(body: bytes) -> Any:
     """The parsed body; Gemini may wrap it (an error, notably) in a one-element array."""
-    doc = json_or_none(body)
+    doc = responses.json_or_none(body)
     if isinstance(doc, list) and doc:
         return doc[0]
     return doc
 
 
 def error_response(status: int, body: bytes) -> TranslatedResponse:
-    return error_from(status, _document(body), _error_fields)
+    return responses.error_from(status, _document(body), _error_fields)
 
 
 def _error_fields(err: Mapping[str, Any], status: int, code: str, fallback: str) -> tuple[int, str, str]:
@@ -583,7 +555,7 @@ class GeminiStream(ChunkStream):
         self._started = False
 
     def _on_event(self, event: SSEEvent, out: list[bytes]) -> None:
-        if event.data.strip() != b"[DONE]":  # not a Gemini event; tolerated, as OpenAI-style relays add it
+        if event.data.strip() != b"[DONE]":  # an OpenAI-style terminator is no Gemini event: skipped
             super()._on_event(event, out)
 
     def _on_data(self, doc: dict[str, Any], event: SSEEvent, out: list[bytes]) -> None:
@@ -595,7 +567,7 @@ class GeminiStream(ChunkStream):
         if not self._started:
             self._started = True
             if doc.get("responseId"):
-                self._set_id(chat_id(doc["responseId"]))
+                self._set_id(responses.chat_id(doc["responseId"]))
         blocked = _block_reason(doc)
         if blocked is not None:
             self._error(out, 400, "content_filter", _blocked_message(blocked), "messages")

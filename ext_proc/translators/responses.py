@@ -20,6 +20,18 @@ from .base import ResponseContext, TranslatedResponse, Usage
 # (provider error object, status, code, fallback message) -> (status, code, message)
 ErrorFields = Callable[[Mapping[str, Any], int, str, str], tuple[int, str, str]]
 
+# What a provider's error kind becomes: (client status, code, pass the provider's message on).
+# Only the caller's own mistakes carry the provider's explanation: the others may
+# name the gateway's account (organisation ids, key fragments), which must not
+# reach the client, so they get the gateway's wording.
+INVALID_REQUEST = (400, "invalid_request", True)
+MODEL_NOT_FOUND = (404, "model_not_found", True)
+REQUEST_TOO_LARGE = (413, "request_too_large", True)
+RATE_LIMITED = (429, "rate_limit_exceeded", False)
+UPSTREAM_ERROR = (502, "upstream_error", False)
+UPSTREAM_UNAVAILABLE = (503, "upstream_unavailable", False)
+UPSTREAM_TIMEOUT = (504, "upstream_timeout", False)
+
 
 def chat_id(provider_id: Any) -> str:
     """``chatcmpl-`` and the provider's id, so a response can be traced upstream; random without one."""
@@ -84,12 +96,9 @@ def json_or_none(body: bytes) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class ErrorMap:
-    """How one provider's error kinds map to the gateway's status and code.
+    """One provider's error kinds mapped to the outcomes above.
 
-    ``table``: kind -> (client status, code, pass the provider's message on).
-    Only some kinds pass the provider's message on: the others may carry
-    account details (organisation ids, key fragments) that must not reach the
-    client, so they get the gateway's wording.
+    ``field`` names the kind in the provider's error object; ``table`` maps kind -> outcome.
     """
 
     field: str  # the error object's field naming the kind

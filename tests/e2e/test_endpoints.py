@@ -10,7 +10,7 @@ import pytest
 
 from infery.stack import Stack
 from tests.conformance import assert_openai
-from tests.e2e.support import Admin, Tenant, eventually
+from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually
 
 
 def test_embeddings_pass_through_and_charged(client: openai.OpenAI, admin: Admin):
@@ -67,3 +67,27 @@ def test_route_timeout_is_504(gateway: Stack, admin: Admin, tenant: Tenant, open
     record = eventually(lambda: admin.usage_record(headers["x-request-id"]))
     assert record["status"] == 504 and record["error_code"] == "upstream_timeout"
     assert record["credits"] == "0"
+
+
+@pytest.mark.parametrize(("kind", "slug"), [("xai", "grok-4"), ("openai_compatible", "llama-3-1-8b")])
+def test_xai_and_openai_compatible_servers_use_the_openai_path(
+    gateway: Stack, admin: Admin, tenant: Tenant, openai_sim, kind: str, slug: str
+):
+    admin.provider(f"sim-{kind}", kind, openai_sim.base_url, SIM_KEY)
+    admin.model(slug, f"sim-{kind}", f"upstream-{slug}")
+    client = tenant.client(gateway)
+    eventually(lambda: slug in [m.id for m in client.models.list()])
+    openai_sim.clear()
+    raw = client.chat.completions.with_raw_response.create(
+        model=slug, messages=[{"role": "user", "content": "hi"}], store=False, service_tier="auto"
+    )
+    assert_openai(json.loads(raw.http_response.content), "CreateChatCompletionResponse")
+    assert raw.headers["x-model-used"] == slug and Decimal(raw.headers["x-credits-used"]) > 0
+    sent = openai_sim.requests()[-1]["body"]
+    assert sent["model"] == f"upstream-{slug}"
+    # Parameters these servers reject and nobody relies on are dropped, not forwarded.
+    assert "store" not in sent and "service_tier" not in sent
+    chunks = list(
+        client.chat.completions.create(model=slug, messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
+    assert chunks[-1].model_extra["credits_used"] > 0

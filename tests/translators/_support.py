@@ -1,4 +1,5 @@
-"""Helpers shared by the translator tests: provider validators, fixtures, stream replay."""
+"""Helpers shared by the translator tests: provider validators, fixtures, stream replay, and
+the checks every provider's translation must pass the same way."""
 
 from __future__ import annotations
 
@@ -6,18 +7,45 @@ import contextlib
 import io
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
-from ext_proc.translators.base import StreamTranslator
+from ext_proc.translators.base import ResponseContext, StreamTranslator, TranslatedResponse
 from tests.conformance import CONFORMANCE_DIR, assert_openai, provider_validate
 
 SHARED_FIXTURES = CONFORMANCE_DIR / "fixtures"
 OWN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPLITS = (1, 7, None)  # None: the whole body in one feed()
+each_split = pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+
+# ------------------------------------------------------------------ requests
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQImWNwav0CAALIAbzDqqRyAAAAAElFTkSuQmCC"
+PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK"
+USER = {"role": "user", "content": "hi"}
+
+# A check on the translated provider body: truthy when the translation is right.
+Check = Callable[[dict[str, Any]], Any]
+
+
+def chat(*messages: dict[str, Any], **params: Any) -> dict[str, Any]:
+    """An OpenAI chat request; one user turn unless ``messages`` are given."""
+    return {"model": "slug", "messages": list(messages or [USER]), **params}
+
+
+def weather_tool(parameters: dict[str, Any], **function: Any) -> dict[str, Any]:
+    """An OpenAI ``get_weather`` function tool with the given parameter schema."""
+    fn = {"name": "get_weather", "description": "Weather for a city", "parameters": parameters, **function}
+    return {"type": "function", "function": fn}
+
+
+def each_case(argnames: str | Sequence[str], cases: Sequence[tuple[Any, ...]]) -> pytest.MarkDecorator:
+    """Parametrize over ``(description, *values)`` tuples; the description names the case."""
+    return pytest.mark.parametrize(argnames, [c[1:] for c in cases], ids=[c[0] for c in cases])
 
 
 def shared_fixture(name: str) -> bytes:
@@ -59,6 +87,58 @@ def _show(body: bytes | dict[str, Any]) -> str:
     return (body if isinstance(body, bytes) else orjson.dumps(body)).decode()[:3000]
 
 
+# ----------------------------------------------------------------- responses
+
+
+def usage_doc(prompt: int, cached: int, completion: int, reasoning: int) -> dict[str, Any]:
+    """OpenAI's usage object, as every translator must report it."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+
+
+def as_body(body: Any) -> bytes:
+    """A provider body given as bytes, or as JSON to encode."""
+    return body if isinstance(body, bytes) else orjson.dumps(body)
+
+
+def completion_of(res: TranslatedResponse, ctx: ResponseContext) -> dict[str, Any]:
+    """The body of a successful chat response, checked against the OpenAI spec and the context."""
+    out: dict[str, Any] = orjson.loads(res.body)
+    assert_openai(out, "CreateChatCompletionResponse")
+    assert (res.status, res.error_code) == (200, None)
+    assert (out["object"], out["created"], out["model"]) == (
+        "chat.completion",
+        ctx.created,
+        ctx.upstream_model,
+    )
+    return out
+
+
+def error_of(res: TranslatedResponse, status: int, code: str, message: str | None) -> dict[str, Any]:
+    """The body of an error response; ``message`` None: the gateway's own wording, not checked."""
+    out: dict[str, Any] = orjson.loads(res.body)
+    assert_openai(out, "ErrorResponse")
+    assert (res.status, res.error_code, out["error"]["code"]) == (status, code, code)
+    assert res.usage is None
+    if message is not None:
+        assert out["error"]["message"] == message
+    return out
+
+
+# ------------------------------------------------------------------- streams
+
+
+def first_event(raw: bytes) -> dict[str, Any]:
+    """The first ``data:`` payload of a provider stream, read independently of the translator."""
+    event: dict[str, Any] = json.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    return event
+
+
 def replay(stream: StreamTranslator, raw: bytes, size: int | None) -> bytes:
     """Feed ``raw`` in pieces of ``size`` bytes (all at once for None), then finish()."""
     if size is None:
@@ -66,6 +146,31 @@ def replay(stream: StreamTranslator, raw: bytes, size: int | None) -> bytes:
     else:
         out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size))
     return out + stream.finish()
+
+
+def stream_events(stream: StreamTranslator, raw: bytes, size: int | None) -> list[dict[str, Any]]:
+    """Replay ``raw`` through ``stream``; every event out must be a valid chunk or a final error."""
+    events = sse_payloads(replay(stream, raw, size))
+    check_chunks(events)
+    return events
+
+
+def check_completed(stream: StreamTranslator, events: list[dict[str, Any]], ctx: ResponseContext) -> None:
+    """A stream that ended normally: one id, the context's model and time, a role delta first."""
+    assert stream.done and stream.error_code is None
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert stream.response_id.startswith("chatcmpl-")
+    assert {e["id"] for e in events} == {stream.response_id}
+    assert {(e["model"], e["created"]) for e in events} == {(ctx.upstream_model, ctx.created)}
+
+
+def check_failed(
+    stream: StreamTranslator, events: list[dict[str, Any]], code: str
+) -> dict[int, dict[str, Any]]:
+    """A stream that ended with an error event; returns the choices accumulated before it."""
+    assert events[-1]["error"]["code"] == code
+    assert stream.error_code == code and stream.done
+    return accumulate(events[:-1])
 
 
 def sse_payloads(text: bytes) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -11,26 +10,27 @@ import pytest
 from ext_proc.errors import GatewayError
 from ext_proc.translators.anthropic import ANSWER_TOOL, ANSWER_VALUE_TOOL, AnthropicTranslator
 from ext_proc.translators.base import Endpoint, Target
-from tests.translators._support import assert_anthropic_request
+from tests.translators._support import (
+    PDF,
+    PNG,
+    USER,
+    Check,
+    assert_anthropic_request,
+    chat,
+    each_case,
+    weather_tool,
+)
 
 SONNET = "claude-sonnet-4-5"  # has structured outputs
 HAIKU_35 = "claude-3-5-haiku-20241022"  # does not
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQImWNwav0CAALIAbzDqqRyAAAAAElFTkSuQmCC"
-PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK"
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
-            "required": ["city", "days"],
-            "additionalProperties": False,
-        },
-    },
-}
-USER = {"role": "user", "content": "hi"}
+WEATHER = weather_tool(
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"],
+        "additionalProperties": False,
+    }
+)
 
 
 def translate(body: dict[str, Any], model: str = SONNET) -> dict[str, Any]:
@@ -47,12 +47,6 @@ def translate(body: dict[str, Any], model: str = SONNET) -> dict[str, Any]:
     assert out["model"] == model
     return out
 
-
-def chat(*messages: dict[str, Any], **params: Any) -> dict[str, Any]:
-    return {"model": "slug", "messages": list(messages or [USER]), **params}
-
-
-Check = Callable[[dict[str, Any]], Any]
 
 CASES: list[tuple[str, dict[str, Any], str, Check]] = [
     (
@@ -493,7 +487,7 @@ CASES: list[tuple[str, dict[str, Any], str, Check]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "model", "check"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@each_case(("body", "model", "check"), CASES)
 def test_request(body: dict[str, Any], model: str, check: Check) -> None:
     out = translate(body, model)
     assert check(out), orjson.dumps(out).decode()
@@ -585,9 +579,7 @@ REJECTED: list[tuple[str, dict[str, Any], int, str, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("body", "status", "code", "param"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED]
-)
+@each_case(("body", "status", "code", "param"), REJECTED)
 def test_rejected(body: dict[str, Any], status: int, code: str, param: str | None) -> None:
     with pytest.raises(GatewayError) as info:
         AnthropicTranslator().request(Endpoint.CHAT, body, Target("anthropic", "", "k", SONNET))

@@ -9,19 +9,25 @@ import orjson
 import pytest
 
 from ext_proc.translators.anthropic import AnthropicTranslator
-from ext_proc.translators.base import Endpoint, ResponseContext, Usage
-from tests.conformance import assert_openai
+from ext_proc.translators.base import Endpoint, ResponseContext, TranslatedResponse, Usage
 from tests.translators._support import (
     OWN_FIXTURES,
-    SPLITS,
     accumulate,
+    as_body,
     assert_provider_sse,
-    check_chunks,
+    check_completed,
+    check_failed,
+    completion_of,
+    each_split,
+    error_of,
+    first_event,
     own_fixture,
     replay,
     shared_fixture,
     sse_payloads,
+    stream_events,
     usage_chunks,
+    usage_doc,
 )
 
 CTX = ResponseContext("claude-sonnet-4-5", "claude-sonnet-4-5-20250929", 1_760_000_000)
@@ -62,7 +68,7 @@ STREAMS: list[tuple[str, int, int, int, int, str, str, list[tuple[str, str]]]] =
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 @pytest.mark.parametrize(
     ("name", "prompt", "cached", "completion", "reasoning", "finish", "refusal", "tools"),
     STREAMS,
@@ -81,16 +87,9 @@ def test_recorded_stream(
 ) -> None:
     raw = shared_fixture(name)
     stream = AnthropicTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, raw, size))
-    check_chunks(events)
-    assert stream.done and stream.error_code is None
-    first = events[0]
-    assert first["choices"][0]["delta"]["role"] == "assistant"
-    message_id = json.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])["message"]["id"]
-    assert stream.response_id == "chatcmpl-" + message_id
-    assert {e["id"] for e in events} == {stream.response_id}
-    assert {e["model"] for e in events} == {CTX.upstream_model}
-    assert {e["created"] for e in events} == {CTX.created}
+    events = stream_events(stream, raw, size)
+    check_completed(stream, events, CTX_USAGE)
+    assert stream.response_id == "chatcmpl-" + first_event(raw)["message"]["id"]
 
     (choice,) = accumulate(events).values()
     assert choice["content"] == text_deltas(raw)
@@ -99,24 +98,15 @@ def test_recorded_stream(
     assert [(t["name"], t["arguments"]) for t in choice["tools"].values()] == tools
     assert all(t["id"].startswith("toolu_") for t in choice["tools"].values())
 
-    expected = Usage(prompt, cached, completion, reasoning)
-    assert stream.usage == expected
+    assert stream.usage == Usage(prompt, cached, completion, reasoning)
     assert events[-1]["choices"] == []
-    assert usage_chunks(events) == [
-        {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached},
-            "completion_tokens_details": {"reasoning_tokens": reasoning},
-        }
-    ]
+    assert usage_chunks(events) == [usage_doc(prompt, cached, completion, reasoning)]
 
 
 def test_usage_chunk_only_when_asked() -> None:
     raw = shared_fixture("anthropic_sdk_basic_response.sse")
     stream = AnthropicTranslator().stream(CTX)
-    events = sse_payloads(replay(stream, raw, None))
+    events = stream_events(stream, raw, None)
     assert usage_chunks(events) == []
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
     assert stream.usage == Usage(11, 0, 6, 0)
@@ -130,11 +120,9 @@ def test_recorded_exchange_with_429s() -> None:
         res = translator.response(
             Endpoint.CHAT, attempt["response"]["status_code"], orjson.dumps(attempt["response"]["body"]), CTX
         )
-        assert (res.status, res.error_code) == (429, "rate_limit_exceeded")
-        assert_openai(orjson.loads(res.body), "ErrorResponse")
+        error_of(res, 429, "rate_limit_exceeded", None)
     stream = translator.stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, exchange[2]["response"]["body"].encode(), 7))
-    check_chunks(events)
+    events = stream_events(stream, exchange[2]["response"]["body"].encode(), 7)
     (choice,) = accumulate(events).values()
     assert choice["content"] == "[12345,67890]"
     assert stream.usage == Usage(135, 0, 10, 0)
@@ -148,27 +136,21 @@ def test_recorded_message(name: str) -> None:
     doc = json.loads(shared_fixture(name))
     body = doc[0]["response"]["body"] if isinstance(doc, list) else doc
     res = AnthropicTranslator().response(Endpoint.CHAT, 200, orjson.dumps(body), CTX)
-    out = orjson.loads(res.body)
-    assert_openai(out, "CreateChatCompletionResponse")
-    assert res.status == 200 and res.error_code is None
+    out = completion_of(res, CTX)
     assert out["id"] == "chatcmpl-msg_01T4jd6NyD9xGGtTPDC4ogy5"
-    assert (out["object"], out["created"], out["model"]) == (
-        "chat.completion",
-        CTX.created,
-        CTX.upstream_model,
-    )
     assert out["choices"][0]["message"]["content"] == body["content"][0]["text"]
     assert out["choices"][0]["finish_reason"] == "stop"
     assert out["usage"]["prompt_tokens"] == 406 and out["usage"]["completion_tokens"] == 50
     assert res.usage == Usage(406, 0, 50, 0)
 
 
+def respond(name: str) -> TranslatedResponse:
+    return AnthropicTranslator().response(Endpoint.CHAT, 200, own_fixture(name), CTX)
+
+
 def test_message_with_tool_calls_and_cache() -> None:
-    res = AnthropicTranslator().response(
-        Endpoint.CHAT, 200, own_fixture("anthropic_message_tool_use.json"), CTX
-    )
-    out = orjson.loads(res.body)
-    assert_openai(out, "CreateChatCompletionResponse")
+    res = respond("anthropic_message_tool_use.json")
+    out = completion_of(res, CTX)
     message = out["choices"][0]["message"]
     assert message["content"] == "Checking both cities."
     assert [
@@ -179,23 +161,12 @@ def test_message_with_tool_calls_and_cache() -> None:
         ("toolu_01B", "get_weather", {"city": "Oslo", "days": 2}),
     ]
     assert out["choices"][0]["finish_reason"] == "tool_calls"
-    # prompt = input + cache read + cache creation
-    assert out["usage"] == {
-        "prompt_tokens": 150,
-        "completion_tokens": 80,
-        "total_tokens": 230,
-        "prompt_tokens_details": {"cached_tokens": 100},
-        "completion_tokens_details": {"reasoning_tokens": 25},
-    }
+    assert out["usage"] == usage_doc(150, 100, 80, 25)  # prompt = input + cache read + cache creation
     assert res.usage == Usage(150, 100, 80, 25)
 
 
 def test_answer_tool_becomes_content() -> None:
-    res = AnthropicTranslator().response(
-        Endpoint.CHAT, 200, own_fixture("anthropic_message_answer_value.json"), CTX
-    )
-    out = orjson.loads(res.body)
-    assert_openai(out, "CreateChatCompletionResponse")
+    out = completion_of(respond("anthropic_message_answer_value.json"), CTX)
     message = out["choices"][0]["message"]
     assert json.loads(message["content"]) == [12345, 67890]
     assert "tool_calls" not in message
@@ -215,8 +186,7 @@ def test_answer_tool_becomes_content() -> None:
     ],
 )
 def test_message_finish(name: str, content: str | None, refusal: str | None, finish: str) -> None:
-    out = orjson.loads(AnthropicTranslator().response(Endpoint.CHAT, 200, own_fixture(name), CTX).body)
-    assert_openai(out, "CreateChatCompletionResponse")
+    out = completion_of(respond(name), CTX)
     message = out["choices"][0]["message"]
     assert (message["content"], message["refusal"], out["choices"][0]["finish_reason"]) == (
         content,
@@ -225,7 +195,7 @@ def test_message_finish(name: str, content: str | None, refusal: str | None, fin
     )
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 @pytest.mark.parametrize(
     ("name", "content"),
     [
@@ -235,9 +205,7 @@ def test_message_finish(name: str, content: str | None, refusal: str | None, fin
 )
 def test_answer_tool_stream(name: str, content: str, size: int | None) -> None:
     stream = AnthropicTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, own_fixture(name), size))
-    check_chunks(events)
-    (choice,) = accumulate(events).values()
+    (choice,) = accumulate(stream_events(stream, own_fixture(name), size)).values()
     assert choice["content"] == content and json.loads(choice["content"])
     assert choice["tools"] == {}
     assert choice["finish"] == "stop"
@@ -249,15 +217,12 @@ def test_answer_tool_stream_counts_cache_reads() -> None:
     assert stream.usage == Usage(92, 40, 17, 0)
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 def test_error_inside_stream(size: int | None) -> None:
     stream = AnthropicTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, own_fixture("anthropic_error_midstream.sse"), size))
-    check_chunks(events)
-    assert accumulate(events[:-1])[0]["content"] == "Once upon"
-    assert events[-1]["error"]["code"] == "upstream_unavailable"
+    events = stream_events(stream, own_fixture("anthropic_error_midstream.sse"), size)
+    assert check_failed(stream, events, "upstream_unavailable")[0]["content"] == "Once upon"
     assert events[-1]["error"]["type"] == "server_error"
-    assert stream.error_code == "upstream_unavailable" and stream.done
 
 
 def test_truncated_stream_ends_with_an_error() -> None:
@@ -265,9 +230,7 @@ def test_truncated_stream_ends_with_an_error() -> None:
     out = stream.feed(own_fixture("anthropic_truncated.sse"))
     assert not stream.done
     events = sse_payloads(out + stream.finish())
-    check_chunks(events)
-    assert events[-1]["error"]["code"] == "upstream_error"
-    assert stream.error_code == "upstream_error" and stream.done
+    check_failed(stream, events, "upstream_error")
     assert stream.usage == Usage(9, 0, 1, 0)  # what was reported before the cut
 
 
@@ -309,14 +272,8 @@ ERRORS: list[tuple[int, Any, int, str, str | None]] = [
 
 @pytest.mark.parametrize(("status", "body", "client_status", "code", "message"), ERRORS)
 def test_errors(status: int, body: Any, client_status: int, code: str, message: str | None) -> None:
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    res = AnthropicTranslator().response(Endpoint.CHAT, status, raw, CTX)
-    out = orjson.loads(res.body)
-    assert_openai(out, "ErrorResponse")
-    assert (res.status, res.error_code, out["error"]["code"]) == (client_status, code, code)
-    assert res.usage is None
-    if message is not None:
-        assert out["error"]["message"] == message
+    res = AnthropicTranslator().response(Endpoint.CHAT, status, as_body(body), CTX)
+    out = error_of(res, client_status, code, message)
     assert "org:" not in out["error"]["message"]  # provider account details stay private
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,29 +13,30 @@ from google.protobuf import json_format
 from ext_proc.errors import GatewayError
 from ext_proc.translators.base import Endpoint, Media, Target
 from ext_proc.translators.gemini import SKIP_SIGNATURE, GeminiTranslator
-from tests.translators._support import assert_gemini_request
+from tests.translators._support import (
+    PDF,
+    PNG,
+    USER,
+    Check,
+    assert_gemini_request,
+    chat,
+    each_case,
+    weather_tool,
+)
 
 FLASH = "gemini-2.5-flash"
-PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQImWNwav0CAALIAbzDqqRyAAAAAElFTkSuQmCC"
-PDF = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PD4+CmVuZG9iagp0cmFpbGVyCjw8Pj4KJSVFT0YK"
 JPEG_BYTES = b"\xff\xd8\xff\xe0fake-jpeg"
 IMAGE_URL = "https://images.test/cat.jpg"
-WEATHER: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city",
-        "parameters": {
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-            "additionalProperties": False,
-        },
-        "strict": True,
+WEATHER = weather_tool(
+    {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
     },
-}
-USER = {"role": "user", "content": "hi"}
+    strict=True,
+)
 CALLS: dict[str, Any] = {
     "role": "assistant",
     "content": None,
@@ -54,6 +54,11 @@ CALLS: dict[str, Any] = {
         },
     ],
 }
+UNSIGNED_CALL = chat(  # a tool call made elsewhere: no thought signature
+    USER,
+    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "now"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": "noon"},
+)
 RESULTS = [
     {"role": "tool", "tool_call_id": "call_a", "content": '{"temp": 21}'},
     {"role": "tool", "tool_call_id": "call_b", "content": "cold"},
@@ -75,12 +80,6 @@ def translate(
     out: dict[str, Any] = orjson.loads(upstream.body)
     return out
 
-
-def chat(*messages: dict[str, Any], **params: Any) -> dict[str, Any]:
-    return {"model": "slug", "messages": list(messages or [USER]), **params}
-
-
-Check = Callable[[dict[str, Any]], Any]
 
 CASES: list[tuple[str, dict[str, Any], str, Check]] = [
     (
@@ -296,14 +295,7 @@ CASES: list[tuple[str, dict[str, Any], str, Check]] = [
     ),
     (
         "Gemini 3: a call without its signature gets the documented skip value",
-        chat(
-            USER,
-            {
-                "role": "assistant",
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "now"}}],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "noon"},
-        ),
+        UNSIGNED_CALL,
         "gemini-3-pro-preview",
         lambda o: (
             o["contents"][1]["parts"]
@@ -312,14 +304,7 @@ CASES: list[tuple[str, dict[str, Any], str, Check]] = [
     ),
     (
         "Gemini 2.x: no invented signature",
-        chat(
-            USER,
-            {
-                "role": "assistant",
-                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "now"}}],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "noon"},
-        ),
+        UNSIGNED_CALL,
         FLASH,
         lambda o: o["contents"][1]["parts"] == [{"functionCall": {"name": "now", "args": {}}}],
     ),
@@ -396,7 +381,7 @@ CASES: list[tuple[str, dict[str, Any], str, Check]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "model", "check"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@each_case(("body", "model", "check"), CASES)
 def test_request(body: dict[str, Any], model: str, check: Check) -> None:
     out = translate(body, model)
     assert check(out), orjson.dumps(out).decode()
@@ -479,7 +464,7 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED])
+@each_case(("body", "code", "param"), REJECTED)
 def test_rejected(body: dict[str, Any], code: str, param: str) -> None:
     with pytest.raises(GatewayError) as info:
         GeminiTranslator().request(Endpoint.CHAT, body, target())

@@ -11,20 +11,26 @@ from typing import Any
 import orjson
 import pytest
 
-from ext_proc.translators.base import Endpoint, ResponseContext, Usage
+from ext_proc.translators.base import Endpoint, ResponseContext, TranslatedResponse, Usage
 from ext_proc.translators.gemini import GeminiTranslator, estimate_tokens
 from tests.conformance import assert_openai
 from tests.translators._support import (
     OWN_FIXTURES,
-    SPLITS,
     accumulate,
+    as_body,
     assert_provider_sse,
-    check_chunks,
+    check_completed,
+    check_failed,
+    completion_of,
+    each_split,
+    error_of,
+    first_event,
     own_fixture,
-    replay,
     shared_fixture,
     sse_payloads,
+    stream_events,
     usage_chunks,
+    usage_doc,
 )
 
 CTX = ResponseContext("gemini-2-5-flash", "gemini-2.5-flash", 1_760_000_000)
@@ -43,16 +49,6 @@ def fixture_text(raw: bytes) -> str:
     return "".join(out)
 
 
-def usage_doc(prompt: int, cached: int, completion: int, reasoning: int) -> dict[str, Any]:
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-        "completion_tokens_details": {"reasoning_tokens": reasoning},
-    }
-
-
 # fixture, prompt, completion (candidates + thoughts), reasoning, finish, tools [(name, arguments)]
 STREAMS: list[tuple[str, int, int, int, str, list[tuple[str, str]]]] = [
     ("gemini_firebase_streaming-failure-recitation-no-content.sse", 9, 261, 0, "content_filter", []),
@@ -66,7 +62,7 @@ STREAMS: list[tuple[str, int, int, int, str, list[tuple[str, str]]]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 @pytest.mark.parametrize(
     ("name", "prompt", "completion", "reasoning", "finish", "tools"), STREAMS, ids=[s[0] for s in STREAMS]
 )
@@ -81,13 +77,9 @@ def test_recorded_stream(
 ) -> None:
     raw = shared_fixture(name)
     stream = GeminiTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, raw, size))
-    check_chunks(events)
-    assert stream.done and stream.error_code is None
-    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert {e["id"] for e in events} == {stream.response_id}
-    assert stream.response_id.startswith("chatcmpl-")
-    first = json.loads(raw.split(b"data: ", 1)[1].split(b"\n", 1)[0])
+    events = stream_events(stream, raw, size)
+    check_completed(stream, events, CTX_USAGE)
+    first = first_event(raw)
     if "responseId" in first:
         assert stream.response_id == "chatcmpl-" + first["responseId"]
 
@@ -106,7 +98,7 @@ def test_stream_tool_call_fragments_and_signature() -> None:
     raw = shared_fixture(
         "gemini_firebase_streaming-success-thinking-function-call-thought-summary-signature.sse"
     )
-    events = sse_payloads(replay(GeminiTranslator().stream(CTX), raw, None))
+    events = stream_events(GeminiTranslator().stream(CTX), raw, None)
     calls = [c for e in events for ch in e["choices"] for c in ch["delta"].get("tool_calls") or []]
     head, tail = calls
     assert (
@@ -120,29 +112,25 @@ def test_stream_tool_call_fragments_and_signature() -> None:
 
 def test_prompt_blocked_in_stream() -> None:
     stream = GeminiTranslator().stream(CTX_USAGE)
-    events = sse_payloads(
-        replay(stream, shared_fixture("gemini_firebase_streaming-failure-prompt-blocked-safety.sse"), 7)
-    )
-    check_chunks(events)
-    (event,) = events
-    assert event["error"]["code"] == "content_filter" and "SAFETY" in event["error"]["message"]
-    assert stream.error_code == "content_filter" and stream.done
+    raw = shared_fixture("gemini_firebase_streaming-failure-prompt-blocked-safety.sse")
+    (event,) = events = stream_events(stream, raw, 7)
+    assert check_failed(stream, events, "content_filter") == {}
+    assert "SAFETY" in event["error"]["message"]
 
 
 def test_usage_chunk_only_when_asked() -> None:
     stream = GeminiTranslator().stream(CTX)
-    events = sse_payloads(
-        replay(stream, shared_fixture("gemini_firebase_streaming-success-basic-reply-short.sse"), None)
+    events = stream_events(
+        stream, shared_fixture("gemini_firebase_streaming-success-basic-reply-short.sse"), None
     )
     assert usage_chunks(events) == []
     assert stream.usage == Usage(7, 0, 10, 0)
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 def test_two_candidates_stream(size: int | None) -> None:
     stream = GeminiTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, own_fixture("gemini_two_candidates.sse"), size))
-    check_chunks(events)
+    events = stream_events(stream, own_fixture("gemini_two_candidates.sse"), size)
     choices = accumulate(events)
     assert {i: (c["role"], c["content"], c["finish"]) for i, c in choices.items()} == {
         0: ("assistant", "Red apple.", "stop"),
@@ -157,9 +145,7 @@ def test_two_candidates_stream(size: int | None) -> None:
 def test_parallel_calls_stream(one_call: bool) -> None:
     request = {"parallel_tool_calls": False} if one_call else {}
     stream = GeminiTranslator().stream(replace(CTX, request=request))
-    events = sse_payloads(replay(stream, own_fixture("gemini_parallel_calls.sse"), 7))
-    check_chunks(events)
-    (choice,) = accumulate(events).values()
+    (choice,) = accumulate(stream_events(stream, own_fixture("gemini_parallel_calls.sse"), 7)).values()
     assert choice["content"] == "Checking both."
     cities = [json.loads(t["arguments"])["city"] for t in choice["tools"].values()]
     assert cities == (["Paris"] if one_call else ["Paris", "Oslo"])
@@ -168,14 +154,11 @@ def test_parallel_calls_stream(one_call: bool) -> None:
     assert stream.usage == Usage(45, 0, 20, 0)  # tool-use prompt tokens are prompt tokens
 
 
-@pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
+@each_split
 def test_error_inside_stream(size: int | None) -> None:
     stream = GeminiTranslator().stream(CTX_USAGE)
-    events = sse_payloads(replay(stream, own_fixture("gemini_error_midstream.sse"), size))
-    check_chunks(events)
-    assert accumulate(events[:-1])[0]["content"] == "Once upon"
-    assert events[-1]["error"]["code"] == "upstream_unavailable"
-    assert stream.error_code == "upstream_unavailable" and stream.done
+    events = stream_events(stream, own_fixture("gemini_error_midstream.sse"), size)
+    assert check_failed(stream, events, "upstream_unavailable")[0]["content"] == "Once upon"
 
 
 def test_truncated_stream_ends_with_an_error() -> None:
@@ -183,10 +166,8 @@ def test_truncated_stream_ends_with_an_error() -> None:
     out = stream.feed(own_fixture("gemini_truncated.sse"))  # no trailing blank line: flushed by finish()
     assert out == b"" and not stream.done
     events = sse_payloads(stream.finish())
-    check_chunks(events)
-    assert accumulate(events[:-1])[0]["content"] == "Once upon"
-    assert events[-1]["error"]["code"] == "upstream_error"
-    assert stream.error_code == "upstream_error" and stream.usage == Usage(9, 0, 2, 0)
+    assert check_failed(stream, events, "upstream_error")[0]["content"] == "Once upon"
+    assert stream.usage == Usage(9, 0, 2, 0)
 
 
 def test_own_fixtures_are_valid_provider_streams() -> None:
@@ -197,20 +178,14 @@ def test_own_fixtures_are_valid_provider_streams() -> None:
 # ---------------------------------------------------------------- non-stream
 
 
-def respond(name: str, status: int = 200, shared: bool = True, **kw: Any) -> tuple[Any, dict[str, Any]]:
+def respond(name: str, shared: bool = True) -> TranslatedResponse:
     raw = shared_fixture(name) if shared else own_fixture(name)
-    res = GeminiTranslator().response(Endpoint.CHAT, status, raw, CTX, **kw)
-    return res, orjson.loads(res.body)
+    return GeminiTranslator().response(Endpoint.CHAT, 200, raw, CTX)
 
 
 def test_unary_reply() -> None:
-    res, out = respond("gemini_firebase_unary-success-basic-reply-short.json")
-    assert_openai(out, "CreateChatCompletionResponse")
-    assert (out["object"], out["created"], out["model"]) == (
-        "chat.completion",
-        CTX.created,
-        CTX.upstream_model,
-    )
+    res = respond("gemini_firebase_unary-success-basic-reply-short.json")
+    out = completion_of(res, CTX)
     message = out["choices"][0]["message"]
     assert (
         message["content"].startswith("Google's headquarters")
@@ -221,8 +196,8 @@ def test_unary_reply() -> None:
 
 
 def test_unary_function_call_with_thoughts() -> None:
-    res, out = respond("gemini_firebase_unary-success-thinking-function-call-thought-summary-signature.json")
-    assert_openai(out, "CreateChatCompletionResponse")
+    res = respond("gemini_firebase_unary-success-thinking-function-call-thought-summary-signature.json")
+    out = completion_of(res, CTX)
     assert out["id"] == "chatcmpl-38CHaLjMG6TujrEPtvTiuQk"
     choice = out["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -234,16 +209,16 @@ def test_unary_function_call_with_thoughts() -> None:
 
 
 def test_unary_safety_finish() -> None:
-    res, out = respond("gemini_firebase_unary-failure-finish-reason-safety.json")
-    assert_openai(out, "CreateChatCompletionResponse")
+    res = respond("gemini_firebase_unary-failure-finish-reason-safety.json")
+    out = completion_of(res, CTX)
     assert out["choices"][0]["finish_reason"] == "content_filter"
     assert out["choices"][0]["message"]["content"] == "Safety error incoming in 5, 4, 3, 2..."
     assert res.usage == Usage(7, 0, 20, 0)
 
 
 def test_two_candidates() -> None:
-    res, out = respond("gemini_two_candidates.json", shared=False)
-    assert_openai(out, "CreateChatCompletionResponse")
+    res = respond("gemini_two_candidates.json", shared=False)
+    out = completion_of(res, CTX)
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in out["choices"]] == [
         (0, "Red apple.", "stop"),
         (1, "Blue sky", "length"),
@@ -253,8 +228,7 @@ def test_two_candidates() -> None:
 
 
 def test_logprobs() -> None:
-    _, out = respond("gemini_logprobs.json", shared=False)
-    assert_openai(out, "CreateChatCompletionResponse")
+    out = completion_of(respond("gemini_logprobs.json", shared=False), CTX)
     assert out["choices"][0]["logprobs"] == {
         "content": [
             {"token": "Hi", "logprob": -0.1, "bytes": [72, 105], "top_logprobs": [
@@ -285,7 +259,8 @@ def test_parallel_calls_cut_to_one_when_asked() -> None:
 
 
 def test_blocked_prompt_is_a_400() -> None:
-    res, out = respond("gemini_prompt_blocked.json", shared=False)
+    res = respond("gemini_prompt_blocked.json", shared=False)
+    out = orjson.loads(res.body)
     assert_openai(out, "ErrorResponse")
     assert (res.status, res.error_code, out["error"]["code"]) == (400, "content_filter", "content_filter")
     assert "PROHIBITED_CONTENT" in out["error"]["message"]
@@ -371,14 +346,8 @@ ERRORS: list[tuple[int, Any, int, str, str | None]] = [
 def test_errors(
     endpoint: Endpoint, status: int, body: Any, client_status: int, code: str, message: str | None
 ) -> None:
-    raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    res = GeminiTranslator().response(endpoint, status, raw, CTX)
-    out = orjson.loads(res.body)
-    assert_openai(out, "ErrorResponse")
-    assert (res.status, res.error_code, out["error"]["code"]) == (client_status, code, code)
-    assert res.usage is None
-    if message is not None:
-        assert out["error"]["message"] == message
+    res = GeminiTranslator().response(endpoint, status, as_body(body), CTX)
+    out = error_of(res, client_status, code, message)
     assert "key1234" not in out["error"]["message"]
 
 

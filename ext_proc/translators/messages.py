@@ -2,8 +2,8 @@
 
 Providers differ in how a turn, a text, an image, a file or a tool call is
 *written*; what a valid OpenAI message is, and the ``param`` path an error
-names, does not depend on the provider. The walkers here validate and hand
-each piece to the translator, which only builds its own shape.
+names, do not depend on the provider. The walkers here validate each piece
+and hand it to the translator, which only builds its own shape.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .params import invalid, unsupported
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-def messages(raw: Any) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+def walk(raw: Any) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
     """(param path, role, message) of each message; unknown roles are refused."""
     if not isinstance(raw, list) or not raw:
         raise invalid("messages", "messages must be a non-empty array")
