@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from control_plane import dashboard
 from control_plane.api import errors, models, providers, routes, usage, workspaces
 from control_plane.api.auth import AdminAuth, ensure_admin_token
 from control_plane.schemas import Health
@@ -31,6 +32,7 @@ def create_app(settings: Settings, session_factory: SessionFactory) -> FastAPI:
     for module in (providers, models, routes, workspaces, usage):
         admin.include_router(module.router(session_factory))
     app.include_router(admin)
+    dashboard.install(app)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:
