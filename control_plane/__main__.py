@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,7 +44,14 @@ async def serve(settings: Settings) -> None:
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     _engine, sessions = await asyncio.to_thread(open_store, settings.database_url)  # migrates
     if settings.config_path:
-        await asyncio.to_thread(apply_config, settings.config_path, sessions)
+        applied = await asyncio.to_thread(apply_config, settings.config_path, sessions)
+        for key in applied.generated_keys:
+            # Like the admin token: a key the file declared without a secret is shown once, now.
+            print(
+                f"key {key.workspace}/{key.name} created (shown once): {key.secret}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     cache = XdsCache()
     publisher = Publisher(
