@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from envoy.type.v3 import http_status_pb2
 
 ProcessingResponse = ep.ProcessingResponse
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -31,50 +30,51 @@ def header_map(headers: ep.HttpHeaders, wanted: frozenset[str]) -> dict[str, str
     return out
 
 
-def _mutation(set_headers: Headers, remove: Iterable[str]) -> ep.HeaderMutation:
-    return ep.HeaderMutation(
-        set_headers=[
-            base_pb2.HeaderValueOption(
-                header=base_pb2.HeaderValue(key=k, raw_value=v.encode("latin-1")), append_action=_OVERWRITE
-            )
-            for k, v in set_headers
-        ],
-        remove_headers=list(remove),
-    )
+def _fill_mutation(mutation: ep.HeaderMutation, set_headers: Headers, remove: Iterable[str]) -> None:
+    """Write header changes in place: nested constructors plus CopyFrom cost ~2x as much."""
+    add = mutation.set_headers.add
+    for key, value in set_headers:
+        option = add()
+        option.header.key = key
+        option.header.raw_value = value.encode("latin-1")
+        option.append_action = _OVERWRITE
+    if remove:
+        mutation.remove_headers.extend(remove)
 
 
 def immediate(status: int, body: bytes, headers: Headers = ()) -> ep.ProcessingResponse:
     """Answer the client now; nothing goes upstream."""
-    return ep.ProcessingResponse(
-        immediate_response=ep.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
-            headers=_mutation([("content-type", "application/json"), *headers], ()),
-            body=body,
-        )
-    )
+    resp = ep.ProcessingResponse()
+    answer = resp.immediate_response
+    answer.status.code = status  # type: ignore[assignment]
+    answer.body = body
+    _fill_mutation(answer.headers, [("content-type", "application/json"), *headers], ())
+    return resp
 
 
-def _common(
+def _fill_common(
+    common: ep.CommonResponse,
     set_headers: Headers,
     remove: Iterable[str],
     body: bytes | None,
     clear_route_cache: bool,
-) -> ep.CommonResponse:
-    common = ep.CommonResponse(clear_route_cache=clear_route_cache)
+) -> None:
+    common.SetInParent()
+    if clear_route_cache:
+        common.clear_route_cache = True
     if set_headers or remove:
-        common.header_mutation.CopyFrom(_mutation(set_headers, remove))
+        _fill_mutation(common.header_mutation, set_headers, remove)
     if body is not None:
         if body:
             common.body_mutation.body = body
         else:
             common.body_mutation.clear_body = True
-    return common
 
 
 def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> ep.ProcessingResponse:
     resp = ep.ProcessingResponse()
     if set_headers or remove:
-        resp.request_headers.response.CopyFrom(_common(set_headers, remove, None, False))
+        _fill_common(resp.request_headers.response, set_headers, remove, None, False)
     else:
         resp.request_headers.SetInParent()
     return resp
@@ -85,7 +85,7 @@ def request_body(
 ) -> ep.ProcessingResponse:
     """Replace the request headers (and the body unless ``None``); by default re-pick the route."""
     resp = ep.ProcessingResponse()
-    resp.request_body.response.CopyFrom(_common(set_headers, remove, body, clear_route_cache))
+    _fill_common(resp.request_body.response, set_headers, remove, body, clear_route_cache)
     return resp
 
 
@@ -94,7 +94,7 @@ def response_headers(
 ) -> ep.ProcessingResponse:
     resp = ep.ProcessingResponse()
     if set_headers or remove:
-        resp.response_headers.response.CopyFrom(_common(set_headers, remove, None, False))
+        _fill_common(resp.response_headers.response, set_headers, remove, None, False)
     else:
         resp.response_headers.SetInParent()
     if stream_body:
@@ -113,7 +113,7 @@ def response_body(
     if body is None and not set_headers and not remove:
         resp.response_body.SetInParent()
     else:
-        resp.response_body.response.CopyFrom(_common(set_headers, remove, body, False))
+        _fill_common(resp.response_body.response, set_headers, remove, body, False)
     return resp
 
 

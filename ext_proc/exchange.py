@@ -70,6 +70,8 @@ _CONTROL_HEADERS = (
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
 )
+# The same for every admitted request: built once, never mutated.
+_REQUEST_HEADERS_REPLY = msg.request_headers(remove=_CONTROL_HEADERS)
 # Response headers kept with an idempotent response and replayed with it.
 _REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
 
@@ -178,14 +180,14 @@ class Exchange:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
         except GatewayError as err:
             return self._fail(err)
-        return msg.request_headers(remove=_CONTROL_HEADERS)
+        return _REQUEST_HEADERS_REPLY
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
             return await self._admit_and_route(body.body)
         except GatewayError as err:
             await self._release_idempotency()
-            if self.admission is not None:
+            if self.admission is not None and self.admission.needs_settling:
                 self._services.later(self._services.limiter.settle(self.admission, 0, ZERO))
             return self._fail(err)
 
@@ -236,7 +238,9 @@ class Exchange:
         if route is not None:  # the model's own Envoy route carries its timeouts and retries
             set_headers.append((MODEL_ROUTE_HEADER, slug))
 
-        self.admission = await self._services.limiter.admit(self.key.workspace, estimate_tokens(body))
+        workspace = self.key.workspace
+        estimate = estimate_tokens(body) if workspace.tpm else 0  # only a token limit needs it
+        self.admission = await self._services.limiter.admit(workspace, estimate)
         return msg.request_body(upstream_body, set_headers, remove)
 
     def _replay(self, stored: StoredResponse) -> ep.ProcessingResponse:
@@ -448,7 +452,7 @@ class Exchange:
         self.finished = True
         if self.key is None:
             return
-        if self.admission is not None:
+        if self.admission is not None and self.admission.needs_settling:
             usage = self.usage or Usage()
             self._services.later(
                 self._services.limiter.settle(

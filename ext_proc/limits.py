@@ -81,6 +81,11 @@ class Admission:
     def headers(self) -> list[tuple[str, str]]:
         return list(self.rate_headers)
 
+    @property
+    def needs_settling(self) -> bool:
+        """Whether :meth:`Limiter.settle` has anything to do (a token limit or a budget)."""
+        return bool(self.tpm or self.budget_period)
+
 
 class Limiter:
     def __init__(self, state: SharedState, *, now: Callable[[], datetime] | None = None) -> None:
