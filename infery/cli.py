@@ -87,6 +87,7 @@ def _banner(stack: Stack, admin_token: str, demo_key: str | None, home: Path) ->
         "Infery Gateway is up.",
         f"  OpenAI-compatible API : {stack.base_url}",
         f"  admin API + docs      : {stack.admin_url}/docs",
+        f"  dashboard             : {stack.admin_url}/dashboard",
         f"  admin token           : {admin_token}",
     ]
     if demo_key:
