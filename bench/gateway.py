@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from infery.admin_client import AdminClient
 from infery.stack import Ports, Stack
 
 PRICES = {
@@ -24,41 +25,6 @@ PRICES = {
     "per_audio_second": None,
     "per_mchar": None,
 }
-
-
-class Admin:
-    """A thin client for ``/admin/v1``; every call must succeed."""
-
-    def __init__(self, admin_url: str, token: str) -> None:
-        self.http = httpx.Client(
-            base_url=admin_url + "/admin/v1", headers={"authorization": f"Bearer {token}"}, timeout=10
-        )
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        resp = self.http.post(path, json=body)
-        if not resp.is_success:
-            raise RuntimeError(f"POST {path} → {resp.status_code}: {resp.text[:500]}")
-        return resp.json()
-
-    def provider(self, name: str, kind: str, base_url: str, api_key: str) -> None:
-        self.post("/providers", {"name": name, "kind": kind, "base_url": base_url, "api_key": api_key})
-
-    def model(self, slug: str, provider: str, upstream: str) -> None:
-        self.post(
-            "/models", {"slug": slug, "provider": provider, "upstream_model": upstream, "prices": PRICES}
-        )
-
-    def key(self, workspace: str) -> str:
-        """A new workspace (no rate limits, no budget) with one member and one key; returns the key."""
-        self.post("/workspaces", {"name": workspace})
-        member = self.post(f"/workspaces/{workspace}/members", {"email": f"bench@{workspace}.example"})
-        key: str = self.post(f"/workspaces/{workspace}/keys", {"name": "bench", "member": member["id"]})[
-            "key"
-        ]
-        return key
-
-    def close(self) -> None:
-        self.http.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +49,16 @@ def start(run_dir: Path, ext_procs: int, envoy_concurrency: int) -> tuple[Stack,
 
 def configure(stack: Stack, token: str, upstreams: list[Upstream], probe_body: dict[str, Any]) -> str:
     """Registers ``upstreams`` and returns an ``inf_`` key once every model answers through Envoy."""
-    admin = Admin(stack.admin_url, token)
+    admin = AdminClient(stack.admin_url, token)
     try:
         for up in upstreams:
             admin.provider(up.name, up.kind, up.base_url, up.api_key)
             for slug, upstream_model in up.models:
-                admin.model(slug, up.name, upstream_model)
-        key = admin.key("bench")
+                admin.model(slug, up.name, upstream_model, PRICES)
+        # A workspace with no rate limits and no budget, one member, one key.
+        admin.workspace("bench")
+        member = admin.member("bench", "bench@bench.example")
+        key: str = admin.key("bench", member["id"], name="bench")["key"]
     finally:
         admin.close()
     for up in upstreams:

@@ -157,24 +157,9 @@ def _local_replies() -> dict[str, Any]:
 
 
 def listener(s: ListenerSettings) -> listener_pb2.Listener:
-    ext_proc = {
-        "name": "envoy.filters.http.ext_proc",
-        "typed_config": {
-            "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, "timeout": "60s"},
-            "processing_mode": {
-                "request_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
-                "request_trailer_mode": "SKIP",
-                "response_header_mode": "SEND",
-                "response_body_mode": "BUFFERED",
-                "response_trailer_mode": "SKIP",
-            },
-            "allow_mode_override": True,
-            "message_timeout": "30s",
-            "mutation_rules": {"allow_all_routing": True},
-        },
-    }
+    # Response phases per request: the exchange switches SSE bodies to STREAMED.
+    ext_proc = _ext_proc_filter(response_header_mode="SEND", response_body_mode="BUFFERED")
+    ext_proc["typed_config"]["allow_mode_override"] = True
     hcm = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "infery",
@@ -465,8 +450,8 @@ def chain_cluster(
     return json_format.ParseDict(doc, cluster_pb2.Cluster())
 
 
-def _attempt_filter() -> dict[str, Any]:
-    """ext_proc as an upstream filter: called once per attempt, with the original body."""
+def _ext_proc_filter(response_header_mode: str, response_body_mode: str) -> dict[str, Any]:
+    """ext_proc with the request phases every use needs: headers, then the whole body."""
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -476,15 +461,21 @@ def _attempt_filter() -> dict[str, Any]:
                 "request_header_mode": "SEND",
                 "request_body_mode": "BUFFERED",
                 "request_trailer_mode": "SKIP",
-                "response_header_mode": "SKIP",
-                "response_body_mode": "NONE",
+                "response_header_mode": response_header_mode,
+                "response_body_mode": response_body_mode,
                 "response_trailer_mode": "SKIP",
             },
-            "request_attributes": ["xds.upstream_host_metadata"],
             "message_timeout": "30s",
             "mutation_rules": {"allow_all_routing": True},
         },
     }
+
+
+def _attempt_filter() -> dict[str, Any]:
+    """ext_proc as an upstream filter: called once per attempt, with the original body."""
+    doc = _ext_proc_filter(response_header_mode="SKIP", response_body_mode="NONE")
+    doc["typed_config"]["request_attributes"] = ["xds.upstream_host_metadata"]
+    return doc
 
 
 _UPSTREAM_CODEC = {

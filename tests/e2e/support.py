@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
+from infery.admin_client import AdminClient, AdminError
 from infery.stack import Ports, Stack
 
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
@@ -40,66 +41,21 @@ def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0
             last = check()
             if last:
                 return last
-        except (AssertionError, httpx.HTTPError, openai.APIError) as exc:
+        except (AssertionError, AdminError, httpx.HTTPError, openai.APIError) as exc:
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout}s: last result {last!r}")
         time.sleep(interval)
 
 
-class Admin:
-    """The admin API, as an operator's script would use it."""
+class Admin(AdminClient):
+    """The admin API with the test gateways' token and the default test prices."""
 
-    def __init__(self, base_url: str) -> None:
-        self.http = httpx.Client(
-            base_url=base_url + "/admin/v1", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10
-        )
-
-    def call(self, method: str, path: str, json: Any = None, expect: int | None = None) -> Any:
-        resp = self.http.request(method, path, json=json)
-        if expect is not None:
-            assert resp.status_code == expect, f"{method} {path} → {resp.status_code}: {resp.text}"
-        else:
-            assert resp.is_success, f"{method} {path} → {resp.status_code}: {resp.text}"
-        return resp.json() if resp.content else None
-
-    def provider(self, name: str, kind: str, base_url: str, api_key: str) -> Any:
-        return self.call(
-            "POST",
-            "/providers",
-            {"name": name, "kind": kind, "base_url": base_url, "api_key": api_key},
-            expect=201,
-        )
+    def __init__(self, admin_url: str) -> None:
+        super().__init__(admin_url, ADMIN_TOKEN)
 
     def model(self, slug: str, provider: str, upstream: str, prices: dict[str, Any] = PRICES) -> Any:
-        return self.call(
-            "POST",
-            "/models",
-            {"slug": slug, "provider": provider, "upstream_model": upstream, "prices": prices},
-            expect=201,
-        )
-
-    def workspace(self, name: str, **fields: Any) -> Any:
-        return self.call("POST", "/workspaces", {"name": name, **fields}, expect=201)
-
-    def member(self, workspace: str, email: str, role: str = "member") -> Any:
-        return self.call(
-            "POST", f"/workspaces/{workspace}/members", {"email": email, "role": role}, expect=201
-        )
-
-    def key(self, workspace: str, member: str, name: str = "default") -> Any:
-        return self.call(
-            "POST", f"/workspaces/{workspace}/keys", {"name": name, "member": member}, expect=201
-        )
-
-    def usage_record(self, request_id: str) -> Any:
-        resp = self.http.get(f"/usage/requests/{request_id}")
-        return resp.json() if resp.status_code == 200 else None
-
-    def usage(self, **params: str) -> list[dict[str, Any]]:
-        resp = self.http.get("/usage", params=params)
-        assert resp.status_code == 200, resp.text
-        return resp.json()["rows"]
+        return super().model(slug, provider, upstream, prices)
 
 
 @dataclass
