@@ -7,12 +7,12 @@ nothing it started outlives the run by more than ``LIFETIME_S``.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from infery.stack import Process, spawn, wait_until
+from simulators.command import command
 
 LIFETIME_S = 1800
 _READY = re.compile(r"^ready (\w+) http://[\d.]+:(\d+)", re.MULTILINE)
@@ -42,20 +42,7 @@ class Simulator:
 
 def start_simulator(name: str, kind: str, api_key: str, chunk_delay_ms: float, log_dir: Path) -> Simulator:
     """A simulated provider on a port it picks itself (read back from its ``ready`` line)."""
-    argv = [
-        sys.executable,
-        "-m",
-        "simulators",
-        "--kind",
-        kind,
-        "--port",
-        "0",
-        "--api-key",
-        api_key,
-        "--no-validate",
-        "--chunk-delay-ms",
-        str(chunk_delay_ms),
-    ]
+    argv = command(kind, api_key=api_key, validate=False, chunk_delay_ms=chunk_delay_ms)
     proc = bounded_spawn(name, argv, log_dir)
     try:
         wait_until(lambda: _READY.search(proc.log()), f"the {name} simulator", 30, [proc])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import signal
 import sys
@@ -18,9 +19,11 @@ from pathlib import Path
 
 import yaml
 
-from infery.stack import REPO, Ports, Process, Stack, free_port, render_bootstrap, spawn, wait_until
+from infery.stack import REPO, Ports, Process, Stack, render_bootstrap, spawn, wait_until
+from simulators.command import command
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
+_READY = re.compile(r"ready \S+ http://127\.0\.0\.1:(\d+)")
 
 
 def _secret_file(path: Path, prefix: str) -> str:
@@ -57,27 +60,12 @@ def _start_simulators(home: Path, provider_key: str) -> tuple[list[Process], dic
         "google": "http://127.0.0.1:{}",
     }
     for kind, root in roots.items():
-        port = free_port()
-        proc = spawn(
-            f"sim_{kind}",
-            [
-                sys.executable,
-                "-m",
-                "simulators",
-                "--kind",
-                kind,
-                "--port",
-                str(port),
-                "--api-key",
-                provider_key,
-                "--chunk-delay-ms",
-                "20",
-            ],
-            home / "logs",
-        )
+        proc = spawn(f"sim_{kind}", command(kind, api_key=provider_key, chunk_delay_ms=20), home / "logs")
         procs.append(proc)
-        wait_until(lambda p=proc: "ready" in p.log(), f"the {kind} simulator", 30, [proc])
-        env[f"INFERY_DEMO_{kind.upper()}_URL"] = root.format(port)
+        wait_until(lambda p=proc: _READY.search(p.log()), f"the {kind} simulator", 30, [proc])
+        ready = _READY.search(proc.log())
+        assert ready is not None
+        env[f"INFERY_DEMO_{kind.upper()}_URL"] = root.format(ready.group(1))
     return procs, env
 
 

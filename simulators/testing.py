@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ from types import TracebackType
 from typing import IO, Any
 
 import httpx
+
+from simulators.command import command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 API_ROOT_SUFFIX = {"openai": "/v1", "anthropic": "", "google": ""}
@@ -44,22 +45,9 @@ class SimulatorProcess:
         self.api_key = api_key
         self.host = host
         self.port = 0
-        self._args = [
-            sys.executable,
-            "-m",
-            "simulators",
-            "--kind",
-            kind,
-            "--port",
-            "0",
-            "--host",
-            host,
-            "--chunk-delay-ms",
-            str(chunk_delay_ms),
-            "--validate" if validate else "--no-validate",
-        ]
-        if api_key is not None:
-            self._args += ["--api-key", api_key]
+        self._args = command(
+            kind, host=host, api_key=api_key, validate=validate, chunk_delay_ms=chunk_delay_ms
+        )
         self._env = {**os.environ, **(env or {})}
         self._startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
