@@ -118,7 +118,10 @@ def up(args: argparse.Namespace) -> int:
     try:
         stack.start()
         print(_banner(stack, admin_token, demo_key, home), flush=True)
+        parent = os.getppid()
         while not stop.wait(0.5):
+            if os.getppid() != parent:  # whoever started us (make, a shell) is gone: so are we
+                return 1
             dead = [name for name, p in stack.processes.items() if not p.alive()]
             if dead:
                 print(f"stopping: {', '.join(dead)} exited (see {home / 'logs'})", file=sys.stderr)

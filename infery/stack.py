@@ -8,6 +8,7 @@ terminated (then killed) on :meth:`Stack.stop`; nothing is left behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -83,8 +84,21 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
             env={**os.environ, **(env or {})},
             cwd=REPO,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Process(name, popen, log_path)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: Stack.stop() still cleans up
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def wait_until(check: object, what: str, timeout: float, procs: list[Process] = ()) -> None:  # type: ignore[assignment]
