@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import grpc
 import uvicorn
 
 from control_plane.api.app import create_app
-from control_plane.config_file import apply_config
+from control_plane.config_file import GeneratedKey, apply_config
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
@@ -29,6 +28,30 @@ from control_plane.xds.publisher import Publisher
 from control_plane.xds.server import XdsCache, ads_handler
 
 log = logging.getLogger("infery.control_plane")
+
+
+def _keep_generated_keys(generated: list[GeneratedKey], config: Path) -> None:
+    """Keys a config file declared without a secret: shown once, through an owner-only file.
+
+    Never printed: the process's output ends up in log files.
+    """
+    path = Path(os.environ.get("INFERY_GENERATED_KEYS_FILE") or config.with_name(config.name + ".keys"))
+    names = ", ".join(f"{key.workspace}/{key.name}" for key in generated)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as out:
+            for key in generated:
+                out.write(f"{key.workspace}/{key.name} {key.secret}\n")
+    except OSError as exc:
+        log.error(
+            "new keys %s: cannot keep their secrets in %s (%s); revoke them and declare a `secret:`"
+            " or create keys through the admin API",
+            names,
+            path,
+            exc.strerror,
+        )
+        return
+    log.warning("new keys %s: their secrets are in %s (mode 600)", names, path)
 
 
 class _ApiServer(uvicorn.Server):
@@ -45,13 +68,8 @@ async def serve(settings: Settings) -> None:
     _engine, sessions = await asyncio.to_thread(open_store, settings.database_url)  # migrates
     if settings.config_path:
         applied = await asyncio.to_thread(apply_config, settings.config_path, sessions)
-        for key in applied.generated_keys:
-            # Like the admin token: a key the file declared without a secret is shown once, now.
-            print(
-                f"key {key.workspace}/{key.name} created (shown once): {key.secret}",
-                file=sys.stderr,
-                flush=True,
-            )
+        if applied.generated_keys:
+            _keep_generated_keys(applied.generated_keys, Path(settings.config_path))
 
     cache = XdsCache()
     publisher = Publisher(

@@ -8,6 +8,7 @@ target is translated for its own provider).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from typing import Any
 
@@ -21,6 +22,9 @@ from ext_proc.config import GatewayConfig, Model
 from ext_proc.errors import GatewayError
 from ext_proc.media_fetch import fetch_media
 from ext_proc.translators.base import Endpoint, Target
+
+LOCAL_REPLY_HEADER = "x-infery-local-reply"  # a reply the gateway made itself; the value is its error code
+log = logging.getLogger("infery.ext_proc")
 
 ENDPOINT_HEADER = "x-infery-endpoint"  # set by the listener's exchange for the attempts of a chain
 TARGET_METADATA = "infery.target"  # endpoint metadata of a chain cluster: the model it serves
@@ -119,12 +123,19 @@ class AttemptExchange:
             )
         try:
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, orjson.loads(body.body)
+                model, self.endpoint, orjson.loads(body.body), self._media_hosts
             )
         except GatewayError as err:
             return _fail(err)
+        except Exception:
+            log.exception("fallback attempt at %s failed", self.slug)
+            return _fail(
+                GatewayError(500, "internal_error", "The gateway failed to prepare a fallback attempt.")
+            )
         return msg.request_body(upstream_body, set_headers, remove, clear_route_cache=False)
 
 
 def _fail(err: GatewayError) -> ep.ProcessingResponse:
-    return msg.immediate(err.status, err.body())
+    # Marked as the gateway's own reply, so the listener passes the envelope through
+    # instead of reading it as the provider's error.
+    return msg.immediate(err.status, err.body(), ((LOCAL_REPLY_HEADER, err.code),))

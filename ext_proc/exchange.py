@@ -33,7 +33,7 @@ from infery_proto.v1 import usage_pb2
 
 from ext_proc import catalog_responses
 from ext_proc import envoy_messages as msg
-from ext_proc.attempt import ENDPOINT_HEADER, upstream_request
+from ext_proc.attempt import ENDPOINT_HEADER, LOCAL_REPLY_HEADER, upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
@@ -51,8 +51,7 @@ ENDPOINTS = {
 }
 ROUTE_HEADER = "x-infery-cluster"  # the Envoy cluster to send to
 MODEL_ROUTE_HEADER = "x-infery-route"  # the model's own Envoy route (timeouts, retries)
-LOCAL_REPLY_HEADER = "x-infery-local-reply"  # Envoy's own error reply; the value is its error code
-_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "x-request-id", "idempotency-key"})
+_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "idempotency-key"})
 SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of the target that answered
 _RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -70,8 +69,6 @@ _CONTROL_HEADERS = (
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
 )
-# The same for every admitted request: built once, never mutated.
-_REQUEST_HEADERS_REPLY = msg.request_headers(remove=_CONTROL_HEADERS)
 # Response headers kept with an idempotent response and replayed with it.
 _REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
 
@@ -161,7 +158,8 @@ class Exchange:
 
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _REQUEST_HEADERS)
-        self.request_id = h.get("x-request-id") or str(uuid.uuid4())
+        # Our own id, whatever the client sent: it keys the usage record (one per request).
+        self.request_id = uuid.uuid4().hex
         self.path = h.get(":path", "/").split("?", 1)[0]
         method = h.get(":method", "GET")
         try:
@@ -180,15 +178,13 @@ class Exchange:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
         except GatewayError as err:
             return self._fail(err)
-        return _REQUEST_HEADERS_REPLY
+        return msg.request_headers(set_headers=(("x-request-id", self.request_id),), remove=_CONTROL_HEADERS)
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
             return await self._admit_and_route(body.body)
-        except GatewayError as err:
+        except GatewayError as err:  # admission is the last step: nothing to settle here
             await self._release_idempotency()
-            if self.admission is not None and self.admission.needs_settling:
-                self._services.later(self._services.limiter.settle(self.admission, 0, ZERO))
             return self._fail(err)
 
     async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
@@ -263,10 +259,12 @@ class Exchange:
         rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
         if local_reply is not None or self.model is None:
-            # Envoy's own failure (timeout, reset, every target down): already in the envelope.
+            # The gateway's own failure (timeout, reset, every target down): already in the
+            # envelope. A chain's still gets the targets it tried, in the body phase.
             self.status = self.status or 502
             self.error_code = local_reply or "upstream_error"
-            await self._finish_async()
+            if self.chain is None or headers.end_of_stream:
+                await self._finish_async()
             return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER,))
         remove: tuple[str, ...] = ()
         if self.chain is not None:
@@ -300,6 +298,10 @@ class Exchange:
     async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         if self.finished and not self.body_stream:
             return msg.response_body(None)
+        if self.chain is not None and self.error_code and not self.body_stream:  # local reply, above
+            out = self._with_attempts(body.body)
+            await self._finish_async()
+            return msg.response_body(out, set_headers=(("content-length", str(len(out))),))
         if self.body_stream:
             return await self._stream_chunk(body.body, body.end_of_stream)
         return await self._buffered_reply(body.body, [], as_headers=False)
@@ -326,9 +328,11 @@ class Exchange:
         if self.transcript is not None:
             self.transcript.append(translated.body)
         await self._finish_async(out)
-        body = None if translated.body is raw else translated.body
         if as_headers:
-            return msg.response_headers(set_headers=out)
+            # The provider sent no body, so no body message will follow: answer in full now.
+            kept = [(k, v) for k, v in out if k not in (":status", "content-length")]
+            return msg.immediate(translated.status, translated.body, kept)
+        body = None if translated.body is raw else translated.body
         return msg.response_body(body, set_headers=out)
 
     async def _stream_chunk(self, chunk: bytes, end_of_stream: bool) -> ep.ProcessingResponse:

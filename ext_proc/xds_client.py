@@ -105,9 +105,11 @@ class ConfigSubscriber:
                 if not any_.Unpack(item):
                     raise ValueError(f"resource of type {any_.type_url} in a {type_url} response")
                 decoded.append(item)
-            self._resources[type_url] = decoded
-            if len(self._resources) == len(RESOURCE_TYPES):
-                self._rebuild()
+            # Applied only if it builds: a rejected update must not poison later ones.
+            candidate = {**self._resources, type_url: decoded}
+            if len(candidate) == len(RESOURCE_TYPES):
+                self._rebuild(candidate)
+            self._resources = candidate
         except Exception as exc:
             log.error("rejecting %s version %s: %s", type_url, response.version_info, exc)
             reply.version_info = self._versions.get(type_url, "")
@@ -117,14 +119,14 @@ class ConfigSubscriber:
         reply.version_info = response.version_info
         return reply
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, resources: dict[str, list[Any]]) -> None:
         t = TYPE_PREFIX
         self.current = gateway_config.build(
-            self._resources[t + "Provider"],
-            self._resources[t + "Model"],
-            self._resources[t + "Workspace"],
-            self._resources[t + "ApiKey"],
-            self._resources[t + "Route"],
+            resources[t + "Provider"],
+            resources[t + "Model"],
+            resources[t + "Workspace"],
+            resources[t + "ApiKey"],
+            resources[t + "Route"],
         )
         self.ready.set()
         if self._on_update:

@@ -51,8 +51,8 @@ def _ports_from_env() -> Ports:
     )
 
 
-def _start_simulators(home: Path, provider_key: str) -> tuple[list[Process], dict[str, str]]:
-    procs: list[Process] = []
+def _start_simulators(home: Path, provider_key: str, procs: list[Process]) -> dict[str, str]:
+    """Start the demo providers, appending each to ``procs``; returns their URLs for demo.yaml."""
     env: dict[str, str] = {"INFERY_DEMO_PROVIDER_KEY": provider_key}
     roots = {
         "openai": "http://127.0.0.1:{}/v1",
@@ -66,7 +66,7 @@ def _start_simulators(home: Path, provider_key: str) -> tuple[list[Process], dic
         ready = _READY.search(proc.log())
         assert ready is not None
         env[f"INFERY_DEMO_{kind.upper()}_URL"] = root.format(ready.group(1))
-    return procs, env
+    return env
 
 
 def _banner(stack: Stack, admin_token: str, demo_key: str | None, home: Path) -> str:
@@ -103,19 +103,20 @@ def up(args: argparse.Namespace) -> int:
     env = {"INFERY_ADMIN_TOKEN": admin_token}
     if "INFERY_DATABASE_URL" not in os.environ:
         env["INFERY_DATABASE_URL"] = f"sqlite:///{home / 'infery.db'}"
-    simulators: list[Process] = []
-    demo_key = None
-    if args.config:
-        env["INFERY_CONFIG"] = str(Path(args.config).resolve())
-    else:
-        demo_key = _secret_file(home / "demo-key", "inf_")
-        simulators, sim_env = _start_simulators(home, _secret_file(home / "demo-provider-key", "sk-demo-"))
-        env |= sim_env | {"INFERY_DEMO_KEY": demo_key, "INFERY_CONFIG": str(DEMO_CONFIG)}
+    simulators: list[Process] = []  # filled as they start, so a failure stops those already up
     stack = Stack(home, _ports_from_env(), env)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        demo_key = None
+        if args.config:
+            env["INFERY_CONFIG"] = str(Path(args.config).resolve())
+        else:
+            demo_key = _secret_file(home / "demo-key", "inf_")
+            provider_key = _secret_file(home / "demo-provider-key", "sk-demo-")
+            env |= _start_simulators(home, provider_key, simulators)
+            env |= {"INFERY_DEMO_KEY": demo_key, "INFERY_CONFIG": str(DEMO_CONFIG)}
         stack.start()
         print(_banner(stack, admin_token, demo_key, home), flush=True)
         parent = os.getppid()

@@ -66,7 +66,8 @@ class Process:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(5)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -75,7 +76,7 @@ class Process:
 def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    with open(log_path, "ab") as log:
+    with open(log_path, "wb") as log:  # this run's output only: readiness lines are searched in it
         popen = subprocess.Popen(
             argv,
             stdout=log,

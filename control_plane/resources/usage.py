@@ -63,6 +63,24 @@ def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[i
     return len(fresh), len(records) - len(fresh)
 
 
+# Column widths of the text fields. Some fields echo client input (the model a client
+# asked for); a value too long for PostgreSQL would fail the whole batch, which the
+# data plane would then retry forever. Truncating at the boundary keeps the rest.
+_WIDTHS = {
+    column.name: column.type.length
+    for column in UsageRecord.__table__.columns  # type: ignore[attr-defined]
+    if isinstance(column.type, sa.String) and column.type.length
+}
+
+
+def _clamped(row: dict[str, Any]) -> dict[str, Any]:
+    for name, width in _WIDTHS.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > width:
+            row[name] = value[:width]
+    return row
+
+
 def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:
     started = datetime.fromtimestamp(record.started_at_ms / 1000, UTC)
     credits = record.credits or "0"
@@ -72,31 +90,33 @@ def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:
         # Storing beats refusing: a refused batch would be retried forever by the spool.
         log.warning("usage record %s has malformed credits %r; counted as 0", record.request_id, credits)
         pico = 0
-    return {
-        "request_id": record.request_id,
-        "started_at_ms": record.started_at_ms,
-        "day": started.date().isoformat(),
-        "workspace_id": record.workspace_id,
-        "member_id": record.member_id,
-        "key_id": record.key_id,
-        "endpoint": record.endpoint,
-        "model_requested": record.model_requested,
-        "model_used": record.model_used,
-        "provider": record.provider,
-        "fallback_from": record.fallback_from,
-        "status": record.status,
-        "input_tokens": record.input_tokens,
-        "cached_input_tokens": record.cached_input_tokens,
-        "output_tokens": record.output_tokens,
-        "reasoning_tokens": record.reasoning_tokens,
-        "credits": credits,
-        "credits_pico": pico,
-        "latency_ms": record.latency_ms,
-        "ttft_ms": record.ttft_ms,
-        "idempotent_replay": record.idempotent_replay,
-        "stream": record.stream,
-        "error_code": record.error_code,
-    }
+    return _clamped(
+        {
+            "request_id": record.request_id,
+            "started_at_ms": record.started_at_ms,
+            "day": started.date().isoformat(),
+            "workspace_id": record.workspace_id,
+            "member_id": record.member_id,
+            "key_id": record.key_id,
+            "endpoint": record.endpoint,
+            "model_requested": record.model_requested,
+            "model_used": record.model_used,
+            "provider": record.provider,
+            "fallback_from": record.fallback_from,
+            "status": record.status,
+            "input_tokens": record.input_tokens,
+            "cached_input_tokens": record.cached_input_tokens,
+            "output_tokens": record.output_tokens,
+            "reasoning_tokens": record.reasoning_tokens,
+            "credits": credits,
+            "credits_pico": pico,
+            "latency_ms": record.latency_ms,
+            "ttft_ms": record.ttft_ms,
+            "idempotent_replay": record.idempotent_replay,
+            "stream": record.stream,
+            "error_code": record.error_code,
+        }
+    )
 
 
 # --- queries -----------------------------------------------------------------------------

@@ -167,6 +167,9 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "server_name": "infery",
         "generate_request_id": True,
         "always_set_request_id_in_response": True,
+        # The edge: X-Forwarded-For is the client's real address, not what it claims.
+        # (ext_proc replaces any client x-request-id: it keys the usage record.)
+        "use_remote_address": True,
         "request_timeout": "0s",
         "stream_idle_timeout": f"{int(s.request_timeout_s)}s",
         "rds": {
@@ -228,6 +231,7 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         "match": match,
         "route": action,
         "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER],
+        "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
     }
     if route is not None and route.cluster:
         # Which target of the chain answered, for the listener's ext_proc (which removes it).
@@ -239,6 +243,41 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         ]
     return doc
 
+
+# Provider response headers that must not reach clients: the gateway's account
+# (organization, project), the provider's own rate limits (the gateway sends the
+# workspace's), and its CDN's cookies. Envoy's server header is rewritten anyway.
+PROVIDER_RESPONSE_HEADERS = (
+    "openai-organization",
+    "openai-project",
+    "openai-processing-ms",
+    "openai-version",
+    "x-ratelimit-limit-requests",
+    "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",
+    "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens",
+    "anthropic-organization-id",
+    "anthropic-ratelimit-requests-limit",
+    "anthropic-ratelimit-requests-remaining",
+    "anthropic-ratelimit-requests-reset",
+    "anthropic-ratelimit-tokens-limit",
+    "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-tokens-reset",
+    "anthropic-ratelimit-input-tokens-limit",
+    "anthropic-ratelimit-input-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-reset",
+    "anthropic-ratelimit-output-tokens-limit",
+    "anthropic-ratelimit-output-tokens-remaining",
+    "anthropic-ratelimit-output-tokens-reset",
+    "request-id",
+    "x-goog-api-client",
+    "set-cookie",
+    "cf-ray",
+    "cf-cache-status",
+    "alt-svc",
+)
 
 # Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try
 # timeout as well as a reset ("does not respond at all"), so "timeout" and
@@ -329,7 +368,17 @@ class _Upstream:
                 "sni": self.host,
                 "common_tls_context": {
                     "alpn_protocols": ["h2", "http/1.1"],
-                    "validation_context": {"trusted_ca": {"filename": s.ca_file}},
+                    # The certificate must be signed by a trusted CA *and* name this host:
+                    # otherwise any CA-signed certificate could collect provider keys.
+                    "validation_context": {
+                        "trusted_ca": {"filename": s.ca_file},
+                        "match_typed_subject_alt_names": [
+                            {
+                                "san_type": "IP_ADDRESS" if self.is_ip else "DNS",
+                                "matcher": {"exact": self.host},
+                            }
+                        ],
+                    },
                 },
             },
         }
@@ -442,7 +491,6 @@ def chain_cluster(
     doc["outlier_detection"] = {
         "consecutive_5xx": s.eject_after_failures,
         "consecutive_gateway_failure": s.eject_after_failures,
-        "consecutive_local_origin_failure": s.eject_after_failures,
         "interval": "1s",
         "base_ejection_time": f"{s.ejection_s}s",
         "max_ejection_percent": 100,

@@ -140,7 +140,8 @@ def ads_handler(cache: XdsCache) -> grpc.GenericRpcHandler:
 def _receive(state: _Stream, req: discovery_pb2.DiscoveryRequest) -> None:
     sub = state.subscriptions.get(req.type_url)
     if sub is None:
-        state.subscriptions[req.type_url] = _Subscription()
+        # A client reconnecting tells what it has: content-digest versions let us skip resending it.
+        state.subscriptions[req.type_url] = _Subscription(sent_version=req.version_info or None)
         return
     if req.response_nonce and req.response_nonce != sub.nonce:
         return  # answers an older response; a newer one is on its way

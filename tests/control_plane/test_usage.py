@@ -145,3 +145,25 @@ def test_store_dedupes_by_request_id(backend: str, request: pytest.FixtureReques
         ]
     finally:
         engine.dispose()
+
+
+def test_overlong_client_input_is_truncated_not_a_failed_batch(postgres_url: str) -> None:
+    """A model name the client made up, longer than its column, must not wedge ingestion."""
+    from infery_proto.v1 import usage_pb2
+
+    from control_plane.resources import usage as usage_store
+    from control_plane.store.db import open_store
+
+    engine, sessions = open_store(postgres_url)
+    try:
+        record = usage_pb2.UsageRecord(
+            request_id="r-long", started_at_ms=1_700_000_000_000, workspace_id="w",
+            model_requested="m" * 5000, status=404, error_code="model_not_found", credits="0",
+        )
+        with sessions() as session:
+            assert usage_store.store(session, [record]) == (1, 0)
+            session.commit()
+            stored = usage_store.get_record(session, "r-long")
+        assert stored.model_requested == "m" * 128
+    finally:
+        engine.dispose()

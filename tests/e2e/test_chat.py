@@ -119,3 +119,39 @@ def test_stream_arrives_incrementally(gateway: Stack, tenant: Tenant, openai_sim
     provider_duration = 0.150 * (len(content_chunks) - 1)
     assert arrivals[0] - start < provider_duration / 2, (arrivals[0] - start, provider_duration)
     assert arrivals[-1] - arrivals[0] > provider_duration / 2
+
+
+def test_provider_account_headers_do_not_reach_the_client(client: openai.OpenAI, openai_sim):
+    openai_sim.script(
+        [
+            {
+                "headers": {
+                    "openai-organization": "org-gateway-operator",
+                    "x-ratelimit-limit-requests": "10000",
+                    "set-cookie": "__cf_bm=secret",
+                    "x-request-id": "req_provider",
+                }
+            }
+        ]
+    )
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)
+    assert "openai-organization" not in raw.headers and "set-cookie" not in raw.headers
+    assert "x-ratelimit-limit-requests" not in raw.headers  # an unlimited workspace has no limits to show
+    assert raw.headers["x-request-id"] != "req_provider"
+
+
+def test_a_client_cannot_choose_its_request_id(gateway: Stack, tenant: Tenant, admin: Admin):
+    """The request id keys the usage record: a client reusing one must not erase a record."""
+    ids = []
+    for _ in range(2):
+        resp = httpx.post(
+            f"{gateway.base_url}/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+            headers={"authorization": f"Bearer {tenant.key}", "x-request-id": "spoofed-123"},
+            timeout=30,
+        )
+        assert resp.status_code == 200
+        ids.append(resp.headers["x-request-id"])
+    assert "spoofed-123" not in ids and ids[0] != ids[1]
+    for request_id in ids:
+        eventually(lambda request_id=request_id: admin.usage_record(request_id))

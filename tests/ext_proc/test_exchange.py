@@ -136,3 +136,56 @@ async def test_a_client_gone_mid_stream_is_recorded_once(records):
     exchange.abort()
     exchange.abort()
     assert len(records) == 1 and records[0].status == 499 and records[0].error_code == "stream_interrupted"
+
+
+async def test_a_provider_error_without_a_body_is_answered_in_full(records):
+    state = MemoryState(prefix="t")
+    exchange = Exchange(_config(), Services(records.append, Limiter(state), Idempotency(state)))
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    # 503 with content-length: 0 -- no body message will follow.
+    reply = await exchange.on_response_headers(_headers({":status": "503", "content-length": "0"}, end=True))
+    answer = reply.immediate_response
+    assert answer.status.code == 503
+    assert orjson.loads(answer.body)["error"]["code"] == "upstream_unavailable"
+    assert records[0].status == 503 and records[0].error_code == "upstream_unavailable"
+
+
+def test_a_rejected_xds_update_does_not_poison_later_ones():
+    from envoy.service.discovery.v3 import discovery_pb2
+    from google.protobuf import any_pb2
+
+    from ext_proc.xds_client import TYPE_PREFIX, ConfigSubscriber
+
+    def response(type_name: str, *resources: object, version: str) -> discovery_pb2.DiscoveryResponse:
+        packed = []
+        for resource in resources:
+            item = any_pb2.Any()
+            item.Pack(resource)
+            packed.append(item)
+        return discovery_pb2.DiscoveryResponse(
+            type_url=TYPE_PREFIX + type_name, resources=packed, version_info=version, nonce=version
+        )
+
+    subscriber = ConfigSubscriber("127.0.0.1:1", "test")
+    good = {
+        "Provider": [config_pb2.Provider(name="p", kind="openai", cluster="c")],
+        "Model": [config_pb2.Model(slug="m", provider="p", upstream_model="up")],
+        "Workspace": [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
+        "ApiKey": [],
+        "Route": [],
+    }
+    for name, items in good.items():
+        assert not subscriber._apply(response(name, *items, version="1")).HasField("error_detail")
+    bad = subscriber._apply(
+        response("Workspace", config_pb2.Workspace(id="w", price_multiplier="oops"), version="2")
+    )
+    assert bad.HasField("error_detail") and bad.version_info == "1"
+    later = subscriber._apply(
+        response("Model", config_pb2.Model(slug="m2", provider="p", upstream_model="x"), version="3")
+    )
+    assert not later.HasField("error_detail")
+    assert subscriber.current is not None and "m2" in subscriber.current.models
