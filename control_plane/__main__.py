@@ -23,6 +23,7 @@ from control_plane.config_file import GeneratedKey, apply_config
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
+from control_plane.xds.auth import TokenInterceptor
 from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import Publisher
 from control_plane.xds.server import XdsCache, ads_handler
@@ -77,7 +78,12 @@ async def serve(settings: Settings) -> None:
     )
     await publisher.start()
 
-    grpc_server = grpc.aio.server()
+    token = os.environ.get("INFERY_XDS_TOKEN", "")
+    if not token and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "INFERY_XDS_TOKEN is not set: anyone reaching port %s can read provider keys", settings.xds_port
+        )
+    grpc_server = grpc.aio.server(interceptors=[TokenInterceptor(token)] if token else [])
     grpc_server.add_generic_rpc_handlers((ads_handler(cache),))
     add_usage_service(grpc_server, sessions)
     grpc_server.add_insecure_port(f"{settings.host}:{settings.xds_port}")

@@ -27,9 +27,11 @@ log = logging.getLogger("infery.ext_proc")
 
 
 async def serve(args: argparse.Namespace) -> None:
-    subscriber = ConfigSubscriber(args.control_plane, node_id=f"ext-proc-{args.port}")
+    token = os.environ.get("INFERY_XDS_TOKEN", "")
+    metadata = (("authorization", "Bearer " + token),) if token else ()
+    subscriber = ConfigSubscriber(args.control_plane, node_id=f"ext-proc-{args.port}", metadata=metadata)
     subscriber.start()
-    reporter = UsageReporter(args.control_plane, args.spool)
+    reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata)
     await reporter.start()
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())

@@ -147,6 +147,7 @@ class UsageReporter:
         retry_backoff_s: tuple[float, float] = (0.2, 5.0),
         report_timeout_s: float = 5.0,
         direct_delivery: bool = True,
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -174,6 +175,7 @@ class UsageReporter:
         self._sender: asyncio.Task[None] | None = None
         self._outage = False
         self._direct_delivery = direct_delivery
+        self._metadata = metadata  # the control plane's token, when it wants one
         self._direct = direct_delivery  # deliver straight from memory while that works
         self._closing_channels: set[asyncio.Task[None]] = set()
 
@@ -339,7 +341,9 @@ class UsageReporter:
                 batch = usage_pb2.UsageBatch()
                 for _, blob in rows[start : start + self._batch_size]:
                     batch.records.add().MergeFromString(blob)
-                await self._stub.Report(batch, timeout=min(self._report_timeout, _DIRECT_TIMEOUT_S))
+                await self._stub.Report(
+                    batch, timeout=min(self._report_timeout, _DIRECT_TIMEOUT_S), metadata=self._metadata
+                )
                 sent = start + len(batch.records)
                 self.stats.delivered += len(batch.records)
         except Exception:
@@ -382,7 +386,9 @@ class UsageReporter:
         if not seqs:
             return False
         assert self._stub is not None
-        await self._stub.Report(batch, timeout=timeout, wait_for_ready=wait_for_ready)
+        await self._stub.Report(
+            batch, timeout=timeout, wait_for_ready=wait_for_ready, metadata=self._metadata
+        )
         self.stats.delivered += len(seqs)
         await self._db(self._spool.remove, seqs)
         return True

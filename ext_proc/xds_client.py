@@ -38,8 +38,15 @@ RESOURCE_TYPES: dict[str, Any] = {
 class ConfigSubscriber:
     """Keeps :attr:`current` up to date with the control plane."""
 
-    def __init__(self, target: str, node_id: str, on_update: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        node_id: str,
+        on_update: Callable[[], None] | None = None,
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._target = target
+        self._metadata = metadata
         self._node = base_pb2.Node(id=node_id, cluster="infery-ext-proc")
         self._resources: dict[str, list[Any]] = {}
         self._versions: dict[str, str] = {}
@@ -89,7 +96,7 @@ class ConfigSubscriber:
             while True:
                 yield await outbox.get()
 
-        async for response in call(requests()):
+        async for response in call(requests(), metadata=self._metadata):
             outbox.put_nowait(self._apply(response))
 
     def _apply(self, response: discovery_pb2.DiscoveryResponse) -> discovery_pb2.DiscoveryRequest:

@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(up(args))
     if args.command == "bootstrap":
         ports = _ports_from_env()
-        print(yaml.safe_dump(render_bootstrap(ports, args.node_id, xds_host=args.xds_host), sort_keys=False))
+        token = os.environ.get("INFERY_XDS_TOKEN", "")
+        doc = render_bootstrap(ports, args.node_id, xds_host=args.xds_host, xds_token=token)
+        print(yaml.safe_dump(doc, sort_keys=False))
 
 
 if __name__ == "__main__":

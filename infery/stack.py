@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -124,8 +125,10 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def render_bootstrap(ports: Ports, node_id: str, xds_host: str = "127.0.0.1") -> dict[str, object]:
-    """envoy/bootstrap.yaml with this replica's ports filled in."""
+def render_bootstrap(
+    ports: Ports, node_id: str, xds_host: str = "127.0.0.1", xds_token: str = ""
+) -> dict[str, object]:
+    """envoy/bootstrap.yaml with this replica's ports (and the control plane's token) filled in."""
     template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or REPO / "envoy" / "bootstrap.yaml")
     doc = yaml.safe_load(template.read_text())
     doc["node"]["id"] = node_id
@@ -133,6 +136,9 @@ def render_bootstrap(ports: Ports, node_id: str, xds_host: str = "127.0.0.1") ->
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
     xds_endpoint = clusters["infery_xds"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     xds_endpoint["endpoint"]["address"]["socket_address"] = {"address": xds_host, "port_value": ports.xds}
+    if xds_token:
+        ads = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]
+        ads["initial_metadata"] = [{"key": "authorization", "value": "Bearer " + xds_token}]
     clusters["infery_ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}
         for p in ports.ext_proc
@@ -149,6 +155,10 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     envoy_concurrency: int = 2
     processes: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The control plane's gRPC port serves provider keys: always behind a token.
+        self.env.setdefault("INFERY_XDS_TOKEN", secrets.token_urlsafe(24))
 
     @property
     def base_url(self) -> str:
@@ -214,8 +224,9 @@ class Stack:
 
     def start_envoy(self) -> None:
         bootstrap = self.run_dir / "envoy.yaml"
+        token = self.env["INFERY_XDS_TOKEN"]
         bootstrap.write_text(
-            yaml.safe_dump(render_bootstrap(self.ports, f"infery-envoy-{self.ports.listen}"))
+            yaml.safe_dump(render_bootstrap(self.ports, f"infery-envoy-{self.ports.listen}", xds_token=token))
         )
         proc = spawn(
             "envoy",

@@ -102,4 +102,3 @@ def mutation(session_factory: Callable[[], Session]) -> Iterator[Session]:
         session.commit()
     if changed:
         notify()
-

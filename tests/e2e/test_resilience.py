@@ -53,3 +53,31 @@ def test_outage_delays_usage_records_and_loses_none(own_gateway: Stack, openai_s
     eventually(lambda: "gpt-4o" in [m.id for m in client.models.list()], timeout=3)
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="not-there", messages=HI)
+
+
+def test_the_control_plane_grpc_port_needs_the_token(gateway: Stack):
+    """It serves provider credentials: a client without the token gets nothing."""
+    import grpc
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    async def subscribe(metadata: tuple[tuple[str, str], ...]) -> discovery_pb2.DiscoveryResponse:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.ports.xds}") as channel:
+            call = channel.stream_stream(
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+                request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            )
+            request = discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/infery.v1.Provider")
+            stream = call(iter([request]), metadata=metadata)
+            async for response in stream:
+                return response
+            raise AssertionError("no response")
+
+    import asyncio
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        asyncio.run(asyncio.wait_for(subscribe(()), 5))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    token = gateway.env["INFERY_XDS_TOKEN"]
+    response = asyncio.run(asyncio.wait_for(subscribe((("authorization", f"Bearer {token}"),)), 5))
+    assert response.type_url.endswith("infery.v1.Provider")
