@@ -106,7 +106,7 @@ class SharedState(ABC):
         pass
 
 
-def open_state(redis_url: str | None, *, prefix: str = "infery", timeout_s: float = 0.25) -> SharedState:
+def open_state(redis_url: str | None, *, prefix: str = "infery", timeout_s: float = 1.0) -> SharedState:
     """Redis when a URL is configured (every replica agrees), else this process's memory."""
     if redis_url:
         return RedisState(redis_url, prefix=prefix, timeout_s=timeout_s)
@@ -248,14 +248,16 @@ return 1
 
 class RedisState(SharedState):
     """Shared by every replica. Short socket timeouts and no client-side retries: a dead Redis
-    must fail fast, and re-running a non-idempotent script after a lost reply would count twice."""
+    must fail fast, and re-running a non-idempotent script after a lost reply would count twice.
+    1 s, not less: a burst that opens many connections at once (each loading the scripts) took
+    over 0.25 s on a busy 2-core machine, and idempotency fails closed (503) on a timeout."""
 
     def __init__(
         self,
         url: str,
         *,
         prefix: str = "infery",
-        timeout_s: float = 0.25,
+        timeout_s: float = 1.0,
         max_connections: int = 64,
         pool_wait_s: float = 2.0,
     ) -> None:
