@@ -31,7 +31,13 @@ def parse_decimal(value: object) -> Decimal:
         raise ValueError(f"{value!r} is not a decimal number") from None
     if not result.is_finite():
         raise ValueError(f"{value!r} is not a finite decimal number")
+    # Bounded before anything expands it: "1e999999999" would become a gigabyte of digits.
+    if result and abs(result.adjusted()) > _MAX_EXPONENT:
+        raise ValueError(f"{value!r} is out of range (at most 18 digits either side of the point)")
     return result
+
+
+_MAX_EXPONENT = 18
 
 
 def plain_decimal(number: Decimal, original: object) -> str:

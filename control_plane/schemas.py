@@ -86,8 +86,13 @@ def _email(value: str) -> str:
 Price = Annotated[str, BeforeValidator(_non_negative_decimal), Field(examples=["0.15"])]
 Credits = Annotated[str, BeforeValidator(_non_negative_decimal), Field(examples=["100"])]
 Multiplier = Annotated[str, BeforeValidator(_positive_decimal), Field(examples=["1"])]
-BaseUrl = Annotated[str, AfterValidator(_base_url), Field(examples=["https://api.openai.com/v1"])]
+BaseUrl = Annotated[
+    str, AfterValidator(_base_url), Field(max_length=2048, examples=["https://api.openai.com/v1"])
+]
 Email = Annotated[str, AfterValidator(_email), Field(examples=["ada@example.com"])]
+
+
+_INT64 = 2**63 - 1  # the store's integer columns
 
 
 class Body(BaseModel):
@@ -170,8 +175,9 @@ class RouteIn(Body):
 
     fallbacks: list[Slug] = Field(default_factory=list)
     retry_on: list[RetryTrigger] = Field(default_factory=lambda: list(RETRY_ON))
-    attempt_timeout_s: float = Field(default=DEFAULT_ATTEMPT_TIMEOUT_S, gt=0, le=3600)
-    total_timeout_s: float = Field(default=DEFAULT_TOTAL_TIMEOUT_S, gt=0, le=3600)
+    # Envoy durations are kept to the millisecond: 1 ms is the smallest that means anything.
+    attempt_timeout_s: float = Field(default=DEFAULT_ATTEMPT_TIMEOUT_S, ge=0.001, le=3600)
+    total_timeout_s: float = Field(default=DEFAULT_TOTAL_TIMEOUT_S, ge=0.001, le=3600)
 
     @field_validator("retry_on", mode="before")
     @classmethod
@@ -204,8 +210,10 @@ class RouteOut(BaseModel):
 
 class WorkspaceIn(Body):
     name: Name
-    rpm: int | None = Field(default=None, ge=0, description="requests per minute; null = unlimited")
-    tpm: int | None = Field(default=None, ge=0, description="tokens per minute; null = unlimited")
+    rpm: int | None = Field(
+        default=None, ge=0, le=_INT64, description="requests per minute; null = unlimited"
+    )
+    tpm: int | None = Field(default=None, ge=0, le=_INT64, description="tokens per minute; null = unlimited")
     budget_credits: Credits | None = Field(default=None, description="null = no budget")
     budget_period: BudgetPeriod = "month"
     price_multiplier: Multiplier = "1"
@@ -221,8 +229,8 @@ class WorkspaceUpdate(Body):
     """PUT body: omitted fields keep their value; explicit null lifts a limit or budget."""
 
     name: Name | None = None
-    rpm: int | None = Field(default=None, ge=0)
-    tpm: int | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=0, le=_INT64)
+    tpm: int | None = Field(default=None, ge=0, le=_INT64)
     budget_credits: Credits | None = None
     budget_period: BudgetPeriod | None = None
     price_multiplier: Multiplier | None = None

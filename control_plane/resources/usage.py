@@ -63,6 +63,8 @@ def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[i
     return len(fresh), len(records) - len(fresh)
 
 
+_INT64 = 2**63 - 1
+
 # Column widths of the text fields. Some fields echo client input (the model a client
 # asked for); a value too long for PostgreSQL would fail the whole batch, which the
 # data plane would then retry forever. Truncating at the boundary keeps the rest.
@@ -85,8 +87,8 @@ def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:
     started = datetime.fromtimestamp(record.started_at_ms / 1000, UTC)
     credits = record.credits or "0"
     try:
-        pico = to_pico(parse_decimal(credits))
-    except ValueError:
+        pico = max(-_INT64, min(_INT64, to_pico(parse_decimal(credits))))
+    except (ArithmeticError, ValueError):
         # Storing beats refusing: a refused batch would be retried forever by the spool.
         log.warning("usage record %s has malformed credits %r; counted as 0", record.request_id, credits)
         pico = 0
@@ -209,9 +211,9 @@ def _bound_ms(value: str, param: str, *, end: bool) -> int:
             moment = datetime.fromisoformat(value)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-    except ValueError:
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise InvalidRequest(f"{param} must be an ISO-8601 date or datetime", param=param) from None
-    return int(moment.timestamp() * 1000)
 
 
 def get_record(session: Session, request_id: str) -> UsageRecord:

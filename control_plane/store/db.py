@@ -35,8 +35,12 @@ def normalize_url(url: str | URL) -> URL:
 def create_engine(url: str | URL) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        # hide_parameters: a failed statement's message must never carry a provider api_key into logs.
+        return sa.create_engine(parsed, pool_pre_ping=True, hide_parameters=True)
+    kwargs: dict[str, Any] = {
+        "connect_args": {"check_same_thread": False, "timeout": 30},
+        "hide_parameters": True,
+    }
     if parsed.database in (None, "", ":memory:"):
         kwargs["poolclass"] = StaticPool  # one shared in-memory database, not one per connection
     else:

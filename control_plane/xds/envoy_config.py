@@ -85,6 +85,11 @@ class ListenerSettings:
         )
 
 
+def _duration(seconds: float) -> str:
+    """A protobuf Duration in JSON: whole milliseconds, never exponent notation ("1e-05s")."""
+    return f"{round(seconds * 1000) / 1000:.3f}s"
+
+
 def _envelope(status: int, code: str, message: str) -> dict[str, Any]:
     """A local_reply_config mapper body: Envoy's own failures in OpenAI's envelope."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
@@ -224,7 +229,7 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
     if route is not None:
         match["headers"] = [{"name": MODEL_ROUTE_HEADER, "string_match": {"exact": route.slug}}]
         if route.total_timeout_s > 0:
-            action["timeout"] = f"{route.total_timeout_s}s"
+            action["timeout"] = _duration(route.total_timeout_s)
         action["retry_policy"] = _retry_policy(route)
     doc = {
         "name": route.slug if route else "default",
@@ -294,7 +299,7 @@ _RETRY_ON = {
 def _retry_policy(route: config_pb2.Route) -> dict[str, Any]:
     policy: dict[str, Any] = {"num_retries": len(route.fallbacks) if route.cluster else 0}
     if route.attempt_timeout_s > 0:
-        policy["per_try_timeout"] = f"{route.attempt_timeout_s}s"
+        policy["per_try_timeout"] = _duration(route.attempt_timeout_s)
     if route.cluster:
         conditions = sorted({_RETRY_ON[t] for t in route.retry_on if t in _RETRY_ON})
         policy |= {
@@ -409,7 +414,7 @@ def _cluster(
         "name": name,
         "type": "STRICT_DNS" if any_dns else "STATIC",
         "dns_lookup_family": "V4_PREFERRED",
-        "connect_timeout": f"{s.connect_timeout_s}s",
+        "connect_timeout": _duration(s.connect_timeout_s),
         "per_connection_buffer_limit_bytes": s.max_request_bytes,
         "load_assignment": {
             "cluster_name": name,
@@ -492,7 +497,7 @@ def chain_cluster(
         "consecutive_5xx": s.eject_after_failures,
         "consecutive_gateway_failure": s.eject_after_failures,
         "interval": "1s",
-        "base_ejection_time": f"{s.ejection_s}s",
+        "base_ejection_time": _duration(s.ejection_s),
         "max_ejection_percent": 100,
     }
     return json_format.ParseDict(doc, cluster_pb2.Cluster())
