@@ -258,3 +258,41 @@ def _retries(stack: Stack) -> int:
         f"http://127.0.0.1:{stack.ports.envoy_admin}/stats", params={"filter": "upstream_rq_retry$"}
     )
     return sum(int(line.rsplit(":", 1)[1]) for line in stats.text.splitlines() if "route_primary" in line)
+
+
+def test_triggers_are_per_route(chain: Chain):
+    """A route that falls back on 429 only returns the primary's 503 as it is."""
+    only_429 = {
+        "fallbacks": ["claude-sonnet-4-5"],
+        "retry_on": ["429"],
+        "attempt_timeout_s": 2,
+        "total_timeout_s": 20,
+    }
+    chain.admin.call("PUT", "/routes/gpt-4o", only_429)
+    try:
+
+        def not_retried_on_503() -> bool:
+            chain.clear()
+            chain.sims["openai"].script([{"status": 503}])
+            try:
+                chain.client.chat.completions.create(model="gpt-4o", messages=HI)
+            except openai.APIStatusError as err:
+                return err.status_code == 503 and chain.sims["anthropic"].requests() == []
+            return False
+
+        eventually(not_retried_on_503, timeout=3, interval=0.1)
+        chain.clear()
+        chain.sims["openai"].script([{"status": 429}])
+        raw = chain.client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
+        assert raw.headers["x-model-used"] == "claude-sonnet-4-5"
+    finally:
+        chain.admin.call(
+            "PUT",
+            "/routes/gpt-4o",
+            {
+                "fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"],
+                "retry_on": ALL_TRIGGERS,
+                "attempt_timeout_s": 2,
+                "total_timeout_s": 20,
+            },
+        )
