@@ -265,7 +265,7 @@ class Exchange:
             self.error_code = local_reply or "upstream_error"
             if self.chain is None or headers.end_of_stream:
                 await self._finish_async()
-            return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER,))
+            return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER, SERVED_HEADER))
         remove: tuple[str, ...] = ()
         if self.chain is not None:
             self._note_served(h.get(SERVED_HEADER, ""))

@@ -296,3 +296,32 @@ def test_triggers_are_per_route(chain: Chain):
                 "total_timeout_s": 20,
             },
         )
+
+
+def test_a_chain_of_unreachable_targets_lists_them_in_envoys_own_error(tmp_path: Path):
+    stack = start_gateway(tmp_path)
+    try:
+        admin = Admin(stack.admin_url)
+        for name in ("gone-a", "gone-b"):
+            admin.provider(name, "openai", f"http://127.0.0.1:{free_port()}/v1", SIM_KEY)
+        admin.model("first", "gone-a", "gpt-4o")
+        admin.model("second", "gone-b", "gpt-4o")
+        admin.call(
+            "PUT",
+            "/routes/first",
+            {
+                "fallbacks": ["second"],
+                "retry_on": ALL_TRIGGERS,
+                "attempt_timeout_s": 2,
+                "total_timeout_s": 10,
+            },
+        )
+        client = new_tenant(admin, stack, "unreachable").client(stack)
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="first", messages=HI)
+        assert err.value.status_code == 503 and err.value.code == "upstream_unavailable"
+        assert "first" in err.value.body["message"] and "second" in err.value.body["message"]
+        leaked = [name for name in err.value.response.headers if name.startswith("x-infery")]
+        assert not leaked, leaked
+    finally:
+        stack.stop()
