@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -40,6 +40,7 @@ from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
 from ext_proc.limits import Admission, Limiter, estimate_tokens
 from ext_proc.metering import ZERO, credits, format_credits
+from ext_proc.translators import sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
 
 log = logging.getLogger("infery.ext_proc")
@@ -246,10 +247,7 @@ class Exchange:
         headers = dict(stored.headers)
         self.model = self._config.models.get(headers.get("x-model-used", "")) if self._config else None
         self._finish()
-        response = msg.immediate(
-            stored.status, stored.body, [*stored.headers, ("x-request-id", self.request_id)]
-        )
-        return response
+        return self._answer(stored.status, stored.body, stored.headers)
 
     # -- response ------------------------------------------------------------
 
@@ -348,13 +346,13 @@ class Exchange:
         if st.done or end_of_stream:
             if not st.done and st.error_code is None:
                 st.error_code = "upstream_error"
-                out += _sse(envelope(502, "upstream_error", "The provider ended the stream early."))
+                out += sse.encode(envelope(502, "upstream_error", "The provider ended the stream early."))
             self.usage = st.usage or Usage()
             if st.error_code:
                 self.error_code = st.error_code
             else:
                 self.credits = self._charge(self.usage)
-                out += _sse(self._credits_chunk(st.response_id))
+                out += sse.encode(self._credits_chunk(st.response_id))
             out += b"data: [DONE]\n\n"
             if self.transcript is not None:
                 self.transcript.append(out)
@@ -412,16 +410,22 @@ class Exchange:
         key = authenticate(authorization, config)
         status, body = catalog_responses.models(self.path, key, config)
         self._finish()
-        return msg.immediate(status, body, (("x-request-id", self.request_id),))
+        return self._answer(status, body)
 
     def _fail(self, err: GatewayError) -> ep.ProcessingResponse:
         self.status = err.status
         self.error_code = err.code
         self._finish()
-        headers: list[tuple[str, str]] = [("x-request-id", self.request_id), *getattr(err, "headers", ())]
+        headers: list[tuple[str, str]] = list(getattr(err, "headers", ()))
         if err.retry_after is not None:
             headers.append(("retry-after", str(err.retry_after)))
-        return msg.immediate(err.status, err.body(), headers)
+        return self._answer(err.status, err.body(), headers)
+
+    def _answer(
+        self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()
+    ) -> ep.ProcessingResponse:
+        """Answer the client now, under this request's id; nothing goes upstream."""
+        return msg.immediate(status, body, [*headers, ("x-request-id", self.request_id)])
 
     async def _release_idempotency(self) -> None:
         if self.idempotency_token is not None and self.key is not None:
@@ -533,7 +537,3 @@ def _replayable(
     if not stream and "x-credits-used" not in kept and charged:
         kept["x-credits-used"] = format_credits(charged)
     return [*kept.items(), ("idempotent-replayed", "true")]
-
-
-def _sse(data: bytes) -> bytes:
-    return b"data: " + data + b"\n\n"

@@ -20,6 +20,13 @@ HI = [{"role": "user", "content": "Say hello in a few words"}]
 CLAUDE_PRICES = {**PRICES, "input_per_mtok": "3", "cached_input_per_mtok": "0.3", "output_per_mtok": "15"}
 GEMINI_PRICES = {**PRICES, "input_per_mtok": "0.3", "cached_input_per_mtok": "0.03", "output_per_mtok": "2.5"}
 ALL_TRIGGERS = ["5xx", "429", "reset", "connect_failure", "timeout"]
+# The chain every test starts from (and that tests changing it put back).
+CHAIN = {
+    "fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"],
+    "retry_on": ALL_TRIGGERS,
+    "attempt_timeout_s": 2,
+    "total_timeout_s": 20,
+}
 
 
 class Chain:
@@ -49,16 +56,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
             admin.model("gpt-4o", "openai", "gpt-4o")
             admin.model("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5", CLAUDE_PRICES)
             admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash", GEMINI_PRICES)
-            admin.call(
-                "PUT",
-                "/routes/gpt-4o",
-                {
-                    "fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"],
-                    "retry_on": ALL_TRIGGERS,
-                    "attempt_timeout_s": 2,
-                    "total_timeout_s": 20,
-                },
-            )
+            admin.call("PUT", "/routes/gpt-4o", CHAIN)
             tenant = new_tenant(admin, stack, "fallback")
             yield Chain(stack, admin, tenant, {"openai": primary, "anthropic": claude, "google": gemini})
         finally:
@@ -201,16 +199,7 @@ def test_chain_change_takes_effect_within_a_second(chain: Chain):
     try:
         eventually(served_by_gemini, timeout=1.0, interval=0.05)
     finally:
-        chain.admin.call(
-            "PUT",
-            "/routes/gpt-4o",
-            {
-                "fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"],
-                "retry_on": ALL_TRIGGERS,
-                "attempt_timeout_s": 2,
-                "total_timeout_s": 20,
-            },
-        )
+        chain.admin.call("PUT", "/routes/gpt-4o", CHAIN)
 
 
 def test_a_dead_provider_is_skipped_without_waiting_for_it(tmp_path: Path):
@@ -286,16 +275,7 @@ def test_triggers_are_per_route(chain: Chain):
         raw = chain.client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HI)
         assert raw.headers["x-model-used"] == "claude-sonnet-4-5"
     finally:
-        chain.admin.call(
-            "PUT",
-            "/routes/gpt-4o",
-            {
-                "fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"],
-                "retry_on": ALL_TRIGGERS,
-                "attempt_timeout_s": 2,
-                "total_timeout_s": 20,
-            },
-        )
+        chain.admin.call("PUT", "/routes/gpt-4o", CHAIN)
 
 
 def test_a_chain_of_unreachable_targets_lists_them_in_envoys_own_error(tmp_path: Path):
