@@ -1,8 +1,8 @@
 """Run one ext_proc process: ``python -m ext_proc --port 50051 --control-plane 127.0.0.1:18000``.
 
-Several processes on consecutive ports share the load: Envoy lists each as an
-endpoint of its ext_proc cluster (one process per port; SO_REUSEPORT does not
-spread Envoy's long-lived HTTP/2 connections).
+Several processes on consecutive ports (or one Unix socket each, ``--uds``) share
+the load: Envoy lists each as an endpoint of its ext_proc cluster (one process per
+address; SO_REUSEPORT does not spread Envoy's long-lived HTTP/2 connections).
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import logging
 import os
 import signal
 
-import grpc
-
 from ext_proc.exchange import Services
+from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
-from ext_proc.server import handler
+from ext_proc.server import methods
 from ext_proc.shared_state import open_state
 from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
@@ -36,26 +35,23 @@ async def serve(args: argparse.Namespace) -> None:
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
     services = Services(reporter.record, Limiter(state), Idempotency(state), media_hosts)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-            ("grpc.max_send_message_length", 64 * 1024 * 1024),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    server.add_generic_rpc_handlers((handler(lambda: subscriber.current, services),))
-    server.add_insecure_port(f"{args.host}:{args.port}")
-    await server.start()
+    server = Server(methods(lambda: subscriber.current, services))
+    if args.uds:
+        await server.start_unix(args.uds)
+        where = f"unix:{args.uds}"
+    else:
+        await server.start(args.host, args.port)
+        where = f"{args.host}:{args.port}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await asyncio.wait_for(subscriber.ready.wait(), timeout=args.ready_timeout)
-        print(f"ready ext_proc {args.host}:{args.port}", flush=True)
+        print(f"ready ext_proc {where}", flush=True)
     except TimeoutError:
         log.warning("no configuration from %s yet; serving 503 until it arrives", args.control_plane)
-        print(f"ready ext_proc {args.host}:{args.port} (no configuration yet)", flush=True)
+        print(f"ready ext_proc {where} (no configuration yet)", flush=True)
     await stop.wait()
     await server.stop(grace=5)
     await asyncio.gather(*services.background, return_exceptions=True)
@@ -69,6 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ext_proc")
     parser.add_argument("--host", default=os.environ.get("INFERY_EXT_PROC_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_EXT_PROC_PORT", "50051")))
+    parser.add_argument(
+        "--uds",
+        default=os.environ.get("INFERY_EXT_PROC_UDS") or None,
+        help="listen on this Unix socket instead of --host/--port (Envoy in the same host or pod)",
+    )
     parser.add_argument(
         "--control-plane",
         default=os.environ.get("INFERY_CONTROL_PLANE", "127.0.0.1:18000"),

@@ -1,7 +1,7 @@
 """The ext_proc gRPC service: one bidirectional stream per HTTP request (or per attempt).
 
-Registered as a generic handler so that the protobuf (upb) classes from
-xds-protos do the (de)serialization — the measured fast path. The same
+Served by :mod:`ext_proc.h2_grpc` with the protobuf (upb) classes from
+xds-protos doing the (de)serialization — the measured fast path. The same
 service answers Envoy's listener filter (an :class:`Exchange`) and its
 upstream filter on fallback-chain clusters (an :class:`AttemptExchange`);
 the first message tells which.
@@ -10,9 +10,8 @@ the first message tells which.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from ext_proc import envoy_messages as msg
@@ -20,10 +19,11 @@ from ext_proc.attempt import AttemptExchange, is_attempt
 from ext_proc.config import GatewayConfig
 from ext_proc.errors import envelope
 from ext_proc.exchange import Exchange, Services
+from ext_proc.h2_grpc import Method
 
 log = logging.getLogger("infery.ext_proc")
 
-SERVICE = "envoy.service.ext_proc.v3.ExternalProcessor"
+PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
 def _internal_error(request_id: str) -> ep.ProcessingResponse:
@@ -34,7 +34,7 @@ def _internal_error(request_id: str) -> ep.ProcessingResponse:
     )
 
 
-def handler(current_config: Callable[[], GatewayConfig | None], services: Services) -> grpc.GenericRpcHandler:
+def methods(current_config: Callable[[], GatewayConfig | None], services: Services) -> dict[str, Method]:
     async def attempt(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
@@ -77,8 +77,8 @@ def handler(current_config: Callable[[], GatewayConfig | None], services: Servic
             exchange.abort()
 
     async def process(
-        requests: AsyncIterator[ep.ProcessingRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ep.ProcessingResponse]:
+        requests: AsyncIterator[ep.ProcessingRequest],
+    ) -> AsyncGenerator[ep.ProcessingResponse, None]:
         first = await anext(requests, None)
         if first is None:
             return
@@ -86,13 +86,6 @@ def handler(current_config: Callable[[], GatewayConfig | None], services: Servic
         async for response in phase(first, requests):
             yield response
 
-    return grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Process": grpc.stream_stream_rpc_method_handler(
-                process,
-                request_deserializer=ep.ProcessingRequest.FromString,
-                response_serializer=ep.ProcessingResponse.SerializeToString,
-            )
-        },
-    )
+    return {
+        PROCESS: Method(process, ep.ProcessingRequest.FromString, ep.ProcessingResponse.SerializeToString)
+    }

@@ -146,13 +146,22 @@ def main(argv: list[str] | None = None) -> None:
     p_boot = sub.add_parser("bootstrap", help="print Envoy's bootstrap for one replica")
     p_boot.add_argument("--xds-host", default="127.0.0.1", help="the control plane's host")
     p_boot.add_argument("--node-id", default="infery-envoy-0")
+    p_boot.add_argument(
+        "--ext-proc-uds",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="reach ext_proc on this Unix socket instead of its port (repeat for several processes)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
     if args.command == "bootstrap":
         ports = _ports_from_env()
         token = os.environ.get("INFERY_XDS_TOKEN", "")
-        doc = render_bootstrap(ports, args.node_id, xds_host=args.xds_host, xds_token=token)
+        doc = render_bootstrap(
+            ports, args.node_id, xds_host=args.xds_host, xds_token=token, ext_proc_sockets=args.ext_proc_uds
+        )
         print(yaml.safe_dump(doc, sort_keys=False))
 
 

@@ -339,8 +339,7 @@ def test_ports_and_probes_agree_with_the_settings() -> None:
     assert envoy["readinessProbe"]["tcpSocket"]["port"] == "http"
     ext_proc = container(GATEWAY, "ext-proc")
     probe = " ".join(ext_proc["readinessProbe"]["exec"]["command"])
-    host, port = option(ext_proc["command"], "--host"), option(ext_proc["command"], "--port")
-    assert f'("{host}", {port})' in probe
+    assert f'connect("{option(ext_proc["command"], "--uds")}")' in probe
     for c in GATEWAY["containers"]:
         assert {"requests", "limits"} <= c["resources"].keys(), c["name"]
 
@@ -380,8 +379,19 @@ def test_init_container_renders_the_bootstrap_envoy_runs(tmp_path: Path) -> None
     )
     ext_proc = container(GATEWAY, "ext-proc")["command"]
     assert option(ext_proc, "--control-plane") == f"{xds_host}:{xds_port}"
-    # Envoy reaches ext_proc on the pod's loopback, at the port it listens on.
-    assert endpoints("infery_ext_proc") == [(option(ext_proc, "--host"), int(option(ext_proc, "--port")))]
+    # Envoy reaches ext_proc on the Unix socket it listens on, in a volume both containers mount.
+    socket_path = option(ext_proc, "--uds")
+    lb = clusters["infery_ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert [e["endpoint"]["address"]["pipe"]["path"] for e in lb] == [socket_path]
+    mounts = [
+        {
+            m["name"]
+            for m in container(GATEWAY, name)["volumeMounts"]
+            if m["mountPath"] == str(Path(socket_path).parent)
+        }
+        for name in ("ext-proc", "envoy")
+    ]
+    assert mounts[0] and mounts[0] == mounts[1]
     # The preStop hooks talk to Envoy's admin where the bootstrap puts it.
     admin = bootstrap["admin"]["address"]["socket_address"]
     drain = load_drain()

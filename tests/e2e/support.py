@@ -87,11 +87,12 @@ def new_tenant(admin: Admin, gateway: Stack, workspace: str, **workspace_fields:
     return Tenant(workspace, member["id"], email, key["id"], key["key"])
 
 
-def start_gateway(run_dir: Path, ext_procs: int = 1, **env: str) -> Stack:
+def start_gateway(run_dir: Path, ext_procs: int = 1, ext_proc_uds: bool = True, **env: str) -> Stack:
     stack = Stack(
         run_dir,
         Ports.free(ext_procs),
         env={"INFERY_ADMIN_TOKEN": ADMIN_TOKEN, "INFERY_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES), **env},
         envoy_concurrency=1,
+        ext_proc_uds=ext_proc_uds,
     )
     return stack.start()

@@ -15,7 +15,8 @@ HI = [{"role": "user", "content": "hello"}]
 
 @pytest.fixture
 def own_gateway(tmp_path, openai_sim) -> Iterator[Stack]:
-    stack = start_gateway(tmp_path, ext_procs=2)
+    # Loopback TCP to ext_proc, as in docker-compose (everything else here runs on Unix sockets).
+    stack = start_gateway(tmp_path, ext_procs=2, ext_proc_uds=False)
     try:
         yield stack
     finally:

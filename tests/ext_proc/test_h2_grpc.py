@@ -1,0 +1,696 @@
+"""ext_proc/h2_grpc.py against two independent clients.
+
+``grpcio`` proves interop with a real gRPC implementation (sizes, concurrency,
+statuses). The ``h2`` library, with frames built by hand where h2 will not
+produce them, covers the frame-level cases: PING, CONTINUATION, padding, flow
+control against a tiny window, RST_STREAM, client trailers, bad input and the
+graceful stop. Every server listens on a free port and is stopped by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import h2.config
+import h2.connection
+import h2.events
+import hpack
+import pytest
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+
+from ext_proc.h2_grpc import Method, Server
+
+ECHO, FIRST_ONLY, FAIL_AT_ONCE, FAIL_LATER = "/t.T/Echo", "/t.T/FirstOnly", "/t.T/Fail", "/t.T/FailLater"
+MIB = 1 << 20
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def identity(data: bytes) -> bytes:
+    return data
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return bytes((i * 7 + seed) & 0xFF for i in range(size))
+
+
+async def echo(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield message
+
+
+async def first_only(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Answers the first message and ends the call; the rest are never read."""
+    yield b"got " + await anext(requests)
+
+
+async def fail_at_once(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for _ in requests:
+        raise ValueError("boom")
+    yield b""
+
+
+async def fail_later(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield message
+        raise KeyError("late")
+
+
+HANDLERS = {ECHO: echo, FIRST_ONLY: first_only, FAIL_AT_ONCE: fail_at_once, FAIL_LATER: fail_later}
+
+
+@dataclass
+class Running:
+    server: Server
+    port: int
+
+
+@contextlib.asynccontextmanager
+async def serving(**extra: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]) -> AsyncIterator[Running]:
+    """The standard handlers plus ``extra`` (keyword = method name under /t.T/), on a free port."""
+    handlers = {**HANDLERS, **{f"/t.T/{name}": handler for name, handler in extra.items()}}
+    server = Server({path: Method(handler, identity, identity) for path, handler in handlers.items()})
+    port = await server.start("127.0.0.1", 0)
+    try:
+        yield Running(server, port)
+    finally:
+        await server.stop(grace=1)
+
+
+@contextlib.asynccontextmanager
+async def grpc_channel(running: Running) -> AsyncIterator[grpc.aio.Channel]:
+    options = [
+        ("grpc.max_receive_message_length", -1),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.enable_http_proxy", 0),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=options) as channel:
+        yield channel
+
+
+def grpc_method(channel: grpc.aio.Channel, path: str) -> grpc.aio.StreamStreamMultiCallable:
+    return channel.stream_stream(path, request_serializer=identity, response_deserializer=identity)
+
+
+# ---------------------------------------------------------------------------- grpcio
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[0], [1], [0, 1, 0], [5 * MIB], [3 * MIB, 1, 0, 3 * MIB]],
+    ids=["empty", "one-byte", "empty-one-empty", "5MiB", "3MiB-1-0-3MiB"],
+)
+async def test_grpc_echo_round_trip(sizes: list[int]) -> None:
+    """MiB messages span many frames both ways and exceed grpcio's receive window, so the server
+    must stop and resume on its WINDOW_UPDATEs (the server's own windows are opened fully)."""
+    messages = [payload(size, seed) for seed, size in enumerate(sizes)]
+    async with serving() as running, grpc_channel(running) as channel:
+        call = grpc_method(channel, ECHO)(iter(messages), timeout=10)
+        assert [m async for m in call] == messages
+        assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_grpc_echo_over_a_unix_socket(tmp_path: Path) -> None:
+    """How Envoy reaches ext_proc when they share a host or pod."""
+    path = str(tmp_path / "ext_proc.sock")
+    server = Server({ECHO: Method(echo, identity, identity)})
+    await server.start_unix(path)
+    try:
+        async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+            messages = [payload(size, seed) for seed, size in enumerate([1, 2 * MIB, 0])]
+            call = grpc_method(channel, ECHO)(iter(messages), timeout=10)
+            assert [m async for m in call] == messages
+            assert await call.code() == grpc.StatusCode.OK
+    finally:
+        await server.stop(grace=1)
+
+
+async def test_grpc_many_streams_interleave_on_one_connection() -> None:
+    streams, rounds = 50, 5
+    open_now = 0
+    all_open = asyncio.Event()
+
+    async def barrier_echo(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Holds every stream's first reply until all are open: they cannot run one after another."""
+        nonlocal open_now
+        open_now += 1
+        if open_now == streams:
+            all_open.set()
+        await all_open.wait()
+        async for message in requests:
+            yield message
+
+    async def converse(call: grpc.aio.StreamStreamCall, i: int) -> grpc.StatusCode:
+        for j in range(rounds):
+            message = f"{i}:{j}".encode()
+            await call.write(message)
+            assert await call.read() == message
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+        return await call.code()
+
+    async with serving(Barrier=barrier_echo) as running, grpc_channel(running) as channel:
+        method = grpc_method(channel, "/t.T/Barrier")
+        codes = await asyncio.wait_for(asyncio.gather(*(converse(method(), i) for i in range(streams))), 10)
+    assert codes == [grpc.StatusCode.OK] * streams
+
+
+@pytest.mark.parametrize(
+    ("path", "code", "replies", "details"),
+    [
+        ("/no.Such/Method", grpc.StatusCode.UNIMPLEMENTED, [], "unknown method /no.Such/Method"),
+        (FAIL_AT_ONCE, grpc.StatusCode.INTERNAL, [], "ValueError"),
+        (FAIL_LATER, grpc.StatusCode.INTERNAL, [b"x"], "KeyError"),
+    ],
+    ids=["unknown-method", "handler-raises", "handler-raises-after-a-reply"],
+)
+async def test_grpc_error_statuses(
+    path: str, code: grpc.StatusCode, replies: list[bytes], details: str
+) -> None:
+    async with serving() as running, grpc_channel(running) as channel:
+        call = grpc_method(channel, path)(timeout=10)
+        if path in HANDLERS:
+            # Not to an unknown method: a write racing the refusal makes grpc.aio's client report
+            # INTERNAL ("Internal error from Core"), against a grpc.aio server too. Nor a half-close.
+            await call.write(b"x")
+        received = []
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            async for message in call:
+                received.append(message)
+        assert (error.value.code(), received, error.value.details()) == (code, replies, details)
+        # The connection is still good for the next call.
+        assert [m async for m in grpc_method(channel, ECHO)(iter([b"after"]))] == [b"after"]
+
+
+async def test_grpc_server_ends_before_the_client() -> None:
+    written = asyncio.Event()
+
+    async def first_then_end(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        first = await anext(requests)
+        # Both writes are out before the call ends: a write racing the end makes grpc.aio's
+        # client report INTERNAL (a client race; this server only answers faster than grpc.aio's).
+        await written.wait()
+        yield b"got " + first
+
+    async with serving(FirstThenEnd=first_then_end) as running, grpc_channel(running) as channel:
+        call = grpc_method(channel, "/t.T/FirstThenEnd")(timeout=10)
+        await call.write(b"a")
+        await call.write(b"b")  # never read by the handler
+        written.set()
+        assert await call.read() == b"got a"
+        assert await call.read() is grpc.aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        assert [m async for m in grpc_method(channel, ECHO)(iter([b"next"]))] == [b"next"]
+
+
+# ---------------------------------------------------------------------------- h2 client
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def grpc_unframe(data: bytes) -> list[bytes]:
+    messages = []
+    while data:
+        assert data[0] == 0, "compressed flag"
+        length = int.from_bytes(data[1:5], "big")
+        assert len(data) >= 5 + length, "truncated message"
+        messages.append(data[5 : 5 + length])
+        data = data[5 + length :]
+    return messages
+
+
+def request_headers(path: str) -> list[tuple[bytes, bytes]]:
+    """``:path`` last and behind a long ``:authority``: a block split in two carries it in the second part."""
+    return [
+        (b":method", b"POST"),
+        (b":scheme", b"http"),
+        (b":authority", b"a" * 200),
+        (b":path", path.encode()),
+        (b"content-type", b"application/grpc"),
+        (b"te", b"trailers"),
+    ]
+
+
+def parse_frames(data: bytes) -> list[Frame]:
+    frames = []
+    while data:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        frame.parse_body(memoryview(data[9 : 9 + length]))
+        frames.append(frame)
+        data = data[9 + length :]
+    return frames
+
+
+def split_header_block(data: bytes, pieces: int, *, pad: int | None = None, priority: bool = False) -> bytes:
+    """Re-frames the one HEADERS frame h2 produced as HEADERS + CONTINUATION frames (h2 never splits)."""
+    (headers,) = parse_frames(data)
+    assert isinstance(headers, HeadersFrame)
+    block, step = headers.data, -(-len(headers.data) // pieces)
+    chunks = [block[i : i + step] for i in range(0, len(block), step)]
+    end_stream = ["END_STREAM"] if "END_STREAM" in headers.flags else []
+    first = HeadersFrame(headers.stream_id, chunks[0], flags=end_stream)
+    if pad is not None:
+        first.flags.add("PADDED")
+        first.pad_length = pad
+    if priority:
+        first.flags.add("PRIORITY")
+    frames = [first] + [ContinuationFrame(headers.stream_id, chunk) for chunk in chunks[1:]]
+    frames[-1].flags.add("END_HEADERS")
+    return b"".join(frame.serialize() for frame in frames)
+
+
+class H2Client:
+    """h2's client state machine over a plain TCP connection; raw bytes can go out in between."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, auto_ack: bool) -> None:
+        self.reader, self.writer, self.auto_ack = reader, writer, auto_ack
+        self.conn = h2.connection.H2Connection(
+            config=h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.seen: list[h2.events.Event] = []
+
+    @classmethod
+    async def connect(cls, port: int, *, window: int | None = None, auto_ack: bool = True) -> H2Client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client = cls(reader, writer, auto_ack)
+        if window is not None:
+            client.conn.local_settings = Settings(
+                client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: window}
+            )
+        client.conn.initiate_connection()
+        await client.send()
+        await client.until(lambda: any(isinstance(e, h2.events.RemoteSettingsChanged) for e in client.seen))
+        return client
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def send(self, raw: bytes = b"") -> None:
+        self.writer.write(raw + self.conn.data_to_send())
+        await self.writer.drain()
+
+    async def _receive(self) -> None:
+        data = await self.reader.read(1 << 16)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        events = self.conn.receive_data(data)
+        for event in events:
+            if self.auto_ack and isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        self.seen += events
+        await self.send()  # h2's SETTINGS and PING acknowledgements, window updates
+
+    async def until(self, done: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not done():
+                await self._receive()
+
+    async def settle(self, seconds: float = 0.05) -> None:
+        """Takes in whatever arrives within ``seconds``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    await self._receive()
+
+    def request(self, path: str, messages: Sequence[bytes] = (), *, end: bool = True) -> int:
+        stream_id = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(stream_id, request_headers(path))
+        for message in messages:
+            self.conn.send_data(stream_id, grpc_frame(message))
+        if end:
+            self.conn.end_stream(stream_id)
+        return stream_id
+
+    def events(self, stream_id: int) -> list[h2.events.Event]:
+        return [e for e in self.seen if getattr(e, "stream_id", None) == stream_id]
+
+    def ended(self, stream_id: int) -> bool:
+        ends = h2.events.StreamEnded | h2.events.StreamReset
+        return any(isinstance(e, ends) for e in self.events(stream_id))
+
+    def received(self, stream_id: int) -> bytes:
+        return b"".join(e.data for e in self.events(stream_id) if isinstance(e, h2.events.DataReceived))
+
+    async def response(self, stream_id: int) -> tuple[list[bytes], dict[bytes, bytes]]:
+        """The stream's messages and trailers, once it ends."""
+        await self.until(lambda: self.ended(stream_id))
+        trailers = [e.headers for e in self.events(stream_id) if isinstance(e, h2.events.TrailersReceived)]
+        assert len(trailers) == 1, self.events(stream_id)
+        return grpc_unframe(self.received(stream_id)), dict(trailers[0])
+
+    async def call(self, path: str, messages: Sequence[bytes]) -> list[bytes]:
+        stream_id = self.request(path, messages)
+        await self.send()
+        replies, trailers = await self.response(stream_id)
+        assert trailers[b"grpc-status"] == b"0"
+        return replies
+
+
+@contextlib.asynccontextmanager
+async def h2_client(
+    running: Running, *, window: int | None = None, auto_ack: bool = True
+) -> AsyncIterator[H2Client]:
+    client = await H2Client.connect(running.port, window=window, auto_ack=auto_ack)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+class RawFrames:
+    """The server's frames parsed by hyperframe alone, for where h2's state machine cannot follow."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader, self.buffer = reader, b""
+
+    async def next(self, timeout: float = 5.0) -> Frame | None:
+        """The next frame, or None once the server has closed the connection."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if len(self.buffer) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(self.buffer[:9]))
+                    if len(self.buffer) >= 9 + length:
+                        frame.parse_body(memoryview(self.buffer[9 : 9 + length]))
+                        self.buffer = self.buffer[9 + length :]
+                        return frame
+                data = await self.reader.read(1 << 16)
+                if not data:
+                    assert not self.buffer, "connection closed mid-frame"
+                    return None
+                self.buffer += data
+
+    async def until_closed(self) -> list[Frame]:
+        frames = []
+        while (frame := await self.next()) is not None:
+            frames.append(frame)
+        return frames
+
+
+def acks(client: H2Client) -> list[bytes]:
+    return [e.ping_data for e in client.seen if isinstance(e, h2.events.PingAckReceived)]
+
+
+async def test_ping_is_acked_with_its_payload_and_an_ack_is_not() -> None:
+    async with serving() as running, h2_client(running) as client:
+        await client.send(PingFrame(0, b"unasked!", flags=["ACK"]).serialize())  # must get no answer
+        sent = [b"12345678", b"\x00\xff" * 4]
+        for count, opaque in enumerate(sent, 1):
+            client.conn.ping(opaque)
+            await client.send()
+            await client.until(lambda n=count: len(acks(client)) >= n)
+        await client.settle()
+        assert acks(client) == sent
+
+
+@pytest.mark.parametrize(
+    ("pieces", "pad", "priority"),
+    [(1, None, False), (2, None, False), (3, None, False), (10_000, None, False), (1, 7, True), (3, 0, True)],
+    ids=[
+        "headers-only",
+        "headers+continuation",
+        "headers+2-continuations",
+        "one-byte-per-frame",
+        "padded-with-priority",
+        "padded-with-priority+continuations",
+    ],
+)
+async def test_request_header_block_framings(pieces: int, pad: int | None, priority: bool) -> None:
+    async with serving() as running, h2_client(running) as client:
+        stream_id = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(stream_id, request_headers(ECHO))
+        await client.send(split_header_block(client.conn.data_to_send(), pieces, pad=pad, priority=priority))
+        client.conn.send_data(stream_id, grpc_frame(b"hello"), end_stream=True)
+        await client.send()
+        assert await client.response(stream_id) == ([b"hello"], {b"grpc-status": b"0"})
+        assert await client.call(ECHO, [b"again"]) == [b"again"]  # HPACK state still in step
+
+
+@pytest.mark.parametrize(
+    ("chunks", "pad"),
+    [
+        ([grpc_frame(b"one")], 0),
+        ([grpc_frame(b"one")], 255),
+        ([grpc_frame(b"one") + grpc_frame(b"") + grpc_frame(b"two")], 3),
+        (
+            [
+                grpc_frame(b"split across frames")[:2],
+                grpc_frame(b"split across frames")[2:9],
+                grpc_frame(b"split across frames")[9:],
+            ],
+            100,
+        ),
+        ([b"", grpc_frame(b"one"), b""], 1),
+    ],
+    ids=["pad-0", "pad-255", "three-messages-one-frame", "one-message-three-frames", "empty-padded-frames"],
+)
+async def test_padded_data_frames(chunks: list[bytes], pad: int) -> None:
+    async with serving() as running, h2_client(running) as client:
+        stream_id = client.request(ECHO, end=False)
+        for chunk in chunks:
+            client.conn.send_data(stream_id, chunk, pad_length=pad)
+        client.conn.end_stream(stream_id)
+        await client.send()
+        replies, trailers = await client.response(stream_id)
+        assert (replies, trailers) == (grpc_unframe(b"".join(chunks)), {b"grpc-status": b"0"})
+
+
+async def test_response_waits_for_a_tiny_window_and_resumes_on_each_update() -> None:
+    """The client's stream window starts at 10 bytes and its connection window at 65_535: the server
+    sends exactly what each grants (h2 itself rejects any excess) and resumes on every update."""
+    size = 100_000
+
+    async def big(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        await anext(requests)
+        yield payload(size)
+
+    steps: list[tuple[str, int, int]] = [  # (window grown, by how much, bytes the client may now hold)
+        ("none", 0, 10),
+        ("stream", 990, 1_000),
+        ("stream", 80_000, 65_535),  # now the connection window binds
+        ("connection", 40_000, 81_000),
+        ("SETTINGS_INITIAL_WINDOW_SIZE", 40_000 - 10, size + 5),  # raises the open stream's window too
+    ]
+    async with serving(Big=big) as running, h2_client(running, window=10, auto_ack=False) as client:
+        stream_id = client.request("/t.T/Big", [b"go"])
+        await client.send()
+        for window, increment, expected in steps:
+            if window == "stream":
+                client.conn.increment_flow_control_window(increment, stream_id)
+            elif window == "connection":
+                client.conn.increment_flow_control_window(increment)
+            elif window == "SETTINGS_INITIAL_WINDOW_SIZE":
+                client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 10 + increment})
+            await client.send()
+            await client.until(lambda e=expected: len(client.received(stream_id)) >= e)
+            await client.settle()
+            assert len(client.received(stream_id)) == expected, window
+        assert await client.response(stream_id) == ([payload(size)], {b"grpc-status": b"0"})
+
+
+@pytest.mark.parametrize("half_closed", [False, True], ids=["waiting-for-a-request", "busy-after-half-close"])
+async def test_rst_stream_cancels_the_handler_and_the_connection_goes_on(half_closed: bool) -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+    outcome: list[str] = []
+
+    async def hang(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for message in requests:
+                yield message
+            started.set()
+            await asyncio.sleep(3600)
+            yield b"never"
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        finally:
+            finished.set()
+
+    async with serving(Hang=hang) as running, h2_client(running) as client:
+        stream_id = client.request("/t.T/Hang", [b"a"], end=half_closed)
+        await client.send()
+        await client.until(lambda: client.received(stream_id) == grpc_frame(b"a"))
+        if half_closed:
+            await asyncio.wait_for(started.wait(), 5)
+        client.conn.reset_stream(stream_id, ErrorCodes.CANCEL)
+        await client.send()
+        await asyncio.wait_for(finished.wait(), 5)
+        assert outcome == ["cancelled"]
+        assert await client.call(ECHO, [b"still here"]) == [b"still here"]
+        assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in client.seen)
+
+
+@pytest.mark.parametrize(
+    ("messages", "pieces"),
+    [([b"m1", b"m2"], 1), ([], 1), ([b"m1"], 2)],
+    ids=["after-two-messages", "without-any-message", "split-by-continuation"],
+)
+async def test_client_trailers_end_the_requests(messages: list[bytes], pieces: int) -> None:
+    async def echo_then_done(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for message in requests:
+            yield message
+        yield b"done"  # reached only once the requests end
+
+    async with serving(EchoThenDone=echo_then_done) as running, h2_client(running) as client:
+        stream_id = client.request("/t.T/EchoThenDone", messages, end=False)
+        await client.send()
+        client.conn.send_headers(stream_id, [(b"x-client-trailer", b"1")], end_stream=True)
+        await client.send(split_header_block(client.conn.data_to_send(), pieces))
+        assert await client.response(stream_id) == ([*messages, b"done"], {b"grpc-status": b"0"})
+
+
+async def test_client_frames_after_the_server_ended_are_ignored() -> None:
+    """HTTP/2 lets the client keep sending on a stream the server has closed its side of."""
+    async with serving() as running, h2_client(running) as client:
+        stream_id = client.request(FIRST_ONLY, [b"a"], end=False)
+        await client.send()
+        assert await client.response(stream_id) == ([b"got a"], {b"grpc-status": b"0"})
+        client.conn.send_data(stream_id, grpc_frame(b"late"))
+        client.conn.send_headers(stream_id, [(b"x-client-trailer", b"1")], end_stream=True)
+        await client.send()
+        assert await client.call(ECHO, [b"next"]) == [b"next"]
+        assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in client.seen)
+
+
+def after_preface(*frames: bytes) -> bytes:
+    return PREFACE + SettingsFrame(0).serialize() + b"".join(frames)
+
+
+@pytest.mark.parametrize(
+    ("sent", "code"),
+    [
+        pytest.param(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", ErrorCodes.PROTOCOL_ERROR, id="http1-request"),
+        pytest.param(b"PRI * HTTP/1.1", ErrorCodes.PROTOCOL_ERROR, id="short-and-already-wrong-preface"),
+        pytest.param(
+            after_preface(
+                HeadersFrame(1, hpack.Encoder().encode(request_headers(ECHO))).serialize(),  # no END_HEADERS
+                PingFrame(0, b"12345678").serialize(),
+            ),
+            ErrorCodes.PROTOCOL_ERROR,
+            id="interrupted-header-block",
+        ),
+        pytest.param(
+            after_preface(ContinuationFrame(1, b"", flags=["END_HEADERS"]).serialize()),
+            ErrorCodes.PROTOCOL_ERROR,
+            id="stray-continuation",
+        ),
+        pytest.param(
+            after_preface(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x"),  # hyperframe refuses to build it
+            ErrorCodes.PROTOCOL_ERROR,
+            id="data-on-stream-0",
+        ),
+        pytest.param(
+            after_preface(b"\xff\xff\xff\x00\x00\x00\x00\x00\x00"),  # a 16 MiB DATA frame's header
+            ErrorCodes.FRAME_SIZE_ERROR,
+            id="frame-over-the-advertised-max",
+        ),
+    ],
+)
+async def test_bad_input_gets_goaway_and_close(sent: bytes, code: ErrorCodes) -> None:
+    async with serving() as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(sent)
+            frames = await RawFrames(reader).until_closed()  # returns only once the server closes
+        finally:
+            writer.close()
+        goaways = [f for f in frames if isinstance(f, GoAwayFrame)]
+        assert [g.error_code for g in goaways] == [code]
+        assert frames[-1] is goaways[0]
+
+
+async def test_stop_lets_an_open_stream_finish_and_refuses_new_ones() -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for message in requests:
+            arrived.set()
+            await release.wait()
+            yield message
+
+    async with serving(Slow=slow) as running, h2_client(running) as client:
+        assert await client.call(ECHO, [b"warm-up"]) == [b"warm-up"]  # one stream done before the open one
+        open_id = client.request("/t.T/Slow", [b"in flight"])
+        await client.send()
+        await asyncio.wait_for(arrived.wait(), 5)
+        started = time.monotonic()
+        stopping = asyncio.create_task(running.server.stop(grace=5))
+        # h2 gives up on a connection at GOAWAY; from here the frames are read raw.
+        frames = RawFrames(client.reader)
+        goaway = await frames.next()
+        assert isinstance(goaway, GoAwayFrame)
+        assert (goaway.error_code, goaway.last_stream_id) == (ErrorCodes.NO_ERROR, open_id)
+        # A stream the client opened before it saw the GOAWAY.
+        late_id = open_id + 2
+        block = client.conn.encoder.encode(request_headers(ECHO))
+        client.writer.write(HeadersFrame(late_id, block, flags=["END_HEADERS", "END_STREAM"]).serialize())
+        refused = await frames.next()
+        assert isinstance(refused, RstStreamFrame)
+        assert (refused.stream_id, refused.error_code) == (late_id, ErrorCodes.REFUSED_STREAM)
+        assert not stopping.done()
+        release.set()
+        rest = await frames.until_closed()
+        await stopping
+        assert time.monotonic() - started < 2, "stop waited for the stream, not for the grace period"
+    assert [(type(f), f.stream_id) for f in rest] == [
+        (HeadersFrame, open_id),
+        (DataFrame, open_id),
+        (HeadersFrame, open_id),
+    ]
+    assert grpc_unframe(rest[1].data) == [b"in flight"]
+    assert "END_STREAM" in rest[2].flags
+    decoder = hpack.Decoder()
+    headers = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+    assert decoder.decode(rest[0].data, raw=True) == headers
+    assert decoder.decode(rest[2].data, raw=True) == [(b"grpc-status", b"0")]
+
+
+async def test_stop_says_goaway_to_an_idle_connection() -> None:
+    async with serving() as running, h2_client(running) as client:
+        assert await client.call(ECHO, [b"x"]) == [b"x"]
+        await running.server.stop(grace=5)
+        frames = await RawFrames(client.reader).until_closed()
+    assert [(type(f), getattr(f, "error_code", None)) for f in frames] == [(GoAwayFrame, ErrorCodes.NO_ERROR)]
+
+
+async def test_stop_cuts_a_stream_that_outlives_the_grace_period() -> None:
+    cancelled = asyncio.Event()
+
+    async def stuck(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        try:
+            async for message in requests:
+                yield message
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async with serving(Stuck=stuck) as running, h2_client(running) as client:
+        stream_id = client.request("/t.T/Stuck", [b"x"])
+        await client.send()
+        await client.until(lambda: client.received(stream_id) == grpc_frame(b"x"))
+        started = time.monotonic()
+        await running.server.stop(grace=0.2)
+        assert 0.19 < time.monotonic() - started < 1
+        await asyncio.wait_for(cancelled.wait(), 1)
+        frames = await RawFrames(client.reader).until_closed()
+    assert [type(f) for f in frames] == [GoAwayFrame]
