@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import socket
 import struct
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
@@ -40,23 +42,29 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDO
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
 # Settings identifiers.
-HEADER_TABLE_SIZE, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x4, 0x5
+HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x3, 0x4, 0x5
 
 # Error codes.
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x2, 0x3, 0x6
-CANCEL, COMPRESSION_ERROR = 0x8, 0x9
+REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
 
 # gRPC status codes sent by the server itself.
-GRPC_OK, GRPC_INTERNAL, GRPC_UNIMPLEMENTED = 0, 13, 12
+GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
 
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME_SIZE = 16_384
-# Our receive side: whole request bodies arrive buffered by Envoy, so the
-# windows are opened fully and topped up when half is used.
 RECV_FRAME_SIZE = 1 << 20
 MAX_HEADER_BLOCK = 64 * 1024
 MAX_MESSAGE = 64 * 1024 * 1024
+# Envoy opens another connection when a connection reaches this many streams.
+STREAM_LIMIT = 16_384
+# Unread input is bounded: a stream may hold one whole message, a connection four.
+# Window is handed back as the handler takes messages, so a peer can never get
+# further ahead of a handler than that (Envoy sends one message per reply anyway).
+CONNECTION_WINDOW_MESSAGES = 4
+# Bytes queued for a peer that does not read, beyond which we stop reading it.
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 
 _FRAME_HEAD = struct.Struct(">I B I")  # (length << 8 | type), flags, stream id
 _U32 = struct.Struct(">I")
@@ -93,9 +101,10 @@ OK_TRAILERS = _literal(b"grpc-status", b"0")
 def _status_trailers(code: int, message: str) -> bytes:
     block = _literal(b"grpc-status", str(code).encode())
     if message:
-        # grpc-message is percent-encoded; ASCII letters, digits and spaces pass as they are.
-        safe = "".join(c if c.isalnum() or c in " .,:;-_/()" else f"%{ord(c):02X}" for c in message)
-        block += _literal(b"grpc-message", safe.encode("ascii", "replace")[:1024])
+        # grpc-message: UTF-8, with bytes outside printable ASCII (and "%") percent-encoded.
+        raw = message.encode()[:512]
+        text = "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in raw)
+        block += _literal(b"grpc-message", text.encode("ascii"))
     return block
 
 
@@ -156,10 +165,10 @@ class _Stream:
 class _Requests:
     """The handler's view of the client's messages, in order, until it half-closes."""
 
-    __slots__ = ("_deserialize", "_loop", "_stream")
+    __slots__ = ("_connection", "_deserialize", "_stream")
 
-    def __init__(self, stream: _Stream, deserialize: Callable[[bytes], Any], loop: asyncio.AbstractEventLoop):
-        self._stream, self._deserialize, self._loop = stream, deserialize, loop
+    def __init__(self, connection: Connection, stream: _Stream, deserialize: Callable[[bytes], Any]) -> None:
+        self._connection, self._stream, self._deserialize = connection, stream, deserialize
 
     def __aiter__(self) -> _Requests:
         return self
@@ -169,18 +178,31 @@ class _Requests:
         while not stream.inbox:
             if stream.ended:
                 raise StopAsyncIteration
-            stream.waiter = self._loop.create_future()
+            stream.waiter = self._connection.loop.create_future()
             await stream.waiter
-        return self._deserialize(stream.inbox.popleft())
+        message = stream.inbox.popleft()
+        self._connection.consumed(stream, 5 + len(message))
+        return self._deserialize(message)
 
 
 class Connection(asyncio.Protocol):
     """One client connection (Envoy opens one per worker thread)."""
 
-    def __init__(self, methods: dict[bytes, Method], on_close: Callable[[Connection], None]) -> None:
+    def __init__(
+        self,
+        methods: dict[bytes, Method],
+        on_close: Callable[[Connection], None],
+        max_message: int = MAX_MESSAGE,
+    ) -> None:
         self._methods = methods
         self._on_close = on_close
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
+        self._max_message = max_message
+        self._stream_window = min(MAX_WINDOW, max_message + 5)
+        # Never below HTTP/2's initial 65,535: a connection window cannot shrink.
+        self._connection_window = max(
+            DEFAULT_WINDOW, min(MAX_WINDOW, CONNECTION_WINDOW_MESSAGES * self._stream_window)
+        )
         self._transport: asyncio.Transport | None = None
         self._in = bytearray()
         self._preface_seen = False
@@ -192,7 +214,7 @@ class Connection(asyncio.Protocol):
         self._peer_initial_window = DEFAULT_WINDOW
         self._peer_max_frame = DEFAULT_FRAME_SIZE
         self._table_size_update = False
-        self._recv_unacked = 0
+        self._recv_unacked = 0  # bytes taken by handlers (or discarded) not yet handed back
         self._continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block)
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -203,9 +225,28 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        settings = struct.pack(">HIHI", INITIAL_WINDOW_SIZE, MAX_WINDOW, MAX_FRAME_SIZE, RECV_FRAME_SIZE)
+        self._transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        settings = struct.pack(
+            ">HIHIHI",
+            INITIAL_WINDOW_SIZE,
+            self._stream_window,
+            MAX_FRAME_SIZE,
+            RECV_FRAME_SIZE,
+            MAX_CONCURRENT_STREAMS,
+            STREAM_LIMIT,
+        )
         self._write(_frame(SETTINGS, 0, 0, settings))
-        self._write(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(MAX_WINDOW - DEFAULT_WINDOW)))
+        if self._connection_window > DEFAULT_WINDOW:
+            self._write(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._connection_window - DEFAULT_WINDOW)))
+
+    def pause_writing(self) -> None:
+        """The peer is not reading what we send: stop reading what it sends (PINGs, new streams)."""
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None:
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         buf = self._in
@@ -296,8 +337,7 @@ class Connection(asyncio.Protocol):
     def _on_data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if stream_id == 0:
             raise ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
-        frame_length = len(payload)  # padding included: it counts against both windows
-        self._consumed(frame_length)
+        frame_length = len(payload)
         if flags & PADDED:
             if not payload:
                 raise ProtocolError(PROTOCOL_ERROR, "padded frame without a pad length")
@@ -309,21 +349,22 @@ class Connection(asyncio.Protocol):
         if stream is None or stream.ended:
             if stream_id > self._last_stream_id:
                 raise ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
-            return  # a stream we closed or reset: its window is already returned above
-        stream.recv_unacked += frame_length
-        if stream.recv_unacked > MAX_WINDOW // 2 and not flags & END_STREAM:
-            self._write(_frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.recv_unacked)))
-            stream.recv_unacked = 0
+            self.consumed(None, frame_length)  # a stream we finished or reset: discarded
+            return
+        # Padding is discarded now; the data is handed back as the handler takes it.
+        self.consumed(stream, frame_length - len(payload))
         buffer = stream.buffer
         buffer += payload
         delivered = False
         while len(buffer) >= 5:
             if buffer[0]:
-                self._reset(stream, INTERNAL_ERROR, GRPC_INTERNAL, "compressed messages are not supported")
+                self._refuse(stream, GRPC_UNIMPLEMENTED, "compressed messages are not supported")
                 return
             (length,) = _U32.unpack_from(buffer, 1)
-            if length > MAX_MESSAGE:
-                self._reset(stream, INTERNAL_ERROR, GRPC_INTERNAL, "message larger than 64 MiB")
+            if length > self._max_message:
+                self._refuse(
+                    stream, GRPC_RESOURCE_EXHAUSTED, f"message larger than {self._max_message} bytes"
+                )
                 return
             if len(buffer) < 5 + length:
                 break
@@ -331,16 +372,35 @@ class Connection(asyncio.Protocol):
             del buffer[: 5 + length]
             delivered = True
         if flags & END_STREAM:
+            if buffer:
+                self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
+                return
             stream.ended = True
             delivered = True
         if delivered:
             stream.wake()
 
-    def _consumed(self, length: int) -> None:
+    def consumed(self, stream: _Stream | None, length: int) -> None:
+        """Hand ``length`` bytes of window back once half a window is owed (rarely, for Envoy)."""
+        if not length:
+            return
         self._recv_unacked += length
-        if self._recv_unacked > MAX_WINDOW // 2:
+        if self._recv_unacked >= self._connection_window // 2:
             self._write(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_unacked)))
             self._recv_unacked = 0
+        if stream is None or stream.ended:
+            return  # the peer sends no more on it
+        stream.recv_unacked += length
+        if stream.recv_unacked >= self._stream_window // 2:
+            self._write(_frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.recv_unacked)))
+            stream.recv_unacked = 0
+
+    def _release(self, stream: _Stream) -> None:
+        """Input no handler will take any more: its window goes back to the connection."""
+        unread = len(stream.buffer) + sum(5 + len(m) for m in stream.inbox)
+        stream.buffer.clear()
+        stream.inbox.clear()
+        self.consumed(None, unread)
 
     def _on_headers(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if stream_id == 0:
@@ -379,6 +439,9 @@ class Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is not None:
             # Trailers from the client: the end of its messages.
+            if stream.buffer:
+                self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
+                return
             stream.ended = True
             stream.wake()
             return
@@ -388,8 +451,8 @@ class Connection(asyncio.Protocol):
             # Trailers on a stream we already finished or reset: the client may still send them.
             return
         self._last_stream_id = stream_id
-        if self._going_away:
-            self._write(_frame(RST_STREAM, 0, stream_id, _U32.pack(0x7)))  # REFUSED_STREAM
+        if self._going_away or len(self._streams) >= STREAM_LIMIT:
+            self._write(_frame(RST_STREAM, 0, stream_id, _U32.pack(REFUSED_STREAM)))
             return
         stream = _Stream(stream_id, self._peer_initial_window)
         stream.ended = bool(flags & END_STREAM)
@@ -402,7 +465,7 @@ class Connection(asyncio.Protocol):
                 stream, _status_trailers(GRPC_UNIMPLEMENTED, f"unknown method {path.decode('latin-1')}")
             )
             return
-        stream.task = self._loop.create_task(self._run(stream, method))
+        stream.task = self.loop.create_task(self._run(stream, method))
 
     def _on_window_update(self, stream_id: int, payload: memoryview) -> None:
         if len(payload) != 4:
@@ -419,9 +482,12 @@ class Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
+        if not increment:
+            self._reset(stream, PROTOCOL_ERROR, "zero WINDOW_UPDATE")
+            return
         stream.send_window += increment
         if stream.send_window > MAX_WINDOW:
-            self._reset(stream, FLOW_CONTROL_ERROR, GRPC_INTERNAL, "stream window overflow")
+            self._reset(stream, FLOW_CONTROL_ERROR, "stream window overflow")
             return
         if stream.pending:
             self._send_pending(stream)
@@ -433,6 +499,7 @@ class Connection(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
+        grown: list[_Stream] = []
         for i in range(0, len(payload), 6):
             ident, value = struct.unpack_from(">HI", payload, i)
             if ident == INITIAL_WINDOW_SIZE:
@@ -442,6 +509,10 @@ class Connection(asyncio.Protocol):
                 self._peer_initial_window = value
                 for stream in self._streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise ProtocolError(FLOW_CONTROL_ERROR, "a stream window grew past 2^31-1")
+                    if delta > 0 and stream.pending:
+                        grown.append(stream)
             elif ident == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME_SIZE <= value <= 2**24 - 1:
                     raise ProtocolError(PROTOCOL_ERROR, "bad max frame size")
@@ -450,7 +521,8 @@ class Connection(asyncio.Protocol):
                 # We never index, so our table is empty; say so in the next block.
                 self._table_size_update = True
         self._write(_frame(SETTINGS, ACK, 0))
-        self._drain_blocked()
+        for stream in grown:
+            self._send_pending(stream)
 
     # ------------------------------------------------------------------ running a stream
     async def _run(self, stream: _Stream, method: Method) -> None:
@@ -458,7 +530,7 @@ class Connection(asyncio.Protocol):
         try:
             # aclosing: a handler left early still runs its ``finally`` now, not at GC.
             async with contextlib.aclosing(
-                method.handler(_Requests(stream, method.deserialize, self._loop))
+                method.handler(_Requests(self, stream, method.deserialize))
             ) as out:
                 async for response in out:
                     if stream.closed:
@@ -466,7 +538,11 @@ class Connection(asyncio.Protocol):
                     self._send_message(stream, serialize(response))
             trailers = OK_TRAILERS
         except asyncio.CancelledError:
-            return  # the client reset the stream or the connection went away
+            if stream.closed or stream.trailers is not None:
+                return  # the client reset the stream, the connection went away, or we refused it
+            # Not our cancellation: something the handler awaited was cancelled.
+            log.warning("stream %d: the handler was cancelled", stream.id)
+            trailers = _status_trailers(GRPC_INTERNAL, "CancelledError")
         except Exception as exc:
             log.exception("stream %d: handler failed", stream.id)
             trailers = _status_trailers(GRPC_INTERNAL, type(exc).__name__)
@@ -498,9 +574,9 @@ class Connection(asyncio.Protocol):
 
     def _send_trailers(self, stream: _Stream) -> None:
         assert stream.trailers is not None
+        # One frame: grpc-message is capped at 512 bytes (under 1.6 KB encoded), far below
+        # the smallest frame size a peer may ask for (16 KiB).
         block = self._header_block(stream.trailers)
-        if len(block) > self._peer_max_frame:  # never with our short trailers; kept correct anyway
-            block = block[: self._peer_max_frame]
         self._write(_frame(HEADERS, END_HEADERS | END_STREAM, stream.id, block))
         stream.closed = True
         self._forget(stream)
@@ -510,7 +586,13 @@ class Connection(asyncio.Protocol):
         while pending:
             allowed = min(len(pending), self._send_window, stream.send_window, self._peer_max_frame)
             if allowed <= 0:
-                self._blocked[stream.id] = stream
+                # Only streams waiting on the connection's window queue here: a stream
+                # waiting on its own resumes on its own WINDOW_UPDATE (or SETTINGS), so
+                # a connection WINDOW_UPDATE never walks streams it cannot unblock.
+                if stream.send_window > 0:
+                    self._blocked[stream.id] = stream
+                else:
+                    self._blocked.pop(stream.id, None)
                 return
             self._write(_frame(DATA, 0, stream.id, bytes(pending[:allowed])))
             del pending[:allowed]
@@ -526,23 +608,36 @@ class Connection(asyncio.Protocol):
                 return
             self._send_pending(stream)
 
-    def _reset(self, stream: _Stream, h2_code: int, grpc_code: int, message: str) -> None:
-        log.warning("stream %d reset: %s", stream.id, message)
+    def _reset(self, stream: _Stream, h2_code: int, reason: str) -> None:
+        """An HTTP/2 stream error: RST_STREAM, and the handler stops."""
+        log.warning("stream %d reset: %s", stream.id, reason)
         self._write(_frame(RST_STREAM, 0, stream.id, _U32.pack(h2_code)))
         self._streams.pop(stream.id, None)
         self._cancel(stream)
         self._check_idle()
 
+    def _refuse(self, stream: _Stream, code: int, message: str) -> None:
+        """A gRPC error on one stream (bad message framing): its status goes out, the handler stops."""
+        log.warning("stream %d refused: %s", stream.id, message)
+        stream.ended = True
+        self._release(stream)
+        if stream.task is not None and not stream.task.done():
+            stream.task.cancel()
+        if stream.trailers is None:
+            self._finish(stream, _status_trailers(code, message))
+
     def _cancel(self, stream: _Stream) -> None:
         stream.closed = stream.ended = True
         self._blocked.pop(stream.id, None)
+        self._release(stream)
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
         stream.wake()
 
     def _forget(self, stream: _Stream) -> None:
-        """Our side is done. Late DATA from the client is then ignored (its window still returned)."""
+        """Our side is done. Late DATA from the client is then discarded (its window handed back)."""
         self._streams.pop(stream.id, None)
+        self._release(stream)
         self._check_idle()
 
     def _check_idle(self) -> None:
@@ -568,7 +663,7 @@ class Connection(asyncio.Protocol):
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -580,8 +675,9 @@ class Connection(asyncio.Protocol):
 class Server:
     """Listens on one address; ``close`` drains open streams before the connections go."""
 
-    def __init__(self, methods: dict[str, Method]) -> None:
+    def __init__(self, methods: dict[str, Method], max_message: int = MAX_MESSAGE) -> None:
         self._methods = {path.encode(): method for path, method in methods.items()}
+        self._max_message = max_message
         self._connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
 
@@ -591,12 +687,25 @@ class Server:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start_unix(self, path: str) -> None:
-        """Envoy beside us (same host or pod) reaches a Unix socket without the TCP stack."""
+        """Envoy beside us (same host or pod) reaches a Unix socket without the TCP stack.
+
+        A stale socket file is replaced; a live one is not: that would silently cut
+        another process (say, a second ext_proc given the same path) off from Envoy.
+        """
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError):
+            pass
+        else:
+            raise OSError(errno.EADDRINUSE, f"another process is listening on {path}")
+        finally:
+            probe.close()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(self._connection, path)
 
     def _connection(self) -> Connection:
-        conn = Connection(self._methods, self._connections.discard)
+        conn = Connection(self._methods, self._connections.discard, self._max_message)
         self._connections.add(conn)
         return conn
 

@@ -171,7 +171,7 @@ class Stack:
     # (bench/README.md). ``ports.ext_proc`` then only names the processes.
     ext_proc_uds: bool = True
     processes: dict[str, Process] = field(default_factory=dict)
-    _socket_dir: Path | None = None
+    _socket_dir: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # The control plane's gRPC port serves provider keys: always behind a token.

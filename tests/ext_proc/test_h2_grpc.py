@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -82,10 +83,13 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def serving(**extra: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]) -> AsyncIterator[Running]:
+async def serving(
+    max_message: int = 64 * MIB, **extra: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+) -> AsyncIterator[Running]:
     """The standard handlers plus ``extra`` (keyword = method name under /t.T/), on a free port."""
     handlers = {**HANDLERS, **{f"/t.T/{name}": handler for name, handler in extra.items()}}
-    server = Server({path: Method(handler, identity, identity) for path, handler in handlers.items()})
+    methods = {path: Method(handler, identity, identity) for path, handler in handlers.items()}  # type: ignore[arg-type]
+    server = Server(methods, max_message=max_message)
     port = await server.start("127.0.0.1", 0)
     try:
         yield Running(server, port)
@@ -196,6 +200,42 @@ async def test_grpc_error_statuses(
         assert (error.value.code(), received, error.value.details()) == (code, replies, details)
         # The connection is still good for the next call.
         assert [m async for m in grpc_method(channel, ECHO)(iter([b"after"]))] == [b"after"]
+
+
+async def test_a_handler_cancelled_from_inside_ends_with_internal() -> None:
+    """Not a reset: something the handler awaited was cancelled. The call still gets a status."""
+
+    async def awaits_a_cancelled_task(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for message in requests:
+            task = asyncio.ensure_future(asyncio.sleep(3600))
+            task.cancel()
+            await task
+            yield message
+
+    async with serving(Cancelled=awaits_a_cancelled_task) as running, grpc_channel(running) as channel:
+        call = grpc_method(channel, "/t.T/Cancelled")(timeout=10)
+        await call.write(b"x")
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call.read()
+        assert (error.value.code(), error.value.details()) == (grpc.StatusCode.INTERNAL, "CancelledError")
+        assert [m async for m in grpc_method(channel, ECHO)(iter([b"after"]))] == [b"after"]
+
+
+async def test_a_second_server_cannot_take_a_live_socket(tmp_path: Path) -> None:
+    """A stale socket file is replaced; a live one belongs to its process."""
+    path = str(tmp_path / "ext_proc.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)
+    stale.close()
+    first, second = Server({ECHO: Method(echo, identity, identity)}), Server({})
+    await first.start_unix(path)
+    try:
+        with pytest.raises(OSError, match="another process is listening"):
+            await second.start_unix(path)
+        async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+            assert [m async for m in grpc_method(channel, ECHO)(iter([b"still first"]))] == [b"still first"]
+    finally:
+        await first.stop(grace=1)
 
 
 async def test_grpc_server_ends_before_the_client() -> None:
@@ -505,6 +545,106 @@ async def test_response_waits_for_a_tiny_window_and_resumes_on_each_update() -> 
             await client.settle()
             assert len(client.received(stream_id)) == expected, window
         assert await client.response(stream_id) == ([payload(size)], {b"grpc-status": b"0"})
+
+
+async def test_only_streams_waiting_on_the_connection_window_queue_on_it() -> None:
+    """A connection WINDOW_UPDATE (or SETTINGS) must not walk streams blocked on their own window:
+    with thousands of them, tiny updates from a hostile peer would pin the event loop."""
+
+    async def big(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        await anext(requests)
+        yield payload(1_000)
+
+    async with serving(Big=big) as running, h2_client(running, window=10, auto_ack=False) as client:
+        streams = [client.request("/t.T/Big", [b"go"]) for _ in range(3)]
+        await client.send()
+        await client.until(lambda: all(len(client.received(s)) == 10 for s in streams))
+        (connection,) = running.server._connections
+        assert connection._blocked == {}  # each waits on its own window
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 100_000})
+        await client.send()
+        for stream_id in streams:
+            assert await client.response(stream_id) == ([payload(1_000)], {b"grpc-status": b"0"})
+
+
+async def test_unread_input_is_held_back_by_the_windows() -> None:
+    """Window goes back to the peer as the handler takes messages, not as they arrive: a peer can
+    get one message (stream) or four (connection) ahead of a handler, never more."""
+    gate = asyncio.Event()
+
+    async def gated_echo(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        await gate.wait()
+        async for message in requests:
+            yield message
+
+    async with serving(max_message=1000, Gated=gated_echo) as running, h2_client(running) as client:
+        settings = client.conn.remote_settings
+        assert (settings.initial_window_size, settings.max_concurrent_streams) == (1005, 16_384)
+        messages = [payload(196, seed) for seed in range(5)]  # 5 x 201 framed bytes: the whole window
+        stream_id = client.request("/t.T/Gated", messages, end=False)
+        await client.send()
+        await client.settle(0.2)
+        assert client.conn.local_flow_control_window(stream_id) == 0  # nothing handed back yet
+        gate.set()
+        await client.until(lambda: client.conn.local_flow_control_window(stream_id) > 0)
+        client.conn.send_data(stream_id, grpc_frame(b"more"), end_stream=True)
+        await client.send()
+        assert await client.response(stream_id) == ([*messages, b"more"], {b"grpc-status": b"0"})
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (b"\x00" + (1001).to_bytes(4, "big") + b"x" * 10, b"8", b"message larger than 1000 bytes"),
+        (b"\x01" + (3).to_bytes(4, "big") + b"abc", b"12", b"compressed messages are not supported"),
+        (b"\x00" + (10).to_bytes(4, "big") + b"abc", b"13", b"the request ended inside a message"),
+    ],
+    ids=["too-large", "compressed", "ends-inside-a-message"],
+)
+async def test_bad_messages_get_a_grpc_status(data: bytes, status: bytes, message: bytes) -> None:
+    async with serving(max_message=1000) as running, h2_client(running) as client:
+        stream_id = client.request(ECHO, end=False)
+        client.conn.send_data(stream_id, data, end_stream=True)
+        await client.send()
+        await client.until(lambda: client.ended(stream_id))
+        # Trailers-only: the status comes in the one HEADERS frame, with no message before it.
+        (only,) = client.events(stream_id)[:-1]
+        assert isinstance(only, h2.events.ResponseReceived)
+        headers = dict(only.headers)
+        assert (headers[b"grpc-status"], headers[b"grpc-message"]) == (status, message)
+        assert await client.call(ECHO, [b"next"]) == [b"next"]
+
+
+async def test_streams_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ext_proc.h2_grpc
+
+    monkeypatch.setattr(ext_proc.h2_grpc, "STREAM_LIMIT", 2)
+    release = asyncio.Event()
+
+    async def held(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        await release.wait()
+        async for message in requests:
+            yield message
+
+    encoder = hpack.Encoder()
+    headers = [
+        HeadersFrame(
+            stream_id, encoder.encode(request_headers("/t.T/Held")), flags=["END_HEADERS"]
+        ).serialize()
+        for stream_id in (1, 3, 5)
+    ]
+    async with serving(Held=held) as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(after_preface(*headers))
+            frames = RawFrames(reader)
+            while not isinstance(frame := await frames.next(), RstStreamFrame):
+                if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                    assert frame.settings[SettingCodes.MAX_CONCURRENT_STREAMS] == 2
+            assert (frame.stream_id, frame.error_code) == (5, ErrorCodes.REFUSED_STREAM)
+        finally:
+            release.set()
+            writer.close()
 
 
 @pytest.mark.parametrize("half_closed", [False, True], ids=["waiting-for-a-request", "busy-after-half-close"])
