@@ -88,3 +88,25 @@ def test_the_control_plane_grpc_port_needs_the_token(gateway: Stack):
     token = gateway.env["INFERY_XDS_TOKEN"]
     response = asyncio.run(asyncio.wait_for(subscribe((("authorization", f"Bearer {token}"),)), 5))
     assert response.type_url.endswith("infery.v1.Provider")
+
+
+def test_without_ext_proc_requests_get_the_envelope_and_recover(tmp_path, openai_sim):
+    """ext_proc gone: 503 gateway_unavailable, never a bare error; back as soon as it is."""
+    stack = start_gateway(tmp_path)  # one ext_proc, on a Unix socket
+    try:
+        admin = Admin(stack.admin_url)
+        admin.provider("sim", "openai", openai_sim.base_url, SIM_KEY)
+        admin.model("gpt-4o-mini", "sim", "gpt-4o-mini")
+        client = new_tenant(admin, stack, "no-ext-proc").client(stack)
+        assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).choices
+        (name,) = [n for n in stack.processes if n.startswith("ext_proc")]
+        stack.stop_process(name)
+        for stream in (False, True):
+            with pytest.raises(openai.InternalServerError) as err:
+                client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=stream)
+            assert err.value.status_code == 503
+            assert err.value.body["code"] == "gateway_unavailable"  # type: ignore[index]
+        stack.start_ext_proc(int(name.removeprefix("ext_proc_")))
+        eventually(lambda: bool(client.chat.completions.create(model="gpt-4o-mini", messages=HI).choices))
+    finally:
+        stack.stop()
