@@ -2,8 +2,8 @@
 
 Why not ``grpc.aio``: there every gRPC message crosses three threads (an event
 engine thread reads the socket, the completion-queue poller hands the event over,
-the event loop runs the handler), and that hand-off costs about 0.45 ms of CPU per
-ext_proc request, eight times the gateway's own logic. Here one ``data_received``
+the event loop runs the handler). ext_proc spent 0.55 ms of CPU per request there,
+against 0.22 ms here; the gateway's own logic is about 0.05 ms. Here one ``data_received``
 parses every frame the read delivered, for all of Envoy's streams at once, and all
 the replies produced in one loop iteration leave in one write (bench/README.md has
 the measurements).
@@ -11,8 +11,8 @@ the measurements).
 Scope: what Envoy's gRPC client speaks — cleartext HTTP/2 with prior knowledge,
 uncompressed messages, no server push. Stream-stream methods only; a unary or
 streaming client works too, as gRPC frames them the same way. HPACK decoding is
-the ``hpack`` package's; the few header blocks the server sends are literal and
-never indexed, so the peer's table settings cannot desynchronise them.
+the ``hpack`` package's; the few header blocks the server sends are literals
+without indexing, so the peer's table settings cannot desynchronise them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
 
 
 def _literal(name: bytes, value: bytes) -> bytes:
-    """A header as a literal never added to the table (new name, no Huffman)."""
+    """A header as a literal without indexing (new name, no Huffman): the table never changes."""
     return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
 
 
