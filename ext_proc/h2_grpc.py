@@ -673,18 +673,19 @@ class Connection(asyncio.Protocol):
 
 
 class Server:
-    """Listens on one address; ``close`` drains open streams before the connections go."""
+    """Listens on a TCP address, a Unix socket, or both; ``stop`` drains open streams first."""
 
     def __init__(self, methods: dict[str, Method], max_message: int = MAX_MESSAGE) -> None:
         self._methods = {path.encode(): method for path, method in methods.items()}
         self._max_message = max_message
         self._connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None
+        self._listeners: list[asyncio.Server] = []
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._connection, host, port, reuse_address=True)
-        return int(self._server.sockets[0].getsockname()[1])
+        listener = await loop.create_server(self._connection, host, port, reuse_address=True)
+        self._listeners.append(listener)
+        return int(listener.sockets[0].getsockname()[1])
 
     async def start_unix(self, path: str) -> None:
         """Envoy beside us (same host or pod) reaches a Unix socket without the TCP stack.
@@ -702,7 +703,7 @@ class Server:
         finally:
             probe.close()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_unix_server(self._connection, path)
+        self._listeners.append(await loop.create_unix_server(self._connection, path))
 
     def _connection(self) -> Connection:
         conn = Connection(self._methods, self._connections.discard, self._max_message)
@@ -710,8 +711,8 @@ class Server:
         return conn
 
     async def stop(self, grace: float) -> None:
-        if self._server is not None:
-            self._server.close()
+        for listener in self._listeners:
+            listener.close()
         for conn in list(self._connections):
             conn.close()
         waits: list[Coroutine[Any, Any, Any]] = [conn.idle.wait() for conn in self._connections]
@@ -720,5 +721,5 @@ class Server:
                 await asyncio.wait_for(asyncio.gather(*waits), grace)
         for conn in list(self._connections):
             conn.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        for listener in self._listeners:
+            await listener.wait_closed()

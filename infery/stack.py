@@ -168,7 +168,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     envoy_concurrency: int = 2
     # Envoy reaches ext_proc on Unix sockets: ~15% more requests/s than loopback TCP
-    # (bench/README.md). ``ports.ext_proc`` then only names the processes.
+    # (bench/README.md). ext_proc still listens on its port as well (SPEC's default).
     ext_proc_uds: bool = True
     processes: dict[str, Process] = field(default_factory=dict)
     _socket_dir: Path | None = field(default=None, init=False, repr=False)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
 
-from infery.stack import Stack
+from infery.stack import Stack, port_open
 from tests.e2e.support import SIM_KEY, Admin, eventually, new_tenant, start_gateway
 
 HI = [{"role": "user", "content": "hello"}]
@@ -100,13 +101,16 @@ def test_without_ext_proc_requests_get_the_envelope_and_recover(tmp_path, openai
         client = new_tenant(admin, stack, "no-ext-proc").client(stack)
         assert client.chat.completions.create(model="gpt-4o-mini", messages=HI).choices
         (name,) = [n for n in stack.processes if n.startswith("ext_proc")]
+        port = int(name.removeprefix("ext_proc_"))
+        # Envoy uses the Unix socket; ext_proc still listens on its port too (SPEC's default ports).
+        assert port_open(port) and Path(stack.ext_proc_socket(port)).is_socket()
         stack.stop_process(name)
         for stream in (False, True):
             with pytest.raises(openai.InternalServerError) as err:
                 client.chat.completions.create(model="gpt-4o-mini", messages=HI, stream=stream)
             assert err.value.status_code == 503
             assert err.value.body["code"] == "gateway_unavailable"  # type: ignore[index]
-        stack.start_ext_proc(int(name.removeprefix("ext_proc_")))
+        stack.start_ext_proc(port)
         eventually(lambda: bool(client.chat.completions.create(model="gpt-4o-mini", messages=HI).choices))
     finally:
         stack.stop()
