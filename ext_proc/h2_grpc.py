@@ -546,7 +546,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             log.exception("stream %d: handler failed", stream.id)
             trailers = _status_trailers(GRPC_INTERNAL, type(exc).__name__)
-        if not stream.closed:
+        if not stream.closed and stream.trailers is None:  # else a status is already on its way
             self._finish(stream, trailers)
 
     # ------------------------------------------------------------------ frames out
