@@ -10,9 +10,9 @@ the measurements).
 
 Scope: what Envoy's gRPC client speaks — cleartext HTTP/2 with prior knowledge,
 uncompressed messages, no server push. Stream-stream methods only; a unary or
-streaming client works too, as gRPC frames them the same way. HPACK decoding is
-the ``hpack`` package's; the few header blocks the server sends are literals
-without indexing, so the peer's table settings cannot desynchronise them.
+streaming client works too, as gRPC frames them the same way. HPACK, both ways,
+is the ``hpack`` package's; the few header blocks the server sends are never-indexed
+fields, so the peer's table settings cannot desynchronise them.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x3, 0x4, 0x5
 
 # Error codes.
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x2, 0x3, 0x6
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
 REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
 
 # gRPC status codes sent by the server itself.
@@ -74,38 +74,25 @@ def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes
     return _FRAME_HEAD.pack(len(payload) << 8 | kind, flags, stream_id) + payload
 
 
-def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """RFC 7541 §5.1 integer encoding."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes([first | value])
-    out = bytearray([first | limit])
-    value -= limit
-    while value >= 128:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A header as a literal without indexing (new name, no Huffman): the table never changes."""
-    return b"\x00" + _hpack_int(len(name), 7) + name + _hpack_int(len(value), 7) + value
-
-
-# ":status: 200" is static entry 8; "content-type" is static name 31.
-RESPONSE_HEADERS = b"\x88" + _hpack_int(31, 4) + _hpack_int(16, 7) + b"application/grpc"
-OK_TRAILERS = _literal(b"grpc-status", b"0")
+def _never_indexed(*fields: tuple[bytes, bytes]) -> bytes:
+    """An HPACK block of never-indexed fields: the peer's table never changes, so the
+    blocks can be built once and sent on any connection in any order."""
+    encoder = hpack.Encoder()
+    return bytes(encoder.encode([hpack.NeverIndexedHeaderTuple(n, v) for n, v in fields], huffman=False))
 
 
 def _status_trailers(code: int, message: str) -> bytes:
-    block = _literal(b"grpc-status", str(code).encode())
+    fields = [(b"grpc-status", str(code).encode())]
     if message:
         # grpc-message: UTF-8, with bytes outside printable ASCII (and "%") percent-encoded.
         raw = message.encode()[:512]
         text = "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in raw)
-        block += _literal(b"grpc-message", text.encode("ascii"))
-    return block
+        fields.append((b"grpc-message", text.encode("ascii")))
+    return _never_indexed(*fields)
+
+
+RESPONSE_HEADERS = _never_indexed((b":status", b"200"), (b"content-type", b"application/grpc"))
+OK_TRAILERS = _status_trailers(GRPC_OK, "")
 
 
 Handler = Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]
@@ -546,8 +533,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             log.exception("stream %d: handler failed", stream.id)
             trailers = _status_trailers(GRPC_INTERNAL, type(exc).__name__)
-        if not stream.closed and stream.trailers is None:  # else a status is already on its way
-            self._finish(stream, trailers)
+        self._finish(stream, trailers)
 
     # ------------------------------------------------------------------ frames out
     def _header_block(self, block: bytes) -> bytes:
@@ -564,7 +550,10 @@ class Connection(asyncio.Protocol):
         self._send_pending(stream)
 
     def _finish(self, stream: _Stream, trailers: bytes) -> None:
-        """Trailers (with END_STREAM) once the stream's data is out."""
+        """Trailers (with END_STREAM) once the stream's data is out. The first status wins:
+        a handler that outlives a refusal of its stream cannot replace it."""
+        if stream.closed or stream.trailers is not None:
+            return
         if not stream.headers_sent:
             stream.headers_sent = True
             trailers = RESPONSE_HEADERS + trailers  # trailers-only response
@@ -623,8 +612,7 @@ class Connection(asyncio.Protocol):
         self._release(stream)
         if stream.task is not None and not stream.task.done():
             stream.task.cancel()
-        if stream.trailers is None:
-            self._finish(stream, _status_trailers(code, message))
+        self._finish(stream, _status_trailers(code, message))
 
     def _cancel(self, stream: _Stream) -> None:
         stream.closed = stream.ended = True
