@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,6 +44,16 @@ from ext_proc.translators import sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
 
 log = logging.getLogger("infery.ext_proc")
+
+
+def new_request_id() -> str:
+    """32 hex digits: the time in milliseconds, then 80 random bits.
+
+    Time-ordered ids land at the end of the usage table's primary-key index instead of
+    on a random page of it, which makes each batch insert touch a few pages rather than
+    one per record (SQLite and PostgreSQL alike).
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 ENDPOINTS = {
     "/v1/chat/completions": Endpoint.CHAT,
@@ -160,7 +170,7 @@ class Exchange:
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _REQUEST_HEADERS)
         # Our own id, whatever the client sent: it keys the usage record (one per request).
-        self.request_id = uuid.uuid4().hex
+        self.request_id = new_request_id()
         self.path = h.get(":path", "/").split("?", 1)[0]
         method = h.get(":method", "GET")
         try:

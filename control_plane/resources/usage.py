@@ -23,8 +23,6 @@ from control_plane.store.tables import Member, UsageRecord, Workspace
 log = logging.getLogger(__name__)
 
 GROUP_BY = ("key", "model", "member", "day")
-# Rows per INSERT: 23 columns each stays far below SQLite's 32766 bound parameters.
-_INSERT_CHUNK = 500
 _GROUP_COLUMNS: dict[str, Any] = {
     "key": col(UsageRecord.key_id),
     "model": col(UsageRecord.model_used),
@@ -40,50 +38,69 @@ def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[i
     """Insert records whose request_id is new; returns (stored, duplicates). Does not commit.
 
     INSERT ... ON CONFLICT DO NOTHING makes concurrent and repeated deliveries safe without
-    a read-then-write race, on SQLite and PostgreSQL alike. It runs as one executemany of a
-    statement compiled once: a multi-row VALUES statement is recompiled for every batch
-    size and cost ~10x the CPU per record. The counts come from one look-up of the ids
-    already stored; they are statistics, the insert itself is what guarantees "once".
+    a read-then-write race, on SQLite and PostgreSQL alike; the driver's row count of that
+    executemany (the sum over its rows, on both) says how many were new. This is the hot
+    path of the control plane, one row per gateway request, so the statement is the
+    driver's own SQL, compiled once per dialect, and rows are plain tuples: SQLAlchemy's
+    per-row parameter processing cost more than SQLite's insert itself.
     """
     rows = {record.request_id: _row(record) for record in records if record.request_id}
     if not rows:
         return 0, len(records)
     connection = session.connection()
-    table = UsageRecord.__table__  # type: ignore[attr-defined]
-    known: set[str] = set()
-    ids = list(rows)
-    for start in range(0, len(ids), _INSERT_CHUNK):
-        chunk = ids[start : start + _INSERT_CHUNK]
-        query = sa.select(table.c.request_id).where(table.c.request_id.in_(chunk))
-        known.update(connection.execute(query).scalars())
-    fresh = [row for request_id, row in rows.items() if request_id not in known]
-    if fresh:
-        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-        connection.execute(insert(table).on_conflict_do_nothing(index_elements=["request_id"]), fresh)
-    return len(fresh), len(records) - len(fresh)
+    sql, names = _insert_sql(connection.dialect)
+    params: list[Any] = list(rows.values())
+    if names is not None:
+        params = [dict(zip(names, row, strict=True)) for row in params]
+    stored = connection.exec_driver_sql(sql, params).rowcount
+    return stored, len(records) - stored
 
 
 _INT64 = 2**63 - 1
-
+_TABLE = UsageRecord.__table__  # type: ignore[attr-defined]
 # Column widths of the text fields. Some fields echo client input (the model a client
 # asked for); a value too long for PostgreSQL would fail the whole batch, which the
 # data plane would then retry forever. Truncating at the boundary keeps the rest.
 _WIDTHS = {
     column.name: column.type.length
-    for column in UsageRecord.__table__.columns  # type: ignore[attr-defined]
+    for column in _TABLE.columns
     if isinstance(column.type, sa.String) and column.type.length
 }
+_INSERTS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
 
 
-def _clamped(row: dict[str, Any]) -> dict[str, Any]:
-    for name, width in _WIDTHS.items():
-        value = row.get(name)
-        if isinstance(value, str) and len(value) > width:
-            row[name] = value[:width]
-    return row
+def _insert_sql(dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
+    """The insert as the driver's own SQL, and the parameter names when it takes named ones."""
+    cached = _INSERTS.get(dialect.name)
+    if cached is None:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        statement = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
+        compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
+        order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
+        if order != _COLUMNS:
+            raise RuntimeError(f"usage insert binds {order}, expected the table's columns {_COLUMNS}")
+        if not dialect.supports_sane_multi_rowcount:
+            raise RuntimeError(f"{dialect.name}: no row count for executemany; stored counts would be wrong")
+        cached = _INSERTS[dialect.name] = (compiled.string, None if compiled.positional else _COLUMNS)
+    return cached
 
 
-def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:
+def _clamp(field: str, value: str) -> str:
+    return value[: _WIDTHS[field]]
+
+
+# The table's columns in its own order; ``_row`` builds its tuples in this order, and
+# ``_insert_sql`` checks that the table agrees.
+_COLUMNS = (
+    "request_id", "started_at_ms", "day", "workspace_id", "member_id", "key_id", "endpoint",
+    "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
+    "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
+    "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code",
+)  # fmt: skip
+
+
+def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
+    """The record as a row, in ``_COLUMNS`` order."""
     started = datetime.fromtimestamp(record.started_at_ms / 1000, UTC)
     credits = record.credits or "0"
     try:
@@ -92,32 +109,30 @@ def _row(record: usage_pb2.UsageRecord) -> dict[str, Any]:
         # Storing beats refusing: a refused batch would be retried forever by the spool.
         log.warning("usage record %s has malformed credits %r; counted as 0", record.request_id, credits)
         pico = 0
-    return _clamped(
-        {
-            "request_id": record.request_id,
-            "started_at_ms": record.started_at_ms,
-            "day": started.date().isoformat(),
-            "workspace_id": record.workspace_id,
-            "member_id": record.member_id,
-            "key_id": record.key_id,
-            "endpoint": record.endpoint,
-            "model_requested": record.model_requested,
-            "model_used": record.model_used,
-            "provider": record.provider,
-            "fallback_from": record.fallback_from,
-            "status": record.status,
-            "input_tokens": record.input_tokens,
-            "cached_input_tokens": record.cached_input_tokens,
-            "output_tokens": record.output_tokens,
-            "reasoning_tokens": record.reasoning_tokens,
-            "credits": credits,
-            "credits_pico": pico,
-            "latency_ms": record.latency_ms,
-            "ttft_ms": record.ttft_ms,
-            "idempotent_replay": record.idempotent_replay,
-            "stream": record.stream,
-            "error_code": record.error_code,
-        }
+    return (
+        _clamp("request_id", record.request_id),
+        record.started_at_ms,
+        started.date().isoformat(),
+        _clamp("workspace_id", record.workspace_id),
+        _clamp("member_id", record.member_id),
+        _clamp("key_id", record.key_id),
+        _clamp("endpoint", record.endpoint),
+        _clamp("model_requested", record.model_requested),
+        _clamp("model_used", record.model_used),
+        _clamp("provider", record.provider),
+        _clamp("fallback_from", record.fallback_from),
+        record.status,
+        record.input_tokens,
+        record.cached_input_tokens,
+        record.output_tokens,
+        record.reasoning_tokens,
+        _clamp("credits", credits),
+        pico,
+        record.latency_ms,
+        record.ttft_ms,
+        record.idempotent_replay,
+        record.stream,
+        _clamp("error_code", record.error_code),
     )
 
 

@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import config_pb2, usage_pb2
 
 from ext_proc import config
-from ext_proc.exchange import Exchange, Services
+from ext_proc.exchange import Exchange, Services, new_request_id
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
 from ext_proc.shared_state import MemoryState
@@ -189,3 +189,15 @@ def test_a_rejected_xds_update_does_not_poison_later_ones():
     )
     assert not later.HasField("error_detail")
     assert subscriber.current is not None and "m2" in subscriber.current.models
+
+
+def test_request_ids_are_unique_and_ordered_by_time() -> None:
+    """They key the usage table: ordered ids append to its index instead of scattering."""
+    import time
+
+    first = [new_request_id() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_request_id()
+    assert len(set(first)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in first)
+    assert later > max(first)
