@@ -24,7 +24,7 @@ import logging
 import socket
 import struct
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -56,6 +56,7 @@ DEFAULT_WINDOW = 65_535
 DEFAULT_FRAME_SIZE = 16_384
 RECV_FRAME_SIZE = 1 << 20
 MAX_HEADER_BLOCK = 64 * 1024
+HEADER_CACHE_SIZE = 64  # distinct header blocks remembered per connection
 MAX_MESSAGE = 64 * 1024 * 1024
 # Envoy opens another connection when a connection reaches this many streams.
 STREAM_LIMIT = 16_384
@@ -195,6 +196,7 @@ class Connection(asyncio.Protocol):
         self._preface_seen = False
         self._decoder = hpack.Decoder()
         self._decoder.max_header_list_size = MAX_HEADER_BLOCK
+        self._header_cache: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
         self._streams: dict[int, _Stream] = {}
         self._last_stream_id = 0
         self._send_window = DEFAULT_WINDOW
@@ -418,11 +420,34 @@ class Connection(asyncio.Protocol):
             self._continuation = None
             self._on_header_block(first_flags, stream_id, block)
 
-    def _on_header_block(self, flags: int, stream_id: int, block: bytearray) -> None:
+    def _decode(self, block: bytes) -> Sequence[tuple[bytes, bytes]]:
+        """HPACK-decode a header block, from a cache when the same bytes must mean the same.
+
+        Envoy opens a stream per request with the same block every time: indexed fields
+        and literals it does not index (its ``:path`` among them). Decoding that block
+        leaves the dynamic table as it was, so while the table does not change the bytes
+        decode to the same fields; pure-Python Huffman decoding cost ~20 us per stream.
+        Any block that changes the table (adds, evicts, resizes) empties the cache.
+        """
+        cached = self._header_cache.get(block)
+        if cached is not None:
+            return cached
+        table = self._decoder.header_table
+        before = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
         try:
-            headers = self._decoder.decode(bytes(block), raw=True)
+            headers = tuple(cast(Iterable[tuple[bytes, bytes]], self._decoder.decode(block, raw=True)))
         except HPACKError as exc:
             raise ProtocolError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
+        after = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
+        unchanged = before[0] == after[0] and before[1] is after[1]
+        if not unchanged or len(self._header_cache) >= HEADER_CACHE_SIZE:
+            self._header_cache.clear()
+        if unchanged:
+            self._header_cache[block] = headers
+        return headers
+
+    def _on_header_block(self, flags: int, stream_id: int, block: bytearray) -> None:
+        headers = self._decode(bytes(block))
         stream = self._streams.get(stream_id)
         if stream is not None:
             # Trailers from the client: the end of its messages.

@@ -715,6 +715,57 @@ def after_preface(*frames: bytes) -> bytes:
     return PREFACE + SettingsFrame(0).serialize() + b"".join(frames)
 
 
+async def test_repeated_header_blocks_decode_as_the_table_says_at_the_time() -> None:
+    """Identical header blocks may be served from a cache, but never across a table change.
+
+    ``\\xbe`` names dynamic entry 62, the newest: first ``/t.T/Echo``, then, once another
+    block has added ``/t.T/Other`` in front of it, that one (no such method).
+    """
+    fixed = hpack.Encoder().encode(
+        [hpack.NeverIndexedHeaderTuple(n, v) for n, v in request_headers(ECHO) if n != b":path"],
+        huffman=False,
+    )
+
+    def add_path(path: str) -> bytes:  # literal with incremental indexing, name ``:path`` (static 4)
+        return bytes([0x44, len(path)]) + path.encode()
+
+    blocks = {
+        1: fixed + add_path(ECHO),
+        3: fixed + b"\xbe",  # Echo, decoded and remembered
+        5: fixed + b"\xbe",  # Echo, from the cache
+        7: fixed + add_path("/t.T/Other"),  # the table changes: entry 62 is Other now, 63 Echo
+        9: fixed + b"\xbe",  # the same bytes as streams 3 and 5, now Other
+        11: fixed + b"\xbf",  # Echo
+    }
+    frames = [
+        HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+        + DataFrame(sid, grpc_frame(b"m%d" % sid), flags=["END_STREAM"]).serialize()
+        for sid, block in blocks.items()
+    ]
+    async with serving() as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(after_preface(*frames))
+            raw, decoder = RawFrames(reader), hpack.Decoder()
+            replies: dict[int, bytes] = {}
+            statuses: dict[int, bytes] = {}
+            while len(statuses) < len(blocks):
+                frame = await raw.next()
+                assert frame is not None
+                if isinstance(frame, DataFrame):
+                    replies[frame.stream_id] = replies.get(frame.stream_id, b"") + frame.data
+                elif isinstance(frame, HeadersFrame) and "END_STREAM" in frame.flags:
+                    statuses[frame.stream_id] = dict(decoder.decode(frame.data, raw=True))[b"grpc-status"]
+                elif isinstance(frame, HeadersFrame):
+                    decoder.decode(frame.data, raw=True)
+        finally:
+            writer.close()
+    assert statuses == {1: b"0", 3: b"0", 5: b"0", 7: b"12", 9: b"12", 11: b"0"}
+    assert {sid: grpc_unframe(data) for sid, data in replies.items()} == {
+        sid: [b"m%d" % sid] for sid in (1, 3, 5, 11)
+    }
+
+
 @pytest.mark.parametrize(
     ("sent", "code"),
     [
