@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
+import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -51,9 +51,11 @@ def new_request_id() -> str:
 
     Time-ordered ids land at the end of the usage table's primary-key index instead of
     on a random page of it, which makes each batch insert touch a few pages rather than
-    one per record (SQLite and PostgreSQL alike).
+    one per record (SQLite and PostgreSQL alike). The bits need to be unique, not secret
+    (the id is echoed to the client), so they come from ``random``, seeded from the OS
+    per process, not from a ``getrandom`` system call per request.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 ENDPOINTS = {
     "/v1/chat/completions": Endpoint.CHAT,
