@@ -23,7 +23,7 @@ class Settings:
     hold_chunk_delay_ms: float = 1000.0
     hold_words: int = 8
     ext_procs: int = 1
-    envoy_concurrency: int = 2
+    envoy_concurrency: int = 1
     systems: tuple[str, ...] = SYSTEMS
     hold: bool = True
     quick: bool = False
