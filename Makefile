@@ -29,6 +29,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy ext_proc control_plane infery
 
 bench: install

@@ -57,6 +57,7 @@ def new_request_id() -> str:
     """
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
+
 ENDPOINTS = {
     "/v1/chat/completions": Endpoint.CHAT,
     "/v1/embeddings": Endpoint.EMBEDDINGS,

@@ -157,8 +157,13 @@ def test_overlong_client_input_is_truncated_not_a_failed_batch(postgres_url: str
     engine, sessions = open_store(postgres_url)
     try:
         record = usage_pb2.UsageRecord(
-            request_id="r-long", started_at_ms=1_700_000_000_000, workspace_id="w",
-            model_requested="m" * 5000, status=404, error_code="model_not_found", credits="0",
+            request_id="r-long",
+            started_at_ms=1_700_000_000_000,
+            workspace_id="w",
+            model_requested="m" * 5000,
+            status=404,
+            error_code="model_not_found",
+            credits="0",
         )
         with sessions() as session:
             assert usage_store.store(session, [record]) == (1, 0)

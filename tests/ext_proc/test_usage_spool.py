@@ -83,9 +83,19 @@ def free_port() -> int:
 
 def make(prefix: str, i: int) -> usage_pb2.UsageRecord:
     return usage_pb2.UsageRecord(
-        request_id=f"{prefix}-{i}", started_at_ms=1_700_000_000_000 + i, workspace_id="ws", key_id="k1",
-        endpoint="/v1/chat/completions", model_requested="gpt-4o-mini", model_used="gpt-4o-mini",
-        provider="openai", status=200, input_tokens=12, output_tokens=34, credits="0.000123", latency_ms=5.5,
+        request_id=f"{prefix}-{i}",
+        started_at_ms=1_700_000_000_000 + i,
+        workspace_id="ws",
+        key_id="k1",
+        endpoint="/v1/chat/completions",
+        model_requested="gpt-4o-mini",
+        model_used="gpt-4o-mini",
+        provider="openai",
+        status=200,
+        input_tokens=12,
+        output_tokens=34,
+        credits="0.000123",
+        latency_ms=5.5,
     )
 
 
@@ -97,8 +107,15 @@ def fast_reporter(
     Direct delivery (memory → control plane, skipping the disk) is off unless asked
     for: these tests exercise the spool itself.
     """
-    return UsageReporter(target, str(path), batch_size=batch_size, flush_interval_s=0.01,
-                         retry_backoff_s=(0.02, 0.2), report_timeout_s=timeout_s, direct_delivery=direct)
+    return UsageReporter(
+        target,
+        str(path),
+        batch_size=batch_size,
+        flush_interval_s=0.01,
+        retry_backoff_s=(0.02, 0.2),
+        report_timeout_s=timeout_s,
+        direct_delivery=direct,
+    )
 
 
 def spool_rows(path: Path) -> list[str]:
@@ -296,8 +313,9 @@ async def test_undecodable_spool_row_is_dropped_not_wedging(tmp_path: Path) -> N
     await first.close(timeout_s=0)
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO spool (request_id, record) VALUES ('bad', x'ffffffff')")
-        conn.execute("INSERT INTO spool (request_id, record) VALUES (?, ?)",
-                     ("f-0", make("f", 0).SerializeToString()))
+        conn.execute(
+            "INSERT INTO spool (request_id, record) VALUES (?, ?)", ("f-0", make("f", 0).SerializeToString())
+        )
     await cp.start()
     reporter = fast_reporter(cp.target, path)
     try:
@@ -327,8 +345,7 @@ async def test_record_is_cheap_for_10k_records(tmp_path: Path) -> None:
     finally:
         await reporter.close()
         await cp.stop()
-    print(f"\nrecord(): {elapsed / len(recs) * 1e6:.2f} µs/record; "
-          f"10k spooled+delivered in {drained:.2f}s")
+    print(f"\nrecord(): {elapsed / len(recs) * 1e6:.2f} µs/record; 10k spooled+delivered in {drained:.2f}s")
     assert set(cp.collector.seen) == {f"g-{i}" for i in range(10_000)}
 
 
