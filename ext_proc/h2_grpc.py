@@ -173,6 +173,12 @@ class _Requests:
         return self._deserialize(message)
 
 
+def _table_state(table: Any) -> tuple[int, int, object]:
+    """What a decode can change in an HPACK dynamic table: its size limit, its entries."""
+    entries = table.dynamic_entries
+    return table.maxsize, len(entries), entries[0] if entries else None
+
+
 class Connection(asyncio.Protocol):
     """One client connection (Envoy opens one per worker thread)."""
 
@@ -433,13 +439,14 @@ class Connection(asyncio.Protocol):
         if cached is not None:
             return cached
         table = self._decoder.header_table
-        before = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
+        before = _table_state(table)
         try:
             headers = tuple(cast(Iterable[tuple[bytes, bytes]], self._decoder.decode(block, raw=True)))
         except HPACKError as exc:
             raise ProtocolError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
-        after = (len(table.dynamic_entries), table.dynamic_entries[0] if table.dynamic_entries else None)
-        unchanged = before[0] == after[0] and before[1] is after[1]
+        after = _table_state(table)
+        # A new entry is a new tuple: identity tells an add-and-evict from no change.
+        unchanged = before[:2] == after[:2] and before[2] is after[2]
         if not unchanged or len(self._header_cache) >= HEADER_CACHE_SIZE:
             self._header_cache.clear()
         if unchanged:

@@ -766,6 +766,54 @@ async def test_repeated_header_blocks_decode_as_the_table_says_at_the_time() -> 
     }
 
 
+async def test_a_repeated_block_that_resizes_the_table_is_decoded_again() -> None:
+    """A size update at the start of a block changes the table even when no entry moves.
+
+    Served from a cache, stream 5 would skip its update and leave the table at size 0;
+    stream 7's entry would then be dropped, and stream 9's reference to it would be a
+    decoding error for the whole connection.
+    """
+    fixed = hpack.Encoder().encode(
+        [hpack.NeverIndexedHeaderTuple(n, v) for n, v in request_headers(ECHO) if n != b":path"],
+        huffman=False,
+    )
+    path = bytes([0x04, len(ECHO)]) + ECHO.encode()  # literal without indexing, name :path
+    indexed_path = bytes([0x44, len(ECHO)]) + ECHO.encode()  # literal with incremental indexing
+
+    def resize(size: int) -> bytes:  # dynamic table size update: 001 and a 5-bit prefix integer
+        head, *rest = hpack.hpack.encode_integer(size, 5)
+        return bytes([0x20 | head, *rest])
+
+    blocks = {
+        1: resize(4096) + fixed + path,
+        3: resize(0) + fixed + path,
+        5: resize(4096) + fixed + path,  # the bytes of stream 1
+        7: fixed + indexed_path,  # entry 62
+        9: fixed + b"\xbe",
+    }
+    frames = [
+        HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+        + DataFrame(sid, grpc_frame(b"m%d" % sid), flags=["END_STREAM"]).serialize()
+        for sid, block in blocks.items()
+    ]
+    async with serving() as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(after_preface(*frames))
+            raw, decoder = RawFrames(reader), hpack.Decoder()
+            statuses: dict[int, bytes] = {}
+            while len(statuses) < len(blocks):
+                frame = await raw.next()
+                assert frame is not None and not isinstance(frame, GoAwayFrame), frame
+                if isinstance(frame, HeadersFrame):
+                    fields = dict(decoder.decode(frame.data, raw=True))
+                    if b"grpc-status" in fields:
+                        statuses[frame.stream_id] = fields[b"grpc-status"]
+        finally:
+            writer.close()
+    assert statuses == dict.fromkeys(blocks, b"0")
+
+
 @pytest.mark.parametrize(
     ("sent", "code"),
     [
