@@ -715,55 +715,67 @@ def after_preface(*frames: bytes) -> bytes:
     return PREFACE + SettingsFrame(0).serialize() + b"".join(frames)
 
 
+def path_literal(path: str, *, indexed: bool) -> bytes:
+    """``:path`` (static name 4) as a literal, added to the dynamic table or not."""
+    return bytes([0x44 if indexed else 0x04, len(path)]) + path.encode()
+
+
+# Every request field but ``:path``, never indexed: the dynamic table is the tests' to move.
+FIELDS_BUT_PATH = hpack.Encoder().encode(
+    [hpack.NeverIndexedHeaderTuple(n, v) for n, v in request_headers(ECHO) if n != b":path"],
+    huffman=False,
+)
+
+
+async def serve_header_blocks(blocks: dict[int, bytes]) -> tuple[dict[int, bytes], dict[int, list[bytes]]]:
+    """Each block opens its stream, which sends one message ``m<stream id>`` and ends.
+
+    Returns each stream's grpc-status and the messages the server sent on it; a GOAWAY
+    (the connection failing) fails the test.
+    """
+    frames = [
+        HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+        + DataFrame(sid, grpc_frame(b"m%d" % sid), flags=["END_STREAM"]).serialize()
+        for sid, block in blocks.items()
+    ]
+    statuses: dict[int, bytes] = {}
+    replies: dict[int, bytes] = {}
+    async with serving() as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        try:
+            writer.write(after_preface(*frames))
+            raw, decoder = RawFrames(reader), hpack.Decoder()
+            while len(statuses) < len(blocks):
+                frame = await raw.next()
+                assert frame is not None and not isinstance(frame, GoAwayFrame), frame
+                if isinstance(frame, DataFrame):
+                    replies[frame.stream_id] = replies.get(frame.stream_id, b"") + frame.data
+                elif isinstance(frame, HeadersFrame):
+                    fields = dict(decoder.decode(frame.data, raw=True))
+                    if b"grpc-status" in fields:
+                        statuses[frame.stream_id] = fields[b"grpc-status"]
+        finally:
+            writer.close()
+    return statuses, {sid: grpc_unframe(data) for sid, data in replies.items()}
+
+
 async def test_repeated_header_blocks_decode_as_the_table_says_at_the_time() -> None:
     """Identical header blocks may be served from a cache, but never across a table change.
 
     ``\\xbe`` names dynamic entry 62, the newest: first ``/t.T/Echo``, then, once another
     block has added ``/t.T/Other`` in front of it, that one (no such method).
     """
-    fixed = hpack.Encoder().encode(
-        [hpack.NeverIndexedHeaderTuple(n, v) for n, v in request_headers(ECHO) if n != b":path"],
-        huffman=False,
-    )
-
-    def add_path(path: str) -> bytes:  # literal with incremental indexing, name ``:path`` (static 4)
-        return bytes([0x44, len(path)]) + path.encode()
-
     blocks = {
-        1: fixed + add_path(ECHO),
-        3: fixed + b"\xbe",  # Echo, decoded and remembered
-        5: fixed + b"\xbe",  # Echo, from the cache
-        7: fixed + add_path("/t.T/Other"),  # the table changes: entry 62 is Other now, 63 Echo
-        9: fixed + b"\xbe",  # the same bytes as streams 3 and 5, now Other
-        11: fixed + b"\xbf",  # Echo
+        1: FIELDS_BUT_PATH + path_literal(ECHO, indexed=True),
+        3: FIELDS_BUT_PATH + b"\xbe",  # Echo, decoded and remembered
+        5: FIELDS_BUT_PATH + b"\xbe",  # Echo, from the cache
+        7: FIELDS_BUT_PATH + path_literal("/t.T/Other", indexed=True),  # entry 62 is Other now, 63 Echo
+        9: FIELDS_BUT_PATH + b"\xbe",  # the same bytes as streams 3 and 5, now Other
+        11: FIELDS_BUT_PATH + b"\xbf",  # Echo
     }
-    frames = [
-        HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
-        + DataFrame(sid, grpc_frame(b"m%d" % sid), flags=["END_STREAM"]).serialize()
-        for sid, block in blocks.items()
-    ]
-    async with serving() as running:
-        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-        try:
-            writer.write(after_preface(*frames))
-            raw, decoder = RawFrames(reader), hpack.Decoder()
-            replies: dict[int, bytes] = {}
-            statuses: dict[int, bytes] = {}
-            while len(statuses) < len(blocks):
-                frame = await raw.next()
-                assert frame is not None
-                if isinstance(frame, DataFrame):
-                    replies[frame.stream_id] = replies.get(frame.stream_id, b"") + frame.data
-                elif isinstance(frame, HeadersFrame) and "END_STREAM" in frame.flags:
-                    statuses[frame.stream_id] = dict(decoder.decode(frame.data, raw=True))[b"grpc-status"]
-                elif isinstance(frame, HeadersFrame):
-                    decoder.decode(frame.data, raw=True)
-        finally:
-            writer.close()
+    statuses, replies = await serve_header_blocks(blocks)
     assert statuses == {1: b"0", 3: b"0", 5: b"0", 7: b"12", 9: b"12", 11: b"0"}
-    assert {sid: grpc_unframe(data) for sid, data in replies.items()} == {
-        sid: [b"m%d" % sid] for sid in (1, 3, 5, 11)
-    }
+    assert replies == {sid: [b"m%d" % sid] for sid in (1, 3, 5, 11)}
 
 
 async def test_a_repeated_block_that_resizes_the_table_is_decoded_again() -> None:
@@ -773,44 +785,20 @@ async def test_a_repeated_block_that_resizes_the_table_is_decoded_again() -> Non
     stream 7's entry would then be dropped, and stream 9's reference to it would be a
     decoding error for the whole connection.
     """
-    fixed = hpack.Encoder().encode(
-        [hpack.NeverIndexedHeaderTuple(n, v) for n, v in request_headers(ECHO) if n != b":path"],
-        huffman=False,
-    )
-    path = bytes([0x04, len(ECHO)]) + ECHO.encode()  # literal without indexing, name :path
-    indexed_path = bytes([0x44, len(ECHO)]) + ECHO.encode()  # literal with incremental indexing
 
     def resize(size: int) -> bytes:  # dynamic table size update: 001 and a 5-bit prefix integer
         head, *rest = hpack.hpack.encode_integer(size, 5)
         return bytes([0x20 | head, *rest])
 
+    path = path_literal(ECHO, indexed=False)
     blocks = {
-        1: resize(4096) + fixed + path,
-        3: resize(0) + fixed + path,
-        5: resize(4096) + fixed + path,  # the bytes of stream 1
-        7: fixed + indexed_path,  # entry 62
-        9: fixed + b"\xbe",
+        1: resize(4096) + FIELDS_BUT_PATH + path,
+        3: resize(0) + FIELDS_BUT_PATH + path,
+        5: resize(4096) + FIELDS_BUT_PATH + path,  # the bytes of stream 1
+        7: FIELDS_BUT_PATH + path_literal(ECHO, indexed=True),  # entry 62
+        9: FIELDS_BUT_PATH + b"\xbe",
     }
-    frames = [
-        HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
-        + DataFrame(sid, grpc_frame(b"m%d" % sid), flags=["END_STREAM"]).serialize()
-        for sid, block in blocks.items()
-    ]
-    async with serving() as running:
-        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
-        try:
-            writer.write(after_preface(*frames))
-            raw, decoder = RawFrames(reader), hpack.Decoder()
-            statuses: dict[int, bytes] = {}
-            while len(statuses) < len(blocks):
-                frame = await raw.next()
-                assert frame is not None and not isinstance(frame, GoAwayFrame), frame
-                if isinstance(frame, HeadersFrame):
-                    fields = dict(decoder.decode(frame.data, raw=True))
-                    if b"grpc-status" in fields:
-                        statuses[frame.stream_id] = fields[b"grpc-status"]
-        finally:
-            writer.close()
+    statuses, _ = await serve_header_blocks(blocks)
     assert statuses == dict.fromkeys(blocks, b"0")
 
 
