@@ -122,10 +122,15 @@ class SimulatorProcess:
 
     @staticmethod
     def _read(stream: IO[bytes] | None) -> str:
+        """Everything written so far, read with pread: the child writes through the same
+        open file, so moving its offset (seek) would make its next write overwrite the start."""
         if stream is None:
             return ""
-        stream.seek(0)
-        return stream.read().decode("utf-8", "replace")
+        fd, chunks, offset = stream.fileno(), [], 0
+        while chunk := os.pread(fd, 1 << 16, offset):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks).decode("utf-8", "replace")
 
     def __enter__(self) -> SimulatorProcess:
         return self.start()
