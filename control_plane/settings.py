@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 DEFAULT_DATABASE_URL = "sqlite:///./.infery/infery.db"
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
+DEFAULT_ADMIN_TOKEN_FILE = "./.infery/admin-token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,8 @@ class Settings:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     config_path: str | None = None
     host: str = "127.0.0.1"
+    # Where a generated admin token is written (mode 600): never to the log.
+    admin_token_file: str = DEFAULT_ADMIN_TOKEN_FILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +52,7 @@ class Settings:
         return cls(
             database_url=text("INFERY_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=text("INFERY_ADMIN_TOKEN"),
+            admin_token_file=text("INFERY_ADMIN_TOKEN_FILE") or DEFAULT_ADMIN_TOKEN_FILE,
             admin_port=number("INFERY_ADMIN_PORT", 8081),
             xds_port=number("INFERY_XDS_PORT", 18000),
             listen_port=number("INFERY_LISTEN_PORT", 8080),

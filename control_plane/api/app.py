@@ -16,7 +16,7 @@ from control_plane.store.db import SessionFactory
 def create_app(settings: Settings, session_factory: SessionFactory) -> FastAPI:
     """Build the admin API over an already migrated database.
 
-    Generates (and prints once) the admin token when there is neither INFERY_ADMIN_TOKEN
+    Generates the admin token (written to its owner-only file) when there is neither INFERY_ADMIN_TOKEN
     nor a stored one, so call it after `control_plane.store.db.migrate`.
     """
     ensure_admin_token(settings, session_factory)

@@ -1,7 +1,8 @@
 """Admin authentication: one bearer token for the whole admin API.
 
-The token comes from INFERY_ADMIN_TOKEN, or is generated at the first start and printed
-once; only its SHA-256 is stored. Comparing digests with `hmac.compare_digest` keeps the
+The token comes from INFERY_ADMIN_TOKEN, or is generated at the first start and written
+to INFERY_ADMIN_TOKEN_FILE (mode 600; the log says where, never what); only its SHA-256
+is stored. Comparing digests with `hmac.compare_digest` keeps the
 check constant-time whatever the token's length.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
+import os
 import secrets
-import sys
+from pathlib import Path
 
 from fastapi import Request
 from sqlalchemy.exc import IntegrityError
@@ -22,26 +25,43 @@ from control_plane.store.tables import Setting
 
 ADMIN_TOKEN_SETTING = "admin_token_sha256"
 
+log = logging.getLogger("infery.control_plane.auth")
+
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def ensure_admin_token(settings: Settings, session_factory: SessionFactory) -> str | None:
-    """Generate, store (hashed) and print the admin token unless one exists; return it if new."""
+    """Generate, store (hashed) and write to its file the admin token unless one exists; return it if new."""
     if settings.admin_token:
         return None
     with session_factory() as session:
         if session.get(Setting, ADMIN_TOKEN_SETTING) is not None:
             return None
         token = "infadm_" + secrets.token_urlsafe(32)
+        # The file first: a token stored but written nowhere would lock everyone out.
+        path = write_owner_only(Path(settings.admin_token_file), token)
         session.add(Setting(key=ADMIN_TOKEN_SETTING, value=_digest(token)))
         try:
             session.commit()
         except IntegrityError:  # another replica generated one first; theirs stands
             return None
-    print(f"admin token: {token}", file=sys.stderr, flush=True)
+    log.warning("generated the admin token: it is in %s (mode 600)", path)
     return token
+
+
+def write_owner_only(path: Path, secret: str) -> Path:
+    """Replace ``path`` with ``secret``, readable by this user only from the first byte on."""
+    path = path.expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(secret + "\n")
+    os.replace(partial, path)
+    return path
 
 
 class AdminAuth:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from control_plane.errors import ControlPlaneError, envelope
+from control_plane.safe_errors import describe, safe_traceback
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,11 @@ async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
 
 async def _integrity_error(_request: Request, exc: IntegrityError) -> JSONResponse:
     # Checks run before writing, so only a concurrent change gets here (two creates of one name).
-    log.info("admin change lost a race: %s", exc.orig)
+    log.info("admin change lost a race: %s", describe(exc))
     return _respond(409, "conflict", "the change conflicts with a concurrent change; retry")
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-    log.error("admin API request failed", exc_info=exc)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Never exc_info: the database's own message can repeat the row (an api_key included).
+    log.error("admin API request %s %s failed:\n%s", request.method, request.url.path, safe_traceback(exc))
     return _respond(500, "internal_error", "internal error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,17 +16,22 @@ from control_plane.settings import DEFAULT_DATABASE_URL, Settings
 from control_plane.store.tables import Setting
 
 
-def test_generated_token_is_printed_once_and_stored_hashed(
-    sqlite_url: str, session_factory: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+def test_generated_token_is_written_once_and_stored_hashed(
+    sqlite_url: str,
+    session_factory: sessionmaker[Session],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
-    settings = Settings(database_url=sqlite_url)
+    # Behaviour changed on purpose (issue 11): the token used to be printed; now it goes to an owner-only file.
+    token_file = tmp_path / "admin-token"
+    settings = Settings(database_url=sqlite_url, admin_token_file=str(token_file))
     app = create_app(settings, session_factory)
-    printed = capsys.readouterr().err.strip().splitlines()
-    assert len(printed) == 1 and printed[0].startswith("admin token: ")
-    token = printed[0].removeprefix("admin token: ")
+    token = token_file.read_text().strip()
+    assert token not in capsys.readouterr().err
 
+    token_file.unlink()
     create_app(settings, session_factory)  # a restart does not make a new one
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == "" and not token_file.exists()
     with session_factory() as session:
         stored = session.get(Setting, ADMIN_TOKEN_SETTING)
     assert stored is not None and stored.value == hashlib.sha256(token.encode()).hexdigest()
@@ -69,5 +75,7 @@ def test_settings_from_env() -> None:
     )
     assert custom == Settings("postgresql://u@h/db", "t", 9, 10, 11, 1024, "gateway.yaml", "0.0.0.0")
     assert Settings.from_env({"INFERY_ADMIN_TOKEN": ""}).admin_token is None
+    assert defaults.admin_token_file == "./.infery/admin-token"
+    assert Settings.from_env({"INFERY_ADMIN_TOKEN_FILE": "/run/t"}).admin_token_file == "/run/t"
     with pytest.raises(ValueError, match="INFERY_ADMIN_PORT"):
         Settings.from_env({"INFERY_ADMIN_PORT": "eighty"})

@@ -38,7 +38,10 @@ def test_a_new_host_needs_the_key_again(client: TestClient, session_factory: ses
     )
     # A provider without a key has nothing to leak: its host may change alone.
     client.put("/admin/v1/providers/openai", json={"api_key": None})
-    assert client.put("/admin/v1/providers/openai", json={"base_url": "https://other.example"}).status_code == 200
+    assert (
+        client.put("/admin/v1/providers/openai", json={"base_url": "https://other.example"}).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize(

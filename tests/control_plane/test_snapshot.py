@@ -133,7 +133,10 @@ def test_a_long_lived_session_sees_later_changes(
     with session_factory() as session:
         held = session.get(Provider, "openai")  # an ORM row kept alive in the identity map
         assert load_snapshot(session).providers[0].base_url == "https://api.openai.com/v1"
-        client.put("/admin/v1/providers/openai", json={"base_url": "https://proxy.example.com/v1"})
+        client.put(
+            "/admin/v1/providers/openai",
+            json={"base_url": "https://proxy.example.com/v1", "api_key": "sk-proxy"},
+        )
         snapshot = load_snapshot(session)
         assert snapshot.providers[0].base_url == "https://proxy.example.com/v1"
         assert snapshot.providers[0].host == "proxy.example.com"
