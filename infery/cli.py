@@ -29,6 +29,7 @@ _READY = re.compile(r"ready \S+ http://127\.0\.0\.1:(\d+)")
 def _secret_file(path: Path, prefix: str) -> str:
     """A secret kept across restarts, created once with owner-only permissions."""
     if path.exists():
+        path.chmod(0o600)  # a copy made with looser permissions is tightened again
         return path.read_text().strip()
     value = prefix + secrets.token_urlsafe(32)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,14 +70,14 @@ def _start_simulators(home: Path, provider_key: str, procs: list[Process]) -> di
     return env
 
 
-def _banner(stack: Stack, admin_token: str, demo_key: str | None, home: Path) -> str:
+def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: Path) -> str:
     lines = [
         "",
         "Infery Gateway is up.",
         f"  OpenAI-compatible API : {stack.base_url}",
         f"  admin API + docs      : {stack.admin_url}/docs",
         f"  dashboard             : {stack.admin_url}/dashboard",
-        f"  admin token           : {admin_token}",
+        f"  admin token           : {admin_token_source}",
     ]
     if demo_key:
         lines += [
@@ -99,7 +100,12 @@ def _banner(stack: Stack, admin_token: str, demo_key: str | None, home: Path) ->
 def up(args: argparse.Namespace) -> int:
     home = Path(os.environ.get("INFERY_HOME", REPO / ".infery")).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    admin_token = os.environ.get("INFERY_ADMIN_TOKEN") or _secret_file(home / "admin-token", "adm_")
+    # The admin token never goes to the output (it ends up in logs): the banner says where it is.
+    if os.environ.get("INFERY_ADMIN_TOKEN"):
+        admin_token, token_source = os.environ["INFERY_ADMIN_TOKEN"], "from INFERY_ADMIN_TOKEN"
+    else:
+        token_file = home / "admin-token"
+        admin_token, token_source = _secret_file(token_file, "adm_"), f"in {token_file} (mode 600)"
     env = {"INFERY_ADMIN_TOKEN": admin_token}
     if "INFERY_DATABASE_URL" not in os.environ:
         env["INFERY_DATABASE_URL"] = f"sqlite:///{home / 'infery.db'}"
@@ -118,7 +124,7 @@ def up(args: argparse.Namespace) -> int:
             env |= _start_simulators(home, provider_key, simulators)
             env |= {"INFERY_DEMO_KEY": demo_key, "INFERY_CONFIG": str(DEMO_CONFIG)}
         stack.start()
-        print(_banner(stack, admin_token, demo_key, home), flush=True)
+        print(_banner(stack, token_source, demo_key, home), flush=True)
         parent = os.getppid()
         while not stop.wait(0.5):
             if os.getppid() != parent:  # whoever started us (make, a shell) is gone: so are we

@@ -22,7 +22,7 @@ def test_generated_token_is_written_once_and_stored_hashed(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    # Behaviour changed on purpose (issue 11): the token used to be printed; now it goes to an owner-only file.
+    # Changed on purpose (issue 11): the token used to be printed; now it goes to an owner-only file.
     token_file = tmp_path / "admin-token"
     settings = Settings(database_url=sqlite_url, admin_token_file=str(token_file))
     app = create_app(settings, session_factory)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import openai
 
 from infery.stack import REPO, free_port, port_open
@@ -56,7 +58,16 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
     try:
         found, output = _read_until(proc, r"demo key\s+: (inf_\S+)", timeout=420)
         key = found.group(1)
-        assert re.search(r"admin token\s+: \S+", output)
+        # The admin token is never printed (output ends up in logs): the banner says where its file is.
+        token_file = Path(re.search(r"admin token\s+: in (\S+) \(mode 600\)", output).group(1))  # type: ignore[union-attr]
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        admin_token = token_file.read_text().strip()
+        assert admin_token and admin_token not in output
+        admin_url = re.search(r"admin API \+ docs\s+: (\S+)/docs", output).group(1)  # type: ignore[union-attr]
+        providers = httpx.get(
+            f"{admin_url}/admin/v1/providers", headers={"authorization": f"Bearer {admin_token}"}
+        )
+        assert providers.status_code == 200
         base_url = re.search(r"OpenAI-compatible API : (\S+)", output).group(1)  # type: ignore[union-attr]
         client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
         reply = client.chat.completions.create(
