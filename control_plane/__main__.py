@@ -55,6 +55,18 @@ def _keep_generated_keys(generated: list[GeneratedKey], config: Path) -> None:
     log.warning("new keys %s: their secrets are in %s (mode 600)", names, path)
 
 
+def _grpc_server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the gRPC port when a certificate is set; with a CA, client certificates are required."""
+    if not (settings.xds_tls_cert_file and settings.xds_tls_key_file):
+        return None
+    ca = Path(settings.xds_tls_ca_file).read_bytes() if settings.xds_tls_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.xds_tls_key_file).read_bytes(), Path(settings.xds_tls_cert_file).read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: this process stops both servers on SIGTERM/SIGINT."""
 
@@ -79,14 +91,21 @@ async def serve(settings: Settings) -> None:
     await publisher.start()
 
     token = os.environ.get("INFERY_XDS_TOKEN", "")
-    if not token and settings.host not in ("127.0.0.1", "localhost", "::1"):
+    if not token and not settings.xds_tls_ca_file and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
-            "INFERY_XDS_TOKEN is not set: anyone reaching port %s can read provider keys", settings.xds_port
+            "neither INFERY_XDS_TLS_CA_FILE (client certificates) nor INFERY_XDS_TOKEN is set:"
+            " anyone reaching port %s can read provider keys",
+            settings.xds_port,
         )
     grpc_server = grpc.aio.server(interceptors=[TokenInterceptor(token)] if token else [])
     grpc_server.add_generic_rpc_handlers((ads_handler(cache),))
     add_usage_service(grpc_server, sessions)
-    grpc_server.add_insecure_port(f"{settings.host}:{settings.xds_port}")
+    address = f"{settings.host}:{settings.xds_port}"
+    credentials = _grpc_server_credentials(settings)
+    if credentials is None:
+        grpc_server.add_insecure_port(address)
+    else:
+        grpc_server.add_secure_port(address, credentials)
     await grpc_server.start()
 
     app = create_app(settings, sessions)
@@ -100,11 +119,12 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info(
-        "control plane: admin http://%s:%s, xDS %s:%s",
+        "control plane: admin http://%s:%s, xDS %s:%s (%s)",
         settings.host,
         settings.admin_port,
         settings.host,
         settings.xds_port,
+        "plain gRPC" if credentials is None else "TLS" if not settings.xds_tls_ca_file else "mutual TLS",
     )
     await stop.wait()
     api.should_exit = True

@@ -27,6 +27,11 @@ class Settings:
     host: str = "127.0.0.1"
     # Where a generated admin token is written (mode 600): never to the log.
     admin_token_file: str = DEFAULT_ADMIN_TOKEN_FILE
+    # The gRPC port (xDS + usage) with TLS: this server's certificate and key, and the CA
+    # that client certificates must chain to (set: every client must present one).
+    xds_tls_cert_file: str | None = None
+    xds_tls_key_file: str | None = None
+    xds_tls_ca_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,10 +54,18 @@ class Settings:
                 raise ValueError(f"{name} must not be negative, got {value}")
             return value
 
+        if bool(text("INFERY_XDS_TLS_CERT_FILE")) != bool(text("INFERY_XDS_TLS_KEY_FILE")):
+            raise ValueError("INFERY_XDS_TLS_CERT_FILE and INFERY_XDS_TLS_KEY_FILE go together")
+        if text("INFERY_XDS_TLS_CA_FILE") and not text("INFERY_XDS_TLS_CERT_FILE"):
+            raise ValueError("INFERY_XDS_TLS_CA_FILE (client certificates) needs INFERY_XDS_TLS_CERT_FILE")
+
         return cls(
             database_url=text("INFERY_DATABASE_URL") or DEFAULT_DATABASE_URL,
             admin_token=text("INFERY_ADMIN_TOKEN"),
             admin_token_file=text("INFERY_ADMIN_TOKEN_FILE") or DEFAULT_ADMIN_TOKEN_FILE,
+            xds_tls_cert_file=text("INFERY_XDS_TLS_CERT_FILE"),
+            xds_tls_key_file=text("INFERY_XDS_TLS_KEY_FILE"),
+            xds_tls_ca_file=text("INFERY_XDS_TLS_CA_FILE"),
             admin_port=number("INFERY_ADMIN_PORT", 8081),
             xds_port=number("INFERY_XDS_PORT", 18000),
             listen_port=number("INFERY_LISTEN_PORT", 8080),

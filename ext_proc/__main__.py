@@ -1,8 +1,14 @@
 """Run one ext_proc process: ``python -m ext_proc --port 50051 --control-plane 127.0.0.1:18000``.
 
-Several processes on consecutive ports (and one Unix socket each, ``--uds``) share
+Several processes on consecutive ports (or one Unix socket each, ``--uds``) share
 the load: Envoy lists each as an endpoint of its ext_proc cluster (one process per
 address; SO_REUSEPORT does not spread Envoy's long-lived HTTP/2 connections).
+
+ext_proc puts provider keys on requests, so whoever reaches it can have them: with
+``--uds`` it listens on that socket only (its directory's permissions guard it) unless
+``--tcp`` asks for the port too; on TCP every stream must carry the token in
+INFERY_EXT_PROC_TOKEN (Envoy sends it from its bootstrap), and ext_proc refuses to
+listen on TCP without one.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import logging
 import os
 import signal
 
+from ext_proc.control_plane_channel import credentials_from_env
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
@@ -28,30 +35,34 @@ log = logging.getLogger("infery.ext_proc")
 async def serve(args: argparse.Namespace) -> None:
     token = os.environ.get("INFERY_XDS_TOKEN", "")
     metadata = (("authorization", "Bearer " + token),) if token else ()
-    subscriber = ConfigSubscriber(args.control_plane, node_id=f"ext-proc-{args.port}", metadata=metadata)
+    credentials = credentials_from_env()
+    subscriber = ConfigSubscriber(
+        args.control_plane, node_id=f"ext-proc-{args.port}", metadata=metadata, credentials=credentials
+    )
     subscriber.start()
-    reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata)
+    reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata, credentials=credentials)
     await reporter.start()
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
     services = Services(reporter.record, Limiter(state), Idempotency(state), media_hosts)
     server = Server(methods(lambda: subscriber.current, services))
-    # The port always (SPEC's default 50051); a Unix socket too when asked, for Envoy beside us.
-    await server.start(args.host, args.port)
-    where = f"{args.host}:{args.port}"
+    where = []
     if args.uds:
         await server.start_unix(args.uds)
-        where += f" and unix:{args.uds}"
+        where.append(f"unix:{args.uds}")
+    if args.tcp:
+        await server.start(args.host, args.port, token=args.tcp_token.encode())
+        where.append(f"{args.host}:{args.port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await asyncio.wait_for(subscriber.ready.wait(), timeout=args.ready_timeout)
-        print(f"ready ext_proc {where}", flush=True)
+        print(f"ready ext_proc {' and '.join(where)}", flush=True)
     except TimeoutError:
         log.warning("no configuration from %s yet; serving 503 until it arrives", args.control_plane)
-        print(f"ready ext_proc {where} (no configuration yet)", flush=True)
+        print(f"ready ext_proc {' and '.join(where)} (no configuration yet)", flush=True)
     await stop.wait()
     await server.stop(grace=5)
     await asyncio.gather(*services.background, return_exceptions=True)
@@ -68,7 +79,14 @@ def main() -> None:
     parser.add_argument(
         "--uds",
         default=os.environ.get("INFERY_EXT_PROC_UDS") or None,
-        help="also listen on this Unix socket: Envoy in the same host or pod gets ~15%% more requests/s",
+        help="listen on this Unix socket (and not on TCP unless --tcp): Envoy beside us gets ~15%% more"
+        " requests/s, and only processes that may open the socket's directory reach it",
+    )
+    parser.add_argument(
+        "--tcp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="listen on --host:--port (default: only without --uds; INFERY_EXT_PROC_TCP=1 also asks)",
     )
     parser.add_argument(
         "--control-plane",
@@ -89,6 +107,14 @@ def main() -> None:
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
     args = parser.parse_args()
+    if args.tcp is None:
+        args.tcp = not args.uds or os.environ.get("INFERY_EXT_PROC_TCP", "") in ("1", "true", "yes")
+    args.tcp_token = os.environ.get("INFERY_EXT_PROC_TOKEN", "").strip()
+    if args.tcp and not args.tcp_token:
+        parser.error(
+            "listening on TCP needs INFERY_EXT_PROC_TOKEN (the token Envoy sends; anyone reaching the port"
+            " could otherwise get provider keys), or use --uds"
+        )
     if args.spool is None:
         os.makedirs(".infery", exist_ok=True)
         args.spool = os.path.join(".infery", f"usage-{args.port}.db")

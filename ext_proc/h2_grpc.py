@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hmac
 import logging
 import socket
 import struct
@@ -50,6 +51,11 @@ REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
 
 # gRPC status codes sent by the server itself.
 GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
+GRPC_UNAUTHENTICATED = 16
+
+# On a TCP listener every stream carries the shared token in this header (gRPC initial
+# metadata); Envoy adds it to each stream it opens to ext_proc (its bootstrap).
+TOKEN_HEADER = b"x-infery-ext-proc-token"
 
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535
@@ -92,6 +98,7 @@ def _status_trailers(code: int, message: str) -> bytes:
     return _never_indexed(*fields)
 
 
+_UNAUTHENTICATED = _status_trailers(GRPC_UNAUTHENTICATED, "missing or wrong ext_proc token")
 RESPONSE_HEADERS = _never_indexed((b":status", b"200"), (b"content-type", b"application/grpc"))
 OK_TRAILERS = _status_trailers(GRPC_OK, "")
 
@@ -187,8 +194,10 @@ class Connection(asyncio.Protocol):
         methods: dict[bytes, Method],
         on_close: Callable[[Connection], None],
         max_message: int = MAX_MESSAGE,
+        token: bytes | None = None,
     ) -> None:
         self._methods = methods
+        self._token = token  # None: no check (a Unix socket, guarded by its directory)
         self._on_close = on_close
         self.loop = asyncio.get_running_loop()
         self._max_message = max_message
@@ -479,12 +488,20 @@ class Connection(asyncio.Protocol):
         method = self._methods.get(path)
         self._streams[stream_id] = stream
         self.idle.clear()  # else ``Server.stop`` would not wait for this stream
+        if self._token is not None and not self._authenticated(headers):
+            self._finish(stream, _UNAUTHENTICATED)
+            return
         if method is None:
             self._finish(
                 stream, _status_trailers(GRPC_UNIMPLEMENTED, f"unknown method {path.decode('latin-1')}")
             )
             return
         stream.task = self.loop.create_task(self._run(stream, method))
+
+    def _authenticated(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
+        """The stream carries the token; compared in constant time (one scan of a few headers)."""
+        presented = next((value for name, value in headers if name == TOKEN_HEADER), b"")
+        return hmac.compare_digest(presented, cast(bytes, self._token))
 
     def _on_window_update(self, stream_id: int, payload: memoryview) -> None:
         if len(payload) != 4:
@@ -701,9 +718,12 @@ class Server:
         self._connections: set[Connection] = set()
         self._listeners: list[asyncio.Server] = []
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, token: bytes | None = None) -> int:
+        """``token``: every stream on this listener must carry it in TOKEN_HEADER (else UNAUTHENTICATED)."""
+        if token is not None and not token:
+            raise ValueError("an empty token would let anyone in")
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(self._connection, host, port, reuse_address=True)
+        listener = await loop.create_server(lambda: self._connection(token), host, port, reuse_address=True)
         self._listeners.append(listener)
         return int(listener.sockets[0].getsockname()[1])
 
@@ -725,8 +745,8 @@ class Server:
         loop = asyncio.get_running_loop()
         self._listeners.append(await loop.create_unix_server(self._connection, path))
 
-    def _connection(self) -> Connection:
-        conn = Connection(self._methods, self._connections.discard, self._max_message)
+    def _connection(self, token: bytes | None = None) -> Connection:
+        conn = Connection(self._methods, self._connections.discard, self._max_message, token)
         self._connections.add(conn)
         return conn
 

@@ -32,6 +32,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from infery_proto.v1 import usage_pb2, usage_pb2_grpc
 
+from ext_proc.control_plane_channel import open_channel
+
 __all__ = ["ReporterStats", "UsageReporter"]
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ class UsageReporter:
         report_timeout_s: float = 5.0,
         direct_delivery: bool = True,
         metadata: tuple[tuple[str, str], ...] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -176,6 +179,7 @@ class UsageReporter:
         self._outage = False
         self._direct_delivery = direct_delivery
         self._metadata = metadata  # the control plane's token, when it wants one
+        self._credentials = credentials  # TLS to the control plane, when it serves TLS
         self._direct = direct_delivery  # deliver straight from memory while that works
         self._closing_channels: set[asyncio.Task[None]] = set()
 
@@ -424,8 +428,9 @@ class UsageReporter:
         # Reconnect on our own backoff scale, not gRPC's default (1 s .. 120 s),
         # so delivery resumes within seconds of the control plane coming back.
         low, high = self._backoff
-        self._channel = grpc.aio.insecure_channel(
+        self._channel = open_channel(
             self.target,
+            self._credentials,
             options=[
                 ("grpc.initial_reconnect_backoff_ms", max(1, int(low * 1000))),
                 ("grpc.max_reconnect_backoff_ms", max(1, int(high * 1000))),

@@ -21,6 +21,7 @@ from google.rpc import status_pb2
 from infery_proto.v1 import config_pb2
 
 from ext_proc import config as gateway_config
+from ext_proc.control_plane_channel import open_channel
 
 log = logging.getLogger("infery.ext_proc.xds")
 
@@ -44,9 +45,11 @@ class ConfigSubscriber:
         node_id: str,
         on_update: Callable[[], None] | None = None,
         metadata: tuple[tuple[str, str], ...] = (),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._target = target
         self._metadata = metadata
+        self._credentials = credentials
         self._node = base_pb2.Node(id=node_id, cluster="infery-ext-proc")
         self._resources: dict[str, list[Any]] = {}
         self._versions: dict[str, str] = {}
@@ -68,7 +71,7 @@ class ConfigSubscriber:
         backoff = 0.1
         while True:
             try:
-                async with grpc.aio.insecure_channel(self._target) as channel:
+                async with open_channel(self._target, self._credentials) as channel:
                     call = channel.stream_stream(
                         ADS_METHOD,
                         request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,

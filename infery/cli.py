@@ -19,7 +19,17 @@ from pathlib import Path
 
 import yaml
 
-from infery.stack import REPO, Ports, Process, Stack, render_bootstrap, spawn, wait_until
+from infery.certs import TlsFiles, generate
+from infery.stack import (
+    REPO,
+    Ports,
+    Process,
+    Stack,
+    render_bootstrap,
+    spawn,
+    wait_until,
+    write_ext_proc_token,
+)
 from simulators.command import command
 
 DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
@@ -48,7 +58,6 @@ def _ports_from_env() -> Ports:
         admin=int(env.get("INFERY_ADMIN_PORT", "8081")),
         xds=int(env.get("INFERY_XDS_PORT", "18000")),
         ext_proc=tuple(range(first_ext_proc, first_ext_proc + count)),
-        envoy_admin=int(env.get("INFERY_ENVOY_ADMIN_PORT", "9901")),
     )
 
 
@@ -159,16 +168,71 @@ def main(argv: list[str] | None = None) -> None:
         metavar="PATH",
         help="reach ext_proc on this Unix socket instead of its port (repeat for several processes)",
     )
+    p_boot.add_argument(
+        "--admin-socket",
+        default="/tmp/infery-envoy-admin.sock",
+        help="Envoy's admin on this Unix socket (mode 600); it is never on TCP",
+    )
+    p_boot.add_argument(
+        "--ext-proc-token-file",
+        default="",
+        metavar="PATH",
+        help="with ext_proc on TCP: write INFERY_EXT_PROC_TOKEN here (mode 600) for Envoy to send",
+    )
+    p_certs = sub.add_parser(
+        "certs", help="write a throwaway CA and certificates for the control plane's TLS"
+    )
+    p_certs.add_argument(
+        "--out", required=True, help="directory for ca.pem, server(-key).pem, client(-key).pem"
+    )
+    p_certs.add_argument(
+        "--server-name",
+        action="append",
+        default=[],
+        help="a DNS name or IP address that clients use for the control plane (repeat; default: 127.0.0.1)",
+    )
     args = parser.parse_args(argv)
     if args.command == "up":
         sys.exit(up(args))
     if args.command == "bootstrap":
-        ports = _ports_from_env()
-        token = os.environ.get("INFERY_XDS_TOKEN", "")
-        doc = render_bootstrap(
-            ports, args.node_id, xds_host=args.xds_host, xds_token=token, ext_proc_sockets=args.ext_proc_uds
+        sys.exit(bootstrap(args))
+    if args.command == "certs":
+        pki = generate(Path(args.out), args.server_name or ("127.0.0.1",))
+        print(
+            f"wrote {pki.server.ca}, {pki.server.cert}, {pki.server.key}, {pki.client.cert}, {pki.client.key}"
         )
-        print(yaml.safe_dump(doc, sort_keys=False))
+
+
+def bootstrap(args: argparse.Namespace) -> int:
+    """Print one replica's Envoy bootstrap; its credentials come from files, never inline."""
+    token = os.environ.get("INFERY_EXT_PROC_TOKEN", "").strip()
+    token_file = ""
+    if not args.ext_proc_uds:
+        if not token or not args.ext_proc_token_file:
+            print(
+                "ext_proc on TCP needs INFERY_EXT_PROC_TOKEN and --ext-proc-token-file (or --ext-proc-uds)",
+                file=sys.stderr,
+            )
+            return 2
+        token_file = str(Path(args.ext_proc_token_file).resolve())
+        write_ext_proc_token(Path(token_file), token)
+    try:
+        tls = TlsFiles.from_env()
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    doc = render_bootstrap(
+        _ports_from_env(),
+        args.node_id,
+        admin_socket=args.admin_socket,
+        xds_host=args.xds_host,
+        xds_token=os.environ.get("INFERY_XDS_TOKEN", ""),
+        xds_tls=tls,
+        ext_proc_sockets=args.ext_proc_uds,
+        ext_proc_token_file=token_file,
+    )
+    print(yaml.safe_dump(doc, sort_keys=False))
+    return 0
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from infery.certs import Pki, TlsFiles, generate
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -41,13 +43,10 @@ class Ports:
     admin: int = 8081
     xds: int = 18000
     ext_proc: tuple[int, ...] = (50051,)
-    envoy_admin: int = 9901
 
     @classmethod
     def free(cls, ext_procs: int = 1) -> Ports:
-        return cls(
-            free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)), free_port()
-        )
+        return cls(free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)))
 
 
 @dataclass
@@ -127,24 +126,41 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # ext_proc/h2_grpc.py TOKEN_HEADER
+EXT_PROC_TOKEN_SECRET = "infery_ext_proc_token"
+_T = "type.googleapis.com/"
+
+
 def render_bootstrap(
     ports: Ports,
     node_id: str,
+    *,
+    admin_socket: str,
     xds_host: str = "127.0.0.1",
     xds_token: str = "",
+    xds_tls: TlsFiles | None = None,
     ext_proc_sockets: Sequence[str] = (),
+    ext_proc_token_file: str = "",
 ) -> dict[str, object]:
-    """envoy/bootstrap.yaml with this replica's ports (and the control plane's token) filled in.
+    """envoy/bootstrap.yaml with this replica's addresses and credentials filled in.
 
+    Nothing secret is written into the bootstrap itself, so nothing secret is in Envoy's
+    config dump: ``xds_tls`` names certificate files (mutual TLS to the control plane;
+    preferred over ``xds_token``, which gRPC metadata would show in clear), and
+    ``ext_proc_token_file`` an SDS file (:func:`write_ext_proc_token`) whose secret Envoy
+    redacts. ``admin_socket``: Envoy's admin, on a Unix socket of mode 600 only.
     ``ext_proc_sockets``: reach ext_proc on these Unix sockets instead of its loopback ports.
     """
     template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or REPO / "envoy" / "bootstrap.yaml")
     doc = yaml.safe_load(template.read_text())
     doc["node"]["id"] = node_id
-    doc["admin"]["address"]["socket_address"]["port_value"] = ports.envoy_admin
+    doc["admin"]["address"] = {"pipe": {"path": admin_socket, "mode": 0o600}}
     clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
-    xds_endpoint = clusters["infery_xds"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    xds = clusters["infery_xds"]
+    xds_endpoint = xds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     xds_endpoint["endpoint"]["address"]["socket_address"] = {"address": xds_host, "port_value": ports.xds}
+    if xds_tls is not None:
+        xds["transport_socket"] = _client_tls(xds_tls, xds_host)
     if xds_token:
         ads = doc["dynamic_resources"]["ads_config"]["grpc_services"][0]
         ads["initial_metadata"] = [{"key": "authorization", "value": "Bearer " + xds_token}]
@@ -153,10 +169,81 @@ def render_bootstrap(
         if ext_proc_sockets
         else [{"socket_address": {"address": "127.0.0.1", "port_value": p}} for p in ports.ext_proc]
     )
-    clusters["infery_ext_proc"]["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
+    ext_proc = clusters["infery_ext_proc"]
+    ext_proc["load_assignment"]["endpoints"][0]["lb_endpoints"] = [
         {"endpoint": {"address": address}} for address in addresses
     ]
+    if ext_proc_token_file:
+        options = ext_proc["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
     return doc
+
+
+def write_ext_proc_token(path: Path, token: str) -> None:
+    """The SDS file Envoy reads ext_proc's token from (owner-only; Envoy's config dump redacts it)."""
+    resource = {
+        "resources": [
+            {
+                "@type": _T + "envoy.extensions.transport_sockets.tls.v3.Secret",
+                "name": EXT_PROC_TOKEN_SECRET,
+                "generic_secret": {"secret": {"inline_string": token}},
+            }
+        ]
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        yaml.safe_dump(resource, out)
+
+
+def _client_tls(files: TlsFiles, server_name: str) -> dict[str, object]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": server_name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(files.cert)},
+                        "private_key": {"filename": str(files.key)},
+                    }
+                ],
+                "validation_context": {"trusted_ca": {"filename": str(files.ca)}},
+            },
+        },
+    }
+
+
+def _inject_ext_proc_token(sds_file: str) -> dict[str, object]:
+    """An upstream filter on the ext_proc cluster: every gRPC stream to ext_proc carries the token."""
+    return {
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": _T + "envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": True,
+            "credential": {
+                "name": "envoy.http.injected_credentials.generic",
+                "typed_config": {
+                    "@type": _T + "envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                    "credential": {
+                        "name": EXT_PROC_TOKEN_SECRET,
+                        "sds_config": {"path_config_source": {"path": sds_file}},
+                    },
+                    "header": EXT_PROC_TOKEN_HEADER,
+                },
+            },
+        },
+    }
+
+
+_UPSTREAM_CODEC = {
+    "name": "envoy.filters.http.upstream_codec",
+    "typed_config": {"@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+}
 
 
 @dataclass
@@ -168,14 +255,18 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     envoy_concurrency: int = 2
     # Envoy reaches ext_proc on Unix sockets: ~15% more requests/s than loopback TCP
-    # (bench/README.md). ext_proc still listens on its port as well (SPEC's default).
+    # (bench/README.md), and ext_proc then has no TCP port at all. Without them, ext_proc's
+    # ports need the token in INFERY_EXT_PROC_TOKEN (made up here when not given).
     ext_proc_uds: bool = True
     processes: dict[str, Process] = field(default_factory=dict)
+    pki: Pki = field(init=False, repr=False)
     _socket_dir: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        # The control plane's gRPC port serves provider keys: always behind a token.
-        self.env.setdefault("INFERY_XDS_TOKEN", secrets.token_urlsafe(24))
+        if not self.ext_proc_uds:
+            self.env.setdefault("INFERY_EXT_PROC_TOKEN", secrets.token_urlsafe(24))
+        # The control plane's gRPC port serves provider keys: mutual TLS with a throwaway CA.
+        self.pki = generate(self.run_dir / "pki")
 
     @property
     def base_url(self) -> str:
@@ -192,14 +283,27 @@ class Stack:
             "INFERY_XDS_PORT": str(self.ports.xds),
             "INFERY_LISTEN_PORT": str(self.ports.listen),
             "INFERY_LISTEN_HOST": "127.0.0.1",
+            **self.pki.server.env(),
             **self.env,
         }
 
-    def ext_proc_socket(self, port: int) -> str:
+    @property
+    def envoy_admin_socket(self) -> str:
+        """Envoy's admin (config dump, stats, /quitquitquit): a Unix socket of mode 600, never TCP."""
+        return str(self._private_dir() / "envoy-admin.sock")
+
+    def envoy_admin(self, path: str, **params: str) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(uds=self.envoy_admin_socket), timeout=10) as client:
+            return client.get(f"http://envoy{path}", params=params)
+
+    def _private_dir(self) -> Path:
         if self._socket_dir is None:
-            # Short and private: a socket path must fit in 108 bytes, pytest's tmp dirs may not.
+            # Short and private (mode 700): a socket path must fit in 108 bytes, pytest's tmp dirs may not.
             self._socket_dir = Path(tempfile.mkdtemp(prefix="infery-"))
-        return str(self._socket_dir / f"ext_proc-{port}.sock")
+        return self._socket_dir
+
+    def ext_proc_socket(self, port: int) -> str:
+        return str(self._private_dir() / f"ext_proc-{port}.sock")
 
     def start(self) -> Stack:
         try:
@@ -241,23 +345,29 @@ class Stack:
                 *(["--uds", self.ext_proc_socket(port)] if self.ext_proc_uds else []),
             ],
             self.run_dir / "logs",
-            self.env,
+            {**self.pki.client.env(), **self.env},
         )
         self.processes[name] = proc
         wait_until(lambda: "ready ext_proc" in proc.log(), f"ext_proc on {port}", 60, [proc])
 
     def start_envoy(self) -> None:
         bootstrap = self.run_dir / "envoy.yaml"
-        token = self.env["INFERY_XDS_TOKEN"]
+        token_file = ""
+        if not self.ext_proc_uds:
+            token_file = str(self.run_dir / "ext_proc_token.yaml")
+            write_ext_proc_token(Path(token_file), self.env["INFERY_EXT_PROC_TOKEN"])
         bootstrap.write_text(
             yaml.safe_dump(
                 render_bootstrap(
                     self.ports,
                     f"infery-envoy-{self.ports.listen}",
-                    xds_token=token,
+                    admin_socket=self.envoy_admin_socket,
+                    xds_token=self.env.get("INFERY_XDS_TOKEN", ""),
+                    xds_tls=self.pki.client,
                     ext_proc_sockets=[self.ext_proc_socket(p) for p in self.ports.ext_proc]
                     if self.ext_proc_uds
                     else (),
+                    ext_proc_token_file=token_file,
                 )
             )
         )

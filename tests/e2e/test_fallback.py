@@ -227,10 +227,7 @@ def test_a_dead_provider_is_skipped_without_waiting_for_it(tmp_path: Path):
             for _ in range(6):
                 raw = client.chat.completions.with_raw_response.create(model="primary", messages=HI)
                 assert raw.headers["x-model-used"] == "secondary"
-            stats = httpx.get(
-                f"http://127.0.0.1:{stack.ports.envoy_admin}/stats",
-                params={"filter": "outlier_detection.ejections_enforced_total"},
-            ).text
+            stats = stack.envoy_admin("/stats", filter="outlier_detection.ejections_enforced_total").text
             assert any(line.endswith(tuple("123456789")) for line in stats.splitlines()), stats
             # Ejected: the next requests go straight to the secondary, with no failed attempt first.
             retries_before = _retries(stack)
@@ -243,9 +240,7 @@ def test_a_dead_provider_is_skipped_without_waiting_for_it(tmp_path: Path):
 
 
 def _retries(stack: Stack) -> int:
-    stats = httpx.get(
-        f"http://127.0.0.1:{stack.ports.envoy_admin}/stats", params={"filter": "upstream_rq_retry$"}
-    )
+    stats = stack.envoy_admin("/stats", filter="upstream_rq_retry$")
     return sum(int(line.rsplit(":", 1)[1]) for line in stats.text.splitlines() if "route_primary" in line)
 
 
