@@ -15,4 +15,4 @@ RUN pip install --no-cache-dir grpcio-tools \
  && pip uninstall -y grpcio-tools
 ENV INFERY_HOST=0.0.0.0 \
     INFERY_ENVOY_BOOTSTRAP=/app/envoy/bootstrap.yaml
-EXPOSE 8080 8081 18000 50051
+EXPOSE 8080 8081 18000

@@ -22,7 +22,10 @@ def credentials_from_env(env: Mapping[str, str] | None = None) -> grpc.ChannelCr
     None when no CA is set: plain gRPC (a loopback or private control plane port).
     """
     env = os.environ if env is None else env
-    ca, cert, key = (env.get(f"INFERY_XDS_TLS_{name}_FILE", "").strip() for name in ("CA", "CERT", "KEY"))
+    ca, cert, key = (
+        env.get(name, "").strip()
+        for name in ("INFERY_XDS_TLS_CA_FILE", "INFERY_XDS_TLS_CERT_FILE", "INFERY_XDS_TLS_KEY_FILE")
+    )
     if not ca:
         if cert or key:
             raise ValueError(

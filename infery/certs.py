@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +46,13 @@ class TlsFiles:
         }
 
     @classmethod
-    def from_env(cls, env: os._Environ[str] | dict[str, str] | None = None) -> TlsFiles | None:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
         """The files named by INFERY_XDS_TLS_*; None when no certificate is configured."""
         env = os.environ if env is None else env
-        cert, key, ca = (env.get(f"INFERY_XDS_TLS_{n}_FILE", "").strip() for n in ("CERT", "KEY", "CA"))
+        cert, key, ca = (
+            env.get(name, "").strip()
+            for name in ("INFERY_XDS_TLS_CERT_FILE", "INFERY_XDS_TLS_KEY_FILE", "INFERY_XDS_TLS_CA_FILE")
+        )
         if not (cert or key or ca):
             return None
         if not (cert and key and ca):

@@ -12,11 +12,12 @@ import os
 import re
 import shlex
 import shutil
+import socketserver
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +29,7 @@ from control_plane.config_file import apply_config
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.xds.envoy_config import ListenerSettings
-from infery.stack import free_port
+from infery.certs import generate
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
@@ -392,19 +393,98 @@ def test_init_container_renders_the_bootstrap_envoy_runs(tmp_path: Path) -> None
         for name in ("ext-proc", "envoy")
     ]
     assert mounts[0] and mounts[0] == mounts[1]
-    # The preStop hooks talk to Envoy's admin where the bootstrap puts it.
-    admin = bootstrap["admin"]["address"]["socket_address"]
+    # Envoy's admin is a Unix socket of mode 600 (never TCP), in a volume of its own that the
+    # preStop hooks of both containers reach it through.
+    admin = bootstrap["admin"]["address"]
+    assert set(admin) == {"pipe"} and admin["pipe"]["mode"] == 0o600
+    admin_dir = str(Path(admin["pipe"]["path"]).parent)
     drain = load_drain()
     for c in GATEWAY["containers"]:
         hook = drain.parser().parse_args(c["lifecycle"]["preStop"]["exec"]["command"][2:])
-        assert hook.admin == f"{admin['address']}:{admin['port_value']}"
+        assert hook.admin == admin["pipe"]["path"]
+        (mount,) = [m for m in c["volumeMounts"] if m["mountPath"] == admin_dir]
+        (volume,) = [v for v in GATEWAY["volumes"] if v["name"] == mount["name"]]
+        assert "emptyDir" in volume and mount["name"] not in mounts[0]
+
+    # The xDS cluster: mutual TLS with the client half of the infery-xds-tls Secret.
+    tls = clusters["infery_xds"]["transport_socket"]["typed_config"]["common_tls_context"]
+    files = {
+        tls["tls_certificates"][0]["certificate_chain"]["filename"],
+        tls["tls_certificates"][0]["private_key"]["filename"],
+        tls["validation_context"]["trusted_ca"]["filename"],
+    }
+    assert _secret_files(GATEWAY, "envoy") >= files
+    assert {Path(f).name for f in files} == {"client.pem", "client-key.pem", "ca.pem"}
 
     if ENVOY.exists():
         config = tmp_path / "envoy.yaml"
-        config.write_text(run.stdout)
+        # Validation loads the certificates: point at real ones, and the admin socket at a free path.
+        pki = generate(tmp_path / "pki")
+        rendered = run.stdout.replace(admin_dir, str(tmp_path))
+        for f in files:
+            rendered = rendered.replace(f, str(tmp_path / "pki" / Path(f).name))
+        assert pki.client.key.exists()
+        config.write_text(rendered)
         args = [str(config) if a == out else a for a in envoy["command"][1:]]
         check = subprocess.run([str(ENVOY), *args, "--mode", "validate"], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _secret_files(pod: Obj, name: str) -> set[str]:
+    """Paths at which container ``name`` sees keys of Secret infery-xds-tls."""
+    secrets = {
+        v["name"]: v["secret"]
+        for v in pod["volumes"]
+        if v.get("secret", {}).get("secretName") == "infery-xds-tls"
+    }
+    return {
+        f"{m['mountPath']}/{item['path']}"
+        for m in container(pod, name)["volumeMounts"]
+        if m["name"] in secrets
+        for item in secrets[m["name"]]["items"]
+    }
+
+
+def test_control_plane_grpc_port_uses_mutual_tls_from_the_secret(tmp_path: Path) -> None:
+    """Server half in the control plane, client half in the gateway pods; nobody gets both keys."""
+    settings = Settings.from_env(control_plane_env())
+    server = {settings.xds_tls_cert_file, settings.xds_tls_key_file, settings.xds_tls_ca_file}
+    assert None not in server and _secret_files(CONTROL_PLANE, "control-plane") == server
+    ext_proc = literal_env(container(GATEWAY, "ext-proc"))
+    client = {ext_proc[f"INFERY_XDS_TLS_{n}_FILE"] for n in ("CERT", "KEY", "CA")}
+    assert _secret_files(GATEWAY, "ext-proc") == client
+    assert {Path(f).name for f in server} == {"server.pem", "server-key.pem", "ca.pem"}
+    assert {Path(f).name for f in client} == {"client.pem", "client-key.pem", "ca.pem"}
+    # The Secret's keys are the files `infery certs` writes, as secret.example.yaml says to create it.
+    out = tmp_path / "xds-tls"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infery.cli",
+            "certs",
+            "--out",
+            str(out),
+            "--server-name",
+            "infery-control-plane",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert {p.name for p in out.iterdir()} == {Path(f).name for f in server | client}
+    assert "infery certs --out xds-tls --server-name infery-control-plane" in (
+        K8S / "secret.example.yaml"
+    ).read_text().replace("\\\n", "")
+    # The Service name ext_proc and Envoy dial is one the server certificate names.
+    argv, _ = init_bootstrap_command()
+    assert option(argv, "--xds-host") == "infery-control-plane"
+    assert option(container(GATEWAY, "ext-proc")["command"], "--control-plane").startswith(
+        "infery-control-plane:"
+    )
+    # No token on the gRPC port any more: the client certificate is the credential.
+    assert "INFERY_XDS_TOKEN" not in SECRET["stringData"]
 
 
 def test_image_provides_the_bootstrap_template() -> None:
@@ -466,14 +546,19 @@ class _FakeEnvoyAdmin(BaseHTTPRequestHandler):
         pass
 
 
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
 @pytest.fixture
-def fake_envoy_admin() -> Iterator[tuple[str, type[_FakeEnvoyAdmin]]]:
+def fake_envoy_admin(tmp_path: Path) -> Iterator[tuple[str, type[_FakeEnvoyAdmin]]]:
     handler = type("Handler", (_FakeEnvoyAdmin,), {"calls": [], "active": [2, 1, 0]})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    path = str(tmp_path / "admin.sock")
+    server = _UnixHTTPServer(path, handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"127.0.0.1:{server.server_address[1]}", handler
+        yield path, handler
     finally:
         server.shutdown()
         server.server_close()
@@ -493,8 +578,8 @@ def test_drain_script_waits_for_requests_then_for_envoy(
     assert drain.wait_for_exit(admin, max_wait_s=0.2, poll_s=0.01) == "max wait reached"
 
 
-def test_drain_script_returns_at_once_without_envoy() -> None:
+def test_drain_script_returns_at_once_without_envoy(tmp_path: Path) -> None:
     drain = load_drain()
-    admin = f"127.0.0.1:{free_port()}"  # bound, then closed: nothing listens there
+    admin = str(tmp_path / "admin.sock")  # nothing listens there
     assert drain.drain_envoy(admin, settle_s=5, max_wait_s=5) == "envoy is not running"
     assert drain.wait_for_exit(admin, max_wait_s=5) == "envoy exited"

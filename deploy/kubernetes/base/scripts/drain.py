@@ -11,27 +11,55 @@ waiting has to happen here:
     ext-proc  wait until Envoy has exited: every request still in flight needs ext_proc.
 
 Both stop waiting after --max-wait seconds; terminationGracePeriodSeconds must be longer.
+Envoy's admin is a Unix socket (mode 600) in a volume both containers mount: it is
+never on TCP, where anything in the pod's network could stop Envoy or read its config.
 Standard library only: it runs in the gateway image, mounted from a ConfigMap.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import socket
 import sys
 import time
-import urllib.request
 
 
-def _admin_url(admin: str, path: str) -> str:
-    return f"http://{admin}{path}"
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("envoy", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _admin(admin: str, method: str, path: str) -> str:
+    """One admin request; OSError when Envoy is not there (http.client errors are OSErrors too)."""
+    conn = _UnixHTTPConnection(admin, timeout=2)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        body = response.read().decode()
+        if response.status != 200:
+            raise OSError(f"{method} {path}: HTTP {response.status}")
+        return body
+    except http.client.HTTPException as exc:
+        raise OSError(str(exc)) from exc
+    finally:
+        conn.close()
 
 
 def active_requests(admin: str) -> int:
     """Client requests Envoy is serving: every HTTP connection manager but the admin's own."""
-    url = _admin_url(admin, "/stats?filter=downstream_rq_active$")
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        text = resp.read().decode()
+    text = _admin(admin, "GET", "/stats?filter=downstream_rq_active$")
     total = 0
     for line in text.splitlines():
         name, _, value = line.partition(":")
@@ -42,9 +70,8 @@ def active_requests(admin: str) -> int:
 
 def drain_envoy(admin: str, settle_s: float, max_wait_s: float, poll_s: float = 1.0) -> str:
     deadline = time.monotonic() + max_wait_s
-    request = urllib.request.Request(_admin_url(admin, "/drain_listeners?graceful"), method="POST")
     try:
-        urllib.request.urlopen(request, timeout=2).close()
+        _admin(admin, "POST", "/drain_listeners?graceful")
     except OSError:
         return "envoy is not running"
     time.sleep(min(settle_s, max_wait_s))
@@ -59,11 +86,12 @@ def drain_envoy(admin: str, settle_s: float, max_wait_s: float, poll_s: float = 
 
 
 def wait_for_exit(admin: str, max_wait_s: float, poll_s: float = 1.0) -> str:
-    host, _, port = admin.rpartition(":")
     deadline = time.monotonic() + max_wait_s
     while time.monotonic() < deadline:
         try:
-            socket.create_connection((host, int(port)), timeout=1).close()
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1)
+                probe.connect(admin)
         except OSError:
             return "envoy exited"
         time.sleep(poll_s)
@@ -73,7 +101,7 @@ def wait_for_exit(admin: str, max_wait_s: float, poll_s: float = 1.0) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drain.py", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("role", choices=["envoy", "ext-proc"])
-    p.add_argument("--admin", default="127.0.0.1:9901", help="Envoy's admin address (loopback)")
+    p.add_argument("--admin", default="/run/envoy-admin/admin.sock", help="Envoy's admin Unix socket")
     p.add_argument("--settle", type=float, default=10.0, help="seconds before Envoy may exit idle")
     p.add_argument("--max-wait", type=float, default=600.0)
     return p
