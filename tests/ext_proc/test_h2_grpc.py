@@ -145,6 +145,42 @@ async def test_grpc_echo_over_a_unix_socket(tmp_path: Path) -> None:
         await server.stop(grace=1)
 
 
+async def test_a_tcp_listener_with_a_token_serves_only_streams_that_carry_it(tmp_path: Path) -> None:
+    """ext_proc on TCP: a stream without the token (or with a wrong one) ends UNAUTHENTICATED before
+    any handler runs; the same server's Unix socket needs none (its directory guards it)."""
+    ran: list[bytes] = []
+
+    async def record(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for message in requests:
+            ran.append(message)
+            yield message
+
+    server = Server({ECHO: Method(record, identity, identity)})
+    port = await server.start("127.0.0.1", 0, token=b"s3cret-token")
+    path = str(tmp_path / "ext_proc.sock")
+    await server.start_unix(path)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            for metadata in (
+                (),
+                (("x-infery-ext-proc-token", "s3cret-tokeN"),),
+                (("x-infery-ext-proc-token", ""),),
+            ):
+                call = grpc_method(channel, ECHO)(metadata=metadata, timeout=10)
+                assert await call.code() == grpc.StatusCode.UNAUTHENTICATED  # at once: nothing written
+            assert ran == []
+            good = grpc_method(channel, ECHO)(
+                iter([b"hi"]), metadata=(("x-infery-ext-proc-token", "s3cret-token"),)
+            )
+            assert [m async for m in good] == [b"hi"] and ran == [b"hi"]
+        async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
+            assert [m async for m in grpc_method(channel, ECHO)(iter([b"uds"]), timeout=10)] == [b"uds"]
+        with pytest.raises(ValueError):
+            await server.start("127.0.0.1", 0, token=b"")
+    finally:
+        await server.stop(grace=1)
+
+
 async def test_grpc_many_streams_interleave_on_one_connection() -> None:
     streams, rounds = 50, 5
     open_now = 0
