@@ -20,6 +20,7 @@ import uvicorn
 
 from control_plane.api.app import create_app
 from control_plane.config_file import GeneratedKey, apply_config
+from control_plane.safe_errors import SafeFormatter
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
@@ -110,7 +111,15 @@ async def serve(settings: Settings) -> None:
 
     app = create_app(settings, sessions)
     api = _ApiServer(
-        uvicorn.Config(app, host=settings.host, port=settings.admin_port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.admin_port,
+            log_level="warning",
+            lifespan="on",
+            # uvicorn's loggers go through ours (SafeFormatter): it logs the exceptions of failed requests.
+            log_config=None,
+        )
     )
     api_task = asyncio.create_task(api.serve())
 
@@ -134,10 +143,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("INFERY_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    logging.basicConfig(level=os.environ.get("INFERY_LOG_LEVEL", "INFO").upper())
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     asyncio.run(serve(Settings.from_env()))
 
 

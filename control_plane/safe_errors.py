@@ -9,7 +9,9 @@ text without parameters), never by the driver's message text.
 
 from __future__ import annotations
 
+import logging
 import traceback
+from typing import Any
 
 from sqlalchemy.exc import StatementError
 
@@ -55,3 +57,11 @@ def _driver_error(exc: BaseException) -> str:
         return f"{type(exc).__name__} " + " ".join(f"{k}={v}" for k, v in fields.items() if v)
     name = getattr(exc, "sqlite_errorname", None)  # sqlite3: its messages name tables and constraints only
     return f"{type(exc).__name__} {name or ''} ({str(exc).splitlines()[0] if str(exc) else ''})".strip()
+
+
+class SafeFormatter(logging.Formatter):
+    """Every exception the control plane logs (uvicorn's too) goes through :func:`safe_traceback`."""
+
+    def formatException(self, ei: Any) -> str:
+        _type, exc, _tb = ei
+        return safe_traceback(exc) if isinstance(exc, BaseException) else super().formatException(ei)

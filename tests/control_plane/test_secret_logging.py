@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import stat
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from cp_support import ADMIN_TOKEN, AUTH, assert_error
@@ -19,6 +21,7 @@ from control_plane.api.auth import ADMIN_TOKEN_SETTING
 from control_plane.settings import Settings
 from control_plane.store import db
 from control_plane.store.tables import Setting
+from infery.stack import free_port, spawn, wait_until
 
 SECRET = "sk-must-never-be-logged-7f3a"
 
@@ -96,3 +99,57 @@ def test_a_generated_admin_token_goes_to_an_owner_only_file_not_the_log(
         assert (
             client.get("/admin/v1/providers", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         )
+
+
+def test_the_control_plane_process_logs_a_failed_write_without_its_api_key(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The real process: FastAPI's 500 handler re-raises to uvicorn, which logs the exception too.
+
+    A trigger that fails with the row's api_key in its message stands for any database
+    error whose text repeats the values it was given.
+    """
+    admin_port = free_port()
+    proc = spawn(
+        "control_plane",
+        [sys.executable, "-m", "control_plane"],
+        tmp_path / "logs",
+        {
+            "INFERY_DATABASE_URL": postgres_url,
+            "INFERY_ADMIN_TOKEN": ADMIN_TOKEN,
+            "INFERY_ADMIN_PORT": str(admin_port),
+            "INFERY_XDS_PORT": str(free_port()),
+        },
+    )
+    try:
+        url = f"http://127.0.0.1:{admin_port}"
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, "the control plane", 60, [proc]
+        )
+        engine = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN"
+                    " RAISE EXCEPTION 'refusing %', NEW.api_key; END $$ LANGUAGE plpgsql"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON providers FOR EACH ROW EXECUTE FUNCTION refuse()"
+                )
+            )
+        engine.dispose()
+        response = httpx.post(
+            f"{url}/admin/v1/providers",
+            headers=AUTH,
+            json={"name": "p", "kind": "openai", "base_url": "https://p.example", "api_key": SECRET},
+            timeout=10,
+        )
+        assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+        wait_until(lambda: "RaiseException" in proc.log(), "the failure in the log", 10, [proc])
+    finally:
+        proc.stop()
+    log = proc.log()
+    assert "providers" in log  # what failed is there
+    assert SECRET not in log
