@@ -198,6 +198,9 @@ class Connection(asyncio.Protocol):
     ) -> None:
         self._methods = methods
         self._token = token  # None: no check (a Unix socket, guarded by its directory)
+        # The last header block that carried the token. Envoy repeats one block per stream and
+        # _decode serves a repeat as the same tuple: an identity check then replaces the scan.
+        self._authenticated_headers: Sequence[tuple[bytes, bytes]] | None = None
         self._on_close = on_close
         self.loop = asyncio.get_running_loop()
         self._max_message = max_message
@@ -488,7 +491,11 @@ class Connection(asyncio.Protocol):
         method = self._methods.get(path)
         self._streams[stream_id] = stream
         self.idle.clear()  # else ``Server.stop`` would not wait for this stream
-        if self._token is not None and not self._authenticated(headers):
+        if (
+            self._token is not None
+            and headers is not self._authenticated_headers
+            and not self._authenticated(headers)
+        ):
             self._finish(stream, _UNAUTHENTICATED)
             return
         if method is None:
@@ -501,7 +508,10 @@ class Connection(asyncio.Protocol):
     def _authenticated(self, headers: Sequence[tuple[bytes, bytes]]) -> bool:
         """The stream carries the token; compared in constant time (one scan of a few headers)."""
         presented = next((value for name, value in headers if name == TOKEN_HEADER), b"")
-        return hmac.compare_digest(presented, cast(bytes, self._token))
+        if not hmac.compare_digest(presented, cast(bytes, self._token)):
+            return False
+        self._authenticated_headers = headers
+        return True
 
     def _on_window_update(self, stream_id: int, payload: memoryview) -> None:
         if len(payload) != 4:

@@ -173,6 +173,9 @@ async def test_a_tcp_listener_with_a_token_serves_only_streams_that_carry_it(tmp
                 iter([b"hi"]), metadata=(("x-infery-ext-proc-token", "s3cret-token"),)
             )
             assert [m async for m in good] == [b"hi"] and ran == [b"hi"]
+            # The same connection, after a stream that carried the token: still checked per stream.
+            call = grpc_method(channel, ECHO)(metadata=(("x-infery-ext-proc-token", "nope"),), timeout=10)
+            assert await call.code() == grpc.StatusCode.UNAUTHENTICATED and ran == [b"hi"]
         async with grpc.aio.insecure_channel(f"unix:{path}") as channel:
             assert [m async for m in grpc_method(channel, ECHO)(iter([b"uds"]), timeout=10)] == [b"uds"]
         with pytest.raises(ValueError):
