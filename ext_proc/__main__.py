@@ -19,7 +19,9 @@ import logging
 import os
 import signal
 
+from ext_proc import health
 from ext_proc.control_plane_channel import credentials_from_env
+from ext_proc.deadline import MessageDeadline
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
@@ -45,7 +47,13 @@ async def serve(args: argparse.Namespace) -> None:
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
     services = Services(reporter.record, Limiter(state), Idempotency(state), media_hosts)
-    server = Server(methods(lambda: subscriber.current, services))
+    # Envoy's health checker asks on the same listeners: SERVING once configured.
+    server = Server(
+        {
+            **methods(lambda: subscriber.current, services, MessageDeadline.from_env()),
+            **health.methods(lambda: subscriber.ready.is_set()),
+        }
+    )
     where = []
     if args.uds:
         await server.start_unix(args.uds)

@@ -122,3 +122,11 @@ def continue_other(kind: str) -> ep.ProcessingResponse:
     resp = ep.ProcessingResponse()
     getattr(resp, kind).SetInParent()
     return resp
+
+
+def more_time(seconds: float) -> ep.ProcessingResponse:
+    """No answer yet: restart Envoy's timer for the current message with ``seconds``
+    (at most the filter's ``max_message_timeout``, else Envoy ignores it)."""
+    resp = ep.ProcessingResponse()
+    resp.override_message_timeout.FromMilliseconds(round(seconds * 1000))
+    return resp

@@ -17,6 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt import AttemptExchange, is_attempt
 from ext_proc.config import GatewayConfig
+from ext_proc.deadline import MessageDeadline, in_time
 from ext_proc.errors import envelope
 from ext_proc.exchange import Exchange, Services
 from ext_proc.h2_grpc import Method
@@ -24,6 +25,7 @@ from ext_proc.h2_grpc import Method
 log = logging.getLogger("infery.ext_proc")
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+DEFAULT_DEADLINE = MessageDeadline()
 
 
 def _internal_error(request_id: str) -> ep.ProcessingResponse:
@@ -34,7 +36,16 @@ def _internal_error(request_id: str) -> ep.ProcessingResponse:
     )
 
 
-def methods(current_config: Callable[[], GatewayConfig | None], services: Services) -> dict[str, Method]:
+def methods(
+    current_config: Callable[[], GatewayConfig | None],
+    services: Services,
+    deadline: MessageDeadline = DEFAULT_DEADLINE,
+) -> dict[str, Method]:
+    # The request body phase may fetch media or wait on Redis: it asks Envoy for more
+    # time when it runs long (ext_proc/deadline.py). Other phases answer at once.
+    extend_after = deadline.extend_after_s
+    more_time = msg.more_time(deadline.max_message_timeout_s)
+
     async def attempt(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
@@ -43,7 +54,10 @@ def methods(current_config: Callable[[], GatewayConfig | None], services: Servic
         async for req in requests:
             kind = req.WhichOneof("request")
             if kind == "request_body":
-                yield await exchange.on_request_body(req.request_body)
+                async for response in in_time(
+                    exchange.on_request_body(req.request_body), extend_after, more_time
+                ):
+                    yield response
             elif kind:
                 yield msg.continue_other(kind)
 
@@ -59,7 +73,11 @@ def methods(current_config: Callable[[], GatewayConfig | None], services: Servic
                     if kind == "request_headers":
                         yield exchange.on_request_headers(req.request_headers)
                     elif kind == "request_body":
-                        yield await exchange.on_request_body(req.request_body)
+                        body_phase = in_time(
+                            exchange.on_request_body(req.request_body), extend_after, more_time
+                        )
+                        async for response in body_phase:
+                            yield response
                     elif kind == "response_headers":
                         yield await exchange.on_response_headers(req.response_headers)
                     elif kind == "response_body":

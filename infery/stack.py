@@ -141,6 +141,7 @@ def render_bootstrap(
     xds_tls: TlsFiles | None = None,
     ext_proc_sockets: Sequence[str] = (),
     ext_proc_token_file: str = "",
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """envoy/bootstrap.yaml with this replica's addresses and credentials filled in.
 
@@ -150,6 +151,7 @@ def render_bootstrap(
     ``ext_proc_token_file`` an SDS file (:func:`write_ext_proc_token`) whose secret Envoy
     redacts. ``admin_socket``: Envoy's admin, on a Unix socket of mode 600 only.
     ``ext_proc_sockets``: reach ext_proc on these Unix sockets instead of its loopback ports.
+    ``env``: where the process-wide limits come from (default ``os.environ``).
     """
     template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or REPO / "envoy" / "bootstrap.yaml")
     doc = yaml.safe_load(template.read_text())
@@ -178,6 +180,7 @@ def render_bootstrap(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
+    _set_overload_limits(doc, os.environ if env is None else env)
     return doc
 
 
@@ -244,6 +247,29 @@ _UPSTREAM_CODEC = {
     "name": "envoy.filters.http.upstream_codec",
     "typed_config": {"@type": _T + "envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
 }
+
+
+def _set_overload_limits(doc: dict[str, object], env: Mapping[str, str]) -> None:
+    """The bootstrap's overload manager with this replica's connection and heap limits.
+
+    ``INFERY_MAX_CONNECTIONS``: downstream connections Envoy keeps open (more are
+    closed on accept); ``INFERY_ENVOY_MAX_HEAP_BYTES``: the heap the overload
+    actions measure against (keep it under the container's memory limit).
+    """
+    overload = doc.get("overload_manager")
+    if not isinstance(overload, dict):
+        return
+    settings = {
+        "envoy.resource_monitors.global_downstream_max_connections": (
+            "max_active_downstream_connections",
+            env.get("INFERY_MAX_CONNECTIONS"),
+        ),
+        "envoy.resource_monitors.fixed_heap": ("max_heap_size_bytes", env.get("INFERY_ENVOY_MAX_HEAP_BYTES")),
+    }
+    for monitor in overload["resource_monitors"]:
+        field_name, value = settings.get(monitor["name"], ("", None))
+        if value:
+            monitor["typed_config"][field_name] = int(value)
 
 
 @dataclass
@@ -368,6 +394,7 @@ class Stack:
                     if self.ext_proc_uds
                     else (),
                     ext_proc_token_file=token_file,
+                    env={**os.environ, **self.env},
                 )
             )
         )

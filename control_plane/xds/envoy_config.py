@@ -64,6 +64,20 @@ class ListenerSettings:
     # consecutive failures, for this long (doubling on repeat ejections).
     eject_after_failures: int = 5
     ejection_s: float = 10.0
+    # Slow and greedy clients. The headers must arrive within
+    # request_headers_timeout_s of their first byte, the whole request (headers and
+    # body) within request_receive_timeout_s: a client trickling bytes cannot pin a
+    # connection or a buffered body longer. Neither ever cuts an answer, however
+    # long it streams. A connection with no request open closes after idle_timeout_s.
+    request_headers_timeout_s: float = 10.0
+    request_receive_timeout_s: float = 120.0
+    idle_timeout_s: float = 60.0
+    max_streams_per_connection: int = 100  # HTTP/2 concurrent streams per client connection
+    # ext_proc must answer each message within ext_proc_message_timeout_s (a stopped
+    # process is noticed fast); a phase that needs longer (fetching media) says so
+    # and gets up to ext_proc_max_message_timeout_s. ext_proc reads the same variables.
+    ext_proc_message_timeout_s: float = 5.0
+    ext_proc_max_message_timeout_s: float = 60.0
 
     @classmethod
     def from_env(
@@ -82,6 +96,22 @@ class ListenerSettings:
             connect_timeout_s=float(env.get("INFERY_CONNECT_TIMEOUT_S") or default.connect_timeout_s),
             eject_after_failures=int(env.get("INFERY_EJECT_AFTER_FAILURES") or default.eject_after_failures),
             ejection_s=float(env.get("INFERY_EJECTION_S") or default.ejection_s),
+            request_headers_timeout_s=float(
+                env.get("INFERY_REQUEST_HEADERS_TIMEOUT_S") or default.request_headers_timeout_s
+            ),
+            request_receive_timeout_s=float(
+                env.get("INFERY_REQUEST_RECEIVE_TIMEOUT_S") or default.request_receive_timeout_s
+            ),
+            idle_timeout_s=float(env.get("INFERY_IDLE_TIMEOUT_S") or default.idle_timeout_s),
+            max_streams_per_connection=int(
+                env.get("INFERY_MAX_STREAMS_PER_CONNECTION") or default.max_streams_per_connection
+            ),
+            ext_proc_message_timeout_s=float(
+                env.get("INFERY_EXT_PROC_MESSAGE_TIMEOUT_S") or default.ext_proc_message_timeout_s
+            ),
+            ext_proc_max_message_timeout_s=float(
+                env.get("INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S") or default.ext_proc_max_message_timeout_s
+            ),
         )
 
 
@@ -118,6 +148,11 @@ def _flags_mapper(flags: list[str], status: int, code: str, message: str) -> dic
     return _mapper({"response_flag_filter": {"flags": flags}}, status, code, message)
 
 
+def _status_mapper(status: int, code: str, message: str) -> dict[str, Any]:
+    comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"_{status}"}}
+    return _mapper({"status_code_filter": {"comparison": comparison}}, status, code, message)
+
+
 def _local_replies() -> dict[str, Any]:
     # No top-level body_format: ext_proc's own immediate responses are local
     # replies too, and already carry the envelope.
@@ -147,23 +182,16 @@ def _local_replies() -> dict[str, Any]:
                 "gateway_unavailable",
                 "The gateway's request processor is unavailable.",
             ),
-            _mapper(
-                {
-                    "status_code_filter": {
-                        "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "_413"}}
-                    }
-                },
-                413,
-                "request_too_large",
-                "The request body is larger than this gateway accepts.",
-            ),
+            _status_mapper(413, "request_too_large", "The request body is larger than this gateway accepts."),
+            # request_headers_timeout / request_timeout: the client did not send its request in time.
+            _status_mapper(408, "request_timeout", "The request was not received in time."),
         ]
     }
 
 
 def listener(s: ListenerSettings) -> listener_pb2.Listener:
     # Response phases per request: the exchange switches SSE bodies to STREAMED.
-    ext_proc = _ext_proc_filter(response_header_mode="SEND", response_body_mode="BUFFERED")
+    ext_proc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="BUFFERED")
     ext_proc["typed_config"]["allow_mode_override"] = True
     hcm = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -175,8 +203,19 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         # The edge: X-Forwarded-For is the client's real address, not what it claims.
         # (ext_proc replaces any client x-request-id: it keys the usage record.)
         "use_remote_address": True,
-        "request_timeout": "0s",
+        # Receiving the request is bounded; the answer only by the route's timeout
+        # (request_timeout stops counting once the response starts).
+        "request_headers_timeout": _duration(s.request_headers_timeout_s),
+        "request_timeout": _duration(s.request_receive_timeout_s),
         "stream_idle_timeout": f"{int(s.request_timeout_s)}s",
+        "common_http_protocol_options": {"idle_timeout": _duration(s.idle_timeout_s)},
+        # A client's HTTP/2 connection gets a bounded share: streams, and bytes in
+        # flight (a stream may get 1 MiB ahead of Envoy, the connection 4 MiB).
+        "http2_protocol_options": {
+            "max_concurrent_streams": s.max_streams_per_connection,
+            "initial_stream_window_size": 1 << 20,
+            "initial_connection_window_size": 4 << 20,
+        },
         "rds": {
             "route_config_name": ROUTE_CONFIG_NAME,
             "config_source": {"ads": {}, "resource_api_version": "V3"},
@@ -477,7 +516,7 @@ def chain_cluster(
         any(u.tls for u in ups),
         any(not u.is_ip for u in ups),
         s,
-        http_filters=[_attempt_filter(), _UPSTREAM_CODEC],
+        http_filters=[_attempt_filter(s), _UPSTREAM_CODEC],
     )
     doc["transport_socket_matches"] = [
         {"name": key, "match": {"socket": key}, "transport_socket": socket} for key, socket in sockets.items()
@@ -503,8 +542,16 @@ def chain_cluster(
     return json_format.ParseDict(doc, cluster_pb2.Cluster())
 
 
-def _ext_proc_filter(response_header_mode: str, response_body_mode: str) -> dict[str, Any]:
-    """ext_proc with the request phases every use needs: headers, then the whole body."""
+def _ext_proc_filter(
+    s: ListenerSettings, response_header_mode: str, response_body_mode: str
+) -> dict[str, Any]:
+    """ext_proc with the request phases every use needs: headers, then the whole body.
+
+    Each message must be answered within the (short) message timeout: a stopped
+    ext_proc costs a request seconds, not minutes, and Envoy's health checks take
+    it out of the cluster meanwhile. A slow phase asks for more time itself
+    (``override_message_timeout``, up to ``max_message_timeout``).
+    """
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -518,15 +565,16 @@ def _ext_proc_filter(response_header_mode: str, response_body_mode: str) -> dict
                 "response_body_mode": response_body_mode,
                 "response_trailer_mode": "SKIP",
             },
-            "message_timeout": "30s",
+            "message_timeout": _duration(s.ext_proc_message_timeout_s),
+            "max_message_timeout": _duration(s.ext_proc_max_message_timeout_s),
             "mutation_rules": {"allow_all_routing": True},
         },
     }
 
 
-def _attempt_filter() -> dict[str, Any]:
+def _attempt_filter(s: ListenerSettings) -> dict[str, Any]:
     """ext_proc as an upstream filter: called once per attempt, with the original body."""
-    doc = _ext_proc_filter(response_header_mode="SKIP", response_body_mode="NONE")
+    doc = _ext_proc_filter(s, response_header_mode="SKIP", response_body_mode="NONE")
     doc["typed_config"]["request_attributes"] = ["xds.upstream_host_metadata"]
     return doc
 

@@ -1,0 +1,85 @@
+"""Answering Envoy within its ext_proc message timeout, or asking for more time.
+
+Envoy gives ext_proc a short ``message_timeout`` per message (5 s by default), so
+that a stopped ext_proc costs a request seconds. A phase that legitimately takes
+longer (fetching an image URL, a slow Redis) sends ``override_message_timeout``
+first: Envoy then waits up to ``max_message_timeout`` for the answer. A stopped
+or blocked process sends nothing and is still noticed fast.
+
+Cost: the work is started by hand. When it finishes without suspending (the usual
+case with in-process state) nothing else happens; only work that suspends is
+handed to a task and raced against the deadline (~12 us, against the I/O it waits for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import types
+from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeadline:
+    """When to ask Envoy for more time, and how much. The control plane configures
+    Envoy from the same variables (``control_plane/xds/envoy_config.py``)."""
+
+    message_timeout_s: float = 5.0
+    max_message_timeout_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> MessageDeadline:
+        env = os.environ if env is None else env
+        default = cls()
+        return cls(
+            float(env.get("INFERY_EXT_PROC_MESSAGE_TIMEOUT_S") or default.message_timeout_s),
+            float(env.get("INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S") or default.max_message_timeout_s),
+        )
+
+    @property
+    def extend_after_s(self) -> float:
+        """Half the timeout: the extension reaches Envoy well before the timer fires."""
+        return self.message_timeout_s / 2
+
+
+async def in_time(work: Coroutine[Any, Any, T], extend_after_s: float, extension: T) -> AsyncIterator[T]:
+    """Yields ``work``'s result; first ``extension`` when the work is still running after
+    ``extend_after_s``. Closing the iterator early cancels the work."""
+    try:
+        pending = work.send(None)
+    except StopIteration as finished:
+        yield finished.value
+        return
+    task = asyncio.ensure_future(_continue(work, pending))
+    try:
+        done, _ = await asyncio.wait((task,), timeout=extend_after_s)
+        if not done:
+            yield extension
+        yield await task
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _continue(work: Coroutine[Any, Any, T], pending: Any) -> T:
+    return await _resume(work, pending)  # type: ignore[no-any-return]
+
+
+@types.coroutine
+def _resume(work: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, T]:
+    """Continues a coroutine that was started by hand and is waiting on ``pending``,
+    exactly as ``await`` would have (what ``yield from`` does)."""
+    while True:
+        try:
+            try:
+                sent = yield pending
+            except BaseException as exc:  # cancellation included: the work sees it
+                pending = work.throw(exc)
+            else:
+                pending = work.send(sent)
+        except StopIteration as finished:
+            return finished.value  # type: ignore[no-any-return]
