@@ -17,7 +17,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt import AttemptExchange, is_attempt
 from ext_proc.config import GatewayConfig
-from ext_proc.deadline import MessageDeadline, in_time
+from ext_proc.deadline import MessageDeadline, Suspended, start
 from ext_proc.errors import envelope
 from ext_proc.exchange import Exchange, Services
 from ext_proc.h2_grpc import Method
@@ -54,10 +54,12 @@ def methods(
         async for req in requests:
             kind = req.WhichOneof("request")
             if kind == "request_body":
-                async for response in in_time(
-                    exchange.on_request_body(req.request_body), extend_after, more_time
-                ):
-                    yield response
+                started = start(exchange.on_request_body(req.request_body))
+                if isinstance(started, Suspended):
+                    async for response in started.answers(extend_after, more_time):
+                        yield response
+                else:
+                    yield started
             elif kind:
                 yield msg.continue_other(kind)
 
@@ -73,11 +75,12 @@ def methods(
                     if kind == "request_headers":
                         yield exchange.on_request_headers(req.request_headers)
                     elif kind == "request_body":
-                        body_phase = in_time(
-                            exchange.on_request_body(req.request_body), extend_after, more_time
-                        )
-                        async for response in body_phase:
-                            yield response
+                        started = start(exchange.on_request_body(req.request_body))
+                        if isinstance(started, Suspended):
+                            async for response in started.answers(extend_after, more_time):
+                                yield response
+                        else:
+                            yield started
                     elif kind == "response_headers":
                         yield await exchange.on_response_headers(req.response_headers)
                     elif kind == "response_body":

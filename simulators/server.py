@@ -166,6 +166,10 @@ class Simulator:
         return _json({"cleared": True})
 
     async def image(self, request: Request) -> Response:
+        # ``?delay_s=``: a slow image host, for the gateway's media-fetch deadlines.
+        delay = float(request.query_params.get("delay_s") or 0)
+        if delay > 0:
+            await asyncio.sleep(delay)
         return Response(content.png_for(request.path_params["token"]), media_type="image/png")
 
     async def health(self, request: Request) -> Response:

@@ -92,3 +92,27 @@ def test_another_ext_proc_takes_over_from_a_stopped_one(tmp_path, openai_sim: Si
         for name in (first, second):
             _signal(stack, name, signal.SIGCONT)
         stack.stop()
+
+
+def test_a_slow_media_fetch_asks_envoy_for_more_time(tmp_path):
+    """The message timeout is short, but a request body phase fetching a slow image
+    URL extends it (override_message_timeout) and the request is served."""
+    with SimulatorProcess("google", api_key=SIM_KEY) as gemini:
+        stack = start_gateway(
+            tmp_path,
+            INFERY_EXT_PROC_MESSAGE_TIMEOUT_S="1",
+            INFERY_MEDIA_ALLOWED_HOSTS=f"127.0.0.1:{gemini.port}",
+        )
+        try:
+            admin = Admin(stack.admin_url)
+            admin.provider("google", "google", gemini.base_url, SIM_KEY)
+            admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash")
+            client = new_tenant(admin, stack, "slow-media").client(stack, timeout=30)
+            url = f"{gemini.url}/_sim/images/slow.png?delay_s=2.5"  # longer than the message timeout
+            reply = client.chat.completions.create(
+                model="gemini-2-5-flash",
+                messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}],
+            )
+            assert "saw 1 image(s)" in (reply.choices[0].message.content or "")
+        finally:
+            stack.stop()

@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 
 from ext_proc import envoy_messages as msg
 from ext_proc import health
-from ext_proc.deadline import MessageDeadline, in_time
+from ext_proc.deadline import MessageDeadline, Suspended, start
 from ext_proc.h2_grpc import Server
 
 
@@ -54,7 +54,17 @@ def test_the_deadline_comes_from_the_same_variables_as_envoys():
 
 
 async def _collect(work, extend_after_s: float) -> list[str]:
-    return [item async for item in in_time(work, extend_after_s, "more time")]
+    started = start(work)
+    if not isinstance(started, Suspended):
+        return [started]
+    return [item async for item in started.answers(extend_after_s, "more time")]
+
+
+async def test_work_that_never_waits_is_answered_without_a_task():
+    async def immediate() -> str:
+        return "answer"
+
+    assert start(immediate()) == "answer"
 
 
 async def test_work_that_finishes_in_time_is_answered_alone():
@@ -98,7 +108,9 @@ async def test_leaving_early_cancels_the_work():
             raise
         return "never"
 
-    phase = in_time(endless(), 0.05, "more time")
+    started = start(endless())
+    assert isinstance(started, Suspended)
+    phase = started.answers(0.05, "more time")
     assert await anext(phase) == "more time"
     await phase.aclose()
     await asyncio.wait_for(cancelled.wait(), 2)
