@@ -583,3 +583,12 @@ def test_drain_script_returns_at_once_without_envoy(tmp_path: Path) -> None:
     admin = str(tmp_path / "admin.sock")  # nothing listens there
     assert drain.drain_envoy(admin, settle_s=5, max_wait_s=5) == "envoy is not running"
     assert drain.wait_for_exit(admin, max_wait_s=5) == "envoy exited"
+
+
+def test_envoys_overload_manager_sheds_load_before_its_memory_limit() -> None:
+    """The heap the overload actions measure against is under the envoy container's limit."""
+    init = container(GATEWAY, "envoy-bootstrap")
+    heap = int({e["name"]: e.get("value") for e in init["env"]}["INFERY_ENVOY_MAX_HEAP_BYTES"])
+    limit = container(GATEWAY, "envoy")["resources"]["limits"]["memory"]
+    units = {"Mi": 1 << 20, "Gi": 1 << 30}
+    assert heap < int(limit[:-2]) * units[limit[-2:]]
