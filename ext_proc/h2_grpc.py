@@ -113,6 +113,9 @@ class Method:
     handler: Handler
     deserialize: Callable[[bytes], Any]
     serialize: Callable[[Any], bytes]
+    # Served without the TCP listener's token: for a method that reveals nothing and
+    # that a caller unable to send the token must reach (Envoy's health checker).
+    public: bool = False
 
 
 class ProtocolError(Exception):
@@ -494,6 +497,7 @@ class Connection(asyncio.Protocol):
         if (
             self._token is not None
             and headers is not self._authenticated_headers
+            and not (method is not None and method.public)
             and not self._authenticated(headers)
         ):
             self._finish(stream, _UNAUTHENTICATED)

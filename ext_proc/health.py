@@ -10,7 +10,8 @@ took would be refused anyway. Served on the same listeners as ext_proc itself
 needs the event loop to be turning.
 
 Only ``Check``: Envoy does not use ``Watch``, and an unknown method gets
-UNIMPLEMENTED from the server.
+UNIMPLEMENTED from the server. It is the one method a TCP listener serves
+without ext_proc's token.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ def methods(configured: Callable[[], bool]) -> dict[str, Method]:
         yield _SERVING if configured() else _NOT_SERVING
 
     return {
+        # Public on a TCP listener: Envoy's health checker cannot send ext_proc's token
+        # (it is injected by an upstream filter that health checks do not pass through),
+        # and SERVING/NOT_SERVING says nothing a port scan would not.
         CHECK: Method(
-            check, health_pb2.HealthCheckRequest.FromString, health_pb2.HealthCheckResponse.SerializeToString
+            check,
+            health_pb2.HealthCheckRequest.FromString,
+            health_pb2.HealthCheckResponse.SerializeToString,
+            public=True,
         )
     }

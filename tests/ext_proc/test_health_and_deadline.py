@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,7 @@ from grpc_health.v1 import health_pb2
 from ext_proc import envoy_messages as msg
 from ext_proc import health
 from ext_proc.deadline import MessageDeadline, Suspended, start
-from ext_proc.h2_grpc import Server
+from ext_proc.h2_grpc import Method, Server
 
 
 async def _check(target: str) -> int:
@@ -26,19 +27,33 @@ async def _check(target: str) -> int:
         return int(reply.status)
 
 
-@pytest.mark.parametrize("over_unix_socket", [False, True], ids=["tcp", "unix"])
+async def _echo(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for message in requests:
+        yield message
+
+
+@pytest.mark.parametrize("over_unix_socket", [False, True], ids=["tcp-with-token", "unix"])
 async def test_serving_only_once_configured(tmp_path: Path, over_unix_socket: bool) -> None:
+    """Envoy's checker reaches it on either listener, without the TCP listener's token
+    (which it cannot send): the one method served so."""
     configured = False
-    server = Server(health.methods(lambda: configured))
-    port = await server.start("127.0.0.1", 0)
-    target = f"127.0.0.1:{port}"
+    echo = Method(_echo, bytes, bytes)
+    server = Server({"/t.T/Echo": echo, **health.methods(lambda: configured)})
     if over_unix_socket:
         await server.start_unix(str(tmp_path / "h.sock"))
         target = f"unix:{tmp_path / 'h.sock'}"
+    else:
+        target = f"127.0.0.1:{await server.start('127.0.0.1', 0, token=b'the-token')}"
     try:
         assert await _check(target) == health_pb2.HealthCheckResponse.NOT_SERVING
         configured = True
         assert await _check(target) == health_pb2.HealthCheckResponse.SERVING
+        if not over_unix_socket:  # every other method still needs the token
+            async with grpc.aio.insecure_channel(target) as channel:
+                call = channel.unary_unary("/t.T/Echo", request_serializer=bytes, response_deserializer=bytes)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await asyncio.wait_for(call(b"hi"), 5)
+                assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await server.stop(grace=1)
 
