@@ -100,7 +100,8 @@ def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: P
             '                                         messages=[{"role": "user", "content": "Hello!"}])',
             "  print(reply.choices[0].message.content)",
             "",
-            "  (models: gpt-4o-mini, gpt-4o, text-embedding-3-small, claude-sonnet-4-5, gemini-2-5-flash)",
+            "  (chat: gpt-4o-mini, gpt-4o, claude-sonnet-4-5, gemini-2-5-flash;",
+            "   embeddings: text-embedding-3-small; images: gpt-image-1, dall-e-3)",
         ]
     lines += ["", f"Logs: {home / 'logs'}/   Ctrl-C stops everything.", ""]
     return "\n".join(lines)

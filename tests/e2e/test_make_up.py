@@ -78,6 +78,13 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello!"}], stream=True
         )
         assert list(stream)[-1].model_extra["credits_used"] >= 0
+        # Every endpoint the README documents is served by the demo configuration.
+        vectors = client.embeddings.create(model="text-embedding-3-small", input="Hello!")
+        assert len(vectors.data[0].embedding) > 0
+        image = client.images.generate(model="gpt-image-1", prompt="a lighthouse at dusk")
+        assert image.data and image.data[0].b64_json
+        image = client.images.generate(model="dall-e-3", prompt="a lighthouse at dusk")
+        assert image.data and image.data[0].url
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
