@@ -10,27 +10,26 @@ from dataclasses import dataclass
 
 import orjson
 
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
+def error_type(status: int, code: str = "") -> str:
+    """OpenAI's ``error.type``: ``invalid_request_error`` for every caller-side error (a bad
+    key and an unknown model included), the kind of limit for a 429, ``server_error`` for 5xx.
 
-def error_type(status: int) -> str:
-    if status in _TYPE_BY_STATUS:
-        return _TYPE_BY_STATUS[status]
-    return "server_error" if status >= 500 else "invalid_request_error"
+    Envoy's own local replies (control_plane/xds/envoy_config.py ``_envelope``) follow the
+    same rule for the statuses they use.
+    """
+    if status >= 500:
+        return "server_error"
+    if code == "insufficient_quota":
+        return "insufficient_quota"
+    if status == 429:
+        return "requests"  # OpenAI's type for a requests-per-minute limit
+    return "invalid_request_error"
 
 
 def envelope(status: int, code: str, message: str, param: str | None = None) -> bytes:
     return orjson.dumps(
-        {"error": {"type": error_type(status), "code": code, "message": message, "param": param}}
+        {"error": {"type": error_type(status, code), "code": code, "message": message, "param": param}}
     )
 
 

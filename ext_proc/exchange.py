@@ -40,7 +40,7 @@ from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
 from ext_proc.limits import Admission, Limiter, estimate_tokens
 from ext_proc.metering import ZERO, credits, format_credits
-from ext_proc.translators import sse
+from ext_proc.translators import params, sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
 
 log = logging.getLogger("infery.ext_proc")
@@ -216,6 +216,8 @@ class Exchange:
             raise GatewayError(
                 403, "model_not_allowed", f"This workspace may not use the model '{slug}'.", param="model"
             )
+        if self.endpoint is Endpoint.CHAT:
+            params.check_chat_request(body)  # OpenAI's refusals, the same for every provider
         self.model = model
         self.request_body = body
         if self.endpoint is Endpoint.CHAT and body.get("stream") is True:

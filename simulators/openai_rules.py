@@ -64,6 +64,16 @@ def check_chat_semantics(body: dict[str, Any]) -> None:
             param="stream_options",
             code="invalid_value",
         )
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise ApiError(
+                400,
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value} instead.",
+                param=name,
+                code="invalid_value",
+            )
     if body.get("tool_choice") is not None and not body.get("tools"):
         raise ApiError(
             400,

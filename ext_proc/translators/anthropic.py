@@ -86,7 +86,30 @@ _ERRORS = responses.ErrorMap(
         "overloaded_error": responses.UPSTREAM_UNAVAILABLE,
         "timeout_error": responses.UPSTREAM_TIMEOUT,
     },
+    # Anthropic field -> the OpenAI parameter it came from (the table in translators/README.md)
+    params={
+        "max_tokens": "max_tokens",
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "stop_sequences": "stop",
+        "messages": "messages",
+        "system": "messages",
+        "tools": "tools",
+        "tool_choice": "tool_choice",
+        "metadata": "user",
+        "output_config": "response_format",
+        "model": "model",
+    },
+    blamed=lambda err, message: _field_prefix(message),
 )
+# Anthropic names the field it refuses before a colon: "max_tokens: 100000 > 64000, ...".
+_FIELD_PREFIX = re.compile(r"([A-Za-z_][\w.\[\]]*): ")
+
+
+def _field_prefix(message: str) -> str | None:
+    found = _FIELD_PREFIX.match(message)
+    return found.group(1) if found else None
+
 
 _DEFAULT_REFUSAL = "The model declined to answer this request."
 
@@ -130,12 +153,12 @@ class AnthropicTranslator:
         self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
     ) -> TranslatedResponse:
         if status >= 400:
-            return error_response(status, body)
+            return error_response(status, body, ctx.request)
         msg = responses.json_or_none(body)
         if not isinstance(msg, dict):
             return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
         if msg.get("type") == "error":
-            return responses.error_from(502, msg, _ERRORS.fields)
+            return responses.error_from(502, msg, _ERRORS.fields, ctx.request)
         doc, usage = _completion(msg, ctx)
         return TranslatedResponse(200, orjson.dumps(doc), usage)
 
@@ -470,8 +493,8 @@ def _refusal_text(details: Any) -> str:
     return _DEFAULT_REFUSAL
 
 
-def error_response(status: int, body: bytes) -> TranslatedResponse:
-    return responses.error_from(status, responses.json_or_none(body), _ERRORS.fields)
+def error_response(status: int, body: bytes, request: Mapping[str, Any]) -> TranslatedResponse:
+    return responses.error_from(status, responses.json_or_none(body), _ERRORS.fields, request)
 
 
 # ---------------------------------------------------------------------- stream

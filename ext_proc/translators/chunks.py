@@ -16,7 +16,7 @@ import orjson
 
 from ..errors import envelope
 from .base import ResponseContext, Usage
-from .responses import ErrorFields, chat_id, usage_doc
+from .responses import ClientError, ErrorFields, chat_id, usage_doc
 from .sse import SSEBuffer, SSEEvent, encode
 
 
@@ -101,4 +101,5 @@ class ChunkStream:
         self.done = True
 
     def _provider_error(self, out: list[bytes], err: Mapping[str, Any], fields: ErrorFields) -> None:
-        self._error(out, *fields(err, 502, "upstream_error", "the provider stream failed"))
+        e = fields(err, ClientError(502, "upstream_error", "the provider stream failed"), self._ctx.request)
+        self._error(out, e.status, e.code, e.message, e.param)

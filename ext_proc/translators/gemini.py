@@ -76,9 +76,44 @@ _ERRORS = responses.ErrorMap(
         "ABORTED": responses.UPSTREAM_ERROR,
         "CANCELLED": responses.UPSTREAM_ERROR,
     },
+    # Gemini field (snake_case; Gemini writes both cases) -> the OpenAI parameter it came from
+    params={
+        "max_output_tokens": "max_tokens",
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "candidate_count": "n",
+        "stop_sequences": "stop",
+        "presence_penalty": "presence_penalty",
+        "frequency_penalty": "frequency_penalty",
+        "seed": "seed",
+        "response_logprobs": "logprobs",
+        "logprobs": "top_logprobs",
+        "contents": "messages",
+        "system_instruction": "messages",
+        "tools": "tools",
+        "tool_config": "tool_choice",
+        "response_mime_type": "response_format",
+        "response_schema": "response_format",
+        "response_json_schema": "response_format",
+        "thinking_config": "reasoning_effort",
+    },
+    blamed=lambda err, message: _blamed_field(err, message),
 )
+# Where Gemini names the field it refuses, when no BadRequest detail does.
+_FIELD_IN_MESSAGE = re.compile(r"Invalid value at '([^']+)'|^\* \w+\.([\w.\[\]]+):")
+
+
+def _blamed_field(err: Mapping[str, Any], message: str) -> str | None:
+    for detail in err.get("details") or ():
+        for violation in (detail.get("fieldViolations") or ()) if isinstance(detail, dict) else ():
+            if isinstance(violation, dict) and isinstance(violation.get("field"), str):
+                return str(violation["field"])
+    found = _FIELD_IN_MESSAGE.search(message)
+    return (found.group(1) or found.group(2)) if found else None
+
 
 _INT32 = 2**31
+_MAX_CANDIDATES = 8  # generationConfig.candidateCount: 1 to 8
 
 
 def model_path(model: str) -> str:
@@ -135,12 +170,12 @@ class GeminiTranslator:
     ) -> TranslatedResponse:
         request = ctx.request
         if status >= 400:
-            return error_response(status, body)
+            return error_response(status, body, ctx.request)
         doc = _document(body)
         if not isinstance(doc, dict):
             return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
         if isinstance(doc.get("error"), dict):
-            return responses.error_from(502, doc, _error_fields)
+            return responses.error_from(502, doc, _error_fields, ctx.request)
         if endpoint is Endpoint.EMBEDDINGS:
             out, usage = _embeddings(doc, ctx, request)
             return TranslatedResponse(200, orjson.dumps(out), usage)
@@ -202,6 +237,8 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     if limit is not None:
         config["maxOutputTokens"] = limit
     n = _int(body, "n", 1)
+    if n is not None and n > _MAX_CANDIDATES:
+        params.unsupported("n", f"this model's provider returns at most {_MAX_CANDIDATES} choices (n)")
     if n is not None and n != 1:
         config["candidateCount"] = n
     seed = _int(body, "seed", -(2**63))
@@ -509,14 +546,16 @@ def _document(body: bytes) -> Any:
     return doc
 
 
-def error_response(status: int, body: bytes) -> TranslatedResponse:
-    return responses.error_from(status, _document(body), _error_fields)
+def error_response(status: int, body: bytes, request: Mapping[str, Any]) -> TranslatedResponse:
+    return responses.error_from(status, _document(body), _error_fields, request)
 
 
-def _error_fields(err: Mapping[str, Any], status: int, code: str, fallback: str) -> tuple[int, str, str]:
+def _error_fields(
+    err: Mapping[str, Any], default: responses.ClientError, request: Mapping[str, Any]
+) -> responses.ClientError:
     if _is_key_error(err):
-        return 502, "upstream_error", "the provider rejected the gateway's credentials"
-    return _ERRORS.fields(err, status, code, fallback)
+        return responses.ClientError(502, "upstream_error", "the provider rejected the gateway's credentials")
+    return _ERRORS.fields(err, default, request)
 
 
 def _is_key_error(err: Mapping[str, Any]) -> bool:

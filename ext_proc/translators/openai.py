@@ -22,7 +22,7 @@ from ext_proc.translators.base import (
     UpstreamRequest,
     Usage,
 )
-from ext_proc.translators.responses import failed
+from ext_proc.translators.responses import failed, openai_error
 from ext_proc.translators.sse import SSEBuffer
 
 _MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
@@ -52,18 +52,15 @@ def usage_from(obj: Mapping[str, Any]) -> Usage:
 
 
 def error_response(status: int, body: bytes) -> TranslatedResponse:
-    """A provider error in OpenAI's shape, re-coded to the gateway's stable codes."""
-    out_status, code = upstream_status(status)
-    message = f"upstream returned HTTP {status}"
+    """A provider error in OpenAI's shape: OpenAI's own codes and ``param`` kept, others re-coded."""
     try:
         err = orjson.loads(body).get("error")
-        if isinstance(err, dict) and err.get("message"):
-            message = str(err["message"])
-        elif isinstance(err, str):
-            message = err
     except (orjson.JSONDecodeError, AttributeError):
-        pass
-    return failed(out_status, code, message)
+        err = None
+    if isinstance(err, str):
+        err = {"message": err}
+    outcome = openai_error(status, err if isinstance(err, dict) else {})
+    return failed(outcome.status, outcome.code, outcome.message, outcome.param)
 
 
 class OpenAITranslator:

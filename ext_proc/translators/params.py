@@ -2,7 +2,11 @@
 
 Translators differ in how they *write* a parameter upstream, not in what a
 valid OpenAI parameter is. Validation lives here once, so every provider
-refuses the same bad request with the same error code and ``param``.
+refuses the same bad request with the same error code and ``param``:
+:func:`check_chat_request` applies OpenAI's documented types and ranges
+(``CreateChatCompletionRequest`` in OpenAI's OpenAPI spec) before any
+translation, in OpenAI's own words and codes; what a provider cannot take of
+an OpenAI-valid value is then the translator's mapping (translators/README.md).
 """
 
 from __future__ import annotations
@@ -12,6 +16,115 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from ..errors import GatewayError
+
+# OpenAI's scalar chat parameters: name -> (JSON type, minimum, maximum), from
+# CreateChatCompletionRequest. max_tokens/max_completion_tokens have no bound in
+# the spec, but OpenAI refuses anything below 1.
+_INT64 = 2**63
+_SCALARS: dict[str, tuple[type, float | None, float | None]] = {
+    "temperature": (float, 0, 2),
+    "top_p": (float, 0, 1),
+    "n": (int, 1, 128),
+    "presence_penalty": (float, -2, 2),
+    "frequency_penalty": (float, -2, 2),
+    "max_tokens": (int, 1, None),
+    "max_completion_tokens": (int, 1, None),
+    "top_logprobs": (int, 0, 20),
+    "seed": (int, -_INT64, _INT64 - 1),
+    "logprobs": (bool, None, None),
+    "stream": (bool, None, None),
+    "parallel_tool_calls": (bool, None, None),
+    "store": (bool, None, None),
+}
+_MAX_STOP = 4
+_TYPE_NAMES = {float: "a decimal", int: "an integer", bool: "a boolean"}
+
+def check_chat_request(body: Mapping[str, Any]) -> None:
+    """Refuse what OpenAI refuses in a chat request's parameters, as OpenAI answers it.
+
+    Runs once per request, before any translation, so every provider refuses the
+    same request with the same code and ``param``. ``null`` means "not given" (the
+    spec makes these fields nullable).
+    """
+    messages = body.get("messages")
+    if messages is None:
+        raise GatewayError(
+            400, "missing_required_parameter", "Missing required parameter: 'messages'.", "messages"
+        )
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array", messages)
+    if not messages:
+        raise GatewayError(
+            400,
+            "invalid_value",
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.",
+            "messages",
+        )
+    for name, (kind, low, high) in _SCALARS.items():
+        value = body.get(name)
+        if value is not None:
+            _check_scalar(name, value, kind, low, high)
+    stop = body.get("stop")
+    if stop is not None and not isinstance(stop, str):
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _type_error("stop", "a string or an array of strings", stop)
+        if len(stop) > _MAX_STOP:
+            raise GatewayError(
+                400,
+                "invalid_value",
+                f"Invalid 'stop': array too long. Expected an array with maximum length {_MAX_STOP}, "
+                f"but got an array with length {len(stop)} instead.",
+                "stop",
+            )
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise _type_error("stream_options", "an object", options)
+        if body.get("stream") is not True:
+            raise GatewayError(
+                400,
+                "invalid_value",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                "stream_options",
+            )
+
+
+def _check_scalar(name: str, value: Any, kind: type, low: float | None, high: float | None) -> None:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _type_error(name, "a boolean", value)
+        return
+    # JSON has one number type: an integer is a valid decimal, a bool is neither.
+    allowed: tuple[type, ...] = (int,) if kind is int else (int, float)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise _type_error(name, _TYPE_NAMES[kind], value)
+    noun = "integer" if kind is int else "decimal"
+    if low is not None and value < low:
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"Invalid '{name}': {noun} below minimum value. "
+            f"Expected a value >= {low}, but got {value} instead.",
+            name,
+        )
+    if high is not None and value > high:
+        raise GatewayError(
+            400,
+            "invalid_value",
+            f"Invalid '{name}': {noun} above maximum value. "
+            f"Expected a value <= {high}, but got {value} instead.",
+            name,
+        )
+
+
+def _type_error(name: str, expected: str, value: Any) -> GatewayError:
+    got = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), "an integer" if isinstance(value, int) else "a decimal"
+    )
+    return GatewayError(
+        400, "invalid_type", f"Invalid type for '{name}': expected {expected}, but got {got} instead.", name
+    )
 
 
 def invalid(param: str, message: str) -> GatewayError:

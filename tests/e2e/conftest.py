@@ -20,6 +20,18 @@ def openai_sim() -> Iterator[SimulatorProcess]:
 
 
 @pytest.fixture(scope="session")
+def claude_sim() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess("anthropic", api_key=SIM_KEY) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def gemini_sim() -> Iterator[SimulatorProcess]:
+    with SimulatorProcess("google", api_key=SIM_KEY) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = start_gateway(tmp_path_factory.mktemp("gateway"))
     try:
@@ -44,6 +56,22 @@ def catalog(admin: Admin, openai_sim: SimulatorProcess) -> None:
         {**PRICES, "input_per_mtok": "0.02", "output_per_mtok": None, "cached_input_per_mtok": None},
     )
     admin.model("dall-e-3", "sim-openai", "dall-e-3", {**{k: None for k in PRICES}, "per_image": "0.04"})
+
+
+@pytest.fixture(scope="session")
+def three_formats(
+    admin: Admin,
+    catalog: None,
+    openai_sim: SimulatorProcess,
+    claude_sim: SimulatorProcess,
+    gemini_sim: SimulatorProcess,
+) -> dict[str, SimulatorProcess]:
+    """gpt-4o-mini, claude-sonnet-4-5 and gemini-2-5-flash on the session gateway: slug -> simulator."""
+    admin.provider("sim-anthropic", "anthropic", claude_sim.base_url, SIM_KEY)
+    admin.provider("sim-google", "google", gemini_sim.base_url, SIM_KEY)
+    admin.model("claude-sonnet-4-5", "sim-anthropic", "claude-sonnet-4-5-20250929")
+    admin.model("gemini-2-5-flash", "sim-google", "gemini-2.5-flash")
+    return {"gpt-4o-mini": openai_sim, "claude-sonnet-4-5": claude_sim, "gemini-2-5-flash": gemini_sim}
 
 
 @pytest.fixture(scope="session")

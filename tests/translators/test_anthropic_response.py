@@ -255,8 +255,11 @@ def anthropic_error(kind: str, message: str = "boom") -> dict[str, Any]:
 
 # status, provider body, client status, code, message (None: the gateway's own wording)
 ERRORS: list[tuple[int, Any, int, str, str | None]] = [
-    (400, anthropic_error("invalid_request_error", "max_tokens: too big"), 400, "invalid_request",
+    # A field Anthropic blames is the OpenAI parameter behind it (issue 12 item 4).
+    (400, anthropic_error("invalid_request_error", "max_tokens: too big"), 400, "invalid_value",
      "max_tokens: too big"),
+    (400, anthropic_error("invalid_request_error", "something is off"), 400, "invalid_request",
+     "something is off"),
     (401, anthropic_error("authentication_error", "invalid x-api-key"), 502, "upstream_error", None),
     (403, anthropic_error("permission_error"), 502, "upstream_error", None),
     (404, anthropic_error("not_found_error", "model: claude-x"), 404, "model_not_found", "model: claude-x"),

@@ -460,6 +460,7 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
         "messages[0].content[0].image_url.url",
     ),
     ("n below 1", chat(n=0), "invalid_request", "n"),
+    ("n above Gemini's 8 candidates", chat(n=9), "unsupported_parameter", "n"),
     ("no messages", {"model": "x", "messages": []}, "invalid_request", "messages"),
 ]
 
