@@ -121,7 +121,11 @@ def _duration(seconds: float) -> str:
 
 
 def _envelope(status: int, code: str, message: str) -> dict[str, Any]:
-    """A local_reply_config mapper body: Envoy's own failures in OpenAI's envelope."""
+    """A local_reply_config mapper body: Envoy's own failures in OpenAI's envelope.
+
+    OpenAI's types, as ext_proc/errors.py ``error_type`` gives them: ``server_error`` for
+    5xx, ``invalid_request_error`` for the 4xx Envoy answers (404 unknown path, 413).
+    """
     kind = "server_error" if status >= 500 else "invalid_request_error"
     return {
         "json_format": {"error": {"type": kind, "code": code, "message": message, "param": None}},
