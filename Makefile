@@ -5,8 +5,13 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROTOS  := $(wildcard proto/infery_proto/v1/*.proto)
 GEN     := $(PROTOS:.proto=_pb2.py)
+# The client libraries of tests/clients, each in its own runtime as their users run them:
+# Python ones in their own venv (llama-index-llms-openai needs openai<3), Node ones from the lock file.
+CLIENTS      := $(VENV)/clients
+CLIENTS_PY   := $(CLIENTS)/.installed
+CLIENTS_NODE := tests/clients/node_modules/.installed
 
-.PHONY: install proto up test lint bench clean
+.PHONY: install clients proto up test lint bench clean
 
 install: $(STAMP) $(GEN)
 
@@ -14,6 +19,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clients: $(CLIENTS_PY) $(CLIENTS_NODE)
+
+$(CLIENTS_PY): tests/clients/requirements.txt $(STAMP)
+	$(PY) -m venv $(CLIENTS)
+	$(CLIENTS)/bin/pip install -q --upgrade pip
+	$(CLIENTS)/bin/pip install -q -r tests/clients/requirements.txt
+	touch $@
+
+$(CLIENTS_NODE): tests/clients/package.json tests/clients/package-lock.json
+	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 proto/infery_proto/v1/%_pb2.py: proto/infery_proto/v1/%.proto $(STAMP)
@@ -24,7 +41,7 @@ proto: $(GEN)
 up: install
 	$(BIN)/infery up $(ARGS)
 
-test: install
+test: install clients
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install
@@ -36,4 +53,4 @@ bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) proto/infery_proto/v1/*_pb2*.py proto/infery_proto/v1/*_pb2*.pyi .infery
+	rm -rf $(VENV) tests/clients/node_modules proto/infery_proto/v1/*_pb2*.py proto/infery_proto/v1/*_pb2*.pyi .infery
