@@ -39,6 +39,7 @@ _SCALARS: dict[str, tuple[type, float | None, float | None]] = {
 _MAX_STOP = 4
 _TYPE_NAMES = {float: "a decimal", int: "an integer", bool: "a boolean"}
 
+
 def check_chat_request(body: Mapping[str, Any]) -> None:
     """Refuse what OpenAI refuses in a chat request's parameters, as OpenAI answers it.
 
