@@ -97,8 +97,11 @@ def _check_scalar(name: str, value: Any, kind: type, low: float | None, high: fl
             raise _type_error(name, "a boolean", value)
         return
     # JSON has one number type: an integer is a valid decimal, a bool is neither.
-    allowed: tuple[type, ...] = (int,) if kind is int else (int, float)
-    if isinstance(value, bool) or not isinstance(value, allowed):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and isinstance(value, float))
+    ):
         raise _type_error(name, _TYPE_NAMES[kind], value)
     noun = "integer" if kind is int else "decimal"
     if low is not None and value < low:

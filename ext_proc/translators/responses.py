@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -174,8 +174,8 @@ class ErrorMap:
 
     field: str  # the error object's field naming the kind
     table: Mapping[str, tuple[int, str, bool]]
-    params: Mapping[str, str] = field(default_factory=dict)
-    blamed: Callable[[Mapping[str, Any], str], str | None] = lambda err, message: None
+    params: Mapping[str, str]
+    blamed: Callable[[Mapping[str, Any], str], str | None]
 
     def fields(self, err: Mapping[str, Any], default: ClientError, request: Mapping[str, Any]) -> ClientError:
         """The client's error for ``err``; an unknown kind keeps ``default``'s status and code."""
