@@ -143,7 +143,7 @@ def _cases() -> Iterator[Any]:
                 yield pytest.param(library, model, case, id=f"{library}-{model}-{case}", marks=marks)
 
 
-@pytest.mark.parametrize(("library", "model", "case"), _cases())
+@pytest.mark.parametrize(("library", "model", "case"), list(_cases()))
 def test_client_library(results: dict[str, Any], library: str, model: str, case: str) -> None:
     outcome = results[library]
     if isinstance(outcome, Exception):
