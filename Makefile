@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 clients: $(CLIENTS_PY) $(CLIENTS_NODE)
 
-$(CLIENTS_PY): tests/clients/requirements.txt $(STAMP)
+$(CLIENTS_PY): tests/clients/requirements.txt
 	$(PY) -m venv $(CLIENTS)
 	$(CLIENTS)/bin/pip install -q --upgrade pip
 	$(CLIENTS)/bin/pip install -q -r tests/clients/requirements.txt
