@@ -316,6 +316,8 @@ class UsageRecordOut(BaseModel):
     idempotent_replay: bool
     stream: bool
     error_code: str
+    usage_estimated: bool  # tokens are the gateway's estimate, not the provider's count
+    usage_rejected: str  # why the provider's usage was not charged as given; empty when it was
 
 
 class Health(BaseModel):

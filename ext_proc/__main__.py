@@ -28,6 +28,7 @@ from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
 from ext_proc.server import methods
 from ext_proc.shared_state import open_state
+from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES
 from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
 
@@ -46,7 +47,9 @@ async def serve(args: argparse.Namespace) -> None:
     await reporter.start()
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
-    services = Services(reporter.record, Limiter(state), Idempotency(state), media_hosts)
+    services = Services(
+        reporter.record, Limiter(state), Idempotency(state), media_hosts, args.max_sse_event_bytes
+    )
     # Envoy's health checker asks on the same listeners: SERVING once configured.
     server = Server(
         {
@@ -112,6 +115,12 @@ def main() -> None:
         default=os.environ.get("INFERY_MEDIA_ALLOWED_HOSTS", ""),
         help="comma-separated host:port that may serve image/PDF URLs from private addresses",
     )
+    parser.add_argument(
+        "--max-sse-event-bytes",
+        type=int,
+        default=int(os.environ.get("INFERY_MAX_SSE_EVENT_BYTES", str(DEFAULT_MAX_EVENT_BYTES))),
+        help="the largest provider stream event read; a longer one cuts the stream with upstream_error",
+    )
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
     args = parser.parse_args()
@@ -123,6 +132,8 @@ def main() -> None:
             "listening on TCP needs INFERY_EXT_PROC_TOKEN (the token Envoy sends; anyone reaching the port"
             " could otherwise get provider keys), or use --uds"
         )
+    if args.max_sse_event_bytes < 1024:
+        parser.error("INFERY_MAX_SSE_EVENT_BYTES must be at least 1024")
     if args.spool is None:
         os.makedirs(".infery", exist_ok=True)
         args.spool = os.path.join(".infery", f"usage-{args.port}.db")

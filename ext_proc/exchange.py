@@ -40,6 +40,7 @@ from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
 from ext_proc.limits import Admission, Limiter, estimate_tokens
 from ext_proc.metering import ZERO, credits, format_credits
+from ext_proc.token_estimate import input_tokens, served_chars, tokens_for_chars
 from ext_proc.translators import params, sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
 
@@ -97,6 +98,7 @@ class Services:
     limiter: Limiter
     idempotency: Idempotency
     media_hosts: frozenset[str] = frozenset()  # may serve media URLs from private addresses
+    max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -158,7 +160,8 @@ class Exchange:
         self.stream_translator: StreamTranslator | None = None
         self.idempotency_key = ""
         self.idempotency_token: str | None = None
-        self.transcript: list[bytes] | None = None  # what the client got, for an idempotent replay
+        # What the client got: for an idempotent replay, and (streams) to count what was served.
+        self.transcript: list[bytes] | None = None
         self.admission: Admission | None = None
         self.replayed = False
         self.status = 0
@@ -294,6 +297,8 @@ class Exchange:
         ):
             self.body_stream = True
             self.stream_translator = self.model.provider.translator.stream(self._response_context())
+            if self.transcript is None:
+                self.transcript = []
             return msg.response_headers(
                 set_headers=served, remove=("content-length", *remove), stream_body=True
             )
@@ -329,7 +334,9 @@ class Exchange:
         self.status = translated.status
         out = [*headers, ("content-length", str(len(translated.body)))]
         if translated.status < 400:
-            self.usage = translated.usage or Usage()
+            self.usage = translated.usage
+            if self.usage is None or self.usage.rejected:
+                self.usage = self._estimate(self.usage, _completion_chars(translated.body), served=True)
             self.credits = self._charge(self.usage)
             out.append(("x-credits-used", format_credits(self.credits)))
         else:
@@ -338,7 +345,7 @@ class Exchange:
                 translated.body = self._with_attempts(translated.body)
                 out[-1] = ("content-length", str(len(translated.body)))
             out += [("content-type", "application/json"), (":status", str(translated.status))]
-        if self.transcript is not None:
+        if self.idempotency_token is not None and self.transcript is not None:
             self.transcript.append(translated.body)
         await self._finish_async(out)
         if as_headers:
@@ -354,27 +361,80 @@ class Exchange:
         if self.finished:  # bytes after [DONE]: nothing more goes to the client
             return msg.response_body(b"" if chunk else None)
         out = st.feed(chunk) if chunk else b""
-        if end_of_stream:
+        overflowed = st.overflowed
+        if end_of_stream and not overflowed:
             out += st.finish()
         if out and not self.ttft:
             self.ttft = time.time()
-        if st.done or end_of_stream:
-            if not st.done and st.error_code is None:
+        if st.done or end_of_stream or overflowed:
+            if overflowed:
+                self.error_code = "upstream_error"
+                limit = self._services.max_sse_event_bytes
+                message = f"The provider sent a stream event over {limit} bytes; the stream was cut there."
+                out += sse.encode(envelope(502, "upstream_error", message))
+            elif not st.done and st.error_code is None:
                 st.error_code = "upstream_error"
                 out += sse.encode(envelope(502, "upstream_error", "The provider ended the stream early."))
-            self.usage = st.usage or Usage()
             if st.error_code:
                 self.error_code = st.error_code
+            assert self.transcript is not None
+            self.transcript.append(out)
+            self._charge_stream()
+            if not self.error_code:
+                credits_chunk = sse.encode(self._credits_chunk(st.response_id)) + b"data: [DONE]\n\n"
             else:
-                self.credits = self._charge(self.usage)
-                out += sse.encode(self._credits_chunk(st.response_id))
-            out += b"data: [DONE]\n\n"
-            if self.transcript is not None:
-                self.transcript.append(out)
+                credits_chunk = b"data: [DONE]\n\n"
+            out += credits_chunk
+            self.transcript.append(credits_chunk)
             await self._finish_async()
-        elif self.transcript is not None:
+        elif out:
+            assert self.transcript is not None
             self.transcript.append(out)
         return msg.response_body(None if out is chunk else out)
+
+    def _charge_stream(self) -> None:
+        """Charge what the stream served: the provider's usage when it completed with valid usage,
+        else the estimate from the request and the text the client received."""
+        st = self.stream_translator
+        assert st is not None
+        provider = st.usage
+        if (
+            st.done
+            and not st.error_code
+            and not st.overflowed
+            and provider is not None
+            and not provider.rejected
+        ):
+            self.usage = provider
+        else:
+            clean = st.done and not st.error_code and not st.overflowed
+            chars = _streamed_chars(self.transcript or ())
+            self.usage = self._estimate(provider, chars, served=clean or chars > 0)
+        self.credits = self._charge(self.usage)
+
+    def _estimate(self, provider: Usage | None, chars: int, *, served: bool) -> Usage:
+        """What to charge without (valid, complete) provider usage (ext_proc/token_estimate.py).
+
+        The provider's own counts so far are kept where they are valid (its prompt tokens, and
+        its output tokens when more than the text counted); the request's estimate stands in for
+        missing prompt tokens, the delivered text's for output. Nothing served: nothing charged.
+        """
+        rejected = provider.rejected if provider is not None else ""
+        valid = provider if provider is not None and not rejected else None
+        if not served:
+            return Usage(rejected=rejected)
+        output = tokens_for_chars(chars)
+        if valid is not None:
+            return Usage(
+                input_tokens=valid.input_tokens or input_tokens(self.request_body),
+                cached_input_tokens=valid.cached_input_tokens,
+                output_tokens=max(valid.output_tokens, output),
+                reasoning_tokens=valid.reasoning_tokens,
+                images=valid.images,
+                estimated=True,
+            )
+        images = provider.images if provider is not None else 0
+        return Usage(input_tokens(self.request_body), 0, output, 0, images, estimated=True, rejected=rejected)
 
     def _credits_chunk(self, response_id: str) -> bytes:
         assert self.model is not None
@@ -406,7 +466,12 @@ class Exchange:
     def _response_context(self) -> ResponseContext:
         assert self.model is not None
         return ResponseContext(
-            self.model.slug, self.model.upstream_model, self.created, self.include_usage, self.request_body
+            self.model.slug,
+            self.model.upstream_model,
+            self.created,
+            self.include_usage,
+            self.request_body,
+            self._services.max_sse_event_bytes,
         )
 
     def _charge(self, usage: Usage) -> Decimal:
@@ -493,8 +558,8 @@ class Exchange:
             # the connection after the first byte (Envoy then resets the client too).
             self.status = 499
             self.error_code = "stream_interrupted"
-        if self.body_stream and self.stream_translator is not None:
-            self.usage = self.stream_translator.usage
+        if self.body_stream and self.stream_translator is not None and self.model is not None:
+            self._charge_stream()  # what reached the client is charged, whoever ended the stream
         self._services.later(self._release_idempotency())
         self._finish()
 
@@ -524,6 +589,8 @@ class Exchange:
             idempotent_replay=self.replayed,
             stream=self.stream,
             error_code=self.error_code,  # also set when a stream failed after its 200 headers
+            usage_estimated=usage.estimated,
+            usage_rejected=usage.rejected,
         )
 
 
@@ -552,3 +619,25 @@ def _replayable(
     if not stream and "x-credits-used" not in kept and charged:
         kept["x-credits-used"] = format_credits(charged)
     return [*kept.items(), ("idempotent-replayed", "true")]
+
+
+def _completion_chars(body: bytes) -> int:
+    """Text characters of a translated (OpenAI-shaped) answer."""
+    try:
+        return served_chars(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        return 0
+
+
+def _streamed_chars(transcript: Iterable[bytes]) -> int:
+    """Text characters of the chunks a stream delivered, read back only when they are to be charged."""
+    reader = sse.SSEBuffer(max_event_bytes=2**62)
+    chars = 0
+    for piece in transcript:
+        for event in reader.feed(piece):
+            if event.data != b"[DONE]":
+                try:
+                    chars += served_chars(orjson.loads(event.data))
+                except orjson.JSONDecodeError:
+                    continue
+    return chars

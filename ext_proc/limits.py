@@ -36,8 +36,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
-import orjson
-
 from ext_proc.config import Workspace
 from ext_proc.errors import GatewayError
 from ext_proc.shared_state import (
@@ -48,12 +46,11 @@ from ext_proc.shared_state import (
     remaining,
     reset_ms,
 )
+from ext_proc.token_estimate import reservation
 
 log = logging.getLogger("infery.ext_proc.limits")
 
 PICO_PER_CREDIT = Decimal(10) ** 12
-DEFAULT_OUTPUT_TOKENS = 1024
-NON_TEXT_PART_TOKENS = 256
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -226,60 +223,9 @@ def to_pico(credits: Decimal) -> int:
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
-    """A cheap, deliberately generous guess of the tokens a request will use (the tpm reservation).
+    """A request's tpm reservation: :func:`ext_proc.token_estimate.reservation` (input + output allowance).
 
-    Text sent -- message contents and tool-call arguments, tool definitions, embedding ``input``,
-    image ``prompt`` -- counts ceil(chars / 4), plus 4 per message for its framing. Non-text content
-    parts (image, audio, file) count a flat 256 each: their payload size says little about tokens.
-    Chat also reserves its output allowance: ``max_completion_tokens`` or ``max_tokens``, else 1024,
-    times ``n``. Pre-tokenized embedding input counts its token ids. At least 1.
+    Capped at the limit by :meth:`Limiter.admit`. The same estimator charges what was served
+    when a provider's usage is missing (see ``ext_proc/token_estimate.py``).
     """
-    chars = 0
-    tokens = 0
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        for message in messages:
-            if not isinstance(message, dict):
-                continue
-            tokens += 4
-            content = message.get("content")
-            if isinstance(content, str):
-                chars += len(content)
-            elif isinstance(content, list):
-                for part in content:
-                    text = part.get("text") if isinstance(part, dict) else None
-                    if isinstance(text, str):
-                        chars += len(text)
-                    else:
-                        tokens += NON_TEXT_PART_TOKENS
-            calls = message.get("tool_calls")
-            if isinstance(calls, list):
-                chars += sum(len(orjson.dumps(c)) for c in calls)
-        if body.get("tools"):
-            chars += len(orjson.dumps(body["tools"]))
-        output = _positive_int(
-            body.get("max_completion_tokens"), body.get("max_tokens"), DEFAULT_OUTPUT_TOKENS
-        )
-        tokens += output * _positive_int(body.get("n"), None, 1)
-    inp = body.get("input")
-    if isinstance(inp, str):
-        chars += len(inp)
-    elif isinstance(inp, list):
-        for item in inp:
-            if isinstance(item, str):
-                chars += len(item)
-            elif isinstance(item, list):
-                tokens += len(item)
-            else:
-                tokens += 1
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        chars += len(prompt)
-    return max(1, tokens + -(-chars // 4))
-
-
-def _positive_int(first: Any, second: Any, default: int) -> int:
-    for value in (first, second):
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return default
+    return reservation(body)

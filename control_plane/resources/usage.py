@@ -95,7 +95,8 @@ _COLUMNS = (
     "request_id", "started_at_ms", "day", "workspace_id", "member_id", "key_id", "endpoint",
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
     "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
-    "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code",
+    "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
+    "usage_rejected",
 )  # fmt: skip
 
 
@@ -133,6 +134,8 @@ def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
         record.idempotent_replay,
         record.stream,
         _clamp("error_code", record.error_code),
+        record.usage_estimated,
+        _clamp("usage_rejected", record.usage_rejected),
     )
 
 

@@ -175,6 +175,9 @@ class UsageRecord(SQLModel, table=True):
     idempotent_replay: bool = False
     stream: bool = False
     error_code: str = Field(default="", sa_type=String(64))
+    # Tokens estimated by the gateway (stream abandoned or cut, provider usage missing or invalid).
+    usage_estimated: bool = False
+    usage_rejected: str = Field(default="", sa_type=String(256))  # why the provider's usage was not used
 
 
 class ConfigRevision(SQLModel, table=True):

@@ -24,6 +24,7 @@ import orjson
 
 from ..errors import GatewayError
 from . import messages, params, responses
+from . import usage as provider_usage
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
 from .sse import SSEEvent
@@ -446,21 +447,13 @@ def strict_schema(schema: Any) -> Any:
 # -------------------------------------------------------------------- response
 
 
-def _usage(raw: Mapping[str, Any]) -> Usage:
-    cached = raw.get("cache_read_input_tokens") or 0
-    prompt = (raw.get("input_tokens") or 0) + cached + (raw.get("cache_creation_input_tokens") or 0)
-    details = raw.get("output_tokens_details") or {}
-    reasoning = (details.get("thinking_tokens") or 0) if isinstance(details, dict) else 0
-    return Usage(prompt, cached, raw.get("output_tokens") or 0, reasoning)
-
-
 def _answer_text(name: str, value: Any) -> str:
     if name == ANSWER_VALUE_TOOL and isinstance(value, dict):
         value = value.get("value")
     return orjson.dumps(value).decode()
 
 
-def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage]:
+def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str, Any], Usage | None]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     answered = False
@@ -482,9 +475,9 @@ def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str,
     if stop_reason == "refusal":
         message["refusal"] = _refusal_text(msg.get("stop_details"))
         message["content"] = text or None
-    usage = _usage(msg.get("usage") or {})
+    usage = provider_usage.anthropic(msg.get("usage"))
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    return responses.completion(msg.get("id"), ctx, [choice], usage), usage
+    return responses.completion(msg.get("id"), ctx, [choice], usage or Usage()), usage
 
 
 def _refusal_text(details: Any) -> str:
@@ -543,9 +536,9 @@ class AnthropicStream(ChunkStream):
             self._merge_usage(data.get("usage"))
         elif kind == "message_stop":
             out.append(self._chunk({}, self._finish or "stop"))
-            self.usage = _usage(self._raw_usage)
+            self.usage = provider_usage.anthropic(self._raw_usage)
             if self._ctx.include_usage:
-                out.append(self._usage_chunk(self.usage))
+                out.append(self._usage_chunk(self.usage or Usage()))
             self.done = True
         elif kind == "error":
             err = data.get("error")
@@ -555,7 +548,7 @@ class AnthropicStream(ChunkStream):
     def _merge_usage(self, raw: Any) -> None:
         if isinstance(raw, dict):
             self._raw_usage.update({k: v for k, v in raw.items() if v is not None})
-            self.usage = _usage(self._raw_usage)
+            self.usage = provider_usage.anthropic(self._raw_usage)
 
     def _block_start(self, data: Mapping[str, Any], out: list[bytes]) -> None:
         index = data.get("index", 0)

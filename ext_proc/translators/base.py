@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from .sse import DEFAULT_MAX_EVENT_BYTES
+
 
 class Endpoint(StrEnum):
     CHAT = "/chat/completions"
@@ -55,6 +57,10 @@ class Usage:
     output_tokens: int = 0  # all completion tokens, reasoning included
     reasoning_tokens: int = 0
     images: int = 0
+    # The gateway's estimate (ext_proc/token_estimate.py), not the provider's count.
+    estimated: bool = False
+    # Why the provider's usage was not charged as given (translators/usage.py); empty when it was.
+    rejected: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,8 @@ class ResponseContext:
     # The client's OpenAI request, for what shapes the answer (encoding_format,
     # parallel_tool_calls, ...). Translators read it and never change it.
     request: Mapping[str, Any] = field(default_factory=dict)
+    # Streams: the largest provider event read (translators/sse.py); past it the stream is cut.
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
 
 @dataclass(slots=True)
@@ -93,6 +101,11 @@ class StreamTranslator(Protocol):
     done: bool  # the provider signalled the end of the stream
     response_id: str  # the id of the chunks, for the credits chunk
     error_code: str | None
+
+    @property
+    def overflowed(self) -> bool:
+        """An event grew past ``ResponseContext.max_event_bytes``: the rest of the stream is ignored."""
+        ...
 
     def feed(self, chunk: bytes) -> bytes: ...
 

@@ -33,7 +33,7 @@ class ChunkStream:
         self.done = False
         self.error_code: str | None = None
         self._ctx = ctx
-        self._sse = SSEBuffer()
+        self._sse = SSEBuffer(ctx.max_event_bytes)
         self._set_id(chat_id(None))
 
     def feed(self, chunk: bytes) -> bytes:
@@ -49,6 +49,10 @@ class ChunkStream:
         if not self.done:
             self._error(out, 502, "upstream_error", self._INCOMPLETE)
         return b"".join(out)
+
+    @property
+    def overflowed(self) -> bool:
+        return self._sse.overflowed
 
     # -- input
 

@@ -17,7 +17,6 @@ and ``parallel_tool_calls: false`` cannot be enforced (see README.md).
 from __future__ import annotations
 
 import base64
-import math
 import re
 import secrets
 import struct
@@ -28,7 +27,9 @@ from urllib.parse import quote
 import orjson
 
 from ..errors import GatewayError, envelope
+from ..token_estimate import tokens_for_chars
 from . import messages, params, responses
+from . import usage as provider_usage
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
 from .sse import SSEEvent
@@ -122,9 +123,9 @@ def model_path(model: str) -> str:
 
 
 def estimate_tokens(inputs: Any) -> int:
-    """Gemini reports no tokens for embeddings: ceil(characters / 4) per input."""
+    """Gemini reports no tokens for embeddings: the gateway's estimate (token_estimate.py) per input."""
     texts = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
-    return sum(math.ceil(len(t) / 4) for t in texts if isinstance(t, str))
+    return sum(tokens_for_chars(len(t)) for t in texts if isinstance(t, str))
 
 
 class GeminiTranslator:
@@ -177,12 +178,14 @@ class GeminiTranslator:
         if isinstance(doc.get("error"), dict):
             return responses.error_from(502, doc, _error_fields, ctx.request)
         if endpoint is Endpoint.EMBEDDINGS:
-            out, usage = _embeddings(doc, ctx, request)
-            return TranslatedResponse(200, orjson.dumps(out), usage)
+            out, tokens = _embeddings(doc, ctx, request)
+            return TranslatedResponse(200, orjson.dumps(out), tokens)
         blocked = _block_reason(doc)
         if blocked is not None:
             error = envelope(400, "content_filter", _blocked_message(blocked), "messages")
-            return TranslatedResponse(400, error, _usage(doc.get("usageMetadata")), "content_filter")
+            return TranslatedResponse(
+                400, error, provider_usage.gemini(doc.get("usageMetadata")), "content_filter"
+            )
         one_call = request.get("parallel_tool_calls") is False
         out, usage = _completion(doc, ctx, one_call)
         return TranslatedResponse(200, orjson.dumps(out), usage)
@@ -434,14 +437,6 @@ def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
 # -------------------------------------------------------------------- response
 
 
-def _usage(raw: Any) -> Usage:
-    raw = raw if isinstance(raw, dict) else {}
-    prompt = (raw.get("promptTokenCount") or 0) + (raw.get("toolUsePromptTokenCount") or 0)
-    reasoning = raw.get("thoughtsTokenCount") or 0
-    output = (raw.get("candidatesTokenCount") or 0) + reasoning
-    return Usage(prompt, raw.get("cachedContentTokenCount") or 0, output, reasoning)
-
-
 def _block_reason(doc: Mapping[str, Any]) -> str | None:
     feedback = doc.get("promptFeedback")
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
@@ -490,7 +485,9 @@ def _candidate_parts(cand: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [p for p in parts if isinstance(p, dict)] if isinstance(parts, list) else []
 
 
-def _completion(doc: Mapping[str, Any], ctx: ResponseContext, one_call: bool) -> tuple[dict[str, Any], Usage]:
+def _completion(
+    doc: Mapping[str, Any], ctx: ResponseContext, one_call: bool
+) -> tuple[dict[str, Any], Usage | None]:
     choices = []
     for position, cand in enumerate(doc.get("candidates") or []):
         texts: list[str] = []
@@ -513,8 +510,8 @@ def _completion(doc: Mapping[str, Any], ctx: ResponseContext, one_call: bool) ->
                 "finish_reason": finish,
             }
         )
-    usage = _usage(doc.get("usageMetadata"))
-    return responses.completion(doc.get("responseId"), ctx, choices, usage), usage
+    usage = provider_usage.gemini(doc.get("usageMetadata"))
+    return responses.completion(doc.get("responseId"), ctx, choices, usage or Usage()), usage
 
 
 def _embeddings(
@@ -535,7 +532,7 @@ def _embeddings(
         "model": ctx.upstream_model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return out, Usage(input_tokens=tokens)
+    return out, Usage(input_tokens=tokens, estimated=True)
 
 
 def _document(body: bytes) -> Any:
@@ -602,7 +599,7 @@ class GeminiStream(ChunkStream):
             self._provider_error(out, doc["error"], _error_fields)
             return
         if doc.get("usageMetadata") is not None:
-            self.usage = _usage(doc["usageMetadata"])
+            self.usage = provider_usage.gemini(doc["usageMetadata"])
         if not self._started:
             self._started = True
             if doc.get("responseId"):

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ext_proc.errors import upstream_status
+from ext_proc.translators import usage as provider_usage
 from ext_proc.translators.base import (
     Endpoint,
     ResponseContext,
@@ -23,7 +24,7 @@ from ext_proc.translators.base import (
     Usage,
 )
 from ext_proc.translators.responses import failed, openai_error
-from ext_proc.translators.sse import SSEBuffer
+from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES, SSEBuffer
 
 _MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
 
@@ -33,22 +34,6 @@ _DROP_BY_KIND: dict[str, tuple[str, ...]] = {
     "xai": ("store", "service_tier", "prediction", "modalities", "audio"),
     "openai_compatible": ("store", "service_tier", "prediction", "metadata"),
 }
-
-
-def usage_from(obj: Mapping[str, Any]) -> Usage:
-    """OpenAI's usage object (chat, embeddings or images) as :class:`Usage`."""
-    u = obj.get("usage") or {}
-    prompt = u.get("prompt_tokens", u.get("input_tokens", 0)) or 0
-    completion = u.get("completion_tokens", u.get("output_tokens", 0)) or 0
-    prompt_details = u.get("prompt_tokens_details") or u.get("input_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
-    return Usage(
-        input_tokens=int(prompt),
-        cached_input_tokens=int(prompt_details.get("cached_tokens") or 0),
-        output_tokens=int(completion),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-        images=len(obj.get("data") or ()) if obj.get("object") != "list" else 0,
-    )
 
 
 def error_response(status: int, body: bytes) -> TranslatedResponse:
@@ -94,13 +79,15 @@ class OpenAITranslator:
         if status >= 400:
             return error_response(status, body)
         try:
-            usage = usage_from(orjson.loads(body))
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return failed(502, "upstream_error", "upstream returned a body that is not JSON")
-        return TranslatedResponse(status, body, usage)
+        if not isinstance(doc, dict):
+            return failed(502, "upstream_error", "upstream returned a body that is not a JSON object")
+        return TranslatedResponse(status, body, provider_usage.openai(doc))
 
     def stream(self, ctx: ResponseContext) -> OpenAIStream:
-        return OpenAIStream(ctx.include_usage)
+        return OpenAIStream(ctx.include_usage, ctx.max_event_bytes)
 
 
 class OpenAIStream:
@@ -111,9 +98,9 @@ class OpenAIStream:
 
     __slots__ = ("_include_usage", "_sse", "done", "error_code", "response_id", "usage")
 
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._include_usage = include_usage
-        self._sse = SSEBuffer()
+        self._sse = SSEBuffer(max_event_bytes)
         self.usage: Usage | None = None
         self.done = False
         self.response_id = ""
@@ -122,7 +109,7 @@ class OpenAIStream:
     def feed(self, chunk: bytes) -> bytes:
         if (
             self.response_id
-            and not self._sse._tail
+            and self._sse.idle
             and chunk.endswith(b"\n\n")
             and b"\r" not in chunk
             and not any(m in chunk for m in _MARKERS)
@@ -137,6 +124,10 @@ class OpenAIStream:
 
     def finish(self) -> bytes:
         return b"".join(e.raw for e in self._sse.flush() if self._inspect(e.data))
+
+    @property
+    def overflowed(self) -> bool:
+        return self._sse.overflowed
 
     def _inspect(self, data: bytes) -> bool:
         """Record what the event tells; return whether it goes to the client."""
@@ -160,7 +151,7 @@ class OpenAIStream:
                 self.error_code = code
             return True
         if isinstance(obj.get("usage"), dict):
-            self.usage = usage_from(obj)
+            self.usage = provider_usage.openai(obj)
             if not obj.get("choices"):
                 return self._include_usage
         return True

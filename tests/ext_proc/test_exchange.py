@@ -102,8 +102,12 @@ async def test_a_stream_ending_early_gets_an_error_event_and_done(records):
     assert events[0] == _chunk(2).strip()
     assert orjson.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
     assert events[-1] == b"data: [DONE]"
-    assert b"credits_used" not in out  # nothing is charged for a stream that did not complete
+    assert b"credits_used" not in out  # the error event is the stream's last word
     assert records[0].status == 200 and records[0].error_code == "upstream_error"
+    # What was served is charged all the same, from the estimate: "hi" is 4 + ceil(2/4) = 5
+    # prompt tokens, "w1 w2 " ceil(6/4) = 2 output tokens; 5 * 1/M + 2 * 2/M.
+    assert records[0].usage_estimated and records[0].credits == "0.000009"
+    assert (records[0].input_tokens, records[0].output_tokens) == (5, 2)
 
 
 async def test_a_complete_stream_gets_the_credits_chunk_before_done(records):
@@ -136,6 +140,135 @@ async def test_a_client_gone_mid_stream_is_recorded_once(records):
     exchange.abort()
     exchange.abort()
     assert len(records) == 1 and records[0].status == 499 and records[0].error_code == "stream_interrupted"
+
+
+async def test_a_client_gone_mid_stream_is_charged_for_what_it_read(records):
+    exchange = await _streaming_exchange(records)
+    for i in range(10, 20):  # "w10 " ... "w19 ": 40 characters, 10 tokens
+        await exchange.on_response_body(ep.HttpBody(body=_chunk(i)))
+    exchange.abort()
+    record = records[0]
+    assert record.status == 499 and record.usage_estimated and not record.usage_rejected
+    assert (record.input_tokens, record.output_tokens) == (5, 10)
+    assert record.credits == "0.000025"  # 5 * 1/M + 10 * 2/M
+
+
+def _usage_chunk(usage: object) -> bytes:
+    doc = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up", "choices": []}
+    return b"data: " + orjson.dumps({**doc, "usage": usage}) + b"\n\n"
+
+
+async def test_a_stream_without_usage_is_charged_from_the_estimate(records):
+    exchange = await _streaming_exchange(records)
+    reply = await exchange.on_response_body(
+        ep.HttpBody(body=_chunk(1) + b"data: [DONE]\n\n", end_of_stream=True)
+    )
+    out = reply.response_body.response.body_mutation.body
+    assert b'"credits_used":0.000007}' in out  # 5 prompt tokens * 1/M + ceil(3/4) = 1 output * 2/M
+    assert records[0].usage_estimated and records[0].credits == "0.000007" and not records[0].error_code
+
+
+@pytest.mark.parametrize(
+    ("usage", "why"),
+    [
+        ({"prompt_tokens": -1e12, "completion_tokens": 5}, "prompt_tokens=-1000000000000.0 is negative"),
+        ({"prompt_tokens": "abc", "completion_tokens": 5}, "prompt_tokens='abc' is not a number"),
+        ({"prompt_tokens": 1, "completion_tokens": 2.5}, "completion_tokens=2.5 is not an integer"),
+        ({"prompt_tokens": 1, "completion_tokens": 10**15}, "completion_tokens=1000000000000000 is over"),
+    ],
+)
+async def test_a_streamed_usage_that_cannot_be_true_is_replaced_by_the_estimate(records, usage, why):
+    exchange = await _streaming_exchange(records)
+    body = _chunk(1) + _usage_chunk(usage) + b"data: [DONE]\n\n"
+    reply = await exchange.on_response_body(ep.HttpBody(body=body, end_of_stream=True))
+    out = reply.response_body.response.body_mutation.body
+    assert b'"credits_used":0.000007}' in out
+    record = records[0]
+    assert record.usage_estimated and why in record.usage_rejected and record.credits == "0.000007"
+
+
+async def _buffered_exchange(records: list[usage_pb2.UsageRecord]) -> Exchange:
+    state = MemoryState(prefix="t")
+    exchange = Exchange(_config(), Services(records.append, Limiter(state), Idempotency(state)))
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    await exchange.on_response_headers(_headers({":status": "200", "content-type": "application/json"}))
+    return exchange
+
+
+def _completion(usage: object | None) -> bytes:
+    message = {"role": "assistant", "content": "12345678", "tool_calls": [
+        {"id": "t", "type": "function", "function": {"name": "get", "arguments": "{}"}}
+    ]}  # fmt: skip
+    doc: dict[str, object] = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "up",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+    }
+    if usage is not None:
+        doc["usage"] = usage
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("usage", "rejected"),
+    [
+        (None, ""),
+        ({"prompt_tokens": -1e12, "completion_tokens": 1}, "is negative"),
+        ({"prompt_tokens": "abc"}, "abc"),
+    ],
+)
+async def test_an_answer_without_believable_usage_is_charged_from_the_estimate(records, usage, rejected):
+    exchange = await _buffered_exchange(records)
+    reply = await exchange.on_response_body(ep.HttpBody(body=_completion(usage), end_of_stream=True))
+    headers = {
+        h.header.key: h.header.raw_value.decode()
+        for h in reply.response_body.response.header_mutation.set_headers
+    }
+    # 5 prompt tokens; "12345678" + "get" + "{}" = 13 characters, 4 tokens: 5 * 1/M + 4 * 2/M
+    assert headers["x-credits-used"] == "0.000013"
+    record = records[0]
+    assert record.status == 200 and record.usage_estimated and record.credits == "0.000013"
+    assert (record.input_tokens, record.output_tokens) == (5, 4)
+    assert rejected in record.usage_rejected and bool(record.usage_rejected) == bool(rejected)
+
+
+async def test_a_believable_usage_is_charged_as_given(records):
+    exchange = await _buffered_exchange(records)
+    usage = {"prompt_tokens": 1000.0, "completion_tokens": 500}  # an integral float is an integer
+    await exchange.on_response_body(ep.HttpBody(body=_completion(usage), end_of_stream=True))
+    assert records[0].credits == "0.002" and not records[0].usage_estimated and not records[0].usage_rejected
+
+
+async def test_a_never_ending_event_is_cut_at_the_bound_and_what_was_served_is_charged(records):
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state), max_sse_event_bytes=4096)
+    exchange = Exchange(_config(), services)
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    await exchange.on_response_headers(_headers({":status": "200", "content-type": "text/event-stream"}))
+    await exchange.on_response_body(ep.HttpBody(body=_chunk(1)))
+    replies = [await exchange.on_response_body(ep.HttpBody(body=b'data: {"x":"' + b"a" * 1000))]
+    while not exchange.finished:
+        assert len(replies) < 10, "the event was not cut at 4096 bytes"
+        replies.append(await exchange.on_response_body(ep.HttpBody(body=b"a" * 1000)))
+    out = replies[-1].response_body.response.body_mutation.body
+    events = [e for e in out.split(b"\n\n") if e]
+    assert orjson.loads(events[0].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
+    assert events[-1] == b"data: [DONE]"
+    after = await exchange.on_response_body(ep.HttpBody(body=b"a" * 1000, end_of_stream=True))
+    assert after.response_body.response.body_mutation.body == b""  # nothing more reaches the client
+    record = records[0]
+    assert record.error_code == "upstream_error" and record.usage_estimated
+    assert record.credits == "0.000007"  # 5 prompt tokens, "w1 " one output token
 
 
 async def test_a_provider_error_without_a_body_is_answered_in_full(records):
