@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("reset", "hang", "cut_stream", "replay")
+ACTIONS = ("reset", "hang", "cut_stream", "replay", "no_usage", "endless_event")
 STEP_KEYS = frozenset(
     {
         "status",
@@ -23,6 +23,7 @@ STEP_KEYS = frozenset(
         "index",
         "chunk_delay_ms",
         "usage",
+        "size",
     }
 )
 
@@ -43,6 +44,7 @@ class Step:
     index: int = 0
     chunk_delay_ms: float | None = None
     usage: dict[str, Any] | None = None
+    size: int = 16 * 1024 * 1024  # endless_event: bytes of the event that never ends
 
     @property
     def answers_instead(self) -> bool:
@@ -82,6 +84,7 @@ class Step:
             index=int(raw.get("index", 0)),
             chunk_delay_ms=None if raw.get("chunk_delay_ms") is None else float(raw["chunk_delay_ms"]),
             usage=usage,
+            size=int(raw.get("size", 16 * 1024 * 1024)),
         )
 
 

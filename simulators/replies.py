@@ -62,8 +62,42 @@ def _raw_headers(headers: dict[str, str], media_type: str, length: int | None) -
     return out
 
 
+_USAGE_KEYS = frozenset({"usage", "usageMetadata"})
+
+
+def _without_usage(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_usage(v) for k, v in value.items() if k not in _USAGE_KEYS}
+    if isinstance(value, list):
+        return [_without_usage(v) for v in value]
+    return value
+
+
+def _event_without_usage(event: bytes) -> bytes:
+    lines = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data: ") and line[6:7] in (b"{", b"[") and line != b"data: [DONE]":
+            line = b"data: " + orjson.dumps(_without_usage(orjson.loads(line[6:])))
+        lines.append(line)
+    return b"\n".join(lines)
+
+
+def without_usage(reply: Reply) -> Reply:
+    """The reply as a provider that reports no usage at all sends it (every format's usage keys gone)."""
+    if isinstance(reply, JsonReply):
+        return JsonReply(_without_usage(reply.body), reply.status, reply.headers)
+    events = [_event_without_usage(e) for e in reply.events]
+    if isinstance(reply, StreamReply):
+        return StreamReply(events, reply.media_type, reply.status, reply.headers)
+    return RawReply(events, reply.media_type, reply.status, reply.headers)
+
+
 class Paced(Response):
-    """Sends `events` one `send` each, `delay_s` apart; after `cut_after` events drops the connection."""
+    """Sends `events` one `send` each, `delay_s` apart; after `cut_after` events drops the connection.
+
+    With `endless` (bytes), after `cut_after` events it starts one event that never ends -- a
+    `data:` line of `endless` bytes without a line end -- and then ends the body.
+    """
 
     def __init__(
         self,
@@ -74,7 +108,9 @@ class Paced(Response):
         media_type: str,
         delay_s: float,
         cut_after: int | None,
+        endless: int | None = None,
     ) -> None:
+        self.endless = endless
         self.events = events
         self.status_code = status
         self.extra_headers = headers
@@ -89,6 +125,9 @@ class Paced(Response):
         try:
             for i, event in enumerate(self.events):
                 if self.cut_after is not None and i >= self.cut_after:
+                    if self.endless is not None:
+                        await _send_endless(send, self.endless, self.delay_s)
+                        return
                     await _drop(scope, receive)
                     return
                 if watcher is not None and i:
@@ -97,12 +136,25 @@ class Paced(Response):
                         return
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             if self.cut_after is not None and self.cut_after >= len(self.events):
+                if self.endless is not None:
+                    await _send_endless(send, self.endless, self.delay_s)
+                    return
                 await _drop(scope, receive)
                 return
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if watcher is not None:
                 watcher.cancel()
+
+
+async def _send_endless(send: Send, size: int, delay_s: float) -> None:
+    """64 KiB pieces of one `data:` line, `delay_s` apart, as a provider writing it would send them."""
+    piece = b"a" * 65536
+    await send({"type": "http.response.body", "body": b'data: {"text":"', "more_body": True})
+    for _ in range(size // len(piece)):
+        await asyncio.sleep(delay_s)
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class CutBody(Response):
@@ -150,7 +202,13 @@ async def _drop(scope: Scope, receive: Receive) -> None:
 
 
 def render(
-    reply: Reply, *, defaults: dict[str, str], scripted: dict[str, str], delay_s: float, cut_after: int | None
+    reply: Reply,
+    *,
+    defaults: dict[str, str],
+    scripted: dict[str, str],
+    delay_s: float,
+    cut_after: int | None,
+    endless: int | None = None,
 ) -> Response:
     """Headers: the provider's `defaults`, then the reply's own, then `scripted` ones win."""
     all_headers = {**defaults, **reply.headers, **scripted}
@@ -172,4 +230,5 @@ def render(
         media_type=reply.media_type,
         delay_s=delay_s,
         cut_after=cut_after,
+        endless=endless,
     )

@@ -28,7 +28,16 @@ from simulators.control import RequestLog, Script, Step, StepError
 from simulators.google_api import Google
 from simulators.openai_api import OpenAI
 from simulators.provider import ApiError, Call, Handler, Provider
-from simulators.replies import JsonReply, RawReply, Reply, Reset, Silent, render, wait_disconnect
+from simulators.replies import (
+    JsonReply,
+    RawReply,
+    Reply,
+    Reset,
+    Silent,
+    render,
+    wait_disconnect,
+    without_usage,
+)
 
 PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAI, "anthropic": Anthropic, "google": Google}
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -112,6 +121,9 @@ class Simulator:
         return None
 
     def _render(self, reply: Reply, step: Step | None) -> Response:
+        action = step.action if step is not None else None
+        if action == "no_usage":
+            reply = without_usage(reply)
         delay_ms = self.chunk_delay_ms
         if step is not None and step.chunk_delay_ms is not None:
             delay_ms = step.chunk_delay_ms
@@ -120,7 +132,8 @@ class Simulator:
             defaults=self.provider.response_headers(),
             scripted=step.headers if step is not None else {},
             delay_s=delay_ms / 1000,
-            cut_after=step.after_chunks if step is not None and step.action == "cut_stream" else None,
+            cut_after=step.after_chunks if step is not None and action in _CUTTING else None,
+            endless=step.size if step is not None and action == "endless_event" else None,
         )
 
     def _replay(self, step: Step) -> Reply:
@@ -195,6 +208,9 @@ class Simulator:
             return await self.handle(request, handler)
 
         return endpoint
+
+
+_CUTTING = ("cut_stream", "endless_event")  # actions that stop the answer after `after_chunks` events
 
 
 def _json(value: Any) -> Response:
