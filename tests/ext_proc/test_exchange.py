@@ -7,7 +7,9 @@ a provider that ends its SSE body cleanly but early.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -19,13 +21,13 @@ from infery_proto.v1 import config_pb2, usage_pb2
 from ext_proc import config
 from ext_proc.exchange import Exchange, Services, new_request_id
 from ext_proc.idempotency import Idempotency
-from ext_proc.limits import Limiter
+from ext_proc.limits import Admission, Limiter
 from ext_proc.shared_state import MemoryState
 
 KEY = "inf_test-key"
 
 
-def _config() -> config.GatewayConfig:
+def _config(**workspace: object) -> config.GatewayConfig:
     return config.build(
         [
             config_pb2.Provider(
@@ -40,7 +42,7 @@ def _config() -> config.GatewayConfig:
                 prices=config_pb2.Prices(input_per_mtok="1", output_per_mtok="2"),
             )
         ],
-        [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
+        [config_pb2.Workspace(id="w", name="w", price_multiplier="1", **workspace)],
         [
             config_pb2.ApiKey(
                 id="k", key_hash=hashlib.sha256(KEY.encode()).hexdigest(), workspace_id="w", member_id="m"
@@ -151,6 +153,37 @@ async def test_a_client_gone_mid_stream_is_charged_for_what_it_read(records):
     assert record.status == 499 and record.usage_estimated and not record.usage_rejected
     assert (record.input_tokens, record.output_tokens) == (5, 10)
     assert record.credits == "0.000025"  # 5 * 1/M + 10 * 2/M
+
+
+class _SettleLog(Limiter):
+    """The real limiter, noting what each admission is settled with."""
+
+    def __init__(self, state: MemoryState) -> None:
+        super().__init__(state)
+        self.settled: list[tuple[int, Decimal]] = []
+
+    async def settle(self, admission: Admission, actual_tokens: int, credits: Decimal) -> None:
+        self.settled.append((actual_tokens, credits))
+        await super().settle(admission, actual_tokens, credits)
+
+
+async def test_an_abandoned_stream_settles_tpm_and_budget_with_what_it_was_charged(records):
+    state = MemoryState(prefix="t")
+    limiter = _SettleLog(state)
+    cfg = _config(tpm=100_000, budget_credits="1", budget_period="day")
+    exchange = Exchange(cfg, Services(records.append, limiter, Idempotency(state)))
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    await exchange.on_response_headers(_headers({":status": "200", "content-type": "text/event-stream"}))
+    await exchange.on_response_body(ep.HttpBody(body=_chunk(10) + _chunk(11)))
+    exchange.abort()
+    await asyncio.gather(*exchange._services.background)
+    record = records[0]
+    assert record.usage_estimated and record.credits == "0.000009"  # 5 in, "w10 w11 " 2 out
+    assert limiter.settled == [(record.input_tokens + record.output_tokens, Decimal(record.credits))]
 
 
 def _usage_chunk(usage: object) -> bytes:
