@@ -43,6 +43,7 @@ from ext_proc.metering import ZERO, credits, format_credits
 from ext_proc.token_estimate import input_tokens, served_chars, tokens_for_chars
 from ext_proc.translators import params, sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
+from ext_proc.translators.responses import usage_doc
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -367,34 +368,41 @@ class Exchange:
         if out and not self.ttft:
             self.ttft = time.time()
         if st.done or end_of_stream or overflowed:
+            # The last chunk before [DONE] carries the charge: the translator's held final
+            # chunk, usage chunk or error event, or the gateway's own error ending the stream.
+            last = st.held
+            ended = None
             if overflowed:
-                self.error_code = "upstream_error"
                 limit = self._services.max_sse_event_bytes
-                message = f"The provider sent a stream event over {limit} bytes; the stream was cut there."
-                out += sse.encode(envelope(502, "upstream_error", message))
+                ended = f"The provider sent a stream event over {limit} bytes; the stream was cut there."
             elif not st.done and st.error_code is None:
                 st.error_code = "upstream_error"
-                out += sse.encode(envelope(502, "upstream_error", "The provider ended the stream early."))
-            if st.error_code:
+                ended = "The provider ended the stream early."
+            if ended is not None:
+                if last is not None:
+                    out += sse.encode(last)
+                last = envelope(502, "upstream_error", ended)
+                self.error_code = "upstream_error"
+            elif st.error_code:
                 self.error_code = st.error_code
             assert self.transcript is not None
             self.transcript.append(out)
-            self._charge_stream()
-            if not self.error_code:
-                credits_chunk = sse.encode(self._credits_chunk(st.response_id)) + b"data: [DONE]\n\n"
-            else:
-                credits_chunk = b"data: [DONE]\n\n"
-            out += credits_chunk
-            self.transcript.append(credits_chunk)
+            self._charge_stream(last)
+            if last is None:
+                last = self._final_chunk(st.response_id)
+            tail = sse.encode(_with_credits(last, self.credits)) + b"data: [DONE]\n\n"
+            out += tail
+            self.transcript.append(tail)
             await self._finish_async()
         elif out:
             assert self.transcript is not None
             self.transcript.append(out)
         return msg.response_body(None if out is chunk else out)
 
-    def _charge_stream(self) -> None:
+    def _charge_stream(self, last: bytes | None = None) -> None:
         """Charge what the stream served: the provider's usage when it completed with valid usage,
-        else the estimate from the request and the text the client received."""
+        else the estimate from the request and the text the client received (``last``, the
+        final chunk about to go out, included)."""
         st = self.stream_translator
         assert st is not None
         provider = st.usage
@@ -408,7 +416,8 @@ class Exchange:
             self.usage = provider
         else:
             clean = st.done and not st.error_code and not st.overflowed
-            chars = _streamed_chars(self.transcript or ())
+            sent = self.transcript or []
+            chars = _streamed_chars([*sent, sse.encode(last)] if last is not None else sent)
             self.usage = self._estimate(provider, chars, served=clean or chars > 0)
         self.credits = self._charge(self.usage)
 
@@ -436,19 +445,22 @@ class Exchange:
         images = provider.images if provider is not None else 0
         return Usage(input_tokens(self.request_body), 0, output, 0, images, estimated=True, rejected=rejected)
 
-    def _credits_chunk(self, response_id: str) -> bytes:
+    def _final_chunk(self, response_id: str) -> bytes:
+        """The last chunk when the provider gave none to complete: the usage chunk the client
+        asked for, else a final ``finish_reason`` chunk (never an empty ``choices`` it did not expect)."""
         assert self.model is not None
-        head = orjson.dumps(
-            {
-                "id": response_id or "chatcmpl-" + self.request_id,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": self.model.slug,
-                "choices": [],
-            }
-        )
-        # The amount goes in as a JSON number written from the exact decimal.
-        return head[:-1] + b',"credits_used":' + format_credits(self.credits).encode() + b"}"
+        doc: dict[str, Any] = {
+            "id": response_id or "chatcmpl-" + self.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model.slug,
+            "choices": [],
+        }
+        if self.include_usage:
+            doc["usage"] = usage_doc(self.usage or Usage())
+        else:
+            doc["choices"] = [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
+        return orjson.dumps(doc)
 
     def _with_attempts(self, body: bytes) -> bytes:
         """A chain's final error names every target it tried."""
@@ -619,6 +631,11 @@ def _replayable(
     if not stream and "x-credits-used" not in kept and charged:
         kept["x-credits-used"] = format_credits(charged)
     return [*kept.items(), ("idempotent-replayed", "true")]
+
+
+def _with_credits(chunk: bytes, charged: Decimal) -> bytes:
+    """``chunk`` (a JSON object) with ``credits_used``, a JSON number written from the exact decimal."""
+    return chunk[:-1] + b',"credits_used":' + format_credits(charged).encode() + b"}"
 
 
 def _completion_chars(body: bytes) -> int:

@@ -535,10 +535,10 @@ class AnthropicStream(ChunkStream):
                     out.append(self._chunk({"refusal": _refusal_text(delta.get("stop_details"))}))
             self._merge_usage(data.get("usage"))
         elif kind == "message_stop":
-            out.append(self._chunk({}, self._finish or "stop"))
+            self._finish_chunk(out, self._finish or "stop")
             self.usage = provider_usage.anthropic(self._raw_usage)
             if self._ctx.include_usage:
-                out.append(self._usage_chunk(self.usage or Usage()))
+                self._usage_chunk(out, self.usage or Usage())
             self.done = True
         elif kind == "error":
             err = data.get("error")

@@ -90,17 +90,21 @@ class StreamTranslator(Protocol):
     """Provider SSE bytes in, OpenAI ``chat.completion.chunk`` SSE bytes out.
 
     ``feed`` returns complete OpenAI events only; it never emits
-    ``data: [DONE]`` (the gateway adds the credits chunk, then ``[DONE]``).
-    The usage chunk (``choices: []`` with ``usage``) is emitted only when
-    ``ResponseContext.include_usage`` is set, but :attr:`usage` is always
-    filled from the provider. A provider error inside the stream is emitted as
-    ``data: {"error": {...}}`` in OpenAI's envelope and sets :attr:`error_code`.
+    ``data: [DONE]``. The stream's last chunk is not emitted but *held*
+    (:attr:`held`, its JSON) for the gateway to add ``credits_used`` to before
+    ``[DONE]``: the final ``finish_reason`` chunk without
+    ``ResponseContext.include_usage``, the usage chunk (``choices: []`` with
+    ``usage``) with it, or a provider error (OpenAI's envelope, which also sets
+    :attr:`error_code`). Holding a new one emits the one held before.
+    :attr:`usage` is always filled from the provider. ``model`` in every chunk
+    is ``ResponseContext.slug``.
     """
 
     usage: Usage | None
     done: bool  # the provider signalled the end of the stream
-    response_id: str  # the id of the chunks, for the credits chunk
+    response_id: str  # the id of the chunks, for a final chunk the gateway writes
     error_code: str | None
+    held: bytes | None  # the last chunk's JSON, for the gateway to complete
 
     @property
     def overflowed(self) -> bool:

@@ -23,7 +23,7 @@ from .sse import SSEBuffer, SSEEvent, encode
 class ChunkStream:
     """A :class:`~.base.StreamTranslator` that writes OpenAI chunks from decoded provider events."""
 
-    __slots__ = ("_ctx", "_prefix", "_sse", "done", "error_code", "response_id", "usage")
+    __slots__ = ("_ctx", "_prefix", "_sse", "done", "error_code", "held", "response_id", "usage")
 
     # The error message when the body ends before the provider's end of stream.
     _INCOMPLETE: ClassVar[str] = "the provider stream ended before the answer was complete"
@@ -32,6 +32,7 @@ class ChunkStream:
         self.usage: Usage | None = None
         self.done = False
         self.error_code: str | None = None
+        self.held: bytes | None = None
         self._ctx = ctx
         self._sse = SSEBuffer(ctx.max_event_bytes)
         self._set_id(chat_id(None))
@@ -83,24 +84,45 @@ class ChunkStream:
             + b',"object":"chat.completion.chunk","created":'
             + str(self._ctx.created).encode()
             + b',"model":'
-            + orjson.dumps(self._ctx.upstream_model)
+            + orjson.dumps(self._ctx.slug)
             + b',"choices":['
         )
+
+    def _chunk_json(
+        self, delta: dict[str, Any], finish_reason: str | None = None, *, index: int = 0, logprobs: Any = None
+    ) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+        return self._prefix + orjson.dumps(choice) + b"]}"
 
     def _chunk(
         self, delta: dict[str, Any], finish_reason: str | None = None, *, index: int = 0, logprobs: Any = None
     ) -> bytes:
-        choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
-        return b"data: " + self._prefix + orjson.dumps(choice) + b"]}\n\n"
+        return b"data: " + self._chunk_json(delta, finish_reason, index=index, logprobs=logprobs) + b"\n\n"
 
-    def _usage_chunk(self, usage: Usage) -> bytes:
-        return b"data: " + self._prefix + b'],"usage":' + orjson.dumps(usage_doc(usage)) + b"}\n\n"
+    def _hold(self, out: list[bytes], data: bytes) -> None:
+        """Keep ``data`` as the stream's last chunk (the exchange adds ``credits_used`` to it);
+        the one held before goes out now."""
+        if self.held is not None:
+            out.append(encode(self.held))
+        self.held = data
+
+    def _finish_chunk(self, out: list[bytes], finish_reason: str, index: int = 0) -> None:
+        """A choice's final chunk: held as the last one unless the usage chunk will be."""
+        data = self._chunk_json({}, finish_reason, index=index)
+        if self._ctx.include_usage:
+            out.append(encode(data))
+        else:
+            self._hold(out, data)
+
+    def _usage_chunk(self, out: list[bytes], usage: Usage) -> None:
+        """The usage chunk the client asked for: always the last one."""
+        self._hold(out, self._prefix + b'],"usage":' + orjson.dumps(usage_doc(usage)) + b"}")
 
     def _error(
         self, out: list[bytes], status: int, code: str, message: str, param: str | None = None
     ) -> None:
-        """An error event ends the stream for the client."""
-        out.append(encode(envelope(status, code, message, param)))
+        """An error event ends the stream for the client: it is the last chunk."""
+        self._hold(out, envelope(status, code, message, param))
         self.error_code = code
         self.done = True
 

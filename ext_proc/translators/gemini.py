@@ -529,7 +529,7 @@ def _embeddings(
     out = {
         "object": "list",
         "data": data,
-        "model": ctx.upstream_model,
+        "model": ctx.slug,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return out, Usage(input_tokens=tokens, estimated=True)
@@ -614,7 +614,7 @@ class GeminiStream(ChunkStream):
         if self._choices and all(c.finished for c in self._choices.values()):
             self.done = True
             if self._ctx.include_usage:
-                out.append(self._usage_chunk(self.usage or Usage()))
+                self._usage_chunk(out, self.usage or Usage())
 
     def _on_candidate(self, index: int, cand: Mapping[str, Any], out: list[bytes]) -> None:
         choice = self._choices.get(index)
@@ -641,7 +641,7 @@ class GeminiStream(ChunkStream):
             finish = _FINISH.get(str(reason), "stop")
             if choice.tools and finish == "stop":
                 finish = "tool_calls"
-            out.append(self._chunk({}, finish, index=index))
+            self._finish_chunk(out, finish, index)
             choice.finished = True
 
     def _tool_call(self, index: int, choice: _Choice, part: Mapping[str, Any], out: list[bytes]) -> None:

@@ -8,6 +8,7 @@ the provider's own bytes; only the usage chunk and ``[DONE]`` are touched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,9 +25,17 @@ from ext_proc.translators.base import (
     Usage,
 )
 from ext_proc.translators.responses import failed, openai_error
-from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES, SSEBuffer
+from ext_proc.translators.sse import SSEBuffer
 
-_MARKERS = (b"[DONE]", b'"usage":{', b'"usage": {', b'"error"')
+# Events worth parsing: the end, usage, errors and final chunks; the rest pass as bytes.
+_MARKERS = (
+    b"[DONE]",
+    b'"usage":{',
+    b'"usage": {',
+    b'"error"',
+    b'"finish_reason":"',
+    b'"finish_reason": "',
+)
 
 # Parameters a provider of this wire format rejects although OpenAI accepts
 # them, and that change nothing the caller relies on when dropped.
@@ -84,27 +93,48 @@ class OpenAITranslator:
             return failed(502, "upstream_error", "upstream returned a body that is not JSON")
         if not isinstance(doc, dict):
             return failed(502, "upstream_error", "upstream returned a body that is not a JSON object")
+        if isinstance(doc.get("model"), str) and doc["model"] != ctx.slug:
+            # The slug that served, not the provider's name: a client can send it back.
+            served = b'"model":' + orjson.dumps(ctx.slug)
+            body = _MODEL_FIELD.sub(lambda _: served, body, count=1)
         return TranslatedResponse(status, body, provider_usage.openai(doc))
 
     def stream(self, ctx: ResponseContext) -> OpenAIStream:
-        return OpenAIStream(ctx.include_usage, ctx.max_event_bytes)
+        return OpenAIStream(ctx)
 
 
 class OpenAIStream:
     """Pass-through of an OpenAI-format SSE stream that reads usage on the way.
 
-    Chunks without any marker of interest go out as the very bytes received.
+    Chunks without any marker of interest go out as the very bytes received, but for
+    ``model``: the provider's name (``gpt-4o-mini-2024-07-18``) becomes the slug that served,
+    learned from the first chunk and replaced as bytes. The last chunk -- the final
+    ``finish_reason`` chunk without ``include_usage``, the usage chunk with it, or an error --
+    is held in :attr:`held` for the exchange to complete with ``credits_used``.
     """
 
-    __slots__ = ("_include_usage", "_sse", "done", "error_code", "response_id", "usage")
+    __slots__ = (
+        "_include_usage",
+        "_model",
+        "_slug",
+        "_sse",
+        "done",
+        "error_code",
+        "held",
+        "response_id",
+        "usage",
+    )
 
-    def __init__(self, include_usage: bool, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
-        self._include_usage = include_usage
-        self._sse = SSEBuffer(max_event_bytes)
+    def __init__(self, ctx: ResponseContext) -> None:
+        self._include_usage = ctx.include_usage
+        self._sse = SSEBuffer(ctx.max_event_bytes)
+        self._slug = b'"model":' + orjson.dumps(ctx.slug)
+        self._model: bytes | None = None  # the provider's ``"model":"..."`` bytes, once learned
         self.usage: Usage | None = None
         self.done = False
         self.response_id = ""
         self.error_code: str | None = None
+        self.held: bytes | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         if (
@@ -114,44 +144,76 @@ class OpenAIStream:
             and b"\r" not in chunk
             and not any(m in chunk for m in _MARKERS)
         ):
-            return chunk
+            return self._renamed(chunk)
         out: list[bytes] = []
         for event in self._sse.feed(chunk):
-            keep = self._inspect(event.data)
-            if keep:
-                out.append(event.raw)
+            self._on_event(event.data, event.raw, out)
         return b"".join(out)
 
     def finish(self) -> bytes:
-        return b"".join(e.raw for e in self._sse.flush() if self._inspect(e.data))
+        out: list[bytes] = []
+        for event in self._sse.flush():
+            self._on_event(event.data, event.raw, out)
+        return b"".join(out)
 
     @property
     def overflowed(self) -> bool:
         return self._sse.overflowed
 
-    def _inspect(self, data: bytes) -> bool:
-        """Record what the event tells; return whether it goes to the client."""
+    def _renamed(self, data: bytes) -> bytes:
+        model = self._model
+        return data.replace(model, self._slug) if model is not None and model != self._slug else data
+
+    def _hold(self, out: list[bytes], data: bytes) -> None:
+        if self.held is not None:
+            out.append(b"data: " + self.held + b"\n\n")
+        self.held = data.strip()
+
+    def _on_event(self, data: bytes, raw: bytes, out: list[bytes]) -> None:
+        """Record what the event tells; pass it on, hold it as the last chunk, or drop it."""
         if data == b"[DONE]":
             self.done = True
-            return False
+            return
         if self.response_id and not any(m in data for m in _MARKERS[1:]):
-            return True
+            out.append(self._renamed(raw))
+            return
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return True
+            out.append(raw)
+            return
         if not isinstance(obj, dict):
-            return True
+            out.append(raw)
+            return
         if not self.response_id and isinstance(obj.get("id"), str):
             self.response_id = obj["id"]
+            found = _MODEL_FIELD.search(data)
+            self._model = found.group(0) if found else None
         if isinstance(obj.get("error"), dict):
             _, self.error_code = upstream_status(500)
             code = obj["error"].get("code")
             if isinstance(code, str):
                 self.error_code = code
-            return True
+            self._hold(out, data)
+            return
         if isinstance(obj.get("usage"), dict):
             self.usage = provider_usage.openai(obj)
             if not obj.get("choices"):
-                return self._include_usage
-        return True
+                if self._include_usage:
+                    self._hold(out, self._renamed(data))
+                return
+        if not self._include_usage and _finishes(obj):
+            self._hold(out, self._renamed(data))
+            return
+        out.append(self._renamed(raw))
+
+
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
+
+
+def _finishes(chunk: Mapping[str, Any]) -> bool:
+    """Whether a chunk ends a choice (a non-null ``finish_reason``)."""
+    choices = chunk.get("choices")
+    return isinstance(choices, list) and any(
+        isinstance(c, dict) and c.get("finish_reason") is not None for c in choices
+    )

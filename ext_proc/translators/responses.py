@@ -89,7 +89,7 @@ def completion(
         "id": chat_id(provider_id),
         "object": "chat.completion",
         "created": ctx.created,
-        "model": ctx.upstream_model,
+        "model": ctx.slug,  # the slug that served: a client can send it back
         "choices": choices,
         "usage": usage_doc(usage),
     }

@@ -7,6 +7,7 @@ request exhausts is refused its next request (429 ``insufficient_quota``).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -22,7 +23,11 @@ from simulators.testing import SimulatorProcess
 from tests.e2e.support import PRICES, SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
 
 SLUGS = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5", "google": "gemini-2-5-flash"}
-UPSTREAM = {"openai": "gpt-4o-mini", "anthropic": "claude-sonnet-4-5-20250929", "google": "gemini-2.5-flash"}
+UPSTREAM = {
+    "openai": "gpt-4o-mini-2024-07-18",
+    "anthropic": "claude-sonnet-4-5-20250929",
+    "google": "gemini-2.5-flash",
+}
 LONG = " ".join(f"word{i}" for i in range(48))  # the simulators echo it back, one chunk a word or so
 ASK = [{"role": "user", "content": LONG}]
 
@@ -184,3 +189,102 @@ def test_a_stream_the_provider_cuts_is_charged(env: Env) -> None:
     record = env.record(stream.response.headers["x-request-id"])
     assert record["usage_estimated"] is True and Decimal(record["credits"]) > 0
     env.assert_budget_spent(tenant, "anthropic")
+
+
+# ------------------------------------------------ what the client is told (SPEC "Streaming (SSE)")
+
+
+def _raw_stream(env: Env, tenant: Tenant, body: dict[str, Any], **headers: str) -> tuple[str, str]:
+    """A stream's text as sent, and its request id."""
+    with httpx.stream(
+        "POST",
+        f"{env.stack.base_url}/chat/completions",
+        json=body,
+        headers={"authorization": f"Bearer {tenant.key}", **headers},
+        timeout=30,
+    ) as resp:
+        assert resp.status_code == 200, resp.read()
+        return resp.read().decode(), resp.headers["x-request-id"]
+
+
+def _last_event(text: str) -> dict[str, Any]:
+    events = [e for e in text.split("\n\n") if e.strip()]
+    assert events[-1] == "data: [DONE]"
+    last: dict[str, Any] = json.loads(events[-2].removeprefix("data: "))
+    return last
+
+
+def _written_credits(text: str) -> str:
+    """``credits_used`` as written on the wire: its exact digits."""
+    return text.rsplit('"credits_used":', 1)[1].split("}", 1)[0]
+
+
+@pytest.mark.parametrize("kind", SLUGS)
+def test_the_tutorial_loop_meets_no_empty_choices_and_the_final_chunk_carries_credits(
+    env: Env, kind: str
+) -> None:
+    tenant = env.tenant()
+    stream = tenant.client(env.stack).chat.completions.create(model=SLUGS[kind], messages=ASK, stream=True)
+    printed = []
+    for chunk in stream:
+        printed.append(chunk.choices[0].delta.content or "")  # OpenAI's tutorial loop: no IndexError
+    assert "".join(printed)
+    assert chunk.choices[0].finish_reason == "stop" and chunk.model_extra["credits_used"] > 0
+    text, request_id = _raw_stream(env, tenant, {"model": SLUGS[kind], "messages": ASK, "stream": True})
+    last = _last_event(text)
+    assert last["choices"][0]["finish_reason"] == "stop" and last.get("usage") is None
+    record = env.record(request_id)
+    assert _written_credits(text) == record["credits"]  # the charge's exact decimal digits
+    assert Decimal(record["credits"]) > 0
+
+
+@pytest.mark.parametrize("kind", SLUGS)
+def test_with_include_usage_the_usage_chunk_is_last_and_carries_credits(env: Env, kind: str) -> None:
+    tenant = env.tenant()
+    body = {"model": SLUGS[kind], "messages": ASK, "stream": True, "stream_options": {"include_usage": True}}
+    stream = tenant.client(env.stack).chat.completions.create(**body)
+    chunks = list(stream)
+    chunk = chunks[-1]  # after the loop
+    assert chunk.usage is not None and chunk.usage.completion_tokens > 0  # OpenAI's usage-after-the-loop
+    assert chunk.choices == [] and chunk.model_extra["credits_used"] > 0
+    text, request_id = _raw_stream(env, tenant, body)
+    last = _last_event(text)
+    assert last["choices"] == [] and last["usage"]["prompt_tokens"] > 0
+    events = [json.loads(e.removeprefix("data: ")) for e in text.split("\n\n")[:-3] if e.strip()]
+    assert all(e["choices"] for e in events), "only the usage chunk has empty choices"
+    assert _written_credits(text) == env.record(request_id)["credits"]
+
+
+@pytest.mark.parametrize("kind", SLUGS)
+def test_model_is_the_served_slug_everywhere_and_can_be_sent_back(env: Env, kind: str) -> None:
+    client = env.tenant().client(env.stack)
+    reply = client.chat.completions.create(model=SLUGS[kind], messages=ASK)
+    assert reply.model == SLUGS[kind]
+    again = client.chat.completions.create(model=reply.model, messages=ASK)
+    assert again.model == SLUGS[kind]
+    for options in ({}, {"stream_options": {"include_usage": True}}):
+        chunks = list(client.chat.completions.create(model=SLUGS[kind], messages=ASK, stream=True, **options))
+        assert {c.model for c in chunks} == {SLUGS[kind]}
+
+
+def test_an_idempotent_replay_repeats_the_final_chunk_with_its_credits(env: Env) -> None:
+    tenant = env.tenant()
+    body = {"model": "claude-sonnet-4-5", "messages": ASK, "stream": True}
+    key = {"idempotency-key": uuid.uuid4().hex}
+    first, _ = _raw_stream(env, tenant, body, **key)
+    replayed, _ = _raw_stream(env, tenant, body, **key)
+    assert replayed == first
+    assert _last_event(replayed)["choices"][0]["finish_reason"] == "stop" and _written_credits(replayed)
+
+
+def test_the_error_event_is_the_last_chunk_and_carries_the_charge(env: Env) -> None:
+    tenant = env.tenant()
+    endless = {"action": "endless_event", "after_chunks": 4, "size": 8 * 1024 * 1024, "chunk_delay_ms": 5}
+    env.sims["google"].script([endless])
+    text, request_id = _raw_stream(
+        env, tenant, {"model": "gemini-2-5-flash", "messages": ASK, "stream": True}
+    )
+    last = _last_event(text)
+    assert last["error"]["code"] == "upstream_error"
+    record = env.record(request_id)
+    assert _written_credits(text) == record["credits"] and Decimal(record["credits"]) > 0

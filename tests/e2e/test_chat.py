@@ -74,18 +74,22 @@ def test_stream_has_credits_chunk_last_and_usage_only_when_asked(
 ):
     text, _ = _stream_transcript(gateway, tenant.key)
     chunks = assert_openai_sse(text)
-    credits_chunk = chunks[-1]
-    assert credits_chunk["choices"] == []
-    assert credits_chunk["object"] == "chat.completion.chunk"
-    assert credits_chunk["id"] == chunks[0]["id"]
-    assert credits_chunk["model"] == "gpt-4o-mini"
+    # Without include_usage the final finish_reason chunk, held until usage arrived, carries the
+    # charge: no chunk has an empty `choices` (SPEC "Streaming (SSE)").
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop" and "credits_used" in last
+    assert all(c["choices"] for c in chunks)
+    assert last["object"] == "chat.completion.chunk"
+    assert last["id"] == chunks[0]["id"]
+    assert {c["model"] for c in chunks} == {"gpt-4o-mini"}
     assert not any(c.get("usage") for c in chunks), "usage chunk sent although the client did not ask"
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1] if c["choices"])
 
     text, _ = _stream_transcript(gateway, tenant.key, stream_options={"include_usage": True})
     chunks = assert_openai_sse(text)
-    usage_chunk, credits_chunk = chunks[-2], chunks[-1]
+    usage_chunk = chunks[-1]  # asked for: last, carrying the charge
     assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] > 0
+    assert "credits_used" in usage_chunk
     # The credits amount is written as an exact decimal number.
     raw_amount = text.rsplit('"credits_used":', 1)[1].split("}", 1)[0]
     assert Decimal(raw_amount) == expected_credits(usage_chunk["usage"])
@@ -96,7 +100,7 @@ def test_sdk_stream_exposes_credits_and_usage_record_matches(client: openai.Open
         model="gpt-4o-mini", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
-    usage = chunks[-2].usage
+    usage = chunks[-1].usage  # OpenAI's documented pattern: the last chunk has the usage
     assert usage is not None
     credits = chunks[-1].model_extra["credits_used"]
     assert Decimal(str(credits)) == expected_credits(usage.model_dump())

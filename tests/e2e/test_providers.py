@@ -151,12 +151,13 @@ def _chat(
         text = resp.read().decode()
     chunks = assert_openai_sse(text)
     _check_sent(env, kind)
-    credits_chunk, usage_chunk = chunks[-1], chunks[-2]
-    assert credits_chunk["choices"] == [] and "credits_used" in credits_chunk
+    usage_chunk = chunks[-1]  # asked for: the last chunk, and it carries the charge (SPEC "Streaming")
+    assert usage_chunk["choices"] == [] and "credits_used" in usage_chunk
+    assert all(c["choices"] for c in chunks[:-1]) and {c["model"] for c in chunks} == {model}
     message: dict[str, Any] = {"content": None, "tool_calls": []}
     finish = None
     calls: dict[int, dict[str, Any]] = {}
-    for chunk in chunks[:-2]:
+    for chunk in chunks[:-1]:
         for choice in chunk["choices"]:
             delta = choice["delta"]
             if delta.get("content"):

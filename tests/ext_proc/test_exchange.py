@@ -72,6 +72,16 @@ def _chunk(i: int) -> bytes:
     return b"data: " + orjson.dumps(doc) + b"\n\n"
 
 
+def _served(event: bytes) -> bytes:
+    return event.replace(b'"model":"up"', b'"model":"m"')
+
+
+def _finish_chunk() -> bytes:
+    doc = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up"}
+    choice = {"index": 0, "delta": {}, "finish_reason": "stop"}
+    return b"data: " + orjson.dumps({**doc, "choices": [choice]}) + b"\n\n"
+
+
 @pytest.fixture
 def records() -> list[usage_pb2.UsageRecord]:
     return []
@@ -97,14 +107,16 @@ async def _streaming_exchange(records: list[usage_pb2.UsageRecord]) -> Exchange:
 async def test_a_stream_ending_early_gets_an_error_event_and_done(records):
     exchange = await _streaming_exchange(records)
     first = await exchange.on_response_body(ep.HttpBody(body=_chunk(1)))
-    assert not first.response_body.response.HasField("body_mutation")  # passed through untouched
+    # Passed through as received but for `model`: the slug that served, not the provider's name.
+    assert first.response_body.response.body_mutation.body == _served(_chunk(1))
     last = await exchange.on_response_body(ep.HttpBody(body=_chunk(2), end_of_stream=True))
     out = last.response_body.response.body_mutation.body
     events = [e for e in out.split(b"\n\n") if e]
-    assert events[0] == _chunk(2).strip()
-    assert orjson.loads(events[1].removeprefix(b"data: "))["error"]["code"] == "upstream_error"
+    assert events[0] == _served(_chunk(2)).strip()
+    error = orjson.loads(events[1].removeprefix(b"data: "))
+    assert error["error"]["code"] == "upstream_error"
+    assert events[1].endswith(b'"credits_used":0.000009}')  # the last event before [DONE] carries the charge
     assert events[-1] == b"data: [DONE]"
-    assert b"credits_used" not in out  # the error event is the stream's last word
     assert records[0].status == 200 and records[0].error_code == "upstream_error"
     # What was served is charged all the same, from the estimate: "hi" is 4 + ceil(2/4) = 5
     # prompt tokens, "w1 w2 " ceil(6/4) = 2 output tokens; 5 * 1/M + 2 * 2/M.
@@ -122,17 +134,19 @@ async def test_a_complete_stream_gets_the_credits_chunk_before_done(records):
         "choices": [],
         "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
     }
-    tail = _chunk(1) + b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n"
+    tail = _chunk(1) + _finish_chunk() + b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n"
     # Split mid-event: the translator must keep the partial tail.
-    await exchange.on_response_body(ep.HttpBody(body=tail[:50]))
+    first = await exchange.on_response_body(ep.HttpBody(body=tail[:50]))
     reply = await exchange.on_response_body(ep.HttpBody(body=tail[50:]))
-    out = reply.response_body.response.body_mutation.body
+    out = first.response_body.response.body_mutation.body + reply.response_body.response.body_mutation.body
     events = [e for e in out.split(b"\n\n") if e]
     assert b'"usage"' not in out  # the client did not ask for the usage chunk
-    credits_chunk = orjson.loads(events[-2].removeprefix(b"data: "))
-    assert credits_chunk["choices"] == [] and credits_chunk["id"] == "c1"
+    assert events[0] == _served(_chunk(1)).strip()
+    # The final finish_reason chunk was held until usage arrived and carries the charge.
+    last = orjson.loads(events[-2].removeprefix(b"data: "))
+    assert last["choices"][0]["finish_reason"] == "stop" and last["id"] == "c1" and last["model"] == "m"
     assert events[-2].endswith(b'"credits_used":0.002}')  # 1000 * 1/M + 500 * 2/M, exact
-    assert events[-1] == b"data: [DONE]"
+    assert events[-1] == b"data: [DONE]" and len(events) == 3
     assert records[0].credits == "0.002" and records[0].output_tokens == 500
 
 

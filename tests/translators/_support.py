@@ -114,7 +114,7 @@ def completion_of(res: TranslatedResponse, ctx: ResponseContext) -> dict[str, An
     assert (out["object"], out["created"], out["model"]) == (
         "chat.completion",
         ctx.created,
-        ctx.upstream_model,
+        ctx.slug,  # the slug that served, never the provider's name
     )
     return out
 
@@ -140,12 +140,14 @@ def first_event(raw: bytes) -> dict[str, Any]:
 
 
 def replay(stream: StreamTranslator, raw: bytes, size: int | None) -> bytes:
-    """Feed ``raw`` in pieces of ``size`` bytes (all at once for None), then finish()."""
+    """Feed ``raw`` in pieces of ``size`` bytes (all at once for None), then finish(), then the
+    held last chunk (where the gateway adds ``credits_used``)."""
     if size is None:
         out = stream.feed(raw)
     else:
         out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size))
-    return out + stream.finish()
+    out += stream.finish()
+    return out + (b"data: " + stream.held + b"\n\n" if stream.held is not None else b"")
 
 
 def stream_events(stream: StreamTranslator, raw: bytes, size: int | None) -> list[dict[str, Any]]:
@@ -161,7 +163,7 @@ def check_completed(stream: StreamTranslator, events: list[dict[str, Any]], ctx:
     assert events[0]["choices"][0]["delta"]["role"] == "assistant"
     assert stream.response_id.startswith("chatcmpl-")
     assert {e["id"] for e in events} == {stream.response_id}
-    assert {(e["model"], e["created"]) for e in events} == {(ctx.upstream_model, ctx.created)}
+    assert {(e["model"], e["created"]) for e in events} == {(ctx.slug, ctx.created)}
 
 
 def check_failed(

@@ -229,8 +229,8 @@ def test_truncated_stream_ends_with_an_error() -> None:
     stream = AnthropicTranslator().stream(CTX_USAGE)
     out = stream.feed(own_fixture("anthropic_truncated.sse"))
     assert not stream.done
-    events = sse_payloads(out + stream.finish())
-    check_failed(stream, events, "upstream_error")
+    events = sse_payloads(out + stream.finish() + b"data: " + (stream.held or b"") + b"\n\n")
+    check_failed(stream, events, "upstream_error")  # the error is held as the last chunk
     assert stream.usage == Usage(9, 0, 1, 0)  # what was reported before the cut
 
 

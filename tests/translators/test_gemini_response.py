@@ -165,7 +165,7 @@ def test_truncated_stream_ends_with_an_error() -> None:
     stream = GeminiTranslator().stream(CTX_USAGE)
     out = stream.feed(own_fixture("gemini_truncated.sse"))  # no trailing blank line: flushed by finish()
     assert out == b"" and not stream.done
-    events = sse_payloads(stream.finish())
+    events = sse_payloads(stream.finish() + b"data: " + (stream.held or b"") + b"\n\n")
     assert check_failed(stream, events, "upstream_error")[0]["content"] == "Once upon"
     assert stream.usage == Usage(9, 0, 2, 0)
 
