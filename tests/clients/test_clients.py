@@ -53,14 +53,9 @@ LIBRARIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "vercel-ai": (NODE, ("chat", "stream_usage", "structured", "tools")),
 }
 
-# Cases that fail until issue 12 item 1 lands (the credits chunk has `choices: []` even without
-# include_usage, and comes after the usage chunk): strict, so they fail the moment it is fixed.
-ITEM_1 = "issue 12 item 1: the credits chunk has empty choices / is not the usage chunk"
-KNOWN_BROKEN: dict[tuple[str, str], str] = {
-    (library, case): ITEM_1
-    for library in ("openai-python", "openai-python-async", "openai-node")
-    for case in ("stream_tutorial_loop", "stream_usage_after_loop")
-}
+# Cases a library is known to fail, (library, case) -> why; strict, so each fails the moment it is fixed.
+# (Issue 12 item 1 -- the credits on the last chunk, no empty `choices` -- emptied it.)
+KNOWN_BROKEN: dict[tuple[str, str], str] = {}
 
 _TIMEOUT_S = 240  # one library's runner; they run side by side
 # The first test waits for every runner (the session fixture); the rest only read results.
