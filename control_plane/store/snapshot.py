@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -21,7 +21,6 @@ from control_plane.store import tables
 from control_plane.store.changes import current_revision
 
 _NOT_CLUSTER_CHARS = re.compile(r"[^a-z0-9_]")
-_MAX_ATTEMPTS = 10
 _T = TypeVar("_T")
 
 
@@ -54,45 +53,133 @@ def split_base_url(base_url: str) -> tuple[str, str]:
     return host, parts.path.rstrip("/")
 
 
-def load_snapshot(session: Session) -> Snapshot:
-    """Read every configuration table as of one revision.
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed between revision `since` (exclusive) and `revision` (inclusive).
 
-    Under READ COMMITTED (PostgreSQL's default) separate SELECTs may straddle a commit;
-    since every configuration commit also bumps the revision, an unchanged revision
-    before and after the reads proves they saw a single state. Retry otherwise.
+    Rows written since `since`, as xDS messages, and the names of the resources to drop
+    (deleted rows and revoked keys). With `since == 0` it is the whole configuration.
     """
-    for _ in range(_MAX_ATTEMPTS):
-        before = current_revision(session)
-        snapshot = _read(session, before)
-        if current_revision(session) == before:
-            return snapshot
-    raise RuntimeError("configuration kept changing while loading the snapshot")
+
+    since: int
+    revision: int
+    providers: tuple[config_pb2.Provider, ...] = ()
+    models: tuple[config_pb2.Model, ...] = ()
+    routes: tuple[config_pb2.Route, ...] = ()
+    workspaces: tuple[config_pb2.Workspace, ...] = ()
+    api_keys: tuple[config_pb2.ApiKey, ...] = ()  # non-revoked keys only
+    removed: dict[str, tuple[str, ...]] = field(default_factory=dict)  # kind (table name) -> names
+
+    def is_empty(self) -> bool:
+        return not (
+            self.providers
+            or self.models
+            or self.routes
+            or self.workspaces
+            or self.api_keys
+            or any(self.removed.values())
+        )
 
 
-def _read(session: Session, revision: int) -> Snapshot:
-    return Snapshot(
-        revision=revision,
-        providers=tuple(provider_message(p) for p in _all(session, tables.Provider, tables.Provider.name)),
-        models=tuple(model_message(m) for m in _all(session, tables.Model, tables.Model.slug)),
-        routes=tuple(route_message(r) for r in _all(session, tables.Route, tables.Route.slug)),
-        workspaces=tuple(
-            workspace_message(w) for w in _all(session, tables.Workspace, tables.Workspace.name)
-        ),
-        api_keys=tuple(
-            api_key_message(k)
-            for k in session.exec(
-                _fresh(
-                    select(tables.ApiKey)
-                    .where(col(tables.ApiKey.revoked_at).is_(None))
-                    .order_by(col(tables.ApiKey.id))
-                )
+def load_snapshot(session: Session) -> Snapshot:
+    """The whole configuration as of one revision."""
+    full = load_changes(session, 0)
+    return Snapshot(full.revision, full.providers, full.models, full.routes, full.workspaces, full.api_keys)
+
+
+def load_changes(session: Session, since: int) -> Changes:
+    """Rows changed after revision `since`, through the `updated_revision` indexes: one read, no retries.
+
+    The revision is read first. Revisions commit in order (see `changes`), so every row
+    stamped up to it is visible to the reads that follow; a row of a later revision that
+    slips in is read again next time, which is harmless. On PostgreSQL the reads share one
+    REPEATABLE READ snapshot, so a publish never sees half of a commit.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    revision = current_revision(session)
+    if revision == since:
+        return Changes(since, revision)
+    keys, revoked = _changed_keys(session, since)
+    removed: dict[str, list[str]] = {"api_keys": revoked} if revoked else {}
+    upserted = {
+        "providers": _changed(session, tables.Provider, tables.Provider.name, since),
+        "models": _changed(session, tables.Model, tables.Model.slug, since),
+        "routes": _changed(session, tables.Route, tables.Route.slug, since),
+        "workspaces": _changed(session, tables.Workspace, tables.Workspace.name, since),
+    }
+    if since:
+        written = {
+            "providers": {p.name for p in upserted["providers"]},
+            "models": {m.slug for m in upserted["models"]},
+            "routes": {r.slug for r in upserted["routes"]},
+            "workspaces": {w.id for w in upserted["workspaces"]},
+            "api_keys": {k.id for k in keys},
+        }
+        tombstones = session.exec(
+            select(tables.ConfigTombstone.kind, tables.ConfigTombstone.key).where(
+                col(tables.ConfigTombstone.revision) > since
             )
-        ),
+        )
+        for kind, name in tombstones:
+            if name not in written.get(kind, ()):  # deleted, then created again: the row wins
+                removed.setdefault(kind, []).append(name)
+    return Changes(
+        since=since,
+        revision=revision,
+        providers=tuple(provider_message(p) for p in upserted["providers"]),
+        models=tuple(model_message(m) for m in upserted["models"]),
+        routes=tuple(route_message(r) for r in upserted["routes"]),
+        workspaces=tuple(workspace_message(w) for w in upserted["workspaces"]),
+        api_keys=tuple(keys),
+        removed={kind: tuple(names) for kind, names in removed.items()},
     )
 
 
-def _all(session: Session, table: type[_T], order: Any) -> list[_T]:
-    return list(session.exec(_fresh(select(table).order_by(col(order)))))
+def _changed(session: Session, table: type[_T], order: Any, since: int) -> list[_T]:
+    statement = select(table).where(col(table.updated_revision) > since).order_by(col(order))  # type: ignore[attr-defined]
+    return list(session.exec(_fresh(statement)))
+
+
+_KEY_COLUMNS = (
+    tables.ApiKey.id,
+    tables.ApiKey.key_hash,
+    tables.ApiKey.workspace_id,
+    tables.ApiKey.member_id,
+    tables.ApiKey.name,
+    tables.ApiKey.prefix,
+)
+
+
+def _changed_keys(session: Session, since: int) -> tuple[list[config_pb2.ApiKey], list[str]]:
+    """Live keys written after `since`, and the ids of keys revoked after it.
+
+    Plain column reads, no ORM objects: at startup this reads every key (10^5 and more).
+    """
+    statement = select(*_KEY_COLUMNS, tables.ApiKey.revoked_at).order_by(col(tables.ApiKey.id))
+    if since:
+        statement = statement.where(col(tables.ApiKey.updated_revision) > since)
+    else:
+        statement = statement.where(col(tables.ApiKey.revoked_at).is_(None))
+    live: list[config_pb2.ApiKey] = []
+    revoked: list[str] = []
+    for key_id, key_hash, workspace_id, member_id, name, prefix, revoked_at in session.connection().execute(
+        statement
+    ):
+        if revoked_at is not None:
+            revoked.append(key_id)
+        else:
+            live.append(
+                config_pb2.ApiKey(
+                    id=key_id,
+                    key_hash=key_hash,
+                    workspace_id=workspace_id,
+                    member_id=member_id,
+                    name=name,
+                    prefix=prefix,
+                )
+            )
+    return live, revoked
 
 
 def _fresh(statement: SelectOfScalar[_T]) -> SelectOfScalar[_T]:
@@ -150,14 +237,3 @@ def workspace_message(row: tables.Workspace) -> config_pb2.Workspace:
     if row.tpm is not None:
         message.tpm = row.tpm
     return message
-
-
-def api_key_message(row: tables.ApiKey) -> config_pb2.ApiKey:
-    return config_pb2.ApiKey(
-        id=row.id,
-        key_hash=row.key_hash,
-        workspace_id=row.workspace_id,
-        member_id=row.member_id,
-        name=row.name,
-        prefix=row.prefix,
-    )

@@ -58,6 +58,15 @@ def _json_list() -> Any:
     return Field(default_factory=list, sa_type=JSON, nullable=False)
 
 
+def _updated_revision() -> Any:
+    """The configuration revision that last wrote this row (stamped by `changes.mutation`).
+
+    Indexed: the publisher reads "rows changed since revision N", so a change costs
+    work proportional to the change, not to the table.
+    """
+    return Field(default=0, sa_type=BigInteger, index=True)
+
+
 class Provider(SQLModel, table=True):
     __tablename__ = "providers"
 
@@ -65,6 +74,7 @@ class Provider(SQLModel, table=True):
     kind: str = Field(sa_type=String(32))
     base_url: str = Field(sa_type=String(2048))
     api_key: str | None = Field(default=None, sa_type=String(4096))
+    updated_revision: int = _updated_revision()
 
 
 class Model(SQLModel, table=True):
@@ -81,6 +91,7 @@ class Model(SQLModel, table=True):
     per_mchar: str | None = Field(default=None, sa_type=String(64))
     capabilities: list[str] = _json_list()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_revision: int = _updated_revision()
 
 
 PRICE_FIELDS = (
@@ -101,6 +112,7 @@ class Route(SQLModel, table=True):
     retry_on: list[str] = _json_list()
     attempt_timeout_s: float
     total_timeout_s: float
+    updated_revision: int = _updated_revision()
 
 
 class Workspace(SQLModel, table=True):
@@ -114,6 +126,7 @@ class Workspace(SQLModel, table=True):
     budget_period: str = Field(default="month", sa_type=String(16))
     price_multiplier: str = Field(default="1", sa_type=String(64))
     allowed_models: list[str] = _json_list()
+    updated_revision: int = _updated_revision()
 
 
 class Member(SQLModel, table=True):
@@ -137,6 +150,7 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(unique=True, sa_type=String(64))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_revision: int = _updated_revision()
 
 
 class UsageRecord(SQLModel, table=True):
@@ -194,3 +208,13 @@ class Setting(SQLModel, table=True):
 
     key: str = Field(primary_key=True, sa_type=String(64))
     value: str = Field(sa_type=String(1024))
+
+
+class ConfigTombstone(SQLModel, table=True):
+    """A deleted configuration row: what the data plane must drop, found by revision like a change."""
+
+    __tablename__ = "config_tombstones"
+
+    kind: str = Field(primary_key=True, sa_type=String(32))  # the table's name
+    key: str = Field(primary_key=True, sa_type=String(128))  # the row's primary key
+    revision: int = Field(sa_type=BigInteger, index=True)
