@@ -26,8 +26,8 @@ from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
 from control_plane.xds.auth import TokenInterceptor
 from control_plane.xds.envoy_config import ListenerSettings
-from control_plane.xds.publisher import Publisher
-from control_plane.xds.server import XdsCache, ads_handler
+from control_plane.xds.publisher import DELTA_TYPES, Publisher
+from control_plane.xds.server import SERVER_OPTIONS, XdsCache, ads_handler
 
 log = logging.getLogger("infery.control_plane")
 
@@ -98,8 +98,10 @@ async def serve(settings: Settings) -> None:
             " anyone reaching port %s can read provider keys",
             settings.xds_port,
         )
-    grpc_server = grpc.aio.server(interceptors=[TokenInterceptor(token)] if token else [])
-    grpc_server.add_generic_rpc_handlers((ads_handler(cache),))
+    grpc_server = grpc.aio.server(
+        interceptors=[TokenInterceptor(token)] if token else [], options=SERVER_OPTIONS
+    )
+    grpc_server.add_generic_rpc_handlers((ads_handler(cache, publisher.delta, DELTA_TYPES),))
     add_usage_service(grpc_server, sessions)
     address = f"{settings.host}:{settings.xds_port}"
     credentials = _grpc_server_credentials(settings)

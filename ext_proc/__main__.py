@@ -35,6 +35,15 @@ from ext_proc.xds_client import ConfigSubscriber
 log = logging.getLogger("infery.ext_proc")
 
 
+async def _first(ready: asyncio.Event, stop: asyncio.Event, timeout: float) -> bool:
+    """Wait until `ready` or `stop` is set (True), or `timeout` passes (False)."""
+    waits = [asyncio.ensure_future(ready.wait()), asyncio.ensure_future(stop.wait())]
+    done, pending = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    return bool(done)
+
+
 async def serve(args: argparse.Namespace) -> None:
     token = os.environ.get("INFERY_XDS_TOKEN", "")
     metadata = (("authorization", "Bearer " + token),) if token else ()
@@ -50,6 +59,14 @@ async def serve(args: argparse.Namespace) -> None:
     services = Services(
         reporter.record, Limiter(state), Idempotency(state), media_hosts, args.max_sse_event_bytes
     )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    # Serve only with a whole configuration: until then Envoy finds no ext_proc here rather
+    # than one answering 503 to everything (a restart that cannot load its configuration).
+    while not await _first(subscriber.ready, stop, timeout=args.ready_timeout):
+        log.error("no configuration from %s yet (%s); not serving", args.control_plane, subscriber.problem)
     # Envoy's health checker asks on the same listeners: SERVING once configured.
     server = Server(
         {
@@ -57,23 +74,15 @@ async def serve(args: argparse.Namespace) -> None:
             **health.methods(lambda: subscriber.ready.is_set()),
         }
     )
-    where = []
-    if args.uds:
-        await server.start_unix(args.uds)
-        where.append(f"unix:{args.uds}")
-    if args.tcp:
-        await server.start(args.host, args.port, token=args.tcp_token.encode())
-        where.append(f"{args.host}:{args.port}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await asyncio.wait_for(subscriber.ready.wait(), timeout=args.ready_timeout)
+    if not stop.is_set():
+        where = []
+        if args.uds:
+            await server.start_unix(args.uds)
+            where.append(f"unix:{args.uds}")
+        if args.tcp:
+            await server.start(args.host, args.port, token=args.tcp_token.encode())
+            where.append(f"{args.host}:{args.port}")
         print(f"ready ext_proc {' and '.join(where)}", flush=True)
-    except TimeoutError:
-        log.warning("no configuration from %s yet; serving 503 until it arrives", args.control_plane)
-        print(f"ready ext_proc {' and '.join(where)} (no configuration yet)", flush=True)
     await stop.wait()
     await server.stop(grace=5)
     await asyncio.gather(*services.background, return_exceptions=True)

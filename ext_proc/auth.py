@@ -21,7 +21,8 @@ def authenticate(authorization: str | None, config: GatewayConfig) -> ApiKey:
         raise GatewayError(401, "invalid_api_key", "Missing API key: send 'Authorization: Bearer inf_...'.")
     secret = authorization[len(_PREFIX) :].strip()
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    key = config.keys_by_hash.get(digest)
-    if key is None or not hmac.compare_digest(digest, key.key_hash):
+    record = config.keys_by_hash.get(digest)
+    workspace = config.workspaces.get(record.workspace_id) if record is not None else None
+    if record is None or workspace is None or not hmac.compare_digest(digest, record.key_hash):
         raise GatewayError(401, "invalid_api_key", "Incorrect, unknown or revoked API key.")
-    return key
+    return ApiKey(record.id, record.key_hash, workspace, record.member_id, record.name)

@@ -7,9 +7,11 @@ from start to end.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from functools import partial
+from typing import Any
 
 from infery_proto.v1 import config_pb2
 
@@ -56,9 +58,22 @@ class Workspace:
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """An authenticated key with its workspace as of this request (see ``auth.authenticate``)."""
+
     id: str
     key_hash: str
     workspace: Workspace
+    member_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A key as the configuration holds it: its workspace by id, so a workspace change touches no key."""
+
+    id: str
+    key_hash: str
+    workspace_id: str
     member_id: str
     name: str
 
@@ -75,10 +90,162 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    keys_by_hash: dict[str, ApiKey] = field(default_factory=dict)
+    """One consistent view for a request. `keys_by_hash` is shared between views and updated in
+    place, one key at a time: at 10^5 keys, copying it for every change would stall requests."""
+
+    keys_by_hash: dict[str, KeyRecord] = field(default_factory=dict)
     models: dict[str, Model] = field(default_factory=dict)
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+
+
+PROVIDER = "Provider"
+MODEL = "Model"
+WORKSPACE = "Workspace"
+ROUTE = "Route"
+API_KEY = "ApiKey"
+
+
+class ConfigState:
+    """The resources received over delta xDS, and the :class:`GatewayConfig` they make.
+
+    Each change costs work proportional to itself: a key is one dict entry; a model,
+    workspace or route rebuilds only its own entry, in a copy of its (small) map that
+    replaces the old one at once; a provider rebuilds the models it serves. An entry that
+    cannot be built is refused on its own (its previous version stays) and reported, so a
+    bad resource never blocks the others.
+    """
+
+    def __init__(self) -> None:
+        self._providers: dict[str, Provider] = {}
+        self._model_messages: dict[str, config_pb2.Model] = {}
+        self._keys_by_id: dict[str, KeyRecord] = {}
+        self.keys_by_hash: dict[str, KeyRecord] = {}
+        self.current = GatewayConfig(self.keys_by_hash)
+
+    def apply(self, kind: str, items: Iterable[Any], removed: Iterable[str]) -> dict[str, str]:
+        """Apply one response's resources of `kind`; the entries refused, by name, and why."""
+        errors: dict[str, str] = {}
+        current = self.current
+        if kind == API_KEY:
+            self._apply_keys(items, removed)
+            return errors
+        if kind == PROVIDER:
+            self._apply_providers(items, removed, errors)
+            return errors
+        if kind == MODEL:
+            models = dict(current.models)
+            for name in removed:
+                self._model_messages.pop(name, None)
+                models.pop(name, None)
+            for m in items:
+                self._model_messages[m.slug] = m
+                _put(models, m.slug, partial(_model, m, self._providers), errors)
+            self.current = replace(current, models=models)
+        elif kind == WORKSPACE:
+            workspaces = dict(current.workspaces)
+            for name in removed:
+                workspaces.pop(name, None)
+            for w in items:
+                _put(workspaces, w.id, partial(_workspace, w), errors)
+            self.current = replace(current, workspaces=workspaces)
+        elif kind == ROUTE:
+            routes = dict(current.routes)
+            for name in removed:
+                routes.pop(name, None)
+            for r in items:
+                _put(routes, r.slug, partial(_route, r), errors)
+            self.current = replace(current, routes=routes)
+        else:
+            errors[kind] = "unknown resource kind"
+        return errors
+
+    def _apply_keys(self, items: Iterable[config_pb2.ApiKey], removed: Iterable[str]) -> None:
+        by_id, by_hash = self._keys_by_id, self.keys_by_hash
+        for key_id in removed:
+            old = by_id.pop(key_id, None)
+            if old is not None:
+                by_hash.pop(old.key_hash, None)
+        for k in items:
+            old = by_id.get(k.id)
+            if old is not None and old.key_hash != k.key_hash:
+                by_hash.pop(old.key_hash, None)
+            record = KeyRecord(k.id, k.key_hash, k.workspace_id, k.member_id, k.name)
+            by_id[k.id] = record
+            by_hash[k.key_hash] = record
+
+    def _apply_providers(
+        self, items: Iterable[config_pb2.Provider], removed: Iterable[str], errors: dict[str, str]
+    ) -> None:
+        providers = dict(self._providers)
+        touched = set(removed)
+        for name in touched:
+            providers.pop(name, None)
+        for p in items:
+            touched.add(p.name)
+            _put(providers, p.name, partial(_provider, p), errors)
+        self._providers = providers
+        models = dict(self.current.models)
+        for slug, m in self._model_messages.items():
+            if m.provider in touched:
+                models.pop(slug, None)
+                _put(models, slug, partial(_model, m, providers), errors)
+        self.current = replace(self.current, models=models)
+
+
+class Dangling(Exception):
+    """A resource that references one this configuration does not have (yet): left out, not an error."""
+
+
+def _put(target: dict[str, Any], name: str, make: Callable[[], Any], errors: dict[str, str]) -> None:
+    try:
+        target[name] = make()
+    except Dangling:
+        target.pop(name, None)
+    except Exception as exc:
+        errors[name] = str(exc) or type(exc).__name__
+
+
+def _provider(p: config_pb2.Provider) -> Provider:
+    try:
+        translator = translators.for_kind(p.kind)
+    except KeyError:
+        raise Dangling(p.kind) from None
+    return Provider(p.name, p.kind, p.cluster, p.base_path, p.host, p.api_key, translator)
+
+
+def _model(m: config_pb2.Model, providers: dict[str, Provider]) -> Model:
+    provider = providers.get(m.provider)
+    if provider is None:
+        raise Dangling(m.provider)
+    pr = m.prices
+    return Model(
+        m.slug,
+        provider,
+        m.upstream_model,
+        Prices.parse(pr.input_per_mtok, pr.cached_input_per_mtok, pr.output_per_mtok, pr.per_image),
+        frozenset(m.capabilities),
+        m.created,
+    )
+
+
+def _workspace(w: config_pb2.Workspace) -> Workspace:
+    return Workspace(
+        w.id,
+        w.name,
+        w.rpm if w.HasField("rpm") else None,
+        w.tpm if w.HasField("tpm") else None,
+        Decimal(w.budget_credits) if w.budget_credits else None,
+        w.budget_period or "month",
+        Decimal(w.price_multiplier or "1"),
+        frozenset(w.allowed_models) if w.allowed_models else None,
+    )
+
+
+def _route(r: config_pb2.Route) -> Route:
+    return Route(
+        r.slug, tuple(r.fallbacks), tuple(r.retry_on), r.attempt_timeout_s, r.total_timeout_s, r.cluster
+    )
 
 
 def build(
@@ -88,52 +255,11 @@ def build(
     keys: Iterable[config_pb2.ApiKey],
     routes: Iterable[config_pb2.Route],
 ) -> GatewayConfig:
-    """Resolve references between resources; entries whose references dangle are left out."""
-    provider_by_name: dict[str, Provider] = {}
-    for p in providers:
-        try:
-            translator = translators.for_kind(p.kind)
-        except KeyError:
-            continue
-        provider_by_name[p.name] = Provider(
-            p.name, p.kind, p.cluster, p.base_path, p.host, p.api_key, translator
-        )
-    model_by_slug: dict[str, Model] = {}
-    for m in models:
-        provider = provider_by_name.get(m.provider)
-        if provider is None:
-            continue
-        pr = m.prices
-        model_by_slug[m.slug] = Model(
-            m.slug,
-            provider,
-            m.upstream_model,
-            Prices.parse(pr.input_per_mtok, pr.cached_input_per_mtok, pr.output_per_mtok, pr.per_image),
-            frozenset(m.capabilities),
-            m.created,
-        )
-    workspace_by_id = {
-        w.id: Workspace(
-            w.id,
-            w.name,
-            w.rpm if w.HasField("rpm") else None,
-            w.tpm if w.HasField("tpm") else None,
-            Decimal(w.budget_credits) if w.budget_credits else None,
-            w.budget_period or "month",
-            Decimal(w.price_multiplier or "1"),
-            frozenset(w.allowed_models) if w.allowed_models else None,
-        )
-        for w in workspaces
-    }
-    key_by_hash = {
-        k.key_hash: ApiKey(k.id, k.key_hash, workspace_by_id[k.workspace_id], k.member_id, k.name)
-        for k in keys
-        if k.workspace_id in workspace_by_id
-    }
-    route_by_slug = {
-        r.slug: Route(
-            r.slug, tuple(r.fallbacks), tuple(r.retry_on), r.attempt_timeout_s, r.total_timeout_s, r.cluster
-        )
-        for r in routes
-    }
-    return GatewayConfig(key_by_hash, model_by_slug, workspace_by_id, route_by_slug)
+    """A whole configuration at once; entries whose references dangle are left out, invalid ones raise."""
+    state = ConfigState()
+    for kind, items in ((PROVIDER, providers), (MODEL, models), (WORKSPACE, workspaces), (ROUTE, routes)):
+        errors = state.apply(kind, items, ())
+        if errors:
+            raise ValueError("; ".join(f"{name}: {why}" for name, why in errors.items()))
+    state.apply(API_KEY, keys, ())
+    return state.current

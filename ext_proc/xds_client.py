@@ -1,9 +1,18 @@
-"""Subscribes to the control plane's ADS endpoint for the gateway's own resources.
+"""Subscribes to the control plane's delta ADS endpoint for the gateway's own resources.
 
-State of the world: each response carries every resource of its type. The
-client ACKs what it applied and NACKs what it could not decode; on any
-connection failure it reconnects quickly and keeps serving the last good
-configuration meanwhile.
+Delta xDS (`DeltaAggregatedResources`): every key, model, workspace... is a resource
+of its own, so a change costs work proportional to the change. The control plane
+sends a push in small responses (`control_plane/xds/server.py`); only the last one
+of a push carries `system_version_info`. Each response is applied on the event loop
+between requests, one at a time (a few milliseconds at most), never as one long
+rebuild.
+
+A new connection starts a fresh configuration (`ConfigState`) that replaces the one
+in force only once every type has arrived whole: until then the previous one keeps
+serving (it cannot tell which resources were removed while disconnected otherwise).
+Readiness is observable: `is_ready()` is true once a whole configuration is in force
+and no configuration has since failed to arrive (a message over the size limit, a
+resource that cannot be decoded); each such failure is logged as an error every time.
 """
 
 from __future__ import annotations
@@ -25,15 +34,21 @@ from ext_proc.control_plane_channel import open_channel
 
 log = logging.getLogger("infery.ext_proc.xds")
 
-ADS_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 TYPE_PREFIX = "type.googleapis.com/infery.v1."
 RESOURCE_TYPES: dict[str, Any] = {
     TYPE_PREFIX + "Provider": config_pb2.Provider,
     TYPE_PREFIX + "Model": config_pb2.Model,
     TYPE_PREFIX + "Workspace": config_pb2.Workspace,
-    TYPE_PREFIX + "ApiKey": config_pb2.ApiKey,
     TYPE_PREFIX + "Route": config_pb2.Route,
+    TYPE_PREFIX + "ApiKey": config_pb2.ApiKey,
 }
+# The control plane's responses are at most ~1 MiB by construction (500 resources); only
+# a single resource larger than that (a workspace listing thousands of models) exceeds
+# it. 64 MiB leaves room for such a resource; anything larger fails loudly, see below.
+MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+# Errors that say the control plane is unreachable, not that the configuration cannot arrive.
+_CONNECTIVITY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 class ConfigSubscriber:
@@ -51,12 +66,28 @@ class ConfigSubscriber:
         self._metadata = metadata
         self._credentials = credentials
         self._node = base_pb2.Node(id=node_id, cluster="infery-ext-proc")
-        self._resources: dict[str, list[Any]] = {}
-        self._versions: dict[str, str] = {}
         self._on_update = on_update
+        self._live: gateway_config.ConfigState | None = None
+        self._staging: gateway_config.ConfigState | None = gateway_config.ConfigState()
+        self._complete: set[str] = set()
         self.current: gateway_config.GatewayConfig | None = None
-        self.ready = asyncio.Event()
+        self._stream_problem = "no configuration yet"
+        self._refused: dict[tuple[str, str], str] = {}  # (type URL, name) -> why it was refused
+        self.ready = asyncio.Event()  # set once a whole configuration is in force (see also is_ready)
         self._task: asyncio.Task[None] | None = None
+
+    def is_ready(self) -> bool:
+        """A whole configuration is in force and no part of it has failed to arrive since."""
+        return self.current is not None and not self.problem
+
+    @property
+    def problem(self) -> str:
+        """Why the configuration in force may be incomplete or stale ("" when it is not)."""
+        if self._stream_problem:
+            return self._stream_problem
+        for (type_url, name), why in self._refused.items():
+            return f"{type_url.removeprefix(TYPE_PREFIX)} {name!r} refused: {why}"
+        return ""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="xds-subscriber")
@@ -71,73 +102,83 @@ class ConfigSubscriber:
         backoff = 0.1
         while True:
             try:
-                async with open_channel(self._target, self._credentials) as channel:
+                options = [("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+                async with open_channel(self._target, self._credentials, options) as channel:
                     call = channel.stream_stream(
-                        ADS_METHOD,
-                        request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-                        response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+                        DELTA_METHOD,
+                        request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
                     )
                     await self._stream(call)
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                log.warning("xDS stream to %s ended: %s", self._target, exc.code().name)
+                if exc.code() in _CONNECTIVITY:
+                    log.warning("xDS stream to %s ended: %s", self._target, exc.code().name)
+                else:
+                    self._stream_problem = f"{exc.code().name}: {exc.details()}"
+                    log.error("configuration from %s cannot arrive: %s", self._target, self.problem)
             except Exception:
                 log.exception("xDS stream to %s failed", self._target)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
     async def _stream(self, call: Any) -> None:
-        outbox: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
+        self._staging = gateway_config.ConfigState()  # a new connection: a whole configuration again
+        self._complete = set()
+        self._refused = {}
+        outbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
         for i, type_url in enumerate(RESOURCE_TYPES):
-            req = discovery_pb2.DiscoveryRequest(type_url=type_url)
+            req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
             if i == 0:
                 req.node.CopyFrom(self._node)
             outbox.put_nowait(req)
 
-        async def requests() -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
+        async def requests() -> AsyncIterator[discovery_pb2.DeltaDiscoveryRequest]:
             while True:
                 yield await outbox.get()
 
         async for response in call(requests(), metadata=self._metadata):
             outbox.put_nowait(self._apply(response))
+            await asyncio.sleep(0)  # requests run between two responses
 
-    def _apply(self, response: discovery_pb2.DiscoveryResponse) -> discovery_pb2.DiscoveryRequest:
+    def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
         type_url = response.type_url
-        reply = discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        reply = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        state = self._staging if self._staging is not None else self._live
+        assert state is not None
+        errors: dict[str, str] = {}
         cls = RESOURCE_TYPES.get(type_url)
-        try:
-            if cls is None:
-                raise ValueError(f"unknown resource type {type_url}")
+        if cls is None:
+            errors[type_url] = "unknown resource type"
+        else:
             decoded = []
-            for any_ in response.resources:
-                item = cls()
-                if not any_.Unpack(item):
-                    raise ValueError(f"resource of type {any_.type_url} in a {type_url} response")
-                decoded.append(item)
-            # Applied only if it builds: a rejected update must not poison later ones.
-            candidate = {**self._resources, type_url: decoded}
-            if len(candidate) == len(RESOURCE_TYPES):
-                self._rebuild(candidate)
-            self._resources = candidate
-        except Exception as exc:
-            log.error("rejecting %s version %s: %s", type_url, response.version_info, exc)
-            reply.version_info = self._versions.get(type_url, "")
-            reply.error_detail.CopyFrom(status_pb2.Status(code=3, message=str(exc)))
-            return reply
-        self._versions[type_url] = response.version_info
-        reply.version_info = response.version_info
+            for item in response.resources:
+                message = cls()
+                self._refused.pop((type_url, item.name), None)
+                if item.resource.Unpack(message):
+                    decoded.append(message)
+                else:
+                    errors[item.name] = f"a {item.resource.type_url} in a {type_url} response"
+            for name in response.removed_resources:
+                self._refused.pop((type_url, name), None)
+            kind = type_url.removeprefix(TYPE_PREFIX)
+            errors.update(state.apply(kind, decoded, response.removed_resources))
+        if errors:
+            self._refused.update(((type_url, name), why) for name, why in errors.items())
+            message = "; ".join(f"{name}: {why}" for name, why in errors.items())[:1000]
+            log.error("refused part of %s: %s", type_url, message)
+            reply.error_detail.CopyFrom(status_pb2.Status(code=3, message=message))
+        if response.system_version_info:
+            self._complete.add(type_url)
+        if state is self._staging and self._complete.issuperset(RESOURCE_TYPES):
+            self._live, self._staging = self._staging, None
+            self._stream_problem = ""
+            keys, models = len(state.keys_by_hash), len(state.current.models)
+            log.info("configuration in force: %d keys, %d models", keys, models)
+        if state is self._live:
+            self.current = state.current
+            self.ready.set()
+            if self._on_update:
+                self._on_update()
         return reply
-
-    def _rebuild(self, resources: dict[str, list[Any]]) -> None:
-        t = TYPE_PREFIX
-        self.current = gateway_config.build(
-            resources[t + "Provider"],
-            resources[t + "Model"],
-            resources[t + "Workspace"],
-            resources[t + "ApiKey"],
-            resources[t + "Route"],
-        )
-        self.ready.set()
-        if self._on_update:
-            self._on_update()

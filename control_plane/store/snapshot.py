@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from infery_proto.v1 import config_pb2
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -102,18 +103,16 @@ def load_changes(session: Session, since: int) -> Changes:
         return Changes(since, revision)
     keys, revoked = _changed_keys(session, since)
     removed: dict[str, list[str]] = {"api_keys": revoked} if revoked else {}
-    upserted = {
-        "providers": _changed(session, tables.Provider, tables.Provider.name, since),
-        "models": _changed(session, tables.Model, tables.Model.slug, since),
-        "routes": _changed(session, tables.Route, tables.Route.slug, since),
-        "workspaces": _changed(session, tables.Workspace, tables.Workspace.name, since),
-    }
+    providers = _changed(session, tables.Provider, tables.Provider.name, since)
+    models = _changed(session, tables.Model, tables.Model.slug, since)
+    routes = _changed(session, tables.Route, tables.Route.slug, since)
+    workspaces = _changed(session, tables.Workspace, tables.Workspace.name, since)
     if since:
         written = {
-            "providers": {p.name for p in upserted["providers"]},
-            "models": {m.slug for m in upserted["models"]},
-            "routes": {r.slug for r in upserted["routes"]},
-            "workspaces": {w.id for w in upserted["workspaces"]},
+            "providers": {p.name for p in providers},
+            "models": {m.slug for m in models},
+            "routes": {r.slug for r in routes},
+            "workspaces": {w.id for w in workspaces},
             "api_keys": {k.id for k in keys},
         }
         tombstones = session.exec(
@@ -127,10 +126,10 @@ def load_changes(session: Session, since: int) -> Changes:
     return Changes(
         since=since,
         revision=revision,
-        providers=tuple(provider_message(p) for p in upserted["providers"]),
-        models=tuple(model_message(m) for m in upserted["models"]),
-        routes=tuple(route_message(r) for r in upserted["routes"]),
-        workspaces=tuple(workspace_message(w) for w in upserted["workspaces"]),
+        providers=tuple(provider_message(p) for p in providers),
+        models=tuple(model_message(m) for m in models),
+        routes=tuple(route_message(r) for r in routes),
+        workspaces=tuple(workspace_message(w) for w in workspaces),
         api_keys=tuple(keys),
         removed={kind: tuple(names) for kind, names in removed.items()},
     )
@@ -141,13 +140,17 @@ def _changed(session: Session, table: type[_T], order: Any, since: int) -> list[
     return list(session.exec(_fresh(statement)))
 
 
-_KEY_COLUMNS = (
-    tables.ApiKey.id,
-    tables.ApiKey.key_hash,
-    tables.ApiKey.workspace_id,
-    tables.ApiKey.member_id,
-    tables.ApiKey.name,
-    tables.ApiKey.prefix,
+_KEY_COLUMNS = tuple(
+    col(c)
+    for c in (
+        tables.ApiKey.id,
+        tables.ApiKey.key_hash,
+        tables.ApiKey.workspace_id,
+        tables.ApiKey.member_id,
+        tables.ApiKey.name,
+        tables.ApiKey.prefix,
+        tables.ApiKey.revoked_at,
+    )
 )
 
 
@@ -156,27 +159,26 @@ def _changed_keys(session: Session, since: int) -> tuple[list[config_pb2.ApiKey]
 
     Plain column reads, no ORM objects: at startup this reads every key (10^5 and more).
     """
-    statement = select(*_KEY_COLUMNS, tables.ApiKey.revoked_at).order_by(col(tables.ApiKey.id))
+    statement = sa.select(*_KEY_COLUMNS).order_by(col(tables.ApiKey.id))
     if since:
         statement = statement.where(col(tables.ApiKey.updated_revision) > since)
     else:
         statement = statement.where(col(tables.ApiKey.revoked_at).is_(None))
     live: list[config_pb2.ApiKey] = []
     revoked: list[str] = []
-    for key_id, key_hash, workspace_id, member_id, name, prefix, revoked_at in session.connection().execute(
-        statement
-    ):
-        if revoked_at is not None:
-            revoked.append(key_id)
+    row: Any
+    for row in session.connection().execute(statement):
+        if row.revoked_at is not None:
+            revoked.append(row.id)
         else:
             live.append(
                 config_pb2.ApiKey(
-                    id=key_id,
-                    key_hash=key_hash,
-                    workspace_id=workspace_id,
-                    member_id=member_id,
-                    name=name,
-                    prefix=prefix,
+                    id=row.id,
+                    key_hash=row.key_hash,
+                    workspace_id=row.workspace_id,
+                    member_id=row.member_id,
+                    name=row.name,
+                    prefix=row.prefix,
                 )
             )
     return live, revoked

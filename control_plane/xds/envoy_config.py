@@ -12,14 +12,14 @@ single route sends it to the cluster that header names.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2  # noqa: F401  (registers the type)
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
@@ -33,8 +33,10 @@ from envoy.extensions.retry.priority.previous_priorities.v3 import (  # noqa: F4
 from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # noqa: F401
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf import json_format
 from infery_proto.v1 import config_pb2
+from xds.type.matcher.v3 import matcher_pb2
 
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
@@ -268,9 +270,8 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
 def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any]:
     """One route: by default just the cluster ext_proc picked; a configured Route adds its timeouts."""
     action: dict[str, Any] = {"cluster_header": ROUTE_HEADER, "timeout": f"{int(s.request_timeout_s)}s"}
-    match: dict[str, Any] = {"prefix": "/"}
+    match: dict[str, Any] = {"prefix": "/"}  # the virtual host's matcher already picked this route
     if route is not None:
-        match["headers"] = [{"name": MODEL_ROUTE_HEADER, "string_match": {"exact": route.slug}}]
         if route.total_timeout_s > 0:
             action["timeout"] = _duration(route.total_timeout_s)
         action["retry_policy"] = _retry_policy(route)
@@ -363,20 +364,39 @@ def _retry_policy(route: config_pb2.Route) -> dict[str, Any]:
     return policy
 
 
+def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_components_pb2.Route:
+    """One model's route (None: the default route); parsed once per input by the publisher's cache."""
+    return json_format.ParseDict(_route(route, s), route_components_pb2.Route())
+
+
 def route_configuration(
-    routes: Iterable[config_pb2.Route], s: ListenerSettings
+    entries: Mapping[str, route_components_pb2.Route], default: route_components_pb2.Route
 ) -> route_pb2.RouteConfiguration:
-    doc = {
-        "name": ROUTE_CONFIG_NAME,
-        "virtual_hosts": [
-            {
-                "name": "gateway",
-                "domains": ["*"],
-                "routes": [*(_route(r, s) for r in routes), _route(None, s)],
-            }
-        ],
-    }
-    return json_format.ParseDict(doc, route_pb2.RouteConfiguration())
+    """Routes selected by one hash lookup on `x-infery-route`, whatever their number.
+
+    The virtual host's generic matcher maps the header's exact value to the model's
+    route (`exact_match_map`); a request without the header, or for a model without a
+    Route, takes `on_no_match`, the default route. Envoy walks an ordered route list
+    otherwise: with 1,000 chains a model without one paid for 1,000 header compares.
+    """
+    tree = matcher_pb2.Matcher.MatcherTree()
+    tree.input.name = "x-infery-route"
+    tree.input.typed_config.Pack(
+        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
+        type_url_prefix="type.googleapis.com/",
+    )
+    for slug, entry in entries.items():
+        _route_action(tree.exact_match_map.map[slug].action, entry)
+    matcher = matcher_pb2.Matcher(matcher_tree=tree)
+    _route_action(matcher.on_no_match.action, default)
+    config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
+    config.virtual_hosts.add(name="gateway", domains=["*"], matcher=matcher)
+    return config
+
+
+def _route_action(action: Any, entry: route_components_pb2.Route) -> None:
+    action.name = entry.name
+    action.typed_config.Pack(entry, type_url_prefix="type.googleapis.com/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,18 @@
-"""The ADS server: state-of-the-world xDS for Envoy and for ext_proc.
+"""The ADS server: state-of-the-world xDS for Envoy, delta xDS for ext_proc.
 
-One cache of versioned resources per type URL. Envoy subscribes to clusters,
-listeners and routes; ext_proc to the gateway's own types (proto/infery_proto).
-A type's version is a digest of its content, so a reconnecting client that
-already has the content is not disturbed, and versions stay meaningful across
-control-plane restarts and replicas.
+Envoy subscribes to clusters, listeners and routes (`XdsCache`, state of the
+world): a type's version is a digest of its content, so a reconnecting client
+that already has the content is not disturbed, and versions stay meaningful
+across control-plane restarts and replicas.
+
+ext_proc subscribes to the gateway's own types (proto/infery_proto) over
+`DeltaAggregatedResources` (`DeltaCache`): every key, model, workspace... is a
+resource of its own whose version is the revision that last wrote it, so a
+change costs work proportional to the change, on the control plane, on the wire
+and in ext_proc. Responses are small by construction (`MAX_DELTA_RESOURCES`,
+`MAX_DELTA_BYTES`): a subscriber's first load of 10^5 keys arrives in chunks,
+and only the last chunk of a push carries `system_version_info` (the revision),
+which tells the subscriber that it has the whole push.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -30,12 +38,39 @@ LISTENER = _T + "envoy.config.listener.v3.Listener"
 ROUTE = _T + "envoy.config.route.v3.RouteConfiguration"
 # Adding: clusters before the listeners and routes that point at them.
 PUSH_ORDER = (CLUSTER, LISTENER, ROUTE)
+# One delta response: a few milliseconds of decoding for a subscriber, far below any gRPC limit.
+MAX_DELTA_RESOURCES = 500
+MAX_DELTA_BYTES = 1024 * 1024
+
+# The gRPC server's HTTP/2 keepalive policy. Envoy pings its xDS connection every 10 s
+# (envoy/bootstrap.yaml, `connection_keepalive`); gRPC's defaults refuse pings more often
+# than every 5 minutes on a connection without data and answer a third one with GOAWAY
+# "too_many_pings", which reset Envoy's ADS stream about once a minute.
+MIN_CLIENT_PING_INTERVAL_MS = 5_000
+SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),  # 0: never GOAWAY a client for pinging
+)
 
 
 @dataclass(slots=True)
 class _TypeState:
     version: str
     resources: list[any_pb2.Any]
+
+
+def prepare(resources: Iterable[Message]) -> _TypeState:
+    """Pack a type's resources and version them by a digest of their content."""
+    packed = []
+    digest = hashlib.sha256()
+    for resource in resources:
+        any_ = any_pb2.Any()
+        any_.Pack(resource, type_url_prefix="type.googleapis.com/")
+        packed.append(any_)
+        digest.update(any_.SerializeToString(deterministic=True))
+    return _TypeState(digest.hexdigest()[:16], packed)
 
 
 class XdsCache:
@@ -47,18 +82,14 @@ class XdsCache:
 
     def set(self, type_url: str, resources: Iterable[Message]) -> bool:
         """Replace a type's resources; returns whether anything changed."""
-        packed = []
-        digest = hashlib.sha256()
-        for resource in resources:
-            any_ = any_pb2.Any()
-            any_.Pack(resource, type_url_prefix="type.googleapis.com/")
-            packed.append(any_)
-            digest.update(any_.SerializeToString(deterministic=True))
-        version = digest.hexdigest()[:16]
+        return self.install(type_url, prepare(resources))
+
+    def install(self, type_url: str, state: _TypeState) -> bool:
+        """Install a type's resources packed by `prepare` (which may run in another thread)."""
         current = self._types.get(type_url)
-        if current is not None and current.version == version:
+        if current is not None and current.version == state.version:
             return False
-        self._types[type_url] = _TypeState(version, packed)
+        self._types[type_url] = state
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
         return True
@@ -91,7 +122,9 @@ def _ordered(type_urls: Iterable[str]) -> list[str]:
     return sorted(type_urls, key=lambda t: rank.get(t, len(rank)))
 
 
-def ads_handler(cache: XdsCache) -> grpc.GenericRpcHandler:
+def ads_handler(
+    cache: XdsCache, delta: DeltaCache | None = None, delta_order: Iterable[str] = ()
+) -> grpc.GenericRpcHandler:
     async def stream_resources(
         requests: AsyncIterator[discovery_pb2.DiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
@@ -125,15 +158,179 @@ def ads_handler(cache: XdsCache) -> grpc.GenericRpcHandler:
         finally:
             pump_task.cancel()
 
-    return grpc.method_handlers_generic_handler(
-        ADS_SERVICE,
-        {
-            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
-                stream_resources,
-                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
-                response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
-            )
-        },
+    methods = {
+        "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+            stream_resources,
+            request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+            response_serializer=discovery_pb2.DiscoveryResponse.SerializeToString,
+        )
+    }
+    if delta is not None:
+        methods["DeltaAggregatedResources"] = delta_handler(delta, delta_order)
+    return grpc.method_handlers_generic_handler(ADS_SERVICE, methods)
+
+
+def resource(name: str, version: int, message: Message) -> discovery_pb2.Resource:
+    """One delta xDS resource; built by the publisher off the event loop, shared by every stream."""
+    any_ = any_pb2.Any()
+    any_.Pack(message, type_url_prefix="type.googleapis.com/")
+    return discovery_pb2.Resource(name=name, version=str(version), resource=any_)
+
+
+@dataclass(slots=True)
+class _Entry:
+    version: int
+    resource: discovery_pb2.Resource | None  # None: removed at `version`
+
+
+@dataclass(slots=True)
+class TypeChanges:
+    resources: list[discovery_pb2.Resource] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+class DeltaCache:
+    """Every resource of the delta types, each with the revision that last wrote it.
+
+    Per type a dict in the order of versions (a written entry moves to the end), so
+    "what changed since version v" walks back from the end and stops at the first older
+    entry: O(changes), not O(resources). Removed resources stay as version-stamped
+    tombstones for subscribers that had them.
+    """
+
+    def __init__(self) -> None:
+        self._types: dict[str, dict[str, _Entry]] = {}
+        self.revision = 0
+        self._changed = asyncio.Event()
+
+    def apply(self, revision: int, changes: dict[str, TypeChanges]) -> None:
+        """Record the changes of `revision` (non-decreasing) in one step, then wake the streams."""
+        for type_url, change in changes.items():
+            entries = self._types.setdefault(type_url, {})
+            for item in change.resources:
+                entries.pop(item.name, None)
+                entries[item.name] = _Entry(revision, item)
+            for name in change.removed:
+                if entries.pop(name, None) is not None:
+                    entries[name] = _Entry(revision, None)
+        self.revision = max(self.revision, revision)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def live(self, type_url: str) -> list[discovery_pb2.Resource]:
+        return [e.resource for e in self._types.get(type_url, {}).values() if e.resource is not None]
+
+    def since(self, type_url: str, version: int) -> TypeChanges:
+        out = TypeChanges()
+        entries = self._types.get(type_url, {})
+        for name in reversed(entries):
+            entry = entries[name]
+            if entry.version <= version:
+                break
+            if entry.resource is None:
+                out.removed.append(name)
+            else:
+                out.resources.append(entry.resource)
+        out.resources.reverse()
+        return out
+
+    def changed(self) -> asyncio.Event:
+        return self._changed
+
+
+def _chunks(
+    type_url: str, change: TypeChanges, revision: int
+) -> Iterator[discovery_pb2.DeltaDiscoveryResponse]:
+    """A push as responses of at most MAX_DELTA_RESOURCES / ~MAX_DELTA_BYTES; the last says its revision."""
+    batch: list[discovery_pb2.Resource] = []
+    size = 0
+    for item in change.resources:
+        item_size = item.ByteSize()
+        if batch and (len(batch) >= MAX_DELTA_RESOURCES or size + item_size > MAX_DELTA_BYTES):
+            yield discovery_pb2.DeltaDiscoveryResponse(type_url=type_url, resources=batch, nonce=_nonce())
+            batch, size = [], 0
+        batch.append(item)
+        size += item_size
+    removed, most = change.removed, MAX_DELTA_RESOURCES * 4  # a removal is just a name
+    while len(removed) > most:
+        yield discovery_pb2.DeltaDiscoveryResponse(
+            type_url=type_url, resources=batch, removed_resources=removed[:most], nonce=_nonce()
+        )
+        batch, removed = [], removed[most:]
+    yield discovery_pb2.DeltaDiscoveryResponse(
+        type_url=type_url,
+        resources=batch,
+        removed_resources=removed,
+        system_version_info=str(revision),
+        nonce=_nonce(),
+    )
+
+
+def _nonce() -> str:
+    return str(next(_nonces))
+
+
+def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMethodHandler:
+    """`DeltaAggregatedResources` for wildcard subscribers of the delta types.
+
+    A new subscription gets every live resource (in chunks), then only what changed.
+    Types are served in `type_order`, so that referenced resources arrive first.
+    """
+    rank = {t: i for i, t in enumerate(type_order)}
+
+    async def stream_resources(
+        requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        peer = context.peer()
+        sent: dict[str, int | None] = {}  # type URL -> the revision this stream has (None: nothing yet)
+        inbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for req in requests:
+                    inbox.put_nowait(req)
+            finally:
+                inbox.put_nowait(None)
+
+        pump_task = asyncio.create_task(pump())
+        try:
+            while True:
+                changed = cache.changed()
+                for type_url in sorted(sent, key=lambda t: rank.get(t, len(rank))):
+                    have = sent[type_url]
+                    revision = cache.revision
+                    if have == revision:
+                        continue
+                    if have is None:
+                        change = TypeChanges(cache.live(type_url))
+                    else:
+                        change = cache.since(type_url, have)
+                    sent[type_url] = revision
+                    if have is not None and not change.resources and not change.removed:
+                        continue
+                    for response in _chunks(type_url, change, revision):
+                        yield response
+                next_request = asyncio.ensure_future(inbox.get())
+                waiter = asyncio.ensure_future(changed.wait())
+                done, _ = await asyncio.wait({next_request, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if next_request not in done:
+                    next_request.cancel()
+                    continue
+                waiter.cancel()
+                req = next_request.result()
+                if req is None:
+                    return
+                if req.type_url not in sent:
+                    sent[req.type_url] = None
+                elif req.HasField("error_detail"):
+                    log.error("%s could not apply %s: %s", peer, req.type_url, req.error_detail.message[:500])
+        finally:
+            pump_task.cancel()
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_resources,
+        request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+        response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
     )
 
 

@@ -335,40 +335,48 @@ async def test_a_provider_error_without_a_body_is_answered_in_full(records):
 
 
 def test_a_rejected_xds_update_does_not_poison_later_ones():
+    """Delta xDS: a resource that cannot be built is refused on its own (NACK) and reported by
+    readiness; the previous version stays, and later resources still apply."""
     from envoy.service.discovery.v3 import discovery_pb2
-    from google.protobuf import any_pb2
 
     from ext_proc.xds_client import TYPE_PREFIX, ConfigSubscriber
 
-    def response(type_name: str, *resources: object, version: str) -> discovery_pb2.DiscoveryResponse:
-        packed = []
-        for resource in resources:
-            item = any_pb2.Any()
-            item.Pack(resource)
-            packed.append(item)
-        return discovery_pb2.DiscoveryResponse(
-            type_url=TYPE_PREFIX + type_name, resources=packed, version_info=version, nonce=version
+    def response(type_name: str, *resources: object, version: str) -> discovery_pb2.DeltaDiscoveryResponse:
+        reply = discovery_pb2.DeltaDiscoveryResponse(
+            type_url=TYPE_PREFIX + type_name, system_version_info=version, nonce=version
         )
+        for resource in resources:
+            item = reply.resources.add(name=getattr(resource, "slug", "") or getattr(resource, "id", ""))
+            item.resource.Pack(resource)
+        return reply
 
     subscriber = ConfigSubscriber("127.0.0.1:1", "test")
     good = {
         "Provider": [config_pb2.Provider(name="p", kind="openai", cluster="c")],
         "Model": [config_pb2.Model(slug="m", provider="p", upstream_model="up")],
         "Workspace": [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
-        "ApiKey": [],
         "Route": [],
+        "ApiKey": [],
     }
     for name, items in good.items():
+        assert not subscriber.is_ready()
         assert not subscriber._apply(response(name, *items, version="1")).HasField("error_detail")
+    assert subscriber.is_ready()
     bad = subscriber._apply(
         response("Workspace", config_pb2.Workspace(id="w", price_multiplier="oops"), version="2")
     )
-    assert bad.HasField("error_detail") and bad.version_info == "1"
+    assert bad.HasField("error_detail")
+    assert not subscriber.is_ready() and "'w'" in subscriber.problem
+    assert subscriber.current is not None and subscriber.current.workspaces["w"].price_multiplier == 1
     later = subscriber._apply(
         response("Model", config_pb2.Model(slug="m2", provider="p", upstream_model="x"), version="3")
     )
     assert not later.HasField("error_detail")
     assert subscriber.current is not None and "m2" in subscriber.current.models
+    fixed = subscriber._apply(
+        response("Workspace", config_pb2.Workspace(id="w", price_multiplier="2"), version="4")
+    )
+    assert not fixed.HasField("error_detail") and subscriber.is_ready()
 
 
 def test_request_ids_are_unique_and_ordered_by_time() -> None:
