@@ -36,7 +36,6 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf import json_format
 from infery_proto.v1 import config_pb2
-from xds.type.matcher.v3 import matcher_pb2
 
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
@@ -379,7 +378,12 @@ def route_configuration(
     Route, takes `on_no_match`, the default route. Envoy walks an ordered route list
     otherwise: with 1,000 chains a model without one paid for 1,000 header compares.
     """
-    tree = matcher_pb2.Matcher.MatcherTree()
+    config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
+    host = config.virtual_hosts.add(name="gateway", domains=["*"])
+    if not entries:  # Envoy refuses an empty exact_match_map
+        host.routes.append(default)
+        return config
+    tree = host.matcher.matcher_tree
     tree.input.name = "x-infery-route"
     tree.input.typed_config.Pack(
         http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
@@ -387,10 +391,7 @@ def route_configuration(
     )
     for slug, entry in entries.items():
         _route_action(tree.exact_match_map.map[slug].action, entry)
-    matcher = matcher_pb2.Matcher(matcher_tree=tree)
-    _route_action(matcher.on_no_match.action, default)
-    config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
-    config.virtual_hosts.add(name="gateway", domains=["*"], matcher=matcher)
+    _route_action(host.matcher.on_no_match.action, default)
     return config
 
 
