@@ -101,6 +101,18 @@ def bump_revision(session: Session) -> int:
     return int(revision or 0)
 
 
+def claim_revision(session: Session) -> int:
+    """The revision this mutation writes, for rows written by a bulk statement the ORM does not see.
+
+    The caller stamps those rows' `updated_revision` with it.
+    """
+    mark_changed(session)
+    revision = session.info.get(_REVISION)
+    if revision is None:
+        revision = session.info[_REVISION] = bump_revision(session)
+    return int(revision)
+
+
 def mark_changed(session: Session) -> None:
     """Record a change the ORM cannot see (a bulk UPDATE/DELETE statement)."""
     session.info[_CHANGED] = True
@@ -115,10 +127,7 @@ def _record_flush(session: Session, _context: object, _instances: object) -> Non
     modified = [obj for obj in session.dirty if session.is_modified(obj)]
     if not (session.new or session.deleted or modified):
         return
-    mark_changed(session)
-    revision = session.info.get(_REVISION)
-    if revision is None:
-        revision = session.info[_REVISION] = bump_revision(session)
+    revision = claim_revision(session)
     for obj in (*session.new, *modified):
         if type(obj) in SERVED_TABLES:
             obj.updated_revision = revision

@@ -26,7 +26,8 @@ from infery.stack import Stack
 from tests.e2e.support import SIM_KEY, Admin, eventually, new_tenant, start_gateway
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
-ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+# ext_proc's resources (provider keys among them) are served over delta xDS.
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 HI = [{"role": "user", "content": "hello"}]
 
 
@@ -147,12 +148,12 @@ def test_control_plane_grpc_port_needs_a_client_certificate(gateway: Stack):
         async with channel:
             call = channel.stream_stream(
                 ADS,
-                request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-                response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+                request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+                response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
             )()
             try:
                 await call.write(
-                    discovery_pb2.DiscoveryRequest(type_url="type.googleapis.com/infery.v1.Provider")
+                    discovery_pb2.DeltaDiscoveryRequest(type_url="type.googleapis.com/infery.v1.Provider")
                 )
                 async for response in call:
                     return response
@@ -172,7 +173,7 @@ def test_control_plane_grpc_port_needs_a_client_certificate(gateway: Stack):
             root_certificates=ca, private_key=pki.key.read_bytes(), certificate_chain=pki.cert.read_bytes()
         )
     )
-    assert isinstance(served, discovery_pb2.DiscoveryResponse)
+    assert isinstance(served, discovery_pb2.DeltaDiscoveryResponse)
     assert served.type_url.endswith("infery.v1.Provider")
 
 
