@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ RESOURCE_TYPES: dict[str, Any] = {
 # a single resource larger than that (a workspace listing thousands of models) exceeds
 # it. 64 MiB leaves room for such a resource; anything larger fails loudly, see below.
 MAX_RECEIVE_BYTES = 64 * 1024 * 1024
+SLOW_APPLY_MS = 10.0  # the longest a request may wait for a configuration change
 # Errors that say the control plane is unreachable, not that the configuration cannot arrive.
 _CONNECTIVITY = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
@@ -139,7 +141,12 @@ class ConfigSubscriber:
                 yield await outbox.get()
 
         async for response in call(requests(), metadata=self._metadata):
+            started = time.perf_counter()
             outbox.put_nowait(self._apply(response))
+            took_ms = (time.perf_counter() - started) * 1000
+            if took_ms > SLOW_APPLY_MS:  # requests waited that long: say so
+                count, type_url = len(response.resources), response.type_url
+                log.warning("applying %d %s took %.1f ms", count, type_url, took_ms)
             await asyncio.sleep(0)  # requests run between two responses
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
