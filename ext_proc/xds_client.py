@@ -160,15 +160,16 @@ class ConfigSubscriber:
             errors[type_url] = "unknown resource type"
         else:
             decoded = []
+            parse = cls.FromString
             for item in response.resources:
-                message = cls()
-                self._refused.pop((type_url, item.name), None)
-                if item.resource.Unpack(message):
-                    decoded.append(message)
+                packed = item.resource
+                if packed.type_url == type_url:
+                    decoded.append(parse(packed.value))
                 else:
-                    errors[item.name] = f"a {item.resource.type_url} in a {type_url} response"
-            for name in response.removed_resources:
-                self._refused.pop((type_url, name), None)
+                    errors[item.name] = f"a {packed.type_url} in a {type_url} response"
+            if self._refused:  # a new version, or a removal, settles an earlier refusal
+                for name in (*(item.name for item in response.resources), *response.removed_resources):
+                    self._refused.pop((type_url, name), None)
             kind = type_url.removeprefix(TYPE_PREFIX)
             errors.update(state.apply(kind, decoded, response.removed_resources))
         if errors:
