@@ -11,7 +11,7 @@ CLIENTS      := $(VENV)/clients
 CLIENTS_PY   := $(CLIENTS)/.installed
 CLIENTS_NODE := tests/clients/node_modules/.installed
 
-.PHONY: install clients proto up test lint bench clean
+.PHONY: install clients proto up test lint bench bench-scale clean
 
 install: $(STAMP) $(GEN)
 
@@ -51,6 +51,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench $(ARGS)
+
+# Configuration at scale (10^5 keys, 1,000 chains; needs PostgreSQL); writes bench/results/scale.md.
+bench-scale: install
+	$(BIN)/python -m bench.scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/clients/node_modules proto/infery_proto/v1/*_pb2*.py proto/infery_proto/v1/*_pb2*.pyi .infery

@@ -120,22 +120,43 @@ def _latencies(client: httpx.Client, secret: str, model: str, count: int) -> lis
     return out
 
 
-class _Writer(threading.Thread):
-    """Creates keys through the admin API at ``rate`` per second until stopped."""
+class _Writer:
+    """Creates keys through the admin API at ``rate`` per second, from a few threads (one admin
+    call takes tens of milliseconds on a loaded machine), until stopped."""
 
-    def __init__(self, admin: AdminClient, workspace: str, member: str, rate: float) -> None:
-        super().__init__(daemon=True)
-        self.admin, self.workspace, self.member, self.rate = admin, workspace, member, rate
-        self.count = 0
+    THREADS = 4
+
+    def __init__(self, admin_url: str, token: str, workspace: str, member: str, rate: float) -> None:
+        self.admin_url, self.token, self.workspace, self.member = admin_url, token, workspace, member
+        self.interval = self.THREADS / rate
+        self.counts = [0] * self.THREADS
         self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.THREADS)
+        ]
 
-    def run(self) -> None:
-        next_at = time.perf_counter()
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def _run(self, index: int) -> None:
+        admin = AdminClient(self.admin_url, self.token, timeout=30)
+        next_at = time.perf_counter() + index * self.interval / self.THREADS
         while not self.stopping.is_set():
-            next_at += 1 / self.rate
-            self.admin.key(self.workspace, self.member, name="steady")
-            self.count += 1
             time.sleep(max(0.0, next_at - time.perf_counter()))
+            next_at += self.interval
+            admin.key(self.workspace, self.member, name="steady")
+            self.counts[index] += 1
+        admin.close()
 
 
 class _Probe(threading.Thread):
@@ -225,6 +246,16 @@ def _bulk(args, results, stack, sessions, gateway, workspace_id, member) -> None
     envoy_delta = (rss_mb(_pids(stack, "envoy")) - envoy_before) * 1024 * 1024 / args.keys
     results.add("memory per key: Envoy (keys never reach it)", f"{envoy_delta:.0f} B")
     results.raw["sample"] = created[:: max(1, len(created) // 100)]
+    name = next(n for n in stack.processes if n.startswith("ext_proc"))
+    stack.stop_process(name)
+    started = time.perf_counter()
+    stack.start_ext_proc(int(name.removeprefix("ext_proc_")))  # returns at its ready line
+    ready = time.perf_counter() - started
+    works = _status(gateway, created[len(created) // 3][1]) == 200
+    results.add(
+        f"restarted ext_proc: ready with all {args.keys:,} keys (process start included)",
+        f"{ready:.1f} s" + ("" if works else " (a key created before did NOT work)"),
+    )
 
 
 def _steady(args, results, stack, admin, gateway, member, probe_key, sample) -> None:  # type: ignore[no-untyped-def]
@@ -255,7 +286,6 @@ def _steady(args, results, stack, admin, gateway, member, probe_key, sample) -> 
         while time.perf_counter() - wall0 < args.write_seconds:
             time.sleep(0.5)
     finally:
-        writer.stopping.set()
         probe.stopping.set()
         writer.join()
         probe.join()
@@ -285,7 +315,8 @@ def _steady(args, results, stack, admin, gateway, member, probe_key, sample) -> 
     lat = probe.latencies
     results.add(
         "probe GET /v1/models during the writes: p50 / p99 / max",
-        f"{_pct(lat, 0.5) * 1000:.1f} / {_pct(lat, 0.99) * 1000:.1f} / {max(lat) * 1000:.1f} ms ({len(lat)} requests)",
+        f"{_pct(lat, 0.5) * 1000:.1f} / {_pct(lat, 0.99) * 1000:.1f} / {max(lat) * 1000:.1f} ms"
+        f" ({len(lat)} requests)",
         "max - p50 < 10 ms (2 shared cores: noisy)",
     )
     results.raw["steady"] = {"revoke_s": revoke_s, "create_s": create_s, "writes": writer.count, "cpu_s": cpu}
