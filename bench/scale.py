@@ -260,12 +260,8 @@ def _bulk(args, results, stack, sessions, gateway, workspace_id, member) -> None
 
 def _steady(args, results, stack, admin, gateway, member, probe_key, sample) -> None:  # type: ignore[no-untyped-def]
     cp = _pids(stack, "control_plane")
-    writer = _Writer(
-        AdminClient(stack.admin_url, admin.http.headers["authorization"][7:], timeout=30),
-        "bench",
-        member,
-        args.write_rate,
-    )
+    token = admin.http.headers["authorization"].removeprefix("Bearer ")
+    writer = _Writer(stack.admin_url, token, "bench", member, args.write_rate)
     probe = _Probe(stack.base_url, probe_key)
     cpu0 = sum(cpu_seconds(p) for p in cp)
     wall0 = time.perf_counter()

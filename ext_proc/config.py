@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
+from sys import intern
 from typing import Any, NamedTuple
 
 from infery_proto.v1 import config_pb2
@@ -172,7 +173,8 @@ class ConfigState:
             old = by_id.get(k.id)
             if old is not None and old.key_hash != k.key_hash:
                 by_hash.pop(old.key_hash, None)
-            record = KeyRecord(k.id, k.key_hash, k.workspace_id, k.member_id, k.name)
+            # Workspace, member and name repeat across keys: one string each, not one per key.
+            record = KeyRecord(k.id, k.key_hash, intern(k.workspace_id), intern(k.member_id), intern(k.name))
             by_id[k.id] = record
             by_hash[k.key_hash] = record
 

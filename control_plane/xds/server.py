@@ -23,6 +23,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -171,22 +172,47 @@ def ads_handler(
     return grpc.method_handlers_generic_handler(ADS_SERVICE, methods)
 
 
-def resource(name: str, version: int, message: Message) -> discovery_pb2.Resource:
-    """One delta xDS resource; built by the publisher off the event loop, shared by every stream."""
+_RESOURCES_FIELD = bytes([(2 << 3) | 2])  # DeltaDiscoveryResponse.resources: field 2, length-delimited
+
+
+class Packed(NamedTuple):
+    """One resource as it goes on the wire: a serialized `resources` field of a DeltaDiscoveryResponse.
+
+    Serialized once by the publisher (off the event loop) and shared by every stream: a
+    response is its header's bytes followed by these, concatenated (protobuf merges repeated
+    fields), so a first load of 10^5 keys costs a join, not 10^5 message copies per stream.
+    Bytes are also ~4x smaller in memory than a protobuf object with its arena.
+    """
+
+    name: str
+    wire: bytes
+
+
+def resource(name: str, version: int, message: Message) -> Packed:
     any_ = any_pb2.Any()
     any_.Pack(message, type_url_prefix="type.googleapis.com/")
-    return discovery_pb2.Resource(name=name, version=str(version), resource=any_)
+    body = discovery_pb2.Resource(name=name, version=str(version), resource=any_).SerializeToString()
+    return Packed(name, _RESOURCES_FIELD + _varint(len(body)) + body)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 @dataclass(slots=True)
 class _Entry:
     version: int
-    resource: discovery_pb2.Resource | None  # None: removed at `version`
+    wire: bytes | None  # None: removed at `version`
 
 
 @dataclass(slots=True)
 class TypeChanges:
-    resources: list[discovery_pb2.Resource] = field(default_factory=list)
+    resources: list[Packed] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
 
@@ -210,7 +236,7 @@ class DeltaCache:
             entries = self._types.setdefault(type_url, {})
             for item in change.resources:
                 entries.pop(item.name, None)
-                entries[item.name] = _Entry(revision, item)
+                entries[item.name] = _Entry(revision, item.wire)
             for name in change.removed:
                 if entries.pop(name, None) is not None:
                     entries[name] = _Entry(revision, None)
@@ -218,8 +244,9 @@ class DeltaCache:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def live(self, type_url: str) -> list[discovery_pb2.Resource]:
-        return [e.resource for e in self._types.get(type_url, {}).values() if e.resource is not None]
+    def live(self, type_url: str) -> list[Packed]:
+        entries = self._types.get(type_url, {})
+        return [Packed(name, e.wire) for name, e in entries.items() if e.wire is not None]
 
     def since(self, type_url: str, version: int) -> TypeChanges:
         out = TypeChanges()
@@ -228,10 +255,10 @@ class DeltaCache:
             entry = entries[name]
             if entry.version <= version:
                 break
-            if entry.resource is None:
+            if entry.wire is None:
                 out.removed.append(name)
             else:
-                out.resources.append(entry.resource)
+                out.resources.append(Packed(name, entry.wire))
         out.resources.reverse()
         return out
 
@@ -239,32 +266,29 @@ class DeltaCache:
         return self._changed
 
 
-def _chunks(
-    type_url: str, change: TypeChanges, revision: int
-) -> Iterator[discovery_pb2.DeltaDiscoveryResponse]:
-    """A push as responses of at most MAX_DELTA_RESOURCES / ~MAX_DELTA_BYTES; the last says its revision."""
-    batch: list[discovery_pb2.Resource] = []
+def _chunks(type_url: str, change: TypeChanges, revision: int) -> Iterator[bytes]:
+    """A push as serialized responses of at most MAX_DELTA_RESOURCES / ~MAX_DELTA_BYTES each;
+    only the last one carries the revision (`system_version_info`)."""
+    batch: list[bytes] = []
     size = 0
     for item in change.resources:
-        item_size = item.ByteSize()
-        if batch and (len(batch) >= MAX_DELTA_RESOURCES or size + item_size > MAX_DELTA_BYTES):
-            yield discovery_pb2.DeltaDiscoveryResponse(type_url=type_url, resources=batch, nonce=_nonce())
+        if batch and (len(batch) >= MAX_DELTA_RESOURCES or size + len(item.wire) > MAX_DELTA_BYTES):
+            yield _response(type_url, batch)
             batch, size = [], 0
-        batch.append(item)
-        size += item_size
+        batch.append(item.wire)
+        size += len(item.wire)
     removed, most = change.removed, MAX_DELTA_RESOURCES * 4  # a removal is just a name
     while len(removed) > most:
-        yield discovery_pb2.DeltaDiscoveryResponse(
-            type_url=type_url, resources=batch, removed_resources=removed[:most], nonce=_nonce()
-        )
+        yield _response(type_url, batch, removed[:most])
         batch, removed = [], removed[most:]
-    yield discovery_pb2.DeltaDiscoveryResponse(
-        type_url=type_url,
-        resources=batch,
-        removed_resources=removed,
-        system_version_info=str(revision),
-        nonce=_nonce(),
+    yield _response(type_url, batch, removed, str(revision))
+
+
+def _response(type_url: str, resources: list[bytes], removed: Iterable[str] = (), version: str = "") -> bytes:
+    header = discovery_pb2.DeltaDiscoveryResponse(
+        type_url=type_url, removed_resources=removed, system_version_info=version, nonce=_nonce()
     )
+    return header.SerializeToString() + b"".join(resources)
 
 
 def _nonce() -> str:
@@ -281,7 +305,7 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
 
     async def stream_resources(
         requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+    ) -> AsyncIterator[bytes]:
         peer = context.peer()
         sent: dict[str, int | None] = {}  # type URL -> the revision this stream has (None: nothing yet)
         inbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
@@ -331,7 +355,7 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
     return grpc.stream_stream_rpc_method_handler(
         stream_resources,
         request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
-        response_serializer=discovery_pb2.DeltaDiscoveryResponse.SerializeToString,
+        response_serializer=None,  # responses are serialized already (`_chunks`)
     )
 
 
