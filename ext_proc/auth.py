@@ -14,6 +14,7 @@ from ext_proc.config import ApiKey, GatewayConfig
 from ext_proc.errors import GatewayError
 
 _PREFIX = "Bearer "
+_UNKNOWN = "Incorrect, unknown or revoked API key."
 
 
 def authenticate(authorization: str | None, config: GatewayConfig) -> ApiKey:
@@ -22,7 +23,10 @@ def authenticate(authorization: str | None, config: GatewayConfig) -> ApiKey:
     secret = authorization[len(_PREFIX) :].strip()
     digest = hashlib.sha256(secret.encode()).hexdigest()
     record = config.keys_by_hash.get(digest)
-    workspace = config.workspaces.get(record.workspace_id) if record is not None else None
-    if record is None or workspace is None or not hmac.compare_digest(digest, record.key_hash):
-        raise GatewayError(401, "invalid_api_key", "Incorrect, unknown or revoked API key.")
-    return ApiKey(record.id, record.key_hash, workspace, record.member_id, record.name)
+    if record is None:
+        raise GatewayError(401, "invalid_api_key", _UNKNOWN)
+    key_id, key_hash, workspace_id, member_id, name = record
+    workspace = config.workspaces.get(workspace_id)
+    if workspace is None or not hmac.compare_digest(digest, key_hash):
+        raise GatewayError(401, "invalid_api_key", _UNKNOWN)
+    return ApiKey(key_id, key_hash, workspace, member_id, name)

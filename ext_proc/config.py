@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from sys import intern
-from typing import Any, NamedTuple
+from typing import Any
 
 from infery_proto.v1 import config_pb2
 
@@ -68,17 +68,11 @@ class ApiKey:
     name: str
 
 
-class KeyRecord(NamedTuple):
-    """A key as the configuration holds it: its workspace by id, so a workspace change touches no key.
-
-    A tuple: built 10^5 times on a first load, 7x cheaper than a frozen dataclass.
-    """
-
-    id: str
-    key_hash: str
-    workspace_id: str
-    member_id: str
-    name: str
+# A key as the configuration holds it: (id, key_hash, workspace_id, member_id, name). The
+# workspace is by id, resolved at authentication, so a workspace change touches no key. A
+# plain tuple of strings on purpose: the garbage collector stops tracking those, while a
+# NamedTuple or dataclass per key kept 10^5 objects in every full collection (~50 ms each).
+KeyRecord = tuple[str, str, str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +162,13 @@ class ConfigState:
         for key_id in removed:
             old = by_id.pop(key_id, None)
             if old is not None:
-                by_hash.pop(old.key_hash, None)
+                by_hash.pop(old[1], None)
         for k in items:
             old = by_id.get(k.id)
-            if old is not None and old.key_hash != k.key_hash:
-                by_hash.pop(old.key_hash, None)
+            if old is not None and old[1] != k.key_hash:
+                by_hash.pop(old[1], None)
             # Workspace, member and name repeat across keys: one string each, not one per key.
-            record = KeyRecord(k.id, k.key_hash, intern(k.workspace_id), intern(k.member_id), intern(k.name))
+            record = (k.id, k.key_hash, intern(k.workspace_id), intern(k.member_id), intern(k.name))
             by_id[k.id] = record
             by_hash[k.key_hash] = record
 
