@@ -31,6 +31,7 @@ def test_without_a_configuration_ext_proc_neither_listens_nor_says_ready(tmp_pat
             "0.5",
         ],
         tmp_path / "logs",
+        {"INFERY_EXT_PROC_TOKEN": "a-token-for-the-tcp-port"},
     )
     try:
         deadline = time.monotonic() + 20
