@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
+import yaml
 from envoy.service.discovery.v3 import discovery_pb2
 from infery_proto.v1 import config_pb2
 from sqlalchemy.orm import sessionmaker
@@ -20,6 +22,7 @@ from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import DELTA_TYPES, Publisher
 from control_plane.xds.server import (
     MAX_DELTA_RESOURCES,
+    MIN_CLIENT_PING_INTERVAL_MS,
     ROUTE,
     SERVER_OPTIONS,
     DeltaCache,
@@ -27,8 +30,10 @@ from control_plane.xds.server import (
     XdsCache,
     ads_handler,
     resource,
+    server_options,
 )
 
+REPO = Path(__file__).resolve().parents[2]
 KEY_TYPE = "type.googleapis.com/infery.v1.ApiKey"
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
@@ -133,14 +138,12 @@ async def test_a_first_load_arrives_in_small_responses_then_only_changes() -> No
         await server.stop(None)
 
 
-async def test_the_xds_connection_survives_frequent_keepalive_pings() -> None:
-    """Envoy pings its xDS connection every 10 s; gRPC's default server policy answered the
-    third such ping with GOAWAY "too_many_pings" and reset the ADS stream. Here a client
-    pings every second, idle, for six seconds: the stream must stay up and keep delivering."""
+async def _pinged_stream_survives(server_min_ping_ms: int, client_ping_ms: int) -> bool:
+    """Whether an idle delta stream survives 4 s of client keepalive pings and still delivers."""
     delta = DeltaCache()
-    server, port = await _serve(delta)  # gRPC's default options fail this (GOAWAY too_many_pings)
+    server, port = await _serve(delta, server_options(server_min_ping_ms))
     client_options = [
-        ("grpc.keepalive_time_ms", 1000),
+        ("grpc.keepalive_time_ms", client_ping_ms),
         ("grpc.keepalive_timeout_ms", 5000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
@@ -148,17 +151,39 @@ async def test_the_xds_connection_survives_frequent_keepalive_pings() -> None:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=client_options) as channel:
             call, responses = await _subscribe(channel, KEY_TYPE)
-            first = await asyncio.wait_for(anext(responses), 5)
-            assert first.system_version_info == "0"
-            await asyncio.sleep(6)
-            assert not call.done()
-            key = config_pb2.ApiKey(id="k", key_hash="h")
-            delta.apply(1, {KEY_TYPE: TypeChanges([resource("k", 1, key)])})
-            later = await asyncio.wait_for(anext(responses), 5)
-            assert [r.name for r in later.resources] == ["k"]
+            assert (await asyncio.wait_for(anext(responses), 5)).system_version_info == "0"
+            await asyncio.sleep(4)
+            if call.done():
+                return False
+            delta.apply(1, {KEY_TYPE: TypeChanges([resource("k", 1, config_pb2.ApiKey(id="k"))])})
+            try:
+                later = await asyncio.wait_for(anext(responses), 5)
+            except grpc.aio.AioRpcError:
+                return False
             call.cancel()
+            return [r.name for r in later.resources] == ["k"]
     finally:
         await server.stop(None)
+
+
+async def test_keepalive_pings_as_often_as_the_policy_allows_keep_the_stream() -> None:
+    """Envoy pings its xDS connection every 10 s; gRPC's default server policy (5 minutes)
+    answered the third such ping with GOAWAY "too_many_pings" and reset the ADS stream. Scaled
+    down (a 0.5 s policy, pings every second) so that the test takes seconds."""
+    assert await _pinged_stream_survives(server_min_ping_ms=500, client_ping_ms=1000)
+    # gRPC's default policy, which the control plane had: the stream is reset.
+    assert not await _pinged_stream_survives(server_min_ping_ms=300_000, client_ping_ms=1000)
+
+
+def test_envoys_xds_keepalive_is_within_the_control_planes_ping_policy() -> None:
+    bootstrap = yaml.safe_load((REPO / "envoy" / "bootstrap.yaml").read_text())
+    (xds,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == "infery_xds"]
+    options = xds["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+    ]
+    interval = options["explicit_http_config"]["http2_protocol_options"]["connection_keepalive"]["interval"]
+    assert float(interval.removesuffix("s")) * 1000 >= MIN_CLIENT_PING_INTERVAL_MS
+    assert dict(SERVER_OPTIONS)["grpc.http2.min_ping_interval_without_data_ms"] == MIN_CLIENT_PING_INTERVAL_MS
 
 
 async def test_a_key_change_does_not_rebuild_envoy_resources(session_factory: sessionmaker[Session]) -> None:
