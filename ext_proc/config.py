@@ -74,6 +74,45 @@ class ApiKey:
 # NamedTuple or dataclass per key kept 10^5 objects in every full collection (~50 ms each).
 KeyRecord = tuple[str, str, str, str, str]
 
+_SHARDS = 256
+
+
+class KeyTable:
+    """Every key, by the SHA-256 of its secret and by its id, in 256 small dicts each.
+
+    A dict that grows copies all of its entries at once, on the event loop: at 10^6 keys one
+    resize would copy ~1.4 million entries. Shards chosen by the string's hash (computed once
+    per string, and reused by the dict lookup) resize 1/256 of the keys at a time.
+    """
+
+    __slots__ = ("_by_hash", "_by_id", "_count")
+
+    def __init__(self) -> None:
+        self._by_hash: list[dict[str, KeyRecord]] = [{} for _ in range(_SHARDS)]
+        self._by_id: list[dict[str, KeyRecord]] = [{} for _ in range(_SHARDS)]
+        self._count = 0
+
+    def get(self, key_hash: str) -> KeyRecord | None:
+        return self._by_hash[hash(key_hash) % _SHARDS].get(key_hash)
+
+    def __contains__(self, key_hash: str) -> bool:
+        return self.get(key_hash) is not None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def put(self, record: KeyRecord) -> None:
+        self.remove(record[0])
+        self._by_id[hash(record[0]) % _SHARDS][record[0]] = record
+        self._by_hash[hash(record[1]) % _SHARDS][record[1]] = record
+        self._count += 1
+
+    def remove(self, key_id: str) -> None:
+        old = self._by_id[hash(key_id) % _SHARDS].pop(key_id, None)
+        if old is not None:
+            self._by_hash[hash(old[1]) % _SHARDS].pop(old[1], None)
+            self._count -= 1
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -90,7 +129,7 @@ class GatewayConfig:
     """One consistent view for a request. `keys_by_hash` is shared between views and updated in
     place, one key at a time: at 10^5 keys, copying it for every change would stall requests."""
 
-    keys_by_hash: dict[str, KeyRecord] = field(default_factory=dict)
+    keys_by_hash: KeyTable = field(default_factory=KeyTable)
     models: dict[str, Model] = field(default_factory=dict)
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
@@ -106,7 +145,7 @@ API_KEY = "ApiKey"
 class ConfigState:
     """The resources received over delta xDS, and the :class:`GatewayConfig` they make.
 
-    Each change costs work proportional to itself: a key is one dict entry; a model,
+    Each change costs work proportional to itself: a key is one table entry; a model,
     workspace or route rebuilds only its own entry, in a copy of its (small) map that
     replaces the old one at once; a provider rebuilds the models it serves. An entry that
     cannot be built is refused on its own (its previous version stays) and reported, so a
@@ -116,8 +155,7 @@ class ConfigState:
     def __init__(self) -> None:
         self._providers: dict[str, Provider] = {}
         self._model_messages: dict[str, config_pb2.Model] = {}
-        self._keys_by_id: dict[str, KeyRecord] = {}
-        self.keys_by_hash: dict[str, KeyRecord] = {}
+        self.keys_by_hash = KeyTable()
         self.current = GatewayConfig(self.keys_by_hash)
 
     def apply(self, kind: str, items: Iterable[Any], removed: Iterable[str]) -> dict[str, str]:
@@ -158,19 +196,12 @@ class ConfigState:
         return errors
 
     def _apply_keys(self, items: Iterable[config_pb2.ApiKey], removed: Iterable[str]) -> None:
-        by_id, by_hash = self._keys_by_id, self.keys_by_hash
+        keys = self.keys_by_hash
         for key_id in removed:
-            old = by_id.pop(key_id, None)
-            if old is not None:
-                by_hash.pop(old[1], None)
+            keys.remove(key_id)
         for k in items:
-            old = by_id.get(k.id)
-            if old is not None and old[1] != k.key_hash:
-                by_hash.pop(old[1], None)
             # Workspace, member and name repeat across keys: one string each, not one per key.
-            record = (k.id, k.key_hash, intern(k.workspace_id), intern(k.member_id), intern(k.name))
-            by_id[k.id] = record
-            by_hash[k.key_hash] = record
+            keys.put((k.id, k.key_hash, intern(k.workspace_id), intern(k.member_id), intern(k.name)))
 
     def _apply_providers(
         self, items: Iterable[config_pb2.Provider], removed: Iterable[str], errors: dict[str, str]
