@@ -5,8 +5,8 @@ The publisher reads only the rows changed since the revision it last published
 deleted row leaves a tombstone with the revision that deleted it. Existing rows get the
 current revision, so a publisher that starts from revision 0 still reads them all.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_usage_estimated
 Create Date: 2026-12-03
 """
 
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002_usage_estimated"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
