@@ -20,6 +20,7 @@ import uvicorn
 
 from control_plane.api.app import create_app
 from control_plane.config_file import GeneratedKey, apply_config
+from control_plane.metrics import ControlPlaneMetrics
 from control_plane.safe_errors import SafeFormatter
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
@@ -85,10 +86,12 @@ async def serve(settings: Settings) -> None:
         if applied.generated_keys:
             _keep_generated_keys(applied.generated_keys, Path(settings.config_path))
 
+    metrics = ControlPlaneMetrics()
     cache = XdsCache()
     publisher = Publisher(
         cache, sessions, ListenerSettings.from_env(settings.listen_port, settings.max_request_bytes)
     )
+    publisher.publish = metrics.timed_publish(publisher.publish)  # type: ignore[method-assign]
     await publisher.start()
 
     token = os.environ.get("INFERY_XDS_TOKEN", "")
@@ -102,7 +105,7 @@ async def serve(settings: Settings) -> None:
         interceptors=[TokenInterceptor(token)] if token else [], options=SERVER_OPTIONS
     )
     grpc_server.add_generic_rpc_handlers((ads_handler(cache, publisher.delta, DELTA_TYPES),))
-    add_usage_service(grpc_server, sessions)
+    add_usage_service(grpc_server, sessions, metrics)
     address = f"{settings.host}:{settings.xds_port}"
     credentials = _grpc_server_credentials(settings)
     if credentials is None:
@@ -111,7 +114,7 @@ async def serve(settings: Settings) -> None:
         grpc_server.add_secure_port(address, credentials)
     await grpc_server.start()
 
-    app = create_app(settings, sessions)
+    app = create_app(settings, sessions, metrics)
     api = _ApiServer(
         uvicorn.Config(
             app,

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
 import signal
 
-from ext_proc import health
+from ext_proc import health, metrics
 from ext_proc.control_plane_channel import credentials_from_env
 from ext_proc.deadline import MessageDeadline
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
-from ext_proc.server import methods
+from ext_proc.server import PROCESS, methods
 from ext_proc.shared_state import open_state
 from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES
 from ext_proc.usage_spool import UsageReporter
@@ -49,32 +50,40 @@ async def serve(args: argparse.Namespace) -> None:
     token = os.environ.get("INFERY_XDS_TOKEN", "")
     metadata = (("authorization", "Bearer " + token),) if token else ()
     credentials = credentials_from_env()
+    gauges = metrics.GatewayMetrics(workspace_label=metrics.workspace_label_enabled())
     subscriber = ConfigSubscriber(
-        args.control_plane, node_id=f"ext-proc-{args.port}", metadata=metadata, credentials=credentials
+        args.control_plane,
+        node_id=f"ext-proc-{args.port}",
+        metadata=metadata,
+        credentials=credentials,
+        on_update=gauges.xds_updated,
     )
     subscriber.start()
     reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata, credentials=credentials)
     await reporter.start()
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
+    limiter = Limiter(state)
     services = Services(
-        reporter.record, Limiter(state), Idempotency(state), media_hosts, args.max_sse_event_bytes
+        gauges.recorder(reporter.record), limiter, Idempotency(state), media_hosts, args.max_sse_event_bytes
     )
+    gauges.watch_limiter(limiter)
+    gauges.watch_spool(reporter)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.metrics_port:
+        metrics.serve(gauges, args.metrics_port, args.metrics_host)
     # Serve only with a whole configuration: until then Envoy finds no ext_proc here rather
     # than one answering 503 to everything (a restart that cannot load its configuration).
     while not await _first(subscriber.ready, stop, timeout=args.ready_timeout):
         log.error("no configuration from %s yet (%s); not serving", args.control_plane, subscriber.problem)
+    ext_proc_methods = methods(lambda: subscriber.current, services, MessageDeadline.from_env())
+    process = ext_proc_methods[PROCESS]
+    ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
     # Envoy's health checker asks on the same listeners: SERVING once configured.
-    server = Server(
-        {
-            **methods(lambda: subscriber.current, services, MessageDeadline.from_env()),
-            **health.methods(lambda: subscriber.ready.is_set()),
-        }
-    )
+    server = Server({**ext_proc_methods, **health.methods(lambda: subscriber.ready.is_set())})
     if not stop.is_set():
         where = []
         if args.uds:
@@ -133,6 +142,17 @@ def main() -> None:
         type=int,
         default=int(os.environ.get("INFERY_MAX_SSE_EVENT_BYTES", str(DEFAULT_MAX_EVENT_BYTES))),
         help="the largest provider stream event read; a longer one cuts the stream with upstream_error",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("INFERY_METRICS_PORT", "9464")),
+        help="serve Prometheus /metrics on this port (one port per ext_proc process; 0 = off)",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default=os.environ.get("INFERY_METRICS_HOST", "0.0.0.0"),
+        help="address /metrics listens on (nothing secret in it: counts, models, providers)",
     )
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))

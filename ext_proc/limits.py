@@ -90,6 +90,7 @@ class Limiter:
         self._now = now or (lambda: datetime.now(UTC))
         self._outage = False
         self.fail_open = 0  # admissions/settlements let through because the store was down
+        self.refused: dict[str, int] = {"rate_limit": 0, "budget": 0}  # 429s given, for metrics
 
     async def admit(self, workspace: Workspace, estimated_tokens: int) -> Admission:
         rpm, tpm, budget = workspace.rpm, workspace.tpm, workspace.budget_credits
@@ -110,6 +111,7 @@ class Limiter:
         self._recovered()
         headers = rate_headers(rpm, tpm, result.requests_debt, result.tokens_debt)
         if result.verdict is Verdict.BUDGET:
+            self.refused["budget"] += 1
             raise LimitError(
                 429,
                 "insufficient_quota",
@@ -120,6 +122,7 @@ class Limiter:
         if result.verdict is not Verdict.OK:
             what, limit = ("requests", rpm) if result.verdict is Verdict.REQUESTS else ("tokens", tpm)
             wait = format_duration(result.retry_ms)
+            self.refused["rate_limit"] += 1
             raise LimitError(
                 429,
                 "rate_limit_exceeded",

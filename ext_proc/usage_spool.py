@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ class ReporterStats:
     delivered: int = 0  # records acked by the control plane (its duplicates included)
     failed_attempts: int = 0  # Report calls (or spool reads) that failed and will be retried
     spooled: int = 0  # records written to disk (none while direct delivery works)
+    last_delivery_at: float = 0.0  # unix time of the last ack (delivery lag, ext_proc/metrics.py)
+    pending_since: float = 0.0  # unix time a record last arrived while none was pending
 
 
 class _Spool:
@@ -193,6 +196,8 @@ class UsageReporter:
         """
         if not self._accepting:
             raise RuntimeError("UsageReporter is closed; this record would be lost")
+        if not self._queue and not self._writing and not self._spool.count:
+            self.stats.pending_since = time.time()
         self._queue.append((rec.request_id, rec.SerializeToString()))
         self._nonempty.set()
         if len(self._queue) >= self._batch_size:
@@ -350,6 +355,7 @@ class UsageReporter:
                 )
                 sent = start + len(batch.records)
                 self.stats.delivered += len(batch.records)
+                self.stats.last_delivery_at = time.time()
         except Exception:
             self._direct = False
             self.stats.failed_attempts += 1
@@ -394,6 +400,7 @@ class UsageReporter:
             batch, timeout=timeout, wait_for_ready=wait_for_ready, metadata=self._metadata
         )
         self.stats.delivered += len(seqs)
+        self.stats.last_delivery_at = time.time()
         await self._db(self._spool.remove, seqs)
         return True
 

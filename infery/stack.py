@@ -21,9 +21,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infery.certs import Pki, TlsFiles, generate
 
@@ -43,10 +46,29 @@ class Ports:
     admin: int = 8081
     xds: int = 18000
     ext_proc: tuple[int, ...] = (50051,)
+    # Prometheus /metrics of each ext_proc process (empty: INFERY_METRICS_PORT + i, default 9464 + i).
+    metrics: tuple[int, ...] = ()
+    envoy_stats: int = 0  # Envoy's /stats/prometheus and /ready (0: INFERY_ENVOY_STATS_PORT, default 9902)
 
     @classmethod
     def free(cls, ext_procs: int = 1) -> Ports:
-        return cls(free_port(), free_port(), free_port(), tuple(free_port() for _ in range(ext_procs)))
+        return cls(
+            free_port(),
+            free_port(),
+            free_port(),
+            tuple(free_port() for _ in range(ext_procs)),
+            tuple(free_port() for _ in range(ext_procs)),
+            free_port(),
+        )
+
+    def metrics_port(self, index: int) -> int:
+        if self.metrics:
+            return self.metrics[index]
+        return int(os.environ.get("INFERY_METRICS_PORT", "9464")) + index
+
+    @property
+    def stats_port(self) -> int:
+        return self.envoy_stats or int(os.environ.get("INFERY_ENVOY_STATS_PORT", "9902"))
 
 
 @dataclass
@@ -126,6 +148,13 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def grpc_serving(target: str) -> bool:
+    """Whether the gRPC health service at ``target`` (``unix:PATH`` or ``HOST:PORT``) says SERVING."""
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # ext_proc/h2_grpc.py TOKEN_HEADER
 EXT_PROC_TOKEN_SECRET = "infery_ext_proc_token"
 _T = "type.googleapis.com/"
@@ -180,8 +209,22 @@ def render_bootstrap(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
-    _set_overload_limits(doc, os.environ if env is None else env)
+    env = os.environ if env is None else env
+    _set_stats_listener(doc, admin_socket, ports.envoy_stats or int(env.get("INFERY_ENVOY_STATS_PORT") or 0))
+    _set_overload_limits(doc, env)
     return doc
+
+
+def _set_stats_listener(doc: dict[str, Any], admin_socket: str, port: int) -> None:
+    """The stats-only listener: to this replica's admin socket, on ``port`` (0 keeps the template's)."""
+    resources = doc["static_resources"]
+    for cluster in resources["clusters"]:
+        if cluster["name"] == "infery_envoy_admin":
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            endpoint["address"] = {"pipe": {"path": admin_socket}}
+    for listener in resources.get("listeners", []):
+        if listener["name"] == "infery_stats" and port:
+            listener["address"]["socket_address"]["port_value"] = port
 
 
 def write_ext_proc_token(path: Path, token: str) -> None:
@@ -350,7 +393,7 @@ class Stack:
             self.control_plane_env(),
         )
         self.processes["control_plane"] = proc
-        url = f"{self.admin_url}/healthz"
+        url = f"{self.admin_url}/readyz"  # the store answers and is migrated
         wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, "the control plane", 60, [proc])
         wait_until(lambda: port_open(self.ports.xds), "the xDS port", 30, [proc])
 
@@ -369,12 +412,17 @@ class Stack:
                 "--spool",
                 str(self.run_dir / f"usage-{port}.db"),
                 *(["--uds", self.ext_proc_socket(port)] if self.ext_proc_uds else []),
+                "--metrics-port",
+                str(self.ports.metrics_port(self.ports.ext_proc.index(port))),
+                "--metrics-host",
+                "127.0.0.1",
             ],
             self.run_dir / "logs",
             {**self.pki.client.env(), **self.env},
         )
         self.processes[name] = proc
-        wait_until(lambda: "ready ext_proc" in proc.log(), f"ext_proc on {port}", 60, [proc])
+        target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"
+        wait_until(lambda: grpc_serving(target), f"ext_proc on {port} to serve", 60, [proc])
 
     def start_envoy(self) -> None:
         bootstrap = self.run_dir / "envoy.yaml"
@@ -413,7 +461,18 @@ class Stack:
             self.run_dir / "logs",
         )
         self.processes["envoy"] = proc
+        ready = f"http://127.0.0.1:{self.ports.stats_port}/ready"  # the stats-only listener
+        wait_until(lambda: httpx.get(ready, timeout=1).status_code == 200, "Envoy to be ready", 60, [proc])
         wait_until(lambda: port_open(self.ports.listen), "Envoy's listener", 60, [proc])
+
+    @property
+    def envoy_stats_url(self) -> str:
+        """Envoy's stats-only listener: ``/stats/prometheus`` and ``/ready``, nothing else of its admin."""
+        return f"http://127.0.0.1:{self.ports.stats_port}"
+
+    def metrics_url(self, port: int) -> str:
+        """Prometheus ``/metrics`` of the ext_proc process on ``port``."""
+        return f"http://127.0.0.1:{self.ports.metrics_port(self.ports.ext_proc.index(port))}/metrics"
 
     def stop_process(self, name: str) -> None:
         proc = self.processes.get(name)

@@ -1,0 +1,305 @@
+"""ext_proc's Prometheus metrics: OpenTelemetry's GenAI names and the gateway's own ``infery_*``.
+
+Per-request figures come from the usage record each request already emits
+(:meth:`GatewayMetrics.recorder` wraps the reporter's ``record``), so the exchange
+needs no hooks of its own and a metric can never disagree with usage analytics.
+Figures another component already keeps (the limiter's fail-open and refusal
+counts, the usage spool's depth) are read when Prometheus scrapes, not on the hot
+path.
+
+Every ext_proc process serves its own registry on its own port
+(:func:`serve`): processes share no memory, and one port each keeps each scrape
+exact without prometheus-client's multiprocess mode (which needs a shared
+directory, per-process files and cannot express callback gauges such as the
+spool depth). ``infery up`` gives process ``i`` port ``INFERY_METRICS_PORT + i``.
+
+Cardinality is bounded: models, providers and endpoints are the configured ones;
+the workspace is a label only when ``INFERY_METRICS_WORKSPACE_LABEL`` is set; keys
+and members never are (they are in usage analytics).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
+
+from infery_proto.v1 import usage_pb2
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+Recorder = Callable[[usage_pb2.UsageRecord], None]
+Handler = Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]  # ext_proc.h2_grpc.Handler
+
+# OpenTelemetry GenAI semantic conventions, explicit bucket boundaries as advised there.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+MESSAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+# gen_ai.operation.name per endpoint (OTel's values where it has one).
+OPERATIONS = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "text_completion",
+    "/v1/responses": "chat",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "image_generation",
+}
+OTHER = "other"
+
+GENAI_LABELS = (
+    "gen_ai_operation_name",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "gen_ai_provider_name",
+)
+
+
+class LimiterCounts(Protocol):
+    fail_open: int
+    refused: dict[str, int]
+
+
+class SpoolState(Protocol):
+    def pending(self) -> int: ...
+
+    @property
+    def stats(self) -> Any: ...
+
+
+def workspace_label_enabled(env: dict[str, str] | None = None) -> bool:
+    value = (os.environ if env is None else env).get("INFERY_METRICS_WORKSPACE_LABEL", "")
+    return value.strip().lower() not in ("", "0", "false", "no")
+
+
+class GatewayMetrics:
+    """One process's metrics, in a registry of its own (tests build as many as they like)."""
+
+    def __init__(self, *, workspace_label: bool = False, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._workspace = workspace_label
+        ws = ("workspace",) if workspace_label else ()
+        r = self.registry
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens used per request (OTel gen_ai.client.token.usage), by gen_ai_token_type.",
+            (*GENAI_LABELS, "gen_ai_token_type", *ws),
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "gen_ai_server_request_duration_seconds",
+            "Time from the request's arrival to its last byte (OTel gen_ai.server.request.duration).",
+            (*GENAI_LABELS, "error_type", *ws),
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed chunk (OTel gen_ai.server.time_to_first_token).",
+            (*GENAI_LABELS, *ws),
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "gen_ai_server_time_per_output_token_seconds",
+            "Time per output token after the first, streamed responses"
+            " (OTel gen_ai.server.time_per_output_token).",
+            (*GENAI_LABELS, *ws),
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "infery_requests",
+            "Metered requests by endpoint, HTTP status and error code.",
+            ("endpoint", "status", "error_code", *ws),
+            registry=r,
+        )
+        self.credits = Counter(
+            "infery_credits_charged",
+            "Credits charged (1 credit = US$1), by the model that served.",
+            ("gen_ai_response_model", *ws),
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "infery_fallbacks",
+            "Requests a fallback served, from the requested model to the one that answered.",
+            ("from_model", "to_model", *ws),
+            registry=r,
+        )
+        self.replays = Counter(
+            "infery_idempotent_replays",
+            "Answers replayed from the idempotency store.",
+            ws,
+            registry=r,
+        )
+        self.messages = Counter(
+            "infery_ext_proc_messages",
+            "ext_proc messages answered, by phase.",
+            ("phase",),
+            registry=r,
+        )
+        self.message_latency = Histogram(
+            "infery_ext_proc_message_duration_seconds",
+            "Time from an ext_proc message's arrival to its answer.",
+            ("phase",),
+            buckets=MESSAGE_BUCKETS,
+            registry=r,
+        )
+        self._xds = _XdsState()
+        r.register(self._xds)
+
+    # -- per request ------------------------------------------------------------
+
+    def observe(self, rec: usage_pb2.UsageRecord) -> None:
+        """Count one finished request from its usage record."""
+        ws = (rec.workspace_id,) if self._workspace else ()
+        operation = OPERATIONS.get(rec.endpoint, OTHER)
+        endpoint = rec.endpoint if rec.endpoint in OPERATIONS else OTHER
+        genai = (operation, rec.model_requested, rec.model_used, rec.provider)
+        self.requests.labels(endpoint, str(rec.status), rec.error_code, *ws).inc()
+        if rec.idempotent_replay:
+            self.replays.labels(*ws).inc()
+        error = rec.error_code or (str(rec.status) if rec.status >= 400 else "")
+        self.duration.labels(*genai, error, *ws).observe(rec.latency_ms / 1000)
+        if not rec.model_used:  # refused before a model was chosen: no tokens, no provider
+            return
+        if rec.fallback_from:
+            self.fallbacks.labels(rec.fallback_from, rec.model_used, *ws).inc()
+        if rec.status < 400 and not rec.idempotent_replay:
+            usage = self.token_usage
+            usage.labels(*genai, "input", *ws).observe(rec.input_tokens)
+            usage.labels(*genai, "output", *ws).observe(rec.output_tokens)
+            if rec.cached_input_tokens:
+                usage.labels(*genai, "cached", *ws).observe(rec.cached_input_tokens)
+            if rec.stream and rec.ttft_ms > 0:
+                self.ttft.labels(*genai, *ws).observe(rec.ttft_ms / 1000)
+                if rec.output_tokens > 1:
+                    per_token = (rec.latency_ms - rec.ttft_ms) / 1000 / (rec.output_tokens - 1)
+                    self.tpot.labels(*genai, *ws).observe(max(per_token, 0.0))
+        if rec.credits and rec.credits != "0":
+            self.credits.labels(rec.model_used, *ws).inc(float(rec.credits))
+
+    def recorder(self, record: Recorder) -> Recorder:
+        """``record`` that also counts each record (what ``Services.record`` gets)."""
+
+        def observed(rec: usage_pb2.UsageRecord) -> None:
+            record(rec)
+            self.observe(rec)
+
+        return observed
+
+    # -- ext_proc messages ------------------------------------------------------
+
+    def timed_stream(self, handler: Handler) -> Handler:
+        """Wrap an ext_proc stream handler: count each answer and time it from its message's arrival."""
+        messages, latency = self.messages, self.message_latency
+
+        async def timed(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
+            arrived, phase = 0.0, OTHER
+
+            async def stamped() -> AsyncGenerator[Any, None]:
+                nonlocal arrived, phase
+                async for req in requests:
+                    arrived, phase = time.perf_counter(), req.WhichOneof("request") or OTHER
+                    yield req
+
+            async for response in handler(stamped()):
+                messages.labels(phase).inc()
+                latency.labels(phase).observe(time.perf_counter() - arrived)
+                yield response
+
+        return timed
+
+    # -- components read when scraped -------------------------------------------
+
+    def watch_limiter(self, limiter: LimiterCounts) -> None:
+        self.registry.register(_LimiterCollector(limiter))
+
+    def watch_spool(self, reporter: SpoolState) -> None:
+        self.registry.register(_SpoolCollector(reporter))
+
+    def xds_updated(self) -> None:
+        """The subscriber applied a new configuration (its ``on_update``)."""
+        self._xds.updates += 1
+        self._xds.last_update = time.time()
+
+
+class _XdsState(Collector):
+    def __init__(self) -> None:
+        self.updates = 0
+        self.last_update = 0.0
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "infery_xds_updates", "Configurations received from the control plane and applied.", self.updates
+        )
+        yield GaugeMetricFamily(
+            "infery_xds_config_version",
+            "Generation of the configuration in force (configurations applied since start; 0 = none yet).",
+            self.updates,
+        )
+        yield GaugeMetricFamily(
+            "infery_xds_last_update_timestamp_seconds",
+            "Unix time the configuration in force was applied (0 = none yet).",
+            self.last_update,
+        )
+
+
+class _LimiterCollector(Collector):
+    def __init__(self, limiter: LimiterCounts) -> None:
+        self._limiter = limiter
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "infery_limiter_fail_open",
+            "Admissions or settlements let through unchecked because the shared state was unreachable.",
+            self._limiter.fail_open,
+        )
+        refusals = CounterMetricFamily(
+            "infery_limit_refusals",
+            "Requests the gateway refused with 429: reason rate_limit (rpm/tpm) or budget.",
+            labels=("reason",),
+        )
+        for reason in ("rate_limit", "budget"):
+            refusals.add_metric((reason,), self._limiter.refused.get(reason, 0))
+        yield refusals
+
+
+class _SpoolCollector(Collector):
+    """The usage reporter's queue: depth, deliveries and how long delivery has stalled."""
+
+    def __init__(self, reporter: SpoolState) -> None:
+        self._reporter = reporter
+
+    def collect(self) -> Iterable[Metric]:
+        pending = self._reporter.pending()
+        stats = self._reporter.stats
+        yield GaugeMetricFamily(
+            "infery_usage_spool_pending_records",
+            "Usage records not yet acked by the control plane (in memory or spooled on disk).",
+            pending,
+        )
+        yield CounterMetricFamily(
+            "infery_usage_delivered_records", "Usage records acked by the control plane.", stats.delivered
+        )
+        yield CounterMetricFamily(
+            "infery_usage_delivery_failures",
+            "Usage deliveries that failed and will be retried.",
+            stats.failed_attempts,
+        )
+        waiting_since = max(stats.last_delivery_at, stats.pending_since)
+        lag = time.time() - waiting_since if pending and waiting_since else 0.0
+        yield GaugeMetricFamily(
+            "infery_usage_delivery_lag_seconds",
+            "Seconds records have waited without a delivery to the control plane (0 when none waits).",
+            lag,
+        )
+
+
+def serve(metrics: GatewayMetrics, port: int, host: str) -> None:
+    """Serve ``/metrics`` from prometheus-client's own thread: a scrape never runs on the event loop."""
+    start_http_server(port, host, registry=metrics.registry)
