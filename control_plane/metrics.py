@@ -9,7 +9,7 @@ tests can build as many applications as they like in one process.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -87,7 +87,7 @@ class ControlPlaneMetrics:
             return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def route_template(scope: dict[str, Any]) -> str:
+def route_template(scope: Mapping[str, Any]) -> str:
     """The matched route's full template (``/admin/v1/workspaces/{name}``): never an id or a name.
 
     FastAPI puts the innermost router's route in the scope, whose path lacks the

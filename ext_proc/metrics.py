@@ -20,15 +20,18 @@ and members never are (they are in usage analytics).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from infery_proto.v1 import usage_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+log = logging.getLogger("infery.ext_proc.metrics")
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
 Handler = Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]  # ext_proc.h2_grpc.Handler
@@ -70,7 +73,7 @@ class SpoolState(Protocol):
     def stats(self) -> Any: ...
 
 
-def workspace_label_enabled(env: dict[str, str] | None = None) -> bool:
+def workspace_label_enabled(env: Mapping[str, str] | None = None) -> bool:
     value = (os.environ if env is None else env).get("INFERY_METRICS_WORKSPACE_LABEL", "")
     return value.strip().lower() not in ("", "0", "false", "no")
 
@@ -162,7 +165,7 @@ class GatewayMetrics:
         genai = (operation, rec.model_requested, rec.model_used, rec.provider)
         self.requests.labels(endpoint, str(rec.status), rec.error_code, *ws).inc()
         if rec.idempotent_replay:
-            self.replays.labels(*ws).inc()
+            (self.replays.labels(*ws) if ws else self.replays).inc()
         error = rec.error_code or (str(rec.status) if rec.status >= 400 else "")
         self.duration.labels(*genai, error, *ws).observe(rec.latency_ms / 1000)
         if not rec.model_used:  # refused before a model was chosen: no tokens, no provider
@@ -188,7 +191,10 @@ class GatewayMetrics:
 
         def observed(rec: usage_pb2.UsageRecord) -> None:
             record(rec)
-            self.observe(rec)
+            try:
+                self.observe(rec)
+            except Exception:  # a metric never fails the request it counts
+                log.exception("counting usage record %s failed", rec.request_id)
 
         return observed
 

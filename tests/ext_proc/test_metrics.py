@@ -1,0 +1,64 @@
+"""ext_proc's metrics from usage records: bounded labels, and a metric never fails a request."""
+
+from __future__ import annotations
+
+from infery_proto.v1 import usage_pb2
+from prometheus_client import generate_latest
+
+from ext_proc.metrics import GatewayMetrics, workspace_label_enabled
+
+
+def _record(**fields: object) -> usage_pb2.UsageRecord:
+    base: dict[str, object] = {
+        "request_id": "r1",
+        "workspace_id": "ws-1",
+        "member_id": "member-secret-id",
+        "key_id": "key-secret-id",
+        "endpoint": "/v1/chat/completions",
+        "model_requested": "gpt-4o",
+        "model_used": "gpt-4o",
+        "provider": "openai",
+        "status": 200,
+        "input_tokens": 10,
+        "cached_input_tokens": 4,
+        "output_tokens": 5,
+        "credits": "0.000123",
+        "latency_ms": 120.0,
+    }
+    return usage_pb2.UsageRecord(**{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_workspace_is_a_label_only_when_asked_and_keys_members_never() -> None:
+    for enabled in (False, True):
+        metrics = GatewayMetrics(workspace_label=enabled)
+        recorded: list[usage_pb2.UsageRecord] = []
+        record = metrics.recorder(recorded.append)
+        record(_record())
+        record(_record(idempotent_replay=True))
+        text = generate_latest(metrics.registry).decode()
+        assert len(recorded) == 2
+        assert ('workspace="ws-1"' in text) is enabled
+        assert "key-secret-id" not in text and "member-secret-id" not in text
+        assert 'gen_ai_token_type="cached"' in text
+        assert "infery_idempotent_replays_total" in text
+
+
+def test_unknown_endpoints_are_one_label_value() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe(_record(endpoint="/v1/anything/a1b2c3", status=404, error_code="not_found"))
+    text = generate_latest(metrics.registry).decode()
+    assert 'endpoint="other"' in text and "a1b2c3" not in text
+
+
+def test_a_failing_metric_never_fails_the_request() -> None:
+    metrics = GatewayMetrics()
+    recorded: list[usage_pb2.UsageRecord] = []
+    record = metrics.recorder(recorded.append)
+    record(_record(credits="not-a-number"))  # float() fails inside observe
+    assert len(recorded) == 1
+
+
+def test_workspace_label_setting() -> None:
+    assert not workspace_label_enabled({})
+    assert not workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "0"})
+    assert workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "1"})
