@@ -275,6 +275,13 @@ def test_commands_use_flags_the_programs_accept() -> None:
         drain.parser().parse_args(hook[2:])  # exits on an unknown flag
 
 
+def envoy_stats_listener() -> Obj:
+    """The bootstrap's stats-only listener (the init container renders from this template)."""
+    bootstrap = yaml.safe_load((REPO / "envoy" / "bootstrap.yaml").read_text())
+    (listener,) = [x for x in bootstrap["static_resources"]["listeners"] if x["name"] == "infery_stats"]
+    return listener  # type: ignore[no-any-return]
+
+
 def source_of(package: str) -> str:
     return "\n".join(p.read_text() for p in sorted((REPO / package).rglob("*.py")))
 
@@ -332,15 +339,30 @@ def test_ports_and_probes_agree_with_the_settings() -> None:
         "admin": settings.admin_port,
         "xds": settings.xds_port,
     }
-    assert '"/healthz"' in source_of("control_plane/api")
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert cp[probe]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert '"/healthz"' in source_of("control_plane/api") and '"/readyz"' in source_of("control_plane/api")
+    # Changed on purpose (issue 16): readiness is /readyz (store reachable, migrations current),
+    # Envoy's is its /ready through the stats-only listener, ext_proc's its gRPC health service.
+    for probe in ("startupProbe", "readinessProbe"):
+        assert cp[probe]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert cp["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     envoy = container(GATEWAY, "envoy")
-    assert {p["name"]: p["containerPort"] for p in envoy["ports"]} == {"http": settings.listen_port}
-    assert envoy["readinessProbe"]["tcpSocket"]["port"] == "http"
+    stats_listener = envoy_stats_listener()
+    stats_port = stats_listener["address"]["socket_address"]["port_value"]
+    assert {p["name"]: p["containerPort"] for p in envoy["ports"]} == {
+        "http": settings.listen_port,
+        "envoy-stats": stats_port,
+    }
+    assert envoy["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "envoy-stats"}
     ext_proc = container(GATEWAY, "ext-proc")
     probe = " ".join(ext_proc["readinessProbe"]["exec"]["command"])
-    assert f'connect("{option(ext_proc["command"], "--uds")}")' in probe
+    assert f'grpc_serving("unix:{option(ext_proc["command"], "--uds")}")' in probe
+    metrics_port = int(option(ext_proc["command"], "--metrics-port"))
+    assert {p["name"]: p["containerPort"] for p in ext_proc["ports"]} == {"metrics": metrics_port}
+    # Scraping: annotations name the ports the processes serve /metrics on.
+    for workload, port in (("infery-control-plane", settings.admin_port), ("infery-gateway", metrics_port)):
+        notes = find(PRODUCTION, "Deployment", workload)["spec"]["template"]["metadata"]["annotations"]
+        assert notes["prometheus.io/scrape"] == "true" and notes["prometheus.io/path"] == "/metrics"
+        assert int(notes["prometheus.io/port"]) == port
     for c in GATEWAY["containers"]:
         assert {"requests", "limits"} <= c["resources"].keys(), c["name"]
 

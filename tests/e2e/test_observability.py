@@ -100,7 +100,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             first = post(tenant, once, **{"idempotency-key": "observed-1"})
             replay = post(tenant, once, **{"idempotency-key": "observed-1"})
             assert first.status_code == replay.status_code == 200 and first.content == replay.content
-            records = [eventually(lambda i=i: admin.usage_record(i), timeout=15) for i in ids]
+            records: list[dict[str, Any]] = [
+                eventually(lambda i=i: admin.usage_record(i), timeout=15)  # type: ignore[misc]
+                for i in ids
+            ]
             assert sum(1 for r in records if r["idempotent_replay"]) == 1
             yield Run(stack, admin, [tenant, limited], ids, records)
         finally:
