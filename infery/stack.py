@@ -210,21 +210,24 @@ def render_bootstrap(
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
     env = os.environ if env is None else env
-    _set_stats_listener(doc, admin_socket, ports.envoy_stats or int(env.get("INFERY_ENVOY_STATS_PORT") or 0))
+    stats_port = ports.envoy_stats or int(env.get("INFERY_ENVOY_STATS_PORT") or 0)
+    _set_stats_listener(doc, admin_socket, stats_port, env.get("INFERY_ENVOY_STATS_HOST", ""))
     _set_overload_limits(doc, env)
     return doc
 
 
-def _set_stats_listener(doc: dict[str, Any], admin_socket: str, port: int) -> None:
-    """The stats-only listener: to this replica's admin socket, on ``port`` (0 keeps the template's)."""
+def _set_stats_listener(doc: dict[str, Any], admin_socket: str, port: int, host: str) -> None:
+    """The stats-only listener: to this replica's admin socket, on ``host:port`` (falsy: the template's)."""
     resources = doc["static_resources"]
     for cluster in resources["clusters"]:
         if cluster["name"] == "infery_envoy_admin":
             endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
             endpoint["address"] = {"pipe": {"path": admin_socket}}
     for listener in resources.get("listeners", []):
-        if listener["name"] == "infery_stats" and port:
-            listener["address"]["socket_address"]["port_value"] = port
+        if listener["name"] == "infery_stats":
+            address = listener["address"]["socket_address"]
+            address["port_value"] = port or address["port_value"]
+            address["address"] = host or address["address"]
 
 
 def write_ext_proc_token(path: Path, token: str) -> None:
@@ -442,7 +445,7 @@ class Stack:
                     if self.ext_proc_uds
                     else (),
                     ext_proc_token_file=token_file,
-                    env={**os.environ, **self.env},
+                    env={"INFERY_ENVOY_STATS_HOST": "127.0.0.1", **os.environ, **self.env},
                 )
             )
         )
