@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 
-from ext_proc import health, metrics
+from ext_proc import health, metrics, request_log
 from ext_proc.control_plane_channel import credentials_from_env
 from ext_proc.deadline import MessageDeadline
 from ext_proc.exchange import Services
@@ -64,9 +64,8 @@ async def serve(args: argparse.Namespace) -> None:
     state = open_state(args.redis_url)
     media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
     limiter = Limiter(state)
-    services = Services(
-        gauges.recorder(reporter.record), limiter, Idempotency(state), media_hosts, args.max_sse_event_bytes
-    )
+    record = request_log.recorder(gauges.recorder(reporter.record), args.request_log_sample)
+    services = Services(record, limiter, Idempotency(state), media_hosts, args.max_sse_event_bytes)
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
     stop = asyncio.Event()
@@ -170,7 +169,11 @@ def main() -> None:
     if args.spool is None:
         os.makedirs(".infery", exist_ok=True)
         args.spool = os.path.join(".infery", f"usage-{args.port}.db")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        args.request_log_sample = request_log.sample_rate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    request_log.configure_logging(args.log_level)
     if os.environ.get("INFERY_UVLOOP", "1") != "0":
         import uvloop
 

@@ -8,6 +8,8 @@ requests produced.
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,9 +22,20 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infery.stack import Stack, grpc_serving
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import PRICES, SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
+from tests.e2e.support import (
+    ADMIN_TOKEN,
+    PRICES,
+    SIM_KEY,
+    Admin,
+    Tenant,
+    eventually,
+    new_tenant,
+    start_gateway,
+)
 
-HI = [{"role": "user", "content": "Say hello in a few words"}]
+PROMPT = "Say hello in a few words, " + secrets.token_hex(6)  # unique: a log scan must not find it
+HI = [{"role": "user", "content": PROMPT}]
+ONCE_PROMPT = "once, " + secrets.token_hex(6)
 CHAT = "/v1/chat/completions"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -51,6 +64,7 @@ class Run:
     tenants: list[Tenant]
     request_ids: list[str]
     records: list[dict[str, Any]]
+    completions: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +100,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ids.append(response.headers["x-request-id"])
                 return response
 
-            assert post(tenant, {"model": "gpt-4o-mini", "messages": HI}).status_code == 200
+            chat = post(tenant, {"model": "gpt-4o-mini", "messages": HI})
+            assert chat.status_code == 200
             streamed = {"model": "gpt-4o-mini", "messages": HI, "stream": True}
             stream = post(tenant, {**streamed, "stream_options": {"include_usage": True}})
             assert stream.status_code == 200 and "data: [DONE]" in stream.text
@@ -96,7 +111,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             assert post(limited, {"model": "gpt-4o-mini", "messages": HI}).status_code == 200
             refused = post(limited, {"model": "gpt-4o-mini", "messages": HI})
             assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
-            once = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "once"}]}
+            once = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": ONCE_PROMPT}]}
             first = post(tenant, once, **{"idempotency-key": "observed-1"})
             replay = post(tenant, once, **{"idempotency-key": "observed-1"})
             assert first.status_code == replay.status_code == 200 and first.content == replay.content
@@ -105,7 +120,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 for i in ids
             ]
             assert sum(1 for r in records if r["idempotent_replay"]) == 1
-            yield Run(stack, admin, [tenant, limited], ids, records)
+            completions = [r.json()["choices"][0]["message"]["content"] for r in (chat, fallback, first)]
+            yield Run(stack, admin, [tenant, limited], ids, records, completions)
         finally:
             stack.stop()
 
@@ -218,3 +234,31 @@ def test_envoy_stats_listener_serves_only_stats_and_ready(run: Run) -> None:
         assert httpx.post(base + path, timeout=5).status_code == 404, path
     assert run.stack.processes["envoy"].alive()
     assert run.stack.envoy_admin("/ready").text.strip() == "LIVE"  # nothing above reached the admin
+
+
+def test_ext_proc_logs_one_json_line_per_request(run: Run) -> None:
+    (port,) = run.stack.ports.ext_proc
+    lines = [
+        json.loads(line)
+        for line in run.stack.processes[f"ext_proc_{port}"].log().splitlines()
+        if line[:1] == "{"
+    ]
+    requests = {line["request_id"]: line for line in lines if line.get("logger") == "infery.requests"}
+    assert set(requests) == set(run.request_ids)
+    refused = next(r for r in run.records if r["status"] == 429)
+    line = requests[refused["request_id"]]
+    assert line["level"] == "INFO" and line["status"] == 429 and line["error_code"] == "rate_limit_exceeded"
+    assert line["workspace_id"] and line["model_requested"] == "gpt-4o-mini" and line["latency_ms"] > 0
+
+
+def test_no_log_holds_a_key_a_prompt_or_a_completion(run: Run) -> None:
+    """Every process's log of the whole run, scanned for every secret and text it saw."""
+    assert all(len(c) >= 8 for c in run.completions), run.completions
+    secrets_used = [SIM_KEY, ADMIN_TOKEN, PROMPT, ONCE_PROMPT, *run.completions]
+    for tenant in run.tenants:
+        secrets_used += [tenant.key, tenant.key.removeprefix("inf_")]
+    for name, process in run.stack.processes.items():
+        text = process.log()
+        assert text or name == "envoy", name  # Envoy logs warnings only: often nothing
+        for secret in secrets_used:
+            assert secret not in text, (name, secret[:12])
