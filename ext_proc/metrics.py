@@ -52,6 +52,16 @@ OPERATIONS = {
     "/v1/images/generations": "image_generation",
 }
 OTHER = "other"
+# ext_proc's ProcessingRequest kinds (anything else counts as other).
+PHASES = (
+    "request_headers",
+    "request_body",
+    "request_trailers",
+    "response_headers",
+    "response_body",
+    "response_trailers",
+    OTHER,
+)
 
 GENAI_LABELS = (
     "gen_ai_operation_name",
@@ -162,7 +172,9 @@ class GatewayMetrics:
         ws = (rec.workspace_id,) if self._workspace else ()
         operation = OPERATIONS.get(rec.endpoint, OTHER)
         endpoint = rec.endpoint if rec.endpoint in OPERATIONS else OTHER
-        genai = (operation, rec.model_requested, rec.model_used, rec.provider)
+        # A model that was not chosen (unknown or not allowed) is whatever the client typed:
+        # never a label value, or any client could grow the series without bound.
+        genai = (operation, rec.model_requested if rec.model_used else OTHER, rec.model_used, rec.provider)
         self.requests.labels(endpoint, str(rec.status), rec.error_code, *ws).inc()
         if rec.idempotent_replay:
             (self.replays.labels(*ws) if ws else self.replays).inc()
@@ -202,7 +214,8 @@ class GatewayMetrics:
 
     def timed_stream(self, handler: Handler) -> Handler:
         """Wrap an ext_proc stream handler: count each answer and time it from its message's arrival."""
-        messages, latency = self.messages, self.message_latency
+        # Children per phase resolved once: labels() takes a lock and a dict lookup per call.
+        phases = {p: (self.messages.labels(p), self.message_latency.labels(p)) for p in PHASES}
 
         async def timed(requests: AsyncIterator[Any]) -> AsyncGenerator[Any, None]:
             arrived, phase = 0.0, OTHER
@@ -214,8 +227,9 @@ class GatewayMetrics:
                     yield req
 
             async for response in handler(stamped()):
-                messages.labels(phase).inc()
-                latency.labels(phase).observe(time.perf_counter() - arrived)
+                count, latency = phases.get(phase) or phases[OTHER]
+                count.inc()
+                latency.observe(time.perf_counter() - arrived)
                 yield response
 
         return timed

@@ -50,6 +50,22 @@ def test_unknown_endpoints_are_one_label_value() -> None:
     assert 'endpoint="other"' in text and "a1b2c3" not in text
 
 
+def test_a_model_the_client_made_up_is_no_label_value() -> None:
+    metrics = GatewayMetrics()
+    for n in range(3):
+        metrics.observe(
+            _record(
+                model_requested=f"made-up-{n}",
+                model_used="",
+                provider="",
+                status=404,
+                error_code="model_not_found",
+            )
+        )
+    text = generate_latest(metrics.registry).decode()
+    assert "made-up" not in text and 'gen_ai_request_model="other"' in text
+
+
 def test_a_failing_metric_never_fails_the_request() -> None:
     metrics = GatewayMetrics()
     recorded: list[usage_pb2.UsageRecord] = []
