@@ -24,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infery_proto.v1 import usage_pb2
@@ -164,39 +165,70 @@ class GatewayMetrics:
         )
         self._xds = _XdsState()
         r.register(self._xds)
+        # Resolved children, by label values (bounded: see the module docstring).
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._series: dict[tuple[str, ...], _GenAiSeries] = {}
 
     # -- per request ------------------------------------------------------------
 
     def observe(self, rec: usage_pb2.UsageRecord) -> None:
         """Count one finished request from its usage record."""
         ws = (rec.workspace_id,) if self._workspace else ()
-        operation = OPERATIONS.get(rec.endpoint, OTHER)
-        endpoint = rec.endpoint if rec.endpoint in OPERATIONS else OTHER
+        endpoint, status, error_code, model_used = rec.endpoint, rec.status, rec.error_code, rec.model_used
+        operation = OPERATIONS.get(endpoint, OTHER)
         # A model that was not chosen (unknown or not allowed) is whatever the client typed:
         # never a label value, or any client could grow the series without bound.
-        genai = (operation, rec.model_requested if rec.model_used else OTHER, rec.model_used, rec.provider)
-        self.requests.labels(endpoint, str(rec.status), rec.error_code, *ws).inc()
+        genai = (operation, rec.model_requested if model_used else OTHER, model_used, rec.provider, *ws)
+        self._child(
+            self.requests, (endpoint if operation != OTHER else OTHER, str(status), error_code, *ws)
+        ).inc()
+        latency_s = rec.latency_ms / 1000
         if rec.idempotent_replay:
-            (self.replays.labels(*ws) if ws else self.replays).inc()
-        error = rec.error_code or (str(rec.status) if rec.status >= 400 else "")
-        self.duration.labels(*genai, error, *ws).observe(rec.latency_ms / 1000)
-        if not rec.model_used:  # refused before a model was chosen: no tokens, no provider
+            (self._child(self.replays, ws) if ws else self.replays).inc()
+        error = error_code or (str(status) if status >= 400 else "")
+        self._child(self.duration, (*genai[:4], error, *ws)).observe(latency_s)
+        if not model_used:  # refused before a model was chosen: no tokens, no provider
             return
         if rec.fallback_from:
-            self.fallbacks.labels(rec.fallback_from, rec.model_used, *ws).inc()
-        if rec.status < 400 and not rec.idempotent_replay:
-            usage = self.token_usage
-            usage.labels(*genai, "input", *ws).observe(rec.input_tokens)
-            usage.labels(*genai, "output", *ws).observe(rec.output_tokens)
-            if rec.cached_input_tokens:
-                usage.labels(*genai, "cached", *ws).observe(rec.cached_input_tokens)
-            if rec.stream and rec.ttft_ms > 0:
-                self.ttft.labels(*genai, *ws).observe(rec.ttft_ms / 1000)
-                if rec.output_tokens > 1:
-                    per_token = (rec.latency_ms - rec.ttft_ms) / 1000 / (rec.output_tokens - 1)
-                    self.tpot.labels(*genai, *ws).observe(max(per_token, 0.0))
-        if rec.credits and rec.credits != "0":
-            self.credits.labels(rec.model_used, *ws).inc(float(rec.credits))
+            self._child(self.fallbacks, (rec.fallback_from, model_used, *ws)).inc()
+        if status < 400 and not rec.idempotent_replay:
+            series = self._genai_series(genai)
+            series.input.observe(rec.input_tokens)
+            output_tokens = rec.output_tokens
+            series.output.observe(output_tokens)
+            cached = rec.cached_input_tokens
+            if cached:
+                series.cached.observe(cached)
+            ttft_ms = rec.ttft_ms
+            if ttft_ms > 0 and rec.stream:
+                series.ttft.observe(ttft_ms / 1000)
+                if output_tokens > 1:
+                    series.tpot.observe(max((latency_s - ttft_ms / 1000) / (output_tokens - 1), 0.0))
+        credits = rec.credits
+        if credits and credits != "0":
+            self._child(self.credits, (model_used, *ws)).inc(float(credits))
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, memoized: labels() validates and locks on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def _genai_series(self, genai: tuple[str, ...]) -> _GenAiSeries:
+        series = self._series.get(genai)
+        if series is None:
+            ws = genai[4:]
+            head = genai[:4]
+            series = self._series[genai] = _GenAiSeries(
+                self.token_usage.labels(*head, "input", *ws),
+                self.token_usage.labels(*head, "output", *ws),
+                self.token_usage.labels(*head, "cached", *ws),
+                self.ttft.labels(*genai),
+                self.tpot.labels(*genai),
+            )
+        return series
 
     def recorder(self, record: Recorder) -> Recorder:
         """``record`` that also counts each record (what ``Services.record`` gets)."""
@@ -246,6 +278,17 @@ class GatewayMetrics:
         """The subscriber applied a new configuration (its ``on_update``)."""
         self._xds.updates += 1
         self._xds.last_update = time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class _GenAiSeries:
+    """The GenAI histograms' children for one (operation, models, provider[, workspace])."""
+
+    input: Any
+    output: Any
+    cached: Any
+    ttft: Any
+    tpot: Any
 
 
 class _XdsState(Collector):
