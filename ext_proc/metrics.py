@@ -363,6 +363,14 @@ class _SpoolCollector(Collector):
         )
 
 
-def serve(metrics: GatewayMetrics, port: int, host: str) -> None:
-    """Serve ``/metrics`` from prometheus-client's own thread: a scrape never runs on the event loop."""
-    start_http_server(port, host, registry=metrics.registry)
+def serve(metrics: GatewayMetrics, port: int, host: str) -> bool:
+    """Serve ``/metrics`` from prometheus-client's own thread: a scrape never runs on the event loop.
+
+    A port already taken costs the metrics, not the requests: logged as an error, and False.
+    """
+    try:
+        start_http_server(port, host, registry=metrics.registry)
+    except OSError as exc:
+        log.error("cannot serve /metrics on %s:%s (%s); serving requests without metrics", host, port, exc)
+        return False
+    return True

@@ -42,6 +42,8 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
         "INFERY_XDS_PORT": free_port(),
         "INFERY_EXT_PROC_PORT": free_port(),
         "INFERY_ENVOY_ADMIN_PORT": free_port(),
+        "INFERY_METRICS_PORT": free_port(),
+        "INFERY_ENVOY_STATS_PORT": free_port(),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERY_", "VIRTUAL_ENV"))}
     env |= {k: str(v) for k, v in ports.items()}
