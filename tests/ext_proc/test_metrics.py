@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+
 from infery_proto.v1 import usage_pb2
 from prometheus_client import generate_latest
 
-from ext_proc.metrics import GatewayMetrics, workspace_label_enabled
+from ext_proc.metrics import GatewayMetrics, serve, workspace_label_enabled
 
 
 def _record(**fields: object) -> usage_pb2.UsageRecord:
@@ -78,3 +80,10 @@ def test_workspace_label_setting() -> None:
     assert not workspace_label_enabled({})
     assert not workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "0"})
     assert workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "1"})
+
+
+def test_a_taken_port_costs_the_metrics_not_the_process() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert not serve(GatewayMetrics(), taken.getsockname()[1], "127.0.0.1")
