@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
@@ -105,7 +106,16 @@ def test_ext_proc_tcp_port_refuses_a_client_without_the_token(tcp_gateway: Stack
 
 def test_ext_proc_behind_a_unix_socket_has_no_tcp_port(gateway: Stack):
     port = gateway.ports.ext_proc[0]
-    assert _listening_tcp_ports(gateway.processes[f"ext_proc_{port}"].popen.pid) == set()
+    # Only its Prometheus /metrics (changed on purpose, issue 16: counts, no key, no gRPC), which
+    # answers nothing but /metrics.
+    metrics_port = gateway.ports.metrics_port(0)
+    assert _listening_tcp_ports(gateway.processes[f"ext_proc_{port}"].popen.pid) == {metrics_port}
+    assert (
+        httpx.post(
+            f"http://127.0.0.1:{metrics_port}/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+        ).status_code
+        != 200
+    )
     socket_dir = Path(gateway.ext_proc_socket(port)).parent
     assert stat.S_IMODE(socket_dir.stat().st_mode) == 0o700  # only the gateway's user reaches the socket
 
@@ -116,7 +126,10 @@ def test_envoy_admin_is_a_private_unix_socket_and_its_dump_holds_no_secret(
 ):
     stack: Stack = request.getfixturevalue(which)
     envoy_pid = stack.processes["envoy"].popen.pid
-    assert _listening_tcp_ports(envoy_pid) == {stack.ports.listen}  # admin is not on TCP
+    # Admin is not on TCP; the stats-only listener is (changed on purpose, issue 16): it forwards
+    # GET /stats/prometheus and /ready only (test_observability.py proves the rest is 404).
+    assert _listening_tcp_ports(envoy_pid) == {stack.ports.listen, stack.ports.stats_port}
+    assert httpx.get(f"{stack.envoy_stats_url}/config_dump").status_code == 404
     admin_socket = Path(stack.envoy_admin_socket)
     assert admin_socket.is_socket() and stat.S_IMODE(admin_socket.stat().st_mode) == 0o600
 
