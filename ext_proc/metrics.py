@@ -150,6 +150,18 @@ class GatewayMetrics:
             ws,
             registry=r,
         )
+        self.usage_estimated = Counter(
+            "infery_usage_estimated",
+            "Requests charged on the gateway's token estimate (usage missing, invalid, or the stream cut).",
+            ws,
+            registry=r,
+        )
+        self.usage_rejected = Counter(
+            "infery_usage_rejected",
+            "Requests whose provider-reported usage was refused as invalid.",
+            ws,
+            registry=r,
+        )
         self.messages = Counter(
             "infery_ext_proc_messages",
             "ext_proc messages answered, by phase.",
@@ -204,6 +216,10 @@ class GatewayMetrics:
                 series.ttft.observe(ttft_ms / 1000)
                 if output_tokens > 1:
                     series.tpot.observe(max((latency_s - ttft_ms / 1000) / (output_tokens - 1), 0.0))
+        if rec.usage_estimated:
+            (self._child(self.usage_estimated, ws) if ws else self.usage_estimated).inc()
+        if rec.usage_rejected:
+            (self._child(self.usage_rejected, ws) if ws else self.usage_rejected).inc()
         credits = rec.credits
         if credits and credits != "0":
             self._child(self.credits, (model_used, *ws)).inc(float(credits))

@@ -43,6 +43,7 @@ FIELDS = (
     "credits",
     "stream",
     "idempotent_replay",
+    "usage_estimated",
 )
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 

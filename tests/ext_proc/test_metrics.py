@@ -68,6 +68,17 @@ def test_a_model_the_client_made_up_is_no_label_value() -> None:
     assert "made-up" not in text and 'gen_ai_request_model="other"' in text
 
 
+def test_estimated_and_rejected_usage_are_counted() -> None:
+    metrics = GatewayMetrics()
+    metrics.observe(
+        _record(usage_estimated=True, usage_rejected="provider usage prompt_tokens=-1 is negative")
+    )
+    metrics.observe(_record())
+    text = generate_latest(metrics.registry).decode()
+    assert "infery_usage_estimated_total 1.0" in text and "infery_usage_rejected_total 1.0" in text
+    assert "negative" not in text  # the reason is free text: logs, not labels
+
+
 def test_a_failing_metric_never_fails_the_request() -> None:
     metrics = GatewayMetrics()
     recorded: list[usage_pb2.UsageRecord] = []
