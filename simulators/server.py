@@ -240,16 +240,13 @@ def app(
     """A simulated `kind` provider ("openai" | "anthropic" | "google").
 
     `api_key` None accepts any non-empty key. With `validate`, requests the real API would reject
-    get its 400; without the conformance kit validation is off (a warning goes to stderr).
+    get its 400 (checked with `simulators.conformance`, whose material ships inside the package).
     """
     if kind not in PROVIDERS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(PROVIDERS)}")
     kit = conformance.load_kit(kind) if validate else None
-    directory = conformance.kit_dir()
     provider = PROVIDERS[kind](kit=kit, api_key=api_key)
-    simulator = Simulator(
-        provider, chunk_delay_ms=chunk_delay_ms, fixtures=directory / "fixtures" if directory else None
-    )
+    simulator = Simulator(provider, chunk_delay_ms=chunk_delay_ms, fixtures=conformance.FIXTURES_DIR)
     application = Starlette(routes=simulator.routes())
     application.state.simulator = simulator
     return application

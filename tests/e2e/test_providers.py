@@ -22,7 +22,7 @@ import pytest
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
-from tests.conformance import assert_openai, assert_openai_sse, provider_validate
+from tests.conformance import assert_openai, assert_openai_sse, providers
 from tests.e2e.support import PRICES, SIM_KEY, Admin, Tenant, new_tenant, start_gateway
 
 MODELS = {"anthropic": "claude-sonnet-4-5", "google": "gemini-2-5-flash"}
@@ -118,11 +118,10 @@ def _credits(kind: str, usage: dict[str, Any]) -> Decimal:
 def _check_sent(env: Env, kind: str) -> dict[str, Any]:
     """The request the gateway sent, validated with the provider's own types."""
     sent = env.sims[kind].requests()[-1]
-    pv = provider_validate()
-    body_file = Path(env.stack.run_dir) / "sent.json"
-    body_file.write_text(json.dumps(sent["body"]))
-    check = pv.anthropic_request if kind == "anthropic" else pv.gemini_request
-    assert check(str(body_file)) == 0, f"the gateway sent an invalid {kind} request: {sent['body']}"
+    checks = providers()
+    check = checks.anthropic_request if kind == "anthropic" else checks.gemini_request
+    problems = check(sent["body"])
+    assert not problems, f"the gateway sent an invalid {kind} request: {problems} {sent['body']}"
     return sent
 
 

@@ -1,4 +1,4 @@
-"""The process around a simulator: CLI options, pacing on the wire, signals, a missing kit."""
+"""The process around a simulator: CLI options, pacing on the wire, signals, self-contained checks."""
 
 from __future__ import annotations
 
@@ -88,14 +88,16 @@ def test_no_validate_accepts_what_the_api_rejects():
         assert httpx.get(sim.url + "/_sim/health").json() == {"kind": "openai", "validate": False}
 
 
-def test_missing_kit_turns_validation_off_with_a_warning(tmp_path):
-    with SimulatorProcess("anthropic", env={"INFERY_CONFORMANCE_DIR": str(tmp_path)}) as sim:
+def test_validation_needs_nothing_outside_the_package(tmp_path):
+    """The checks' material ships inside `simulators`: with an empty cache and the old kit variable
+    pointing nowhere, a simulator still rejects what the real API rejects and replays fixtures."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "INFERY_CONFORMANCE_DIR": str(tmp_path / "nothing")}
+    with SimulatorProcess("anthropic", env=env) as sim:
         body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], "n": 3}
         response = httpx.post(sim.url + "/v1/messages", json=body, headers=AUTH["anthropic"])
-        assert response.status_code == 200
-        assert "validation is OFF" in sim.output()
-        with pytest.raises(ValueError):  # no fixtures either
-            sim.script([{"action": "replay", "fixture": "anthropic_recorded_stream.sse"}])
+        assert response.status_code == 400, response.text
+        assert httpx.get(sim.url + "/_sim/health").json() == {"kind": "anthropic", "validate": True}
+        sim.script([{"action": "replay", "fixture": "anthropic_recorded_stream.sse"}])
 
 
 def test_startup_failure_is_reported():

@@ -16,7 +16,7 @@ CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "one tw
 STREAM = {**CHAT, "stream": True}
 MESSAGES = {"model": "claude-sonnet-4-6", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
-FIXTURES = Path(conformance.kit_dir() or "/nonexistent") / "fixtures"
+FIXTURES = conformance.FIXTURES_DIR
 
 
 def _chat(sim, body=CHAT, **kwargs) -> httpx.Response:

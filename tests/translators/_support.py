@@ -3,10 +3,7 @@ the checks every provider's translation must pass the same way."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,9 +12,9 @@ import orjson
 import pytest
 
 from ext_proc.translators.base import ResponseContext, StreamTranslator, TranslatedResponse
-from tests.conformance import CONFORMANCE_DIR, assert_openai, provider_validate
+from tests.conformance import FIXTURES_DIR, assert_openai, providers
 
-SHARED_FIXTURES = CONFORMANCE_DIR / "fixtures"
+RECORDED_FIXTURES = FIXTURES_DIR  # real provider payloads, vendored (see its PROVENANCE.md)
 OWN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPLITS = (1, 7, None)  # None: the whole body in one feed()
 each_split = pytest.mark.parametrize("size", SPLITS, ids=lambda s: f"split-{s or 'whole'}")
@@ -49,38 +46,28 @@ def each_case(argnames: str | Sequence[str], cases: Sequence[tuple[Any, ...]]) -
 
 
 def shared_fixture(name: str) -> bytes:
-    return (SHARED_FIXTURES / name).read_bytes()
+    """A recorded real provider payload."""
+    return (RECORDED_FIXTURES / name).read_bytes()
 
 
 def own_fixture(name: str) -> bytes:
     return (OWN_FIXTURES / name).read_bytes()
 
 
-def _run_validator(fn: Callable[..., int], doc: Any, *args: Any) -> tuple[int, str]:
-    with tempfile.NamedTemporaryFile("wb", suffix=".json") as f:
-        f.write(doc if isinstance(doc, bytes) else orjson.dumps(doc))
-        f.flush()
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rc = fn(f.name, *args)
-    return rc, out.getvalue()
-
-
 def assert_anthropic_request(body: bytes | dict[str, Any]) -> None:
-    rc, report = _run_validator(provider_validate().anthropic_request, body)
-    assert rc == 0, f"not a valid Anthropic request:\n{report}\n{_show(body)}"
+    problems = providers().anthropic_request(orjson.loads(body) if isinstance(body, bytes) else body)
+    assert not problems, "not a valid Anthropic request:\n" + "\n".join(problems) + "\n" + _show(body)
 
 
 def assert_gemini_request(body: bytes | dict[str, Any]) -> None:
-    rc, report = _run_validator(provider_validate().gemini_request, body)
-    assert rc == 0, f"not a valid Gemini request:\n{report}\n{_show(body)}"
+    problems = providers().gemini_request(orjson.loads(body) if isinstance(body, bytes) else body)
+    assert not problems, "not a valid Gemini request:\n" + "\n".join(problems) + "\n" + _show(body)
 
 
 def assert_provider_sse(kind: str, raw: bytes) -> None:
     """Our own provider-side fixtures must be streams the real provider could send."""
-    fn = provider_validate().anthropic_sse if kind == "anthropic" else provider_validate().gemini_sse
-    rc, report = _run_validator(fn, raw)
-    assert rc == 0, report
+    problems = providers().response("anthropic-sse" if kind == "anthropic" else "gemini-sse", raw)
+    assert not problems, "\n".join(problems)
 
 
 def _show(body: bytes | dict[str, Any]) -> str:

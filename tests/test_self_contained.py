@@ -1,0 +1,70 @@
+"""A clone of the repository alone, with no sibling folders, is enough to run the suite: nothing in
+it reads a path outside the checkout (the conformance material is vendored, see
+simulators/conformance/data/PROVENANCE.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tracked_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    return [name for name in out.split("\0") if name and (REPO / name).is_file()]
+
+
+def copy_repository(target: Path) -> Path:
+    for name in tracked_files():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target / name)
+    return target
+
+
+def test_a_lone_copy_collects_and_validates(tmp_path):
+    alone = tmp_path / "lone"  # tmp_path holds nothing else: no ../shared, no siblings at all
+    copy_repository(alone)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    env.pop("INFERY_CONFORMANCE_DIR", None)
+    env.pop("PYTHONPATH", None)
+    run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    collected = subprocess.run(
+        [*run, "--collect-only"], cwd=alone, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert " tests collected" in collected.stdout and "error" not in collected.stdout.lower()
+    # The validators read their vendored data from the copy, not from this checkout.
+    checked = subprocess.run(
+        [*run, "tests/test_conformance_checks.py", "-x"],
+        cwd=alone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert (tmp_path / "cache" / "infery-conformance").is_dir()  # the copy's spec was parsed and cached
+
+
+def test_no_tracked_file_reaches_outside_the_checkout():
+    offenders = []
+    for name in tracked_files():
+        if name.endswith((".py", ".toml", ".yaml", ".yml", "Makefile", "Dockerfile", ".cfg", ".ini", "run")):
+            text = (REPO / name).read_text(errors="replace")
+            if "../shared" in text or '"shared" / "conformance"' in text or "/work/shared" in text:
+                offenders.append(name)
+    assert offenders == []
