@@ -1,6 +1,6 @@
 """LiteLLM's proxy as the peer, offline, in a venv of its own, pointed at the same simulator.
 
-Run as ``/work/shared/peers/litellm/run_proxy.sh`` does: no database, a non-default master key
+Run the way LiteLLM runs offline: no database, a non-default master key
 (LiteLLM refuses the documented one), local copies of every file it would otherwise fetch, one
 worker, no ``DATABASE_URL``. Logging is kept to errors so it is not charged for verbosity the
 gateway does not have.

@@ -8,7 +8,6 @@ on Anthropic's and Google's own SDK types; the material they read is vendored in
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +64,9 @@ class ProviderChecks:
     def warm_up(self, kind: str) -> None:
         """Import and compile what the checks need, so the first request is not the slow one."""
         if kind == "anthropic":
-            self.anthropic_request({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]})
+            self.anthropic_request(
+                {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
+            )
         elif kind == "google":
             self.gemini_request({"contents": [{"role": "user", "parts": [{"text": "x"}]}]})
             self.gemini_message("EmbedContentRequest", {})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -71,7 +72,8 @@ def _deepest(error: Any) -> Any:
         for child in error.context:
             branches.setdefault(child.schema_path[0] if child.schema_path else 0, []).append(child)
 
-        def score(errors: list[Any]) -> tuple[bool, bool, int, int]:
+        def score(errors: Iterable[Any]) -> tuple[bool, bool, int, int]:
+            errors = list(errors)
             tag = any(
                 c.validator in ("const", "enum")
                 and len(c.relative_path) == 1
@@ -115,9 +117,8 @@ def _conversation_problems(messages: list[Any]) -> list[str]:
             if block.get("type") == "tool_use":
                 tool_ids.add(block.get("id"))
             elif block.get("type") == "tool_result" and block.get("tool_use_id") not in tool_ids:
-                problems.append(
-                    f"messages/{i}/content/{j}: tool_result for unknown tool_use_id {block.get('tool_use_id')!r}"
-                )
+                unknown = block.get("tool_use_id")
+                problems.append(f"messages/{i}/content/{j}: tool_result for unknown tool_use_id {unknown!r}")
     return problems
 
 
