@@ -1,24 +1,29 @@
-# Two commands matter: `make up` and `make test`. Both set up .venv themselves.
+# Two commands matter: `make up` and `make test`. Both set up .venv themselves, from the lock.
+#
+# The lock: requirements/runtime.txt (what the image installs) and requirements/dev.txt (runtime +
+# tools + test deps), exact versions with hashes, compiled from pyproject.toml by pip-tools.
+# After changing dependencies in pyproject.toml run `make lock` and commit requirements/.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+LOCK    := requirements/dev.txt
 PROTOS  := $(wildcard proto/infery_proto/v1/*.proto)
-GEN     := $(PROTOS:.proto=_pb2.py)
+COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 # The client libraries of tests/clients, each in its own runtime as their users run them:
 # Python ones in their own venv (llama-index-llms-openai needs openai<3), Node ones from the lock file.
 CLIENTS      := $(VENV)/clients
 CLIENTS_PY   := $(CLIENTS)/.installed
 CLIENTS_NODE := tests/clients/node_modules/.installed
 
-.PHONY: install clients proto up test lint bench bench-scale clean
+.PHONY: install clients proto lock up test lint ci bench bench-scale clean
 
-install: $(STAMP) $(GEN)
+install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 clients: $(CLIENTS_PY) $(CLIENTS_NODE)
@@ -33,10 +38,18 @@ $(CLIENTS_NODE): tests/clients/package.json tests/clients/package-lock.json
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-proto/infery_proto/v1/%_pb2.py: proto/infery_proto/v1/%.proto $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto $<
+# Regenerate the committed protobuf modules after editing a .proto (tests/test_generated_proto.py
+# fails until you do).
+proto: install
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto $(PROTOS)
 
-proto: $(GEN)
+# Re-resolve every dependency to the newest versions pyproject.toml allows, with hashes.
+# Pass ARGS=--upgrade-package=NAME to move one package only.
+lock:
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	test -x $(BIN)/pip-compile || $(BIN)/pip install -q pip-tools
+	$(BIN)/pip-compile $(COMPILE) $(ARGS) -o requirements/runtime.txt pyproject.toml
+	$(BIN)/pip-compile $(COMPILE) $(ARGS) --extra dev -o requirements/dev.txt pyproject.toml
 
 up: install
 	$(BIN)/infery up $(ARGS)
@@ -49,6 +62,8 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy ext_proc control_plane infery
 
+ci: lint test
+
 bench: install
 	$(BIN)/python -m bench $(ARGS)
 
@@ -57,4 +72,4 @@ bench-scale: install
 	$(BIN)/python -m bench.scale $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/clients/node_modules proto/infery_proto/v1/*_pb2*.py proto/infery_proto/v1/*_pb2*.pyi .infery
+	rm -rf $(VENV) tests/clients/node_modules .infery
