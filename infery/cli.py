@@ -21,10 +21,10 @@ import yaml
 
 from infery.certs import TlsFiles, generate
 from infery.stack import (
-    REPO,
     Ports,
     Process,
     Stack,
+    default_home,
     render_bootstrap,
     spawn,
     wait_until,
@@ -108,7 +108,7 @@ def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: P
 
 
 def up(args: argparse.Namespace) -> int:
-    home = Path(os.environ.get("INFERY_HOME", REPO / ".infery")).resolve()
+    home = Path(os.environ.get("INFERY_HOME") or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     # The admin token never goes to the output (it ends up in logs): the banner says where it is.
     if os.environ.get("INFERY_ADMIN_TOKEN"):

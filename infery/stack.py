@@ -30,7 +30,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infery.certs import Pki, TlsFiles, generate
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent  # the checkout, or site-packages when installed
+IN_CHECKOUT = (REPO / "pyproject.toml").is_file()
+
+
+def bootstrap_template() -> Path:
+    """envoy/bootstrap.yaml of the checkout; an installed wheel carries it as infery/envoy/ (setup.py)."""
+    checkout = REPO / "envoy" / "bootstrap.yaml"
+    return checkout if checkout.is_file() else Path(__file__).resolve().parent / "envoy" / "bootstrap.yaml"
+
+
+def default_home() -> Path:
+    """Where `infery up` keeps its state: .infery in the checkout, or in the working directory."""
+    return (REPO if IN_CHECKOUT else Path.cwd()) / ".infery"
+
+
 BIN = Path(sys.executable).parent
 
 
@@ -107,7 +121,7 @@ def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | No
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-            cwd=REPO,
+            cwd=REPO if IN_CHECKOUT else None,
             start_new_session=True,
             preexec_fn=_die_with_parent,
         )
@@ -182,7 +196,7 @@ def render_bootstrap(
     ``ext_proc_sockets``: reach ext_proc on these Unix sockets instead of its loopback ports.
     ``env``: where the process-wide limits come from (default ``os.environ``).
     """
-    template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or REPO / "envoy" / "bootstrap.yaml")
+    template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or bootstrap_template())
     doc = yaml.safe_load(template.read_text())
     doc["node"]["id"] = node_id
     doc["admin"]["address"] = {"pipe": {"path": admin_socket, "mode": 0o600}}
