@@ -17,7 +17,10 @@ RUN /opt/infery/bin/pip install --no-deps /src
 
 # --- runtime: the venv only, run by an unprivileged user.
 FROM ${PYTHON_IMAGE} AS runtime
-RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/infery infery
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/infery infery \
+ && mkdir -p /spool /server /client \
+ && chown infery:infery /spool /server /client
+# (volumes mounted on /spool, /server, /client start owned by the unprivileged user)
 COPY --from=build /opt/infery /opt/infery
 ENV PATH=/opt/infery/bin:$PATH \
     PYTHONUNBUFFERED=1 \

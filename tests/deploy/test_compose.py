@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from jsonschema import Draft7Validator
 
 from infery.certs import generate
 
@@ -81,3 +83,31 @@ def test_control_plane_serves_mutual_tls_with_the_server_half() -> None:
     for name in ("ext-proc-1", "ext-proc-2", "envoy-1", "envoy-2"):
         assert "xds-tls-client:/xds-tls:ro" in SERVICES[name]["volumes"]
     assert "INFERY_XDS_TOKEN" not in (REPO / "docker-compose.yml").read_text()
+
+
+def test_compose_file_follows_the_compose_spec() -> None:
+    """Against the Compose Specification's own JSON Schema (vendored: tests/deploy/schemas/)."""
+    schema = json.loads((Path(__file__).with_name("schemas") / "compose-spec.json").read_text())
+    errors = [
+        f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in Draft7Validator(schema).iter_errors(COMPOSE)
+    ]
+    assert errors == []
+
+
+def test_every_infery_service_runs_the_one_image_and_restarts() -> None:
+    built = {name: svc for name, svc in SERVICES.items() if "build" in svc}
+    assert {svc["image"] for svc in built.values()} == {"${INFERY_IMAGE:-infery-gateway:latest}"}
+    long_running = [name for name in SERVICES if name != "xds-certs"]
+    assert all(SERVICES[name].get("restart") == "unless-stopped" for name in long_running)
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    """Passwords, tokens and keys come from the environment (`${VAR:?...}`), never literal values."""
+    secretish = re.compile(r"PASSWORD|TOKEN|SECRET|API_KEY|DATABASE_URL")
+    for name, svc in SERVICES.items():
+        for key, value in (svc.get("environment") or {}).items():
+            if secretish.search(key) and not key.endswith("_FILE"):
+                assert re.fullmatch(r".*\$\{\w+:\?[^}]+\}.*", str(value)), (name, key, value)
+                literal = re.sub(r"\$\{[^}]+\}", "", str(value))
+                assert not re.search(r":[^/@]+@", literal), (name, key, value)  # no user:password@ left
