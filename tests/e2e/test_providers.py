@@ -1,7 +1,7 @@
 """Anthropic and Gemini behind the OpenAI API: every chat feature, streamed and not, through a real Envoy.
 
 Each feature runs for each provider, non-streamed and streamed. The simulators
-reject any request the real API would (provider_validate.py); the request the
+reject any request the real API would (simulators.conformance); the request the
 gateway sent is checked again here; every response and chunk the client gets is
 checked against OpenAI's spec; credits equal price * the provider's usage.
 """
