@@ -16,7 +16,7 @@ CLIENTS      := $(VENV)/clients
 CLIENTS_PY   := $(CLIENTS)/.installed
 CLIENTS_NODE := tests/clients/node_modules/.installed
 
-.PHONY: install clients proto lock up test lint ci bench bench-scale clean
+.PHONY: install clients chromium proto lock up test lint ci bench bench-scale clean
 
 install: $(STAMP)
 
@@ -38,6 +38,13 @@ $(CLIENTS_NODE): tests/clients/package.json tests/clients/package-lock.json
 	cd tests/clients && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser download is not used).
+CHROMIUM := /usr/bin/chromium
+chromium: $(CHROMIUM)
+$(CHROMIUM):
+	@test "$$(id -u)" = 0 || { echo "chromium missing: run 'sudo apt-get install -y chromium'" >&2; exit 1; }
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
 # Regenerate the committed protobuf modules after editing a .proto (tests/test_generated_proto.py
 # fails until you do).
 proto: install
@@ -54,7 +61,7 @@ lock:
 up: install
 	$(BIN)/infery up $(ARGS)
 
-test: install clients
+test: install clients chromium
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: install

@@ -5,7 +5,7 @@
 (() => {
   const TOKEN_KEY = "infery.adminToken";
   const $ = (selector, root = document) => root.querySelector(selector);
-  const state = { workspace: null, editingWorkspace: null };
+  const state = { workspace: null, editingWorkspace: null, usage: null };
 
   // --- API ------------------------------------------------------------------------------
 
@@ -345,13 +345,66 @@
     table.querySelector("thead th").textContent = groupBy;
     const figures = (r) => [num(r.requests), num(r.input_tokens), num(r.cached_input_tokens),
       num(r.output_tokens), el("span", { class: "num" }, r.credits)];
-    fill(table.querySelector("tbody"), grouped.rows.map((r) => [labels.get(r.group) || r.group, ...figures(r)]),
-      "No usage in this range.");
+    const rows = grouped.rows.map((r) => ({ ...r, label: labels.get(r.group) || r.group }));
+    fill(table.querySelector("tbody"), rows.map((r) => [r.label, ...figures(r)]), "No usage in this range.");
+    state.usage = { groupBy, rows };
+    drawChart(rows);
     const sum = total.rows[0] || { requests: 0, input_tokens: 0, cached_input_tokens: 0, output_tokens: 0,
       credits: "0" };
     table.querySelector("tfoot").replaceChildren(
       el("tr", {}, ...["Total", ...figures(sum)].map((c) => el("th", {}, c))));
   }
+
+  // A horizontal bar per group, its length the group's share of the largest credits figure; the
+  // figure itself is printed as the API sent it. SVG built node by node (text nodes only).
+  function svg(tag, attrs = {}, text) {
+    const node = document.createElementNS($("#usage-chart").namespaceURI, tag);  // the SVG namespace
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function drawChart(rows) {
+    const chart = $("#usage-chart");
+    const bar = 22, labelWidth = 220, barWidth = 420, height = Math.max(rows.length, 1) * bar + 4;
+    chart.setAttribute("viewBox", `0 0 ${labelWidth + barWidth + 120} ${height}`);
+    chart.setAttribute("height", String(height));
+    const largest = Math.max(0, ...rows.map((r) => Number(r.credits)));
+    chart.replaceChildren(...rows.flatMap((r, i) => {
+      const y = i * bar + 2;
+      const width = largest > 0 ? Math.max(1, (Number(r.credits) / largest) * barWidth) : 1;
+      return [
+        svg("text", { x: labelWidth - 6, y: y + 15, "text-anchor": "end", class: "chart-label" }, String(r.label)),
+        svg("rect", { x: labelWidth, y, width, height: bar - 6, class: "chart-bar",
+          "data-group": String(r.group) }, undefined),
+        svg("text", { x: labelWidth + width + 6, y: y + 15, class: "chart-value" }, r.credits),
+      ];
+    }));
+  }
+
+  // The table as shown (group label, id, figures), as RFC 4180 CSV.
+  function usageCsv() {
+    const quote = (value) => {
+      const text = String(value ?? "");
+      return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+    };
+    const { groupBy, rows } = state.usage;
+    const header = [groupBy, groupBy + "_id", "requests", "input_tokens", "cached_input_tokens",
+      "output_tokens", "credits"];
+    const lines = rows.map((r) => [r.label, r.group, r.requests, r.input_tokens, r.cached_input_tokens,
+      r.output_tokens, r.credits]);
+    return [header, ...lines].map((line) => line.map(quote).join(",")).join("\r\n") + "\r\n";
+  }
+
+  $("#usage-csv").addEventListener("click", () => run(async () => {
+    if (!state.usage) await showUsage();
+    const link = el("a", { href: URL.createObjectURL(new Blob([usageCsv()], { type: "text/csv" })),
+      download: `usage-by-${state.usage.groupBy}.csv` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    URL.revokeObjectURL(link.href);
+  }));
 
   $("#usage-form").addEventListener("change", () => run(showUsage));
   onSubmit("#usage-form", showUsage);
