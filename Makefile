@@ -8,6 +8,9 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 LOCK    := requirements/dev.txt
+# `make up` needs the runtime only (a faster first start); `make test` the whole dev lock (a superset).
+RUNTIME       := $(VENV)/.installed-runtime
+RUNTIME_LOCK  := requirements/runtime.txt
 PROTOS  := $(wildcard proto/infery_proto/v1/*.proto)
 COMPILE := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 # The client libraries of tests/clients, each in its own runtime as their users run them:
@@ -23,6 +26,12 @@ install: $(STAMP)
 $(STAMP): $(LOCK) pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@ $(RUNTIME)
+
+$(RUNTIME): $(RUNTIME_LOCK) pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --require-hashes --no-deps -r $(RUNTIME_LOCK)
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
@@ -58,7 +67,7 @@ lock:
 	$(BIN)/pip-compile $(COMPILE) $(ARGS) -o requirements/runtime.txt pyproject.toml
 	$(BIN)/pip-compile $(COMPILE) $(ARGS) --extra dev -o requirements/dev.txt pyproject.toml
 
-up: install
+up: $(RUNTIME)
 	$(BIN)/infery up $(ARGS)
 
 test: install clients chromium
