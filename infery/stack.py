@@ -440,6 +440,22 @@ class Stack:
         self.processes[name] = proc
         target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"
         wait_until(lambda: grpc_serving(target), f"ext_proc on {port} to serve", 60, [proc])
+        envoy = self.processes.get("envoy")
+        if envoy is not None and envoy.alive():
+            # A restarted ext_proc: Envoy sends it traffic once its next health check passes.
+            address = self.ext_proc_socket(port) if self.ext_proc_uds else f"127.0.0.1:{port}"
+            wait_until(
+                lambda: self._envoy_sees_healthy(address), f"Envoy to see ext_proc on {port}", 30, [proc]
+            )
+
+    def _envoy_sees_healthy(self, address: str) -> bool:
+        """Whether Envoy's ``infery_ext_proc`` cluster has the endpoint at ``address`` healthy."""
+        flags = [
+            line.rpartition("::")[2]
+            for line in self.envoy_admin("/clusters").text.splitlines()
+            if line.startswith("infery_ext_proc::") and address in line and "::health_flags::" in line
+        ]
+        return flags == ["healthy"]
 
     def start_envoy(self) -> None:
         bootstrap = self.run_dir / "envoy.yaml"
