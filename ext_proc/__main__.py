@@ -68,6 +68,7 @@ async def serve(args: argparse.Namespace) -> None:
     services = Services(record, limiter, Idempotency(state), media_hosts, args.max_sse_event_bytes)
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
+    gauges.watch_config(lambda: subscriber.problem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -81,8 +82,10 @@ async def serve(args: argparse.Namespace) -> None:
     ext_proc_methods = methods(lambda: subscriber.current, services, MessageDeadline.from_env())
     process = ext_proc_methods[PROCESS]
     ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
-    # Envoy's health checker asks on the same listeners: SERVING once configured.
-    server = Server({**ext_proc_methods, **health.methods(lambda: subscriber.ready.is_set())})
+    # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
+    # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).
+    # A control plane that is merely unreachable is no problem: the last configuration serves on.
+    server = Server({**ext_proc_methods, **health.methods(subscriber.is_ready)})
     if not stop.is_set():
         where = []
         if args.uds:

@@ -290,6 +290,10 @@ class GatewayMetrics:
     def watch_spool(self, reporter: SpoolState) -> None:
         self.registry.register(_SpoolCollector(reporter))
 
+    def watch_config(self, problem: Callable[[], str]) -> None:
+        """Export whether the configuration in force is incomplete or stale (``problem()`` non-empty)."""
+        self._xds.problem = problem
+
     def xds_updated(self) -> None:
         """The subscriber applied a new configuration (its ``on_update``)."""
         self._xds.updates += 1
@@ -311,6 +315,7 @@ class _XdsState(Collector):
     def __init__(self) -> None:
         self.updates = 0
         self.last_update = 0.0
+        self.problem: Callable[[], str] = lambda: ""
 
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily(
@@ -325,6 +330,11 @@ class _XdsState(Collector):
             "infery_xds_last_update_timestamp_seconds",
             "Unix time the configuration in force was applied (0 = none yet).",
             self.last_update,
+        )
+        yield GaugeMetricFamily(
+            "infery_xds_config_problem",
+            "1 while part of the configuration failed to arrive (too large, refused): stale, not ready.",
+            1 if self.problem() else 0,
         )
 
 

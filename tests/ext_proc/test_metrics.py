@@ -98,3 +98,12 @@ def test_a_taken_port_costs_the_metrics_not_the_process() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         assert not serve(GatewayMetrics(), taken.getsockname()[1], "127.0.0.1")
+
+
+def test_a_configuration_problem_is_a_gauge() -> None:
+    metrics = GatewayMetrics(workspace_label=False)
+    problem = ""
+    metrics.watch_config(lambda: problem)
+    assert "infery_xds_config_problem 0.0" in generate_latest(metrics.registry).decode()
+    problem = "ApiKey 'k1' refused: bad"
+    assert "infery_xds_config_problem 1.0" in generate_latest(metrics.registry).decode()
