@@ -29,7 +29,7 @@ from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
 from ext_proc.server import PROCESS, methods
-from ext_proc.shared_state import open_state
+from ext_proc.shared_state import open_state, require_shared_store
 from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES
 from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
@@ -156,6 +156,12 @@ def main() -> None:
         default=os.environ.get("INFERY_METRICS_HOST", "0.0.0.0"),
         help="address /metrics listens on (nothing secret in it: counts, models, providers)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=int(os.environ.get("INFERY_EXT_PROCS", "1") or 1),
+        help="how many ext_proc processes serve this gateway; more than one needs --redis-url",
+    )
     parser.add_argument("--ready-timeout", type=float, default=30.0)
     parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
     args = parser.parse_args()
@@ -169,6 +175,10 @@ def main() -> None:
         )
     if args.max_sse_event_bytes < 1024:
         parser.error("INFERY_MAX_SSE_EVENT_BYTES must be at least 1024")
+    try:
+        require_shared_store(args.processes, args.redis_url)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.spool is None:
         os.makedirs(".infery", exist_ok=True)
         args.spool = os.path.join(".infery", f"usage-{args.port}.db")

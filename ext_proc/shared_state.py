@@ -106,6 +106,20 @@ class SharedState(ABC):
         pass
 
 
+def require_shared_store(processes: int, redis_url: str | None) -> None:
+    """Refuse several ext_proc processes that would each keep their own limits and idempotency keys.
+
+    In-process state is one process's: with two of them one Idempotency-Key can be
+    charged twice and ``rpm=1`` admits two requests a minute. Raises ``ValueError``.
+    """
+    if processes > 1 and not redis_url:
+        raise ValueError(
+            f"INFERY_EXT_PROCS={processes} needs INFERY_REDIS_URL: without Redis each ext_proc process "
+            "keeps its own rate limits, budgets and idempotency keys (one key could be charged twice). "
+            "Set INFERY_REDIS_URL, or run one ext_proc process (INFERY_EXT_PROCS=1)."
+        )
+
+
 def open_state(redis_url: str | None, *, prefix: str = "infery", timeout_s: float = 1.0) -> SharedState:
     """Redis when a URL is configured (every replica agrees), else this process's memory."""
     if redis_url:

@@ -28,6 +28,7 @@ import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ext_proc.shared_state import require_shared_store
 from infery.certs import Pki, TlsFiles, generate
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout, or site-packages when installed
@@ -392,6 +393,10 @@ class Stack:
         return str(self._private_dir() / f"ext_proc-{port}.sock")
 
     def start(self) -> Stack:
+        env = {**os.environ, **self.env}
+        require_shared_store(len(self.ports.ext_proc), env.get("INFERY_REDIS_URL"))
+        # Each ext_proc checks again: it is one of this many.
+        self.env.setdefault("INFERY_EXT_PROCS", str(len(self.ports.ext_proc)))
         try:
             self.start_control_plane()
             for port in self.ports.ext_proc:

@@ -17,7 +17,10 @@ HI = [{"role": "user", "content": "hello"}]
 @pytest.fixture
 def own_gateway(tmp_path, openai_sim) -> Iterator[Stack]:
     # Loopback TCP to ext_proc, as in docker-compose (everything else here runs on Unix sockets).
-    stack = start_gateway(tmp_path, ext_procs=2, ext_proc_uds=False)
+    # Two processes share their limits and idempotency keys through Redis (required with more than one).
+    stack = start_gateway(
+        tmp_path, ext_procs=2, ext_proc_uds=False, INFERY_REDIS_URL="redis://127.0.0.1:6379/11"
+    )
     try:
         yield stack
     finally:
