@@ -18,6 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import text_format
 
 from ext_proc import envoy_messages as msg
+from ext_proc import header_policy
 from ext_proc.config import GatewayConfig, Model
 from ext_proc.errors import GatewayError
 from ext_proc.media_fetch import fetch_media
@@ -30,26 +31,20 @@ ENDPOINT_HEADER = "x-infery-endpoint"  # set by the listener's exchange for the 
 TARGET_METADATA = "infery.target"  # endpoint metadata of a chain cluster: the model it serves
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 _FILTER = "envoy.filters.http.ext_proc"
-# Headers that must never reach a provider unless this attempt's translator
-# sets them: the client's credentials, a previous attempt's credentials and
-# versions (Envoy shares one header map between attempts), and encodings we
-# could not parse.
-_STRIP_UPSTREAM = (
-    "authorization",
-    "x-api-key",
-    "x-goog-api-key",
-    "api-key",
-    "anthropic-version",
-    "anthropic-beta",
-    "accept-encoding",
-)
 
 
 async def upstream_request(
-    model: Model, endpoint: Endpoint, body: dict[str, Any], media_hosts: Collection[str] = ()
+    model: Model,
+    endpoint: Endpoint,
+    body: dict[str, Any],
+    present: Collection[str],
+    media_hosts: Collection[str] = (),
 ) -> tuple[bytes, list[tuple[str, str]], list[str]]:
     """(body, headers to set, headers to remove) of the request to ``model``'s provider.
 
+    ``present`` names the headers the request has now: whatever this provider's
+    allow-list does not name is removed (the client's, and a previous attempt's:
+    Envoy shares one header map between the attempts of a chain).
     ``media_hosts`` ("host:port") may serve image/PDF URLs from private addresses.
     """
     provider = model.provider
@@ -67,7 +62,7 @@ async def upstream_request(
         ("content-length", str(len(upstream.body))),
         *upstream.headers.items(),
     ]
-    remove = [h for h in _STRIP_UPSTREAM if h not in upstream.headers]
+    remove = header_policy.request_removals(provider.kind, present, {name for name, _ in set_headers})
     return upstream.body, set_headers, remove
 
 
@@ -98,16 +93,18 @@ class AttemptExchange:
     already; this only translates the original body for the attempt's target.
     """
 
-    __slots__ = ("_config", "_media_hosts", "endpoint", "slug")
+    __slots__ = ("_config", "_media_hosts", "endpoint", "present", "slug")
 
     def __init__(self, config: GatewayConfig | None, media_hosts: Collection[str] = ()) -> None:
         self._config = config
         self._media_hosts = media_hosts
         self.slug = ""
         self.endpoint = Endpoint.CHAT
+        self.present: tuple[str, ...] = ()
 
     def on_request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         self.slug = target_slug(request.attributes)
+        self.present = header_policy.names(request.request_headers)
         h = msg.header_map(request.request_headers, frozenset({ENDPOINT_HEADER}))
         try:
             self.endpoint = Endpoint(h.get(ENDPOINT_HEADER, Endpoint.CHAT.value))
@@ -123,7 +120,7 @@ class AttemptExchange:
             )
         try:
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, orjson.loads(body.body), self._media_hosts
+                model, self.endpoint, orjson.loads(body.body), self.present, self._media_hosts
             )
         except GatewayError as err:
             return _fail(err)

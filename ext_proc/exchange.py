@@ -33,6 +33,7 @@ from infery_proto.v1 import usage_pb2
 
 from ext_proc import catalog_responses
 from ext_proc import envoy_messages as msg
+from ext_proc import header_policy
 from ext_proc.attempt import ENDPOINT_HEADER, LOCAL_REPLY_HEADER, upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
@@ -85,6 +86,7 @@ _CONTROL_HEADERS = (
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
 )
+_CONTROL_SET = frozenset(_CONTROL_HEADERS)
 # Response headers kept with an idempotent response and replayed with it.
 _REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
 
@@ -116,6 +118,7 @@ class Exchange:
         "admission",
         "body_stream",
         "chain",
+        "client_headers",
         "created",
         "credits",
         "endpoint",
@@ -148,6 +151,7 @@ class Exchange:
         self.created = int(self.started)
         self.request_id = ""
         self.path = ""
+        self.client_headers: tuple[str, ...] = ()
         self.endpoint: Endpoint | None = None
         self.key: ApiKey | None = None
         self.model: Model | None = None  # the model that serves: the requested one, or a fallback
@@ -176,6 +180,8 @@ class Exchange:
 
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         h = msg.header_map(headers, _REQUEST_HEADERS)
+        # What the request carries on once the control headers below are gone.
+        self.client_headers = tuple(n for n in header_policy.names(headers) if n not in _CONTROL_SET)
         # Our own id, whatever the client sent: it keys the usage record (one per request).
         self.request_id = new_request_id()
         self.path = h.get(":path", "/").split("?", 1)[0]
@@ -248,7 +254,7 @@ class Exchange:
             remove: list[str] = []
         else:
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, body, self._services.media_hosts
+                model, self.endpoint, body, self.client_headers, self._services.media_hosts
             )
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
         if route is not None:  # the model's own Envoy route carries its timeouts and retries
@@ -282,14 +288,15 @@ class Exchange:
             self.error_code = local_reply or "upstream_error"
             if self.chain is None or headers.end_of_stream:
                 await self._finish_async()
-            return msg.response_headers(set_headers=rate_headers, remove=(LOCAL_REPLY_HEADER, SERVED_HEADER))
-        remove: tuple[str, ...] = ()
+            return msg.response_headers(
+                set_headers=rate_headers, remove=_response_removals(headers, rate_headers)
+            )
         if self.chain is not None:
             self._note_served(h.get(SERVED_HEADER, ""))
-            remove = (SERVED_HEADER,)
         served = [("x-model-used", self.model.slug), *rate_headers]
         if self.fallback_from:
             served.append(("x-fallback-from", self.fallback_from))
+        remove = _response_removals(headers, served)
         if (
             self.stream
             and self.status == 200
@@ -604,6 +611,10 @@ class Exchange:
             usage_estimated=usage.estimated,
             usage_rejected=usage.rejected,
         )
+
+
+def _response_removals(headers: ep.HttpHeaders, setting: list[tuple[str, str]]) -> list[str]:
+    return header_policy.response_removals(header_policy.names(headers), {name for name, _ in setting})
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

@@ -278,8 +278,10 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         "name": route.slug if route else "default",
         "match": match,
         "route": action,
-        "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER],
-        "response_headers_to_remove": list(PROVIDER_RESPONSE_HEADERS),
+        # The client's address is Envoy's to record, not the provider's to read (ext_proc
+        # may not remove x-envoy-* headers; the client's own are cleared by its allow-list).
+        "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-external-address"],
+        "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
     }
     if route is not None and route.cluster:
         # Which target of the chain answered, for the listener's ext_proc (which removes it).
@@ -292,40 +294,14 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
     return doc
 
 
-# Provider response headers that must not reach clients: the gateway's account
-# (organization, project), the provider's own rate limits (the gateway sends the
-# workspace's), and its CDN's cookies. Envoy's server header is rewritten anyway.
-PROVIDER_RESPONSE_HEADERS = (
-    "openai-organization",
-    "openai-project",
-    "openai-processing-ms",
-    "openai-version",
-    "x-ratelimit-limit-requests",
-    "x-ratelimit-remaining-requests",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-limit-tokens",
-    "x-ratelimit-remaining-tokens",
-    "x-ratelimit-reset-tokens",
-    "anthropic-organization-id",
-    "anthropic-ratelimit-requests-limit",
-    "anthropic-ratelimit-requests-remaining",
-    "anthropic-ratelimit-requests-reset",
-    "anthropic-ratelimit-tokens-limit",
-    "anthropic-ratelimit-tokens-remaining",
-    "anthropic-ratelimit-tokens-reset",
-    "anthropic-ratelimit-input-tokens-limit",
-    "anthropic-ratelimit-input-tokens-remaining",
-    "anthropic-ratelimit-input-tokens-reset",
-    "anthropic-ratelimit-output-tokens-limit",
-    "anthropic-ratelimit-output-tokens-remaining",
-    "anthropic-ratelimit-output-tokens-reset",
-    "request-id",
-    "x-goog-api-client",
-    "set-cookie",
-    "cf-ray",
-    "cf-cache-status",
-    "alt-svc",
-)
+# The gateway's internal markers, removed from every upstream response before the
+# listener's ext_proc reads it: a provider that sends ``x-infery-local-reply`` must not
+# pass its answer off as the gateway's own error (served free), nor claim with
+# ``x-infery-served`` that another model answered. Envoy's own local replies (the mapper
+# above) and an attempt's ext_proc reply still carry them (measured: the route's removal
+# runs before both). Which provider headers reach the client is ext_proc's allow-list
+# (ext_proc/header_policy.py).
+INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
 
 # Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try
 # timeout as well as a reset ("does not respond at all"), so "timeout" and

@@ -1,0 +1,148 @@
+"""What crosses between the client and the provider: an allow-list per provider kind, both ways.
+
+A client must not choose the gateway's provider account (OpenAI-Organization, x-goog-user-project),
+hand the provider its cookies or proxy credentials, or set the gateway's internal headers; a provider
+must not set them either (a forged local-reply marker made a 200 answer free).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulators.testing import SimulatorProcess
+from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
+from infery.stack import Stack
+
+HI = [{"role": "user", "content": "Say hello in a few words"}]
+# What a client may try to steer the gateway's provider account or internals with.
+FORBIDDEN = {
+    "OpenAI-Organization": "org-attacker",
+    "OpenAI-Project": "proj_attacker",
+    "OpenAI-Beta": "assistants=v2",
+    "Cookie": "session=attacker",
+    "Proxy-Authorization": "Basic YXR0YWNrZXI6eA==",
+    "x-goog-user-project": "attacker-project",
+    "X-Forwarded-Host": "attacker.example",
+    "x-infery-served": "gemini-2-5-flash",
+    "x-infery-local-reply": "upstream_error",
+    "x-stainless-os": "Attacker",
+}
+
+
+class Gw:
+    def __init__(self, stack: Stack, admin: Admin, tenant: Tenant, sims: dict[str, SimulatorProcess]):
+        self.stack, self.admin, self.tenant, self.sims = stack, admin, tenant, sims
+
+    def post(self, model: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(
+            f"{self.stack.base_url}/chat/completions",
+            json={"model": model, "messages": HI},
+            headers={"authorization": f"Bearer {self.tenant.key}", **(headers or {})},
+            timeout=30,
+        )
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
+    with (
+        SimulatorProcess("openai", api_key=SIM_KEY) as openai_sim,
+        SimulatorProcess("anthropic", api_key=SIM_KEY) as claude,
+        SimulatorProcess("google", api_key=SIM_KEY) as gemini,
+    ):
+        stack = start_gateway(Path(tmp_path_factory.mktemp("headers")), INFERY_EJECT_AFTER_FAILURES="1000")
+        try:
+            admin = Admin(stack.admin_url)
+            admin.provider("openai", "openai", openai_sim.base_url, SIM_KEY)
+            admin.provider("anthropic", "anthropic", claude.base_url, SIM_KEY)
+            admin.provider("google", "google", gemini.base_url, SIM_KEY)
+            admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
+            admin.model("gpt-4o", "openai", "gpt-4o")
+            admin.model("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5")
+            admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash")
+            admin.call(
+                "PUT",
+                "/routes/gpt-4o",
+                {"fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"], "retry_on": ["5xx"]},
+            )
+            tenant = new_tenant(admin, stack, "headers")
+            yield Gw(stack, admin, tenant, {"openai": openai_sim, "anthropic": claude, "google": gemini})
+        finally:
+            stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear(gw: Gw) -> None:
+    for sim in gw.sims.values():
+        sim.clear()
+
+
+def _assert_only_allowed(received: dict[str, str], extra_allowed: frozenset[str] = frozenset()) -> None:
+    names = {k.lower() for k in received}
+    leaked = {k.lower() for k in FORBIDDEN} & names
+    assert not leaked, f"client headers reached the provider: {sorted(leaked)}"
+    internal = sorted(n for n in names if n.startswith(("x-infery", "x-envoy")))
+    assert not internal, f"internal headers reached the provider: {internal}"
+    assert "user-agent" in names
+    assert "authorization" not in names or "authorization" in extra_allowed
+
+
+@pytest.mark.parametrize(
+    ("model", "sim"),
+    [("gpt-4o-mini", "openai"), ("claude-sonnet-4-5", "anthropic"), ("gemini-2-5-flash", "google")],
+)
+def test_a_single_attempt_forwards_only_the_allow_list(gw: Gw, model: str, sim: str):
+    resp = gw.post(model, {**FORBIDDEN, "anthropic-beta": "prompt-caching-2024-07-31"})
+    assert resp.status_code == 200, resp.text
+    received = gw.sims[sim].requests()[-1]["headers"]
+    _assert_only_allowed(received, frozenset({"authorization"}) if sim == "openai" else frozenset())
+    if sim == "openai":
+        assert received["authorization"] == f"Bearer {SIM_KEY}"
+    # The provider's documented request options pass to that provider only.
+    assert ("anthropic-beta" in received) == (sim == "anthropic")
+
+
+def test_every_attempt_of_a_chain_forwards_only_its_own_allow_list(gw: Gw):
+    gw.sims["openai"].script([{"status": 503}])
+    gw.sims["anthropic"].script([{"status": 503}])
+    resp = gw.post("gpt-4o", FORBIDDEN)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-used"] == "gemini-2-5-flash"
+    for sim in ("openai", "anthropic", "google"):
+        received = gw.sims[sim].requests()[-1]["headers"]
+        _assert_only_allowed(received, frozenset({"authorization"}) if sim == "openai" else frozenset())
+    google = gw.sims["google"].requests()[-1]["headers"]
+    assert "x-api-key" not in google and "authorization" not in google  # earlier attempts' credentials
+
+
+def test_a_provider_cannot_mark_its_answer_as_the_gateways_own(gw: Gw):
+    # Today: a provider's x-infery-local-reply made a 200 answer free.
+    gw.sims["openai"].script([{"headers": {"x-infery-local-reply": "upstream_error"}}])
+    resp = gw.post("gpt-4o-mini")
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["message"]["content"]
+    assert Decimal(resp.headers["x-credits-used"]) > 0
+    assert not [h for h in resp.headers if h.startswith("x-infery")]
+    record = eventually(lambda: gw.admin.usage_record(resp.headers["x-request-id"]))
+    assert record["status"] == 200 and Decimal(record["credits"]) > 0 and not record["error_code"]
+
+
+def test_a_provider_cannot_claim_another_model_served(gw: Gw):
+    gw.sims["openai"].script([{"headers": {"x-infery-served": "claude-sonnet-4-5"}}])
+    resp = gw.post("gpt-4o-mini")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-used"] == "gpt-4o-mini"
+    assert "x-fallback-from" not in resp.headers
+    assert not [h for h in resp.headers if h.startswith("x-infery")]
+
+
+def test_a_chain_target_cannot_claim_another_target_served(gw: Gw):
+    gw.sims["openai"].script([{"headers": {"x-infery-served": "gemini-2-5-flash"}}])
+    resp = gw.post("gpt-4o")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-used"] == "gpt-4o"
+    assert not [h for h in resp.headers if h.startswith("x-infery")]
