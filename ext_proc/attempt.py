@@ -19,6 +19,7 @@ from google.protobuf import text_format
 
 from ext_proc import envoy_messages as msg
 from ext_proc import header_policy
+from ext_proc.attempt_grant import Grant, verify
 from ext_proc.config import GatewayConfig, Model
 from ext_proc.errors import GatewayError
 from ext_proc.media_fetch import fetch_media
@@ -27,7 +28,12 @@ from ext_proc.translators.base import Endpoint, Target
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # a reply the gateway made itself; the value is its error code
 log = logging.getLogger("infery.ext_proc")
 
-ENDPOINT_HEADER = "x-infery-endpoint"  # set by the listener's exchange for the attempts of a chain
+# What the listener's exchange tells a chain's attempts, as Envoy dynamic metadata in this
+# namespace (not headers: the attempts share one header map with each other and with the
+# provider, and each strips what its provider must not get).
+ATTEMPT_METADATA = "infery.attempt"
+GRANT_FIELD = "grant"  # ext_proc/attempt_grant.py
+ENDPOINT_FIELD = "endpoint"  # the OpenAI endpoint the client called
 TARGET_METADATA = "infery.target"  # endpoint metadata of a chain cluster: the model it serves
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
 _FILTER = "envoy.filters.http.ext_proc"
@@ -90,10 +96,11 @@ class AttemptExchange:
     """One attempt of a fallback chain, in Envoy's upstream ext_proc filter.
 
     The listener's exchange has authenticated, admitted and routed the request
-    already; this only translates the original body for the attempt's target.
+    already, and granted it the attempts (ext_proc/attempt_grant.py); this checks
+    the grant and translates the original body for the attempt's target.
     """
 
-    __slots__ = ("_config", "_media_hosts", "endpoint", "present", "slug")
+    __slots__ = ("_config", "_media_hosts", "endpoint", "grant", "present", "slug")
 
     def __init__(self, config: GatewayConfig | None, media_hosts: Collection[str] = ()) -> None:
         self._config = config
@@ -101,18 +108,31 @@ class AttemptExchange:
         self.slug = ""
         self.endpoint = Endpoint.CHAT
         self.present: tuple[str, ...] = ()
+        self.grant: Grant | None = None
 
     def on_request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
         self.slug = target_slug(request.attributes)
         self.present = header_policy.names(request.request_headers)
-        h = msg.header_map(request.request_headers, frozenset({ENDPOINT_HEADER}))
+        meta = request.metadata_context.filter_metadata.get(ATTEMPT_METADATA)
+        fields = meta.fields if meta is not None else {}
+        key = self._config.attempt_grant_key if self._config else b""
+        grant = fields.get(GRANT_FIELD)
+        self.grant = verify(key, grant.string_value) if grant is not None else None
+        if self.grant is None:
+            # Not a stream Envoy's router opened for a request the listener admitted:
+            # nothing of the provider's (its key above all) goes back.
+            log.warning("refused an upstream attempt without a valid grant (target %r)", self.slug)
+            return _not_granted()
         try:
-            self.endpoint = Endpoint(h.get(ENDPOINT_HEADER, Endpoint.CHAT.value))
+            endpoint = fields.get(ENDPOINT_FIELD)
+            self.endpoint = Endpoint(endpoint.string_value if endpoint is not None else "")
         except ValueError:
             return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
         return msg.request_headers()
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        if self.grant is None:
+            return _not_granted()
         model = self._config.models.get(self.slug) if self._config else None
         if model is None:
             return _fail(
@@ -136,3 +156,7 @@ def _fail(err: GatewayError) -> ep.ProcessingResponse:
     # Marked as the gateway's own reply, so the listener passes the envelope through
     # instead of reading it as the provider's error.
     return msg.immediate(err.status, err.body(), ((LOCAL_REPLY_HEADER, err.code),))
+
+
+def _not_granted() -> ep.ProcessingResponse:
+    return _fail(GatewayError(403, "attempt_not_authorized", "This attempt was not granted by the gateway."))

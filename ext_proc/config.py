@@ -52,6 +52,7 @@ class Workspace:
     budget_period: str
     price_multiplier: Decimal
     allowed_models: frozenset[str] | None  # None = every model
+    share_idempotent_replays: bool = False  # replays go to any key of the workspace, not only the member's
 
     def allows(self, slug: str) -> bool:
         return self.allowed_models is None or slug in self.allowed_models
@@ -133,6 +134,7 @@ class GatewayConfig:
     models: dict[str, Model] = field(default_factory=dict)
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
+    attempt_grant_key: bytes = b""  # signs chain requests' attempt grants (ext_proc/attempt_grant.py)
 
 
 PROVIDER = "Provider"
@@ -140,6 +142,7 @@ MODEL = "Model"
 WORKSPACE = "Workspace"
 ROUTE = "Route"
 API_KEY = "ApiKey"
+DATA_PLANE_SECRET = "DataPlaneSecret"
 
 
 class ConfigState:
@@ -184,6 +187,12 @@ class ConfigState:
             for w in items:
                 _put(workspaces, w.id, partial(_workspace, w), errors)
             self.current = replace(current, workspaces=workspaces)
+        elif kind == DATA_PLANE_SECRET:
+            # One secret resource; removing it leaves no key (chain attempts are then refused).
+            key = b"" if list(removed) else current.attempt_grant_key
+            for s in items:
+                key = s.attempt_grant_key
+            self.current = replace(current, attempt_grant_key=key)
         elif kind == ROUTE:
             routes = dict(current.routes)
             for name in removed:
@@ -283,10 +292,17 @@ def build(
     workspaces: Iterable[config_pb2.Workspace],
     keys: Iterable[config_pb2.ApiKey],
     routes: Iterable[config_pb2.Route],
+    secrets: Iterable[config_pb2.DataPlaneSecret] = (),
 ) -> GatewayConfig:
     """A whole configuration at once; entries whose references dangle are left out, invalid ones raise."""
     state = ConfigState()
-    for kind, items in ((PROVIDER, providers), (MODEL, models), (WORKSPACE, workspaces), (ROUTE, routes)):
+    for kind, items in (
+        (PROVIDER, providers),
+        (MODEL, models),
+        (WORKSPACE, workspaces),
+        (ROUTE, routes),
+        (DATA_PLANE_SECRET, secrets),
+    ):
         errors = state.apply(kind, items, ())
         if errors:
             raise ValueError("; ".join(f"{name}: {why}" for name, why in errors.items()))

@@ -19,6 +19,7 @@ _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _SKIP = processing_mode_pb2.ProcessingMode.SKIP
 
 Headers = Iterable[tuple[str, str]]
+Metadata = tuple[str, dict[str, str]] | None  # (namespace, string fields) of Envoy dynamic metadata
 
 
 def header_map(headers: ep.HttpHeaders, wanted: frozenset[str]) -> dict[str, str]:
@@ -81,11 +82,21 @@ def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> ep
 
 
 def request_body(
-    body: bytes | None, set_headers: Headers, remove: Iterable[str], clear_route_cache: bool = True
+    body: bytes | None,
+    set_headers: Headers,
+    remove: Iterable[str],
+    clear_route_cache: bool = True,
+    metadata: Metadata = None,
 ) -> ep.ProcessingResponse:
-    """Replace the request headers (and the body unless ``None``); by default re-pick the route."""
+    """Replace the request headers (and the body unless ``None``); by default re-pick the route.
+
+    ``metadata`` becomes the stream's dynamic metadata, for the filters after this one.
+    """
     resp = ep.ProcessingResponse()
     _fill_common(resp.request_body.response, set_headers, remove, body, clear_route_cache)
+    if metadata is not None:
+        namespace, fields = metadata
+        resp.dynamic_metadata.fields[namespace].struct_value.update(fields)
     return resp
 
 

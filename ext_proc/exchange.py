@@ -31,10 +31,15 @@ import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import usage_pb2
 
-from ext_proc import catalog_responses
+from ext_proc import attempt_grant, catalog_responses, header_policy
 from ext_proc import envoy_messages as msg
-from ext_proc import header_policy
-from ext_proc.attempt import ENDPOINT_HEADER, LOCAL_REPLY_HEADER, upstream_request
+from ext_proc.attempt import (
+    ATTEMPT_METADATA,
+    ENDPOINT_FIELD,
+    GRANT_FIELD,
+    LOCAL_REPLY_HEADER,
+    upstream_request,
+)
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
@@ -75,7 +80,6 @@ _RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SE
 _CONTROL_HEADERS = (
     ROUTE_HEADER,
     MODEL_ROUTE_HEADER,
-    ENDPOINT_HEADER,
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-max-retries",
@@ -87,6 +91,10 @@ _CONTROL_HEADERS = (
     "x-envoy-upstream-alt-stat-name",
 )
 _CONTROL_SET = frozenset(_CONTROL_HEADERS)
+# How long a chain's attempts may start when its route sets no total timeout (Envoy then
+# allows INFERY_REQUEST_TIMEOUT_S, 600 s by default). Generous: a grant never leaves
+# Envoy and ext_proc, the expiry only bounds the use of one that somehow would.
+_GRANT_LIFETIME_S = 3600.0
 # Response headers kept with an idempotent response and replayed with it.
 _REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
 
@@ -250,9 +258,15 @@ class Exchange:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
             self.chain = route
             upstream_body = None
-            set_headers = [(ROUTE_HEADER, route.cluster), (ENDPOINT_HEADER, self.endpoint.value)]
+            set_headers = [(ROUTE_HEADER, route.cluster)]
             remove: list[str] = []
+            # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
+            metadata: msg.Metadata = (
+                ATTEMPT_METADATA,
+                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.endpoint.value},
+            )
         else:
+            metadata = None
             upstream_body, set_headers, remove = await upstream_request(
                 model, self.endpoint, body, self.client_headers, self._services.media_hosts
             )
@@ -263,7 +277,16 @@ class Exchange:
         workspace = self.key.workspace
         estimate = estimate_tokens(body) if workspace.tpm else 0  # only a token limit needs it
         self.admission = await self._services.limiter.admit(workspace, estimate)
-        return msg.request_body(upstream_body, set_headers, remove)
+        return msg.request_body(upstream_body, set_headers, remove, metadata=metadata)
+
+    def _attempt_grant(self, config: GatewayConfig, route: Route) -> str:
+        """Lets the chain's upstream attempts act for this request, and no other stream."""
+        assert self.key is not None
+        if not config.attempt_grant_key:
+            raise GatewayError(503, "upstream_unavailable", "The gateway has no attempt key yet.")
+        lifetime = route.total_timeout_s if route.total_timeout_s > 0 else _GRANT_LIFETIME_S
+        grant = attempt_grant.Grant(self.request_id, self.key.workspace.id, self.key.member_id)
+        return attempt_grant.sign(config.attempt_grant_key, grant, int(self.started + lifetime) + 5)
 
     def _replay(self, stored: StoredResponse) -> ep.ProcessingResponse:
         """The first request's response, again: no upstream call, no charge."""

@@ -50,7 +50,10 @@ def methods(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
         exchange = AttemptExchange(current_config(), services.media_hosts)
-        yield exchange.on_request_headers(first)
+        answer = exchange.on_request_headers(first)
+        yield answer
+        if answer.HasField("immediate_response"):  # refused: the stream ends here
+            return
         async for req in requests:
             kind = req.WhichOneof("request")
             if kind == "request_body":

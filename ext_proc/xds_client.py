@@ -43,6 +43,8 @@ RESOURCE_TYPES: dict[str, Any] = {
     TYPE_PREFIX + "Workspace": config_pb2.Workspace,
     TYPE_PREFIX + "Route": config_pb2.Route,
     TYPE_PREFIX + "ApiKey": config_pb2.ApiKey,
+    # ext_proc's only: the control plane serves it on the delta endpoint Envoy never uses.
+    TYPE_PREFIX + "DataPlaneSecret": config_pb2.DataPlaneSecret,
 }
 # The control plane's responses are at most ~1 MiB by construction (500 resources); only
 # a single resource larger than that (a workspace listing thousands of models) exceeds

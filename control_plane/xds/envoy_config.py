@@ -44,6 +44,8 @@ ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the provider cluster to se
 MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc when the model has a configured Route
 SERVED_HEADER = "x-infery-served"  # on a chain's responses: the model of the target that answered
 TARGET_METADATA = "infery.target"  # endpoint metadata namespace: which model a chain endpoint serves
+# Dynamic metadata the listener's ext_proc sets for a chain's attempts (its grant, the endpoint).
+ATTEMPT_METADATA = "infery.attempt"
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # on Envoy's own error replies: the envelope's code
 
 _T = "type.googleapis.com/"
@@ -198,6 +200,8 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
     # Response phases per request: the exchange switches SSE bodies to STREAMED.
     ext_proc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="BUFFERED")
     ext_proc["typed_config"]["allow_mode_override"] = True
+    # A chain's grant and endpoint for its attempts (below), kept out of the headers.
+    ext_proc["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [ATTEMPT_METADATA]}}
     hcm = {
         "@type": _T + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "infery",
@@ -577,6 +581,7 @@ def _attempt_filter(s: ListenerSettings) -> dict[str, Any]:
     """ext_proc as an upstream filter: called once per attempt, with the original body."""
     doc = _ext_proc_filter(s, response_header_mode="SKIP", response_body_mode="NONE")
     doc["typed_config"]["request_attributes"] = ["xds.upstream_host_metadata"]
+    doc["typed_config"]["metadata_options"] = {"forwarding_namespaces": {"untyped": [ATTEMPT_METADATA]}}
     return doc
 
 

@@ -9,8 +9,12 @@ never starve it. Database reads and protobuf building run in a worker thread;
 the event loop only swaps the results in.
 
 ext_proc's resources (keys, models, workspaces...) go to the `DeltaCache`, one
-resource each. Envoy's (state of the world) are rebuilt only when a provider,
-model or route changed, and each cluster and route is built once per input
+resource each; so does the `DataPlaneSecret` (the attempt-grant key), sent when it
+is first published and again only if the stored key differs. Envoy subscribes only
+to the state-of-the-world types, so the secret is never in its configuration.
+
+Envoy's resources (state of the world) are rebuilt only when a provider, model or
+route changed, and each cluster and route is built once per input
 (`EnvoyResources`), so a key change never touches them.
 """
 
@@ -30,6 +34,7 @@ from sqlmodel import Session
 from control_plane.store import changes
 from control_plane.store.snapshot import Changes, Snapshot, load_changes
 from control_plane.xds import envoy_config
+from control_plane.xds.data_plane_secret import data_plane_secret
 from control_plane.xds.server import (
     CLUSTER,
     LISTENER,
@@ -45,7 +50,15 @@ log = logging.getLogger("infery.control_plane.xds")
 
 _T = "type.googleapis.com/infery.v1."
 # ext_proc's types, in the order a push sends them: referenced resources first.
-DELTA_TYPES = (_T + "Provider", _T + "Model", _T + "Workspace", _T + "Route", _T + "ApiKey")
+DATA_PLANE_SECRET = _T + "DataPlaneSecret"
+DELTA_TYPES = (
+    _T + "Provider",
+    _T + "Model",
+    _T + "Workspace",
+    _T + "Route",
+    _T + "ApiKey",
+    DATA_PLANE_SECRET,
+)
 _KINDS = {  # type URL -> the store's kind (table name)
     _T + "Provider": "providers",
     _T + "Model": "models",
@@ -141,6 +154,7 @@ class _Published:
     providers: dict[str, config_pb2.Provider] = field(default_factory=dict)
     models: dict[str, config_pb2.Model] = field(default_factory=dict)
     routes: dict[str, config_pb2.Route] = field(default_factory=dict)
+    secret: config_pb2.DataPlaneSecret | None = None  # what ext_proc has of it
 
 
 @dataclass(slots=True)
@@ -208,9 +222,13 @@ class Publisher:
         since = max(published.revision, 0)
         with self._sessions() as session:
             found = load_changes(session, since)
-        if found.revision == published.revision:
-            return None
+            if found.revision == published.revision:
+                return None
+            secret = data_plane_secret(session)  # created on the first publish; read after the changes
         delta = _delta(found)
+        if secret != published.secret:
+            delta[DATA_PLANE_SECRET] = TypeChanges([resource(secret.name, found.revision, secret)])
+            published.secret = secret
         envoy_changed = published.revision < 0 or any(
             (found.providers, found.models, found.routes, *(found.removed.get(k) for k in _ENVOY_KINDS))
         )
@@ -257,8 +275,8 @@ def _delta(found: Changes) -> dict[str, TypeChanges]:
         _T + "ApiKey": [resource(k.id, revision, k) for k in found.api_keys],
     }
     return {
-        type_url: TypeChanges(upserts[type_url], list(found.removed.get(_KINDS[type_url], ())))
-        for type_url in DELTA_TYPES
+        type_url: TypeChanges(items, list(found.removed.get(_KINDS[type_url], ())))
+        for type_url, items in upserts.items()
     }
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infery.stack import Stack
 from simulators.testing import SimulatorProcess
 from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
-from infery.stack import Stack
 
 HI = [{"role": "user", "content": "Say hello in a few words"}]
 # What a client may try to steer the gateway's provider account or internals with.

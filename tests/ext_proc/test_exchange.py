@@ -346,7 +346,8 @@ def test_a_rejected_xds_update_does_not_poison_later_ones():
             type_url=TYPE_PREFIX + type_name, system_version_info=version, nonce=version
         )
         for resource in resources:
-            item = reply.resources.add(name=getattr(resource, "slug", "") or getattr(resource, "id", ""))
+            name = getattr(resource, "slug", "") or getattr(resource, "id", "") or getattr(resource, "name", "")
+            item = reply.resources.add(name=name)
             item.resource.Pack(resource)
         return reply
 
@@ -357,11 +358,13 @@ def test_a_rejected_xds_update_does_not_poison_later_ones():
         "Workspace": [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
         "Route": [],
         "ApiKey": [],
+        "DataPlaneSecret": [config_pb2.DataPlaneSecret(name="d", attempt_grant_key=b"k" * 32)],
     }
     for name, items in good.items():
         assert not subscriber.is_ready()
         assert not subscriber._apply(response(name, *items, version="1")).HasField("error_detail")
     assert subscriber.is_ready()
+    assert subscriber.current is not None and subscriber.current.attempt_grant_key == b"k" * 32
     bad = subscriber._apply(
         response("Workspace", config_pb2.Workspace(id="w", price_multiplier="oops"), version="2")
     )

@@ -1,0 +1,61 @@
+"""The grant that lets an upstream attempt of a fallback chain act for a request.
+
+Envoy's upstream ext_proc filter asks ext_proc to prepare each attempt of a
+chain: the attempt's reply carries the provider's credential. Anything that can
+open a stream to ext_proc could ask the same, so the listener's exchange, which
+has authenticated the client's ``inf_`` key, gives the chain's request a grant in
+:data:`GRANT_HEADER`: an HMAC-SHA256 over the request id, the workspace, the
+member and an expiry. An attempt serves only a request whose grant verifies and
+has not expired, and it reads the workspace from it (whose policy applies to the
+target). The header never reaches a provider (ext_proc/header_policy.py).
+
+The key comes from the control plane over xDS in a resource only ext_proc
+processes subscribe to (``infery.v1.DataPlaneSecret``): it is generated once and
+kept in the control plane's store, so every ext_proc process of every replica
+signs and verifies with the same key, and Envoy (whose configuration its admin
+page shows) never holds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+GRANT_HEADER = "x-infery-attempt-grant"
+_VERSION = "v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    request_id: str
+    workspace_id: str
+    member_id: str
+
+
+def _mac(key: bytes, payload: str) -> str:
+    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign(key: bytes, grant: Grant, expires_at: int) -> str:
+    """The header value granting ``grant`` until ``expires_at`` (unix seconds)."""
+    payload = f"{_VERSION}.{expires_at}.{grant.request_id}.{grant.workspace_id}.{grant.member_id}"
+    return f"{payload}.{_mac(key, payload)}"
+
+
+def verify(key: bytes, value: str, now: float | None = None) -> Grant | None:
+    """The grant ``value`` carries if it is signed with ``key`` and still valid, else ``None``."""
+    if not key or not value:
+        return None
+    payload, _, mac = value.rpartition(".")
+    parts = payload.split(".")
+    if len(parts) != 5 or parts[0] != _VERSION or not parts[1].isdigit():
+        return None
+    if not hmac.compare_digest(mac, _mac(key, payload)):
+        return None
+    if int(parts[1]) < (time.time() if now is None else now):
+        return None
+    return Grant(parts[2], parts[3], parts[4])
