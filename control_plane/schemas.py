@@ -218,6 +218,11 @@ class WorkspaceIn(Body):
     budget_period: BudgetPeriod = "month"
     price_multiplier: Multiplier = "1"
     allowed_models: list[Slug] = Field(default_factory=list, description="empty = every model")
+    share_idempotent_replays: bool = Field(
+        default=False,
+        description="serve an Idempotency-Key's stored response to any key of the workspace; "
+        "by default only keys of the member who made the first request get it",
+    )
 
     @field_validator("allowed_models")
     @classmethod
@@ -235,6 +240,7 @@ class WorkspaceUpdate(Body):
     budget_period: BudgetPeriod | None = None
     price_multiplier: Multiplier | None = None
     allowed_models: list[Slug] | None = None
+    share_idempotent_replays: bool | None = None
 
 
 class WorkspaceOut(BaseModel):
@@ -246,6 +252,7 @@ class WorkspaceOut(BaseModel):
     budget_period: str
     price_multiplier: str
     allowed_models: list[str]
+    share_idempotent_replays: bool
 
 
 class MemberIn(Body):

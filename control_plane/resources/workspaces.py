@@ -20,6 +20,7 @@ def to_out(row: Workspace) -> WorkspaceOut:
         budget_period=row.budget_period,
         price_multiplier=row.price_multiplier,
         allowed_models=list(row.allowed_models),
+        share_idempotent_replays=row.share_idempotent_replays,
     )
 
 
@@ -50,6 +51,7 @@ def create(session: Session, body: WorkspaceIn) -> Workspace:
         budget_period=body.budget_period,
         price_multiplier=body.price_multiplier,
         allowed_models=list(body.allowed_models),
+        share_idempotent_replays=body.share_idempotent_replays,
     )
     session.add(row)
     return row
@@ -69,7 +71,7 @@ def update(session: Session, name: str, body: WorkspaceUpdate | WorkspaceIn) -> 
     for field in ("rpm", "tpm", "budget_credits"):  # null is meaningful: unlimited / no budget
         if field in given:
             setattr(row, field, getattr(body, field))
-    for field in ("budget_period", "price_multiplier"):  # null means "keep"
+    for field in ("budget_period", "price_multiplier", "share_idempotent_replays"):  # null means "keep"
         if field in given and getattr(body, field) is not None:
             setattr(row, field, getattr(body, field))
     return row

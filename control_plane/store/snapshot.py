@@ -233,6 +233,7 @@ def workspace_message(row: tables.Workspace) -> config_pb2.Workspace:
         budget_period=row.budget_period,
         price_multiplier=row.price_multiplier,
         allowed_models=list(row.allowed_models),
+        share_idempotent_replays=row.share_idempotent_replays,
     )
     if row.rpm is not None:
         message.rpm = row.rpm

@@ -126,6 +126,8 @@ class Workspace(SQLModel, table=True):
     budget_period: str = Field(default="month", sa_type=String(16))
     price_multiplier: str = Field(default="1", sa_type=String(64))
     allowed_models: list[str] = _json_list()
+    # An idempotent replay goes to any key of the workspace, not only to the first request's member.
+    share_idempotent_replays: bool = False
     updated_revision: int = _updated_revision()
 
 

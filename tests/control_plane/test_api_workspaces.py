@@ -29,6 +29,7 @@ def test_workspace_crud(client: TestClient) -> None:
         "budget_period": "day",
         "price_multiplier": "1.15",
         "allowed_models": ["gpt-4o"],
+        "share_idempotent_replays": True,
     }
     response = client.post("/admin/v1/workspaces", json=body)
     assert response.status_code == 201, response.text
@@ -40,6 +41,7 @@ def test_workspace_crud(client: TestClient) -> None:
     assert defaults["rpm"] is None and defaults["budget_credits"] is None
     assert defaults["budget_period"] == "month" and defaults["price_multiplier"] == "1"
     assert defaults["allowed_models"] == []
+    assert defaults["share_idempotent_replays"] is False  # replays stay with the member by default
 
     updated = client.put("/admin/v1/workspaces/acme", json={"rpm": None, "allowed_models": []}).json()
     assert updated["rpm"] is None and updated["allowed_models"] == [] and updated["budget_credits"] == "12.50"
