@@ -28,6 +28,7 @@ from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
+from ext_proc.media_fetch import DEFAULT_MAX_URLS, MediaPolicy
 from ext_proc.server import PROCESS, methods
 from ext_proc.shared_state import open_state, require_shared_store
 from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES
@@ -62,10 +63,12 @@ async def serve(args: argparse.Namespace) -> None:
     reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata, credentials=credentials)
     await reporter.start()
     state = open_state(args.redis_url)
-    media_hosts = frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip())
+    media = MediaPolicy(
+        frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip()), args.max_media_urls
+    )
     limiter = Limiter(state)
     record = request_log.recorder(gauges.recorder(reporter.record), args.request_log_sample)
-    services = Services(record, limiter, Idempotency(state), media_hosts, args.max_sse_event_bytes)
+    services = Services(record, limiter, Idempotency(state), media, args.max_sse_event_bytes)
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
     gauges.watch_config(lambda: subscriber.problem)
@@ -155,6 +158,12 @@ def main() -> None:
         "--metrics-host",
         default=os.environ.get("INFERY_METRICS_HOST", "0.0.0.0"),
         help="address /metrics listens on (nothing secret in it: counts, models, providers)",
+    )
+    parser.add_argument(
+        "--max-media-urls",
+        type=int,
+        default=int(os.environ.get("INFERY_MAX_MEDIA_URLS") or DEFAULT_MAX_URLS),
+        help="image/file URLs the gateway fetches for one request, at most (more: 400)",
     )
     parser.add_argument(
         "--processes",

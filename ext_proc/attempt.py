@@ -22,7 +22,7 @@ from ext_proc import header_policy
 from ext_proc.attempt_grant import Grant, verify
 from ext_proc.config import GatewayConfig, Model
 from ext_proc.errors import GatewayError
-from ext_proc.media_fetch import fetch_media
+from ext_proc.media_fetch import MediaPolicy, fetch_media
 from ext_proc.translators.base import Endpoint, Target
 
 LOCAL_REPLY_HEADER = "x-infery-local-reply"  # a reply the gateway made itself; the value is its error code
@@ -44,23 +44,25 @@ async def upstream_request(
     endpoint: Endpoint,
     body: dict[str, Any],
     present: Collection[str],
-    media_hosts: Collection[str] = (),
+    media: MediaPolicy,
 ) -> tuple[bytes, list[tuple[str, str]], list[str]]:
     """(body, headers to set, headers to remove) of the request to ``model``'s provider.
 
     ``present`` names the headers the request has now: whatever this provider's
     allow-list does not name is removed (the client's, and a previous attempt's:
     Envoy shares one header map between the attempts of a chain).
-    ``media_hosts`` ("host:port") may serve image/PDF URLs from private addresses.
+    ``media`` says which image/PDF URLs the gateway may fetch for the provider, and how many.
     """
     provider = model.provider
     translator = provider.translator
     urls = translator.media_urls(endpoint, body)
-    media = await fetch_media(urls, allowed_hosts=media_hosts) if urls else {}
+    fetched = (
+        await fetch_media(urls, allowed_hosts=media.allowed_hosts, max_urls=media.max_urls) if urls else {}
+    )
     upstream = translator.request(
         endpoint,
         body,
-        Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, media),
+        Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, fetched),
     )
     set_headers = [
         (":path", upstream.path),
@@ -100,11 +102,11 @@ class AttemptExchange:
     the grant and translates the original body for the attempt's target.
     """
 
-    __slots__ = ("_config", "_media_hosts", "endpoint", "grant", "present", "slug")
+    __slots__ = ("_config", "_media", "endpoint", "grant", "present", "slug")
 
-    def __init__(self, config: GatewayConfig | None, media_hosts: Collection[str] = ()) -> None:
+    def __init__(self, config: GatewayConfig | None, media: MediaPolicy) -> None:
         self._config = config
-        self._media_hosts = media_hosts
+        self._media = media
         self.slug = ""
         self.endpoint = Endpoint.CHAT
         self.present: tuple[str, ...] = ()
@@ -123,6 +125,9 @@ class AttemptExchange:
             # nothing of the provider's (its key above all) goes back.
             log.warning("refused an upstream attempt without a valid grant (target %r)", self.slug)
             return _not_granted()
+        workspace = self._config.workspaces.get(self.grant.workspace_id) if self._config else None
+        if workspace is None or not workspace.allows(self.slug):
+            return _not_allowed(self.slug)
         try:
             endpoint = fields.get(ENDPOINT_FIELD)
             self.endpoint = Endpoint(endpoint.string_value if endpoint is not None else "")
@@ -140,7 +145,7 @@ class AttemptExchange:
             )
         try:
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, orjson.loads(body.body), self.present, self._media_hosts
+                model, self.endpoint, orjson.loads(body.body), self.present, self._media
             )
         except GatewayError as err:
             return _fail(err)
@@ -160,3 +165,18 @@ def _fail(err: GatewayError) -> ep.ProcessingResponse:
 
 def _not_granted() -> ep.ProcessingResponse:
     return _fail(GatewayError(403, "attempt_not_authorized", "This attempt was not granted by the gateway."))
+
+
+def _not_allowed(slug: str) -> ep.ProcessingResponse:
+    """A target the workspace may not use: never served.
+
+    The listener sends such a workspace to a chain without it (control_plane/store/
+    chain_variants.py); this holds while that variant is not yet published. Envoy's
+    router does not retry an upstream filter's own reply (measured, 403 and 503
+    alike), so this ends the request. A 403, not a 5xx: outlier detection must not
+    eject a healthy target for everyone.
+    """
+    err = GatewayError(
+        403, "model_not_allowed", f"This workspace may not use the fallback target '{slug}'.", param="model"
+    )
+    return _fail(err)

@@ -123,6 +123,20 @@ class Route:
     attempt_timeout_s: float
     total_timeout_s: float
     cluster: str  # the chain's Envoy cluster; empty without fallbacks
+    # The chain cut to a workspace's allowed targets (primary first) → its Envoy cluster and route.
+    variants: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def allowed_chain(self, workspace: Workspace) -> tuple[tuple[str, ...], str]:
+        """(targets, cluster) of this chain for ``workspace``: the targets it may use, in order.
+
+        The cluster is the chain's own when nothing is excluded, else the variant the control
+        plane built for these targets; if that is not published yet, the chain's own (its
+        attempts then refuse the excluded targets: they are never served).
+        """
+        targets = tuple(t for t in (self.slug, *self.fallbacks) if workspace.allows(t))
+        if len(targets) == len(self.fallbacks) + 1:
+            return targets, self.cluster
+        return targets, self.variants.get(targets, self.cluster)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,12 +291,19 @@ def _workspace(w: config_pb2.Workspace) -> Workspace:
         w.budget_period or "month",
         Decimal(w.price_multiplier or "1"),
         frozenset(w.allowed_models) if w.allowed_models else None,
+        w.share_idempotent_replays,
     )
 
 
 def _route(r: config_pb2.Route) -> Route:
     return Route(
-        r.slug, tuple(r.fallbacks), tuple(r.retry_on), r.attempt_timeout_s, r.total_timeout_s, r.cluster
+        r.slug,
+        tuple(r.fallbacks),
+        tuple(r.retry_on),
+        r.attempt_timeout_s,
+        r.total_timeout_s,
+        r.cluster,
+        {tuple(v.targets): v.cluster for v in r.variants},
     )
 
 

@@ -45,6 +45,7 @@ from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
 from ext_proc.limits import Admission, Limiter, estimate_tokens
+from ext_proc.media_fetch import MediaPolicy
 from ext_proc.metering import ZERO, credits, format_credits
 from ext_proc.token_estimate import input_tokens, served_chars, tokens_for_chars
 from ext_proc.translators import params, sse
@@ -108,7 +109,7 @@ class Services:
     record: Recorder
     limiter: Limiter
     idempotency: Idempotency
-    media_hosts: frozenset[str] = frozenset()  # may serve media URLs from private addresses
+    media: MediaPolicy = field(default_factory=MediaPolicy)  # which media URLs may be fetched, how many
     max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -126,6 +127,7 @@ class Exchange:
         "admission",
         "body_stream",
         "chain",
+        "chain_targets",
         "client_headers",
         "created",
         "credits",
@@ -165,6 +167,7 @@ class Exchange:
         self.model: Model | None = None  # the model that serves: the requested one, or a fallback
         self.model_requested = ""
         self.chain: Route | None = None
+        self.chain_targets: tuple[str, ...] = ()  # the chain's targets this workspace may use
         self.fallback_from = ""
         self.request_body: dict[str, Any] = {}
         self.stream = False
@@ -215,7 +218,7 @@ class Exchange:
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
             return await self._admit_and_route(body.body)
-        except GatewayError as err:  # admission is the last step: nothing to settle here
+        except GatewayError as err:  # _fail settles an admission made before the failure
             await self._release_idempotency()
             return self._fail(err)
 
@@ -243,10 +246,16 @@ class Exchange:
             options = body.get("stream_options")
             self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
 
+        # Admitted first: a replay counts against the limits too (cheap, not free: it settles
+        # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
+        workspace = self.key.workspace
+        estimate = estimate_tokens(body) if workspace.tpm else 0  # only a token limit needs it
+        self.admission = await self._services.limiter.admit(workspace, estimate)
+
         if self.idempotency_key:
             fingerprint = hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
             outcome = await self._services.idempotency.begin(
-                self.key.workspace.id, self.idempotency_key, fingerprint
+                workspace.id, self.idempotency_key, fingerprint, self._idempotency_scope()
             )
             if not isinstance(outcome, Proceed):
                 return self._replay(outcome.stored)
@@ -257,8 +266,13 @@ class Exchange:
         if route is not None and route.cluster:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
             self.chain = route
+            self.chain_targets, cluster = route.allowed_chain(workspace)
             upstream_body = None
-            set_headers = [(ROUTE_HEADER, route.cluster)]
+            # A variant cluster has an Envoy route of its own, of the same name.
+            set_headers = [
+                (ROUTE_HEADER, cluster),
+                (MODEL_ROUTE_HEADER, slug if cluster == route.cluster else cluster),
+            ]
             remove: list[str] = []
             # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
             metadata: msg.Metadata = (
@@ -268,16 +282,17 @@ class Exchange:
         else:
             metadata = None
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, body, self.client_headers, self._services.media_hosts
+                model, self.endpoint, body, self.client_headers, self._services.media
             )
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
-        if route is not None:  # the model's own Envoy route carries its timeouts and retries
-            set_headers.append((MODEL_ROUTE_HEADER, slug))
-
-        workspace = self.key.workspace
-        estimate = estimate_tokens(body) if workspace.tpm else 0  # only a token limit needs it
-        self.admission = await self._services.limiter.admit(workspace, estimate)
+            if route is not None:  # the model's own Envoy route carries its timeouts and retries
+                set_headers.append((MODEL_ROUTE_HEADER, slug))
         return msg.request_body(upstream_body, set_headers, remove, metadata=metadata)
+
+    def _idempotency_scope(self) -> str:
+        """Whose replays these are: the member's, unless the workspace shares them."""
+        assert self.key is not None
+        return "" if self.key.workspace.share_idempotent_replays else self.key.member_id
 
     def _attempt_grant(self, config: GatewayConfig, route: Route) -> str:
         """Lets the chain's upstream attempts act for this request, and no other stream."""
@@ -289,7 +304,7 @@ class Exchange:
         return attempt_grant.sign(config.attempt_grant_key, grant, int(self.started + lifetime) + 5)
 
     def _replay(self, stored: StoredResponse) -> ep.ProcessingResponse:
-        """The first request's response, again: no upstream call, no charge."""
+        """The first request's response, again: no upstream call, no charge (but it was admitted)."""
         self.replayed = True
         self.status = stored.status
         headers = dict(stored.headers)
@@ -493,12 +508,15 @@ class Exchange:
         return orjson.dumps(doc)
 
     def _with_attempts(self, body: bytes) -> bytes:
-        """A chain's final error names every target it tried."""
+        """A chain's final error names every target it tried, and those the workspace may not use."""
         assert self.chain is not None
         try:
             doc = orjson.loads(body)
-            targets = ", ".join((self.chain.slug, *self.chain.fallbacks))
-            doc["error"]["message"] = f"{doc['error']['message']} (fallback chain: {targets})"
+            note = "fallback chain: " + ", ".join(self.chain_targets)
+            excluded = [t for t in self.chain.fallbacks if t not in self.chain_targets]
+            if excluded:
+                note += "; not allowed for this workspace: " + ", ".join(excluded)
+            doc["error"]["message"] = f"{doc['error']['message']} ({note})"
             return orjson.dumps(doc)
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return body
@@ -552,7 +570,9 @@ class Exchange:
     async def _release_idempotency(self) -> None:
         if self.idempotency_token is not None and self.key is not None:
             token, self.idempotency_token = self.idempotency_token, None
-            await self._services.idempotency.release(self.key.workspace.id, self.idempotency_key, token)
+            await self._services.idempotency.release(
+                self.key.workspace.id, self.idempotency_key, token, self._idempotency_scope()
+            )
 
     async def _finish_async(self, headers: list[tuple[str, str]] | None = None) -> None:
         """Finish, and keep (or let go of) the idempotency key before the client hears the end."""
@@ -569,7 +589,7 @@ class Exchange:
                 )
                 token, self.idempotency_token = self.idempotency_token, None
                 await self._services.idempotency.complete(
-                    self.key.workspace.id, self.idempotency_key, stored, token
+                    self.key.workspace.id, self.idempotency_key, stored, token, self._idempotency_scope()
                 )
             else:
                 await self._release_idempotency()

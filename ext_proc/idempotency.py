@@ -89,9 +89,13 @@ def should_store(status: int) -> bool:
     return 200 <= status < 500 and status not in _RETRYABLE_4XX
 
 
-def key_hash(key: str) -> str:
-    """Client keys never appear in Redis key names: they are arbitrary text of the client's."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def key_hash(key: str, scope: str = "") -> str:
+    """Client keys never appear in Redis key names: they are arbitrary text of the client's.
+
+    ``scope`` (a member id, or empty for the whole workspace) keeps one member's
+    replays from another's: the same key from another member is another request.
+    """
+    return hashlib.sha256(scope.encode() + b"\n" + key.encode() if scope else key.encode()).hexdigest()
 
 
 class Idempotency:
@@ -102,7 +106,7 @@ class Idempotency:
         self._cleanups: set[asyncio.Task[None]] = set()
         self.unavailable = 0  # requests refused with 503 because the store was down
 
-    async def begin(self, workspace_id: str, key: str, fingerprint: bytes) -> Begin:
+    async def begin(self, workspace_id: str, key: str, fingerprint: bytes, scope: str = "") -> Begin:
         if not key or len(key) > MAX_KEY_LENGTH:
             raise GatewayError(
                 400,
@@ -110,7 +114,7 @@ class Idempotency:
                 f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.",
                 param="Idempotency-Key",
             )
-        hashed = key_hash(key)
+        hashed = key_hash(key, scope)
         token = secrets.token_hex(16)
         try:
             outcome, blob = await self._state.idem_begin(
@@ -148,22 +152,22 @@ class Idempotency:
         )
 
     async def complete(
-        self, workspace_id: str, key: str, stored: StoredResponse, token: str | None = None
+        self, workspace_id: str, key: str, stored: StoredResponse, token: str | None = None, scope: str = ""
     ) -> bool:
         """Keep ``stored`` for ``ttl_s``. Without ``token`` any pending claim is completed; with it,
         only our own (a claim that lost its lease to a retry is left alone). False if not stored."""
         try:
             return await self._state.idem_complete(
-                workspace_id, key_hash(key), token, stored.dump(), self._ttl_ms
+                workspace_id, key_hash(key, scope), token, stored.dump(), self._ttl_ms
             )
         except StateUnavailable:
             log.warning("idempotency: response not stored; retries see 409 until the lease ends")
             return False
 
-    async def release(self, workspace_id: str, key: str, token: str | None = None) -> bool:
+    async def release(self, workspace_id: str, key: str, token: str | None = None, scope: str = "") -> bool:
         """Let a retry with this key proceed. False if there was no pending claim to drop."""
         try:
-            return await self._state.idem_release(workspace_id, key_hash(key), token)
+            return await self._state.idem_release(workspace_id, key_hash(key, scope), token)
         except StateUnavailable:
             log.warning("idempotency: claim not released; retries see 409 until the lease ends")
             return False

@@ -22,6 +22,17 @@ from ext_proc.translators.base import Media
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_REDIRECTS = 3
+DEFAULT_MAX_URLS = 10  # INFERY_MAX_MEDIA_URLS
+
+
+@dataclass(frozen=True, slots=True)
+class MediaPolicy:
+    """Where and how much the gateway fetches for one request (set per ext_proc process)."""
+
+    allowed_hosts: frozenset[str] = frozenset()  # INFERY_MEDIA_ALLOWED_HOSTS: may be private
+    max_urls: int = DEFAULT_MAX_URLS
+
+
 _CONCURRENCY = 8
 _REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
@@ -51,6 +62,7 @@ async def fetch_media(
     client: httpx.AsyncClient | None = None,
     allow_private: bool = False,
     allowed_hosts: Collection[str] = (),
+    max_urls: int = DEFAULT_MAX_URLS,
 ) -> dict[str, Media]:
     """Download each URL (image/* or application/pdf only).
 
@@ -58,11 +70,22 @@ async def fetch_media(
     exists for tests against a local server, never for production.
     ``allowed_hosts`` ("host:port") lifts them for those hosts only: an
     operator's internal media server (INFERY_MEDIA_ALLOWED_HOSTS).
+    More than ``max_urls`` distinct URLs are refused before any is fetched
+    (GatewayError 400 ``too_many_media_urls``): each costs a download of up to
+    ``max_bytes`` held in memory.
     Raises GatewayError(400, "invalid_image_url") on any failure.
     """
     unique = list(dict.fromkeys(urls))
     if not unique:
         return {}
+    if len(unique) > max_urls:
+        raise GatewayError(
+            400,
+            "too_many_media_urls",
+            f"A request may name at most {max_urls} image or file URLs for the gateway to fetch; "
+            f"this one names {len(unique)}. Send the rest inline (data: URIs) or in another request.",
+            "messages",
+        )
     own = client is None
     http = client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
     limit = asyncio.Semaphore(_CONCURRENCY)

@@ -49,7 +49,7 @@ def methods(
     async def attempt(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
-        exchange = AttemptExchange(current_config(), services.media_hosts)
+        exchange = AttemptExchange(current_config(), services.media)
         answer = exchange.on_request_headers(first)
         yield answer
         if answer.HasField("immediate_response"):  # refused: the stream ends here

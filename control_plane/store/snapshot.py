@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from control_plane.store import tables
+from control_plane.store.chain_variants import add_variants
 from control_plane.store.changes import current_revision
 
 _NOT_CLUSTER_CHARS = re.compile(r"[^a-z0-9_]")
@@ -83,8 +84,9 @@ class Changes:
 
 
 def load_snapshot(session: Session) -> Snapshot:
-    """The whole configuration as of one revision."""
+    """The whole configuration as of one revision, each chain with its workspaces' variants."""
     full = load_changes(session, 0)
+    add_variants(full.routes, full.workspaces)
     return Snapshot(full.revision, full.providers, full.models, full.routes, full.workspaces, full.api_keys)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,13 @@ from infery_proto.v1 import config_pb2
 from sqlmodel import Session
 
 from control_plane.store import changes
+from control_plane.store.chain_variants import (
+    Restriction,
+    affected_routes,
+    restriction,
+    set_variants,
+    variant_routes,
+)
 from control_plane.store.snapshot import Changes, Snapshot, load_changes
 from control_plane.xds import envoy_config
 from control_plane.xds.data_plane_secret import data_plane_secret
@@ -111,10 +119,12 @@ class EnvoyResources:
         ]
         model_by_slug = {m.slug: m for m in models}
         provider_by_name = {p.name: p for p in providers}
-        for route in routes:
-            if not route.cluster:
-                continue
-            slugs = [route.slug, *route.fallbacks]
+        # Each chain, then each variant a workspace's restriction cut from it (chain_variants.py):
+        # a variant is a cluster and a route of its own, named by its cluster.
+        bare = [_without_variants(route) for route in routes]
+        variants = variant_routes(routes)
+        chains = [(route, [route.slug, *route.fallbacks]) for route in bare if route.cluster]
+        for route, slugs in [*chains, *variants]:
             targets = [
                 (model_by_slug[slug], provider_by_name[model_by_slug[slug].provider])
                 for slug in slugs
@@ -128,7 +138,7 @@ class EnvoyResources:
 
         entries: dict[str, route_components_pb2.Route] = {}
         built_routes: dict[bytes, route_components_pb2.Route] = {}
-        for route in routes:
+        for route in [*bare, *(v for v, _ in variants)]:
             key = _key(route)
             entry = self._routes.get(key) or envoy_config.route_entry(route, s)
             built_routes[key] = entry
@@ -146,6 +156,16 @@ def _key(message: Message) -> bytes:
     return message.SerializeToString(deterministic=True)
 
 
+def _without_variants(route: config_pb2.Route) -> config_pb2.Route:
+    """The chain alone: its cluster and route do not change when only its variants do."""
+    if not route.variants:
+        return route
+    bare = config_pb2.Route()
+    bare.CopyFrom(route)
+    bare.ClearField("variants")
+    return bare
+
+
 @dataclass(slots=True)
 class _Published:
     """What the publisher has published, as far as Envoy's resources need it."""
@@ -153,7 +173,11 @@ class _Published:
     revision: int = -1
     providers: dict[str, config_pb2.Provider] = field(default_factory=dict)
     models: dict[str, config_pb2.Model] = field(default_factory=dict)
-    routes: dict[str, config_pb2.Route] = field(default_factory=dict)
+    routes: dict[str, config_pb2.Route] = field(default_factory=dict)  # with their variants
+    # Workspaces' restrictions, which decide the routes' variants: by workspace id, and how
+    # many workspaces have each distinct one.
+    allowed: dict[str, Restriction] = field(default_factory=dict)
+    restrictions: Counter[Restriction] = field(default_factory=Counter)
     secret: config_pb2.DataPlaneSecret | None = None  # what ext_proc has of it
 
 
@@ -225,14 +249,22 @@ class Publisher:
             if found.revision == published.revision:
                 return None
             secret = data_plane_secret(session)  # created on the first publish; read after the changes
-        delta = _delta(found)
+        changed_restrictions = _merge(published, found)
+        # A restriction that appeared or disappeared changes the variants of the routes it names.
+        rerouted = _reroute(published, changed_restrictions, {r.slug for r in found.routes})
+        delta = _delta(found, rerouted)
         if secret != published.secret:
             delta[DATA_PLANE_SECRET] = TypeChanges([resource(secret.name, found.revision, secret)])
             published.secret = secret
         envoy_changed = published.revision < 0 or any(
-            (found.providers, found.models, found.routes, *(found.removed.get(k) for k in _ENVOY_KINDS))
+            (
+                found.providers,
+                found.models,
+                found.routes,
+                rerouted,
+                *(found.removed.get(k) for k in _ENVOY_KINDS),
+            )
         )
-        _merge(published, found)
         envoy = None
         if envoy_changed:
             built = self._envoy.build(  # sorted: the same content has the same version on every replica
@@ -265,13 +297,13 @@ class Publisher:
 _ENVOY_KINDS = ("providers", "models", "routes")
 
 
-def _delta(found: Changes) -> dict[str, TypeChanges]:
+def _delta(found: Changes, rerouted: list[config_pb2.Route]) -> dict[str, TypeChanges]:
     revision = found.revision
     upserts: dict[str, list[Any]] = {
         _T + "Provider": [resource(p.name, revision, p) for p in found.providers],
         _T + "Model": [resource(m.slug, revision, m) for m in found.models],
         _T + "Workspace": [resource(w.id, revision, w) for w in found.workspaces],
-        _T + "Route": [resource(r.slug, revision, r) for r in found.routes],
+        _T + "Route": [resource(r.slug, revision, r) for r in (*found.routes, *rerouted)],
         _T + "ApiKey": [resource(k.id, revision, k) for k in found.api_keys],
     }
     return {
@@ -280,11 +312,25 @@ def _delta(found: Changes) -> dict[str, TypeChanges]:
     }
 
 
-def _merge(published: _Published, found: Changes) -> None:
+def _merge(published: _Published, found: Changes) -> set[Restriction]:
+    """Take in what was found; the restrictions that appeared or disappeared.
+
+    Workspaces first: the routes written now get their variants from the restrictions as
+    of this revision.
+    """
     if found.since == 0:
         published.providers.clear()
         published.models.clear()
         published.routes.clear()
+        published.allowed.clear()
+        published.restrictions.clear()
+    changed: set[Restriction] = set()
+    for w in found.workspaces:
+        _restrict(published, w.id, restriction(w), changed)
+    for workspace_id in found.removed.get("workspaces", ()):
+        _restrict(published, workspace_id, None, changed)
+    for route in found.routes:
+        set_variants(route, published.restrictions.keys())
     published.providers.update((p.name, p) for p in found.providers)
     published.models.update((m.slug, m) for m in found.models)
     published.routes.update((r.slug, r) for r in found.routes)
@@ -295,3 +341,43 @@ def _merge(published: _Published, found: Changes) -> None:
     ):
         for name in found.removed.get(kind, ()):
             table.pop(name, None)  # type: ignore[attr-defined]
+    return changed
+
+
+def _restrict(
+    published: _Published, workspace_id: str, new: Restriction | None, changed: set[Restriction]
+) -> None:
+    old = published.allowed.pop(workspace_id, None)
+    if new is not None:
+        published.allowed[workspace_id] = new
+    if old == new:
+        return
+    if old is not None:
+        published.restrictions[old] -= 1
+        if not published.restrictions[old]:
+            del published.restrictions[old]
+            changed.add(old)
+    if new is not None:
+        if new not in published.restrictions:
+            changed.add(new)
+        published.restrictions[new] += 1
+
+
+def _reroute(published: _Published, changed: set[Restriction], written: set[str]) -> list[config_pb2.Route]:
+    """The published routes (other than those just `written`) whose variants `changed` alters, updated.
+
+    Only the routes a changed restriction names are looked at: a workspace change costs
+    work proportional to its allowed models, not to the number of chains.
+    """
+    out = []
+    restrictions = published.restrictions.keys()
+    for slug in sorted(affected_routes(changed) - written):
+        route = published.routes.get(slug)
+        if route is None or not route.cluster:
+            continue
+        updated = config_pb2.Route()
+        updated.CopyFrom(route)
+        if set_variants(updated, restrictions):
+            published.routes[slug] = updated
+            out.append(updated)
+    return out

@@ -346,7 +346,9 @@ def test_a_rejected_xds_update_does_not_poison_later_ones():
             type_url=TYPE_PREFIX + type_name, system_version_info=version, nonce=version
         )
         for resource in resources:
-            name = getattr(resource, "slug", "") or getattr(resource, "id", "") or getattr(resource, "name", "")
+            name = (
+                getattr(resource, "slug", "") or getattr(resource, "id", "") or getattr(resource, "name", "")
+            )
             item = reply.resources.add(name=name)
             item.resource.Pack(resource)
         return reply
