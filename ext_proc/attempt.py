@@ -102,7 +102,7 @@ class AttemptExchange:
     the grant and translates the original body for the attempt's target.
     """
 
-    __slots__ = ("_config", "_media", "endpoint", "grant", "present", "slug")
+    __slots__ = ("_config", "_media", "endpoint", "grant", "present", "refusal", "slug")
 
     def __init__(self, config: GatewayConfig | None, media: MediaPolicy) -> None:
         self._config = config
@@ -111,8 +111,15 @@ class AttemptExchange:
         self.endpoint = Endpoint.CHAT
         self.present: tuple[str, ...] = ()
         self.grant: Grant | None = None
+        # Why the headers were refused; the body (should Envoy still send it) gets the same.
+        self.refusal: ep.ProcessingResponse | None = _not_granted()
 
     def on_request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
+        self.refusal = self._check(request)
+        return self.refusal or msg.request_headers()
+
+    def _check(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
+        """Nothing if the attempt may go ahead, else the reply that refuses it."""
         self.slug = target_slug(request.attributes)
         self.present = header_policy.names(request.request_headers)
         meta = request.metadata_context.filter_metadata.get(ATTEMPT_METADATA)
@@ -133,11 +140,11 @@ class AttemptExchange:
             self.endpoint = Endpoint(endpoint.string_value if endpoint is not None else "")
         except ValueError:
             return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
-        return msg.request_headers()
+        return None
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
-        if self.grant is None:
-            return _not_granted()
+        if self.refusal is not None:
+            return self.refusal
         model = self._config.models.get(self.slug) if self._config else None
         if model is None:
             return _fail(
