@@ -62,15 +62,15 @@ async def test_a_granted_attempt_for_an_allowed_target_gets_its_provider_request
 
 
 @pytest.mark.parametrize(
-    ("allowed", "grant", "code"),
+    ("allowed", "expires_in", "code"),
     [
-        (["other"], _grant(), b"model_not_allowed"),  # the workspace may not use this target
-        (["claude"], _grant(expires_in=-10), b"attempt_not_authorized"),  # expired
+        (["other"], 60, b"model_not_allowed"),  # the workspace may not use this target
+        (["claude"], -10, b"attempt_not_authorized"),  # expired
     ],
 )
-async def test_no_provider_request_without_a_valid_grant_for_an_allowed_target(allowed, grant, code):
+async def test_no_provider_request_without_a_valid_grant_for_an_allowed_target(allowed, expires_in, code):
     attempt = AttemptExchange(_config(allowed), MediaPolicy())
-    reply = attempt.on_request_headers(_first(grant))
+    reply = attempt.on_request_headers(_first(_grant(expires_in)))
     assert reply.WhichOneof("response") == "immediate_response"
     assert reply.immediate_response.status.code == 403 and code in reply.immediate_response.body
     assert b"sk-provider" not in reply.SerializeToString()
