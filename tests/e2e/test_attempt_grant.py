@@ -16,7 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2, text_format
 
-from infery.stack import Stack
+from infery.stack import EXT_PROC_TOKEN_HEADER, Stack
 from simulators.testing import SimulatorProcess
 from tests.e2e.support import SIM_KEY, Admin, Tenant, new_tenant, start_gateway
 
@@ -24,13 +24,16 @@ PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 HI = [{"role": "user", "content": "Say hello"}]
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Tenant]]:
+@pytest.fixture(scope="module", params=["uds", "tcp"])
+def gw(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, Tenant]]:
+    """Envoy reaching ext_proc on its Unix socket, or on TCP (the stream then carries ext_proc's token)."""
     with (
         SimulatorProcess("openai", api_key=SIM_KEY) as primary,
         SimulatorProcess("anthropic", api_key=SIM_KEY) as claude,
     ):
-        stack = start_gateway(Path(tmp_path_factory.mktemp("grant")))
+        stack = start_gateway(Path(tmp_path_factory.mktemp("grant")), ext_proc_uds=request.param == "uds")
         try:
             admin = Admin(stack.admin_url)
             admin.provider("openai", "openai", primary.base_url, SIM_KEY)
@@ -56,10 +59,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Tenant
 
 def _attempt_stream(stack: Stack, grant: str | None) -> list[ep.ProcessingResponse]:
     """What ext_proc answers a forged upstream-attempt stream, straight on its Unix socket."""
-    metadata = base_pb2.Metadata()
-    metadata.filter_metadata["infery.target"].update({"model": "claude-sonnet-4-5"})
+    host = base_pb2.Metadata()
+    host.filter_metadata["infery.target"].update({"model": "claude-sonnet-4-5"})
     attrs = struct_pb2.Struct()
-    attrs.update({"xds.upstream_host_metadata": text_format.MessageToString(metadata)})
+    attrs.update({"xds.upstream_host_metadata": text_format.MessageToString(host)})
     first = ep.ProcessingRequest()
     first.attributes["envoy.filters.http.ext_proc"].CopyFrom(attrs)
     # Where the listener's ext_proc puts a chain's grant for its attempts (Envoy dynamic metadata).
@@ -76,14 +79,19 @@ def _attempt_stream(stack: Stack, grant: str | None) -> list[ep.ProcessingRespon
     body = ep.ProcessingRequest()
     body.request_body.body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
     body.request_body.end_of_stream = True
-    socket = stack.ext_proc_socket(stack.ports.ext_proc[0])
-    with grpc.insecure_channel(f"unix:{socket}") as channel:
+    if stack.ext_proc_uds:
+        target, metadata = f"unix:{stack.ext_proc_socket(stack.ports.ext_proc[0])}", ()
+    else:
+        # The transport credential Envoy presents on TCP: this tests the grant, not the token.
+        token = stack.env["INFERY_EXT_PROC_TOKEN"]
+        target, metadata = f"127.0.0.1:{stack.ports.ext_proc[0]}", ((EXT_PROC_TOKEN_HEADER, token),)
+    with grpc.insecure_channel(target) as channel:
         call = channel.stream_stream(
             PROCESS,
             request_serializer=ep.ProcessingRequest.SerializeToString,
             response_deserializer=ep.ProcessingResponse.FromString,
         )
-        return list(call(iter([first, body]), timeout=10))
+        return list(call(iter([first, body]), timeout=10, metadata=metadata))
 
 
 @pytest.mark.parametrize(

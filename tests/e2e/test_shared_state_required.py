@@ -31,6 +31,7 @@ def test_one_ext_proc_or_redis_is_accepted():
 def test_ext_proc_refuses_to_start_as_one_of_several_without_redis(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if k != "INFERY_REDIS_URL"}
     env["INFERY_EXT_PROCS"] = "2"
+    env["INFERY_EXT_PROC_TOKEN"] = "a-token"  # its TCP port needs one; this tests the shared-store check
     proc = subprocess.run(
         [sys.executable, "-m", "ext_proc", "--port", str(free_port()), "--spool", str(tmp_path / "spool.db")],
         cwd=REPO,
