@@ -50,10 +50,9 @@ def methods(
         first: ep.ProcessingRequest, requests: AsyncIterator[ep.ProcessingRequest]
     ) -> AsyncIterator[ep.ProcessingResponse]:
         exchange = AttemptExchange(current_config(), services.media)
-        answer = exchange.on_request_headers(first)
-        yield answer
-        if answer.HasField("immediate_response"):  # refused: the stream ends here
-            return
+        # A refused attempt answers every later message with its refusal (Envoy sends none
+        # after an immediate response; a client that does gets the refusal, never a key).
+        yield exchange.on_request_headers(first)
         async for req in requests:
             kind = req.WhichOneof("request")
             if kind == "request_body":
