@@ -1,7 +1,7 @@
 """Workspaces choose whether idempotent replays cross members (default: they do not).
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002_usage_estimated
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002_usage_estimated"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
