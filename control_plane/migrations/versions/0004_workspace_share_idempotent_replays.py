@@ -1,7 +1,7 @@
 """Workspaces choose whether idempotent replays cross members (default: they do not).
 
-Revision ID: 0003
-Revises: 0002_usage_estimated
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002_usage_estimated"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

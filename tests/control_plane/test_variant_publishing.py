@@ -1,0 +1,191 @@
+"""Incremental publishing of what workspaces' restrictions and the data-plane secret decide.
+
+A chain's variants (chain_variants.py) depend on workspaces: a workspace change must
+re-publish exactly the routes whose variants change (to ext_proc as Route resources, to
+Envoy as variant clusters and route-map entries), and the incremental view must equal
+the one a full read builds. The attempt-grant secret goes to ext_proc once, never to Envoy.
+"""
+
+from __future__ import annotations
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from infery_proto.v1 import config_pb2
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, select
+
+from control_plane.store.changes import mutation
+from control_plane.store.snapshot import load_snapshot
+from control_plane.store.tables import Model, Provider, Route, Workspace
+from control_plane.xds.envoy_config import ListenerSettings
+from control_plane.xds.publisher import DATA_PLANE_SECRET, Publisher, build_resources
+from control_plane.xds.server import CLUSTER, ROUTE, XdsCache, prepare
+
+ROUTE_TYPE = "type.googleapis.com/infery.v1.Route"
+
+
+def _setup(session_factory: sessionmaker[Session]) -> None:
+    with mutation(session_factory) as session:
+        session.add(Provider(name="p", kind="openai", base_url="https://x.example/v1"))
+        session.flush()
+        for slug in ("a", "b", "c", "x", "y"):
+            session.add(Model(slug=slug, provider="p", upstream_model=slug))
+        session.flush()
+        session.add(
+            Route(slug="a", fallbacks=["b", "c"], retry_on=["5xx"], attempt_timeout_s=1, total_timeout_s=2)
+        )
+        session.add(
+            Route(slug="x", fallbacks=["y"], retry_on=["5xx"], attempt_timeout_s=1, total_timeout_s=2)
+        )
+        session.add(Workspace(name="w1"))
+        session.add(Workspace(name="w2"))
+
+
+def _restrict(session_factory: sessionmaker[Session], name: str, allowed: list[str]) -> None:
+    with mutation(session_factory) as session:
+        workspace = session.exec(select(Workspace).where(Workspace.name == name)).one()
+        workspace.allowed_models = allowed
+
+
+def _routes_since(publisher: Publisher, revision: int) -> dict[str, config_pb2.Route]:
+    out = {}
+    for packed in publisher.delta.since(ROUTE_TYPE, revision).resources:
+        item = discovery_pb2.DeltaDiscoveryResponse.FromString(packed.wire).resources[0]
+        route = config_pb2.Route()
+        item.resource.Unpack(route)
+        out[item.name] = route
+    return out
+
+
+def _envoy(cache: XdsCache) -> tuple[set[str], set[str]]:
+    """(cluster names, route-map keys) Envoy is sent."""
+    clusters = cache.get(CLUSTER)
+    routes = cache.get(ROUTE)
+    assert clusters is not None and routes is not None
+    names = set()
+    for packed in clusters.resources:
+        cluster = cluster_pb2.Cluster()
+        packed.Unpack(cluster)
+        names.add(cluster.name)
+    config = route_pb2.RouteConfiguration()
+    routes.resources[0].Unpack(config)
+    return names, set(config.virtual_hosts[0].matcher.matcher_tree.exact_match_map.map)
+
+
+def _assert_equals_a_full_read(
+    publisher: Publisher, cache: XdsCache, session_factory: sessionmaker[Session]
+) -> None:
+    """The incremental view is what a from-scratch read builds (routes with variants, Envoy's)."""
+    with session_factory() as session:
+        snapshot = load_snapshot(session)
+    live = {}
+    for packed in publisher.delta.live(ROUTE_TYPE):
+        item = discovery_pb2.DeltaDiscoveryResponse.FromString(packed.wire).resources[0]
+        route = config_pb2.Route()
+        item.resource.Unpack(route)
+        live[item.name] = route
+    assert live == {r.slug: r for r in snapshot.routes}
+    full = build_resources(snapshot, ListenerSettings())
+    for type_url in (CLUSTER, ROUTE):
+        state = cache.get(type_url)
+        assert state is not None and state.version == prepare(full[type_url]).version
+
+
+async def test_a_workspace_restriction_republishes_only_the_routes_whose_variants_change(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings())
+    await publisher.publish()
+    assert _envoy(cache)[1] == {"a", "x"}
+    _assert_equals_a_full_read(publisher, cache, session_factory)
+
+    before = publisher.revision
+    _restrict(session_factory, "w1", ["a", "c"])
+    await publisher.publish()
+    changed = _routes_since(publisher, before)
+    assert list(changed) == ["a"]  # x's chain is not named by the restriction: not re-sent
+    [variant] = changed["a"].variants
+    assert list(variant.targets) == ["a", "c"]
+    clusters, map_keys = _envoy(cache)
+    assert variant.cluster in clusters and map_keys == {"a", "x", variant.cluster}
+    _assert_equals_a_full_read(publisher, cache, session_factory)
+
+    # The same restriction again: the variant is shared, nothing is re-published.
+    before, envoy_routes = publisher.revision, cache.get(ROUTE)
+    _restrict(session_factory, "w2", ["c", "a"])
+    await publisher.publish()
+    assert _routes_since(publisher, before) == {}
+    assert cache.get(ROUTE) is envoy_routes
+
+    # One of the two lifts it: still in use by the other.
+    _restrict(session_factory, "w1", [])
+    await publisher.publish()
+    assert _routes_since(publisher, before) == {}
+
+    # The last one narrows it: a's variant becomes ["a"], the old one's cluster and route go.
+    _restrict(session_factory, "w2", ["a", "x"])
+    await publisher.publish()
+    changed = _routes_since(publisher, before)
+    assert sorted(changed) == ["a", "x"]
+    assert [list(v.targets) for v in changed["a"].variants] == [["a"]]
+    assert [list(v.targets) for v in changed["x"].variants] == [["x"]]
+    clusters, map_keys = _envoy(cache)
+    assert variant.cluster not in clusters and variant.cluster not in map_keys
+    assert {v.cluster for r in changed.values() for v in r.variants} <= map_keys & clusters
+    _assert_equals_a_full_read(publisher, cache, session_factory)
+
+    # The workspace is deleted: no restriction is left, no variant either.
+    before = publisher.revision
+    with mutation(session_factory) as session:
+        session.delete(session.exec(select(Workspace).where(Workspace.name == "w2")).one())
+    await publisher.publish()
+    changed = _routes_since(publisher, before)
+    assert sorted(changed) == ["a", "x"] and not any(r.variants for r in changed.values())
+    assert _envoy(cache)[1] == {"a", "x"}
+    _assert_equals_a_full_read(publisher, cache, session_factory)
+
+
+async def test_a_new_route_gets_the_variants_of_the_restrictions_in_force(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    _restrict(session_factory, "w1", ["b", "c"])
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings())
+    await publisher.publish()
+    before = publisher.revision
+    with mutation(session_factory) as session:
+        session.add(
+            Route(slug="b", fallbacks=["a", "c"], retry_on=["5xx"], attempt_timeout_s=1, total_timeout_s=2)
+        )
+    await publisher.publish()
+    changed = _routes_since(publisher, before)
+    assert list(changed) == ["b"] and [list(v.targets) for v in changed["b"].variants] == [["b", "c"]]
+    _assert_equals_a_full_read(publisher, cache, session_factory)
+
+
+async def test_the_data_plane_secret_goes_to_ext_proc_once_and_never_to_envoy(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings())
+    await publisher.publish()
+    [packed] = publisher.delta.live(DATA_PLANE_SECRET)
+    item = discovery_pb2.DeltaDiscoveryResponse.FromString(packed.wire).resources[0]
+    secret = config_pb2.DataPlaneSecret()
+    item.resource.Unpack(secret)
+    assert len(secret.attempt_grant_key) == 32
+    assert cache.get("type.googleapis.com/infery.v1.DataPlaneSecret") is None
+    before = publisher.revision
+    _restrict(session_factory, "w1", ["a"])
+    await publisher.publish()
+    assert publisher.revision > before
+    assert publisher.delta.since(DATA_PLANE_SECRET, before).resources == []  # unchanged: not re-sent
+    for type_url in (CLUSTER, ROUTE):
+        state = cache.get(type_url)
+        assert state is not None
+        assert all(secret.attempt_grant_key not in r.value for r in state.resources)
