@@ -57,23 +57,33 @@ class Model(_message.Message):
     def __init__(self, slug: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., prices: _Optional[_Union[Prices, _Mapping]] = ..., capabilities: _Optional[_Iterable[str]] = ..., created: _Optional[int] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("slug", "fallbacks", "retry_on", "attempt_timeout_s", "total_timeout_s", "cluster")
+    __slots__ = ("slug", "fallbacks", "retry_on", "attempt_timeout_s", "total_timeout_s", "cluster", "variants")
     SLUG_FIELD_NUMBER: _ClassVar[int]
     FALLBACKS_FIELD_NUMBER: _ClassVar[int]
     RETRY_ON_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
     slug: str
     fallbacks: _containers.RepeatedScalarFieldContainer[str]
     retry_on: _containers.RepeatedScalarFieldContainer[str]
     attempt_timeout_s: float
     total_timeout_s: float
     cluster: str
-    def __init__(self, slug: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., retry_on: _Optional[_Iterable[str]] = ..., attempt_timeout_s: _Optional[float] = ..., total_timeout_s: _Optional[float] = ..., cluster: _Optional[str] = ...) -> None: ...
+    variants: _containers.RepeatedCompositeFieldContainer[ChainVariant]
+    def __init__(self, slug: _Optional[str] = ..., fallbacks: _Optional[_Iterable[str]] = ..., retry_on: _Optional[_Iterable[str]] = ..., attempt_timeout_s: _Optional[float] = ..., total_timeout_s: _Optional[float] = ..., cluster: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[ChainVariant, _Mapping]]] = ...) -> None: ...
+
+class ChainVariant(_message.Message):
+    __slots__ = ("targets", "cluster")
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedScalarFieldContainer[str]
+    cluster: str
+    def __init__(self, targets: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class Workspace(_message.Message):
-    __slots__ = ("id", "name", "rpm", "tpm", "budget_credits", "budget_period", "price_multiplier", "allowed_models")
+    __slots__ = ("id", "name", "rpm", "tpm", "budget_credits", "budget_period", "price_multiplier", "allowed_models", "share_idempotent_replays")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     RPM_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +92,7 @@ class Workspace(_message.Message):
     BUDGET_PERIOD_FIELD_NUMBER: _ClassVar[int]
     PRICE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    SHARE_IDEMPOTENT_REPLAYS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     rpm: int
@@ -90,7 +101,8 @@ class Workspace(_message.Message):
     budget_period: str
     price_multiplier: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_credits: _Optional[str] = ..., budget_period: _Optional[str] = ..., price_multiplier: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    share_idempotent_replays: bool
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_credits: _Optional[str] = ..., budget_period: _Optional[str] = ..., price_multiplier: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., share_idempotent_replays: _Optional[bool] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "key_hash", "workspace_id", "member_id", "name", "prefix")
@@ -107,3 +119,11 @@ class ApiKey(_message.Message):
     name: str
     prefix: str
     def __init__(self, id: _Optional[str] = ..., key_hash: _Optional[str] = ..., workspace_id: _Optional[str] = ..., member_id: _Optional[str] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class DataPlaneSecret(_message.Message):
+    __slots__ = ("name", "attempt_grant_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_GRANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    attempt_grant_key: bytes
+    def __init__(self, name: _Optional[str] = ..., attempt_grant_key: _Optional[bytes] = ...) -> None: ...
