@@ -49,6 +49,7 @@ from infery.stack import Ports, Stack
 from simulators.testing import SimulatorProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REDIS_URL = os.environ.get("INFERY_REDIS_URL") or "redis://127.0.0.1:6379/9"
 POSTGRES_URL = os.environ.get("INFERY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CONSECUTIVE = 4  # answers in a row that prove a change is in force on both ext_procs
 BULK_PER_TRANSACTION = 10_000
@@ -191,7 +192,13 @@ def run(args: argparse.Namespace) -> Results:
         stack = Stack(
             Path(run_dir),
             Ports.free(2),
-            env={"INFERY_ADMIN_TOKEN": token, "INFERY_DATABASE_URL": url, "INFERY_LOG_LEVEL": "WARNING"},
+            env={
+                "INFERY_ADMIN_TOKEN": token,
+                "INFERY_DATABASE_URL": url,
+                "INFERY_LOG_LEVEL": "WARNING",
+                # Two ext_procs share limits and idempotency through Redis (refused without it).
+                "INFERY_REDIS_URL": REDIS_URL,
+            },
             envoy_concurrency=1,
         )
         stack.start()
