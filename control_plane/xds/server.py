@@ -23,7 +23,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import grpc
 from envoy.service.discovery.v3 import discovery_pb2
@@ -133,6 +133,19 @@ def _ordered(type_urls: Iterable[str]) -> list[str]:
     return sorted(type_urls, key=lambda t: rank.get(t, len(rank)))
 
 
+_R = TypeVar("_R")  # a discovery request, state of the world or delta
+
+
+async def _pump(requests: AsyncIterator[_R], inbox: asyncio.Queue[_R | None]) -> None:
+    """Move a stream's requests into ``inbox`` (``None`` when the client is gone), so that the
+    handler can wait on the next request and on a configuration change at once."""
+    try:
+        async for req in requests:
+            inbox.put_nowait(req)
+    finally:
+        inbox.put_nowait(None)
+
+
 def ads_handler(
     cache: XdsCache, delta: DeltaCache | None = None, delta_order: Iterable[str] = ()
 ) -> grpc.GenericRpcHandler:
@@ -141,15 +154,7 @@ def ads_handler(
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         state = _Stream(peer=context.peer())
         inbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for req in requests:
-                    inbox.put_nowait(req)
-            finally:
-                inbox.put_nowait(None)
-
-        pump_task = asyncio.create_task(pump())
+        pump_task = asyncio.create_task(_pump(requests, inbox))
         try:
             while True:
                 changed = cache.changed()
@@ -318,15 +323,7 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
         peer = context.peer()
         sent: dict[str, int | None] = {}  # type URL -> the revision this stream has (None: nothing yet)
         inbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for req in requests:
-                    inbox.put_nowait(req)
-            finally:
-                inbox.put_nowait(None)
-
-        pump_task = asyncio.create_task(pump())
+        pump_task = asyncio.create_task(_pump(requests, inbox))
         try:
             while True:
                 changed = cache.changed()
