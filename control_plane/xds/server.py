@@ -146,6 +146,19 @@ async def _pump(requests: AsyncIterator[_R], inbox: asyncio.Queue[_R | None]) ->
         inbox.put_nowait(None)
 
 
+async def _next_request(inbox: asyncio.Queue[_R | None], changed: asyncio.Event) -> tuple[bool, _R | None]:
+    """``(True, request)`` for the stream's next request (``None``: the client is gone), or
+    ``(False, None)`` when the configuration changes first (the request stays queued)."""
+    next_request = asyncio.ensure_future(inbox.get())
+    waiter = asyncio.ensure_future(changed.wait())
+    done, _ = await asyncio.wait({next_request, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if next_request not in done:
+        next_request.cancel()
+        return False, None
+    waiter.cancel()
+    return True, next_request.result()
+
+
 def ads_handler(
     cache: XdsCache, delta: DeltaCache | None = None, delta_order: Iterable[str] = ()
 ) -> grpc.GenericRpcHandler:
@@ -160,14 +173,9 @@ def ads_handler(
                 changed = cache.changed()
                 for response in _pending(cache, state):
                     yield response
-                next_request = asyncio.ensure_future(inbox.get())
-                waiter = asyncio.ensure_future(changed.wait())
-                done, _ = await asyncio.wait({next_request, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if next_request not in done:
-                    next_request.cancel()
-                    continue
-                waiter.cancel()
-                req = next_request.result()
+                arrived, req = await _next_request(inbox, changed)
+                if not arrived:
+                    continue  # the configuration changed first: send what is pending
                 if req is None:
                     return
                 _receive(state, req)
@@ -341,14 +349,9 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
                         continue
                     for response in _chunks(type_url, change, revision):
                         yield response
-                next_request = asyncio.ensure_future(inbox.get())
-                waiter = asyncio.ensure_future(changed.wait())
-                done, _ = await asyncio.wait({next_request, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                if next_request not in done:
-                    next_request.cancel()
-                    continue
-                waiter.cancel()
-                req = next_request.result()
+                arrived, req = await _next_request(inbox, changed)
+                if not arrived:
+                    continue  # the configuration changed first: send what is pending
                 if req is None:
                     return
                 if req.type_url not in sent:
