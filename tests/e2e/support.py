@@ -96,3 +96,17 @@ def start_gateway(run_dir: Path, ext_procs: int = 1, ext_proc_uds: bool = True, 
         ext_proc_uds=ext_proc_uds,
     )
     return stack.start()
+
+
+def three_provider_catalog(admin: Admin, openai_url: str, anthropic_url: str, google_url: str) -> None:
+    """One provider of each wire format, a model on each, and gpt-4o falling back across them."""
+    admin.provider("openai", "openai", openai_url, SIM_KEY)
+    admin.provider("anthropic", "anthropic", anthropic_url, SIM_KEY)
+    admin.provider("google", "google", google_url, SIM_KEY)
+    admin.model("gpt-4o", "openai", "gpt-4o")
+    admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
+    admin.model("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5")
+    admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash")
+    admin.call(
+        "PUT", "/routes/gpt-4o", {"fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"], "retry_on": ["5xx"]}
+    )

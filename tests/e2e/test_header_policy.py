@@ -16,7 +16,15 @@ import pytest
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
+from tests.e2e.support import (
+    SIM_KEY,
+    Admin,
+    Tenant,
+    eventually,
+    new_tenant,
+    start_gateway,
+    three_provider_catalog,
+)
 
 HI = [{"role": "user", "content": "Say hello in a few words"}]
 # What a client may try to steer the gateway's provider account or internals with.
@@ -57,18 +65,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
         stack = start_gateway(Path(tmp_path_factory.mktemp("headers")), INFERY_EJECT_AFTER_FAILURES="1000")
         try:
             admin = Admin(stack.admin_url)
-            admin.provider("openai", "openai", openai_sim.base_url, SIM_KEY)
-            admin.provider("anthropic", "anthropic", claude.base_url, SIM_KEY)
-            admin.provider("google", "google", gemini.base_url, SIM_KEY)
-            admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
-            admin.model("gpt-4o", "openai", "gpt-4o")
-            admin.model("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5")
-            admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash")
-            admin.call(
-                "PUT",
-                "/routes/gpt-4o",
-                {"fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"], "retry_on": ["5xx"]},
-            )
+            three_provider_catalog(admin, openai_sim.base_url, claude.base_url, gemini.base_url)
             tenant = new_tenant(admin, stack, "headers")
             yield Gw(stack, admin, tenant, {"openai": openai_sim, "anthropic": claude, "google": gemini})
         finally:

@@ -20,7 +20,15 @@ import pytest
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
+from tests.e2e.support import (
+    SIM_KEY,
+    Admin,
+    Tenant,
+    eventually,
+    new_tenant,
+    start_gateway,
+    three_provider_catalog,
+)
 
 HI = [{"role": "user", "content": "Say hello in a few words"}]
 MAX_MEDIA_URLS = 2
@@ -94,18 +102,7 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gw]:
             )
             try:
                 admin = Admin(stack.admin_url)
-                admin.provider("openai", "openai", primary.base_url, SIM_KEY)
-                admin.provider("anthropic", "anthropic", claude.base_url, SIM_KEY)
-                admin.provider("google", "google", gemini.base_url, SIM_KEY)
-                admin.model("gpt-4o", "openai", "gpt-4o")
-                admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
-                admin.model("claude-sonnet-4-5", "anthropic", "claude-sonnet-4-5")
-                admin.model("gemini-2-5-flash", "google", "gemini-2.5-flash")
-                admin.call(
-                    "PUT",
-                    "/routes/gpt-4o",
-                    {"fallbacks": ["claude-sonnet-4-5", "gemini-2-5-flash"], "retry_on": ["5xx"]},
-                )
+                three_provider_catalog(admin, primary.base_url, claude.base_url, gemini.base_url)
                 yield Gw(stack, admin, {"openai": primary, "anthropic": claude, "google": gemini}, media)
             finally:
                 stack.stop()
