@@ -76,7 +76,7 @@ test: install clients chromium
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy ext_proc control_plane infery
+	$(BIN)/mypy ext_proc control_plane infery proto/infery_proto
 
 ci: lint test
 

@@ -8,29 +8,24 @@ from __future__ import annotations
 
 from typing import Any
 
-_TYPE_BY_STATUS = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    422: "invalid_request_error",
-}
-
-
-def error_type(status: int) -> str:
-    if status in _TYPE_BY_STATUS:
-        return _TYPE_BY_STATUS[status]
-    return "server_error" if status >= 500 else "invalid_request_error"
+from infery_proto.wire import ERRORS, error_object
 
 
 def envelope(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"type": error_type(status), "code": code, "message": message, "param": param}}
+    """The envelope the data plane sends too: its ``type`` is the code's in infery_proto.wire."""
+    return error_object(status, code, message, param)
 
 
 class ControlPlaneError(Exception):
-    status = 400
+    """An admin API error; its status is its code's in infery_proto.wire ``ERRORS`` (a subclass
+    with a code outside the table fails at import)."""
+
     code = "invalid_request"
+    status = ERRORS[code].status
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.status = ERRORS[cls.code].status
 
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -46,22 +41,18 @@ class InvalidRequest(ControlPlaneError):
 
 
 class NotFound(ControlPlaneError):
-    status = 404
     code = "not_found"
 
 
 class AlreadyExists(ControlPlaneError):
-    status = 409
     code = "already_exists"
 
 
 class InUse(ControlPlaneError):
     """Deleting this would leave another resource pointing at nothing."""
 
-    status = 409
     code = "in_use"
 
 
 class Unauthorized(ControlPlaneError):
-    status = 401
     code = "invalid_admin_token"

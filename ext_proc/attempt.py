@@ -16,6 +16,16 @@ import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import text_format
+from infery_proto.wire import (
+    ATTEMPT_METADATA,
+    ENDPOINT_FIELD,
+    EXT_PROC_FILTER,
+    GRANT_FIELD,
+    HOST_METADATA_ATTRIBUTE,
+    LOCAL_REPLY_HEADER,
+    TARGET_METADATA,
+    TARGET_MODEL_FIELD,
+)
 
 from ext_proc import envoy_messages as msg
 from ext_proc import header_policy
@@ -25,18 +35,10 @@ from ext_proc.errors import GatewayError
 from ext_proc.media_fetch import MediaPolicy, fetch_media
 from ext_proc.translators.base import Endpoint, Target
 
-LOCAL_REPLY_HEADER = "x-infery-local-reply"  # a reply the gateway made itself; the value is its error code
 log = logging.getLogger("infery.ext_proc")
-
-# What the listener's exchange tells a chain's attempts, as Envoy dynamic metadata in this
-# namespace (not headers: the attempts share one header map with each other and with the
-# provider, and each strips what its provider must not get).
-ATTEMPT_METADATA = "infery.attempt"
-GRANT_FIELD = "grant"  # ext_proc/attempt_grant.py
-ENDPOINT_FIELD = "endpoint"  # the OpenAI endpoint the client called
-TARGET_METADATA = "infery.target"  # endpoint metadata of a chain cluster: the model it serves
-HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"
-_FILTER = "envoy.filters.http.ext_proc"
+# What the listener's exchange tells a chain's attempts comes as Envoy dynamic metadata
+# (wire.ATTEMPT_METADATA), not headers: the attempts share one header map with each other
+# and with the provider, and each strips what its provider must not get.
 
 
 async def upstream_request(
@@ -76,22 +78,22 @@ async def upstream_request(
 
 def target_slug(attributes: Any) -> str:
     """The model a chain endpoint serves, from Envoy's ``xds.upstream_host_metadata`` attribute."""
-    if _FILTER not in attributes:
+    if EXT_PROC_FILTER not in attributes:
         return ""
-    value = attributes[_FILTER].fields.get(HOST_METADATA_ATTRIBUTE)
+    value = attributes[EXT_PROC_FILTER].fields.get(HOST_METADATA_ATTRIBUTE)
     if value is None or not value.string_value:
         return ""
     metadata = text_format.Parse(value.string_value, base_pb2.Metadata())
     target = metadata.filter_metadata.get(TARGET_METADATA)
-    if target is None or "model" not in target.fields:
+    if target is None or TARGET_MODEL_FIELD not in target.fields:
         return ""
-    return str(target.fields["model"].string_value)
+    return str(target.fields[TARGET_MODEL_FIELD].string_value)
 
 
 def is_attempt(request: ep.ProcessingRequest) -> bool:
     """Whether a stream comes from the upstream filter (it asks for the host's metadata)."""
     attrs = request.attributes
-    return _FILTER in attrs and HOST_METADATA_ATTRIBUTE in attrs[_FILTER].fields
+    return EXT_PROC_FILTER in attrs and HOST_METADATA_ATTRIBUTE in attrs[EXT_PROC_FILTER].fields
 
 
 class AttemptExchange:

@@ -4,10 +4,11 @@ Envoy's upstream ext_proc filter asks ext_proc to prepare each attempt of a
 chain: the attempt's reply carries the provider's credential. Anything that can
 open a stream to ext_proc could ask the same, so the listener's exchange, which
 has authenticated the client's ``inf_`` key, gives the chain's request a grant in
-:data:`GRANT_HEADER`: an HMAC-SHA256 over the request id, the workspace, the
-member and an expiry. An attempt serves only a request whose grant verifies and
-has not expired, and it reads the workspace from it (whose policy applies to the
-target). The header never reaches a provider (ext_proc/header_policy.py).
+Envoy's dynamic metadata (infery_proto.wire ``ATTEMPT_METADATA``/``GRANT_FIELD``): an
+HMAC-SHA256 over the request id, the workspace, the member and an expiry. An attempt
+serves only a request whose grant verifies and has not expired, and it reads the
+workspace from it (whose policy applies to the target). Metadata is Envoy's own: it
+never reaches a provider.
 
 The key comes from the control plane over xDS in a resource only ext_proc
 processes subscribe to (``infery.v1.DataPlaneSecret``): it is generated once and
@@ -24,7 +25,6 @@ import hmac
 import time
 from dataclasses import dataclass
 
-GRANT_HEADER = "x-infery-attempt-grant"
 _VERSION = "v1"
 
 

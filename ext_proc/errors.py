@@ -1,7 +1,9 @@
 """OpenAI's error envelope and the gateway's stable error codes.
 
 Clients branch on ``error.code``; every error the gateway sends, its own or a
-provider's, goes through :func:`envelope` so the shape never drifts.
+provider's, goes through :func:`envelope` so the shape never drifts. The codes, their
+statuses and OpenAI types are infery_proto.wire's table, shared with the control plane
+and Envoy's local replies.
 """
 
 from __future__ import annotations
@@ -9,28 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import orjson
-
-
-def error_type(status: int, code: str = "") -> str:
-    """OpenAI's ``error.type``: ``invalid_request_error`` for every caller-side error (a bad
-    key and an unknown model included), the kind of limit for a 429, ``server_error`` for 5xx.
-
-    Envoy's own local replies (control_plane/xds/envoy_config.py ``_envelope``) follow the
-    same rule for the statuses they use.
-    """
-    if status >= 500:
-        return "server_error"
-    if code == "insufficient_quota":
-        return "insufficient_quota"
-    if status == 429:
-        return "requests"  # OpenAI's type for a requests-per-minute limit
-    return "invalid_request_error"
+from infery_proto.wire import error_object
 
 
 def envelope(status: int, code: str, message: str, param: str | None = None) -> bytes:
-    return orjson.dumps(
-        {"error": {"type": error_type(status, code), "code": code, "message": message, "param": param}}
-    )
+    """The envelope's bytes; its ``type`` is the code's in infery_proto.wire ``ERRORS``."""
+    return orjson.dumps(error_object(status, code, message, param))
 
 
 @dataclass(slots=True)

@@ -30,16 +30,26 @@ from typing import Any
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import usage_pb2
+from infery_proto.wire import (
+    ATTEMPT_METADATA,
+    CREDITS_USED_HEADER,
+    ENDPOINT_FIELD,
+    FALLBACK_FROM_HEADER,
+    GRANT_FIELD,
+    IDEMPOTENCY_KEY_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    LOCAL_REPLY_HEADER,
+    MODEL_ROUTE_HEADER,
+    MODEL_USED_HEADER,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER_HEADER,
+    ROUTE_HEADER,
+    SERVED_HEADER,
+)
 
 from ext_proc import attempt_grant, catalog_responses, header_policy
 from ext_proc import envoy_messages as msg
-from ext_proc.attempt import (
-    ATTEMPT_METADATA,
-    ENDPOINT_FIELD,
-    GRANT_FIELD,
-    LOCAL_REPLY_HEADER,
-    upstream_request,
-)
+from ext_proc.attempt import upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.errors import GatewayError, envelope
@@ -72,10 +82,7 @@ ENDPOINTS = {
     "/v1/embeddings": Endpoint.EMBEDDINGS,
     "/v1/images/generations": Endpoint.IMAGES,
 }
-ROUTE_HEADER = "x-infery-cluster"  # the Envoy cluster to send to
-MODEL_ROUTE_HEADER = "x-infery-route"  # the model's own Envoy route (timeouts, retries)
-_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", "idempotency-key"})
-SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of the target that answered
+_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", IDEMPOTENCY_KEY_HEADER})
 _RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
 _CONTROL_HEADERS = (
@@ -97,7 +104,7 @@ _CONTROL_SET = frozenset(_CONTROL_HEADERS)
 # Envoy and ext_proc, the expiry only bounds the use of one that somehow would.
 _GRANT_LIFETIME_S = 3600.0
 # Response headers kept with an idempotent response and replayed with it.
-_REPLAYED_HEADERS = ("content-type", "x-model-used", "x-fallback-from", "x-credits-used")
+_REPLAYED_HEADERS = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
 
@@ -208,12 +215,14 @@ class Exchange:
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts POST only.")
             self.key = authenticate(h.get("authorization"), config)
             self.endpoint = endpoint
-            self.idempotency_key = h.get("idempotency-key", "")
+            self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
         except GatewayError as err:
             return self._fail(err)
-        return msg.request_headers(set_headers=(("x-request-id", self.request_id),), remove=_CONTROL_HEADERS)
+        return msg.request_headers(
+            set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=_CONTROL_HEADERS
+        )
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         try:
@@ -308,7 +317,7 @@ class Exchange:
         self.replayed = True
         self.status = stored.status
         headers = dict(stored.headers)
-        self.model = self._config.models.get(headers.get("x-model-used", "")) if self._config else None
+        self.model = self._config.models.get(headers.get(MODEL_USED_HEADER, "")) if self._config else None
         self._finish()
         return self._answer(stored.status, stored.body, stored.headers)
 
@@ -331,9 +340,9 @@ class Exchange:
             )
         if self.chain is not None:
             self._note_served(h.get(SERVED_HEADER, ""))
-        served = [("x-model-used", self.model.slug), *rate_headers]
+        served = [(MODEL_USED_HEADER, self.model.slug), *rate_headers]
         if self.fallback_from:
-            served.append(("x-fallback-from", self.fallback_from))
+            served.append((FALLBACK_FROM_HEADER, self.fallback_from))
         remove = _response_removals(headers, served)
         if (
             self.stream
@@ -384,7 +393,7 @@ class Exchange:
             if self.usage is None or self.usage.rejected:
                 self.usage = self._estimate(self.usage, _completion_chars(translated.body), served=True)
             self.credits = self._charge(self.usage)
-            out.append(("x-credits-used", format_credits(self.credits)))
+            out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
         else:
             self.error_code = translated.error_code or "upstream_error"
             if self.chain is not None:
@@ -558,14 +567,14 @@ class Exchange:
         self._finish()
         headers: list[tuple[str, str]] = list(getattr(err, "headers", ()))
         if err.retry_after is not None:
-            headers.append(("retry-after", str(err.retry_after)))
+            headers.append((RETRY_AFTER_HEADER, str(err.retry_after)))
         return self._answer(err.status, err.body(), headers)
 
     def _answer(
         self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()
     ) -> ep.ProcessingResponse:
         """Answer the client now, under this request's id; nothing goes upstream."""
-        return msg.immediate(status, body, [*headers, ("x-request-id", self.request_id)])
+        return msg.immediate(status, body, [*headers, (REQUEST_ID_HEADER, self.request_id)])
 
     async def _release_idempotency(self) -> None:
         if self.idempotency_token is not None and self.key is not None:
@@ -679,12 +688,12 @@ def _replayable(
         kept["content-type"] = "text/event-stream"
     kept.setdefault("content-type", "application/json")
     if model is not None:
-        kept.setdefault("x-model-used", model.slug)
+        kept.setdefault(MODEL_USED_HEADER, model.slug)
     if fallback_from:
-        kept.setdefault("x-fallback-from", fallback_from)
-    if not stream and "x-credits-used" not in kept and charged:
-        kept["x-credits-used"] = format_credits(charged)
-    return [*kept.items(), ("idempotent-replayed", "true")]
+        kept.setdefault(FALLBACK_FROM_HEADER, fallback_from)
+    if not stream and CREDITS_USED_HEADER not in kept and charged:
+        kept[CREDITS_USED_HEADER] = format_credits(charged)
+    return [*kept.items(), (IDEMPOTENT_REPLAYED_HEADER, "true")]
 
 
 def _with_credits(chunk: bytes, charged: Decimal) -> bytes:

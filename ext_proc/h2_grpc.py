@@ -31,6 +31,7 @@ from typing import Any, cast
 
 import hpack
 from hpack.exceptions import HPACKError
+from infery_proto.wire import EXT_PROC_TOKEN_HEADER
 
 log = logging.getLogger("infery.ext_proc.h2")
 
@@ -55,7 +56,7 @@ GRPC_UNAUTHENTICATED = 16
 
 # On a TCP listener every stream carries the shared token in this header (gRPC initial
 # metadata); Envoy adds it to each stream it opens to ext_proc (its bootstrap).
-TOKEN_HEADER = b"x-infery-ext-proc-token"
+TOKEN_HEADER = EXT_PROC_TOKEN_HEADER.encode()
 
 MAX_WINDOW = 2**31 - 1
 DEFAULT_WINDOW = 65_535

@@ -5,8 +5,8 @@ and the gateway's request id, plus the request options its own API documents and
 that cannot choose the gateway's account (``anthropic-beta`` for Anthropic). Everything else
 is stripped: ``OpenAI-Organization`` / ``OpenAI-Project`` / ``x-goog-user-project``
 would pick the gateway's provider account, cookies and proxy credentials are the
-client's, ``x-forwarded-*`` describe the client, and ``x-infery-*`` are the
-gateway's own. The translator's headers (credentials, versions) are set on top.
+client's, ``x-forwarded-*`` describe the client, and the gateway's internal headers
+(infery_proto.wire) are its own. The translator's headers (credentials, versions) are set on top.
 
 Response headers: the client gets the content headers and what the gateway sets;
 a provider's organization, rate limits, cookies and ids stay behind. (A provider
@@ -19,16 +19,17 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.wire import REQUEST_ID_HEADER, RETRY_AFTER_HEADER
 
 _CONTENT = frozenset({"content-type", "content-length", "accept"})
 # x-forwarded-proto is Envoy's (it routes on it; removing it left the request unrouted).
-_REQUEST_COMMON = _CONTENT | {"user-agent", "x-request-id", "x-forwarded-proto"}
+_REQUEST_COMMON = _CONTENT | {"user-agent", REQUEST_ID_HEADER, "x-forwarded-proto"}
 # Request options each provider documents that do not select an account.
 _REQUEST_OPTIONS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"anthropic-beta"}),
 }
 _REQUEST_ALLOWED = {kind: _REQUEST_COMMON | options for kind, options in _REQUEST_OPTIONS.items()}
-RESPONSE_ALLOWED = _CONTENT | {"date", "cache-control", "x-request-id", "retry-after"}
+RESPONSE_ALLOWED = _CONTENT | {"date", "cache-control", REQUEST_ID_HEADER, RETRY_AFTER_HEADER}
 
 
 def request_allowed(kind: str) -> frozenset[str]:

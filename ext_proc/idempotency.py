@@ -34,14 +34,13 @@ import secrets
 from dataclasses import dataclass
 
 import orjson
+from infery_proto.wire import IDEMPOTENT_REPLAYED_HEADER
 
 from ext_proc.errors import GatewayError
 from ext_proc.shared_state import SharedState, StateUnavailable
 
 log = logging.getLogger("infery.ext_proc.idempotency")
 
-HEADER = "idempotency-key"
-REPLAYED_HEADER = "idempotent-replayed"
 MAX_KEY_LENGTH = 255
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429, 499})  # 499: client closed the request
 _MAX_CLEANUPS = 1000
@@ -134,8 +133,8 @@ class Idempotency:
             return Proceed(token)
         if outcome == "replay" and blob is not None:
             stored = StoredResponse.load(blob)
-            headers = [(k, v) for k, v in stored.headers if k.lower() != REPLAYED_HEADER]
-            headers.append((REPLAYED_HEADER, "true"))
+            headers = [(k, v) for k, v in stored.headers if k.lower() != IDEMPOTENT_REPLAYED_HEADER]
+            headers.append((IDEMPOTENT_REPLAYED_HEADER, "true"))
             return Replay(StoredResponse(stored.status, headers, stored.body, stored.stream))
         if outcome == "mismatch":
             raise GatewayError(

@@ -36,6 +36,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from infery_proto.wire import RATE_LIMIT_HEADERS, RETRY_AFTER_MS_HEADER
+
 from ext_proc.config import Workspace
 from ext_proc.errors import GatewayError
 from ext_proc.shared_state import (
@@ -128,7 +130,7 @@ class Limiter:
                 "rate_limit_exceeded",
                 f"Rate limit reached for {what} per minute (limit {limit}). Please try again in {wait}.",
                 retry_after=max(1, math.ceil(result.retry_ms / 1000)),
-                headers=(*headers, ("retry-after-ms", str(max(1, result.retry_ms)))),
+                headers=(*headers, (RETRY_AFTER_MS_HEADER, str(max(1, result.retry_ms)))),
             )
         return Admission(workspace.id, tpm, reserve, period or None, expire_at, headers)
 
@@ -182,9 +184,10 @@ def rate_headers(rpm: int | None, tpm: int | None, requests_debt: int, tokens_de
     for name, limit, debt in (("requests", rpm, requests_debt), ("tokens", tpm, tokens_debt)):
         if limit is None:
             continue
-        out.append((f"x-ratelimit-limit-{name}", str(limit)))
-        out.append((f"x-ratelimit-remaining-{name}", str(remaining(limit, debt) if limit else 0)))
-        out.append((f"x-ratelimit-reset-{name}", format_duration(reset_ms(limit, debt) if limit else 0)))
+        names = RATE_LIMIT_HEADERS[name]
+        out.append((names.limit, str(limit)))
+        out.append((names.remaining, str(remaining(limit, debt) if limit else 0)))
+        out.append((names.reset, format_duration(reset_ms(limit, debt) if limit else 0)))
     return tuple(out)
 
 

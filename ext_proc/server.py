@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.wire import REQUEST_ID_HEADER
 
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt import AttemptExchange, is_attempt
@@ -32,7 +33,7 @@ def _internal_error(request_id: str) -> ep.ProcessingResponse:
     return msg.immediate(
         500,
         envelope(500, "internal_error", "The gateway failed to process the request."),
-        (("x-request-id", request_id),),
+        ((REQUEST_ID_HEADER, request_id),),
     )
 
 

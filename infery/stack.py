@@ -27,6 +27,7 @@ import grpc
 import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infery_proto.wire import EXT_PROC_TOKEN_HEADER
 
 from ext_proc.shared_state import require_shared_store
 from infery.certs import Pki, TlsFiles, generate
@@ -170,7 +171,6 @@ def grpc_serving(target: str) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # ext_proc/h2_grpc.py TOKEN_HEADER
 EXT_PROC_TOKEN_SECRET = "infery_ext_proc_token"
 _T = "type.googleapis.com/"
 

@@ -2,7 +2,8 @@
 
 Schema violations (wrong type, missing field, bad pattern) are 422 `invalid_request`
 with `param` naming the field; well-formed input that contradicts the stored state
-(unknown provider, self-fallback) is 400 `invalid_request`.
+(unknown provider, self-fallback) is 400 `invalid_request`. Every other code is answered
+with its status in infery_proto.wire's table, the data plane's.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from infery_proto.wire import ERRORS
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
@@ -33,12 +35,14 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_error)
 
 
-def _respond(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
+def _respond(code: str, message: str, param: str | None = None, status: int | None = None) -> JSONResponse:
+    """``code``'s envelope, with its table status unless ``status`` says otherwise."""
+    status = ERRORS[code].status if status is None else status
     return JSONResponse(envelope(status, code, message, param), status_code=status)
 
 
 async def _control_plane_error(_request: Request, exc: ControlPlaneError) -> JSONResponse:
-    response = _respond(exc.status, exc.code, exc.message, exc.param)
+    response = _respond(exc.code, exc.message, exc.param, exc.status)
     if exc.status == 401:
         response.headers["www-authenticate"] = "Bearer"
     return response
@@ -48,14 +52,14 @@ async def _validation_error(_request: Request, exc: RequestValidationError) -> J
     errors = exc.errors()
     first: dict[str, Any] = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
-        return _respond(400, "invalid_json", "the request body is not valid JSON")
+        return _respond("invalid_json", "the request body is not valid JSON")
     param = _param(first.get("loc", ()))
     message = str(first.get("msg", "invalid request"))
     if param:
         message = f"{param}: {message}"
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
-    return _respond(422, "invalid_request", message, param)
+    return _respond("invalid_request", message, param, status=422)  # FastAPI's status for a schema error
 
 
 def _param(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -69,9 +73,9 @@ def _param(loc: tuple[Any, ...] | list[Any]) -> str | None:
 
 async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
     code = _CODE_BY_STATUS.get(
-        exc.status_code, "invalid_request" if exc.status_code < 500 else "server_error"
+        exc.status_code, "invalid_request" if exc.status_code < 500 else "internal_error"
     )
-    response = _respond(exc.status_code, code, str(exc.detail))
+    response = _respond(code, str(exc.detail), status=exc.status_code)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
@@ -80,10 +84,10 @@ async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
 async def _integrity_error(_request: Request, exc: IntegrityError) -> JSONResponse:
     # Checks run before writing, so only a concurrent change gets here (two creates of one name).
     log.info("admin change lost a race: %s", describe(exc))
-    return _respond(409, "conflict", "the change conflicts with a concurrent change; retry")
+    return _respond("conflict", "the change conflicts with a concurrent change; retry")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # Never exc_info: the database's own message can repeat the row (an api_key included).
     log.error("admin API request %s %s failed:\n%s", request.method, request.url.path, safe_traceback(exc))
-    return _respond(500, "internal_error", "internal error")
+    return _respond("internal_error", "internal error")

@@ -5,8 +5,9 @@ the protobuf (upb) classes of xds-protos: easy to compare with Envoy's docs,
 fast to serialize.
 
 How a request flows: the listener's ext_proc filter authenticates it, picks
-the provider and rewrites it, and sets the ``x-infery-cluster`` header; the
-single route sends it to the cluster that header names.
+the provider and rewrites it, and sets the cluster header (``wire.ROUTE_HEADER``);
+the route sends it to the cluster that header names. Every header, metadata key and
+error code shared with ext_proc comes from infery_proto.wire.
 """
 
 from __future__ import annotations
@@ -36,17 +37,25 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf import json_format
 from infery_proto.v1 import config_pb2
+from infery_proto.wire import (
+    ATTEMPT_METADATA,
+    ERRORS,
+    EXT_PROC_FILTER,
+    HOST_METADATA_ATTRIBUTE,
+    INTERNAL_REQUEST_HEADERS,
+    INTERNAL_RESPONSE_HEADERS,
+    LOCAL_REPLY_HEADER,
+    MODEL_ROUTE_HEADER,
+    ROUTE_HEADER,
+    SERVED_HEADER,
+    TARGET_METADATA,
+    TARGET_MODEL_FIELD,
+    error_object,
+)
 
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
-ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the provider cluster to send to
-MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc when the model has a configured Route
-SERVED_HEADER = "x-infery-served"  # on a chain's responses: the model of the target that answered
-TARGET_METADATA = "infery.target"  # endpoint metadata namespace: which model a chain endpoint serves
-# Dynamic metadata the listener's ext_proc sets for a chain's attempts (its grant, the endpoint).
-ATTEMPT_METADATA = "infery.attempt"
-LOCAL_REPLY_HEADER = "x-infery-local-reply"  # on Envoy's own error replies: the envelope's code
 
 _T = "type.googleapis.com/"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -124,19 +133,16 @@ def _duration(seconds: float) -> str:
 
 
 def _envelope(status: int, code: str, message: str) -> dict[str, Any]:
-    """A local_reply_config mapper body: Envoy's own failures in OpenAI's envelope.
-
-    OpenAI's types, as ext_proc/errors.py ``error_type`` gives them: ``server_error`` for
-    5xx, ``invalid_request_error`` for the 4xx Envoy answers (404 unknown path, 413).
-    """
-    kind = "server_error" if status >= 500 else "invalid_request_error"
+    """A local_reply_config mapper body: Envoy's own failures in the envelope ext_proc sends."""
     return {
-        "json_format": {"error": {"type": kind, "code": code, "message": message, "param": None}},
+        "json_format": error_object(status, code, message),
         "json_format_options": {"sort_properties": False},
     }
 
 
-def _mapper(filter_: dict[str, Any], status: int, code: str, message: str) -> dict[str, Any]:
+def _mapper(filter_: dict[str, Any], code: str, message: str) -> dict[str, Any]:
+    """Envoy's reply for the failures ``filter_`` selects: ``code``, at its status in the table."""
+    status = ERRORS[code].status
     return {
         "filter": filter_,
         "status_code": status,
@@ -151,13 +157,15 @@ def _mapper(filter_: dict[str, Any], status: int, code: str, message: str) -> di
     }
 
 
-def _flags_mapper(flags: list[str], status: int, code: str, message: str) -> dict[str, Any]:
-    return _mapper({"response_flag_filter": {"flags": flags}}, status, code, message)
+def _flags_mapper(flags: list[str], code: str, message: str) -> dict[str, Any]:
+    return _mapper({"response_flag_filter": {"flags": flags}}, code, message)
 
 
-def _status_mapper(status: int, code: str, message: str) -> dict[str, Any]:
+def _status_mapper(code: str, message: str) -> dict[str, Any]:
+    """Envoy's own replies with ``code``'s status (Envoy picked it: 413 body too large, 408)."""
+    status = ERRORS[code].status
     comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"_{status}"}}
-    return _mapper({"status_code_filter": {"comparison": comparison}}, status, code, message)
+    return _mapper({"status_code_filter": {"comparison": comparison}}, code, message)
 
 
 def _local_replies() -> dict[str, Any]:
@@ -165,15 +173,14 @@ def _local_replies() -> dict[str, Any]:
     # replies too, and already carry the envelope.
     return {
         "mappers": [
-            _flags_mapper(["UT"], 504, "upstream_timeout", "The provider did not answer in time."),
+            _flags_mapper(["UT"], "upstream_timeout", "The provider did not answer in time."),
             _flags_mapper(
                 ["UF", "UH", "UO", "URX", "NC", "LH"],
-                503,
                 "upstream_unavailable",
                 "The provider could not be reached.",
             ),
-            _flags_mapper(["UC", "UR", "UPE", "UMSDR"], 502, "upstream_error", "The provider failed."),
-            _flags_mapper(["NR"], 404, "not_found", "Unknown path."),
+            _flags_mapper(["UC", "UR", "UPE", "UMSDR"], "upstream_error", "The provider failed."),
+            _flags_mapper(["NR"], "not_found", "Unknown path."),
             # ext_proc unreachable, failing or too slow: Envoy's reply has no flag, only details.
             _mapper(
                 {
@@ -185,13 +192,12 @@ def _local_replies() -> dict[str, Any]:
                         },
                     }
                 },
-                503,
                 "gateway_unavailable",
                 "The gateway's request processor is unavailable.",
             ),
-            _status_mapper(413, "request_too_large", "The request body is larger than this gateway accepts."),
+            _status_mapper("request_too_large", "The request body is larger than this gateway accepts."),
             # request_headers_timeout / request_timeout: the client did not send its request in time.
-            _status_mapper(408, "request_timeout", "The request was not received in time."),
+            _status_mapper("request_timeout", "The request was not received in time."),
         ]
     }
 
@@ -278,34 +284,36 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         if route.total_timeout_s > 0:
             action["timeout"] = _duration(route.total_timeout_s)
         action["retry_policy"] = _retry_policy(route)
-    doc = {
+    doc: dict[str, Any] = {
         "name": route.slug if route else "default",
         "match": match,
         "route": action,
         # The client's address is Envoy's to record, not the provider's to read (ext_proc
         # may not remove x-envoy-* headers; the client's own are cleared by its allow-list).
-        "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-external-address"],
+        "request_headers_to_remove": [*INTERNAL_REQUEST_HEADERS, "x-envoy-external-address"],
         "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
     }
     if route is not None and route.cluster:
         # Which target of the chain answered, for the listener's ext_proc (which removes it).
         doc["response_headers_to_add"] = [
             {
-                "header": {"key": SERVED_HEADER, "value": f"%UPSTREAM_METADATA({TARGET_METADATA}:model)%"},
+                "header": {
+                    "key": SERVED_HEADER,
+                    "value": f"%UPSTREAM_METADATA({TARGET_METADATA}:{TARGET_MODEL_FIELD})%",
+                },
                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
             }
         ]
     return doc
 
 
-# The gateway's internal markers, removed from every upstream response before the
-# listener's ext_proc reads it: a provider that sends ``x-infery-local-reply`` must not
-# pass its answer off as the gateway's own error (served free), nor claim with
-# ``x-infery-served`` that another model answered. Envoy's own local replies (the mapper
-# above) and an attempt's ext_proc reply still carry them (measured: the route's removal
-# runs before both). Which provider headers reach the client is ext_proc's allow-list
-# (ext_proc/header_policy.py).
-INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
+# The gateway's internal markers (wire.INTERNAL_RESPONSE_HEADERS) are removed from every
+# upstream response before the listener's ext_proc reads it: a provider that sends the
+# local-reply header must not pass its answer off as the gateway's own error (served free),
+# nor claim with the served header that another model answered. Envoy's own local replies
+# (the mapper above) and an attempt's ext_proc reply still carry them (measured: the route's
+# removal runs before both). Which provider headers reach the client is ext_proc's
+# allow-list (ext_proc/header_policy.py).
 
 # Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try
 # timeout as well as a reset ("does not respond at all"), so "timeout" and
@@ -351,7 +359,7 @@ def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_co
 def route_configuration(
     entries: Mapping[str, route_components_pb2.Route], default: route_components_pb2.Route
 ) -> route_pb2.RouteConfiguration:
-    """Routes selected by one hash lookup on `x-infery-route`, whatever their number.
+    """Routes selected by one hash lookup on the model-route header, whatever their number.
 
     The virtual host's generic matcher maps the header's exact value to the model's
     route (`exact_match_map`); a request without the header, or for a model without a
@@ -364,7 +372,7 @@ def route_configuration(
         host.routes.append(default)
         return config
     tree = host.matcher.matcher_tree
-    tree.input.name = "x-infery-route"
+    tree.input.name = MODEL_ROUTE_HEADER
     tree.input.typed_config.Pack(
         http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
         type_url_prefix="type.googleapis.com/",
@@ -510,7 +518,7 @@ def chain_cluster(
         if upstream.tls:
             sockets[socket_key] = upstream.tls_socket(s)
         metadata = {
-            TARGET_METADATA: {"model": model.slug},
+            TARGET_METADATA: {TARGET_MODEL_FIELD: model.slug},
             "envoy.transport_socket_match": {"socket": socket_key},
         }
         priorities.append([upstream.endpoint(metadata)])
@@ -558,7 +566,7 @@ def _ext_proc_filter(
     (``override_message_timeout``, up to ``max_message_timeout``).
     """
     return {
-        "name": "envoy.filters.http.ext_proc",
+        "name": EXT_PROC_FILTER,
         "typed_config": {
             "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {"envoy_grpc": {"cluster_name": EXT_PROC_CLUSTER}, "timeout": "60s"},
@@ -580,7 +588,7 @@ def _ext_proc_filter(
 def _attempt_filter(s: ListenerSettings) -> dict[str, Any]:
     """ext_proc as an upstream filter: called once per attempt, with the original body."""
     doc = _ext_proc_filter(s, response_header_mode="SKIP", response_body_mode="NONE")
-    doc["typed_config"]["request_attributes"] = ["xds.upstream_host_metadata"]
+    doc["typed_config"]["request_attributes"] = [HOST_METADATA_ATTRIBUTE]
     doc["typed_config"]["metadata_options"] = {"forwarding_namespaces": {"untyped": [ATTEMPT_METADATA]}}
     return doc
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from infery_proto.wire import OPENAI_REQUEST_CODES
 
 from ..errors import envelope, upstream_status
 from .base import ResponseContext, TranslatedResponse, Usage
@@ -107,35 +108,6 @@ def json_or_none(body: bytes) -> Any:
         return None
 
 
-# OpenAI's own codes for a request the caller can fix. An OpenAI-format provider's
-# 400 with one of these keeps it; any other code becomes the gateway's invalid_request.
-OPENAI_REQUEST_CODES = frozenset(
-    {
-        "invalid_value",
-        "invalid_type",
-        "missing_required_parameter",
-        "unknown_parameter",
-        "unsupported_parameter",
-        "unsupported_value",
-        "context_length_exceeded",
-        "string_above_max_length",
-        "string_below_min_length",
-        "array_above_max_length",
-        "array_below_min_length",
-        "empty_array",
-        "integer_above_max_value",
-        "integer_below_min_value",
-        "decimal_above_max_value",
-        "decimal_below_min_value",
-        "invalid_image_url",
-        "invalid_image",
-        "invalid_image_format",
-        "image_parse_error",
-        "invalid_prompt",
-        "content_policy_violation",
-        "content_filter",
-    }
-)
 # A request field path as OpenAI writes ``param`` (``messages[0].content``, ``tools.1.function``).
 PARAM_PATH = re.compile(r"[a-z_][a-z0-9_]*(?:[.\[][A-Za-z0-9_.\[\]]*)?")
 _MAX_PARAM = 200

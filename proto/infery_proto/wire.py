@@ -1,0 +1,188 @@
+"""The names and error codes both sides of the gateway's boundary use, written once.
+
+ext_proc (the data plane's request processor), the control plane and the Envoy
+configuration the control plane writes must agree on every header one of them sets
+and another reads or strips, on the dynamic-metadata keys Envoy carries between
+ext_proc's filters, and on what each error code means. ``ext_proc`` and
+``control_plane`` never import each other; both import this package, so they
+agree by construction (tests/test_wire.py pins it).
+
+Internal headers (``x-infery-*``) pass between Envoy and ext_proc only: Envoy's routes
+strip them before a provider and from a provider's response, and ext_proc's header
+allow-list keeps them from the client.
+
+Error types: the decision. ``error.type`` is what OpenAI's API itself sends for the
+same situation (its live answers, as the OpenAI simulator in simulators/openai_api.py
+reproduces them), because the gateway is a superset of that API and OpenAI's SDKs and
+client code meet the gateway where they met OpenAI:
+
+- ``invalid_request_error`` for every error the caller can fix or must know about,
+  whatever the 4xx status: OpenAI sends it for a bad key (401 ``invalid_api_key``), an
+  unknown model (404 ``model_not_found``), an unknown path (404), a refused model
+  (403). The names Anthropic uses (``authentication_error``, ``permission_error``,
+  ``not_found_error``, ``rate_limit_error``) are not OpenAI's; the control plane used
+  them, Envoy's local replies and ext_proc did not, and now all three send OpenAI's.
+- ``requests`` for ``rate_limit_exceeded`` (OpenAI's type for a per-minute limit) and
+  ``insufficient_quota`` for ``insufficient_quota`` (OpenAI's type and code for a spent
+  budget).
+- ``server_error`` for every 5xx.
+
+The admin API (the control plane) uses the same envelope and the same table (SPEC:
+"errors use the same envelope as the data plane"). A code is answered with its
+table status, with two exceptions the table's callers own: the admin API answers a
+schema violation with 422 ``invalid_request`` (FastAPI's convention), and a provider's
+unusual 4xx status (402, 409...) reaches the client as is with ``invalid_request``.
+Either way the type is the code's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+# -- internal headers (Envoy <-> ext_proc; never to a provider, never to a client) -------
+
+ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the Envoy cluster the route sends to
+MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc: the model's own Envoy route (timeouts, retries)
+SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of the target that answered
+# On a reply the gateway made itself (Envoy's local replies, a chain attempt's refusal):
+# the envelope's code. The listener's ext_proc passes such a body through as it is.
+LOCAL_REPLY_HEADER = "x-infery-local-reply"
+EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # Envoy -> ext_proc over TCP: the shared token
+INTERNAL_HEADER_PREFIX = "x-infery-"
+# Removed by Envoy's route from every request before a provider, and from every provider's response.
+INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER)
+INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
+
+# -- public headers (the gateway's API to its clients) -------------------------------------
+
+REQUEST_ID_HEADER = "x-request-id"  # the gateway's id of the request; keys its usage record
+MODEL_USED_HEADER = "x-model-used"  # the slug that served
+FALLBACK_FROM_HEADER = "x-fallback-from"  # the slug the client asked for, when a fallback served
+CREDITS_USED_HEADER = "x-credits-used"  # the charge, exact decimal digits
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
+IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"  # "true" on a replayed response
+RETRY_AFTER_HEADER = "retry-after"  # whole seconds
+RETRY_AFTER_MS_HEADER = "retry-after-ms"
+
+
+class RateLimitHeaders(NamedTuple):
+    """OpenAI's ``x-ratelimit-*`` names for one window (requests or tokens per minute)."""
+
+    limit: str
+    remaining: str
+    reset: str
+
+
+RATE_LIMIT_HEADERS = {
+    window: RateLimitHeaders(
+        f"x-ratelimit-limit-{window}", f"x-ratelimit-remaining-{window}", f"x-ratelimit-reset-{window}"
+    )
+    for window in ("requests", "tokens")
+}
+
+# -- Envoy dynamic metadata and attributes ---------------------------------------------------
+
+# What the listener's ext_proc tells a chain's attempts (Envoy's upstream ext_proc filter), as
+# dynamic metadata in this namespace: not headers, which the attempts share with the provider.
+ATTEMPT_METADATA = "infery.attempt"
+GRANT_FIELD = "grant"  # the attempt grant (ext_proc/attempt_grant.py)
+ENDPOINT_FIELD = "endpoint"  # the OpenAI endpoint the client called
+# Endpoint metadata of a chain cluster's hosts: which model each one serves.
+TARGET_METADATA = "infery.target"
+TARGET_MODEL_FIELD = "model"
+EXT_PROC_FILTER = "envoy.filters.http.ext_proc"  # the filter's name; Envoy keys its attributes by it
+HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"  # the attribute the attempt filter asks for
+
+# -- errors ------------------------------------------------------------------------------
+
+INVALID_REQUEST_ERROR = "invalid_request_error"
+SERVER_ERROR = "server_error"
+
+
+class ErrorKind(NamedTuple):
+    """What an error code answers: its HTTP status and OpenAI's ``error.type``."""
+
+    status: int
+    type: str
+
+
+def _invalid(status: int) -> ErrorKind:
+    return ErrorKind(status, INVALID_REQUEST_ERROR)
+
+
+def _server(status: int) -> ErrorKind:
+    return ErrorKind(status, SERVER_ERROR)
+
+
+# OpenAI's own codes for a request the caller can fix. The gateway's request checks raise
+# some of them, and an OpenAI-format provider's 400 with one of them keeps it.
+OPENAI_REQUEST_CODES = frozenset(
+    {
+        "invalid_value",
+        "invalid_type",
+        "missing_required_parameter",
+        "unknown_parameter",
+        "unsupported_parameter",
+        "unsupported_value",
+        "context_length_exceeded",
+        "string_above_max_length",
+        "string_below_min_length",
+        "array_above_max_length",
+        "array_below_min_length",
+        "empty_array",
+        "integer_above_max_value",
+        "integer_below_min_value",
+        "decimal_above_max_value",
+        "decimal_below_min_value",
+        "invalid_image_url",
+        "invalid_image",
+        "invalid_image_format",
+        "image_parse_error",
+        "invalid_prompt",
+        "content_policy_violation",
+        "content_filter",
+    }
+)
+
+ERRORS: dict[str, ErrorKind] = {
+    **{code: _invalid(400) for code in sorted(OPENAI_REQUEST_CODES)},
+    "invalid_json": _invalid(400),  # the body is not JSON
+    "invalid_request": _invalid(400),  # fails validation (``param`` names the field)
+    "unsupported_endpoint": _invalid(400),  # the model's provider has no such API
+    "too_many_media_urls": _invalid(400),  # more image/file URLs than the gateway fetches for one request
+    "invalid_api_key": _invalid(401),  # missing, unknown or revoked inf_ key
+    "invalid_admin_token": _invalid(401),  # the admin API's bearer token
+    "model_not_allowed": _invalid(403),  # the workspace may not use the model
+    "attempt_not_authorized": _invalid(403),  # a chain attempt without a valid grant
+    "not_found": _invalid(404),  # an unknown path, or an id unknown to the workspace
+    "model_not_found": _invalid(404),
+    "method_not_allowed": _invalid(405),
+    "request_timeout": _invalid(408),  # the client did not send its request in time (Envoy)
+    "idempotency_key_in_use": _invalid(409),
+    "already_exists": _invalid(409),  # admin API
+    "in_use": _invalid(409),  # admin API: deleting it would leave a reference dangling
+    "conflict": _invalid(409),  # admin API: lost a race with a concurrent change
+    "request_too_large": _invalid(413),
+    "idempotency_key_reused": _invalid(422),
+    "rate_limit_exceeded": ErrorKind(429, "requests"),
+    "insufficient_quota": ErrorKind(429, "insufficient_quota"),
+    "internal_error": _server(500),
+    "upstream_error": _server(502),  # the provider failed and no fallback could serve
+    "upstream_unavailable": _server(503),  # every target unreachable or overloaded
+    "gateway_unavailable": _server(503),  # Envoy cannot reach ext_proc
+    "idempotency_unavailable": _server(503),  # the idempotency store is down
+    "upstream_timeout": _server(504),
+}
+
+
+def error_type(code: str, status: int) -> str:
+    """OpenAI's ``error.type`` for ``code``; a code outside the table gets its status's."""
+    kind = ERRORS.get(code)
+    if kind is not None:
+        return kind.type
+    return SERVER_ERROR if status >= 500 else INVALID_REQUEST_ERROR
+
+
+def error_object(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error envelope, ``{"error": {type, code, message, param}}``, as a JSON-ready dict."""
+    return {"error": {"type": error_type(code, status), "code": code, "message": message, "param": param}}
