@@ -60,7 +60,7 @@ from ext_proc.metering import ZERO, credits, format_credits
 from ext_proc.token_estimate import input_tokens, served_chars, tokens_for_chars
 from ext_proc.translators import params, sse
 from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
-from ext_proc.translators.responses import usage_doc
+from ext_proc.translators.chat_documents import usage_doc
 
 log = logging.getLogger("infery.ext_proc")
 

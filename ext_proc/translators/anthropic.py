@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from ..errors import GatewayError
-from . import messages, params, responses
+from . import chat_documents, messages, params, provider_errors
 from . import usage as provider_usage
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
@@ -73,19 +73,19 @@ _FINISH = {
 }
 
 # Anthropic error.type -> what the client gets
-_ERRORS = responses.ErrorMap(
+_ERRORS = provider_errors.ErrorMap(
     "type",
     {
-        "invalid_request_error": responses.INVALID_REQUEST,
-        "authentication_error": responses.UPSTREAM_ERROR,
-        "permission_error": responses.UPSTREAM_ERROR,
-        "billing_error": responses.UPSTREAM_ERROR,
-        "not_found_error": responses.MODEL_NOT_FOUND,
-        "request_too_large": responses.REQUEST_TOO_LARGE,
-        "rate_limit_error": responses.RATE_LIMITED,
-        "api_error": responses.UPSTREAM_ERROR,
-        "overloaded_error": responses.UPSTREAM_UNAVAILABLE,
-        "timeout_error": responses.UPSTREAM_TIMEOUT,
+        "invalid_request_error": provider_errors.INVALID_REQUEST,
+        "authentication_error": provider_errors.UPSTREAM_ERROR,
+        "permission_error": provider_errors.UPSTREAM_ERROR,
+        "billing_error": provider_errors.UPSTREAM_ERROR,
+        "not_found_error": provider_errors.MODEL_NOT_FOUND,
+        "request_too_large": provider_errors.REQUEST_TOO_LARGE,
+        "rate_limit_error": provider_errors.RATE_LIMITED,
+        "api_error": provider_errors.UPSTREAM_ERROR,
+        "overloaded_error": provider_errors.UPSTREAM_UNAVAILABLE,
+        "timeout_error": provider_errors.UPSTREAM_TIMEOUT,
     },
     # Anthropic field -> the OpenAI parameter it came from (the table in translators/README.md)
     params={
@@ -155,11 +155,13 @@ class AnthropicTranslator:
     ) -> TranslatedResponse:
         if status >= 400:
             return error_response(status, body, ctx.request)
-        msg = responses.json_or_none(body)
+        msg = provider_errors.json_or_none(body)
         if not isinstance(msg, dict):
-            return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
+            return provider_errors.failed(
+                502, "upstream_error", "the provider returned an unreadable response"
+            )
         if msg.get("type") == "error":
-            return responses.error_from(502, msg, _ERRORS.fields, ctx.request)
+            return provider_errors.error_from(502, msg, _ERRORS.fields, ctx.request)
         doc, usage = _completion(msg, ctx)
         return TranslatedResponse(200, orjson.dumps(doc), usage)
 
@@ -465,19 +467,19 @@ def _completion(msg: Mapping[str, Any], ctx: ResponseContext) -> tuple[dict[str,
             texts.append(_answer_text(block["name"], block.get("input")))
             answered = True
         elif kind == "tool_use":
-            calls.append(responses.tool_call(block.get("id"), block.get("name"), block.get("input")))
+            calls.append(chat_documents.tool_call(block.get("id"), block.get("name"), block.get("input")))
     stop_reason = msg.get("stop_reason")
     finish = _FINISH.get(stop_reason or "", "stop")
     if finish == "tool_calls" and not calls:
         finish = "stop" if answered else finish
     text = "".join(texts)
-    message = responses.assistant_message(text, calls)
+    message = chat_documents.assistant_message(text, calls)
     if stop_reason == "refusal":
         message["refusal"] = _refusal_text(msg.get("stop_details"))
         message["content"] = text or None
     usage = provider_usage.anthropic(msg.get("usage"))
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    return responses.completion(msg.get("id"), ctx, [choice], usage or Usage()), usage
+    return chat_documents.completion(msg.get("id"), ctx, [choice], usage or Usage()), usage
 
 
 def _refusal_text(details: Any) -> str:
@@ -487,7 +489,7 @@ def _refusal_text(details: Any) -> str:
 
 
 def error_response(status: int, body: bytes, request: Mapping[str, Any]) -> TranslatedResponse:
-    return responses.error_from(status, responses.json_or_none(body), _ERRORS.fields, request)
+    return provider_errors.error_from(status, provider_errors.json_or_none(body), _ERRORS.fields, request)
 
 
 # ---------------------------------------------------------------------- stream
@@ -514,7 +516,7 @@ class AnthropicStream(ChunkStream):
         if kind == "message_start":
             message = data.get("message") or {}
             if message.get("id"):
-                self._set_id(responses.chat_id(message["id"]))
+                self._set_id(chat_documents.chat_id(message["id"]))
             self._merge_usage(message.get("usage"))
             out.append(self._chunk({"role": "assistant", "content": ""}))
         elif kind == "content_block_start":

@@ -16,7 +16,8 @@ import orjson
 
 from ..errors import envelope
 from .base import ResponseContext, Usage
-from .responses import ClientError, ErrorFields, chat_id, usage_doc
+from .chat_documents import chat_id, usage_doc
+from .provider_errors import ClientError, ErrorFields
 from .sse import SSEBuffer, SSEEvent, encode
 
 

@@ -28,7 +28,7 @@ import orjson
 
 from ..errors import GatewayError, envelope
 from ..token_estimate import tokens_for_chars
-from . import messages, params, responses
+from . import chat_documents, messages, params, provider_errors
 from . import usage as provider_usage
 from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
@@ -59,23 +59,23 @@ _FINISH = {
 _CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
 # google.rpc status -> what the client gets
-_ERRORS = responses.ErrorMap(
+_ERRORS = provider_errors.ErrorMap(
     "status",
     {
-        "INVALID_ARGUMENT": responses.INVALID_REQUEST,
-        "OUT_OF_RANGE": responses.INVALID_REQUEST,
-        "UNIMPLEMENTED": responses.INVALID_REQUEST,
-        "NOT_FOUND": responses.MODEL_NOT_FOUND,
-        "FAILED_PRECONDITION": responses.UPSTREAM_ERROR,  # billing / region of the gateway's account
-        "UNAUTHENTICATED": responses.UPSTREAM_ERROR,
-        "PERMISSION_DENIED": responses.UPSTREAM_ERROR,
-        "RESOURCE_EXHAUSTED": responses.RATE_LIMITED,
-        "UNAVAILABLE": responses.UPSTREAM_UNAVAILABLE,
-        "DEADLINE_EXCEEDED": responses.UPSTREAM_TIMEOUT,
-        "INTERNAL": responses.UPSTREAM_ERROR,
-        "UNKNOWN": responses.UPSTREAM_ERROR,
-        "ABORTED": responses.UPSTREAM_ERROR,
-        "CANCELLED": responses.UPSTREAM_ERROR,
+        "INVALID_ARGUMENT": provider_errors.INVALID_REQUEST,
+        "OUT_OF_RANGE": provider_errors.INVALID_REQUEST,
+        "UNIMPLEMENTED": provider_errors.INVALID_REQUEST,
+        "NOT_FOUND": provider_errors.MODEL_NOT_FOUND,
+        "FAILED_PRECONDITION": provider_errors.UPSTREAM_ERROR,  # billing / region of the gateway's account
+        "UNAUTHENTICATED": provider_errors.UPSTREAM_ERROR,
+        "PERMISSION_DENIED": provider_errors.UPSTREAM_ERROR,
+        "RESOURCE_EXHAUSTED": provider_errors.RATE_LIMITED,
+        "UNAVAILABLE": provider_errors.UPSTREAM_UNAVAILABLE,
+        "DEADLINE_EXCEEDED": provider_errors.UPSTREAM_TIMEOUT,
+        "INTERNAL": provider_errors.UPSTREAM_ERROR,
+        "UNKNOWN": provider_errors.UPSTREAM_ERROR,
+        "ABORTED": provider_errors.UPSTREAM_ERROR,
+        "CANCELLED": provider_errors.UPSTREAM_ERROR,
     },
     # Gemini field (snake_case; Gemini writes both cases) -> the OpenAI parameter it came from
     params={
@@ -174,9 +174,11 @@ class GeminiTranslator:
             return error_response(status, body, ctx.request)
         doc = _document(body)
         if not isinstance(doc, dict):
-            return responses.failed(502, "upstream_error", "the provider returned an unreadable response")
+            return provider_errors.failed(
+                502, "upstream_error", "the provider returned an unreadable response"
+            )
         if isinstance(doc.get("error"), dict):
-            return responses.error_from(502, doc, _error_fields, ctx.request)
+            return provider_errors.error_from(502, doc, _error_fields, ctx.request)
         if endpoint is Endpoint.EMBEDDINGS:
             out, tokens = _embeddings(doc, ctx, request)
             return TranslatedResponse(200, orjson.dumps(out), tokens)
@@ -454,7 +456,7 @@ def _new_call_id() -> str:
 
 
 def _tool_call(call: Mapping[str, Any], signature: Any) -> dict[str, Any]:
-    out = responses.tool_call(call.get("id") or _new_call_id(), call.get("name"), call.get("args"))
+    out = chat_documents.tool_call(call.get("id") or _new_call_id(), call.get("name"), call.get("args"))
     if isinstance(signature, str) and signature:
         out["extra_content"] = {"google": {"thought_signature": signature}}
     return out
@@ -505,13 +507,13 @@ def _completion(
         choices.append(
             {
                 "index": cand.get("index", position),
-                "message": responses.assistant_message("".join(texts), calls),
+                "message": chat_documents.assistant_message("".join(texts), calls),
                 "logprobs": _logprobs(cand.get("logprobsResult")),
                 "finish_reason": finish,
             }
         )
     usage = provider_usage.gemini(doc.get("usageMetadata"))
-    return responses.completion(doc.get("responseId"), ctx, choices, usage or Usage()), usage
+    return chat_documents.completion(doc.get("responseId"), ctx, choices, usage or Usage()), usage
 
 
 def _embeddings(
@@ -537,21 +539,23 @@ def _embeddings(
 
 def _document(body: bytes) -> Any:
     """The parsed body; Gemini may wrap it (an error, notably) in a one-element array."""
-    doc = responses.json_or_none(body)
+    doc = provider_errors.json_or_none(body)
     if isinstance(doc, list) and doc:
         return doc[0]
     return doc
 
 
 def error_response(status: int, body: bytes, request: Mapping[str, Any]) -> TranslatedResponse:
-    return responses.error_from(status, _document(body), _error_fields, request)
+    return provider_errors.error_from(status, _document(body), _error_fields, request)
 
 
 def _error_fields(
-    err: Mapping[str, Any], default: responses.ClientError, request: Mapping[str, Any]
-) -> responses.ClientError:
+    err: Mapping[str, Any], default: provider_errors.ClientError, request: Mapping[str, Any]
+) -> provider_errors.ClientError:
     if _is_key_error(err):
-        return responses.ClientError(502, "upstream_error", "the provider rejected the gateway's credentials")
+        return provider_errors.ClientError(
+            502, "upstream_error", "the provider rejected the gateway's credentials"
+        )
     return _ERRORS.fields(err, default, request)
 
 
@@ -603,7 +607,7 @@ class GeminiStream(ChunkStream):
         if not self._started:
             self._started = True
             if doc.get("responseId"):
-                self._set_id(responses.chat_id(doc["responseId"]))
+                self._set_id(chat_documents.chat_id(doc["responseId"]))
         blocked = _block_reason(doc)
         if blocked is not None:
             self._error(out, 400, "content_filter", _blocked_message(blocked), "messages")

@@ -24,7 +24,7 @@ from ext_proc.translators.base import (
     UpstreamRequest,
     Usage,
 )
-from ext_proc.translators.responses import failed, openai_error
+from ext_proc.translators.provider_errors import failed, openai_error
 from ext_proc.translators.sse import SSEBuffer
 
 # Events worth parsing: the end, usage, errors and final chunks; the rest pass as bytes.

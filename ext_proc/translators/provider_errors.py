@@ -1,14 +1,14 @@
-"""OpenAI chat responses and error envelopes built from another provider's answer.
+"""A provider's error, as the client gets it: OpenAI's envelope, code and ``param``.
 
-Every translator that rewrites a provider's answer (rather than passing
-OpenAI's own through) must produce the same OpenAI shapes and map provider
-errors by the same rules; both live here once.
+Every translator maps provider errors by the same rules, whatever the endpoint:
+which provider error kinds pass the provider's message on (only the caller's own
+mistakes do), which OpenAI code and parameter a 400 becomes, and what an
+OpenAI-format provider's own error keeps. They live here once.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -17,7 +17,7 @@ import orjson
 from infery_proto.wire import OPENAI_REQUEST_CODES
 
 from ..errors import envelope, upstream_status
-from .base import ResponseContext, TranslatedResponse, Usage
+from .base import TranslatedResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,55 +45,6 @@ RATE_LIMITED = (429, "rate_limit_exceeded", False)
 UPSTREAM_ERROR = (502, "upstream_error", False)
 UPSTREAM_UNAVAILABLE = (503, "upstream_unavailable", False)
 UPSTREAM_TIMEOUT = (504, "upstream_timeout", False)
-
-
-def chat_id(provider_id: Any) -> str:
-    """``chatcmpl-`` and the provider's id, so a response can be traced upstream; random without one."""
-    return "chatcmpl-" + str(provider_id or secrets.token_hex(12))
-
-
-def usage_doc(usage: Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.input_tokens + usage.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
-
-
-def tool_call(call_id: Any, name: Any, args: Any) -> dict[str, Any]:
-    """A complete ``tool_calls`` entry; OpenAI carries the arguments as a JSON string."""
-    return {
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": orjson.dumps(args or {}).decode()},
-    }
-
-
-def assistant_message(text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """``content`` is null only beside tool calls, as OpenAI answers."""
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": text or (None if calls else ""),
-        "refusal": None,
-    }
-    if calls:
-        message["tool_calls"] = calls
-    return message
-
-
-def completion(
-    provider_id: Any, ctx: ResponseContext, choices: list[dict[str, Any]], usage: Usage
-) -> dict[str, Any]:
-    return {
-        "id": chat_id(provider_id),
-        "object": "chat.completion",
-        "created": ctx.created,
-        "model": ctx.slug,  # the slug that served: a client can send it back
-        "choices": choices,
-        "usage": usage_doc(usage),
-    }
 
 
 def failed(status: int, code: str, message: str, param: str | None = None) -> TranslatedResponse:
