@@ -27,13 +27,15 @@ from infery_proto.wire import (
     TARGET_MODEL_FIELD,
 )
 
+from ext_proc import endpoints, header_policy
 from ext_proc import envoy_messages as msg
-from ext_proc import header_policy
 from ext_proc.attempt_grant import Grant, verify
 from ext_proc.config import GatewayConfig, Model
+from ext_proc.endpoints.base import Endpoint
 from ext_proc.errors import GatewayError
 from ext_proc.media_fetch import MediaPolicy, fetch_media
-from ext_proc.translators.base import Endpoint, Target
+from ext_proc.translators import translator_for
+from ext_proc.translators.base import Target
 
 log = logging.getLogger("infery.ext_proc")
 # What the listener's exchange tells a chain's attempts comes as Envoy dynamic metadata
@@ -56,15 +58,13 @@ async def upstream_request(
     ``media`` says which image/PDF URLs the gateway may fetch for the provider, and how many.
     """
     provider = model.provider
-    translator = provider.translator
-    urls = translator.media_urls(endpoint, body)
+    translator = translator_for(endpoint, provider.wire_format)
+    urls = translator.media_urls(body)
     fetched = (
         await fetch_media(urls, allowed_hosts=media.allowed_hosts, max_urls=media.max_urls) if urls else {}
     )
     upstream = translator.request(
-        endpoint,
-        body,
-        Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, fetched),
+        body, Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, fetched)
     )
     set_headers = [
         (":path", upstream.path),
@@ -110,7 +110,7 @@ class AttemptExchange:
         self._config = config
         self._media = media
         self.slug = ""
-        self.endpoint = Endpoint.CHAT
+        self.endpoint: Endpoint | None = None
         self.present: tuple[str, ...] = ()
         self.grant: Grant | None = None
         # Why the headers were refused; the body (should Envoy still send it) gets the same.
@@ -137,16 +137,16 @@ class AttemptExchange:
         workspace = self._config.workspaces.get(self.grant.workspace_id) if self._config else None
         if workspace is None or not workspace.allows(self.slug):
             return _not_allowed(self.slug)
-        try:
-            endpoint = fields.get(ENDPOINT_FIELD)
-            self.endpoint = Endpoint(endpoint.string_value if endpoint is not None else "")
-        except ValueError:
+        endpoint = fields.get(ENDPOINT_FIELD)
+        self.endpoint = endpoints.by_path(endpoint.string_value if endpoint is not None else "")
+        if self.endpoint is None:
             return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
         return None
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         if self.refusal is not None:
             return self.refusal
+        assert self.endpoint is not None  # set with the grant's check
         model = self._config.models.get(self.slug) if self._config else None
         if model is None:
             return _fail(

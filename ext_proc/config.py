@@ -16,9 +16,8 @@ from typing import Any
 
 from infery_proto.v1 import config_pb2
 
-from ext_proc import translators
 from ext_proc.metering import Prices
-from ext_proc.translators.base import Translator
+from ext_proc.translators import WIRE_FORMATS
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +28,9 @@ class Provider:
     base_path: str
     host: str
     api_key: str
-    translator: Translator
+    # The API its kind speaks (translators.WIRE_FORMATS): with the endpoint, it picks the
+    # translator of each request (translators.translator_for).
+    wire_format: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +260,10 @@ def _put(target: dict[str, Any], name: str, make: Callable[[], Any], errors: dic
 
 
 def _provider(p: config_pb2.Provider) -> Provider:
-    try:
-        translator = translators.for_kind(p.kind)
-    except KeyError:
-        raise Dangling(p.kind) from None
-    return Provider(p.name, p.kind, p.cluster, p.base_path, p.host, p.api_key, translator)
+    wire_format = WIRE_FORMATS.get(p.kind)
+    if wire_format is None:
+        raise Dangling(p.kind)
+    return Provider(p.name, p.kind, p.cluster, p.base_path, p.host, p.api_key, wire_format)
 
 
 def _model(m: config_pb2.Model, providers: dict[str, Provider]) -> Model:

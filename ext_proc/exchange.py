@@ -47,19 +47,20 @@ from infery_proto.wire import (
     SERVED_HEADER,
 )
 
-from ext_proc import attempt_grant, catalog_responses, header_policy
+from ext_proc import attempt_grant, catalog_responses, endpoints, header_policy
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt import upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
+from ext_proc.endpoints.base import Endpoint
 from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
-from ext_proc.limits import Admission, Limiter, estimate_tokens
+from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
-from ext_proc.metering import ZERO, credits, format_credits
-from ext_proc.token_estimate import input_tokens, served_chars, tokens_for_chars
-from ext_proc.translators import params, sse
-from ext_proc.translators.base import Endpoint, ResponseContext, StreamTranslator, Usage
+from ext_proc.metering import ZERO, format_credits
+from ext_proc.token_estimate import tokens_for_chars
+from ext_proc.translators import sse, translator_for
+from ext_proc.translators.base import ResponseContext, StreamTranslator, Usage
 from ext_proc.translators.chat_documents import usage_doc
 
 log = logging.getLogger("infery.ext_proc")
@@ -77,11 +78,6 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
-ENDPOINTS = {
-    "/v1/chat/completions": Endpoint.CHAT,
-    "/v1/embeddings": Endpoint.EMBEDDINGS,
-    "/v1/images/generations": Endpoint.IMAGES,
-}
 _REQUEST_HEADERS = frozenset({":path", ":method", "authorization", IDEMPOTENCY_KEY_HEADER})
 _RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -208,11 +204,12 @@ class Exchange:
             config = self._require_config()
             if self.path == "/v1/models" or self.path.startswith("/v1/models/"):
                 return self._models(method, h.get("authorization"), config)
-            endpoint = ENDPOINTS.get(self.path)
+            endpoint = endpoints.by_path(self.path)
             if endpoint is None:
                 raise GatewayError(404, "not_found", f"Unknown path {self.path}.")
-            if method != "POST":
-                raise GatewayError(405, "method_not_allowed", f"{self.path} accepts POST only.")
+            if method not in endpoint.methods:
+                allowed = " or ".join(sorted(endpoint.methods))
+                raise GatewayError(405, "method_not_allowed", f"{self.path} accepts {allowed} only.")
             self.key = authenticate(h.get("authorization"), config)
             self.endpoint = endpoint
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
@@ -246,19 +243,15 @@ class Exchange:
             raise GatewayError(
                 403, "model_not_allowed", f"This workspace may not use the model '{slug}'.", param="model"
             )
-        if self.endpoint is Endpoint.CHAT:
-            params.check_chat_request(body)  # OpenAI's refusals, the same for every provider
+        self.endpoint.check(body)  # the API's own refusals, the same for every provider
         self.model = model
         self.request_body = body
-        if self.endpoint is Endpoint.CHAT and body.get("stream") is True:
-            self.stream = True
-            options = body.get("stream_options")
-            self.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.stream, self.include_usage = self.endpoint.streaming(body)
 
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
         workspace = self.key.workspace
-        estimate = estimate_tokens(body) if workspace.tpm else 0  # only a token limit needs it
+        estimate = self.endpoint.reservation(body) if workspace.tpm else 0  # only a token limit needs it
         self.admission = await self._services.limiter.admit(workspace, estimate)
 
         if self.idempotency_key:
@@ -286,7 +279,7 @@ class Exchange:
             # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
             metadata: msg.Metadata = (
                 ATTEMPT_METADATA,
-                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.endpoint.value},
+                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
             )
         else:
             metadata = None
@@ -351,7 +344,9 @@ class Exchange:
             and not headers.end_of_stream
         ):
             self.body_stream = True
-            self.stream_translator = self.model.provider.translator.stream(self._response_context())
+            assert self.endpoint is not None  # set with self.stream, by the endpoint
+            translator = translator_for(self.endpoint, self.model.provider.wire_format)
+            self.stream_translator = translator.stream(self._response_context())
             if self.transcript is None:
                 self.transcript = []
             return msg.response_headers(
@@ -383,15 +378,16 @@ class Exchange:
         self, raw: bytes, headers: list[tuple[str, str]], *, as_headers: bool
     ) -> ep.ProcessingResponse:
         assert self.model is not None and self.endpoint is not None and self.key is not None
-        translated = self.model.provider.translator.response(
-            self.endpoint, self.status, raw, self._response_context()
+        translated = translator_for(self.endpoint, self.model.provider.wire_format).response(
+            self.status, raw, self._response_context()
         )
         self.status = translated.status
         out = [*headers, ("content-length", str(len(translated.body)))]
         if translated.status < 400:
             self.usage = translated.usage
             if self.usage is None or self.usage.rejected:
-                self.usage = self._estimate(self.usage, _completion_chars(translated.body), served=True)
+                chars = _completion_chars(self.endpoint, translated.body)
+                self.usage = self._estimate(self.usage, chars, served=True)
             self.credits = self._charge(self.usage)
             out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
         else:
@@ -458,7 +454,7 @@ class Exchange:
         else the estimate from the request and the text the client received (``last``, the
         final chunk about to go out, included)."""
         st = self.stream_translator
-        assert st is not None
+        assert st is not None and self.endpoint is not None
         provider = st.usage
         if (
             st.done
@@ -471,7 +467,7 @@ class Exchange:
         else:
             clean = st.done and not st.error_code and not st.overflowed
             sent = self.transcript or []
-            chars = _streamed_chars([*sent, sse.encode(last)] if last is not None else sent)
+            chars = _streamed_chars(self.endpoint, [*sent, sse.encode(last)] if last is not None else sent)
             self.usage = self._estimate(provider, chars, served=clean or chars > 0)
         self.credits = self._charge(self.usage)
 
@@ -482,6 +478,7 @@ class Exchange:
         its output tokens when more than the text counted); the request's estimate stands in for
         missing prompt tokens, the delivered text's for output. Nothing served: nothing charged.
         """
+        assert self.endpoint is not None
         rejected = provider.rejected if provider is not None else ""
         valid = provider if provider is not None and not rejected else None
         if not served:
@@ -489,7 +486,7 @@ class Exchange:
         output = tokens_for_chars(chars)
         if valid is not None:
             return Usage(
-                input_tokens=valid.input_tokens or input_tokens(self.request_body),
+                input_tokens=valid.input_tokens or self.endpoint.input_tokens(self.request_body),
                 cached_input_tokens=valid.cached_input_tokens,
                 output_tokens=max(valid.output_tokens, output),
                 reasoning_tokens=valid.reasoning_tokens,
@@ -497,7 +494,8 @@ class Exchange:
                 estimated=True,
             )
         images = provider.images if provider is not None else 0
-        return Usage(input_tokens(self.request_body), 0, output, 0, images, estimated=True, rejected=rejected)
+        prompt = self.endpoint.input_tokens(self.request_body)
+        return Usage(prompt, 0, output, 0, images, estimated=True, rejected=rejected)
 
     def _final_chunk(self, response_id: str) -> bytes:
         """The last chunk when the provider gave none to complete: the usage chunk the client
@@ -544,8 +542,8 @@ class Exchange:
         )
 
     def _charge(self, usage: Usage) -> Decimal:
-        assert self.model is not None and self.key is not None
-        return credits(usage, self.model.prices, self.key.workspace.price_multiplier)
+        assert self.model is not None and self.key is not None and self.endpoint is not None
+        return self.endpoint.credits(usage, self.model.prices, self.key.workspace.price_multiplier)
 
     def _require_config(self) -> GatewayConfig:
         if self._config is None:
@@ -701,15 +699,15 @@ def _with_credits(chunk: bytes, charged: Decimal) -> bytes:
     return chunk[:-1] + b',"credits_used":' + format_credits(charged).encode() + b"}"
 
 
-def _completion_chars(body: bytes) -> int:
+def _completion_chars(endpoint: Endpoint, body: bytes) -> int:
     """Text characters of a translated (OpenAI-shaped) answer."""
     try:
-        return served_chars(orjson.loads(body))
+        return endpoint.served_chars(orjson.loads(body))
     except orjson.JSONDecodeError:
         return 0
 
 
-def _streamed_chars(transcript: Iterable[bytes]) -> int:
+def _streamed_chars(endpoint: Endpoint, transcript: Iterable[bytes]) -> int:
     """Text characters of the chunks a stream delivered, read back only when they are to be charged."""
     reader = sse.SSEBuffer(max_event_bytes=2**62)
     chars = 0
@@ -717,7 +715,7 @@ def _streamed_chars(transcript: Iterable[bytes]) -> int:
         for event in reader.feed(piece):
             if event.data != b"[DONE]":
                 try:
-                    chars += served_chars(orjson.loads(event.data))
+                    chars += endpoint.served_chars(orjson.loads(event.data))
                 except orjson.JSONDecodeError:
                     continue
     return chars

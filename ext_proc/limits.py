@@ -7,10 +7,11 @@ e.g. "12ms" after one request at 5000 rpm). Unlike a fixed window there is no
 boundary where 2N requests can land back to back; the cost is that a minute
 that starts with a full bucket can admit N plus what refills during it.
 
-Tokens: ``admit`` reserves an estimate (:func:`estimate_tokens`, capped at the
-limit so one large request can still pass a full bucket) in the same atomic
-step that counts the request, so concurrent requests see each other's
-reservations and a burst overshoots by at most the estimate errors.
+Tokens: ``admit`` reserves an estimate (the endpoint's ``reservation``, in
+ext_proc/endpoints/; capped at the limit so one large request can still pass
+a full bucket) in the same atomic step that counts the request, so concurrent
+requests see each other's reservations and a burst overshoots by at most the
+estimate errors.
 ``settle`` swaps the reservation for the tokens actually used -- call it
 exactly once per admission, also after failures (0 tokens hands the
 reservation back).
@@ -34,7 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any
 
 from infery_proto.wire import RATE_LIMIT_HEADERS, RETRY_AFTER_MS_HEADER
 
@@ -48,7 +48,6 @@ from ext_proc.shared_state import (
     remaining,
     reset_ms,
 )
-from ext_proc.token_estimate import reservation
 
 log = logging.getLogger("infery.ext_proc.limits")
 
@@ -226,12 +225,3 @@ def budget_period(period: str, now: datetime) -> tuple[str, int]:
 
 def to_pico(credits: Decimal) -> int:
     return int((credits * PICO_PER_CREDIT).to_integral_value(rounding=ROUND_FLOOR))
-
-
-def estimate_tokens(body: dict[str, Any]) -> int:
-    """A request's tpm reservation: :func:`ext_proc.token_estimate.reservation` (input + output allowance).
-
-    Capped at the limit by :meth:`Limiter.admit`. The same estimator charges what was served
-    when a provider's usage is missing (see ``ext_proc/token_estimate.py``).
-    """
-    return reservation(body)

@@ -3,10 +3,16 @@
 1 credit = US$1. An amount is computed exactly, then quantized to 10^-12
 credits (a pico-credit, the store's unit) so that the header, the credits
 chunk and the usage record always carry the same number.
+
+What is priced depends on the endpoint: each one names its *meters*
+(``Endpoint.meters`` in ext_proc/endpoints/), the parts of its usage that cost
+something — input tokens for embeddings, input and output tokens for chat, and
+images besides for image generation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -33,18 +39,35 @@ def _dec(text: str) -> Decimal | None:
     return Decimal(text) if text else None
 
 
-def credits(usage: Usage, prices: Prices, multiplier: Decimal) -> Decimal:
-    """What a request costs. Cached input falls back to the input price when unpriced."""
+# One priced part of a request's usage, in credits before the workspace's multiplier.
+Meter = Callable[[Usage, Prices], Decimal]
+
+
+def input_tokens_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Prompt tokens; cached ones at the cached price, which falls back to the input price when unpriced."""
     input_price = prices.input_per_mtok or ZERO
     cached_price = prices.cached_input_per_mtok if prices.cached_input_per_mtok is not None else input_price
     cached = min(usage.cached_input_tokens, usage.input_tokens)
-    total = (
-        (usage.input_tokens - cached) * input_price
-        + cached * cached_price
-        + usage.output_tokens * (prices.output_per_mtok or ZERO)
-    ) / _MILLION
+    return ((usage.input_tokens - cached) * input_price + cached * cached_price) / _MILLION
+
+
+def output_tokens_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Completion tokens, reasoning included."""
+    return usage.output_tokens * (prices.output_per_mtok or ZERO) / _MILLION
+
+
+def images_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Images made, at the model's per-image price (nothing when it has none)."""
     if usage.images and prices.per_image is not None:
-        total += usage.images * prices.per_image
+        return usage.images * prices.per_image
+    return ZERO
+
+
+def credits(usage: Usage, prices: Prices, multiplier: Decimal, meters: Iterable[Meter]) -> Decimal:
+    """What a request costs: the sum of its endpoint's meters, times the workspace's multiplier."""
+    total = ZERO
+    for meter in meters:
+        total += meter(usage, prices)
     return (total * multiplier).quantize(_PICO, rounding=ROUND_HALF_UP)
 
 

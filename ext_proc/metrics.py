@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ext_proc import endpoints
+
 log = logging.getLogger("infery.ext_proc.metrics")
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
@@ -44,14 +46,8 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 MESSAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
-# gen_ai.operation.name per endpoint (OTel's values where it has one).
-OPERATIONS = {
-    "/v1/chat/completions": "chat",
-    "/v1/completions": "text_completion",
-    "/v1/responses": "chat",
-    "/v1/embeddings": "embeddings",
-    "/v1/images/generations": "image_generation",
-}
+# gen_ai.operation.name per served path (each endpoint's ``operation``, OTel's values).
+OPERATIONS = {path: e.operation for e in endpoints.SERVED.endpoints for path in e.paths}
 OTHER = "other"
 # ext_proc's ProcessingRequest kinds (anything else counts as other).
 PHASES = (

@@ -1,21 +1,70 @@
-"""One translator per provider wire format, behind one interface (base.Translator)."""
+"""One translator per (endpoint, provider wire format) pair, behind one interface (base.Translator).
+
+Each pair is a module named ``<endpoint>_<wire format>.py``, as Envoy AI Gateway's
+``internal/translator/<from>_<to>`` files: ``chat_anthropic.py`` turns an OpenAI chat
+completion request into Anthropic's Messages API and its answer back. Adding a pair is
+adding its module and one line below; adding a provider of a known wire format is one
+line of :data:`WIRE_FORMATS`. A pair that does not exist (embeddings on Anthropic, image
+generation on Gemini) is the client's ``400 unsupported_endpoint``.
+
+What does not depend on the pair is shared: ``messages``, ``params``, ``chunks``, ``sse``,
+``usage``, ``chat_documents``, ``provider_errors``, and each wire format's own
+``openai_api``/``gemini_api``.
+"""
 
 from __future__ import annotations
 
-from ext_proc.translators.anthropic import AnthropicTranslator
-from ext_proc.translators.base import Translator
-from ext_proc.translators.gemini import GeminiTranslator
-from ext_proc.translators.openai import OpenAITranslator
+from typing import TYPE_CHECKING
 
-_BY_KIND: dict[str, Translator] = {
-    "openai": OpenAITranslator("openai"),
-    "xai": OpenAITranslator("xai"),
-    "openai_compatible": OpenAITranslator("openai_compatible"),
-    "anthropic": AnthropicTranslator(),
-    "google": GeminiTranslator(),
+from ext_proc.errors import GatewayError
+from ext_proc.translators import (
+    chat_anthropic,
+    chat_gemini,
+    chat_openai,
+    embeddings_gemini,
+    embeddings_openai,
+    images_openai,
+)
+from ext_proc.translators.base import Translator
+
+if TYPE_CHECKING:
+    from ext_proc.endpoints.base import Endpoint
+
+# Provider kind (the control plane's Provider.kind) -> the wire format its API speaks.
+WIRE_FORMATS: dict[str, str] = {
+    "openai": "openai",
+    "xai": "openai",
+    "openai_compatible": "openai",
+    "anthropic": "anthropic",
+    "google": "gemini",
 }
 
+PAIRS: tuple[Translator, ...] = (
+    chat_openai.TRANSLATOR,
+    chat_anthropic.TRANSLATOR,
+    chat_gemini.TRANSLATOR,
+    embeddings_openai.TRANSLATOR,
+    embeddings_gemini.TRANSLATOR,
+    images_openai.TRANSLATOR,
+)
 
-def for_kind(kind: str) -> Translator:
-    """The translator for a provider kind; raises KeyError for an unknown kind."""
-    return _BY_KIND[kind]
+# wire format -> endpoint name -> translator: two dict lookups per request, nothing allocated.
+_BY_WIRE_FORMAT: dict[str, dict[str, Translator]] = {wire: {} for wire in WIRE_FORMATS.values()}
+for _pair in PAIRS:
+    _BY_WIRE_FORMAT[_pair.wire_format][_pair.endpoint] = _pair
+
+
+def translator_for(endpoint: Endpoint, wire_format: str) -> Translator:
+    """The translator of ``endpoint`` for a provider speaking ``wire_format``.
+
+    Raises the client's 400 ``unsupported_endpoint`` when the provider has no such API.
+    """
+    translator = _BY_WIRE_FORMAT[wire_format].get(endpoint.name)
+    if translator is None:
+        raise GatewayError(
+            400,
+            "unsupported_endpoint",
+            f"This model's provider does not support {endpoint.path}.",
+            param="model",
+        )
+    return translator

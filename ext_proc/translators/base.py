@@ -1,8 +1,12 @@
-"""The one interface every provider translator implements.
+"""The one interface every translator implements: one inbound API to one provider wire format.
 
-A translator is pure: OpenAI request in, provider request out; provider
-response (or stream bytes) in, OpenAI response (or SSE bytes) out. No gRPC,
-no Envoy, no I/O — so each one is tested on recorded fixtures alone.
+A translator serves one pair, as Envoy AI Gateway's ``internal/translator/<from>_<to>``
+files do: the endpoint the client called (``ext_proc/endpoints/``, by its name) and the
+wire format the provider speaks (``openai``, ``anthropic``, ``gemini``). It is pure:
+the client's request in, the provider's request out; the provider's response (or stream
+bytes) in, the client's response (or SSE bytes) out. No gRPC, no Envoy, no I/O — so each
+one is tested on recorded fixtures alone. Which pairs exist is ``translators/__init__.py``'s
+registry; a pair that does not is ``400 unsupported_endpoint``.
 
 Media a provider needs as bytes (an ``image_url`` given as an https URL, for
 a provider that cannot fetch it) is fetched by ext_proc *before* translation:
@@ -12,18 +16,12 @@ receives their bytes in :attr:`Target.media`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from .sse import DEFAULT_MAX_EVENT_BYTES
-
-
-class Endpoint(StrEnum):
-    CHAT = "/chat/completions"
-    EMBEDDINGS = "/embeddings"
-    IMAGES = "/images/generations"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,19 +116,27 @@ class StreamTranslator(Protocol):
         ...
 
 
-class Translator(Protocol):
-    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
-        """https URLs in the request this provider needs fetched as bytes."""
-        ...
+class Translator(ABC):
+    """One (endpoint, wire format) pair. Stateless: one instance serves every request."""
 
-    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
+    __slots__ = ()
+
+    endpoint: ClassVar[str]  # the name of the endpoint it serves (``ext_proc/endpoints/``)
+    wire_format: ClassVar[str]  # the provider API it speaks (``translators.WIRE_FORMATS``)
+
+    def media_urls(self, body: Mapping[str, Any]) -> list[str]:
+        """https URLs in the request this provider needs fetched as bytes (none unless it says so)."""
+        return []
+
+    @abstractmethod
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         """Build the provider request; raises GatewayError (400) for what cannot be honoured."""
-        ...
 
-    def response(
-        self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
-    ) -> TranslatedResponse:
+    @abstractmethod
+    def response(self, status: int, body: bytes, ctx: ResponseContext) -> TranslatedResponse:
         """Translate a buffered provider response, success or error."""
-        ...
 
-    def stream(self, ctx: ResponseContext) -> StreamTranslator: ...
+    def stream(self, ctx: ResponseContext) -> StreamTranslator:
+        """The translator of a streamed answer. Only endpoints whose answers stream
+        (``Endpoint.streams``) are ever asked; the others' pairs have none."""
+        raise TypeError(f"{type(self).__name__}: {self.endpoint} answers are never streamed")

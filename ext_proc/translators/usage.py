@@ -65,14 +65,12 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def openai(obj: Mapping[str, Any]) -> Usage | None:
+def openai(obj: Mapping[str, Any], images: int = 0) -> Usage | None:
     """OpenAI's usage object (chat, embeddings or images) of a response or chunk.
 
-    An image response without ``usage`` is complete: images are priced per image.
+    ``images``: the images the answer holds, which its pair counted (images_openai.py). An
+    image response without ``usage`` is complete: images are priced per image.
     """
-    images = (
-        len(obj.get("data") or ()) if obj.get("object") != "list" and isinstance(obj.get("data"), list) else 0
-    )
     raw = obj.get("usage")
     if not isinstance(raw, Mapping):
         return Usage(images=images) if images else None

@@ -86,7 +86,7 @@ RATE_LIMIT_HEADERS = {
 # dynamic metadata in this namespace: not headers, which the attempts share with the provider.
 ATTEMPT_METADATA = "infery.attempt"
 GRANT_FIELD = "grant"  # the attempt grant (ext_proc/attempt_grant.py)
-ENDPOINT_FIELD = "endpoint"  # the OpenAI endpoint the client called
+ENDPOINT_FIELD = "endpoint"  # the path the client called (its endpoint: ext_proc/endpoints/)
 # Endpoint metadata of a chain cluster's hosts: which model each one serves.
 TARGET_METADATA = "infery.target"
 TARGET_MODEL_FIELD = "model"

@@ -38,7 +38,7 @@ def _first(grant: str) -> ep.ProcessingRequest:
     first = ep.ProcessingRequest()
     first.attributes["envoy.filters.http.ext_proc"].CopyFrom(attrs)
     first.metadata_context.filter_metadata["infery.attempt"].update(
-        {"grant": grant, "endpoint": "/chat/completions"}
+        {"grant": grant, "endpoint": "/v1/chat/completions"}
     )
     first.request_headers.headers.headers.add(key="cookie", raw_value=b"c=1")
     return first

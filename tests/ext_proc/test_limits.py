@@ -17,7 +17,6 @@ from ext_proc.limits import (
     Limiter,
     LimitError,
     budget_period,
-    estimate_tokens,
     format_duration,
     to_pico,
 )
@@ -362,32 +361,3 @@ async def test_one_warning_per_outage(caplog: pytest.LogCaptureFixture) -> None:
     assert ["not enforced" in m for m in messages] == [True, False, True, False]
     assert ["enforced again" in m for m in messages] == [False, True, False, True]
     assert limiter.fail_open == 4
-
-
-# -- the estimate --------------------------------------------------------------------
-
-
-def test_estimate_counts_text_parts_and_output_allowance() -> None:
-    chat = {"model": "m", "messages": [{"role": "user", "content": "a" * 400}], "max_tokens": 50}
-    assert estimate_tokens(chat) == 4 + 100 + 50
-    chat["n"] = 2
-    assert estimate_tokens(chat) == 4 + 100 + 100
-    parts = {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "b" * 40},
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 100_000}},
-                ],
-            }
-        ],
-        "max_completion_tokens": 10,
-        "max_tokens": 999,
-    }
-    assert estimate_tokens(parts) == 4 + 10 + 256 + 10
-    assert estimate_tokens({"messages": [], "max_tokens": True}) == 1024  # a bool is not a count
-    assert estimate_tokens({"input": ["abcd" * 10, "efgh"]}) == 11
-    assert estimate_tokens({"input": [[1, 2, 3], [4]]}) == 4
-    assert estimate_tokens({"prompt": "a cat"}) == 2
-    assert estimate_tokens({}) == 1

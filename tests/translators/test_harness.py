@@ -1,4 +1,4 @@
-"""The checks these tests lean on must be able to fail, and the translators must be registered."""
+"""The checks these tests lean on must be able to fail."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from typing import Any
 
 import pytest
 
-from ext_proc import translators
-from ext_proc.translators.anthropic import AnthropicTranslator
-from ext_proc.translators.gemini import GeminiTranslator
 from tests.translators._support import assert_anthropic_request, assert_gemini_request, check_chunks
 
 BAD_ANTHROPIC: list[dict[str, Any]] = [
@@ -50,8 +47,3 @@ def test_gemini_validator_rejects(body: dict[str, Any]) -> None:
 def test_chunk_check_rejects(chunk: dict[str, Any]) -> None:
     with pytest.raises(AssertionError):
         check_chunks([chunk])
-
-
-def test_registered_for_their_kinds() -> None:
-    assert isinstance(translators.for_kind("anthropic"), AnthropicTranslator)
-    assert isinstance(translators.for_kind("google"), GeminiTranslator)

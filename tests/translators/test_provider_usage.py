@@ -78,7 +78,11 @@ def test_no_usage_at_all_is_none() -> None:
 
 
 def test_an_image_answer_without_usage_is_priced_per_image() -> None:
-    assert usage.openai({"created": 1, "data": [{"url": "u"}, {"url": "v"}]}) == Usage(images=2)
+    # The images pair counts them (test_images_openai.py); the reader keeps the count.
+    assert usage.openai({"created": 1, "data": [{"url": "u"}, {"url": "v"}]}, images=2) == Usage(images=2)
+    assert usage.openai({"usage": {"input_tokens": -1}}, images=2) == Usage(
+        images=2, rejected="provider usage input_tokens=-1 is negative"
+    )
 
 
 def test_a_long_bad_value_is_shortened_in_the_reason() -> None:

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from ext_proc.errors import GatewayError
-from ext_proc.translators.anthropic import ANSWER_TOOL, ANSWER_VALUE_TOOL, AnthropicTranslator
-from ext_proc.translators.base import Endpoint, Target
+from ext_proc.translators.base import Target
+from ext_proc.translators.chat_anthropic import ANSWER_TOOL, ANSWER_VALUE_TOOL, ChatAnthropic
 from tests.translators._support import (
     PDF,
     PNG,
@@ -35,7 +35,7 @@ WEATHER = weather_tool(
 
 def translate(body: dict[str, Any], model: str = SONNET) -> dict[str, Any]:
     target = Target("anthropic", "/base", "sk-ant-test", model)
-    upstream = AnthropicTranslator().request(Endpoint.CHAT, body, target)
+    upstream = ChatAnthropic().request(body, target)
     assert upstream.path == "/base/v1/messages"
     assert upstream.headers == {
         "x-api-key": "sk-ant-test",
@@ -582,25 +582,15 @@ REJECTED: list[tuple[str, dict[str, Any], int, str, str | None]] = [
 @each_case(("body", "status", "code", "param"), REJECTED)
 def test_rejected(body: dict[str, Any], status: int, code: str, param: str | None) -> None:
     with pytest.raises(GatewayError) as info:
-        AnthropicTranslator().request(Endpoint.CHAT, body, Target("anthropic", "", "k", SONNET))
+        ChatAnthropic().request(body, Target("anthropic", "", "k", SONNET))
     assert (info.value.status, info.value.code, info.value.param) == (status, code, param)
-
-
-@pytest.mark.parametrize("endpoint", [Endpoint.EMBEDDINGS, Endpoint.IMAGES])
-def test_no_embeddings_or_images(endpoint: Endpoint) -> None:
-    with pytest.raises(GatewayError) as info:
-        AnthropicTranslator().request(
-            endpoint, {"model": "claude-x", "input": "a"}, Target("anthropic", "", "k", SONNET)
-        )
-    assert info.value.code == "invalid_request"
-    assert f"model claude-x does not support /v1{endpoint.value}" == info.value.message
 
 
 def test_no_media_urls() -> None:
     body = chat(
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}
     )
-    assert AnthropicTranslator().media_urls(Endpoint.CHAT, body) == []
+    assert ChatAnthropic().media_urls(body) == []
 
 
 def test_request_does_not_mutate_the_callers_body() -> None:

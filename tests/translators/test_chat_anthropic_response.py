@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from ext_proc.translators.anthropic import AnthropicTranslator
-from ext_proc.translators.base import Endpoint, ResponseContext, TranslatedResponse, Usage
+from ext_proc.translators.base import ResponseContext, TranslatedResponse, Usage
+from ext_proc.translators.chat_anthropic import ChatAnthropic
 from tests.translators._support import (
     OWN_FIXTURES,
     accumulate,
@@ -86,7 +86,7 @@ def test_recorded_stream(
     size: int | None,
 ) -> None:
     raw = shared_fixture(name)
-    stream = AnthropicTranslator().stream(CTX_USAGE)
+    stream = ChatAnthropic().stream(CTX_USAGE)
     events = stream_events(stream, raw, size)
     check_completed(stream, events, CTX_USAGE)
     assert stream.response_id == "chatcmpl-" + first_event(raw)["message"]["id"]
@@ -105,7 +105,7 @@ def test_recorded_stream(
 
 def test_usage_chunk_only_when_asked() -> None:
     raw = shared_fixture("anthropic_sdk_basic_response.sse")
-    stream = AnthropicTranslator().stream(CTX)
+    stream = ChatAnthropic().stream(CTX)
     events = stream_events(stream, raw, None)
     assert usage_chunks(events) == []
     assert events[-1]["choices"][0]["finish_reason"] == "stop"
@@ -115,10 +115,10 @@ def test_usage_chunk_only_when_asked() -> None:
 def test_recorded_exchange_with_429s() -> None:
     """The SDK's recorded exchange: two 429s, then a stream."""
     exchange = json.loads(shared_fixture("anthropic_sdk_recorded_exchange_stream_with_429.json"))
-    translator = AnthropicTranslator()
+    translator = ChatAnthropic()
     for attempt in exchange[:2]:
         res = translator.response(
-            Endpoint.CHAT, attempt["response"]["status_code"], orjson.dumps(attempt["response"]["body"]), CTX
+            attempt["response"]["status_code"], orjson.dumps(attempt["response"]["body"]), CTX
         )
         error_of(res, 429, "rate_limit_exceeded", None)
     stream = translator.stream(CTX_USAGE)
@@ -135,7 +135,7 @@ def test_recorded_exchange_with_429s() -> None:
 def test_recorded_message(name: str) -> None:
     doc = json.loads(shared_fixture(name))
     body = doc[0]["response"]["body"] if isinstance(doc, list) else doc
-    res = AnthropicTranslator().response(Endpoint.CHAT, 200, orjson.dumps(body), CTX)
+    res = ChatAnthropic().response(200, orjson.dumps(body), CTX)
     out = completion_of(res, CTX)
     assert out["id"] == "chatcmpl-msg_01T4jd6NyD9xGGtTPDC4ogy5"
     assert out["choices"][0]["message"]["content"] == body["content"][0]["text"]
@@ -145,7 +145,7 @@ def test_recorded_message(name: str) -> None:
 
 
 def respond(name: str) -> TranslatedResponse:
-    return AnthropicTranslator().response(Endpoint.CHAT, 200, own_fixture(name), CTX)
+    return ChatAnthropic().response(200, own_fixture(name), CTX)
 
 
 def test_message_with_tool_calls_and_cache() -> None:
@@ -204,7 +204,7 @@ def test_message_finish(name: str, content: str | None, refusal: str | None, fin
     ],
 )
 def test_answer_tool_stream(name: str, content: str, size: int | None) -> None:
-    stream = AnthropicTranslator().stream(CTX_USAGE)
+    stream = ChatAnthropic().stream(CTX_USAGE)
     (choice,) = accumulate(stream_events(stream, own_fixture(name), size)).values()
     assert choice["content"] == content and json.loads(choice["content"])
     assert choice["tools"] == {}
@@ -212,21 +212,21 @@ def test_answer_tool_stream(name: str, content: str, size: int | None) -> None:
 
 
 def test_answer_tool_stream_counts_cache_reads() -> None:
-    stream = AnthropicTranslator().stream(CTX)
+    stream = ChatAnthropic().stream(CTX)
     replay(stream, own_fixture("anthropic_answer_tool_stream.sse"), None)
     assert stream.usage == Usage(92, 40, 17, 0)
 
 
 @each_split
 def test_error_inside_stream(size: int | None) -> None:
-    stream = AnthropicTranslator().stream(CTX_USAGE)
+    stream = ChatAnthropic().stream(CTX_USAGE)
     events = stream_events(stream, own_fixture("anthropic_error_midstream.sse"), size)
     assert check_failed(stream, events, "upstream_unavailable")[0]["content"] == "Once upon"
     assert events[-1]["error"]["type"] == "server_error"
 
 
 def test_truncated_stream_ends_with_an_error() -> None:
-    stream = AnthropicTranslator().stream(CTX_USAGE)
+    stream = ChatAnthropic().stream(CTX_USAGE)
     out = stream.feed(own_fixture("anthropic_truncated.sse"))
     assert not stream.done
     events = sse_payloads(out + stream.finish() + b"data: " + (stream.held or b"") + b"\n\n")
@@ -235,7 +235,7 @@ def test_truncated_stream_ends_with_an_error() -> None:
 
 
 def test_bytes_after_message_stop_are_ignored() -> None:
-    stream = AnthropicTranslator().stream(CTX)
+    stream = ChatAnthropic().stream(CTX)
     first = stream.feed(shared_fixture("anthropic_sdk_basic_response.sse") + b"\n\n")
     assert stream.done
     assert stream.feed(b'event: content_block_delta\ndata: {"type":"content_block_delta"}\n\n') == b""
@@ -275,11 +275,11 @@ ERRORS: list[tuple[int, Any, int, str, str | None]] = [
 
 @pytest.mark.parametrize(("status", "body", "client_status", "code", "message"), ERRORS)
 def test_errors(status: int, body: Any, client_status: int, code: str, message: str | None) -> None:
-    res = AnthropicTranslator().response(Endpoint.CHAT, status, as_body(body), CTX)
+    res = ChatAnthropic().response(status, as_body(body), CTX)
     out = error_of(res, client_status, code, message)
     assert "org:" not in out["error"]["message"]  # provider account details stay private
 
 
 def test_unreadable_success_body() -> None:
-    res = AnthropicTranslator().response(Endpoint.CHAT, 200, b"not json", CTX)
+    res = ChatAnthropic().response(200, b"not json", CTX)
     assert (res.status, res.error_code) == (502, "upstream_error")

@@ -1,4 +1,4 @@
-"""OpenAI request → Gemini request; every chat body is checked by the Gemini (proto) validator."""
+"""OpenAI chat request → Gemini request; every body is checked by the Gemini (proto) validator."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
-from google.ai import generativelanguage_v1beta as glm
-from google.protobuf import json_format
 
 from ext_proc.errors import GatewayError
-from ext_proc.translators.base import Endpoint, Media, Target
-from ext_proc.translators.gemini import SKIP_SIGNATURE, GeminiTranslator
+from ext_proc.translators.base import Media, Target
+from ext_proc.translators.chat_gemini import SKIP_SIGNATURE, ChatGemini
 from tests.translators._support import (
     PDF,
     PNG,
@@ -72,7 +70,7 @@ def target(model: str = FLASH, media: dict[str, Media] | None = None) -> Target:
 def translate(
     body: dict[str, Any], model: str = FLASH, media: dict[str, Media] | None = None
 ) -> dict[str, Any]:
-    upstream = GeminiTranslator().request(Endpoint.CHAT, body, target(model, media))
+    upstream = ChatGemini().request(body, target(model, media))
     verb = ":streamGenerateContent?alt=sse" if body.get("stream") else ":generateContent"
     assert upstream.path == f"/g/v1beta/models/{model}{verb}"
     assert upstream.headers == {"x-goog-api-key": "AIza-test", "content-type": "application/json"}
@@ -398,21 +396,17 @@ def test_https_images_come_from_fetched_media() -> None:
             ],
         }
     )
-    translator = GeminiTranslator()
-    assert translator.media_urls(Endpoint.CHAT, body) == [IMAGE_URL]
+    translator = ChatGemini()
+    assert translator.media_urls(body) == [IMAGE_URL]
     out = translate(body, media={IMAGE_URL: Media("image/jpeg", JPEG_BYTES)})
     inline = {"mimeType": "image/jpeg", "data": base64.b64encode(JPEG_BYTES).decode()}
     assert out["contents"][0]["parts"][:2] == [{"inlineData": inline}, {"inlineData": inline}]
 
 
-def test_media_urls_only_for_chat() -> None:
-    assert GeminiTranslator().media_urls(Endpoint.EMBEDDINGS, {"input": "https://x.test/a.png"}) == []
-
-
 def test_unfetched_image_is_rejected() -> None:
     body = chat({"role": "user", "content": [{"type": "image_url", "image_url": {"url": IMAGE_URL}}]})
     with pytest.raises(GatewayError) as info:
-        GeminiTranslator().request(Endpoint.CHAT, body, target())
+        ChatGemini().request(body, target())
     assert (info.value.status, info.value.code, info.value.param) == (
         400,
         "invalid_image_url",
@@ -421,7 +415,7 @@ def test_unfetched_image_is_rejected() -> None:
 
 
 def test_model_name_cannot_escape_the_path() -> None:
-    upstream = GeminiTranslator().request(Endpoint.CHAT, chat(), target("models/../../admin?x=1"))
+    upstream = ChatGemini().request(chat(), target("models/../../admin?x=1"))
     assert upstream.path == "/g/v1beta/models/..%2F..%2Fadmin%3Fx%3D1:generateContent"
 
 
@@ -468,61 +462,5 @@ REJECTED: list[tuple[str, dict[str, Any], str, str]] = [
 @each_case(("body", "code", "param"), REJECTED)
 def test_rejected(body: dict[str, Any], code: str, param: str) -> None:
     with pytest.raises(GatewayError) as info:
-        GeminiTranslator().request(Endpoint.CHAT, body, target())
+        ChatGemini().request(body, target())
     assert (info.value.status, info.value.code, info.value.param) == (400, code, param)
-
-
-# ------------------------------------------------------------------ embeddings
-
-
-def embed(body: dict[str, Any], model: str = "gemini-embedding-001") -> dict[str, Any]:
-    upstream = GeminiTranslator().request(Endpoint.EMBEDDINGS, body, target(model))
-    assert upstream.path == f"/g/v1beta/models/{model}:batchEmbedContents"
-    assert upstream.headers["x-goog-api-key"] == "AIza-test"
-    out: dict[str, Any] = orjson.loads(upstream.body)
-    json_format.ParseDict(out, glm.BatchEmbedContentsRequest.pb()(), ignore_unknown_fields=False)
-    return out
-
-
-def test_embeddings_request() -> None:
-    out = embed({"model": "e", "input": ["a", "bb"], "dimensions": 256, "encoding_format": "base64"})
-    assert out == {
-        "requests": [
-            {
-                "model": "models/gemini-embedding-001",
-                "content": {"parts": [{"text": "a"}]},
-                "outputDimensionality": 256,
-            },
-            {
-                "model": "models/gemini-embedding-001",
-                "content": {"parts": [{"text": "bb"}]},
-                "outputDimensionality": 256,
-            },
-        ]
-    }
-    assert embed({"model": "e", "input": "one"}) == {
-        "requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "one"}]}}]
-    }
-
-
-@pytest.mark.parametrize(
-    ("body", "code", "param"),
-    [
-        ({"input": [1, 2, 3]}, "unsupported_parameter", "input"),
-        ({"input": [[1, 2], [3]]}, "unsupported_parameter", "input"),
-        ({"input": []}, "invalid_request", "input"),
-        ({"input": "x", "encoding_format": "int8"}, "invalid_request", "encoding_format"),
-        ({"input": "x", "dimensions": 0}, "invalid_request", "dimensions"),
-    ],
-)
-def test_embeddings_rejected(body: dict[str, Any], code: str, param: str) -> None:
-    with pytest.raises(GatewayError) as info:
-        GeminiTranslator().request(Endpoint.EMBEDDINGS, body, target("gemini-embedding-001"))
-    assert (info.value.status, info.value.code, info.value.param) == (400, code, param)
-
-
-def test_no_image_generation() -> None:
-    with pytest.raises(GatewayError) as info:
-        GeminiTranslator().request(Endpoint.IMAGES, {"model": "gemini-x", "prompt": "a cat"}, target())
-    assert info.value.code == "invalid_request"
-    assert info.value.message == "model gemini-x does not support /v1/images/generations"

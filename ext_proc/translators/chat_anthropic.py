@@ -25,7 +25,7 @@ import orjson
 from ..errors import GatewayError
 from . import chat_documents, messages, params, provider_errors
 from . import usage as provider_usage
-from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
+from .base import ResponseContext, Target, TranslatedResponse, Translator, UpstreamRequest, Usage
 from .chunks import ChunkStream
 from .sse import SSEEvent
 
@@ -127,18 +127,16 @@ def supports_structured_outputs(model: str) -> bool:
     return _NO_STRUCTURED.match(model) is None
 
 
-class AnthropicTranslator:
-    """Stateless; one instance serves every request."""
+class ChatAnthropic(Translator):
+    """Stateless; one instance serves every request. Anthropic fetches https images itself
+    (``url`` image source), so no media is listed for the gateway to fetch."""
 
-    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
-        return []  # Anthropic fetches https images itself (url image source)
+    __slots__ = ()
 
-    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        if endpoint is not Endpoint.CHAT:
-            model = body.get("model") or target.upstream_model
-            raise GatewayError(
-                400, "invalid_request", f"model {model} does not support /v1{endpoint.value}", "model"
-            )
+    endpoint = "chat_completions"
+    wire_format = "anthropic"
+
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
         out = _chat_request(body, target.upstream_model)
         return UpstreamRequest(
             path=f"{target.base_path}/v1/messages",
@@ -150,9 +148,7 @@ class AnthropicTranslator:
             body=orjson.dumps(out),
         )
 
-    def response(
-        self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
-    ) -> TranslatedResponse:
+    def response(self, status: int, body: bytes, ctx: ResponseContext) -> TranslatedResponse:
         if status >= 400:
             return error_response(status, body, ctx.request)
         msg = provider_errors.json_or_none(body)
@@ -167,6 +163,9 @@ class AnthropicTranslator:
 
     def stream(self, ctx: ResponseContext) -> AnthropicStream:
         return AnthropicStream(ctx)
+
+
+TRANSLATOR = ChatAnthropic()
 
 
 # --------------------------------------------------------------------- request

@@ -1,31 +1,23 @@
-"""The OpenAI wire format: OpenAI itself, xAI and OpenAI-compatible servers.
+"""OpenAI Chat Completions ⇄ the OpenAI wire format: OpenAI itself, xAI and OpenAI-compatible servers.
 
-The request and response already have OpenAI's shape, so the translation is
-a rewrite of ``model`` (and ``stream_options`` so that usage is always
-reported) and, on the way back, reading usage. Stream chunks pass through as
-the provider's own bytes; only the usage chunk and ``[DONE]`` are touched.
+The request and response already have OpenAI's shape (``openai_api.py``), so the
+translation is a rewrite of ``model`` (and ``stream_options`` so that usage is always
+reported) and, on the way back, reading usage. Stream chunks pass through as the
+provider's own bytes; only ``model``, the usage chunk and ``[DONE]`` are touched.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from ext_proc.errors import upstream_status
-from ext_proc.translators import usage as provider_usage
-from ext_proc.translators.base import (
-    Endpoint,
-    ResponseContext,
-    Target,
-    TranslatedResponse,
-    UpstreamRequest,
-    Usage,
-)
-from ext_proc.translators.provider_errors import failed, openai_error
-from ext_proc.translators.sse import SSEBuffer
+from ..errors import upstream_status
+from . import usage as provider_usage
+from .base import ResponseContext, Target, UpstreamRequest, Usage
+from .openai_api import MODEL_FIELD, OpenAIPassthrough
+from .sse import SSEBuffer
 
 # Events worth parsing: the end, usage, errors and final chunks; the rest pass as bytes.
 _MARKERS = (
@@ -37,70 +29,28 @@ _MARKERS = (
     b'"finish_reason": "',
 )
 
-# Parameters a provider of this wire format rejects although OpenAI accepts
-# them, and that change nothing the caller relies on when dropped.
-_DROP_BY_KIND: dict[str, tuple[str, ...]] = {
-    "xai": ("store", "service_tier", "prediction", "modalities", "audio"),
-    "openai_compatible": ("store", "service_tier", "prediction", "metadata"),
-}
 
-
-def error_response(status: int, body: bytes) -> TranslatedResponse:
-    """A provider error in OpenAI's shape: OpenAI's own codes and ``param`` kept, others re-coded."""
-    try:
-        err = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        err = None
-    if isinstance(err, str):
-        err = {"message": err}
-    outcome = openai_error(status, err if isinstance(err, dict) else {})
-    return failed(outcome.status, outcome.code, outcome.message, outcome.param)
-
-
-class OpenAITranslator:
+class ChatOpenAI(OpenAIPassthrough):
     """OpenAI, xAI and OpenAI-compatible servers (vLLM, Ollama, Together, Groq)."""
 
-    def __init__(self, kind: str = "openai") -> None:
-        self.kind = kind
-        self._drop = _DROP_BY_KIND.get(kind, ())
+    __slots__ = ()
 
-    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
-        return []  # these providers fetch image URLs themselves
+    endpoint = "chat_completions"
+    path = "/chat/completions"
 
-    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        body["model"] = target.upstream_model
-        for name in self._drop:
-            body.pop(name, None)
-        if endpoint is Endpoint.CHAT and body.get("stream") is True:
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        if body.get("stream") is True:
             options = body.get("stream_options")
             body["stream_options"] = (
                 {**options, "include_usage": True} if isinstance(options, dict) else {"include_usage": True}
             )
-        return UpstreamRequest(
-            path=target.base_path + endpoint.value,
-            headers={"authorization": "Bearer " + target.api_key, "content-type": "application/json"},
-            body=orjson.dumps(body),
-        )
-
-    def response(
-        self, endpoint: Endpoint, status: int, body: bytes, ctx: ResponseContext
-    ) -> TranslatedResponse:
-        if status >= 400:
-            return error_response(status, body)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return failed(502, "upstream_error", "upstream returned a body that is not JSON")
-        if not isinstance(doc, dict):
-            return failed(502, "upstream_error", "upstream returned a body that is not a JSON object")
-        if isinstance(doc.get("model"), str) and doc["model"] != ctx.slug:
-            # The slug that served, not the provider's name: a client can send it back.
-            served = b'"model":' + orjson.dumps(ctx.slug)
-            body = _MODEL_FIELD.sub(lambda _: served, body, count=1)
-        return TranslatedResponse(status, body, provider_usage.openai(doc))
+        return super().request(body, target)
 
     def stream(self, ctx: ResponseContext) -> OpenAIStream:
         return OpenAIStream(ctx)
+
+
+TRANSLATOR = ChatOpenAI()
 
 
 class OpenAIStream:
@@ -187,7 +137,7 @@ class OpenAIStream:
             return
         if not self.response_id and isinstance(obj.get("id"), str):
             self.response_id = obj["id"]
-            found = _MODEL_FIELD.search(data)
+            found = MODEL_FIELD.search(data)
             self._model = found.group(0) if found else None
         if isinstance(obj.get("error"), dict):
             _, self.error_code = upstream_status(500)
@@ -206,9 +156,6 @@ class OpenAIStream:
             self._hold(out, self._renamed(data))
             return
         out.append(self._renamed(raw))
-
-
-_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
 
 
 def _finishes(chunk: Mapping[str, Any]) -> bool:

@@ -1,17 +1,15 @@
-"""OpenAI Chat Completions / Embeddings ⇄ Google Gemini API (v1beta).
+"""OpenAI Chat Completions ⇄ Google Gemini API (v1beta) ``generateContent``.
 
 Gemini needs bytes for every image (it cannot fetch arbitrary https URLs), so
-:meth:`GeminiTranslator.media_urls` lists them and the request reads them from
+:meth:`ChatGemini.media_urls` lists them and the request reads them from
 ``Target.media``. Tool calls carry no ids in Gemini: ids are minted on the way
 out and the function *name* is looked up from the caller's history on the way
 back. A ``thoughtSignature`` (which Gemini 3 requires to be echoed with its
 function call) travels as ``tool_calls[].extra_content.google.thought_signature``,
 the field Google's own OpenAI-compatible endpoint uses.
 
-``response`` and ``stream`` take the original OpenAI request as an optional
-``request`` keyword: the :class:`~.base.Translator` protocol has no slot for
-it, and without it embeddings come back as floats with an unknown token count
-and ``parallel_tool_calls: false`` cannot be enforced (see README.md).
+``parallel_tool_calls: false`` is enforced on the answer from the client's
+request (``ResponseContext.request``); without it every call is returned.
 """
 
 from __future__ import annotations
@@ -19,19 +17,17 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-import struct
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
 from ..errors import GatewayError, envelope
-from ..token_estimate import tokens_for_chars
-from . import chat_documents, messages, params, provider_errors
+from . import chat_documents, messages, params
 from . import usage as provider_usage
-from .base import Endpoint, ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
+from .base import ResponseContext, Target, TranslatedResponse, UpstreamRequest, Usage
 from .chunks import ChunkStream
+from .gemini_api import GeminiTranslator, error_fields, integer, upstream
 from .sse import SSEEvent
 
 # Gemini 3 rejects a function call replayed without its signature; Google
@@ -58,81 +54,19 @@ _FINISH = {
 # tool_choice mode -> functionCallingConfig.mode
 _CHOICE_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 
-# google.rpc status -> what the client gets
-_ERRORS = provider_errors.ErrorMap(
-    "status",
-    {
-        "INVALID_ARGUMENT": provider_errors.INVALID_REQUEST,
-        "OUT_OF_RANGE": provider_errors.INVALID_REQUEST,
-        "UNIMPLEMENTED": provider_errors.INVALID_REQUEST,
-        "NOT_FOUND": provider_errors.MODEL_NOT_FOUND,
-        "FAILED_PRECONDITION": provider_errors.UPSTREAM_ERROR,  # billing / region of the gateway's account
-        "UNAUTHENTICATED": provider_errors.UPSTREAM_ERROR,
-        "PERMISSION_DENIED": provider_errors.UPSTREAM_ERROR,
-        "RESOURCE_EXHAUSTED": provider_errors.RATE_LIMITED,
-        "UNAVAILABLE": provider_errors.UPSTREAM_UNAVAILABLE,
-        "DEADLINE_EXCEEDED": provider_errors.UPSTREAM_TIMEOUT,
-        "INTERNAL": provider_errors.UPSTREAM_ERROR,
-        "UNKNOWN": provider_errors.UPSTREAM_ERROR,
-        "ABORTED": provider_errors.UPSTREAM_ERROR,
-        "CANCELLED": provider_errors.UPSTREAM_ERROR,
-    },
-    # Gemini field (snake_case; Gemini writes both cases) -> the OpenAI parameter it came from
-    params={
-        "max_output_tokens": "max_tokens",
-        "temperature": "temperature",
-        "top_p": "top_p",
-        "candidate_count": "n",
-        "stop_sequences": "stop",
-        "presence_penalty": "presence_penalty",
-        "frequency_penalty": "frequency_penalty",
-        "seed": "seed",
-        "response_logprobs": "logprobs",
-        "logprobs": "top_logprobs",
-        "contents": "messages",
-        "system_instruction": "messages",
-        "tools": "tools",
-        "tool_config": "tool_choice",
-        "response_mime_type": "response_format",
-        "response_schema": "response_format",
-        "response_json_schema": "response_format",
-        "thinking_config": "reasoning_effort",
-    },
-    blamed=lambda err, message: _blamed_field(err, message),
-)
-# Where Gemini names the field it refuses, when no BadRequest detail does.
-_FIELD_IN_MESSAGE = re.compile(r"Invalid value at '([^']+)'|^\* \w+\.([\w.\[\]]+):")
-
-
-def _blamed_field(err: Mapping[str, Any], message: str) -> str | None:
-    for detail in err.get("details") or ():
-        for violation in (detail.get("fieldViolations") or ()) if isinstance(detail, dict) else ():
-            if isinstance(violation, dict) and isinstance(violation.get("field"), str):
-                return str(violation["field"])
-    found = _FIELD_IN_MESSAGE.search(message)
-    return (found.group(1) or found.group(2)) if found else None
-
-
 _INT32 = 2**31
 _MAX_CANDIDATES = 8  # generationConfig.candidateCount: 1 to 8
 
 
-def model_path(model: str) -> str:
-    """``models/<name>``, quoted so a model name can never alter the request path."""
-    return "models/" + quote(model.removeprefix("models/"), safe="-._~@")
-
-
-def estimate_tokens(inputs: Any) -> int:
-    """Gemini reports no tokens for embeddings: the gateway's estimate (token_estimate.py) per input."""
-    texts = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
-    return sum(tokens_for_chars(len(t)) for t in texts if isinstance(t, str))
-
-
-class GeminiTranslator:
+class ChatGemini(GeminiTranslator):
     """Stateless; one instance serves every request."""
 
-    def media_urls(self, endpoint: Endpoint, body: Mapping[str, Any]) -> list[str]:
-        if endpoint is not Endpoint.CHAT or not isinstance(body.get("messages"), list):
+    __slots__ = ()
+
+    endpoint = "chat_completions"
+
+    def media_urls(self, body: Mapping[str, Any]) -> list[str]:
+        if not isinstance(body.get("messages"), list):
             return []
         urls: dict[str, None] = {}
         for msg in body["messages"]:
@@ -146,55 +80,27 @@ class GeminiTranslator:
                     urls[url] = None
         return list(urls)
 
-    def request(self, endpoint: Endpoint, body: dict[str, Any], target: Target) -> UpstreamRequest:
-        path = f"{target.base_path}/v1beta/{model_path(target.upstream_model)}"
-        if endpoint is Endpoint.CHAT:
-            out = _chat_request(body, target)
-            path += ":streamGenerateContent?alt=sse" if body.get("stream") is True else ":generateContent"
-        elif endpoint is Endpoint.EMBEDDINGS:
-            out = _embed_request(body, target.upstream_model)
-            path += ":batchEmbedContents"
-        else:
-            model = body.get("model") or target.upstream_model
-            raise GatewayError(
-                400, "invalid_request", f"model {model} does not support /v1{endpoint.value}", "model"
-            )
-        headers = {"x-goog-api-key": target.api_key, "content-type": "application/json"}
-        return UpstreamRequest(path=path, headers=headers, body=orjson.dumps(out))
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        method = ":streamGenerateContent?alt=sse" if body.get("stream") is True else ":generateContent"
+        return upstream(target, method, _chat_request(body, target))
 
-    def response(
-        self,
-        endpoint: Endpoint,
-        status: int,
-        body: bytes,
-        ctx: ResponseContext,
-    ) -> TranslatedResponse:
-        request = ctx.request
-        if status >= 400:
-            return error_response(status, body, ctx.request)
-        doc = _document(body)
-        if not isinstance(doc, dict):
-            return provider_errors.failed(
-                502, "upstream_error", "the provider returned an unreadable response"
-            )
-        if isinstance(doc.get("error"), dict):
-            return provider_errors.error_from(502, doc, _error_fields, ctx.request)
-        if endpoint is Endpoint.EMBEDDINGS:
-            out, tokens = _embeddings(doc, ctx, request)
-            return TranslatedResponse(200, orjson.dumps(out), tokens)
+    def answer(self, doc: dict[str, Any], ctx: ResponseContext) -> TranslatedResponse:
         blocked = _block_reason(doc)
         if blocked is not None:
             error = envelope(400, "content_filter", _blocked_message(blocked), "messages")
             return TranslatedResponse(
                 400, error, provider_usage.gemini(doc.get("usageMetadata")), "content_filter"
             )
-        one_call = request.get("parallel_tool_calls") is False
+        one_call = ctx.request.get("parallel_tool_calls") is False
         out, usage = _completion(doc, ctx, one_call)
         return TranslatedResponse(200, orjson.dumps(out), usage)
 
     def stream(self, ctx: ResponseContext) -> GeminiStream:
         one_call = ctx.request.get("parallel_tool_calls") is False
         return GeminiStream(ctx, one_call)
+
+
+TRANSLATOR = ChatGemini()
 
 
 # --------------------------------------------------------------------- request
@@ -218,15 +124,6 @@ def _chat_request(body: Mapping[str, Any], target: Target) -> dict[str, Any]:
     return out
 
 
-def _int(body: Mapping[str, Any], name: str, minimum: int = 0) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise params.invalid(name, f"{name} must be an integer >= {minimum}")
-    return value
-
-
 def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     config: dict[str, Any] = {}
     stop = params.stop_sequences(body.get("stop"))
@@ -236,17 +133,17 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
         value = params.number(body, name)
         if value is not None:
             config[key] = value
-    limit = _int(body, "max_completion_tokens")
+    limit = integer(body, "max_completion_tokens")
     if limit is None:
-        limit = _int(body, "max_tokens")
+        limit = integer(body, "max_tokens")
     if limit is not None:
         config["maxOutputTokens"] = limit
-    n = _int(body, "n", 1)
+    n = integer(body, "n", 1)
     if n is not None and n > _MAX_CANDIDATES:
         params.unsupported("n", f"this model's provider returns at most {_MAX_CANDIDATES} choices (n)")
     if n is not None and n != 1:
         config["candidateCount"] = n
-    seed = _int(body, "seed", -(2**63))
+    seed = integer(body, "seed", -(2**63))
     if seed is not None:
         config["seed"] = (seed + _INT32) % (2 * _INT32) - _INT32  # Gemini's seed is int32
     for name, key in (("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
@@ -255,7 +152,7 @@ def _generation_config(body: Mapping[str, Any], model: str) -> dict[str, Any]:
             config[key] = value
     if body.get("logprobs") is True:
         config["responseLogprobs"] = True
-        top = _int(body, "top_logprobs")
+        top = integer(body, "top_logprobs")
         if top:
             config["logprobs"] = top
     _response_format(body.get("response_format"), config)
@@ -410,32 +307,6 @@ def _signature_of(call: Mapping[str, Any]) -> str | None:
     return sig if isinstance(sig, str) and sig else None
 
 
-def _embed_request(body: Mapping[str, Any], model: str) -> dict[str, Any]:
-    inputs = body.get("input")
-    if isinstance(inputs, str):
-        texts = [inputs]
-    elif isinstance(inputs, list) and inputs and all(isinstance(t, str) for t in inputs):
-        texts = inputs
-    elif isinstance(inputs, list) and inputs and all(isinstance(t, int | list) for t in inputs):
-        raise GatewayError(
-            400, "unsupported_parameter", "token arrays are not supported by this model's provider", "input"
-        )
-    else:
-        raise params.invalid("input", "input must be a string or an array of strings")
-    fmt = body.get("encoding_format")
-    if fmt not in (None, "float", "base64"):
-        raise params.invalid("encoding_format", "encoding_format must be float or base64")
-    dims = _int(body, "dimensions", 1)
-    name = model_path(model)
-    requests = []
-    for text in texts:
-        req: dict[str, Any] = {"model": name, "content": {"parts": [{"text": text}]}}
-        if dims is not None:
-            req["outputDimensionality"] = dims
-        requests.append(req)
-    return {"requests": requests}
-
-
 # -------------------------------------------------------------------- response
 
 
@@ -516,57 +387,6 @@ def _completion(
     return chat_documents.completion(doc.get("responseId"), ctx, choices, usage or Usage()), usage
 
 
-def _embeddings(
-    doc: Mapping[str, Any], ctx: ResponseContext, request: Mapping[str, Any]
-) -> tuple[dict[str, Any], Usage]:
-    as_base64 = request.get("encoding_format") == "base64"
-    data = []
-    for i, emb in enumerate(doc.get("embeddings") or []):
-        values = emb.get("values") or [] if isinstance(emb, dict) else []
-        vector: Any = values
-        if as_base64:
-            vector = base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
-        data.append({"object": "embedding", "index": i, "embedding": vector})
-    tokens = estimate_tokens(request.get("input"))
-    out = {
-        "object": "list",
-        "data": data,
-        "model": ctx.slug,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return out, Usage(input_tokens=tokens, estimated=True)
-
-
-def _document(body: bytes) -> Any:
-    """The parsed body; Gemini may wrap it (an error, notably) in a one-element array."""
-    doc = provider_errors.json_or_none(body)
-    if isinstance(doc, list) and doc:
-        return doc[0]
-    return doc
-
-
-def error_response(status: int, body: bytes, request: Mapping[str, Any]) -> TranslatedResponse:
-    return provider_errors.error_from(status, _document(body), _error_fields, request)
-
-
-def _error_fields(
-    err: Mapping[str, Any], default: provider_errors.ClientError, request: Mapping[str, Any]
-) -> provider_errors.ClientError:
-    if _is_key_error(err):
-        return provider_errors.ClientError(
-            502, "upstream_error", "the provider rejected the gateway's credentials"
-        )
-    return _ERRORS.fields(err, default, request)
-
-
-def _is_key_error(err: Mapping[str, Any]) -> bool:
-    """A bad API key is a 400 INVALID_ARGUMENT at Google, but it is the gateway's fault."""
-    for detail in err.get("details") or []:
-        if isinstance(detail, dict) and str(detail.get("reason", "")).startswith("API_KEY"):
-            return True
-    return False
-
-
 # ---------------------------------------------------------------------- stream
 
 
@@ -600,7 +420,7 @@ class GeminiStream(ChunkStream):
 
     def _on_data(self, doc: dict[str, Any], event: SSEEvent, out: list[bytes]) -> None:
         if isinstance(doc.get("error"), dict):
-            self._provider_error(out, doc["error"], _error_fields)
+            self._provider_error(out, doc["error"], error_fields)
             return
         if doc.get("usageMetadata") is not None:
             self.usage = provider_usage.gemini(doc["usageMetadata"])

@@ -1,29 +1,24 @@
-"""Gemini responses, streams, embeddings and errors → OpenAI, on recorded and hand-made fixtures."""
+"""Gemini chat responses and streams → OpenAI, on recorded and hand-made fixtures."""
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
 from dataclasses import replace
-from typing import Any
 
 import orjson
 import pytest
 
-from ext_proc.translators.base import Endpoint, ResponseContext, TranslatedResponse, Usage
-from ext_proc.translators.gemini import GeminiTranslator, estimate_tokens
+from ext_proc.translators.base import ResponseContext, TranslatedResponse, Usage
+from ext_proc.translators.chat_gemini import ChatGemini
 from tests.conformance import assert_openai
 from tests.translators._support import (
     OWN_FIXTURES,
     accumulate,
-    as_body,
     assert_provider_sse,
     check_completed,
     check_failed,
     completion_of,
     each_split,
-    error_of,
     first_event,
     own_fixture,
     shared_fixture,
@@ -76,7 +71,7 @@ def test_recorded_stream(
     size: int | None,
 ) -> None:
     raw = shared_fixture(name)
-    stream = GeminiTranslator().stream(CTX_USAGE)
+    stream = ChatGemini().stream(CTX_USAGE)
     events = stream_events(stream, raw, size)
     check_completed(stream, events, CTX_USAGE)
     first = first_event(raw)
@@ -98,7 +93,7 @@ def test_stream_tool_call_fragments_and_signature() -> None:
     raw = shared_fixture(
         "gemini_firebase_streaming-success-thinking-function-call-thought-summary-signature.sse"
     )
-    events = stream_events(GeminiTranslator().stream(CTX), raw, None)
+    events = stream_events(ChatGemini().stream(CTX), raw, None)
     calls = [c for e in events for ch in e["choices"] for c in ch["delta"].get("tool_calls") or []]
     head, tail = calls
     assert (
@@ -111,7 +106,7 @@ def test_stream_tool_call_fragments_and_signature() -> None:
 
 
 def test_prompt_blocked_in_stream() -> None:
-    stream = GeminiTranslator().stream(CTX_USAGE)
+    stream = ChatGemini().stream(CTX_USAGE)
     raw = shared_fixture("gemini_firebase_streaming-failure-prompt-blocked-safety.sse")
     (event,) = events = stream_events(stream, raw, 7)
     assert check_failed(stream, events, "content_filter") == {}
@@ -119,7 +114,7 @@ def test_prompt_blocked_in_stream() -> None:
 
 
 def test_usage_chunk_only_when_asked() -> None:
-    stream = GeminiTranslator().stream(CTX)
+    stream = ChatGemini().stream(CTX)
     events = stream_events(
         stream, shared_fixture("gemini_firebase_streaming-success-basic-reply-short.sse"), None
     )
@@ -129,7 +124,7 @@ def test_usage_chunk_only_when_asked() -> None:
 
 @each_split
 def test_two_candidates_stream(size: int | None) -> None:
-    stream = GeminiTranslator().stream(CTX_USAGE)
+    stream = ChatGemini().stream(CTX_USAGE)
     events = stream_events(stream, own_fixture("gemini_two_candidates.sse"), size)
     choices = accumulate(events)
     assert {i: (c["role"], c["content"], c["finish"]) for i, c in choices.items()} == {
@@ -144,7 +139,7 @@ def test_two_candidates_stream(size: int | None) -> None:
 @pytest.mark.parametrize("one_call", [False, True])
 def test_parallel_calls_stream(one_call: bool) -> None:
     request = {"parallel_tool_calls": False} if one_call else {}
-    stream = GeminiTranslator().stream(replace(CTX, request=request))
+    stream = ChatGemini().stream(replace(CTX, request=request))
     (choice,) = accumulate(stream_events(stream, own_fixture("gemini_parallel_calls.sse"), 7)).values()
     assert choice["content"] == "Checking both."
     cities = [json.loads(t["arguments"])["city"] for t in choice["tools"].values()]
@@ -156,13 +151,13 @@ def test_parallel_calls_stream(one_call: bool) -> None:
 
 @each_split
 def test_error_inside_stream(size: int | None) -> None:
-    stream = GeminiTranslator().stream(CTX_USAGE)
+    stream = ChatGemini().stream(CTX_USAGE)
     events = stream_events(stream, own_fixture("gemini_error_midstream.sse"), size)
     assert check_failed(stream, events, "upstream_unavailable")[0]["content"] == "Once upon"
 
 
 def test_truncated_stream_ends_with_an_error() -> None:
-    stream = GeminiTranslator().stream(CTX_USAGE)
+    stream = ChatGemini().stream(CTX_USAGE)
     out = stream.feed(own_fixture("gemini_truncated.sse"))  # no trailing blank line: flushed by finish()
     assert out == b"" and not stream.done
     events = sse_payloads(stream.finish() + b"data: " + (stream.held or b"") + b"\n\n")
@@ -180,7 +175,7 @@ def test_own_fixtures_are_valid_provider_streams() -> None:
 
 def respond(name: str, shared: bool = True) -> TranslatedResponse:
     raw = shared_fixture(name) if shared else own_fixture(name)
-    return GeminiTranslator().response(Endpoint.CHAT, 200, raw, CTX)
+    return ChatGemini().response(200, raw, CTX)
 
 
 def test_unary_reply() -> None:
@@ -246,12 +241,10 @@ def test_logprobs() -> None:
 
 def test_parallel_calls_cut_to_one_when_asked() -> None:
     raw = own_fixture("gemini_parallel_calls.sse").split(b"data: ", 1)[1]
-    translator = GeminiTranslator()
-    both = orjson.loads(translator.response(Endpoint.CHAT, 200, raw, CTX).body)
+    translator = ChatGemini()
+    both = orjson.loads(translator.response(200, raw, CTX).body)
     one = orjson.loads(
-        translator.response(
-            Endpoint.CHAT, 200, raw, replace(CTX, request={"parallel_tool_calls": False})
-        ).body
+        translator.response(200, raw, replace(CTX, request={"parallel_tool_calls": False})).body
     )
     assert len(both["choices"][0]["message"]["tool_calls"]) == 2
     assert len(one["choices"][0]["message"]["tool_calls"]) == 1
@@ -265,92 +258,3 @@ def test_blocked_prompt_is_a_400() -> None:
     assert (res.status, res.error_code, out["error"]["code"]) == (400, "content_filter", "content_filter")
     assert "PROHIBITED_CONTENT" in out["error"]["message"]
     assert res.usage == Usage(14, 0, 0, 0)
-
-
-# ---------------------------------------------------------------- embeddings
-
-
-def test_embeddings_floats() -> None:
-    request = {"model": "e", "input": ["hello world", "abc"]}
-    res = GeminiTranslator().response(
-        Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), replace(CTX, request=request)
-    )
-    out = orjson.loads(res.body)
-    assert_openai(out, "CreateEmbeddingResponse")
-    assert [d["embedding"] for d in out["data"]] == [[0.5, -0.25, 0.125], [1.0, 0.0, -1.5]]
-    assert [d["index"] for d in out["data"]] == [0, 1]
-    assert out["usage"] == {"prompt_tokens": 4, "total_tokens": 4}  # ceil(11/4) + ceil(3/4)
-    assert res.usage == Usage(input_tokens=4, estimated=True)  # Gemini reports none: the gateway estimates
-
-
-def test_embeddings_base64_is_little_endian_float32() -> None:
-    request = {"model": "e", "input": "hello", "encoding_format": "base64"}
-    res = GeminiTranslator().response(
-        Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), replace(CTX, request=request)
-    )
-    out = orjson.loads(res.body)
-    vectors = [struct.unpack("<3f", base64.b64decode(d["embedding"])) for d in out["data"]]
-    assert vectors == [(0.5, -0.25, 0.125), (1.0, 0.0, -1.5)]
-    # the spec only describes the float form: check the rest of the shape with the vectors decoded
-    for d, v in zip(out["data"], vectors, strict=True):
-        d["embedding"] = list(v)
-    assert_openai(out, "CreateEmbeddingResponse")
-    assert res.usage == Usage(input_tokens=2, estimated=True)
-
-
-def test_embeddings_without_the_request() -> None:
-    res = GeminiTranslator().response(Endpoint.EMBEDDINGS, 200, own_fixture("gemini_embeddings.json"), CTX)
-    out = orjson.loads(res.body)
-    assert out["data"][1]["embedding"] == [1.0, 0.0, -1.5] and out["usage"]["prompt_tokens"] == 0
-
-
-@pytest.mark.parametrize(
-    ("inputs", "tokens"), [("", 0), ("abcd", 1), ("abcde", 2), (["a", "bb", "ccccc"], 4)]
-)
-def test_token_estimate(inputs: Any, tokens: int) -> None:
-    assert estimate_tokens(inputs) == tokens
-
-
-# -------------------------------------------------------------------- errors
-
-
-def shared_json(name: str) -> Any:
-    return json.loads(shared_fixture(name))
-
-
-def google_error(code: int, status: str, message: str = "boom", **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "status": status, **extra}}
-
-
-ERRORS: list[tuple[int, Any, int, str, str | None]] = [
-    (400, google_error(400, "INVALID_ARGUMENT", "bad schema"), 400, "invalid_request", "bad schema"),
-    (400, shared_json("gemini_firebase_unary-failure-api-key.json"), 502, "upstream_error", None),
-    (400, google_error(400, "FAILED_PRECONDITION", "User location is not supported"), 502, "upstream_error",
-     None),
-    (403, google_error(403, "PERMISSION_DENIED"), 502, "upstream_error", None),
-    (404, shared_json("gemini_firebase_unary-failure-unknown-model.json"), 404, "model_not_found",
-     "models/gemini-5.0-flash is not found for API version v1, or is not supported for generateContent. "
-     "Call ListModels to see the list of available models and their supported methods."),
-    (429, google_error(429, "RESOURCE_EXHAUSTED", "quota"), 429, "rate_limit_exceeded", None),
-    (500, google_error(500, "INTERNAL"), 502, "upstream_error", None),
-    (503, google_error(503, "UNAVAILABLE", "overloaded"), 503, "upstream_unavailable", None),
-    (504, google_error(504, "DEADLINE_EXCEEDED"), 504, "upstream_timeout", None),
-    (429, [google_error(429, "RESOURCE_EXHAUSTED")], 429, "rate_limit_exceeded", None),
-    (502, b"<html>bad gateway</html>", 502, "upstream_error", None),
-    (503, b"", 503, "upstream_unavailable", None),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize(("status", "body", "client_status", "code", "message"), ERRORS)
-@pytest.mark.parametrize("endpoint", [Endpoint.CHAT, Endpoint.EMBEDDINGS])
-def test_errors(
-    endpoint: Endpoint, status: int, body: Any, client_status: int, code: str, message: str | None
-) -> None:
-    res = GeminiTranslator().response(endpoint, status, as_body(body), CTX)
-    out = error_of(res, client_status, code, message)
-    assert "key1234" not in out["error"]["message"]
-
-
-def test_unreadable_success_body() -> None:
-    res = GeminiTranslator().response(Endpoint.CHAT, 200, b"<html>", CTX)
-    assert (res.status, res.error_code) == (502, "upstream_error")

@@ -1,0 +1,68 @@
+"""Every inbound API the gateway serves, one module each, found by the request's path.
+
+Each module defines one :class:`~.base.Endpoint` subclass and its instance ``ENDPOINT``:
+what the endpoint needs from the gateway (paths and methods, how its body travels,
+whether it streams, its parameter checks, its token estimates, what of its usage is
+priced). Its translators, one per provider wire format, are in ext_proc/translators/
+(``<endpoint>_<wire format>.py``). Adding an endpoint is adding its module, one line
+in :data:`SERVED`, and its translators.
+
+Served: ``chat_completions.py``, ``embeddings.py``, ``images.py`` (generations).
+
+Planned (SPEC.md; issues 14 and 15), each one module here:
+
+- ``audio_speech.py``: ``POST /v1/audio/speech``, JSON in, audio bytes out as the provider
+  makes them; priced per character of ``input``.
+- ``audio_transcriptions.py``, ``audio_translations.py``: multipart in
+  (``RequestBody.STREAMED``: the model is a form field, rewritten as it passes), json, text,
+  srt, vtt or verbose_json out, streamed where the provider can; priced per audio second.
+- ``files.py``: ``/v1/files`` and ``/v1/files/`` (``{id}``, ``{id}/content``), GET and DELETE
+  too; ``RequestBody.HEADERS_ONLY``: ext_proc authenticates, Envoy streams the bytes to the
+  service that stores them; not priced.
+- ``responses.py``: the Responses API, ``POST /v1/responses`` (``stream: true``, OpenAI's
+  response events) and ``/v1/responses/`` (``{id}``, ``{id}/input_items``).
+- ``anthropic_messages.py``: Anthropic's ``POST /v1/messages`` and
+  ``/v1/messages/count_tokens``, its own error shape.
+- ``moderations.py``: ``POST /v1/moderations``, OpenAI-format providers only.
+- ``completions.py``: ``POST /v1/completions`` (legacy), OpenAI-format providers only.
+- ``batches.py``: ``/v1/batches`` and ``/v1/batches/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ext_proc.endpoints import chat_completions, embeddings, images
+from ext_proc.endpoints.base import Endpoint
+
+
+class Registry:
+    """Endpoints by path: a dict lookup for exact paths; paths under a prefix ("/v1/files/")
+    are found by their first two segments, also one dict lookup."""
+
+    __slots__ = ("_exact", "_under", "endpoints")
+
+    def __init__(self, endpoints: Iterable[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        self._exact: dict[str, Endpoint] = {}
+        self._under: dict[str, Endpoint] = {}
+        for endpoint in self.endpoints:
+            for path in endpoint.paths:
+                table = self._under if path.endswith("/") else self._exact
+                if path in table:
+                    raise ValueError(f"{path} is served by both {table[path].name} and {endpoint.name}")
+                table[path] = endpoint
+
+    def by_path(self, path: str) -> Endpoint | None:
+        """The endpoint serving ``path`` (no query string), or None: an unknown path."""
+        found = self._exact.get(path)
+        if found is None and self._under:
+            # "/v1/files/file-abc/content" -> "/v1/files/"
+            end = path.find("/", path.find("/", 1) + 1)
+            if end > 0:
+                found = self._under.get(path[: end + 1])
+        return found
+
+
+SERVED = Registry((chat_completions.ENDPOINT, embeddings.ENDPOINT, images.ENDPOINT))
+by_path = SERVED.by_path

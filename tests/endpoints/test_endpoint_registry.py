@@ -1,0 +1,71 @@
+"""Every served path has its endpoint, found by one dict lookup; paths under a prefix are found too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from ext_proc import endpoints, metrics
+from ext_proc.endpoints import Registry
+from ext_proc.endpoints.base import Endpoint
+from ext_proc.metering import input_tokens_cost
+
+SERVED = {
+    "/v1/chat/completions": "chat_completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "images",
+}
+
+
+@pytest.mark.parametrize(("path", "name"), SERVED.items())
+def test_every_served_path_has_its_endpoint(path: str, name: str) -> None:
+    endpoint = endpoints.by_path(path)
+    assert endpoint is not None and endpoint.name == name and path in endpoint.paths
+    assert endpoint is endpoints.by_path(path)  # one instance serves every request
+    assert metrics.OPERATIONS[path] == endpoint.operation
+
+
+def test_the_served_endpoints_are_exactly_these() -> None:
+    served = {path: e.name for e in endpoints.SERVED.endpoints for path in e.paths}
+    assert served == SERVED
+    assert len({e.name for e in endpoints.SERVED.endpoints}) == len(endpoints.SERVED.endpoints)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/models", "/v1/chat/completions/", "/v1/chat", "/v1/embeddings/x", "/", "", "/v1/responses"],
+)
+def test_unknown_paths_have_none(path: str) -> None:
+    assert endpoints.by_path(path) is None
+
+
+class _Stored(Endpoint):
+    """An endpoint of paths under a prefix, as the files API will be; defined here, not served."""
+
+    __slots__ = ()
+
+    name = "stored"
+    paths = ("/v1/stored", "/v1/stored/")
+    methods = frozenset({"GET", "POST", "DELETE"})
+    operation = "other"
+    meters = (input_tokens_cost,)
+
+    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        return 0
+
+
+def test_a_prefix_serves_every_path_under_it() -> None:
+    stored = _Stored()
+    registry = Registry((*endpoints.SERVED.endpoints, stored))
+    for path in ("/v1/stored", "/v1/stored/file-1", "/v1/stored/file-1/content"):
+        assert registry.by_path(path) is stored, path
+    for path in ("/v1/storedx", "/v1/storedx/1", "/v1/other/stored/1", "/v1"):
+        assert registry.by_path(path) is None, path
+    assert registry.by_path("/v1/embeddings") is endpoints.by_path("/v1/embeddings")
+
+
+def test_a_path_served_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="/v1/embeddings is served by both embeddings and embeddings"):
+        Registry((*endpoints.SERVED.endpoints, endpoints.by_path("/v1/embeddings")))  # type: ignore[arg-type]

@@ -1,0 +1,62 @@
+"""Every provider kind and served endpoint has its translator, or answers 400 unsupported_endpoint."""
+
+from __future__ import annotations
+
+import pytest
+
+from ext_proc import endpoints, translators
+from ext_proc.errors import GatewayError
+from ext_proc.translators import WIRE_FORMATS, translator_for
+from ext_proc.translators.chat_anthropic import ChatAnthropic
+from ext_proc.translators.chat_gemini import ChatGemini
+from ext_proc.translators.chat_openai import ChatOpenAI
+from ext_proc.translators.embeddings_gemini import EmbeddingsGemini
+from ext_proc.translators.embeddings_openai import EmbeddingsOpenAI
+from ext_proc.translators.images_openai import ImagesOpenAI
+
+OPENAI = {"chat_completions": ChatOpenAI, "embeddings": EmbeddingsOpenAI, "images": ImagesOpenAI}
+# provider kind -> endpoint name -> its translator's class; absent: unsupported_endpoint
+SERVES: dict[str, dict[str, type]] = {
+    "openai": OPENAI,
+    "xai": OPENAI,
+    "openai_compatible": OPENAI,
+    "anthropic": {"chat_completions": ChatAnthropic},
+    "google": {"chat_completions": ChatGemini, "embeddings": EmbeddingsGemini},
+}
+PAIRS = [(kind, e) for kind in SERVES for e in endpoints.SERVED.endpoints]
+
+
+def test_every_provider_kind_is_known() -> None:
+    assert set(WIRE_FORMATS) == set(SERVES)
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), PAIRS, ids=[f"{k}-{e.name}" for k, e in PAIRS])
+def test_each_kind_and_endpoint(kind: str, endpoint: endpoints.Endpoint) -> None:
+    expected = SERVES[kind].get(endpoint.name)
+    if expected is not None:
+        translator = translator_for(endpoint, WIRE_FORMATS[kind])
+        assert type(translator) is expected
+        assert (translator.endpoint, translator.wire_format) == (endpoint.name, WIRE_FORMATS[kind])
+        assert translator is translator_for(endpoint, WIRE_FORMATS[kind])  # one instance for every request
+        return
+    with pytest.raises(GatewayError) as info:
+        translator_for(endpoint, WIRE_FORMATS[kind])
+    err = info.value
+    assert (err.status, err.code, err.param) == (400, "unsupported_endpoint", "model")
+    assert err.message == f"This model's provider does not support {endpoint.path}."
+
+
+def test_every_pair_serves_a_served_endpoint_once() -> None:
+    names = {e.name for e in endpoints.SERVED.endpoints}
+    pairs = [(t.endpoint, t.wire_format) for t in translators.PAIRS]
+    assert len(pairs) == len(set(pairs))
+    assert {endpoint for endpoint, _ in pairs} <= names
+    assert {wire for _, wire in pairs} == set(WIRE_FORMATS.values())
+
+
+def test_only_streaming_endpoints_have_streams() -> None:
+    by_name = {e.name: e for e in endpoints.SERVED.endpoints}
+    for translator in translators.PAIRS:
+        if not by_name[translator.endpoint].streams:
+            with pytest.raises(TypeError):
+                translator.stream(None)  # type: ignore[arg-type]
