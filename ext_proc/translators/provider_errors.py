@@ -137,13 +137,16 @@ def error_from(status: int, doc: Any, fields: ErrorFields, request: Mapping[str,
 
 
 def openai_error(status: int, err: Mapping[str, Any]) -> ClientError:
-    """An OpenAI-format provider's error object: its message, and its code and ``param`` where
-    they are OpenAI's own and blame the caller's request (400, 404, 413)."""
+    """An OpenAI-format provider's error object. Where it blames the caller's request (400, 404,
+    413): its message, and its code and ``param`` where they are OpenAI's own. Otherwise the
+    gateway's wording, as for every provider: a 401's or a 429's message names the gateway's own
+    account (``Incorrect API key provided: sk-...abcd``, ``in organization org-...``)."""
     client_status, code = upstream_status(status)
-    message = err.get("message") if isinstance(err.get("message"), str) else None
-    outcome = ClientError(client_status, code, message or f"upstream returned HTTP {status}")
+    wording = f"the provider returned HTTP {status}"
     if client_status not in (400, 404, 413):
-        return outcome
+        return ClientError(client_status, code, wording)
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    outcome = ClientError(client_status, code, message or wording)
     given = err.get("code")
     if client_status == 400 and isinstance(given, str) and given in OPENAI_REQUEST_CODES:
         outcome = replace(outcome, code=given)
