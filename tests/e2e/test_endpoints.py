@@ -91,3 +91,30 @@ def test_xai_and_openai_compatible_servers_use_the_openai_path(
         client.chat.completions.create(model=slug, messages=[{"role": "user", "content": "hi"}], stream=True)
     )
     assert chunks[-1].model_extra["credits_used"] > 0
+
+
+@pytest.mark.parametrize(
+    ("slug", "call", "path"),
+    [
+        ("claude-sonnet-4-5", "embeddings", "/v1/embeddings"),
+        ("claude-sonnet-4-5", "images", "/v1/images/generations"),
+        ("gemini-2-5-flash", "images", "/v1/images/generations"),
+    ],
+)
+def test_an_endpoint_the_provider_lacks_is_unsupported_endpoint(
+    client: openai.OpenAI, admin: Admin, three_formats: dict, slug: str, call: str, path: str
+):
+    eventually(lambda: slug in [m.id for m in client.models.list()])
+    sim = three_formats[slug]
+    sim.clear()
+    with pytest.raises(openai.BadRequestError) as err:
+        if call == "embeddings":
+            client.embeddings.create(model=slug, input="hello")
+        else:
+            client.images.generate(model=slug, prompt="a lighthouse")
+    assert err.value.code == "unsupported_endpoint" and err.value.param == "model"
+    assert err.value.body["message"] == f"This model's provider does not support {path}."
+    assert sim.requests() == []  # refused before any upstream call
+    record = eventually(lambda: admin.usage_record(err.value.response.headers["x-request-id"]))
+    assert record["status"] == 400 and record["error_code"] == "unsupported_endpoint"
+    assert record["endpoint"] == path and record["credits"] == "0"
