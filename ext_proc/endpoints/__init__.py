@@ -30,7 +30,7 @@ Planned (SPEC.md; issues 14 and 15), each one module here:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ext_proc.endpoints import chat_completions, embeddings, images
 from ext_proc.endpoints.base import Endpoint
@@ -40,7 +40,7 @@ class Registry:
     """Endpoints by path: a dict lookup for exact paths; paths under a prefix ("/v1/files/")
     are found by their first two segments, also one dict lookup."""
 
-    __slots__ = ("_exact", "_under", "endpoints")
+    __slots__ = ("_exact", "_under", "by_path", "endpoints")
 
     def __init__(self, endpoints: Iterable[Endpoint]) -> None:
         self.endpoints = tuple(endpoints)
@@ -52,11 +52,15 @@ class Registry:
                 if path in table:
                     raise ValueError(f"{path} is served by both {table[path].name} and {endpoint.name}")
                 table[path] = endpoint
+        # The endpoint serving a path (no query string), or None: an unknown path. Without
+        # prefixes it is the exact table's own get: no Python call on the hot path.
+        self.by_path: Callable[[str], Endpoint | None] = (
+            self._by_path_or_prefix if self._under else self._exact.get
+        )
 
-    def by_path(self, path: str) -> Endpoint | None:
-        """The endpoint serving ``path`` (no query string), or None: an unknown path."""
+    def _by_path_or_prefix(self, path: str) -> Endpoint | None:
         found = self._exact.get(path)
-        if found is None and self._under:
+        if found is None:
             # "/v1/files/file-abc/content" -> "/v1/files/"
             end = path.find("/", path.find("/", 1) + 1)
             if end > 0:
