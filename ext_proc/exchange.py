@@ -57,7 +57,7 @@ from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
 from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
-from ext_proc.metering import ZERO, format_credits
+from ext_proc.metering import ZERO, credits, format_credits
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators import sse, translator_for
 from ext_proc.translators.base import ResponseContext, StreamTranslator, Usage
@@ -543,7 +543,7 @@ class Exchange:
 
     def _charge(self, usage: Usage) -> Decimal:
         assert self.model is not None and self.key is not None and self.endpoint is not None
-        return self.endpoint.credits(usage, self.model.prices, self.key.workspace.price_multiplier)
+        return credits(usage, self.model.prices, self.key.workspace.price_multiplier, self.endpoint.meters)
 
     def _require_config(self) -> GatewayConfig:
         if self._config is None:

@@ -13,7 +13,7 @@ images besides for image generation.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
 from ext_proc.translators.base import Usage
@@ -29,6 +29,19 @@ class Prices:
     cached_input_per_mtok: Decimal | None = None
     output_per_mtok: Decimal | None = None
     per_image: Decimal | None = None
+    # Per token, derived once per configuration change so that a request divides nothing.
+    # Exact: dividing by 10^6 only moves the decimal point. Cached input falls back to the
+    # input price when unpriced.
+    input_per_token: Decimal = field(init=False, repr=False, compare=False)
+    cached_input_per_token: Decimal = field(init=False, repr=False, compare=False)
+    output_per_token: Decimal = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        per_token = (self.input_per_mtok or ZERO) / _MILLION
+        cached = self.cached_input_per_mtok
+        object.__setattr__(self, "input_per_token", per_token)
+        object.__setattr__(self, "cached_input_per_token", per_token if cached is None else cached / _MILLION)
+        object.__setattr__(self, "output_per_token", (self.output_per_mtok or ZERO) / _MILLION)
 
     @classmethod
     def parse(cls, input_: str, cached: str, output: str, image: str) -> Prices:
@@ -44,16 +57,14 @@ Meter = Callable[[Usage, Prices], Decimal]
 
 
 def input_tokens_cost(usage: Usage, prices: Prices) -> Decimal:
-    """Prompt tokens; cached ones at the cached price, which falls back to the input price when unpriced."""
-    input_price = prices.input_per_mtok or ZERO
-    cached_price = prices.cached_input_per_mtok if prices.cached_input_per_mtok is not None else input_price
+    """Prompt tokens; cached ones at the cached price."""
     cached = min(usage.cached_input_tokens, usage.input_tokens)
-    return ((usage.input_tokens - cached) * input_price + cached * cached_price) / _MILLION
+    return (usage.input_tokens - cached) * prices.input_per_token + cached * prices.cached_input_per_token
 
 
 def output_tokens_cost(usage: Usage, prices: Prices) -> Decimal:
     """Completion tokens, reasoning included."""
-    return usage.output_tokens * (prices.output_per_mtok or ZERO) / _MILLION
+    return usage.output_tokens * prices.output_per_token
 
 
 def images_cost(usage: Usage, prices: Prices) -> Decimal:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from ext_proc.metering import Meter, Prices, credits
-from ext_proc.translators.base import Usage
+from ext_proc.metering import Meter
 
 
 class RequestBody(StrEnum):
@@ -58,7 +56,7 @@ class Endpoint(ABC):
     streams: ClassVar[bool] = False
     # OpenTelemetry's ``gen_ai.operation.name`` of its requests (ext_proc/metrics.py).
     operation: ClassVar[str]
-    # The parts of its usage that are priced (ext_proc/metering.py).
+    # The parts of its usage that are priced: ``metering.credits(usage, prices, multiplier, meters)``.
     meters: ClassVar[tuple[Meter, ...]]
 
     @property
@@ -96,7 +94,3 @@ class Endpoint(ABC):
         """Characters of text an answer (or one stream event) delivers to the client: the output
         charged when the provider's usage is missing. 0 for answers that are not text."""
         return 0
-
-    def credits(self, usage: Usage, prices: Prices, multiplier: Decimal) -> Decimal:
-        """What ``usage`` costs at ``prices``: the sum of its :attr:`meters`."""
-        return credits(usage, prices, multiplier, self.meters)

@@ -11,7 +11,7 @@ import pytest
 from ext_proc.endpoints.base import RequestBody
 from ext_proc.endpoints.chat_completions import ENDPOINT as CHAT
 from ext_proc.errors import GatewayError
-from ext_proc.metering import Prices
+from ext_proc.metering import Prices, credits
 from ext_proc.translators.base import Usage
 
 USER = {"role": "user", "content": "hi"}
@@ -112,7 +112,11 @@ def test_credits_are_input_and_output_tokens() -> None:
     prices = Prices(Decimal("2"), Decimal("0.5"), Decimal("8"), Decimal("0.04"))
     usage = Usage(input_tokens=1000, cached_input_tokens=400, output_tokens=100, images=3)
     expected = (600 * 2 + Decimal("400") * Decimal("0.5") + 100 * 8) / 1_000_000
-    assert CHAT.credits(usage, prices, Decimal(1)) == expected  # an image count is not chat's to price
-    assert CHAT.credits(usage, prices, Decimal("1.5")) == expected * Decimal("1.5")
+    assert (
+        credits(usage, prices, Decimal(1), CHAT.meters) == expected
+    )  # an image count is not chat's to price
+    assert credits(usage, prices, Decimal("1.5"), CHAT.meters) == expected * Decimal("1.5")
     unpriced_cache = Prices(Decimal("2"), None, Decimal("8"))
-    assert CHAT.credits(usage, unpriced_cache, Decimal(1)) == (1000 * 2 + 100 * 8) / Decimal(1_000_000)
+    assert credits(usage, unpriced_cache, Decimal(1), CHAT.meters) == (1000 * 2 + 100 * 8) / Decimal(
+        1_000_000
+    )

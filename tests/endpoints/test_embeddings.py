@@ -9,7 +9,7 @@ import pytest
 
 from ext_proc.endpoints.base import NOT_STREAMED, RequestBody
 from ext_proc.endpoints.embeddings import ENDPOINT as EMBEDDINGS
-from ext_proc.metering import Prices
+from ext_proc.metering import Prices, credits
 from ext_proc.translators.base import Usage
 
 
@@ -46,5 +46,5 @@ def test_reservation_is_the_input(body: dict[str, Any], tokens: int) -> None:
 def test_credits_are_input_tokens_only() -> None:
     prices = Prices(Decimal("0.02"), None, Decimal("5"), Decimal("1"))
     usage = Usage(input_tokens=1_000_000, output_tokens=7, images=1)
-    assert EMBEDDINGS.credits(usage, prices, Decimal(1)) == Decimal("0.02")
+    assert credits(usage, prices, Decimal(1), EMBEDDINGS.meters) == Decimal("0.02")
     assert EMBEDDINGS.served_chars({"object": "list", "data": [{"embedding": [0.1]}]}) == 0

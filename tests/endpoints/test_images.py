@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from ext_proc.endpoints.base import NOT_STREAMED, RequestBody
 from ext_proc.endpoints.images import ENDPOINT as IMAGES
-from ext_proc.metering import Prices
+from ext_proc.metering import Prices, credits
 from ext_proc.translators.base import Usage
 
 
@@ -25,10 +25,10 @@ def test_reservation_is_the_prompt() -> None:
 
 def test_credits_are_per_image_plus_reported_tokens() -> None:
     per_image = Prices(per_image=Decimal("0.04"))
-    assert IMAGES.credits(Usage(images=2), per_image, Decimal(1)) == Decimal("0.08")
+    assert credits(Usage(images=2), per_image, Decimal(1), IMAGES.meters) == Decimal("0.08")
     tokens_too = Prices(Decimal("5"), None, Decimal("40"), Decimal("0.01"))
     usage = Usage(input_tokens=100, output_tokens=4000, images=1)
-    assert IMAGES.credits(usage, tokens_too, Decimal(2)) == 2 * (
+    assert credits(usage, tokens_too, Decimal(2), IMAGES.meters) == 2 * (
         (100 * 5 + 4000 * 40) / Decimal(1_000_000) + Decimal("0.01")
     )
-    assert IMAGES.credits(Usage(images=2), Prices(), Decimal(1)) == 0  # an unpriced model is free
+    assert credits(Usage(images=2), Prices(), Decimal(1), IMAGES.meters) == 0  # an unpriced model is free
