@@ -9,6 +9,10 @@ not here: the translators (ext_proc/translators/) turn the request into each wir
 format and read each provider's usage, one per endpoint and wire format, found by
 :attr:`Endpoint.name`.
 
+Usage is read by the endpoint's translators into ``translators.base.Usage``; the spec
+says which of it is priced (:attr:`Endpoint.meters`). A new unit of usage (characters of
+speech, seconds of audio) is a field of ``Usage`` and a meter in ext_proc/metering.py.
+
 A spec is stateless: one instance serves every request.
 """
 
@@ -23,7 +27,9 @@ from ext_proc.metering import Meter
 
 
 class RequestBody(StrEnum):
-    """How the request body travels through ext_proc."""
+    """How the request body travels through ext_proc. Every served endpoint is JSON today; the
+    first endpoint of another kind (files, audio) makes the exchange, and Envoy's processing
+    mode for its route, read this."""
 
     # Buffered by Envoy and parsed here as one JSON object: the model is inside it, and the
     # translator rewrites it whole (chat, embeddings, images, responses, messages...).
