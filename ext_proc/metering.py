@@ -74,8 +74,15 @@ def images_cost(usage: Usage, prices: Prices) -> Decimal:
     return ZERO
 
 
-def credits(usage: Usage, prices: Prices, multiplier: Decimal, meters: Iterable[Meter]) -> Decimal:
-    """What a request costs: the sum of its endpoint's meters, times the workspace's multiplier."""
+# Everything a request can use today, each at its price.
+TOKENS_AND_IMAGES: tuple[Meter, ...] = (input_tokens_cost, output_tokens_cost, images_cost)
+
+
+def credits(
+    usage: Usage, prices: Prices, multiplier: Decimal, meters: Iterable[Meter] = TOKENS_AND_IMAGES
+) -> Decimal:
+    """What a request costs: the sum of its endpoint's meters (by default every token and image
+    it used), times the workspace's multiplier."""
     total = ZERO
     for meter in meters:
         total += meter(usage, prices)

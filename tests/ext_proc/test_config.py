@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from infery_proto.v1 import config_pb2
 
-from ext_proc import config, translators
+from ext_proc import config, endpoints, translators
 from ext_proc.config import ConfigState, KeyTable
 from ext_proc.metering import Prices
+from ext_proc.translators import chat_anthropic, chat_openai
 
 
 def _provider(name: str = "openai", kind: str = "openai", **fields: str) -> config_pb2.Provider:
@@ -72,8 +73,13 @@ def test_a_model_carries_its_provider_translator_and_exact_prices():
         "api.openai.com",
     )
     assert provider.api_key == "sk-1"
-    assert provider.translator is translators.for_kind("openai")
-    assert built.models["sonnet"].provider.translator is translators.for_kind("anthropic")
+    # The provider's translators are its wire format's, one per endpoint (translators.translator_for).
+    chat = endpoints.by_path("/v1/chat/completions")
+    assert chat is not None
+    assert provider.wire_format == "openai"
+    assert translators.translator_for(chat, provider.wire_format) is chat_openai.TRANSLATOR
+    assert built.models["sonnet"].provider.wire_format == "anthropic"
+    assert translators.translator_for(chat, "anthropic") is chat_anthropic.TRANSLATOR
     # One Provider object for all its models.
     more = _build(models=[_model(), _model("gpt-4o-mini")])
     assert more.models["gpt-4o"].provider is more.models["gpt-4o-mini"].provider
