@@ -2,11 +2,13 @@
 
 One process, one event loop, two servers: the admin API (FastAPI on uvicorn)
 and the gRPC server that carries xDS to the data plane and usage reports back
-from it. Settings come from the environment (control_plane/settings.py).
+from it. Settings come from the environment (control_plane/settings.py;
+``--help`` lists them).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -17,28 +19,28 @@ from pathlib import Path
 
 import grpc
 import uvicorn
+from infery_proto.settings import SettingsError, version
 
 from control_plane.api.app import create_app
 from control_plane.config_file import GeneratedKey, apply_config
 from control_plane.metrics import ControlPlaneMetrics
-from control_plane.safe_errors import SafeFormatter
+from control_plane.request_log import configure_logging
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
 from control_plane.xds.auth import TokenInterceptor
-from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import DELTA_TYPES, Publisher
 from control_plane.xds.server import SERVER_OPTIONS, XdsCache, ads_handler
 
 log = logging.getLogger("infery.control_plane")
 
 
-def _keep_generated_keys(generated: list[GeneratedKey], config: Path) -> None:
+def _keep_generated_keys(generated: list[GeneratedKey], config: Path, keys_file: str | None) -> None:
     """Keys a config file declared without a secret: shown once, through an owner-only file.
 
     Never printed: the process's output ends up in log files.
     """
-    path = Path(os.environ.get("INFERY_GENERATED_KEYS_FILE") or config.with_name(config.name + ".keys"))
+    path = Path(keys_file or config.with_name(config.name + ".keys"))
     names = ", ".join(f"{key.workspace}/{key.name}" for key in generated)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -81,20 +83,18 @@ async def serve(settings: Settings) -> None:
     if settings.database_url.startswith("sqlite:///./"):
         Path(settings.database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     _engine, sessions = await asyncio.to_thread(open_store, settings.database_url)  # migrates
-    if settings.config_path:
-        applied = await asyncio.to_thread(apply_config, settings.config_path, sessions)
+    if settings.config:
+        applied = await asyncio.to_thread(apply_config, settings.config, sessions)
         if applied.generated_keys:
-            _keep_generated_keys(applied.generated_keys, Path(settings.config_path))
+            _keep_generated_keys(applied.generated_keys, Path(settings.config), settings.generated_keys_file)
 
     metrics = ControlPlaneMetrics()
     cache = XdsCache()
-    publisher = Publisher(
-        cache, sessions, ListenerSettings.from_env(settings.listen_port, settings.max_request_bytes)
-    )
+    publisher = Publisher(cache, sessions, settings.listener())
     publisher.publish = metrics.timed_publish(publisher.publish)  # type: ignore[method-assign]
     await publisher.start()
 
-    token = os.environ.get("INFERY_XDS_TOKEN", "")
+    token = settings.xds_token or ""
     if not token and not settings.xds_tls_ca_file and settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "neither INFERY_XDS_TLS_CA_FILE (client certificates) nor INFERY_XDS_TOKEN is set:"
@@ -122,8 +122,10 @@ async def serve(settings: Settings) -> None:
             port=settings.admin_port,
             log_level="warning",
             lifespan="on",
-            # uvicorn's loggers go through ours (SafeFormatter): it logs the exceptions of failed requests.
+            # uvicorn's loggers go through ours (safe exceptions): it logs the exceptions of failed
+            # requests. Its access log is off: control_plane/request_log.py logs each request.
             log_config=None,
+            access_log=False,
         )
     )
     api_task = asyncio.create_task(api.serve())
@@ -147,11 +149,21 @@ async def serve(settings: Settings) -> None:
     await grpc_server.stop(grace=2)
 
 
-def main() -> None:
-    logging.basicConfig(level=os.environ.get("INFERY_LOG_LEVEL", "INFO").upper())
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    asyncio.run(serve(Settings.from_env()))
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m control_plane",
+        description="The control plane: admin API, dashboard, xDS and usage ingestion.",
+        epilog=Settings.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        parser.error(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

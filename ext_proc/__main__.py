@@ -9,6 +9,8 @@ ext_proc puts provider keys on requests, so whoever reaches it can have them: wi
 ``--tcp`` asks for the port too; on TCP every stream must carry the token in
 INFERY_EXT_PROC_TOKEN (Envoy sends it from its bootstrap), and ext_proc refuses to
 listen on TCP without one.
+
+Settings come from INFERY_* variables (ext_proc/settings.py; ``--help`` lists them).
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ import logging
 import os
 import signal
 
+from infery_proto import logs
+from infery_proto.settings import version
+
 from ext_proc import health, metrics, request_log
-from ext_proc.control_plane_channel import credentials_from_env
-from ext_proc.deadline import MessageDeadline
+from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
-from ext_proc.media_fetch import DEFAULT_MAX_URLS, MediaPolicy
+from ext_proc.media_fetch import MediaPolicy
 from ext_proc.server import PROCESS, methods
+from ext_proc.settings import ExtProcSettings
 from ext_proc.shared_state import open_state, require_shared_store
-from ext_proc.translators.sse import DEFAULT_MAX_EVENT_BYTES
 from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
 
@@ -47,28 +51,31 @@ async def _first(ready: asyncio.Event, stop: asyncio.Event, timeout: float) -> b
     return bool(done)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    token = os.environ.get("INFERY_XDS_TOKEN", "")
-    metadata = (("authorization", "Bearer " + token),) if token else ()
-    credentials = credentials_from_env()
-    gauges = metrics.GatewayMetrics(workspace_label=metrics.workspace_label_enabled())
+async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
+    metadata = (("authorization", "Bearer " + s.xds_token),) if s.xds_token else ()
+    credentials = channel_credentials(s.xds_tls_ca_file, s.xds_tls_cert_file, s.xds_tls_key_file)
+    gauges = metrics.GatewayMetrics(workspace_label=s.metrics_workspace_label)
     subscriber = ConfigSubscriber(
-        args.control_plane,
-        node_id=f"ext-proc-{args.port}",
+        s.control_plane,
+        node_id=f"ext-proc-{s.ext_proc_port}",
         metadata=metadata,
         credentials=credentials,
         on_update=gauges.xds_updated,
     )
     subscriber.start()
-    reporter = UsageReporter(args.control_plane, args.spool, metadata=metadata, credentials=credentials)
+    reporter = UsageReporter(s.control_plane, spool, metadata=metadata, credentials=credentials)
     await reporter.start()
-    state = open_state(args.redis_url)
-    media = MediaPolicy(
-        frozenset(h.strip() for h in args.media_allowed_hosts.split(",") if h.strip()), args.max_media_urls
-    )
+    state = open_state(s.redis_url)
+    media = MediaPolicy(s.media_allowed_hosts, s.max_media_urls)
     limiter = Limiter(state)
-    record = request_log.recorder(gauges.recorder(reporter.record), args.request_log_sample)
-    services = Services(record, limiter, Idempotency(state), media, args.max_sse_event_bytes)
+    record = gauges.recorder(reporter.record)
+    # Request lines are INFO: a process logging warnings only writes none.
+    requests = (
+        request_log.RequestLog(sample=s.request_log_sample) if s.log_level in ("DEBUG", "INFO") else None
+    )
+    if requests is not None:
+        record = requests.recorder(record)
+    services = Services(record, limiter, Idempotency(state), media, s.max_sse_event_bytes)
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
     gauges.watch_config(lambda: subscriber.problem)
@@ -76,13 +83,13 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if args.metrics_port:
-        metrics.serve(gauges, args.metrics_port, args.metrics_host)
+    if s.metrics_port:
+        metrics.serve(gauges, s.metrics_port, s.metrics_host)
     # Serve only with a whole configuration: until then Envoy finds no ext_proc here rather
     # than one answering 503 to everything (a restart that cannot load its configuration).
-    while not await _first(subscriber.ready, stop, timeout=args.ready_timeout):
-        log.error("no configuration from %s yet (%s); not serving", args.control_plane, subscriber.problem)
-    ext_proc_methods = methods(lambda: subscriber.current, services, MessageDeadline.from_env())
+    while not await _first(subscriber.ready, stop, timeout=ready_timeout):
+        log.error("no configuration from %s yet (%s); not serving", s.control_plane, subscriber.problem)
+    ext_proc_methods = methods(lambda: subscriber.current, services, s.deadline())
     process = ext_proc_methods[PROCESS]
     ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
@@ -91,12 +98,12 @@ async def serve(args: argparse.Namespace) -> None:
     server = Server({**ext_proc_methods, **health.methods(subscriber.is_ready)})
     if not stop.is_set():
         where = []
-        if args.uds:
-            await server.start_unix(args.uds)
-            where.append(f"unix:{args.uds}")
-        if args.tcp:
-            await server.start(args.host, args.port, token=args.tcp_token.encode())
-            where.append(f"{args.host}:{args.port}")
+        if s.ext_proc_uds:
+            await server.start_unix(s.ext_proc_uds)
+            where.append(f"unix:{s.ext_proc_uds}")
+        if s.ext_proc_tcp:
+            await server.start(s.ext_proc_host, s.ext_proc_port, token=(s.ext_proc_token or "").encode())
+            where.append(f"{s.ext_proc_host}:{s.ext_proc_port}")
         print(f"ready ext_proc {' and '.join(where)}", flush=True)
     # What is loaded by now (modules, the configuration) lives as long as the process: a full
     # collection walked it in ~30 ms, a pause that a burst of configuration changes triggered.
@@ -108,99 +115,82 @@ async def serve(args: argparse.Namespace) -> None:
     await state.close()
     await reporter.close()
     await subscriber.close()
+    if requests is not None:
+        requests.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m ext_proc")
-    parser.add_argument("--host", default=os.environ.get("INFERY_EXT_PROC_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("INFERY_EXT_PROC_PORT", "50051")))
+# Command-line flags and the settings they set (a flag wins over its variable).
+_FLAGS = {
+    "host": "ext_proc_host",
+    "port": "ext_proc_port",
+    "uds": "ext_proc_uds",
+    "tcp": "ext_proc_tcp",
+    "control_plane": "control_plane",
+    "metrics_port": "metrics_port",
+    "metrics_host": "metrics_host",
+    "log_level": "log_level",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ext_proc",
+        description="One ext_proc process: Envoy's external processor for the gateway.",
+        epilog=ExtProcSettings.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # a flag not given leaves its variable (or default) in force
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.add_argument("--host", help="address of the TCP port (INFERY_EXT_PROC_HOST)")
+    parser.add_argument(
+        "--port", type=int, help="the TCP port, also this process's xDS node id (INFERY_EXT_PROC_PORT)"
+    )
     parser.add_argument(
         "--uds",
-        default=os.environ.get("INFERY_EXT_PROC_UDS") or None,
         help="listen on this Unix socket (and not on TCP unless --tcp): Envoy beside us gets ~15%% more"
-        " requests/s, and only processes that may open the socket's directory reach it",
+        " requests/s, and only processes that may open the socket's directory reach it (INFERY_EXT_PROC_UDS)",
     )
     parser.add_argument(
         "--tcp",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="listen on --host:--port (default: only without --uds; INFERY_EXT_PROC_TCP=1 also asks)",
+        help="listen on --host:--port (default: only without --uds; INFERY_EXT_PROC_TCP)",
     )
     parser.add_argument(
         "--control-plane",
-        default=os.environ.get("INFERY_CONTROL_PLANE", "127.0.0.1:18000"),
-        help="gRPC address of the control plane (xDS and usage reports)",
+        help="gRPC address of the control plane: xDS and usage reports (INFERY_CONTROL_PLANE)",
     )
     parser.add_argument("--spool", default=None, help="usage spool file (default .infery/usage-<port>.db)")
     parser.add_argument(
-        "--redis-url",
-        default=os.environ.get("INFERY_REDIS_URL") or None,
-        help="shared limits and idempotency across replicas (default: in-process)",
-    )
-    parser.add_argument(
-        "--media-allowed-hosts",
-        default=os.environ.get("INFERY_MEDIA_ALLOWED_HOSTS", ""),
-        help="comma-separated host:port that may serve image/PDF URLs from private addresses",
-    )
-    parser.add_argument(
-        "--max-sse-event-bytes",
-        type=int,
-        default=int(os.environ.get("INFERY_MAX_SSE_EVENT_BYTES", str(DEFAULT_MAX_EVENT_BYTES))),
-        help="the largest provider stream event read; a longer one cuts the stream with upstream_error",
-    )
-    parser.add_argument(
         "--metrics-port",
         type=int,
-        default=int(os.environ.get("INFERY_METRICS_PORT", "9464")),
-        help="serve Prometheus /metrics on this port (one port per ext_proc process; 0 = off)",
+        help="serve Prometheus /metrics on this port; 0 = off (INFERY_METRICS_PORT)",
     )
-    parser.add_argument(
-        "--metrics-host",
-        default=os.environ.get("INFERY_METRICS_HOST", "0.0.0.0"),
-        help="address /metrics listens on (nothing secret in it: counts, models, providers)",
-    )
-    parser.add_argument(
-        "--max-media-urls",
-        type=int,
-        default=int(os.environ.get("INFERY_MAX_MEDIA_URLS") or DEFAULT_MAX_URLS),
-        help="image/file URLs the gateway fetches for one request, at most (more: 400)",
-    )
-    parser.add_argument(
-        "--processes",
-        type=int,
-        default=int(os.environ.get("INFERY_EXT_PROCS", "1") or 1),
-        help="how many ext_proc processes serve this gateway; more than one needs --redis-url",
-    )
+    parser.add_argument("--metrics-host", help="address /metrics listens on (INFERY_METRICS_HOST)")
     parser.add_argument("--ready-timeout", type=float, default=30.0)
-    parser.add_argument("--log-level", default=os.environ.get("INFERY_LOG_LEVEL", "INFO"))
-    args = parser.parse_args()
-    if args.tcp is None:
-        args.tcp = not args.uds or os.environ.get("INFERY_EXT_PROC_TCP", "") in ("1", "true", "yes")
-    args.tcp_token = os.environ.get("INFERY_EXT_PROC_TOKEN", "").strip()
-    if args.tcp and not args.tcp_token:
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (INFERY_LOG_LEVEL)")
+    args = vars(parser.parse_args(argv))
+    try:
+        settings = ExtProcSettings.from_env(overrides={_FLAGS[k]: v for k, v in args.items() if k in _FLAGS})
+        require_shared_store(settings.ext_procs, settings.redis_url)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if settings.ext_proc_tcp is None:
+        settings = settings.model_copy(update={"ext_proc_tcp": not settings.ext_proc_uds})
+    if settings.ext_proc_tcp and not settings.ext_proc_token:
         parser.error(
             "listening on TCP needs INFERY_EXT_PROC_TOKEN (the token Envoy sends; anyone reaching the port"
             " could otherwise get provider keys), or use --uds"
         )
-    if args.max_sse_event_bytes < 1024:
-        parser.error("INFERY_MAX_SSE_EVENT_BYTES must be at least 1024")
-    try:
-        require_shared_store(args.processes, args.redis_url)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.spool is None:
+    spool = args["spool"]
+    if spool is None:
         os.makedirs(".infery", exist_ok=True)
-        args.spool = os.path.join(".infery", f"usage-{args.port}.db")
-    try:
-        args.request_log_sample = request_log.sample_rate()
-    except ValueError as exc:
-        parser.error(str(exc))
-    request_log.configure_logging(args.log_level)
-    if os.environ.get("INFERY_UVLOOP", "1") != "0":
+        spool = os.path.join(".infery", f"usage-{settings.ext_proc_port}.db")
+    logs.configure(settings.log_level, settings.log_format)
+    if settings.uvloop:
         import uvloop
 
         uvloop.install()
-    asyncio.run(serve(args))
+    asyncio.run(serve(settings, spool, args["ready_timeout"]))
 
 
 if __name__ == "__main__":

@@ -8,32 +8,23 @@ the xDS subscriber and the usage reporter cannot disagree about security.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 
-def credentials_from_env(env: Mapping[str, str] | None = None) -> grpc.ChannelCredentials | None:
-    """TLS credentials from INFERY_XDS_TLS_CA_FILE (+ _CERT_FILE/_KEY_FILE: our client certificate).
+def channel_credentials(
+    ca: str | None, cert: str | None = None, key: str | None = None
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the CA file (+ our client certificate and key files: mutual TLS).
 
-    None when no CA is set: plain gRPC (a loopback or private control plane port).
+    None without a CA: plain gRPC (a loopback or private control plane port). Which files go
+    together is checked with the settings (ext_proc/settings.py).
     """
-    env = os.environ if env is None else env
-    ca, cert, key = (
-        env.get(name, "").strip()
-        for name in ("INFERY_XDS_TLS_CA_FILE", "INFERY_XDS_TLS_CERT_FILE", "INFERY_XDS_TLS_KEY_FILE")
-    )
     if not ca:
-        if cert or key:
-            raise ValueError(
-                "INFERY_XDS_TLS_CERT_FILE/_KEY_FILE need INFERY_XDS_TLS_CA_FILE (the server's CA)"
-            )
         return None
-    if bool(cert) != bool(key):
-        raise ValueError("INFERY_XDS_TLS_CERT_FILE and INFERY_XDS_TLS_KEY_FILE go together")
     return grpc.ssl_channel_credentials(
         root_certificates=Path(ca).read_bytes(),
         private_key=Path(key).read_bytes() if key else None,

@@ -14,9 +14,8 @@ handed to a task and raced against the deadline (~12 us, against the I/O it wait
 from __future__ import annotations
 
 import asyncio
-import os
 import types
-from collections.abc import AsyncIterator, Coroutine, Generator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,20 +24,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class MessageDeadline:
-    """When to ask Envoy for more time, and how much. The control plane configures
-    Envoy from the same variables (``control_plane/xds/envoy_config.py``)."""
+    """When to ask Envoy for more time, and how much: INFERY_EXT_PROC_(MAX_)MESSAGE_TIMEOUT_S,
+    the variables the control plane configures Envoy from (``control_plane/settings.py``)."""
 
     message_timeout_s: float = 5.0
     max_message_timeout_s: float = 60.0
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> MessageDeadline:
-        env = os.environ if env is None else env
-        default = cls()
-        return cls(
-            float(env.get("INFERY_EXT_PROC_MESSAGE_TIMEOUT_S") or default.message_timeout_s),
-            float(env.get("INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S") or default.max_message_timeout_s),
-        )
 
     @property
     def extend_after_s(self) -> float:

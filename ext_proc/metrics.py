@@ -21,9 +21,8 @@ and members never are (they are in usage analytics).
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,11 +77,6 @@ class SpoolState(Protocol):
 
     @property
     def stats(self) -> Any: ...
-
-
-def workspace_label_enabled(env: Mapping[str, str] | None = None) -> bool:
-    value = (os.environ if env is None else env).get("INFERY_METRICS_WORKSPACE_LABEL", "")
-    return value.strip().lower() not in ("", "0", "false", "no")
 
 
 class GatewayMetrics:

@@ -18,8 +18,12 @@ import threading
 from pathlib import Path
 
 import yaml
+from infery_proto.settings import InferySettings, SettingsError, version
 
-from infery.certs import TlsFiles, generate
+from control_plane.settings import Settings as ControlPlaneSettings
+from ext_proc.settings import ExtProcSettings
+from infery.certs import generate
+from infery.settings import CliSettings
 from infery.stack import (
     Ports,
     Process,
@@ -47,18 +51,6 @@ def _secret_file(path: Path, prefix: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(value)
     return value
-
-
-def _ports_from_env() -> Ports:
-    env = os.environ
-    first_ext_proc = int(env.get("INFERY_EXT_PROC_PORT", "50051"))
-    count = int(env.get("INFERY_EXT_PROCS", "1"))
-    return Ports(
-        listen=int(env.get("INFERY_LISTEN_PORT", "8080")),
-        admin=int(env.get("INFERY_ADMIN_PORT", "8081")),
-        xds=int(env.get("INFERY_XDS_PORT", "18000")),
-        ext_proc=tuple(range(first_ext_proc, first_ext_proc + count)),
-    )
 
 
 def _start_simulators(home: Path, provider_key: str, procs: list[Process]) -> dict[str, str]:
@@ -107,20 +99,20 @@ def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: P
     return "\n".join(lines)
 
 
-def up(args: argparse.Namespace) -> int:
-    home = Path(os.environ.get("INFERY_HOME") or default_home()).resolve()
+def up(args: argparse.Namespace, settings: CliSettings) -> int:
+    home = Path(settings.home or default_home()).resolve()
     home.mkdir(parents=True, exist_ok=True)
     # The admin token never goes to the output (it ends up in logs): the banner says where it is.
-    if os.environ.get("INFERY_ADMIN_TOKEN"):
-        admin_token, token_source = os.environ["INFERY_ADMIN_TOKEN"], "from INFERY_ADMIN_TOKEN"
+    if settings.admin_token:
+        admin_token, token_source = settings.admin_token, "from INFERY_ADMIN_TOKEN"
     else:
         token_file = home / "admin-token"
         admin_token, token_source = _secret_file(token_file, "adm_"), f"in {token_file} (mode 600)"
     env = {"INFERY_ADMIN_TOKEN": admin_token}
-    if "INFERY_DATABASE_URL" not in os.environ:
+    if not settings.database_url:
         env["INFERY_DATABASE_URL"] = f"sqlite:///{home / 'infery.db'}"
     simulators: list[Process] = []  # filled as they start, so a failure stops those already up
-    stack = Stack(home, _ports_from_env(), env)
+    stack = Stack(home, Ports.of(settings), env)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -154,8 +146,34 @@ def up(args: argparse.Namespace) -> int:
         print("stopped.", flush=True)
 
 
+# Every process's settings model, as its --help and README.md's "Settings" name it.
+SETTINGS: tuple[tuple[str, type[InferySettings]], ...] = (
+    ("the control plane (`python -m control_plane`)", ControlPlaneSettings),
+    ("each ext_proc process (`python -m ext_proc`)", ExtProcSettings),
+    (
+        "the `infery` commands (`infery up`, `bootstrap`, `certs`; the image's `infery-entrypoint`)",
+        CliSettings,
+    ),
+)
+
+
+def _help_text() -> str:
+    return "\n\n".join(model.help_text(f"environment variables of {who}") for who, model in SETTINGS)
+
+
+def settings_tables() -> str:
+    """README.md's "Settings" tables (`infery settings` prints them; a test keeps README.md equal)."""
+    return "\n\n".join(f"Read by {who}:\n\n{model.markdown_table()}" for who, model in SETTINGS)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="infery", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="infery",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        epilog=_help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="run the gateway in the foreground")
     p_up.add_argument("--config", help="a gateway.yaml to load at start (default: the embedded demo)")
@@ -192,11 +210,19 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="a DNS name or IP address that clients use for the control plane (repeat; default: 127.0.0.1)",
     )
+    sub.add_parser("settings", help="print every INFERY_* variable, its default and meaning (markdown)")
     args = parser.parse_args(argv)
+    if args.command == "settings":
+        print(settings_tables())
+        return
+    try:
+        settings = CliSettings.from_env()
+    except SettingsError as exc:
+        parser.error(str(exc))
     if args.command == "up":
-        sys.exit(up(args))
+        sys.exit(up(args, settings))
     if args.command == "bootstrap":
-        sys.exit(bootstrap(args))
+        sys.exit(bootstrap(args, settings))
     if args.command == "certs":
         pki = generate(Path(args.out), args.server_name or ("127.0.0.1",))
         print(
@@ -204,9 +230,9 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-def bootstrap(args: argparse.Namespace) -> int:
+def bootstrap(args: argparse.Namespace, settings: CliSettings) -> int:
     """Print one replica's Envoy bootstrap; its credentials come from files, never inline."""
-    token = os.environ.get("INFERY_EXT_PROC_TOKEN", "").strip()
+    token = (settings.ext_proc_token or "").strip()
     token_file = ""
     if not args.ext_proc_uds:
         if not token or not args.ext_proc_token_file:
@@ -217,20 +243,16 @@ def bootstrap(args: argparse.Namespace) -> int:
             return 2
         token_file = str(Path(args.ext_proc_token_file).resolve())
         write_ext_proc_token(Path(token_file), token)
-    try:
-        tls = TlsFiles.from_env()
-    except ValueError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
     doc = render_bootstrap(
-        _ports_from_env(),
+        Ports.of(settings),
         args.node_id,
         admin_socket=args.admin_socket,
         xds_host=args.xds_host,
-        xds_token=os.environ.get("INFERY_XDS_TOKEN", ""),
-        xds_tls=tls,
+        xds_token=settings.xds_token or "",
+        xds_tls=settings.xds_tls(),
         ext_proc_sockets=args.ext_proc_uds,
         ext_proc_token_file=token_file,
+        settings=settings,
     )
     print(yaml.safe_dump(doc, sort_keys=False))
     return 0

@@ -17,21 +17,22 @@ import subprocess
 import sys
 import urllib.request
 
+from infery.settings import CliSettings
+
 ENVOY_CONFIG = "/tmp/envoy.yaml"
 
 
 def healthcheck() -> int:
     """0 when this container's role answers: ``INFERY_HEALTH_URL`` returns 2xx (default: the control
     plane's /healthz), or with ``INFERY_HEALTH_PORT`` set, that loopback TCP port accepts."""
-    port = os.environ.get("INFERY_HEALTH_PORT")
     try:
-        if port:
-            with socket.create_connection(("127.0.0.1", int(port)), timeout=3):
+        settings = CliSettings.from_env()
+        if settings.health_port:
+            with socket.create_connection(("127.0.0.1", settings.health_port), timeout=3):
                 return 0
-        url = os.environ.get("INFERY_HEALTH_URL", "http://127.0.0.1:8081/healthz")
-        with urllib.request.urlopen(url, timeout=3) as response:
+        with urllib.request.urlopen(settings.health_url, timeout=3) as response:
             return 0 if 200 <= response.status < 300 else 1
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # SettingsError is a ValueError
         return 1
 
 

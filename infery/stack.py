@@ -31,6 +31,7 @@ from infery_proto.wire import EXT_PROC_TOKEN_HEADER
 
 from ext_proc.shared_state import require_shared_store
 from infery.certs import Pki, TlsFiles, generate
+from infery.settings import DEFAULT_ENVOY_STATS_PORT, DEFAULT_METRICS_PORT, CliSettings
 
 REPO = Path(__file__).resolve().parent.parent  # the checkout, or site-packages when installed
 IN_CHECKOUT = (REPO / "pyproject.toml").is_file()
@@ -62,9 +63,9 @@ class Ports:
     admin: int = 8081
     xds: int = 18000
     ext_proc: tuple[int, ...] = (50051,)
-    # Prometheus /metrics of each ext_proc process (empty: INFERY_METRICS_PORT + i, default 9464 + i).
+    # Prometheus /metrics of each ext_proc process (empty: 9464 + i).
     metrics: tuple[int, ...] = ()
-    envoy_stats: int = 0  # Envoy's /stats/prometheus and /ready (0: INFERY_ENVOY_STATS_PORT, default 9902)
+    envoy_stats: int = 0  # Envoy's /stats/prometheus and /ready (0: 9902)
 
     @classmethod
     def free(cls, ext_procs: int = 1) -> Ports:
@@ -77,14 +78,25 @@ class Ports:
             free_port(),
         )
 
+    @classmethod
+    def of(cls, settings: CliSettings) -> Ports:
+        """The ports the settings name (INFERY_LISTEN_PORT, ..., INFERY_METRICS_PORT + i)."""
+        ext_procs = range(settings.ext_procs)
+        return cls(
+            listen=settings.listen_port,
+            admin=settings.admin_port,
+            xds=settings.xds_port,
+            ext_proc=tuple(settings.ext_proc_port + i for i in ext_procs),
+            metrics=tuple(settings.metrics_port + i for i in ext_procs),
+            envoy_stats=settings.envoy_stats_port,
+        )
+
     def metrics_port(self, index: int) -> int:
-        if self.metrics:
-            return self.metrics[index]
-        return int(os.environ.get("INFERY_METRICS_PORT", "9464")) + index
+        return self.metrics[index] if self.metrics else DEFAULT_METRICS_PORT + index
 
     @property
     def stats_port(self) -> int:
-        return self.envoy_stats or int(os.environ.get("INFERY_ENVOY_STATS_PORT", "9902"))
+        return self.envoy_stats or DEFAULT_ENVOY_STATS_PORT
 
 
 @dataclass
@@ -185,7 +197,7 @@ def render_bootstrap(
     xds_tls: TlsFiles | None = None,
     ext_proc_sockets: Sequence[str] = (),
     ext_proc_token_file: str = "",
-    env: Mapping[str, str] | None = None,
+    settings: CliSettings | None = None,
 ) -> dict[str, object]:
     """envoy/bootstrap.yaml with this replica's addresses and credentials filled in.
 
@@ -195,9 +207,11 @@ def render_bootstrap(
     ``ext_proc_token_file`` an SDS file (:func:`write_ext_proc_token`) whose secret Envoy
     redacts. ``admin_socket``: Envoy's admin, on a Unix socket of mode 600 only.
     ``ext_proc_sockets``: reach ext_proc on these Unix sockets instead of its loopback ports.
-    ``env``: where the process-wide limits come from (default ``os.environ``).
+    ``settings``: the template, the stats listener and the process-wide limits (default: this
+    process's environment).
     """
-    template = Path(os.environ.get("INFERY_ENVOY_BOOTSTRAP") or bootstrap_template())
+    settings = CliSettings.from_env() if settings is None else settings
+    template = Path(settings.envoy_bootstrap or bootstrap_template())
     doc = yaml.safe_load(template.read_text())
     doc["node"]["id"] = node_id
     doc["admin"]["address"] = {"pipe": {"path": admin_socket, "mode": 0o600}}
@@ -224,10 +238,8 @@ def render_bootstrap(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
-    env = os.environ if env is None else env
-    stats_port = ports.envoy_stats or int(env.get("INFERY_ENVOY_STATS_PORT") or 0)
-    _set_stats_listener(doc, admin_socket, stats_port, env.get("INFERY_ENVOY_STATS_HOST", ""))
-    _set_overload_limits(doc, env)
+    _set_stats_listener(doc, admin_socket, ports.envoy_stats, settings.envoy_stats_host or "")
+    _set_overload_limits(doc, settings)
     return doc
 
 
@@ -310,7 +322,7 @@ _UPSTREAM_CODEC = {
 }
 
 
-def _set_overload_limits(doc: dict[str, object], env: Mapping[str, str]) -> None:
+def _set_overload_limits(doc: dict[str, object], settings: CliSettings) -> None:
     """The bootstrap's overload manager with this replica's connection and heap limits.
 
     ``INFERY_MAX_CONNECTIONS``: downstream connections Envoy keeps open (more are
@@ -320,17 +332,17 @@ def _set_overload_limits(doc: dict[str, object], env: Mapping[str, str]) -> None
     overload = doc.get("overload_manager")
     if not isinstance(overload, dict):
         return
-    settings = {
+    limits = {
         "envoy.resource_monitors.global_downstream_max_connections": (
             "max_active_downstream_connections",
-            env.get("INFERY_MAX_CONNECTIONS"),
+            settings.max_connections,
         ),
-        "envoy.resource_monitors.fixed_heap": ("max_heap_size_bytes", env.get("INFERY_ENVOY_MAX_HEAP_BYTES")),
+        "envoy.resource_monitors.fixed_heap": ("max_heap_size_bytes", settings.envoy_max_heap_bytes),
     }
     for monitor in overload["resource_monitors"]:
-        field_name, value = settings.get(monitor["name"], ("", None))
+        field_name, value = limits.get(monitor["name"], ("", None))
         if value:
-            monitor["typed_config"][field_name] = int(value)
+            monitor["typed_config"][field_name] = value
 
 
 @dataclass
@@ -392,9 +404,12 @@ class Stack:
     def ext_proc_socket(self, port: int) -> str:
         return str(self._private_dir() / f"ext_proc-{port}.sock")
 
+    def settings(self) -> CliSettings:
+        """What this stack's processes are told: the environment, then ``env`` over it."""
+        return CliSettings.from_env({**os.environ, **self.env})
+
     def start(self) -> Stack:
-        env = {**os.environ, **self.env}
-        require_shared_store(len(self.ports.ext_proc), env.get("INFERY_REDIS_URL"))
+        require_shared_store(len(self.ports.ext_proc), self.settings().redis_url)
         # Each ext_proc checks again: it is one of this many.
         self.env.setdefault("INFERY_EXT_PROCS", str(len(self.ports.ext_proc)))
         try:
@@ -463,6 +478,7 @@ class Stack:
         return flags == ["healthy"]
 
     def start_envoy(self) -> None:
+        settings = CliSettings.from_env({"INFERY_ENVOY_STATS_HOST": "127.0.0.1", **os.environ, **self.env})
         bootstrap = self.run_dir / "envoy.yaml"
         token_file = ""
         if not self.ext_proc_uds:
@@ -474,13 +490,13 @@ class Stack:
                     self.ports,
                     f"infery-envoy-{self.ports.listen}",
                     admin_socket=self.envoy_admin_socket,
-                    xds_token=self.env.get("INFERY_XDS_TOKEN", ""),
+                    xds_token=settings.xds_token or "",
                     xds_tls=self.pki.client,
                     ext_proc_sockets=[self.ext_proc_socket(p) for p in self.ports.ext_proc]
                     if self.ext_proc_uds
                     else (),
                     ext_proc_token_file=token_file,
-                    env={"INFERY_ENVOY_STATS_HOST": "127.0.0.1", **os.environ, **self.env},
+                    settings=settings,
                 )
             )
         )

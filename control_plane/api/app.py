@@ -11,6 +11,7 @@ from control_plane import dashboard
 from control_plane.api import errors, models, providers, routes, usage, workspaces
 from control_plane.api.auth import AdminAuth, ensure_admin_token
 from control_plane.metrics import ControlPlaneMetrics
+from control_plane.request_log import RequestLog
 from control_plane.schemas import Health
 from control_plane.settings import Settings
 from control_plane.store.changes import current_revision
@@ -34,6 +35,7 @@ def create_app(
     )
     errors.install(app)
     (metrics or ControlPlaneMetrics()).install(app)
+    app.add_middleware(RequestLog)  # outermost: it times and logs everything below
 
     admin = APIRouter(prefix="/admin/v1", dependencies=[Depends(AdminAuth(settings, session_factory))])
     for module in (providers, models, routes, workspaces, usage):

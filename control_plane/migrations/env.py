@@ -3,12 +3,10 @@ database named by INFERY_DATABASE_URL when run from the alembic CLI."""
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from control_plane.settings import DEFAULT_DATABASE_URL
+from control_plane.settings import Settings
 from control_plane.store import db, tables
 
 target_metadata = tables.SQLModel.metadata
@@ -34,9 +32,7 @@ def run_online() -> None:
     if connection is not None:
         run(connection)
         return
-    url = (
-        context.config.attributes.get("url") or os.environ.get("INFERY_DATABASE_URL") or DEFAULT_DATABASE_URL
-    )
+    url = context.config.attributes.get("url") or Settings.from_env().database_url
     engine = db.create_engine(url)
     try:
         with engine.begin() as connection:

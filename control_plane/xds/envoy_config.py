@@ -12,7 +12,6 @@ error code shared with ext_proc comes from infery_proto.wire.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,9 @@ from urllib.parse import urlsplit
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
+from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2  # noqa: F401  (registers the type)
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.http.upstream_codec.v3 import upstream_codec_pb2  # noqa: F401
@@ -90,41 +91,8 @@ class ListenerSettings:
     # and gets up to ext_proc_max_message_timeout_s. ext_proc reads the same variables.
     ext_proc_message_timeout_s: float = 5.0
     ext_proc_max_message_timeout_s: float = 60.0
-
-    @classmethod
-    def from_env(
-        cls, port: int, max_request_bytes: int, env: Mapping[str, str] | None = None
-    ) -> ListenerSettings:
-        env = os.environ if env is None else env
-        default = cls()
-        return cls(
-            host=env.get("INFERY_LISTEN_HOST") or default.host,
-            port=port,
-            max_request_bytes=max_request_bytes,
-            tls_cert_file=env.get("INFERY_TLS_CERT_FILE", ""),
-            tls_key_file=env.get("INFERY_TLS_KEY_FILE", ""),
-            ca_file=env.get("INFERY_UPSTREAM_CA_FILE") or default.ca_file,
-            request_timeout_s=float(env.get("INFERY_REQUEST_TIMEOUT_S") or default.request_timeout_s),
-            connect_timeout_s=float(env.get("INFERY_CONNECT_TIMEOUT_S") or default.connect_timeout_s),
-            eject_after_failures=int(env.get("INFERY_EJECT_AFTER_FAILURES") or default.eject_after_failures),
-            ejection_s=float(env.get("INFERY_EJECTION_S") or default.ejection_s),
-            request_headers_timeout_s=float(
-                env.get("INFERY_REQUEST_HEADERS_TIMEOUT_S") or default.request_headers_timeout_s
-            ),
-            request_receive_timeout_s=float(
-                env.get("INFERY_REQUEST_RECEIVE_TIMEOUT_S") or default.request_receive_timeout_s
-            ),
-            idle_timeout_s=float(env.get("INFERY_IDLE_TIMEOUT_S") or default.idle_timeout_s),
-            max_streams_per_connection=int(
-                env.get("INFERY_MAX_STREAMS_PER_CONNECTION") or default.max_streams_per_connection
-            ),
-            ext_proc_message_timeout_s=float(
-                env.get("INFERY_EXT_PROC_MESSAGE_TIMEOUT_S") or default.ext_proc_message_timeout_s
-            ),
-            ext_proc_max_message_timeout_s=float(
-                env.get("INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S") or default.ext_proc_max_message_timeout_s
-            ),
-        )
+    # Envoy's access log (ACCESS_LOG_FORMAT): "stdout", an absolute file path, or "off".
+    access_log: str = "stdout"
 
 
 def _duration(seconds: float) -> str:
@@ -202,6 +170,44 @@ def _local_replies() -> dict[str, Any]:
     }
 
 
+# Envoy's access log: one JSON line per request, keyed by the request id ext_proc set in
+# its headers phase (the one the client sees in x-request-id and the usage record holds).
+# Only what is named here is logged: no header that may carry a secret (Authorization,
+# x-api-key), no query string (a client may put a key there), no body. ``path`` is the
+# request's path as Envoy last had it: the provider's once ext_proc routed the request,
+# the client's when ext_proc or Envoy answered it (ext_proc's line has the client's endpoint).
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%PATH(NQ:PATH)%",  # NQ: without the query string
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "response_flags": "%RESPONSE_FLAGS%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "duration_ms": "%DURATION%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "model": "%RESP(X-MODEL-USED)%",
+}
+
+
+def _access_logs(sink: str) -> list[dict[str, Any]]:
+    if sink == "off":
+        return []
+    log_format = {"json_format": ACCESS_LOG_FORMAT, "json_format_options": {"sort_properties": False}}
+    config: dict[str, Any] = {"log_format": log_format}
+    if sink == "stdout":
+        name, kind = "stdout", "stream.v3.StdoutAccessLog"
+    else:
+        name, kind = "file", "file.v3.FileAccessLog"
+        config["path"] = sink
+    typed = {"@type": _T + "envoy.extensions.access_loggers." + kind, **config}
+    return [{"name": "envoy.access_loggers." + name, "typed_config": typed}]
+
+
 def listener(s: ListenerSettings) -> listener_pb2.Listener:
     # Response phases per request: the exchange switches SSE bodies to STREAMED.
     ext_proc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="BUFFERED")
@@ -246,6 +252,7 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
             },
         ],
         "local_reply_config": _local_replies(),
+        "access_log": _access_logs(s.access_log),
     }
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]

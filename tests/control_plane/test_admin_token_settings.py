@@ -73,7 +73,16 @@ def test_settings_from_env() -> None:
             "INFERY_UNRELATED": "x",
         }
     )
-    assert custom == Settings("postgresql://u@h/db", "t", 9, 10, 11, 1024, "gateway.yaml", "0.0.0.0")
+    assert custom == Settings(
+        database_url="postgresql://u@h/db",
+        admin_token="t",
+        admin_port=9,
+        xds_port=10,
+        listen_port=11,
+        max_request_bytes=1024,
+        config="gateway.yaml",
+        host="0.0.0.0",
+    )
     assert Settings.from_env({"INFERY_ADMIN_TOKEN": ""}).admin_token is None
     assert defaults.admin_token_file == "./.infery/admin-token"
     assert Settings.from_env({"INFERY_ADMIN_TOKEN_FILE": "/run/t"}).admin_token_file == "/run/t"

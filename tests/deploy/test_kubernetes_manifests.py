@@ -24,12 +24,14 @@ from typing import Any
 
 import pytest
 import yaml
+from infery_proto.settings import InferySettings
 
 from control_plane.config_file import apply_config
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
-from control_plane.xds.envoy_config import ListenerSettings
+from ext_proc.settings import ExtProcSettings
 from infery.certs import generate
+from infery.settings import CliSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "kubernetes"
@@ -299,7 +301,13 @@ def strings(value: Any) -> Iterator[str]:
 
 
 def test_environment_variables_are_ones_the_code_reads() -> None:
-    packages = {"control-plane": "control_plane", "ext-proc": "ext_proc", "envoy-bootstrap": "infery"}
+    # Changed on purpose (issue 16): each process reads its INFERY_* variables through one settings
+    # model, so "the code reads it" means "its model has it" rather than "its source names it".
+    models: dict[str, type[InferySettings]] = {
+        "control-plane": Settings,
+        "ext-proc": ExtProcSettings,
+        "envoy-bootstrap": CliSettings,
+    }
     for pod, c in all_containers(PRODUCTION):
         mounted_text = "\n".join(
             "\n".join(strings(yaml.safe_load(path.read_text())))
@@ -312,7 +320,8 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
         names = {e["name"] for e in c.get("env", [])}
         for name in names:
             if name.startswith("INFERY_"):
-                assert f'"{name}"' in source_of(packages[c["name"]]), f"{c['name']}: nothing reads {name}"
+                read = {variable for variable, _, _ in models[c["name"]].variables()}
+                assert name in read, f"{c['name']}: nothing reads {name}"
             else:
                 used = f"$({name})" in command or f"${{{name}}}" in mounted_text
                 assert used, f"{c['name']}: nothing uses {name}"
@@ -332,7 +341,7 @@ def test_gateway_yaml_applies_to_a_fresh_store(tmp_path: Path) -> None:
 def test_ports_and_probes_agree_with_the_settings() -> None:
     env = control_plane_env()
     settings = Settings.from_env(env)
-    listener = ListenerSettings.from_env(settings.listen_port, settings.max_request_bytes, env)
+    listener = settings.listener()
     assert settings.host == listener.host == "0.0.0.0", "kubelet and Services reach pods on their pod IP"
     cp = container(CONTROL_PLANE, "control-plane")
     assert {p["name"]: p["containerPort"] for p in cp["ports"]} == {
@@ -531,7 +540,7 @@ def test_shutdown_outlasts_the_longest_stream() -> None:
     }
     envoy, ext_proc = hooks["envoy"], hooks["ext-proc"]
     assert (envoy.role, ext_proc.role) == ("envoy", "ext-proc")
-    listener = ListenerSettings.from_env(8080, 0, control_plane_env())
+    listener = Settings.from_env(control_plane_env()).listener()
     assert envoy.max_wait >= listener.request_timeout_s, "preStop must wait out a stream's full timeout"
     assert ext_proc.max_wait > envoy.max_wait, "ext_proc must outlive Envoy"
     # After its hook, ext_proc stops its server (5 s grace) and delivers usage (5 s).

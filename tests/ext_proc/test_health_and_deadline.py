@@ -14,6 +14,7 @@ from ext_proc import envoy_messages as msg
 from ext_proc import health
 from ext_proc.deadline import MessageDeadline, Suspended, start
 from ext_proc.h2_grpc import Method, Server
+from ext_proc.settings import ExtProcSettings
 
 
 async def _check(target: str) -> int:
@@ -59,11 +60,11 @@ async def test_serving_only_once_configured(tmp_path: Path, over_unix_socket: bo
 
 
 def test_the_deadline_comes_from_the_same_variables_as_envoys():
-    deadline = MessageDeadline.from_env(
+    deadline = ExtProcSettings.from_env(
         {"INFERY_EXT_PROC_MESSAGE_TIMEOUT_S": "2", "INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S": "30"}
-    )
+    ).deadline()
     assert (deadline.extend_after_s, deadline.max_message_timeout_s) == (1.0, 30.0)
-    assert MessageDeadline.from_env({}) == MessageDeadline(5.0, 60.0)
+    assert ExtProcSettings.from_env({}).deadline() == MessageDeadline(5.0, 60.0)
     assert msg.more_time(30).override_message_timeout.ToMilliseconds() == 30_000
     assert msg.more_time(30).WhichOneof("response") is None
 

@@ -7,7 +7,7 @@ import socket
 from infery_proto.v1 import usage_pb2
 from prometheus_client import generate_latest
 
-from ext_proc.metrics import GatewayMetrics, serve, workspace_label_enabled
+from ext_proc.metrics import GatewayMetrics, serve
 
 
 def _record(**fields: object) -> usage_pb2.UsageRecord:
@@ -85,12 +85,6 @@ def test_a_failing_metric_never_fails_the_request() -> None:
     record = metrics.recorder(recorded.append)
     record(_record(credits="not-a-number"))  # float() fails inside observe
     assert len(recorded) == 1
-
-
-def test_workspace_label_setting() -> None:
-    assert not workspace_label_enabled({})
-    assert not workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "0"})
-    assert workspace_label_enabled({"INFERY_METRICS_WORKSPACE_LABEL": "1"})
 
 
 def test_a_taken_port_costs_the_metrics_not_the_process() -> None:
