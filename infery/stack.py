@@ -511,6 +511,9 @@ class Stack:
                 str(self.envoy_concurrency),
                 "--log-level",
                 "warning",
+                # The access log (stdout) reaches its file within a second, not Envoy's default 10 s.
+                "--file-flush-interval-msec",
+                "1000",
             ],
             self.run_dir / "logs",
         )

@@ -236,29 +236,117 @@ def test_envoy_stats_listener_serves_only_stats_and_ready(run: Run) -> None:
     assert run.stack.envoy_admin("/ready").text.strip() == "LIVE"  # nothing above reached the admin
 
 
+def json_lines(stack: Stack, process: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stack.processes[process].log().splitlines() if line[:1] == "{"]
+
+
+def access_log(stack: Stack, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Envoy's access log lines by request id, once it holds ``request_ids`` (it flushes every second)."""
+
+    def lines() -> dict[str, dict[str, Any]] | None:
+        by_id = {line["request_id"]: line for line in json_lines(stack, "envoy") if "request_id" in line}
+        return by_id if set(request_ids) <= set(by_id) else None
+
+    return eventually(lines, timeout=15)
+
+
 def test_ext_proc_logs_one_json_line_per_request(run: Run) -> None:
     (port,) = run.stack.ports.ext_proc
-    lines = [
-        json.loads(line)
-        for line in run.stack.processes[f"ext_proc_{port}"].log().splitlines()
-        if line[:1] == "{"
-    ]
-    requests = {line["request_id"]: line for line in lines if line.get("logger") == "infery.requests"}
-    assert set(requests) == set(run.request_ids)
+
+    def logged() -> dict[str, dict[str, Any]] | None:
+        lines = json_lines(run.stack, f"ext_proc_{port}")
+        by_id = {line["request_id"]: line for line in lines if line.get("logger") == "infery.requests"}
+        return by_id if set(by_id) == set(run.request_ids) else None
+
+    requests = eventually(logged)  # written off the event loop, in batches every 0.1 s
     refused = next(r for r in run.records if r["status"] == 429)
     line = requests[refused["request_id"]]
     assert line["level"] == "INFO" and line["status"] == 429 and line["error_code"] == "rate_limit_exceeded"
     assert line["workspace_id"] and line["model_requested"] == "gpt-4o-mini" and line["latency_ms"] > 0
 
 
+def test_envoy_access_log_has_one_json_line_per_request_with_the_gateways_id(run: Run) -> None:
+    lines = access_log(run.stack, run.request_ids)
+    for request_id, record in zip(run.request_ids, run.records, strict=True):
+        line = lines[request_id]  # the id the client saw in x-request-id and the usage record holds
+        assert record["request_id"] == request_id
+        # The path Envoy last had: the provider's (Anthropic's for the fallback), never a query string.
+        path = "/v1/messages" if record["provider"] == "anthropic" else CHAT
+        assert (line["method"], line["path"], line["status"]) == ("POST", path, record["status"])
+        # The model that answered (x-model-used); a refused request has none.
+        assert line["model"] == (record["model_used"] if record["status"] == 200 else None)
+        assert isinstance(line["duration_ms"], int)
+        assert line["bytes_received"] > 0 and line["bytes_sent"] > 0 and line["protocol"] == "HTTP/1.1"
+    served = [r["request_id"] for r in run.records if r["status"] == 200 and not r["idempotent_replay"]]
+    assert all(lines[i]["upstream_cluster"] and lines[i]["upstream_host"] for i in served)
+    assert all(lines[i]["response_flags"] == "-" and lines[i]["details"] == "via_upstream" for i in served)
+    refused = next(r for r in run.records if r["status"] == 429)
+    assert lines[refused["request_id"]]["upstream_cluster"] is None  # answered by ext_proc itself
+
+
+def test_envoy_access_log_keeps_no_credential_or_query_string(run: Run) -> None:
+    """A key in the Authorization header (refused) and one a client put in the query string."""
+    tenant = run.tenants[0]
+    wrong = httpx.post(
+        run.stack.base_url + "/chat/completions",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers={"authorization": f"Bearer {tenant.key}x"},
+        timeout=30,
+    )
+    assert wrong.status_code == 401
+    in_query = httpx.post(
+        run.stack.base_url + f"/chat/completions?api_key={tenant.key}",
+        json={"model": "gpt-4o-mini", "messages": HI},
+        headers={"authorization": f"Bearer {tenant.key}"},
+        timeout=30,
+    )
+    assert in_query.status_code == 200
+    lines = access_log(run.stack, [wrong.headers["x-request-id"], in_query.headers["x-request-id"]])
+    assert lines[wrong.headers["x-request-id"]]["status"] == 401
+    assert lines[in_query.headers["x-request-id"]]["path"] == CHAT  # without ?api_key=...
+    # The log scan below looks for the keys in every log, this access log included.
+
+
+def test_control_plane_logs_one_json_line_per_admin_request(run: Run) -> None:
+    lines = [
+        line for line in json_lines(run.stack, "control_plane") if line["logger"] == "infery.admin_requests"
+    ]
+    models = [line for line in lines if line["route"] == "/admin/v1/models" and line["method"] == "POST"]
+    assert [line["status"] for line in models] == [201, 201, 201]
+    assert all(line["level"] == "INFO" and line["duration_ms"] > 0 and line["request_id"] for line in lines)
+    assert len({line["request_id"] for line in lines}) == len(lines)
+    keys = [line for line in lines if line["route"] == "/admin/v1/workspaces/{name}/keys"]
+    assert {line["workspace"] for line in keys} == {t.workspace for t in run.tenants}
+    assert not [line for line in lines if line["route"] in ("/metrics", "/healthz", "/readyz")]  # DEBUG only
+    response = run.admin.http.get("/models")
+    assert response.status_code == 200
+
+    def logged() -> bool:
+        ids = {line.get("request_id") for line in json_lines(run.stack, "control_plane")}
+        return response.headers["x-request-id"] in ids
+
+    assert eventually(logged)
+
+
 def test_no_log_holds_a_key_a_prompt_or_a_completion(run: Run) -> None:
-    """Every process's log of the whole run, scanned for every secret and text it saw."""
+    """Every process's log of the whole run, scanned for every secret and text it saw.
+
+    The three request logs are in them (Envoy's access log on its stdout, ext_proc's request
+    lines, the control plane's admin request lines): each must hold this run's requests first,
+    so that the scan cannot pass on a log not yet written.
+    """
     assert all(len(c) >= 8 for c in run.completions), run.completions
+    access_log(run.stack, run.request_ids)
+    (port,) = run.stack.ports.ext_proc
+    assert {line.get("request_id") for line in json_lines(run.stack, f"ext_proc_{port}")} >= set(
+        run.request_ids
+    )
+    assert any(line["logger"] == "infery.admin_requests" for line in json_lines(run.stack, "control_plane"))
     secrets_used = [SIM_KEY, ADMIN_TOKEN, PROMPT, ONCE_PROMPT, *run.completions]
     for tenant in run.tenants:
         secrets_used += [tenant.key, tenant.key.removeprefix("inf_")]
     for name, process in run.stack.processes.items():
         text = process.log()
-        assert text or name == "envoy", name  # Envoy logs warnings only: often nothing
+        assert text, name
         for secret in secrets_used:
             assert secret not in text, (name, secret[:12])
