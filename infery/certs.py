@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,20 +44,6 @@ class TlsFiles:
             "INFERY_XDS_TLS_CERT_FILE": str(self.cert),
             "INFERY_XDS_TLS_KEY_FILE": str(self.key),
         }
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TlsFiles | None:
-        """The files named by INFERY_XDS_TLS_*; None when no certificate is configured."""
-        env = os.environ if env is None else env
-        cert, key, ca = (
-            env.get(name, "").strip()
-            for name in ("INFERY_XDS_TLS_CERT_FILE", "INFERY_XDS_TLS_KEY_FILE", "INFERY_XDS_TLS_CA_FILE")
-        )
-        if not (cert or key or ca):
-            return None
-        if not (cert and key and ca):
-            raise ValueError("INFERY_XDS_TLS_CERT_FILE, _KEY_FILE and _CA_FILE go together")
-        return cls(Path(ca), Path(cert), Path(key))
 
 
 @dataclass(frozen=True, slots=True)
