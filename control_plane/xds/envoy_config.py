@@ -47,6 +47,8 @@ from infery_proto.wire import (
     INTERNAL_RESPONSE_HEADERS,
     LOCAL_REPLY_HEADER,
     MODEL_ROUTE_HEADER,
+    MODEL_USED_HEADER,
+    REQUEST_ID_HEADER,
     ROUTE_HEADER,
     SERVED_HEADER,
     TARGET_METADATA,
@@ -178,7 +180,7 @@ def _local_replies() -> dict[str, Any]:
 # the client's when ext_proc or Envoy answered it (ext_proc's line has the client's endpoint).
 ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
+    "request_id": f"%REQ({REQUEST_ID_HEADER})%",
     "method": "%REQ(:METHOD)%",
     "path": "%PATH(NQ:PATH)%",  # NQ: without the query string
     "protocol": "%PROTOCOL%",
@@ -190,7 +192,7 @@ ACCESS_LOG_FORMAT = {
     "duration_ms": "%DURATION%",
     "upstream_cluster": "%UPSTREAM_CLUSTER%",
     "upstream_host": "%UPSTREAM_HOST%",
-    "model": "%RESP(X-MODEL-USED)%",
+    "model": f"%RESP({MODEL_USED_HEADER})%",
 }
 
 
