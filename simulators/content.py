@@ -98,6 +98,7 @@ class Answer:
     finish: Finish
     stop_sequence: str | None = None
     preamble: str = ""  # text some providers say before a tool call (see anthropic)
+    piece_len: int = 12  # longest piece of text one stream event carries
 
     @property
     def tokens(self) -> int:
@@ -216,6 +217,20 @@ def stream_pieces(text: str, max_len: int = 12) -> list[str]:
             pieces.extend(word[j : j + max_len] for j in range(0, len(word), max_len))
             start = i
     return pieces
+
+
+LONG_WORD_BYTES = 16 * 1024
+
+
+def lengthened(answer: Answer, size: int) -> Answer:
+    """The answer's text grown to ``size`` bytes of ``LONG_WORD_BYTES``-byte words, streamed a word
+    an event: a long answer (for tests of slow clients and buffers) in few, large events."""
+    if size <= len(answer.text) or answer.tool_calls:
+        return answer
+    word = "a" * (LONG_WORD_BYTES - 1)
+    words = [word] * ((size - len(answer.text)) // LONG_WORD_BYTES + 1)
+    text = answer.text + "".join(" " + w for w in words)
+    return Answer(text[:size], [], answer.finish, answer.stop_sequence, piece_len=LONG_WORD_BYTES)
 
 
 def json_fragments(value: str, size: int = 8) -> list[str]:

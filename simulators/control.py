@@ -24,6 +24,7 @@ STEP_KEYS = frozenset(
         "chunk_delay_ms",
         "usage",
         "size",
+        "answer_bytes",
     }
 )
 
@@ -45,6 +46,7 @@ class Step:
     chunk_delay_ms: float | None = None
     usage: dict[str, Any] | None = None
     size: int = 16 * 1024 * 1024  # endless_event: bytes of the event that never ends
+    answer_bytes: int = 0  # OpenAI chat: the answer's text grown to this many bytes (content.lengthened)
 
     @property
     def answers_instead(self) -> bool:
@@ -85,6 +87,7 @@ class Step:
             chunk_delay_ms=None if raw.get("chunk_delay_ms") is None else float(raw["chunk_delay_ms"]),
             usage=usage,
             size=int(raw.get("size", 16 * 1024 * 1024)),
+            answer_bytes=int(raw.get("answer_bytes", 0)),
         )
 
 

@@ -153,6 +153,8 @@ class OpenAI(Provider):
             check_chat_semantics(body)
         prompt = chat_prompt(body)
         answer = content.plan(prompt)
+        if call.step is not None and call.step.answer_bytes:
+            answer = content.lengthened(answer, call.step.answer_bytes)
         usage = chat_usage(prompt, answer)
         merge_usage(usage, call.usage_override, ("total_tokens", "prompt_tokens", "completion_tokens"))
         completion_id = f"chatcmpl-{new_id()[:29]}"

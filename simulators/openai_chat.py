@@ -138,7 +138,10 @@ def chat_chunks(
                     events.append(delta(index, {"tool_calls": [part]}))
         else:
             events.append(delta(index, {"role": "assistant", "content": "", "refusal": None}))
-            events.extend(delta(index, {"content": piece}) for piece in content.stream_pieces(answer.text))
+            events.extend(
+                delta(index, {"content": piece})
+                for piece in content.stream_pieces(answer.text, answer.piece_len)
+            )
         events.append(delta(index, {}, FINISH[answer.finish]))
     if include_usage:
         events.append(event([], usage=usage))

@@ -119,14 +119,18 @@ class Paced(Response):
         self.cut_after = cut_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = _raw_headers(self.extra_headers, self.content_type, None)
+        # Unpaced, the endless event is made before the headers go and follows them at once: as
+        # the whole body, with a length (uvicorn then writes it without copying it first).
+        burst = _endless_line(self.endless) if self.endless is not None and self.delay_s <= 0 else None
+        whole = len(burst) if burst is not None and self.cut_after == 0 else None
+        headers = _raw_headers(self.extra_headers, self.content_type, whole)
         await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
         watcher = asyncio.ensure_future(wait_disconnect(receive)) if self.delay_s > 0 else None
         try:
             for i, event in enumerate(self.events):
                 if self.cut_after is not None and i >= self.cut_after:
                     if self.endless is not None:
-                        await _send_endless(send, self.endless, self.delay_s)
+                        await _send_endless(send, self.endless, self.delay_s, burst)
                         return
                     await _drop(scope, receive)
                     return
@@ -137,7 +141,7 @@ class Paced(Response):
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             if self.cut_after is not None and self.cut_after >= len(self.events):
                 if self.endless is not None:
-                    await _send_endless(send, self.endless, self.delay_s)
+                    await _send_endless(send, self.endless, self.delay_s, burst)
                     return
                 await _drop(scope, receive)
                 return
@@ -147,14 +151,22 @@ class Paced(Response):
                 watcher.cancel()
 
 
-async def _send_endless(send: Send, size: int, delay_s: float) -> None:
-    """64 KiB pieces of one `data:` line, `delay_s` apart, as a provider writing it would send them."""
+async def _send_endless(send: Send, size: int, delay_s: float, burst: bytes | None) -> None:
+    """64 KiB pieces of one `data:` line, `delay_s` apart, as a provider writing it would send them;
+    unpaced, the whole line (`burst`) in one write."""
+    if burst is not None:
+        await send({"type": "http.response.body", "body": burst, "more_body": False})
+        return
     piece = b"a" * 65536
     await send({"type": "http.response.body", "body": b'data: {"text":"', "more_body": True})
     for _ in range(size // len(piece)):
         await asyncio.sleep(delay_s)
         await send({"type": "http.response.body", "body": piece, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _endless_line(size: int) -> bytes:
+    return b'data: {"text":"' + b"a" * size
 
 
 class CutBody(Response):

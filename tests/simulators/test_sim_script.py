@@ -113,6 +113,24 @@ def test_cut_non_streamed_body(openai_sim):
         _chat(openai_sim)
 
 
+def test_answer_bytes_grows_the_answer_in_large_stream_events(openai_sim):
+    size = 200_000
+    openai_sim.script([{"answer_bytes": size}])
+    text = orjson.loads(_chat(openai_sim).content)["choices"][0]["message"]["content"]
+    assert len(text) == size and text.startswith("Hello! You said:")
+    openai_sim.script([{"answer_bytes": size}])
+    chunks = [orjson.loads(d) for d in sse_data(_chat(openai_sim, STREAM).text) if d != "[DONE]"]
+    pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+    assert "".join(pieces) == text
+    assert len(chunks) < size // 4096  # large events, not one per 12 characters
+
+
+def test_an_endless_event_without_delay_comes_in_one_write(openai_sim):
+    openai_sim.script([{"action": "endless_event", "after_chunks": 0, "size": 300_000, "chunk_delay_ms": 0}])
+    body = _chat(openai_sim, STREAM).content
+    assert body == b'data: {"text":"' + b"a" * 300_000
+
+
 def test_chunk_delay_step_paces_one_stream(openai_sim):
     openai_sim.script([{"chunk_delay_ms": 40}])
     started = time.monotonic()
