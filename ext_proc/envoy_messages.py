@@ -16,6 +16,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 ProcessingResponse = ep.ProcessingResponse
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
+_BUFFERED_PARTIAL = processing_mode_pb2.ProcessingMode.BUFFERED_PARTIAL
 _SKIP = processing_mode_pb2.ProcessingMode.SKIP
 
 Headers = Iterable[tuple[str, str]]
@@ -108,11 +109,12 @@ def response_headers(
         _fill_common(resp.response_headers.response, set_headers, remove, None, False)
     else:
         resp.response_headers.SetInParent()
-    if stream_body:
-        # Per request: an SSE body goes chunk by chunk, everything else stays buffered.
-        resp.mode_override.response_body_mode = _STREAMED
-        resp.mode_override.response_trailer_mode = _SKIP
-        resp.mode_override.request_trailer_mode = _SKIP
+    # Per request: an SSE body goes chunk by chunk; any other body comes whole, up to the
+    # stream's buffer limit (past it, its first part comes with ``end_of_stream`` false).
+    mode = resp.mode_override
+    mode.response_body_mode = _STREAMED if stream_body else _BUFFERED_PARTIAL
+    mode.response_trailer_mode = _SKIP
+    mode.request_trailer_mode = _SKIP
     return resp
 
 

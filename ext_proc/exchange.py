@@ -103,6 +103,7 @@ _GRANT_LIFETIME_S = 3600.0
 _REPLAYED_HEADERS = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
+_TOO_LARGE = "The provider's answer is larger than this gateway buffers (INFERY_MAX_REQUEST_BYTES)."
 
 
 @dataclass(slots=True)
@@ -372,6 +373,9 @@ class Exchange:
             return msg.response_body(out, set_headers=(("content-length", str(len(out))),))
         if self.body_stream:
             return await self._stream_chunk(body.body, body.end_of_stream)
+        if not body.end_of_stream:  # only the first part of an answer over the buffer limit
+            await self._release_idempotency()
+            return self._fail(GatewayError(502, "upstream_error", _TOO_LARGE))
         return await self._buffered_reply(body.body, [], as_headers=False)
 
     async def _buffered_reply(

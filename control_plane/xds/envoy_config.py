@@ -211,8 +211,12 @@ def _access_logs(sink: str) -> list[dict[str, Any]]:
 
 
 def listener(s: ListenerSettings) -> listener_pb2.Listener:
-    # Response phases per request: the exchange switches SSE bodies to STREAMED.
-    ext_proc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="BUFFERED")
+    # Response bodies STREAMED until ext_proc has read the response headers, which say per
+    # request whether the body streams (SSE) or is read whole (envoy_messages.response_headers).
+    # Configured BUFFERED, Envoy held what a provider sent meanwhile without flow control and
+    # answered a plain 500 once it passed the buffer (a burst bigger than the buffer, measured);
+    # STREAMED, it stops reading the provider at the buffer instead.
+    ext_proc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="STREAMED")
     ext_proc["typed_config"]["allow_mode_override"] = True
     # A chain's grant and endpoint for its attempts (below), kept out of the headers.
     ext_proc["typed_config"]["metadata_options"] = {"receiving_namespaces": {"untyped": [ATTEMPT_METADATA]}}

@@ -178,6 +178,37 @@ def test_a_never_ending_event_is_cut_with_an_error_and_charged(env: Env) -> None
     env.assert_budget_spent(tenant, "openai")
 
 
+def test_an_event_bigger_than_the_buffer_in_one_burst_still_ends_with_the_error_event(env: Env) -> None:
+    """The headers and 16 MiB of one event at once, before ext_proc has read the headers: Envoy
+    answered a plain 500 (no envelope, no usage error) about every other time; now it stops
+    reading the provider at its buffer meanwhile, and the stream ends with the error event."""
+    tenant = env.tenant()
+    client = tenant.client(env.stack, timeout=60)
+    burst = {"action": "endless_event", "after_chunks": 0, "size": 16 * 1024 * 1024, "chunk_delay_ms": 0}
+    for _ in range(6):  # a race: each try alone gave Envoy's 500 about half the time
+        env.sims["openai"].script([burst])
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=ASK, stream=True)
+        with pytest.raises(openai.APIError) as err:
+            list(stream)
+        assert "stream event over" in str(err.value)
+        record = env.record(stream.response.headers["x-request-id"])
+        assert record["status"] == 200 and record["error_code"] == "upstream_error"
+
+
+def test_an_answer_over_the_buffer_limit_is_the_error_envelope_and_recorded(env: Env) -> None:
+    """A non-streamed answer larger than the gateway buffers (INFERY_MAX_REQUEST_BYTES): Envoy's
+    plain 500 before, with a 200 usage record; now 502 upstream_error, recorded as such."""
+    tenant = env.tenant()
+    env.sims["openai"].script([{"answer_bytes": 2 * 1024 * 1024}])
+    with pytest.raises(openai.APIStatusError) as err:
+        tenant.client(env.stack, timeout=60).chat.completions.create(model="gpt-4o-mini", messages=ASK)
+    assert err.value.status_code == 502 and err.value.code == "upstream_error"
+    assert "larger than" in err.value.message
+    record = env.record(err.value.response.headers["x-request-id"])
+    assert record["status"] == 502 and record["error_code"] == "upstream_error"
+    assert Decimal(record["credits"]) == 0  # nothing reached the client
+
+
 def test_a_stream_the_provider_cuts_is_charged(env: Env) -> None:
     tenant = env.tenant(**TINY_BUDGET)
     env.sims["anthropic"].script([{"action": "cut_stream", "after_chunks": 6, "chunk_delay_ms": 50}])

@@ -104,6 +104,27 @@ async def _streaming_exchange(records: list[usage_pb2.UsageRecord]) -> Exchange:
     return exchange
 
 
+async def test_an_answer_over_the_buffer_limit_is_a_502_not_a_charge(records):
+    """Past the stream's buffer Envoy sends the first part of a non-streamed answer with
+    ``end_of_stream`` false (BUFFERED_PARTIAL): the client gets the envelope, the record says why."""
+    state = MemoryState(prefix="t")
+    exchange = Exchange(_config(), Services(records.append, Limiter(state), Idempotency(state)))
+    exchange.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}"})
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+    reply = await exchange.on_response_headers(
+        _headers({":status": "200", "content-type": "application/json"})
+    )
+    assert reply.mode_override.response_body_mode == ProcessingMode.BUFFERED_PARTIAL
+    reply = await exchange.on_response_body(ep.HttpBody(body=b'{"id":"c1","choices":[{"mess'))
+    assert reply.immediate_response.status.code == 502
+    assert orjson.loads(reply.immediate_response.body)["error"]["code"] == "upstream_error"
+    assert records[0].status == 502 and records[0].error_code == "upstream_error"
+    assert records[0].credits == "0"
+
+
 async def test_a_stream_ending_early_gets_an_error_event_and_done(records):
     exchange = await _streaming_exchange(records)
     first = await exchange.on_response_body(ep.HttpBody(body=_chunk(1)))
