@@ -99,6 +99,18 @@ class Settings(InferySettings):
     max_streams_per_connection: int = Field(
         _LISTENER.max_streams_per_connection, ge=1, description="HTTP/2 streams a client connection may open"
     )
+    connection_buffer_bytes: int = Field(
+        _LISTENER.connection_buffer_bytes,
+        ge=16 * 1024,
+        description="how far Envoy gets ahead of a client that reads slowly or not at all (and reads"
+        " ahead from a provider); request bodies and non-streamed answers are still buffered whole",
+    )
+    client_send_timeout_s: float = Field(
+        _LISTENER.client_send_timeout_s,
+        gt=0,
+        description="bytes a client has not taken for this long close its connection (TCP_USER_TIMEOUT;"
+        " HTTP/2: a stream it opens no window for)",
+    )
     ext_proc_message_timeout_s: float = Field(
         _LISTENER.ext_proc_message_timeout_s,
         gt=0,
@@ -148,6 +160,8 @@ class Settings(InferySettings):
             request_receive_timeout_s=self.request_receive_timeout_s,
             idle_timeout_s=self.idle_timeout_s,
             max_streams_per_connection=self.max_streams_per_connection,
+            connection_buffer_bytes=self.connection_buffer_bytes,
+            client_send_timeout_s=self.client_send_timeout_s,
             ext_proc_message_timeout_s=self.ext_proc_message_timeout_s,
             ext_proc_max_message_timeout_s=self.ext_proc_max_message_timeout_s,
             access_log=self.envoy_access_log,

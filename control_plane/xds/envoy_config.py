@@ -63,6 +63,8 @@ EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (env
 _T = "type.googleapis.com/"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _UNLIMITED = 1_000_000
+_IPPROTO_TCP = 6  # Linux socket option level and name (netinet/tcp.h)
+_TCP_USER_TIMEOUT = 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,14 @@ class ListenerSettings:
     request_receive_timeout_s: float = 120.0
     idle_timeout_s: float = 60.0
     max_streams_per_connection: int = 100  # HTTP/2 concurrent streams per client connection
+    # A client that stops reading. Envoy buffers at most connection_buffer_bytes towards a
+    # client (or read ahead from a provider) before it stops reading the other side; a
+    # request body or a non-streamed answer is still buffered whole, up to max_request_bytes.
+    # Bytes the kernel cannot deliver to a client for client_send_timeout_s (TCP_USER_TIMEOUT;
+    # for HTTP/2 also the end of an answer the client grants no window for) close the
+    # connection, and with it the stream: what was served is charged, the buffers go.
+    connection_buffer_bytes: int = 1024 * 1024
+    client_send_timeout_s: float = 30.0
     # ext_proc must answer each message within ext_proc_message_timeout_s (a stopped
     # process is noticed fast); a phase that needs longer (fetching media) says so
     # and gets up to ext_proc_max_message_timeout_s. ext_proc reads the same variables.
@@ -235,6 +245,8 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "request_headers_timeout": _duration(s.request_headers_timeout_s),
         "request_timeout": _duration(s.request_receive_timeout_s),
         "stream_idle_timeout": f"{int(s.request_timeout_s)}s",
+        # HTTP/2: an answer fully handed to Envoy whose client opens no window for the rest.
+        "stream_flush_timeout": _duration(s.client_send_timeout_s),
         "common_http_protocol_options": {"idle_timeout": _duration(s.idle_timeout_s)},
         # A client's HTTP/2 connection gets a bounded share: streams, and bytes in
         # flight (a stream may get 1 MiB ahead of Envoy, the connection 4 MiB).
@@ -282,8 +294,19 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
     doc = {
         "name": LISTENER_NAME,
         "address": {"socket_address": {"address": s.host, "port_value": s.port}},
-        # Buffered request bodies (vision, PDF, long context) up to the configured limit.
-        "per_connection_buffer_limit_bytes": s.max_request_bytes,
+        # How far Envoy gets ahead of a client that reads slowly, or not at all; whole
+        # request bodies and answers are buffered up to the route's larger limit (_route).
+        "per_connection_buffer_limit_bytes": s.connection_buffer_bytes,
+        # Accepted sockets inherit it: bytes unacknowledged (a full window) for this long
+        # close the connection, in the kernel, whatever the protocol (HTTP/1, HTTP/2, TLS).
+        "socket_options": [
+            {
+                "description": "TCP_USER_TIMEOUT: a client that stops reading",
+                "level": _IPPROTO_TCP,
+                "name": _TCP_USER_TIMEOUT,
+                "int_value": round(s.client_send_timeout_s * 1000),
+            }
+        ],
         "filter_chains": [chain],
     }
     return json_format.ParseDict(doc, listener_pb2.Listener())
@@ -301,6 +324,10 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
         "name": route.slug if route else "default",
         "match": match,
         "route": action,
+        # A request body (vision, PDF, long context) is buffered whole for ext_proc and for a
+        # chain's retries, and so is a non-streamed answer: above the listener's per-connection
+        # buffer, up to the configured limit (Envoy raises the stream's buffer to this).
+        "request_body_buffer_limit": s.max_request_bytes,
         # The client's address is Envoy's to record, not the provider's to read (ext_proc
         # may not remove x-envoy-* headers; the client's own are cleared by its allow-list).
         "request_headers_to_remove": [*INTERNAL_REQUEST_HEADERS, "x-envoy-external-address"],
@@ -480,7 +507,8 @@ def _cluster(
         "type": "STRICT_DNS" if any_dns else "STATIC",
         "dns_lookup_family": "V4_PREFERRED",
         "connect_timeout": _duration(s.connect_timeout_s),
-        "per_connection_buffer_limit_bytes": s.max_request_bytes,
+        # Read ahead from a provider, so far and no further while the client is slower.
+        "per_connection_buffer_limit_bytes": s.connection_buffer_bytes,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [
