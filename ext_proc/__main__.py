@@ -32,6 +32,7 @@ from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Server
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
+from ext_proc.loop_watch import LoopWatch
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.server import PROCESS, methods
 from ext_proc.settings import ExtProcSettings
@@ -63,6 +64,11 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         on_update=gauges.xds_updated,
     )
     subscriber.start()
+    # INFERY_LOOP_WATCH_MS: log every event-loop stall longer than this, split into CPU, GC and
+    # waiting for a CPU (ext_proc/loop_watch.py); 0: not watched.
+    watch = LoopWatch(report_ms=s.loop_watch_ms) if s.loop_watch_ms > 0 else None
+    if watch is not None:
+        watch.start()
     reporter = UsageReporter(s.control_plane, spool, metadata=metadata, credentials=credentials)
     await reporter.start()
     state = open_state(s.redis_url)

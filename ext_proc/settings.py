@@ -101,6 +101,12 @@ class ExtProcSettings(InferySettings):
         description="share of successful requests logged (failures always are): 1 all, 0 none",
     )
     uvloop: bool = Field(True, description="run on uvloop (false: asyncio's own loop)")
+    loop_watch_ms: float = Field(
+        0,
+        ge=0,
+        description="log every event-loop stall longer than this, split into own CPU, GC and waiting for a"
+        " CPU (0: not watched; `make bench-scale` sets 10)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ExtProcSettings:
