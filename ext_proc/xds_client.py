@@ -32,6 +32,7 @@ from infery_proto.v1 import config_pb2
 
 from ext_proc import config as gateway_config
 from ext_proc.control_plane_channel import open_channel
+from ext_proc.loop_watch import cpu_wait_clock
 
 log = logging.getLogger("infery.ext_proc.xds")
 
@@ -79,6 +80,9 @@ class ConfigSubscriber:
         self._refused: dict[tuple[str, str], str] = {}  # (type URL, name) -> why it was refused
         self.ready = asyncio.Event()  # set once a whole configuration is in force (see also is_ready)
         self._task: asyncio.Task[None] | None = None
+        # A replaced configuration's keys, dropped one shard per loop iteration (_release).
+        self._retired: list[dict[str, str]] = []
+        self._release_task: asyncio.Task[None] | None = None
 
     def is_ready(self) -> bool:
         """A whole configuration is in force and no part of it has failed to arrive since."""
@@ -97,10 +101,11 @@ class ConfigSubscriber:
         self._task = asyncio.create_task(self._run(), name="xds-subscriber")
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._release_task):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -127,10 +132,14 @@ class ConfigSubscriber:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
-    async def _stream(self, call: Any) -> None:
-        self._staging = gateway_config.ConfigState()  # a new connection: a whole configuration again
+    def _begin(self) -> None:
+        """A new connection: a whole configuration again, in force once it has all arrived."""
+        self._staging = gateway_config.ConfigState()
         self._complete = set()
         self._refused = {}
+
+    async def _stream(self, call: Any) -> None:
+        self._begin()
         outbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
         for i, type_url in enumerate(RESOURCE_TYPES):
             req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url)
@@ -142,14 +151,20 @@ class ConfigSubscriber:
             while True:
                 yield await outbox.get()
 
+        waited = cpu_wait_clock()
         async for response in call(requests(), metadata=self._metadata):
-            started, cpu_started = time.perf_counter(), time.thread_time()
+            # System-call clocks outside the wall-clock window (a thread switch happens on their return).
+            wait_started, cpu_started, started = waited(), time.thread_time(), time.perf_counter()
             outbox.put_nowait(self._apply(response))
             took_ms = (time.perf_counter() - started) * 1000
             if took_ms > SLOW_APPLY_MS:  # requests waited that long: say so (CPU: our own share)
                 count, type_url = len(response.resources), response.type_url
                 cpu_ms = (time.thread_time() - cpu_started) * 1000
-                log.warning("applying %d %s took %.1f ms (%.1f ms CPU)", count, type_url, took_ms, cpu_ms)
+                wait_ms = (waited() - wait_started) * 1000
+                log.warning(
+                    "applying %d %s took %.1f ms (%.1f ms CPU, %.1f ms waiting for a CPU)",
+                    *(count, type_url, took_ms, cpu_ms, wait_ms),
+                )
             await asyncio.sleep(0)  # requests run between two responses
 
     def _apply(self, response: discovery_pb2.DeltaDiscoveryResponse) -> discovery_pb2.DeltaDiscoveryRequest:
@@ -183,6 +198,8 @@ class ConfigSubscriber:
         if response.system_version_info:
             self._complete.add(type_url)
         if state is self._staging and self._complete.issuperset(RESOURCE_TYPES):
+            if self._live is not None:
+                self._retire(self._live, state)
             self._live, self._staging = self._staging, None
             self._stream_problem = ""
             keys, models = len(state.keys_by_hash), len(state.current.models)
@@ -193,3 +210,15 @@ class ConfigSubscriber:
             if self._on_update:
                 self._on_update()
         return reply
+
+    def _retire(self, old: gateway_config.ConfigState, new: gateway_config.ConfigState) -> None:
+        """Replace ``old`` without freeing its keys here: views that still hold it read ``new``'s
+        keys, and its own go, a shard at a time, between requests."""
+        self._retired.extend(old.keys_by_hash.forward_to(new.keys_by_hash))
+        if self._release_task is None or self._release_task.done():
+            self._release_task = asyncio.get_running_loop().create_task(self._release(), name="xds-release")
+
+    async def _release(self) -> None:
+        while self._retired:
+            self._retired.pop()  # ~1/512 of the keys: a fraction of a millisecond
+            await asyncio.sleep(0)
