@@ -226,10 +226,26 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-@dataclass(slots=True)
-class _Entry:
-    version: int
-    wire: bytes | None  # None: removed at `version`
+class _TypeEntries:
+    """A type's resources: ``versions`` in the order of versions (a written entry moves to the
+    end), ``wires`` its bytes (None: removed at that version, a tombstone).
+
+    Two dicts of strings, ints and bytes on purpose: the garbage collector never tracks them,
+    so at 10^5 keys a collection walks none of them. An object per entry (it was a dataclass)
+    put 10^5 objects in every full collection of the control plane: pauses of ~15-20 ms
+    (measured) in the middle of its pushes.
+    """
+
+    __slots__ = ("versions", "wires")
+
+    def __init__(self) -> None:
+        self.versions: dict[str, int] = {}
+        self.wires: dict[str, bytes | None] = {}
+
+    def write(self, name: str, version: int, wire: bytes | None) -> None:
+        self.versions.pop(name, None)
+        self.versions[name] = version
+        self.wires[name] = wire
 
 
 @dataclass(slots=True)
@@ -248,39 +264,46 @@ class DeltaCache:
     """
 
     def __init__(self) -> None:
-        self._types: dict[str, dict[str, _Entry]] = {}
+        self._types: dict[str, _TypeEntries] = {}
         self.revision = 0
         self._changed = asyncio.Event()
 
     def apply(self, revision: int, changes: dict[str, TypeChanges]) -> None:
         """Record the changes of `revision` (non-decreasing) in one step, then wake the streams."""
         for type_url, change in changes.items():
-            entries = self._types.setdefault(type_url, {})
+            entries = self._types.get(type_url)
+            if entries is None:
+                entries = self._types[type_url] = _TypeEntries()
             for item in change.resources:
-                entries.pop(item.name, None)
-                entries[item.name] = _Entry(revision, item.wire)
+                entries.write(item.name, revision, item.wire)
             for name in change.removed:
-                if entries.pop(name, None) is not None:
-                    entries[name] = _Entry(revision, None)
+                if name in entries.wires:
+                    entries.write(name, revision, None)
         self.revision = max(self.revision, revision)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     def live(self, type_url: str) -> list[Packed]:
-        entries = self._types.get(type_url, {})
-        return [Packed(name, e.wire) for name, e in entries.items() if e.wire is not None]
+        entries = self._types.get(type_url)
+        if entries is None:
+            return []
+        wires = entries.wires
+        return [Packed(name, wire) for name in entries.versions if (wire := wires[name]) is not None]
 
     def since(self, type_url: str, version: int) -> TypeChanges:
         out = TypeChanges()
-        entries = self._types.get(type_url, {})
-        for name in reversed(entries):
-            entry = entries[name]
-            if entry.version <= version:
+        entries = self._types.get(type_url)
+        if entries is None:
+            return out
+        versions, wires = entries.versions, entries.wires
+        for name in reversed(versions):
+            if versions[name] <= version:
                 break
-            if entry.wire is None:
+            wire = wires[name]
+            if wire is None:
                 out.removed.append(name)
             else:
-                out.resources.append(Packed(name, entry.wire))
+                out.resources.append(Packed(name, wire))
         out.resources.reverse()
         return out
 

@@ -4,6 +4,7 @@ incremental reads of the store, and an xDS connection that survives the client's
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -206,3 +207,30 @@ async def test_a_key_change_does_not_rebuild_envoy_resources(session_factory: se
     await publisher.publish()
     assert cache.get(ROUTE) is routes  # untouched: not rebuilt, not re-sent
     assert len(publisher.delta.live(KEY_TYPE)) == 2
+
+
+def test_the_delta_cache_leaves_the_garbage_collector_nothing_to_walk() -> None:
+    """The control plane keeps every key it pushes. An object per key (a dataclass) was in every
+    full collection of its event loop: ~15-20 ms pauses at 10^5 keys, in the middle of pushes.
+    Dicts of strings, ints and bytes are never tracked."""
+    count = 100_000
+    delta = DeltaCache()
+    wires = [resource(f"k{i}", 1, config_pb2.ApiKey(id=f"k{i}", key_hash=f"{i:064x}")) for i in range(count)]
+
+    def walked() -> int:
+        gc.collect(1)
+        return sum(len(gc.get_referents(o)) for o in gc.get_objects())
+
+    gc.collect()
+    gc.freeze()
+    try:
+        before = walked()
+        delta.apply(1, {KEY_TYPE: TypeChanges(wires)})
+        delta.apply(2, {KEY_TYPE: TypeChanges(removed=[f"k{i}" for i in range(0, count, 2)])})
+        del wires
+        per_key = (walked() - before) / count
+    finally:
+        gc.unfreeze()
+    assert per_key < 0.01, f"a collection walks {per_key:.2f} references per key"
+    assert len(delta.live(KEY_TYPE)) == count // 2
+    assert len(delta.since(KEY_TYPE, 1).removed) == count // 2
