@@ -12,7 +12,7 @@ error code shared with ext_proc comes from infery_proto.wire.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -397,7 +397,9 @@ def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_co
 
 
 def route_configuration(
-    entries: Mapping[str, route_components_pb2.Route], default: route_components_pb2.Route
+    entries: Mapping[str, route_components_pb2.Route],
+    default: route_components_pb2.Route,
+    serialized: Callable[[route_components_pb2.Route], bytes] | None = None,
 ) -> route_pb2.RouteConfiguration:
     """Routes selected by one hash lookup on the model-route header, whatever their number.
 
@@ -417,15 +419,20 @@ def route_configuration(
         http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
         type_url_prefix="type.googleapis.com/",
     )
+    serialize = serialized or route_components_pb2.Route.SerializeToString
     for slug, entry in entries.items():
-        _route_action(tree.exact_match_map.map[slug].action, entry)
-    _route_action(host.matcher.on_no_match.action, default)
+        _route_action(tree.exact_match_map.map[slug].action, entry, serialize(entry))
+    _route_action(host.matcher.on_no_match.action, default, serialize(default))
     return config
 
 
-def _route_action(action: Any, entry: route_components_pb2.Route) -> None:
+_ROUTE_TYPE = "type.googleapis.com/" + route_components_pb2.Route.DESCRIPTOR.full_name
+
+
+def _route_action(action: Any, entry: route_components_pb2.Route, wire: bytes) -> None:
     action.name = entry.name
-    action.typed_config.Pack(entry, type_url_prefix="type.googleapis.com/")
+    action.typed_config.type_url = _ROUTE_TYPE  # Any.Pack(entry), with the entry's bytes at hand
+    action.typed_config.value = wire
 
 
 @dataclass(frozen=True, slots=True)

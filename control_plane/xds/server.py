@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
@@ -72,16 +72,29 @@ class _TypeState:
     resources: list[any_pb2.Any]
 
 
-def prepare(resources: Iterable[Message]) -> _TypeState:
-    """Pack a type's resources and version them by a digest of their content."""
-    packed = []
+class PackedResource(NamedTuple):
+    """A resource packed for a state-of-the-world response, and the digest of its content."""
+
+    any: any_pb2.Any
+    digest: bytes
+
+
+def pack(resource: Message) -> PackedResource:
+    any_ = any_pb2.Any()
+    any_.Pack(resource, type_url_prefix="type.googleapis.com/")
+    return PackedResource(any_, hashlib.sha256(any_.SerializeToString(deterministic=True)).digest())
+
+
+def prepare(resources: Iterable[Message], packed: Callable[[Message], PackedResource] = pack) -> _TypeState:
+    """Pack a type's resources (``packed`` may remember those packed before) and version them
+    by a digest of their content."""
+    out = []
     digest = hashlib.sha256()
     for resource in resources:
-        any_ = any_pb2.Any()
-        any_.Pack(resource, type_url_prefix="type.googleapis.com/")
-        packed.append(any_)
-        digest.update(any_.SerializeToString(deterministic=True))
-    return _TypeState(digest.hexdigest()[:16], packed)
+        item = packed(resource)
+        out.append(item.any)
+        digest.update(item.digest)
+    return _TypeState(digest.hexdigest()[:16], out)
 
 
 class XdsCache:
