@@ -106,7 +106,8 @@ class KeyTable:
         key_id = self._id_by_hash[hash(key_hash) % _SHARDS].get(key_hash)
         if key_id is None:
             return None
-        workspace_id, member_id, name = self._owner_by_id[hash(key_id) % _SHARDS][key_id].split(_SEP, 2)
+        owner = self._owner_by_id[hash(key_id) % _SHARDS][key_id].split(_SEP, 2)
+        workspace_id, member_id, name = map(intern, owner)  # one string each, whoever asks
         return key_id, key_hash, workspace_id, member_id, name
 
     def __contains__(self, key_hash: str) -> bool:
@@ -115,7 +116,8 @@ class KeyTable:
     def __len__(self) -> int:
         return sum(map(len, self._hash_by_id))
 
-    def put(self, key_id: str, key_hash: str, workspace_id: str, member_id: str, name: str) -> None:
+    def put(self, record: KeyRecord) -> None:
+        key_id, key_hash, workspace_id, member_id, name = record  # kept as strings only, not as given
         self.remove(key_id)
         shard = hash(key_id) % _SHARDS
         self._hash_by_id[shard][key_id] = key_hash
@@ -250,7 +252,7 @@ class ConfigState:
         for key_id in removed:
             keys.remove(key_id)
         for k in items:
-            keys.put(k.id, k.key_hash, k.workspace_id, k.member_id, k.name)
+            keys.put((k.id, k.key_hash, k.workspace_id, k.member_id, k.name))
 
     def _apply_providers(
         self, items: Iterable[config_pb2.Provider], removed: Iterable[str], errors: dict[str, str]
