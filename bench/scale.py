@@ -183,12 +183,14 @@ def _thread_cpu_wait() -> float:
         return int(f.read().split()[1]) / 1e9
 
 
-def _probe_main(base_url: str, secret: str, stopping: Any, out: str) -> None:
+def _probe_main(base_url: str, secret: str, started: Any, stopping: Any, out: str) -> None:
     """Sequential GET /v1/models through the gateway until ``stopping`` is set; writes
     (latency, seconds this process waited for a CPU meanwhile) per request to ``out``."""
     samples: list[tuple[float, float]] = []
     slow: list[tuple[str, float, float]] = []
     with httpx.Client(base_url=base_url, timeout=10) as client:
+        _status(client, secret)  # connected: the phase may start
+        started.set()
         while not stopping.is_set():
             waited = _thread_cpu_wait()
             started = time.perf_counter()
@@ -209,15 +211,20 @@ class _Probe:
 
     def __init__(self, base_url: str, secret: str, out: Path) -> None:
         context = multiprocessing.get_context("spawn")
-        self.stopping = context.Event()
+        self.started, self.stopping = context.Event(), context.Event()
         self.out = out
-        self.process = context.Process(target=_probe_main, args=(base_url, secret, self.stopping, str(out)))
+        self.process = context.Process(
+            target=_probe_main, args=(base_url, secret, self.started, self.stopping, str(out))
+        )
         self.latencies: list[float] = []
         self.waits: list[float] = []
         self.slow: list[tuple[str, float, float]] = []
 
     def start(self) -> None:
+        """Start the probe and return once it is sending (a new interpreter takes seconds)."""
         self.process.start()
+        if not self.started.wait(120):
+            raise RuntimeError("the probe process did not start")
 
     def join(self) -> None:
         self.stopping.set()
@@ -350,11 +357,11 @@ def _steady(args, results, stack, admin, gateway, member, probe_key, sample) -> 
     token = admin.http.headers["authorization"].removeprefix("Bearer ")
     writer = _Writer(stack.admin_url, token, "bench", member, args.write_rate)
     probe = _Probe(stack.base_url, probe_key, Path(stack.run_dir) / "probe.json")
+    probe.start()  # before the phase: a new interpreter's start is not the gateway's
     envoy0 = _envoy_stats(stack)
     cpu0 = sum(cpu_seconds(p) for p in cp)
     wall0 = time.perf_counter()
     writer.start()
-    probe.start()
     revoke_s: list[float] = []
     create_s: list[float] = []
     changes = 0
@@ -516,11 +523,11 @@ def _ext_proc_rows(results: Results, stack: Stack) -> None:
     own = max((s[1] for s in stalls), default=0.0)
     results.add(
         "ext_proc event loop, whole run: stalls > 10 ms; the longest; the most CPU of its own in one"
-        " (of which GC); the share of those stalls' time spent waiting for a CPU",
+        " (of which GC); all stalls' lateness summed, and their waiting for a CPU summed",
         f"{len(stalls)}; {max((s[0] for s in stalls), default=0.0):.0f} ms; {own:.1f} ms"
-        f" ({max((s[2] for s in stalls), default=0.0):.1f} ms);"
-        # a stall's window is its lateness plus the timer's 5 ms period
-        f" {sum(s[3] for s in stalls) / max(1e-9, sum(s[0] + 5 for s in stalls)):.0%}",
+        f" ({max((s[2] for s in stalls), default=0.0):.1f} ms); {sum(s[0] for s in stalls):.0f} ms late,"
+        # a stall's window also holds the timer's 5 ms period: the waits can exceed the lateness
+        f" {sum(s[3] for s in stalls):.0f} ms waiting for a CPU",
         "own CPU < 10 ms",
     )
     results.add(
