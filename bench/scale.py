@@ -263,6 +263,7 @@ def _histogram_diff(
 
 def run(args: argparse.Namespace) -> Results:
     results = Results()
+    results.raw["load_average_before"] = os.getloadavg()[0]
     token = "bench-" + secrets.token_hex(8)
     sim_key = "sk-sim-" + secrets.token_hex(8)
     with (
@@ -560,7 +561,9 @@ def write(results: Results, args: argparse.Namespace) -> Path:
     lines = [
         f"# Scale bench ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
         "",
-        f"`make bench-scale ARGS='--keys {args.keys} --chains {args.chains}'`; {os.cpu_count()} CPUs.",
+        f"`make bench-scale ARGS='--keys {args.keys} --chains {args.chains}'`; {os.cpu_count()} CPUs;"
+        f" load average (1 min) before / after: {results.raw.get('load_average_before', float('nan')):.2f}"
+        f" / {os.getloadavg()[0]:.2f} (other work on the machine makes every wall-clock figure longer).",
         "",
         "| measure | value | target |",
         "| --- | --- | --- |",
