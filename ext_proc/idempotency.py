@@ -44,6 +44,8 @@ log = logging.getLogger("infery.ext_proc.idempotency")
 MAX_KEY_LENGTH = 255
 _RETRYABLE_4XX = frozenset({408, 409, 425, 429, 499})  # 499: client closed the request
 _MAX_CLEANUPS = 1000
+_ONCE_BACK = (0.5, 2.0, 10.0)  # the store was down: try again once it may be back
+_AT_ONCE = (0.0, 0.5, 2.0, 10.0)  # the store answers, we stopped listening: now, then as above
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +121,16 @@ class Idempotency:
             outcome, blob = await self._state.idem_begin(
                 workspace_id, hashed, fingerprint, token, self._lease_ms
             )
+        except asyncio.CancelledError:
+            # The client left while the store answered (the request's stream was reset): a claim
+            # that landed is nobody's now. Drop it at once, or the retry would see 409 for a lease.
+            self._cleanup_later(workspace_id, hashed, token, _AT_ONCE)
+            raise
         except StateUnavailable:
             self.unavailable += 1
             # The claim may have landed before the reply was lost: drop it once the store answers,
             # or the client's retry would see 409 for a whole lease.
-            self._cleanup_later(workspace_id, hashed, token)
+            self._cleanup_later(workspace_id, hashed, token, _ONCE_BACK)
             raise GatewayError(
                 503,
                 "idempotency_unavailable",
@@ -171,12 +178,13 @@ class Idempotency:
             log.warning("idempotency: claim not released; retries see 409 until the lease ends")
             return False
 
-    def _cleanup_later(self, workspace_id: str, hashed: str, token: str) -> None:
+    def _cleanup_later(self, workspace_id: str, hashed: str, token: str, delays: tuple[float, ...]) -> None:
+        """Release our claim, if it landed, in the background: retried after each of ``delays``."""
         if len(self._cleanups) >= _MAX_CLEANUPS:  # a long outage: the leases will expire anyway
             return
 
         async def cleanup() -> None:
-            for delay in (0.5, 2.0, 10.0):
+            for delay in delays:
                 await asyncio.sleep(delay)
                 try:
                     await self._state.idem_release(workspace_id, hashed, token)
