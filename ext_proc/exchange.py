@@ -2,17 +2,23 @@
 
 Envoy's listener filter sends, in order: request headers, request body
 (buffered), response headers, response body (buffered, or chunk by chunk for
-SSE). Each ``on_*`` method answers one of them. All state lives on the
-instance, so every ext_proc stream is self-contained and any ext_proc process
-can serve it.
+SSE). Each ``on_*`` method answers one of them (the :class:`~ext_proc.processor.Processor`
+phases). All state lives on the instance, so every ext_proc stream is
+self-contained and any ext_proc process can serve it.
 
-The request side authenticates, resolves the model, claims the idempotency
-key and admits the request against the workspace's limits. A model without
+The request side authenticates, resolves the model, admits the request against
+the workspace's limits and claims the idempotency key. A model without
 fallbacks is translated here (one attempt); a model with a fallback chain is
 sent to its chain cluster untouched, and Envoy's upstream filter translates
 each attempt (ext_proc/attempt.py). Either way the response side is here:
 it learns which target answered, translates the answer back to OpenAI's
-shape, charges it and records its usage.
+shape (a stream through ext_proc/stream_answer.py) and charges it.
+
+The request's life is an explicit state machine (ext_proc/lifecycle.py): each
+phase moves it from one named state to the next, and every way out -- answered,
+refused, failed, abandoned -- is one exit (:meth:`Exchange._exit`,
+ext_proc/settlement.py) that charges, settles the limits, keeps or releases the
+idempotency key and writes the usage record, once.
 """
 
 from __future__ import annotations
@@ -24,7 +30,6 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -37,7 +42,6 @@ from infery_proto.wire import (
     FALLBACK_FROM_HEADER,
     GRANT_FIELD,
     IDEMPOTENCY_KEY_HEADER,
-    IDEMPOTENT_REPLAYED_HEADER,
     LOCAL_REPLY_HEADER,
     MODEL_ROUTE_HEADER,
     MODEL_USED_HEADER,
@@ -47,21 +51,37 @@ from infery_proto.wire import (
     SERVED_HEADER,
 )
 
-from ext_proc import attempt_grant, catalog_responses, endpoints, header_policy
+from ext_proc import attempt_grant, catalog_responses, endpoints, header_policy, settlement
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt import upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.endpoints.base import Endpoint
 from ext_proc.errors import GatewayError, envelope
-from ext_proc.idempotency import Idempotency, Proceed, StoredResponse, should_store
+from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
+from ext_proc.lifecycle import (
+    ABANDONED,
+    ADMITTED,
+    FAILED,
+    FAILING,
+    FINAL,
+    FINISHED,
+    NEW,
+    RECEIVED,
+    RESPONDING,
+    ROUTED,
+    STREAMING,
+    TRANSITIONS,
+    IllegalMove,
+    State,
+)
 from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
-from ext_proc.metering import ZERO, credits, format_credits
-from ext_proc.token_estimate import tokens_for_chars
+from ext_proc.metering import ZERO, format_credits
+from ext_proc.settlement import Claim
+from ext_proc.stream_answer import StreamAnswer, final_chunk
 from ext_proc.translators import sse, translator_for
-from ext_proc.translators.base import ResponseContext, StreamTranslator, Usage
-from ext_proc.translators.chat_documents import usage_doc
+from ext_proc.translators.base import ResponseContext, Usage
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -99,8 +119,6 @@ _CONTROL_SET = frozenset(_CONTROL_HEADERS)
 # allows INFERY_REQUEST_TIMEOUT_S, 600 s by default). Generous: a grant never leaves
 # Envoy and ext_proc, the expiry only bounds the use of one that somehow would.
 _GRANT_LIFETIME_S = 3600.0
-# Response headers kept with an idempotent response and replayed with it.
-_REPLAYED_HEADERS = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
 _TOO_LARGE = "The provider's answer is larger than this gateway buffers (INFERY_MAX_REQUEST_BYTES)."
@@ -125,22 +143,23 @@ class Services:
 
 
 class Exchange:
+    """The listener's processor for one request; :attr:`state` says where it is (ext_proc/lifecycle.py)."""
+
     __slots__ = (
         "_config",
         "_services",
         "admission",
-        "body_stream",
+        "answer",
         "chain",
         "chain_targets",
+        "claim",
         "client_headers",
         "created",
         "credits",
         "endpoint",
         "error_code",
         "fallback_from",
-        "finished",
         "idempotency_key",
-        "idempotency_token",
         "include_usage",
         "key",
         "model",
@@ -150,17 +169,18 @@ class Exchange:
         "request_body",
         "request_id",
         "started",
+        "state",
         "status",
         "stream",
-        "stream_translator",
         "transcript",
-        "ttft",
         "usage",
     )
 
     def __init__(self, config: GatewayConfig | None, services: Services) -> None:
         self._config = config
         self._services = services
+        self.state = NEW
+        # The request, as the headers and the body phases learn it.
         self.started = time.time()
         self.created = int(self.started)
         self.request_id = ""
@@ -168,32 +188,39 @@ class Exchange:
         self.client_headers: tuple[str, ...] = ()
         self.endpoint: Endpoint | None = None
         self.key: ApiKey | None = None
-        self.model: Model | None = None  # the model that serves: the requested one, or a fallback
+        self.idempotency_key = ""
         self.model_requested = ""
-        self.chain: Route | None = None
-        self.chain_targets: tuple[str, ...] = ()  # the chain's targets this workspace may use
-        self.fallback_from = ""
         self.request_body: dict[str, Any] = {}
         self.stream = False
         self.include_usage = False
-        self.body_stream = False
-        self.stream_translator: StreamTranslator | None = None
-        self.idempotency_key = ""
-        self.idempotency_token: str | None = None
-        # What the client got: for an idempotent replay, and (streams) to count what was served.
-        self.transcript: list[bytes] | None = None
+        # Where it goes: the model that serves (the requested one, or a chain's fallback).
+        self.model: Model | None = None
+        self.chain: Route | None = None
+        self.chain_targets: tuple[str, ...] = ()  # the chain's targets this workspace may use
+        self.fallback_from = ""
+        # What it holds and owes until its exit (ext_proc/settlement.py).
         self.admission: Admission | None = None
-        self.replayed = False
+        self.claim: Claim | None = None
+        # Every byte the client got: for an idempotent replay, and (streams) to count what was served.
+        self.transcript: list[bytes] | None = None
+        self.answer: StreamAnswer | None = None  # a streamed answer, from its 200 headers on
+        # What the client got.
         self.status = 0
+        self.error_code = ""
         self.usage: Usage | None = None
         self.credits = ZERO
-        self.error_code = ""
-        self.ttft = 0.0
-        self.finished = False
+        self.replayed = False
+
+    @property
+    def finished(self) -> bool:
+        """Settled: the request reached a final state."""
+        return self.state in FINAL
 
     # -- request -------------------------------------------------------------
 
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        if self.state is not NEW:
+            raise IllegalMove(self.state, RECEIVED)
         h = msg.header_map(headers, _REQUEST_HEADERS)
         # What the request carries on once the control headers below are gone.
         self.client_headers = tuple(n for n in header_policy.names(headers) if n not in _CONTROL_SET)
@@ -217,21 +244,83 @@ class Exchange:
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
         except GatewayError as err:
-            return self._fail(err)
+            return self._refused_now(err)
+        self._move(RECEIVED)
         return msg.request_headers(
             set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=_CONTROL_HEADERS
         )
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        if self.state is not RECEIVED:
+            raise IllegalMove(self.state, ADMITTED)
         try:
             return await self._admit_and_route(body.body)
-        except GatewayError as err:  # _fail settles an admission made before the failure
-            await self._release_idempotency()
-            return self._fail(err)
+        except GatewayError as err:
+            return await self._refused(err)
 
     async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
+        body, model = self._read_request(raw, config)
+
+        # Admitted first: a replay counts against the limits too (cheap, not free: it settles
+        # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
+        workspace = self.key.workspace
+        estimate = self.endpoint.reservation(body) if workspace.tpm else 0  # only a token limit needs it
+        self.admission = await self._services.limiter.admit(workspace, estimate)
+        self._move(ADMITTED)
+
+        if self.idempotency_key:
+            fingerprint = hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
+            scope = self._idempotency_scope()
+            outcome = await self._services.idempotency.begin(
+                workspace.id, self.idempotency_key, fingerprint, scope
+            )
+            if not isinstance(outcome, Proceed):
+                return self._replay(outcome.stored)
+            self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
+            self.transcript = []
+
+        slug = self.model_requested
+        route = config.routes.get(slug)
+        if route is not None and route.cluster:
+            # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
+            response = self._to_chain(config, route)
+        else:
+            upstream_body, set_headers, remove = await upstream_request(
+                model, self.endpoint, body, self.client_headers, self._services.media
+            )
+            set_headers.append((ROUTE_HEADER, model.provider.cluster))
+            if route is not None:  # the model's own Envoy route carries its timeouts and retries
+                set_headers.append((MODEL_ROUTE_HEADER, slug))
+            response = msg.request_body(upstream_body, set_headers, remove)
+        self._move(ROUTED)
+        return response
+
+    def _to_chain(self, config: GatewayConfig, route: Route) -> ep.ProcessingResponse:
+        """The request, untouched, to the chain's cluster (or the variant this workspace may use)."""
+        assert self.key is not None and self.endpoint is not None
+        self.chain = route
+        self.chain_targets, cluster = route.allowed_chain(self.key.workspace)
+        # A variant cluster has an Envoy route of its own, of the same name.
+        set_headers = [
+            (ROUTE_HEADER, cluster),
+            (MODEL_ROUTE_HEADER, route.slug if cluster == route.cluster else cluster),
+        ]
+        # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
+        metadata: msg.Metadata = (
+            ATTEMPT_METADATA,
+            {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
+        )
+        return msg.request_body(None, set_headers, (), metadata=metadata)
+
+    def _read_request(self, raw: bytes, config: GatewayConfig) -> tuple[dict[str, Any], Model]:
+        """The request body for this endpoint, parsed and checked, and the model it asks for.
+
+        What differs by endpoint (its API's parameter refusals, whether it streams) is the
+        endpoint's (ext_proc/endpoints/).
+        """
+        assert self.key is not None and self.endpoint is not None
         body = _parse_body(raw)
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
@@ -248,49 +337,7 @@ class Exchange:
         self.model = model
         self.request_body = body
         self.stream, self.include_usage = self.endpoint.streaming(body)
-
-        # Admitted first: a replay counts against the limits too (cheap, not free: it settles
-        # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
-        workspace = self.key.workspace
-        estimate = self.endpoint.reservation(body) if workspace.tpm else 0  # only a token limit needs it
-        self.admission = await self._services.limiter.admit(workspace, estimate)
-
-        if self.idempotency_key:
-            fingerprint = hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
-            outcome = await self._services.idempotency.begin(
-                workspace.id, self.idempotency_key, fingerprint, self._idempotency_scope()
-            )
-            if not isinstance(outcome, Proceed):
-                return self._replay(outcome.stored)
-            self.idempotency_token = outcome.token
-            self.transcript = []
-
-        route = config.routes.get(slug)
-        if route is not None and route.cluster:
-            # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
-            self.chain = route
-            self.chain_targets, cluster = route.allowed_chain(workspace)
-            upstream_body = None
-            # A variant cluster has an Envoy route of its own, of the same name.
-            set_headers = [
-                (ROUTE_HEADER, cluster),
-                (MODEL_ROUTE_HEADER, slug if cluster == route.cluster else cluster),
-            ]
-            remove: list[str] = []
-            # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
-            metadata: msg.Metadata = (
-                ATTEMPT_METADATA,
-                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
-            )
-        else:
-            metadata = None
-            upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, body, self.client_headers, self._services.media
-            )
-            set_headers.append((ROUTE_HEADER, model.provider.cluster))
-            if route is not None:  # the model's own Envoy route carries its timeouts and retries
-                set_headers.append((MODEL_ROUTE_HEADER, slug))
-        return msg.request_body(upstream_body, set_headers, remove, metadata=metadata)
+        return body, model
 
     def _idempotency_scope(self) -> str:
         """Whose replays these are: the member's, unless the workspace shares them."""
@@ -312,26 +359,33 @@ class Exchange:
         self.status = stored.status
         headers = dict(stored.headers)
         self.model = self._config.models.get(headers.get(MODEL_USED_HEADER, "")) if self._config else None
-        self._finish()
+        self._exit_now(FINISHED)
         return self._answer(stored.status, stored.body, stored.headers)
 
     # -- response ------------------------------------------------------------
 
     async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        state = self.state
+        if state is not ROUTED and state is not RECEIVED:
+            raise IllegalMove(state, RESPONDING)
         h = msg.header_map(headers, _RESPONSE_HEADERS)
         self.status = int(h.get(":status", "0") or 0)
         rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
-        if local_reply is not None or self.model is None:
-            # The gateway's own failure (timeout, reset, every target down): already in the
-            # envelope. A chain's still gets the targets it tried, in the body phase.
+        if local_reply is not None or state is not ROUTED:
+            # The gateway's own failure (timeout, reset, every target down; a body too large
+            # while it was buffered): already in the envelope, settled with its body.
             self.status = self.status or 502
             self.error_code = local_reply or "upstream_error"
-            if self.chain is None or headers.end_of_stream:
-                await self._finish_async()
-            return msg.response_headers(
+            reply = msg.response_headers(
                 set_headers=rate_headers, remove=_response_removals(headers, rate_headers)
             )
+            if headers.end_of_stream:
+                await self._settle(FAILED, keep=True)
+            else:
+                self._move(FAILING)
+            return reply
+        assert self.model is not None
         if self.chain is not None:
             self._note_served(h.get(SERVED_HEADER, ""))
         served = [(MODEL_USED_HEADER, self.model.slug), *rate_headers]
@@ -344,17 +398,21 @@ class Exchange:
             and h.get("content-type", "").startswith("text/event-stream")
             and not headers.end_of_stream
         ):
-            self.body_stream = True
-            assert self.endpoint is not None  # set with self.stream, by the endpoint
-            translator = translator_for(self.endpoint, self.model.provider.wire_format)
-            self.stream_translator = translator.stream(self._response_context())
+            self._move(STREAMING)
             if self.transcript is None:
                 self.transcript = []
+            assert self.endpoint is not None  # set with self.stream, by the endpoint
+            translator = translator_for(self.endpoint, self.model.provider.wire_format)
+            stream = translator.stream(self._response_context())
+            self.answer = StreamAnswer(
+                self.endpoint, stream, self.transcript, self._services.max_sse_event_bytes
+            )
             return msg.response_headers(
                 set_headers=served, remove=("content-length", *remove), stream_body=True
             )
         if headers.end_of_stream:
             return await self._buffered_reply(b"", served, as_headers=True)
+        self._move(RESPONDING)
         return msg.response_headers(set_headers=served, remove=remove)
 
     def _note_served(self, slug: str) -> None:
@@ -365,18 +423,24 @@ class Exchange:
             self.model = model
 
     async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
-        if self.finished and not self.body_stream:
-            return msg.response_body(None)
-        if self.chain is not None and self.error_code and not self.body_stream:  # local reply, above
-            out = self._with_attempts(body.body)
-            await self._finish_async()
-            return msg.response_body(out, set_headers=(("content-length", str(len(out))),))
-        if self.body_stream:
-            return await self._stream_chunk(body.body, body.end_of_stream)
-        if not body.end_of_stream:  # only the first part of an answer over the buffer limit
-            await self._release_idempotency()
-            return self._fail(GatewayError(502, "upstream_error", _TOO_LARGE))
-        return await self._buffered_reply(body.body, [], as_headers=False)
+        state = self.state
+        if state is STREAMING:  # per chunk: one call into the stream, no await until its end
+            answer = self.answer
+            assert answer is not None
+            chunk = body.body
+            out = answer.feed(chunk, body.end_of_stream)
+            if answer.ended:
+                out += await self._end_stream(answer)
+            return msg.response_body(None if out is chunk else out)
+        if state is RESPONDING:
+            if not body.end_of_stream:  # only the first part of an answer over the buffer limit
+                return await self._refused(GatewayError(502, "upstream_error", _TOO_LARGE))
+            return await self._buffered_reply(body.body, [], as_headers=False)
+        if state is FAILING:
+            return await self._local_reply(body.body)
+        if state in FINAL:  # after the end: a stream's bytes after [DONE] go nowhere
+            return msg.response_body(b"" if body.body and self.answer is not None else None)
+        raise IllegalMove(state, RESPONDING)
 
     async def _buffered_reply(
         self, raw: bytes, headers: list[tuple[str, str]], *, as_headers: bool
@@ -388,11 +452,10 @@ class Exchange:
         self.status = translated.status
         out = [*headers, ("content-length", str(len(translated.body)))]
         if translated.status < 400:
-            self.usage = translated.usage
-            if self.usage is None or self.usage.rejected:
-                chars = _completion_chars(self.endpoint, translated.body)
-                self.usage = self._estimate(self.usage, chars, served=True)
-            self.credits = self._charge(self.usage)
+            usage = settlement.answer_usage(
+                self.endpoint, translated.usage, translated.body, self.request_body
+            )
+            settlement.charge(self, usage)
             out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
         else:
             self.error_code = translated.error_code or "upstream_error"
@@ -400,9 +463,9 @@ class Exchange:
                 translated.body = self._with_attempts(translated.body)
                 out[-1] = ("content-length", str(len(translated.body)))
             out += [("content-type", "application/json"), (":status", str(translated.status))]
-        if self.idempotency_token is not None and self.transcript is not None:
+        if self.transcript is not None:
             self.transcript.append(translated.body)
-        await self._finish_async(out)
+        await self._settle(FINISHED, keep=True, headers=out)
         if as_headers:
             # The provider sent no body, so no body message will follow: answer in full now.
             kept = [(k, v) for k, v in out if k not in (":status", "content-length")]
@@ -410,113 +473,29 @@ class Exchange:
         body = None if translated.body is raw else translated.body
         return msg.response_body(body, set_headers=out)
 
-    async def _stream_chunk(self, chunk: bytes, end_of_stream: bool) -> ep.ProcessingResponse:
-        st = self.stream_translator
-        assert st is not None and self.model is not None
-        if self.finished:  # bytes after [DONE]: nothing more goes to the client
-            return msg.response_body(b"" if chunk else None)
-        out = st.feed(chunk) if chunk else b""
-        overflowed = st.overflowed
-        if end_of_stream and not overflowed:
-            out += st.finish()
-        if out and not self.ttft:
-            self.ttft = time.time()
-        if st.done or end_of_stream or overflowed:
-            # The last chunk before [DONE] carries the charge: the translator's held final
-            # chunk, usage chunk or error event, or the gateway's own error ending the stream.
-            last = st.held
-            ended = None
-            if overflowed:
-                limit = self._services.max_sse_event_bytes
-                ended = f"The provider sent a stream event over {limit} bytes; the stream was cut there."
-            elif not st.done and st.error_code is None:
-                st.error_code = "upstream_error"
-                ended = "The provider ended the stream early."
-            if ended is not None:
-                if last is not None:
-                    out += sse.encode(last)
-                last = envelope(502, "upstream_error", ended)
-                self.error_code = "upstream_error"
-            elif st.error_code:
-                self.error_code = st.error_code
-            assert self.transcript is not None
+    async def _end_stream(self, answer: StreamAnswer) -> bytes:
+        """The stream's tail: the last chunk, carrying the charge, and ``[DONE]``; then the exit."""
+        if answer.error_code:
+            self.error_code = answer.error_code
+        settlement.charge(self, settlement.stream_usage(answer, answer.last, self.request_body))
+        last = answer.last
+        if last is None:
+            assert self.model is not None
+            response_id = answer.translator.response_id or "chatcmpl-" + self.request_id
+            last = final_chunk(response_id, self.model.slug, self.created, self.include_usage, self.usage)
+        tail = answer.close(last, self.credits)
+        await self._settle(FINISHED, keep=not self.error_code)
+        return tail
+
+    async def _local_reply(self, raw: bytes) -> ep.ProcessingResponse:
+        """The body of the gateway's own error reply; a chain's names the targets it tried."""
+        out = self._with_attempts(raw) if self.chain is not None else raw
+        if self.transcript is not None:
             self.transcript.append(out)
-            self._charge_stream(last)
-            if last is None:
-                last = self._final_chunk(st.response_id)
-            tail = sse.encode(_with_credits(last, self.credits)) + b"data: [DONE]\n\n"
-            out += tail
-            self.transcript.append(tail)
-            await self._finish_async()
-        elif out:
-            assert self.transcript is not None
-            self.transcript.append(out)
-        return msg.response_body(None if out is chunk else out)
-
-    def _charge_stream(self, last: bytes | None = None) -> None:
-        """Charge what the stream served: the provider's usage when it completed with valid usage,
-        else the estimate from the request and the text the client received (``last``, the
-        final chunk about to go out, included)."""
-        st = self.stream_translator
-        assert st is not None and self.endpoint is not None
-        provider = st.usage
-        if (
-            st.done
-            and not st.error_code
-            and not st.overflowed
-            and provider is not None
-            and not provider.rejected
-        ):
-            self.usage = provider
-        else:
-            clean = st.done and not st.error_code and not st.overflowed
-            sent = self.transcript or []
-            chars = _streamed_chars(self.endpoint, [*sent, sse.encode(last)] if last is not None else sent)
-            self.usage = self._estimate(provider, chars, served=clean or chars > 0)
-        self.credits = self._charge(self.usage)
-
-    def _estimate(self, provider: Usage | None, chars: int, *, served: bool) -> Usage:
-        """What to charge without (valid, complete) provider usage (ext_proc/token_estimate.py).
-
-        The provider's own counts so far are kept where they are valid (its prompt tokens, and
-        its output tokens when more than the text counted); the request's estimate stands in for
-        missing prompt tokens, the delivered text's for output. Nothing served: nothing charged.
-        """
-        assert self.endpoint is not None
-        rejected = provider.rejected if provider is not None else ""
-        valid = provider if provider is not None and not rejected else None
-        if not served:
-            return Usage(rejected=rejected)
-        output = tokens_for_chars(chars)
-        if valid is not None:
-            return Usage(
-                input_tokens=valid.input_tokens or self.endpoint.input_tokens(self.request_body),
-                cached_input_tokens=valid.cached_input_tokens,
-                output_tokens=max(valid.output_tokens, output),
-                reasoning_tokens=valid.reasoning_tokens,
-                images=valid.images,
-                estimated=True,
-            )
-        images = provider.images if provider is not None else 0
-        prompt = self.endpoint.input_tokens(self.request_body)
-        return Usage(prompt, 0, output, 0, images, estimated=True, rejected=rejected)
-
-    def _final_chunk(self, response_id: str) -> bytes:
-        """The last chunk when the provider gave none to complete: the usage chunk the client
-        asked for, else a final ``finish_reason`` chunk (never an empty ``choices`` it did not expect)."""
-        assert self.model is not None
-        doc: dict[str, Any] = {
-            "id": response_id or "chatcmpl-" + self.request_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model.slug,
-            "choices": [],
-        }
-        if self.include_usage:
-            doc["usage"] = usage_doc(self.usage or Usage())
-        else:
-            doc["choices"] = [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
-        return orjson.dumps(doc)
+        await self._settle(FAILED, keep=True)
+        if self.chain is None:
+            return msg.response_body(None)
+        return msg.response_body(out, set_headers=(("content-length", str(len(out))),))
 
     def _with_attempts(self, body: bytes) -> bytes:
         """A chain's final error names every target it tried, and those the workspace may not use."""
@@ -532,6 +511,80 @@ class Exchange:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return body
 
+    # -- the end of the ext_proc stream ---------------------------------------
+
+    def abort(self) -> None:
+        """The ext_proc stream ended (the end-of-stream hook; also after a final state).
+
+        A request that has not reached a final state is settled now: ABANDONED, recorded as
+        499 ``stream_interrupted`` (the client left, or Envoy reset the stream, also after the
+        provider's first byte) and charged for what reached the client; a request whose
+        gateway error was on its way is FAILED with that error.
+        """
+        state = self.state
+        if state in FINAL:
+            return
+        if state is FAILING:
+            self._exit_now(FAILED)
+            return
+        self.status = 499  # client closed request (nginx's code): no HTTP status reached the client
+        self.error_code = "stream_interrupted"  # recorded only; no client gets it
+        self._exit_now(ABANDONED)
+
+    def internal_error(self) -> ep.ProcessingResponse:
+        """A phase raised: settle as FAILED (500 ``internal_error``) unless already settled, and say so."""
+        if self.state not in FINAL:
+            self.status, self.error_code = 500, "internal_error"
+            self._exit_now(FAILED)
+        body = envelope(500, "internal_error", "The gateway failed to process the request.")
+        return msg.immediate(500, body, ((REQUEST_ID_HEADER, self.request_id),))
+
+    # -- states and the exit --------------------------------------------------
+
+    def _move(self, new: State) -> None:
+        """Moves to ``new``; a move the lifecycle does not allow is a bug (ext_proc/lifecycle.py)."""
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalMove(self.state, new)
+        self.state = new
+
+    def _exit(
+        self, final: State, keep: bool = False, headers: list[tuple[str, str]] | None = None
+    ) -> Coroutine[Any, Any, None] | None:
+        """The one exit: move to ``final`` and settle (ext_proc/settlement.py). Returns the
+        idempotency step, which the caller awaits (or runs in the background)."""
+        if self.state in FINAL:  # never settled twice; reaching here is a bug
+            log.error("request %s: already %s, not settled again as %s", self.request_id, self.state, final)
+            return None
+        self._move(final)
+        return settlement.settle(self, keep=keep, headers=headers)
+
+    async def _settle(
+        self, final: State, *, keep: bool = False, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        """The exit, with the idempotency key kept (or let go) before the client hears the end."""
+        pending = self._exit(final, keep, headers)
+        if pending is not None:
+            await pending
+
+    def _exit_now(self, final: State) -> None:
+        """The exit where nothing can wait: the idempotency key is released in the background."""
+        pending = self._exit(final)
+        if pending is not None:
+            self._services.later(pending)
+
+    def _refused_now(self, err: GatewayError) -> ep.ProcessingResponse:
+        """Refused before anything was claimed (the headers phase)."""
+        self.status, self.error_code = err.status, err.code
+        self._exit_now(FAILED)
+        return self._error_reply(err)
+
+    async def _refused(self, err: GatewayError) -> ep.ProcessingResponse:
+        """Refused after the headers phase (the request's body, or an answer past the buffer):
+        limits settled, the idempotency key released, nothing charged."""
+        self.status, self.error_code = err.status, err.code
+        await self._settle(FAILED)
+        return self._error_reply(err)
+
     # -- helpers -------------------------------------------------------------
 
     def _response_context(self) -> ResponseContext:
@@ -545,10 +598,6 @@ class Exchange:
             self._services.max_sse_event_bytes,
         )
 
-    def _charge(self, usage: Usage) -> Decimal:
-        assert self.model is not None and self.key is not None and self.endpoint is not None
-        return credits(usage, self.model.prices, self.key.workspace.price_multiplier, self.endpoint.meters)
-
     def _require_config(self) -> GatewayConfig:
         if self._config is None:
             raise GatewayError(503, "upstream_unavailable", "The gateway has no configuration yet.")
@@ -560,13 +609,11 @@ class Exchange:
         # Listing models is not metered: no usage record.
         key = authenticate(authorization, config)
         status, body = catalog_responses.models(self.path, key, config)
-        self._finish()
+        self.status = status
+        self._exit_now(FINISHED)
         return self._answer(status, body)
 
-    def _fail(self, err: GatewayError) -> ep.ProcessingResponse:
-        self.status = err.status
-        self.error_code = err.code
-        self._finish()
+    def _error_reply(self, err: GatewayError) -> ep.ProcessingResponse:
         headers: list[tuple[str, str]] = list(getattr(err, "headers", ()))
         if err.retry_after is not None:
             headers.append((RETRY_AFTER_HEADER, str(err.retry_after)))
@@ -577,94 +624,6 @@ class Exchange:
     ) -> ep.ProcessingResponse:
         """Answer the client now, under this request's id; nothing goes upstream."""
         return msg.immediate(status, body, [*headers, (REQUEST_ID_HEADER, self.request_id)])
-
-    async def _release_idempotency(self) -> None:
-        if self.idempotency_token is not None and self.key is not None:
-            token, self.idempotency_token = self.idempotency_token, None
-            await self._services.idempotency.release(
-                self.key.workspace.id, self.idempotency_key, token, self._idempotency_scope()
-            )
-
-    async def _finish_async(self, headers: list[tuple[str, str]] | None = None) -> None:
-        """Finish, and keep (or let go of) the idempotency key before the client hears the end."""
-        if self.idempotency_token is not None and self.key is not None:
-            complete = not self.error_code or not self.body_stream
-            if complete and should_store(self.status):
-                stored = StoredResponse(
-                    self.status,
-                    _replayable(
-                        headers or [], self.model, self.fallback_from, self.body_stream, self.credits
-                    ),
-                    b"".join(self.transcript or ()),
-                    self.body_stream,
-                )
-                token, self.idempotency_token = self.idempotency_token, None
-                await self._services.idempotency.complete(
-                    self.key.workspace.id, self.idempotency_key, stored, token, self._idempotency_scope()
-                )
-            else:
-                await self._release_idempotency()
-        self._finish()
-
-    def _finish(self) -> None:
-        """Settle the limits and emit the usage record, once, for an authenticated request."""
-        if self.finished:
-            return
-        self.finished = True
-        if self.key is None:
-            return
-        if self.admission is not None and self.admission.needs_settling:
-            usage = self.usage or Usage()
-            self._services.later(
-                self._services.limiter.settle(
-                    self.admission, usage.input_tokens + usage.output_tokens, self.credits
-                )
-            )
-        self._services.record(self.usage_record())
-
-    def abort(self) -> None:
-        """The stream ended without a response (client gone, Envoy reset): record what we know."""
-        if self.finished:
-            return
-        if not self.status or (self.body_stream and not self.error_code):
-            # Envoy closed the stream mid-way: the client left, or the provider reset
-            # the connection after the first byte (Envoy then resets the client too).
-            self.status = 499
-            self.error_code = "stream_interrupted"
-        if self.body_stream and self.stream_translator is not None and self.model is not None:
-            self._charge_stream()  # what reached the client is charged, whoever ended the stream
-        self._services.later(self._release_idempotency())
-        self._finish()
-
-    def usage_record(self) -> usage_pb2.UsageRecord:
-        assert self.key is not None
-        usage = self.usage or Usage()
-        now = time.time()
-        return usage_pb2.UsageRecord(
-            request_id=self.request_id,
-            started_at_ms=int(self.started * 1000),
-            workspace_id=self.key.workspace.id,
-            member_id=self.key.member_id,
-            key_id=self.key.id,
-            endpoint=self.path,
-            model_requested=self.model_requested,
-            model_used=self.model.slug if self.model else "",
-            provider=self.model.provider.name if self.model else "",
-            fallback_from=self.fallback_from,
-            status=self.status,
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            credits=format_credits(self.credits),
-            latency_ms=(now - self.started) * 1000,
-            ttft_ms=(self.ttft - self.started) * 1000 if self.ttft else 0.0,
-            idempotent_replay=self.replayed,
-            stream=self.stream,
-            error_code=self.error_code,  # also set when a stream failed after its 200 headers
-            usage_estimated=usage.estimated,
-            usage_rejected=usage.rejected,
-        )
 
 
 def _response_removals(headers: ep.HttpHeaders, setting: list[tuple[str, str]]) -> list[str]:
@@ -679,47 +638,3 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
     return body
-
-
-def _replayable(
-    headers: list[tuple[str, str]], model: Model | None, fallback_from: str, stream: bool, charged: Decimal
-) -> list[tuple[str, str]]:
-    """The headers an idempotent replay repeats, plus its marker."""
-    kept = {k: v for k, v in headers if k in _REPLAYED_HEADERS}
-    if stream:
-        kept["content-type"] = "text/event-stream"
-    kept.setdefault("content-type", "application/json")
-    if model is not None:
-        kept.setdefault(MODEL_USED_HEADER, model.slug)
-    if fallback_from:
-        kept.setdefault(FALLBACK_FROM_HEADER, fallback_from)
-    if not stream and CREDITS_USED_HEADER not in kept and charged:
-        kept[CREDITS_USED_HEADER] = format_credits(charged)
-    return [*kept.items(), (IDEMPOTENT_REPLAYED_HEADER, "true")]
-
-
-def _with_credits(chunk: bytes, charged: Decimal) -> bytes:
-    """``chunk`` (a JSON object) with ``credits_used``, a JSON number written from the exact decimal."""
-    return chunk[:-1] + b',"credits_used":' + format_credits(charged).encode() + b"}"
-
-
-def _completion_chars(endpoint: Endpoint, body: bytes) -> int:
-    """Text characters of a translated (OpenAI-shaped) answer."""
-    try:
-        return endpoint.served_chars(orjson.loads(body))
-    except orjson.JSONDecodeError:
-        return 0
-
-
-def _streamed_chars(endpoint: Endpoint, transcript: Iterable[bytes]) -> int:
-    """Text characters of the chunks a stream delivered, read back only when they are to be charged."""
-    reader = sse.SSEBuffer(max_event_bytes=2**62)
-    chars = 0
-    for piece in transcript:
-        for event in reader.feed(piece):
-            if event.data != b"[DONE]":
-                try:
-                    chars += endpoint.served_chars(orjson.loads(event.data))
-                except orjson.JSONDecodeError:
-                    continue
-    return chars

@@ -92,9 +92,7 @@ def methods(
                         yield msg.continue_other(kind)
                 except Exception:
                     log.exception("request %s: internal error in %s", exchange.request_id, kind)
-                    exchange.status, exchange.error_code = 500, "internal_error"
-                    exchange.abort()
-                    yield _internal_error(exchange.request_id)
+                    yield exchange.internal_error()
                     return
                 req = await anext(requests, None)
         finally:
