@@ -1,15 +1,16 @@
-"""One attempt at a provider: the request half of translation.
+"""One attempt of a fallback chain, in Envoy's upstream ext_proc filter.
 
-Shared by the listener's exchange (a model without fallbacks: one attempt,
-prepared there) and by Envoy's upstream ext_proc filter (a fallback chain:
-called once per attempt with the client's original body, so that each
-target is translated for its own provider).
+Envoy walks a chain (retries and fallbacks) in its router; on each attempt its upstream
+ext_proc filter opens a stream here with the client's original request and the chosen
+target in the attribute ``xds.upstream_host_metadata``. The listener's exchange has
+authenticated, admitted and routed the request already, and granted it the attempts
+(ext_proc/attempt_grant.py); :class:`AttemptExchange` checks the grant and translates the
+original body for the attempt's target (ext_proc/upstream_request.py).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -30,50 +31,17 @@ from infery_proto.wire import (
 from ext_proc import endpoints, header_policy
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt_grant import Grant, verify
-from ext_proc.config import GatewayConfig, Model
+from ext_proc.config import GatewayConfig
 from ext_proc.endpoints.base import Endpoint
 from ext_proc.errors import GatewayError
-from ext_proc.media_fetch import MediaPolicy, fetch_media
-from ext_proc.translators import translator_for
-from ext_proc.translators.base import Target
+from ext_proc.media_fetch import MediaPolicy
+from ext_proc.upstream_request import upstream_request
 
 log = logging.getLogger("infery.ext_proc")
+
 # What the listener's exchange tells a chain's attempts comes as Envoy dynamic metadata
 # (wire.ATTEMPT_METADATA), not headers: the attempts share one header map with each other
 # and with the provider, and each strips what its provider must not get.
-
-
-async def upstream_request(
-    model: Model,
-    endpoint: Endpoint,
-    body: dict[str, Any],
-    present: Collection[str],
-    media: MediaPolicy,
-) -> tuple[bytes, list[tuple[str, str]], list[str]]:
-    """(body, headers to set, headers to remove) of the request to ``model``'s provider.
-
-    ``present`` names the headers the request has now: whatever this provider's
-    allow-list does not name is removed (the client's, and a previous attempt's:
-    Envoy shares one header map between the attempts of a chain).
-    ``media`` says which image/PDF URLs the gateway may fetch for the provider, and how many.
-    """
-    provider = model.provider
-    translator = translator_for(endpoint, provider.wire_format)
-    urls = translator.media_urls(body)
-    fetched = (
-        await fetch_media(urls, allowed_hosts=media.allowed_hosts, max_urls=media.max_urls) if urls else {}
-    )
-    upstream = translator.request(
-        body, Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, fetched)
-    )
-    set_headers = [
-        (":path", upstream.path),
-        (":authority", provider.host),
-        ("content-length", str(len(upstream.body))),
-        *upstream.headers.items(),
-    ]
-    remove = header_policy.request_removals(provider.kind, present, {name for name, _ in set_headers})
-    return upstream.body, set_headers, remove
 
 
 def target_slug(attributes: Any) -> str:
@@ -97,18 +65,20 @@ def is_attempt(request: ep.ProcessingRequest) -> bool:
 
 
 class AttemptExchange:
-    """One attempt of a fallback chain, in Envoy's upstream ext_proc filter.
+    """The upstream filter's :class:`~ext_proc.processor.Processor` for one attempt.
 
-    The listener's exchange has authenticated, admitted and routed the request
-    already, and granted it the attempts (ext_proc/attempt_grant.py); this checks
-    the grant and translates the original body for the attempt's target.
+    Made from the stream's first message, which carries the target (an attribute) and the
+    listener's grant (dynamic metadata). Refused, it answers every later message with the
+    refusal (Envoy sends none after an immediate response; a client that does gets the
+    refusal, never a provider key).
     """
 
-    __slots__ = ("_config", "_media", "endpoint", "grant", "present", "refusal", "slug")
+    __slots__ = ("_config", "_first", "_media", "endpoint", "grant", "present", "refusal", "slug")
 
-    def __init__(self, config: GatewayConfig | None, media: MediaPolicy) -> None:
+    def __init__(self, config: GatewayConfig | None, media: MediaPolicy, first: ep.ProcessingRequest) -> None:
         self._config = config
         self._media = media
+        self._first = first
         self.slug = ""
         self.endpoint: Endpoint | None = None
         self.present: tuple[str, ...] = ()
@@ -116,15 +86,20 @@ class AttemptExchange:
         # Why the headers were refused; the body (should Envoy still send it) gets the same.
         self.refusal: ep.ProcessingResponse | None = _not_granted()
 
-    def on_request_headers(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse:
-        self.refusal = self._check(request)
+    @property
+    def request_id(self) -> str:
+        return self.grant.request_id if self.grant is not None else ""
+
+    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        self.refusal = self._check(headers)
         return self.refusal or msg.request_headers()
 
-    def _check(self, request: ep.ProcessingRequest) -> ep.ProcessingResponse | None:
+    def _check(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse | None:
         """Nothing if the attempt may go ahead, else the reply that refuses it."""
-        self.slug = target_slug(request.attributes)
-        self.present = header_policy.names(request.request_headers)
-        meta = request.metadata_context.filter_metadata.get(ATTEMPT_METADATA)
+        first = self._first
+        self.slug = target_slug(first.attributes)
+        self.present = header_policy.names(headers)
+        meta = first.metadata_context.filter_metadata.get(ATTEMPT_METADATA)
         fields = meta.fields if meta is not None else {}
         key = self._config.attempt_grant_key if self._config else b""
         grant = fields.get(GRANT_FIELD)
@@ -158,12 +133,23 @@ class AttemptExchange:
             )
         except GatewayError as err:
             return _fail(err)
-        except Exception:
-            log.exception("fallback attempt at %s failed", self.slug)
-            return _fail(
-                GatewayError(500, "internal_error", "The gateway failed to prepare a fallback attempt.")
-            )
         return msg.request_body(upstream_body, set_headers, remove, clear_route_cache=False)
+
+    # The upstream filter asks for no response phase (control_plane/xds/envoy_config.py);
+    # should one come, it passes as it is.
+
+    async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        return msg.response_headers()
+
+    async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        return msg.response_body(None)
+
+    def internal_error(self) -> ep.ProcessingResponse:
+        """The gateway's own reply, so the listener passes it on (and a chain ends there)."""
+        return _fail(GatewayError(500, "internal_error", "The gateway failed to prepare a fallback attempt."))
+
+    def abort(self) -> None:
+        """Nothing to settle: the listener's exchange charges and records the request."""
 
 
 def _fail(err: GatewayError) -> ep.ProcessingResponse:

@@ -53,7 +53,6 @@ from infery_proto.wire import (
 
 from ext_proc import attempt_grant, catalog_responses, endpoints, header_policy, settlement
 from ext_proc import envoy_messages as msg
-from ext_proc.attempt import upstream_request
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.endpoints.base import Endpoint
@@ -82,6 +81,7 @@ from ext_proc.settlement import Claim
 from ext_proc.stream_answer import StreamAnswer, final_chunk
 from ext_proc.translators import sse, translator_for
 from ext_proc.translators.base import ResponseContext, Usage
+from ext_proc.upstream_request import upstream_request
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -98,23 +98,6 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
-_REQUEST_HEADERS = frozenset({":path", ":method", "authorization", IDEMPOTENCY_KEY_HEADER})
-_RESPONSE_HEADERS = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
-# Headers a client must not set: routing, retries and timeouts are the gateway's.
-_CONTROL_HEADERS = (
-    ROUTE_HEADER,
-    MODEL_ROUTE_HEADER,
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-upstream-alt-stat-name",
-)
-_CONTROL_SET = frozenset(_CONTROL_HEADERS)
 # How long a chain's attempts may start when its route sets no total timeout (Envoy then
 # allows INFERY_REQUEST_TIMEOUT_S, 600 s by default). Generous: a grant never leaves
 # Envoy and ext_proc, the expiry only bounds the use of one that somehow would.
@@ -221,9 +204,9 @@ class Exchange:
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         if self.state is not NEW:
             raise IllegalMove(self.state, RECEIVED)
-        h = msg.header_map(headers, _REQUEST_HEADERS)
-        # What the request carries on once the control headers below are gone.
-        self.client_headers = tuple(n for n in header_policy.names(headers) if n not in _CONTROL_SET)
+        h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
+        # What the request carries on once the control headers are gone.
+        self.client_headers = header_policy.client_names(headers)
         # Our own id, whatever the client sent: it keys the usage record (one per request).
         self.request_id = new_request_id()
         self.path = h.get(":path", "/").split("?", 1)[0]
@@ -247,7 +230,7 @@ class Exchange:
             return self._refused_now(err)
         self._move(RECEIVED)
         return msg.request_headers(
-            set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=_CONTROL_HEADERS
+            set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=header_policy.CONTROL
         )
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
@@ -368,7 +351,7 @@ class Exchange:
         state = self.state
         if state is not ROUTED and state is not RECEIVED:
             raise IllegalMove(state, RESPONDING)
-        h = msg.header_map(headers, _RESPONSE_HEADERS)
+        h = msg.header_map(headers, header_policy.READ_FROM_UPSTREAM)
         self.status = int(h.get(":status", "0") or 0)
         rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
@@ -378,7 +361,7 @@ class Exchange:
             self.status = self.status or 502
             self.error_code = local_reply or "upstream_error"
             reply = msg.response_headers(
-                set_headers=rate_headers, remove=_response_removals(headers, rate_headers)
+                set_headers=rate_headers, remove=header_policy.response_removals(headers, rate_headers)
             )
             if headers.end_of_stream:
                 await self._settle(FAILED, keep=True)
@@ -391,7 +374,7 @@ class Exchange:
         served = [(MODEL_USED_HEADER, self.model.slug), *rate_headers]
         if self.fallback_from:
             served.append((FALLBACK_FROM_HEADER, self.fallback_from))
-        remove = _response_removals(headers, served)
+        remove = header_policy.response_removals(headers, served)
         if (
             self.stream
             and self.status == 200
@@ -624,10 +607,6 @@ class Exchange:
     ) -> ep.ProcessingResponse:
         """Answer the client now, under this request's id; nothing goes upstream."""
         return msg.immediate(status, body, [*headers, (REQUEST_ID_HEADER, self.request_id)])
-
-
-def _response_removals(headers: ep.HttpHeaders, setting: list[tuple[str, str]]) -> list[str]:
-    return header_policy.response_removals(header_policy.names(headers), {name for name, _ in setting})
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

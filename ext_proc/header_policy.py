@@ -1,17 +1,27 @@
-"""What crosses between a client and a provider: one allow-list per direction.
+"""Which headers cross the gateway, in each direction: every such decision of ext_proc, here.
 
-Request headers: a provider gets the content headers, the client's ``user-agent``
-and the gateway's request id, plus the request options its own API documents and
-that cannot choose the gateway's account (``anthropic-beta`` for Anthropic). Everything else
-is stripped: ``OpenAI-Organization`` / ``OpenAI-Project`` / ``x-goog-user-project``
-would pick the gateway's provider account, cookies and proxy credentials are the
-client's, ``x-forwarded-*`` describe the client, and the gateway's internal headers
-(infery_proto.wire) are its own. The translator's headers (credentials, versions) are set on top.
+Client -> gateway: the listener reads a few headers (:data:`READ_FROM_CLIENT`) and removes
+the ones that would steer Envoy (:data:`CONTROL`: routing, retries, timeouts are the
+gateway's) before anything else sees the request.
 
-Response headers: the client gets the content headers and what the gateway sets;
-a provider's organization, rate limits, cookies and ids stay behind. (A provider
-cannot set the gateway's internal markers at all: Envoy's route strips them from
-upstream responses before ext_proc sees them; see control_plane/xds/envoy_config.py.)
+Gateway -> provider: one allow-list per provider kind (:func:`request_allowed`). A provider
+gets the content headers, the client's ``user-agent`` and the gateway's request id, plus the
+request options its own API documents and that cannot choose the gateway's account
+(``anthropic-beta`` for Anthropic). Everything else is stripped (:func:`request_removals`,
+for the listener's single attempt and for every attempt of a chain alike):
+``OpenAI-Organization`` / ``OpenAI-Project`` / ``x-goog-user-project`` would pick the
+gateway's provider account, cookies and proxy credentials are the client's, ``x-forwarded-*``
+describe the client, and the gateway's internal headers (infery_proto.wire) are its own.
+The translator's headers (credentials, versions) are set on top.
+
+Provider -> gateway: the listener reads the status, the content type and the two markers
+Envoy sets (:data:`READ_FROM_UPSTREAM`). A provider cannot set those markers at all: Envoy's
+route strips them from upstream responses before ext_proc sees them (see
+control_plane/xds/envoy_config.py).
+
+Gateway -> client: the content headers and what the gateway sets; a provider's
+organization, rate limits, cookies and ids stay behind (:func:`response_removals`). An
+idempotent replay repeats :data:`REPLAYED` of the first answer.
 """
 
 from __future__ import annotations
@@ -19,8 +29,38 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from infery_proto.wire import REQUEST_ID_HEADER, RETRY_AFTER_HEADER
+from infery_proto.wire import (
+    CREDITS_USED_HEADER,
+    FALLBACK_FROM_HEADER,
+    IDEMPOTENCY_KEY_HEADER,
+    LOCAL_REPLY_HEADER,
+    MODEL_ROUTE_HEADER,
+    MODEL_USED_HEADER,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER_HEADER,
+    ROUTE_HEADER,
+    SERVED_HEADER,
+)
 
+# -- client -> gateway ------------------------------------------------------------------------
+READ_FROM_CLIENT = frozenset({":path", ":method", "authorization", IDEMPOTENCY_KEY_HEADER})
+# Headers a client must not set: routing, retries and timeouts are the gateway's.
+CONTROL = (
+    ROUTE_HEADER,
+    MODEL_ROUTE_HEADER,
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-upstream-alt-stat-name",
+)
+_CONTROL_SET = frozenset(CONTROL)
+
+# -- gateway -> provider ----------------------------------------------------------------------
 _CONTENT = frozenset({"content-type", "content-length", "accept"})
 # x-forwarded-proto is Envoy's (it routes on it; removing it left the request unrouted).
 _REQUEST_COMMON = _CONTENT | {"user-agent", REQUEST_ID_HEADER, "x-forwarded-proto"}
@@ -29,17 +69,27 @@ _REQUEST_OPTIONS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"anthropic-beta"}),
 }
 _REQUEST_ALLOWED = {kind: _REQUEST_COMMON | options for kind, options in _REQUEST_OPTIONS.items()}
+
+# -- provider -> gateway -> client ------------------------------------------------------------
+READ_FROM_UPSTREAM = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 RESPONSE_ALLOWED = _CONTENT | {"date", "cache-control", REQUEST_ID_HEADER, RETRY_AFTER_HEADER}
-
-
-def request_allowed(kind: str) -> frozenset[str]:
-    """The client headers a provider of ``kind`` may receive."""
-    return _REQUEST_ALLOWED.get(kind, _REQUEST_COMMON)
+# Response headers kept with an idempotent response and replayed with it.
+REPLAYED = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
 
 
 def names(headers: ep.HttpHeaders) -> tuple[str, ...]:
     """Every regular (non-pseudo) header name of a message, as Envoy sends them (lower case)."""
     return tuple(h.key for h in headers.headers.headers if h.key[:1] != ":")
+
+
+def client_names(headers: ep.HttpHeaders) -> tuple[str, ...]:
+    """The client's header names that remain once the :data:`CONTROL` headers are removed."""
+    return tuple(h.key for h in headers.headers.headers if h.key[:1] != ":" and h.key not in _CONTROL_SET)
+
+
+def request_allowed(kind: str) -> frozenset[str]:
+    """The client headers a provider of ``kind`` may receive."""
+    return _REQUEST_ALLOWED.get(kind, _REQUEST_COMMON)
 
 
 def request_removals(kind: str, present: Iterable[str], setting: Collection[str]) -> list[str]:
@@ -48,6 +98,7 @@ def request_removals(kind: str, present: Iterable[str], setting: Collection[str]
     return [name for name in present if name not in allowed and name not in setting]
 
 
-def response_removals(present: Iterable[str], setting: Collection[str]) -> list[str]:
-    """The provider's response headers the client must not get."""
-    return [name for name in present if name not in RESPONSE_ALLOWED and name not in setting]
+def response_removals(headers: ep.HttpHeaders, setting: Iterable[tuple[str, str]]) -> list[str]:
+    """The provider's response headers the client must not get (those the gateway sets aside)."""
+    set_now = {name for name, _ in setting}
+    return [name for name in names(headers) if name not in RESPONSE_ALLOWED and name not in set_now]

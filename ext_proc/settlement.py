@@ -43,6 +43,7 @@ from infery_proto.wire import (
     MODEL_USED_HEADER,
 )
 
+from ext_proc import header_policy
 from ext_proc.config import Model
 from ext_proc.endpoints.base import Endpoint
 from ext_proc.idempotency import Idempotency, StoredResponse, should_store
@@ -53,9 +54,6 @@ from ext_proc.translators.base import Usage
 if TYPE_CHECKING:
     from ext_proc.exchange import Exchange, Services
     from ext_proc.stream_answer import StreamAnswer
-
-# Response headers kept with an idempotent response and replayed with it.
-REPLAYED_HEADERS = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +223,7 @@ def replayable(
     headers: list[tuple[str, str]], model: Model | None, fallback_from: str, stream: bool, charged: Decimal
 ) -> list[tuple[str, str]]:
     """The headers an idempotent replay repeats, plus its marker."""
-    kept = {k: v for k, v in headers if k in REPLAYED_HEADERS}
+    kept = {k: v for k, v in headers if k in header_policy.REPLAYED}
     if stream:
         kept["content-type"] = "text/event-stream"
     kept.setdefault("content-type", "application/json")

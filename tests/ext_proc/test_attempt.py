@@ -53,8 +53,9 @@ def _grant(expires_in: float = 60) -> str:
 
 
 async def test_a_granted_attempt_for_an_allowed_target_gets_its_provider_request():
-    attempt = AttemptExchange(_config(["claude"]), MediaPolicy())
-    assert attempt.on_request_headers(_first(_grant())).WhichOneof("response") == "request_headers"
+    first = _first(_grant())
+    attempt = AttemptExchange(_config(["claude"]), MediaPolicy(), first)
+    assert attempt.on_request_headers(first.request_headers).WhichOneof("response") == "request_headers"
     reply = await attempt.on_request_body(_body())
     mutation = reply.request_body.response.header_mutation
     assert ("x-api-key", b"sk-provider") in [(h.header.key, h.header.raw_value) for h in mutation.set_headers]
@@ -69,8 +70,9 @@ async def test_a_granted_attempt_for_an_allowed_target_gets_its_provider_request
     ],
 )
 async def test_no_provider_request_without_a_valid_grant_for_an_allowed_target(allowed, expires_in, code):
-    attempt = AttemptExchange(_config(allowed), MediaPolicy())
-    reply = attempt.on_request_headers(_first(_grant(expires_in)))
+    first = _first(_grant(expires_in))
+    attempt = AttemptExchange(_config(allowed), MediaPolicy(), first)
+    reply = attempt.on_request_headers(first.request_headers)
     assert reply.WhichOneof("response") == "immediate_response"
     assert reply.immediate_response.status.code == 403 and code in reply.immediate_response.body
     assert b"sk-provider" not in reply.SerializeToString()

@@ -1,0 +1,43 @@
+"""The one interface of an ext_proc stream's handler, whichever Envoy filter opened the stream.
+
+Envoy's listener filter opens one stream per request (:class:`ext_proc.exchange.Exchange`);
+its upstream filter on a fallback chain's cluster opens one per attempt
+(:class:`ext_proc.attempt.AttemptExchange`). Both answer the same phases, as Envoy AI
+Gateway's ``Processor`` does (``ProcessRequestHeaders``, ``ProcessRequestBody``,
+``ProcessResponseHeaders``, ``ProcessResponseBody``), so ext_proc/server.py dispatches both
+with one loop. Two hooks complete it: :meth:`Processor.internal_error` when a phase raises,
+and :meth:`Processor.abort` when the stream ends, however it ends (a request the listener
+has not settled yet is settled there: ext_proc/lifecycle.py).
+
+The headers phase never waits (it reads the message and the configuration), so it is a
+plain call; the others may wait (limits, idempotency, media) and are coroutines.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+
+
+class Processor(Protocol):
+    @property
+    def request_id(self) -> str:
+        """The gateway's id of the request, for logs ("" until known)."""
+        ...
+
+    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse: ...
+
+    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse: ...
+
+    async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse: ...
+
+    async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse: ...
+
+    def internal_error(self) -> ep.ProcessingResponse:
+        """A phase raised (a bug): settle what must be, and the reply that says so."""
+        ...
+
+    def abort(self) -> None:
+        """The stream ended (Envoy closed it, the client left, or after an internal error)."""
+        ...
