@@ -137,6 +137,31 @@ async def test_release_lets_a_retry_proceed(backend) -> None:
     assert isinstance(await idem.begin("ws1", "k", FP), Replay)
 
 
+async def test_a_claim_whose_reply_was_cancelled_is_released_at_once(backend) -> None:
+    """The client left while the store answered (its stream reset): the claim landed, but
+    nobody holds it. A retry must not see 409 for the whole lease."""
+    state = backend.state
+    landed = asyncio.Event()
+    claim = state.idem_begin
+
+    async def slow_reply(*args: object) -> tuple[str, bytes | None]:
+        result = await claim(*args)  # type: ignore[arg-type]
+        landed.set()
+        await asyncio.sleep(60)
+        return result
+
+    state.idem_begin = slow_reply  # type: ignore[method-assign]
+    idem = Idempotency(state)
+    begin = asyncio.ensure_future(idem.begin("ws1", "key-c", FP))
+    await asyncio.wait_for(landed.wait(), 5)
+    begin.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await begin
+    state.idem_begin = claim  # type: ignore[method-assign]
+    await asyncio.wait_for(asyncio.gather(*idem._cleanups), 5)
+    await proceed(idem, "ws1", "key-c")
+
+
 async def test_brief_signatures_without_token(backend) -> None:
     idem = Idempotency(backend.state)
     await proceed(idem, "ws1", "a")
