@@ -591,6 +591,17 @@ async def test_each_transition_settles_the_request_once(row: Row) -> None:
     assert await world.key() == row.key
 
 
+def test_the_lifecycle_has_one_way_out_of_every_state() -> None:
+    """Final states allow no move (the exit happens once); every other state can fail, and be
+    abandoned unless the gateway's own error is already on its way (FAILING ends FAILED)."""
+    for state, targets in TRANSITIONS.items():
+        if state in FINAL:
+            assert targets == frozenset()
+        else:
+            assert FAILED in targets and (ABANDONED in targets) == (state is not FAILING)
+    assert {FINISHED, FAILED, ABANDONED} == FINAL and set(TRANSITIONS) == set(State)
+
+
 def test_the_table_walks_every_transition_and_hangs_up_in_every_state() -> None:
     walked = {(a, b) for row in ROWS for a, b in zip(row.path, row.path[1:], strict=False)}
     allowed = {(a, b) for a, targets in TRANSITIONS.items() for b in targets}
