@@ -10,11 +10,11 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from google.protobuf import struct_pb2, text_format
 from infery_proto.v1 import config_pb2
+from infery_proto.wire import LOCAL_REPLY_HEADER
 
 from ext_proc import config
 from ext_proc.attempt import AttemptExchange, is_attempt, target_slug
 from ext_proc.attempt_grant import Grant, sign
-from ext_proc.header_policy import LOCAL_REPLY_HEADER
 from ext_proc.media_fetch import MediaPolicy
 
 GRANT_KEY = b"g" * 32

@@ -10,6 +10,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.wire import ROUTE_HEADER
 
 from ext_proc import envoy_messages as msg
 
@@ -88,7 +89,7 @@ def test_a_request_body_is_replaced_the_route_re_picked_and_metadata_attached():
 
 
 def test_a_request_body_kept_as_is_or_cleared():
-    kept = _round_trip(msg.request_body(None, [("x-infery-cluster", "c")], [], clear_route_cache=False))
+    kept = _round_trip(msg.request_body(None, [(ROUTE_HEADER, "c")], [], clear_route_cache=False))
     common = kept.request_body.response
     assert not common.HasField("body_mutation") and not common.clear_route_cache
     assert not kept.HasField("dynamic_metadata")

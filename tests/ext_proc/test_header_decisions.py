@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.wire import MODEL_ROUTE_HEADER, ROUTE_HEADER
 
 from ext_proc import header_policy as policy
 
@@ -19,12 +20,10 @@ def _headers(*names: str) -> ep.HttpHeaders:
 
 
 def test_the_client_cannot_steer_envoy_and_keeps_the_rest_for_the_allow_list():
-    request = _headers(
-        ":path", ":method", "authorization", policy.ROUTE_HEADER, "x-envoy-max-retries", "cookie"
-    )
-    assert policy.names(request) == ("authorization", policy.ROUTE_HEADER, "x-envoy-max-retries", "cookie")
+    request = _headers(":path", ":method", "authorization", ROUTE_HEADER, "x-envoy-max-retries", "cookie")
+    assert policy.names(request) == ("authorization", ROUTE_HEADER, "x-envoy-max-retries", "cookie")
     assert policy.client_names(request) == ("authorization", "cookie")
-    assert {policy.ROUTE_HEADER, policy.MODEL_ROUTE_HEADER, "x-envoy-retry-on"} <= set(policy.CONTROL)
+    assert {ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-retry-on"} <= set(policy.CONTROL)
 
 
 def test_a_provider_gets_only_its_allow_list_and_what_the_gateway_sets():
