@@ -10,7 +10,7 @@ arguments), not JSON framing.
 Which text of a request and of its answer counts is the endpoint's (``prompt_tokens``,
 ``output_allowance`` and ``served_chars`` in ext_proc/endpoints/). The estimates are
 used by :mod:`ext_proc.limits` (a request's reservation: its input plus its output
-allowance) and by :mod:`ext_proc.exchange` (a request whose provider usage is missing,
+allowance) and by :mod:`ext_proc.settlement` (a request whose provider usage is missing,
 invalid or incomplete: its input from the request, its output from what was served).
 """
 
