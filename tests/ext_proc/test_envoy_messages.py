@@ -97,14 +97,17 @@ def test_a_request_body_kept_as_is_or_cleared():
     assert cleared.request_body.response.body_mutation.clear_body
 
 
-def test_an_sse_answer_switches_its_body_to_streamed():
+def test_an_sse_answer_streams_its_body_and_any_other_is_buffered_up_to_the_limit():
     resp = _round_trip(msg.response_headers([("x-model-used", "m")], ["content-length"], stream_body=True))
     assert resp.mode_override.response_body_mode == ProcessingMode.STREAMED
     assert resp.mode_override.response_trailer_mode == ProcessingMode.SKIP
     assert resp.mode_override.request_trailer_mode == ProcessingMode.SKIP
     assert list(resp.response_headers.response.header_mutation.remove_headers) == ["content-length"]
+    # Any other answer is buffered up to Envoy's limit (BUFFERED_PARTIAL: over it, ext_proc
+    # answers the error envelope instead of Envoy's bare 500).
     plain = _round_trip(msg.response_headers([("x-model-used", "m")]))
-    assert not plain.HasField("mode_override")
+    assert plain.mode_override.response_body_mode == ProcessingMode.BUFFERED_PARTIAL
+    assert plain.mode_override.response_trailer_mode == ProcessingMode.SKIP
 
 
 def test_a_response_body_replaced_with_headers_or_left_alone():
