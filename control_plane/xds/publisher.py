@@ -16,6 +16,30 @@ to the state-of-the-world types, so the secret is never in its configuration.
 Envoy's resources (state of the world) are rebuilt only when a provider, model or
 route changed, and each cluster and route is built once per input
 (`EnvoyResources`), so a key change never touches them.
+
+Order across the two protocols. ext_proc picks the cluster of each request (a chain,
+a chain's variant, a provider) and Envoy routes to it by name, so every cluster ext_proc
+may name must be in every Envoy:
+
+- Adding: a publish that changes Envoy's resources installs them, waits until every
+  connected Envoy has answered the new clusters and routes (`XdsCache.answered`), and
+  only then publishes ext_proc's changes of that revision. A model whose chain is
+  created keeps its old route until ext_proc has the chain, whose cluster Envoy has.
+- Removing: a cluster or route entry a build no longer has *retires*: it stays in
+  Envoy's resources until every connected ext_proc has applied the revision that
+  dropped it (`DeltaCache.applied_everywhere`) and `RETIRE_AFTER_S` has passed, for
+  the requests ext_proc routed just before, which reach Envoy's router only once their
+  body has been through ext_proc. The revision poll rebuilds Envoy's resources then.
+
+Each wait has a bound (`ACK_TIMEOUT_S`): an Envoy that does not answer delays publishing
+by that much, logged, and no more. An Envoy that rejects (NACK) counts as having
+answered: the rejection is logged as an error and it keeps its previous clusters, so
+requests ext_proc sends to the rejected ones fail; holding every later change (key
+revocations) back for it would be worse. The order holds between the Envoys and
+ext_procs connected to this control-plane process; with several control-plane replicas
+each orders its own subscribers only. A publish that changes Envoy's resources costs one
+Envoy round trip before ext_proc gets it (tens of milliseconds at 1,000 chains, and a
+key change published with it waits as long); a key change alone costs none.
 """
 
 from __future__ import annotations
@@ -58,6 +82,12 @@ from control_plane.xds.server import (
 
 log = logging.getLogger("infery.control_plane.xds")
 SLOW_PUBLISH_MS = 100.0  # a publish slower than this is logged (wall and the worker's CPU)
+# The longest a publish waits for Envoys' answers (see above).
+ACK_TIMEOUT_S = 5.0
+# How long a dropped cluster or route entry stays in Envoy after every ext_proc stopped naming it.
+RETIRE_AFTER_S = 10.0
+# What ext_proc names: the clusters, and the route entries (by model) that carry a chain's retries.
+REFERENCED_BY_EXT_PROC = (CLUSTER, ROUTE)
 
 _T = "type.googleapis.com/infery.v1."
 # ext_proc's types, in the order a push sends them: referenced resources first.
@@ -116,8 +146,11 @@ class EnvoyResources:
     CPU, mostly re-serializing what had not changed).
     """
 
-    def __init__(self, listener: envoy_config.ListenerSettings) -> None:
+    def __init__(
+        self, listener: envoy_config.ListenerSettings, retire_after_s: float = RETIRE_AFTER_S
+    ) -> None:
         self._settings = listener
+        self._retire_after_s = retire_after_s
         self._listener: Message | None = None
         self._default_route: route_components_pb2.Route | None = None
         self._clusters: dict[bytes, Message] = {}
@@ -125,13 +158,30 @@ class EnvoyResources:
         self._key = _PerMessage(_key)
         self._wire = _PerMessage(route_components_pb2.Route.SerializeToString)
         self._packed = _PerMessage(pack)
+        # The last build's clusters by name and route entries by model: what ext_proc may name.
+        self._named: tuple[dict[str, Message], dict[str, route_components_pb2.Route]] = ({}, {})
+        # Dropped ones still in Envoy (module docstring): name -> (message, revision, monotonic time).
+        self._retiring: dict[tuple[str, str], tuple[Message, int, float]] = {}
+
+    def retired(self, applied: int, now: float) -> bool:
+        """Whether some retiring resource may go: ext_proc has `applied` the revision that
+        dropped it, `RETIRE_AFTER_S` ago or more."""
+        return any(
+            rev <= applied and now - at >= self._retire_after_s for _, rev, at in self._retiring.values()
+        )
 
     def build(
         self,
         providers: tuple[config_pb2.Provider, ...] | list[config_pb2.Provider],
         models: tuple[config_pb2.Model, ...] | list[config_pb2.Model],
         routes: tuple[config_pb2.Route, ...] | list[config_pb2.Route],
+        revision: int = 0,
+        applied: int | None = None,
+        now: float = 0.0,
     ) -> dict[str, list[Any]]:
+        """Envoy's resources for these inputs (at `revision`), plus the retiring ones that
+        ext_proc may still name; with `applied` (the revision every ext_proc has applied)
+        None, nothing retires: for tests and tools."""
         s, _key = self._settings, self._key
         if self._listener is None:
             self._listener = envoy_config.listener(s)
@@ -174,11 +224,42 @@ class EnvoyResources:
             built_routes[key] = entry
             entries[route.slug] = entry
         self._routes = built_routes
-        assert self._default_route is not None
-        configuration = envoy_config.route_configuration(entries, self._default_route, self._wire)
+        default = self._default_route
+        assert default is not None
+        named = {c.name: c for c in out}  # type: ignore[attr-defined]
+        if applied is not None:
+            retiring = self._retire(named, entries, revision, applied, now)
+            self._named = (named, entries)
+            out, entries = retiring
+        configuration = envoy_config.route_configuration(entries, default, self._wire)
         self._key.rotate()
         self._wire.rotate()
         return {CLUSTER: out, LISTENER: [self._listener], ROUTE: [configuration]}
+
+    def _retire(
+        self,
+        named: dict[str, Message],
+        entries: dict[str, route_components_pb2.Route],
+        revision: int,
+        applied: int,
+        now: float,
+    ) -> tuple[list[Message], dict[str, route_components_pb2.Route]]:
+        """The build's clusters and entries plus those retiring (dropped now or before, not yet gone)."""
+        old_clusters, old_entries = self._named
+        for kind, old, new in (("c", old_clusters, named), ("r", old_entries, entries)):
+            for name, message in old.items():
+                if name not in new:
+                    self._retiring.setdefault((kind, name), (message, revision, now))
+        keep: dict[tuple[str, str], tuple[Message, int, float]] = {}
+        for (kind, name), item in self._retiring.items():
+            _, dropped, at = item
+            back = name in (named if kind == "c" else entries)
+            if not back and (dropped > applied or now - at < self._retire_after_s):
+                keep[(kind, name)] = item
+        self._retiring = keep
+        clusters = [*named.values(), *(m for (k, _), (m, _, _) in keep.items() if k == "c")]
+        wider = {**entries, **{n: m for (k, n), (m, _, _) in keep.items() if k == "r"}}
+        return clusters, wider  # type: ignore[return-value]
 
     def prepare(self, built: dict[str, list[Any]]) -> dict[str, Any]:
         """`server.prepare` of each type of a build, packing each resource once while in use."""
@@ -232,11 +313,14 @@ class Publisher:
         listener: envoy_config.ListenerSettings,
         poll_interval_s: float = 0.5,
         delta: DeltaCache | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        retire_after_s: float = RETIRE_AFTER_S,
     ) -> None:
+        self._ack_timeout_s = ack_timeout_s
         self._cache = cache
         self.delta = delta or DeltaCache()
         self._sessions = session_factory
-        self._envoy = EnvoyResources(listener)
+        self._envoy = EnvoyResources(listener, retire_after_s)
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
         self._published = _Published()
@@ -269,12 +353,12 @@ class Publisher:
         """Publish what changed since the last publish; one at a time."""
         async with self._lock:
             started = time.perf_counter()
-            result = await asyncio.to_thread(self._load)
+            applied = self.delta.applied_everywhere()  # read on the event loop, used by the worker
+            result = await asyncio.to_thread(self._load, applied)
             if result is None:
                 return
             if result.envoy is not None:
-                for type_url, state in result.envoy.items():
-                    self._cache.install(type_url, state)
+                await self._envoy_first(result.envoy)
             self.delta.apply(result.revision, result.delta)
             took_ms = (time.perf_counter() - started) * 1000
             level = logging.WARNING if took_ms > SLOW_PUBLISH_MS else logging.DEBUG
@@ -284,13 +368,27 @@ class Publisher:
                 *(result.revision, took_ms, result.cpu_s * 1000, ", Envoy's too" if result.envoy else ""),
             )
 
-    def _load(self) -> _Publish | None:
-        cpu_started = time.thread_time()
+    async def _envoy_first(self, resources: dict[str, Any]) -> None:
+        """Install Envoy's resources and wait for every Envoy's answer to those ext_proc names."""
+        changed = [self._cache.install(type_url, state) for type_url, state in resources.items()]
+        if not any(changed):
+            return
+        silent = await self._cache.answered(REFERENCED_BY_EXT_PROC, self._ack_timeout_s)
+        if silent:
+            log.warning(
+                "Envoy %s has not answered the new clusters and routes after %.0f s: "
+                "publishing ext_proc's changes anyway",
+                *(", ".join(silent), self._ack_timeout_s),
+            )
+
+    def _load(self, applied: int) -> _Publish | None:
+        cpu_started, now = time.thread_time(), time.monotonic()
         published = self._published
         since = max(published.revision, 0)
         with self._sessions() as session:
             found = load_changes(session, since)
-            if found.revision == published.revision:
+            retired = self._envoy.retired(applied, now)
+            if found.revision == published.revision and not retired:
                 return None
             secret = data_plane_secret(session)  # created on the first publish; read after the changes
         changed_restrictions = _merge(published, found)
@@ -302,6 +400,7 @@ class Publisher:
             published.secret = secret
         envoy_changed = published.revision < 0 or any(
             (
+                retired,
                 found.providers,
                 found.models,
                 found.routes,
@@ -315,6 +414,7 @@ class Publisher:
                 [published.providers[k] for k in sorted(published.providers)],
                 [published.models[k] for k in sorted(published.models)],
                 [published.routes[k] for k in sorted(published.routes)],
+                *(found.revision, applied, now),
             )
             envoy = self._envoy.prepare(built)
         published.revision = found.revision

@@ -13,14 +13,22 @@ and in ext_proc. Responses are small by construction (`MAX_DELTA_RESOURCES`,
 `MAX_DELTA_BYTES`): a subscriber's first load of 10^5 keys arrives in chunks,
 and only the last chunk of a push carries `system_version_info` (the revision),
 which tells the subscriber that it has the whole push.
+
+Both caches know their connected streams and what each has answered, so the
+publisher can order a change across the two protocols (`XdsCache.answered`,
+`DeltaCache.applied_everywhere`): ext_proc names the cluster each request goes to, so a
+cluster must be in every Envoy before ext_proc may name it, and stay there until
+ext_proc no longer does (`control_plane/xds/publisher.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import itertools
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
@@ -98,11 +106,14 @@ def prepare(resources: Iterable[Message], packed: Callable[[Message], PackedReso
 
 
 class XdsCache:
-    """The current resources of every type, and a broadcast of their changes."""
+    """The current resources of every type, a broadcast of their changes, and the connected
+    Envoys' answers to them."""
 
     def __init__(self) -> None:
         self._types: dict[str, _TypeState] = {}
         self._changed = asyncio.Event()
+        self._streams: list[_Stream] = []
+        self._progress = asyncio.Event()  # set (and replaced) on every answer and disconnection
 
     def set(self, type_url: str, resources: Iterable[Message]) -> bool:
         """Replace a type's resources; returns whether anything changed."""
@@ -124,6 +135,49 @@ class XdsCache:
     def changed(self) -> asyncio.Event:
         return self._changed
 
+    def _attach(self, stream: _Stream) -> None:
+        self._streams.append(stream)
+
+    def _detach(self, stream: _Stream) -> None:
+        self._streams.remove(stream)
+        self._progressed()
+
+    def _progressed(self) -> None:
+        progress, self._progress = self._progress, asyncio.Event()
+        progress.set()
+
+    def _has_answered(self, stream: _Stream, type_urls: Iterable[str]) -> bool:
+        """Whether ``stream`` answered the current version of each of ``type_urls`` (a type it
+        has not subscribed to yet arrives whole, at its newest, when it does)."""
+        for type_url in type_urls:
+            sub, current = stream.subscriptions.get(type_url), self._types.get(type_url)
+            if sub is None or current is None:
+                continue
+            if current.version == sub.rejected_version:
+                continue
+            if current.version != sub.sent_version or sub.awaiting_answer:
+                return False
+        return True
+
+    async def answered(self, type_urls: Iterable[str], timeout_s: float) -> list[str]:
+        """Wait until every connected Envoy has answered (ACK or NACK) the current version of
+        each of ``type_urls``, or disconnected; the peers still silent after ``timeout_s``.
+
+        A NACK counts as an answer: the Envoy keeps its previous configuration and the
+        rejection is logged as an error (`_receive`); holding everything else back for it
+        would freeze the whole gateway's configuration on one bad resource.
+        """
+        types = tuple(type_urls)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            progress = self._progress
+            silent = [s.peer for s in self._streams if not self._has_answered(s, types)]
+            remaining = deadline - asyncio.get_running_loop().time()
+            if not silent or remaining <= 0:
+                return silent
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(progress.wait(), remaining)
+
 
 @dataclass(slots=True)
 class _Subscription:
@@ -138,7 +192,7 @@ class _Subscription:
     awaiting_answer: bool = False
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Stream:
     subscriptions: dict[str, _Subscription] = field(default_factory=dict)
     peer: str = ""
@@ -187,6 +241,7 @@ def ads_handler(
         state = _Stream(peer=context.peer())
         inbox: asyncio.Queue[discovery_pb2.DiscoveryRequest | None] = asyncio.Queue()
         pump_task = asyncio.create_task(_pump(requests, inbox))
+        cache._attach(state)
         try:
             while True:
                 changed = cache.changed()
@@ -198,8 +253,10 @@ def ads_handler(
                 if req is None:
                     return
                 _receive(state, req)
+                cache._progressed()
         finally:
             pump_task.cancel()
+            cache._detach(state)
 
     methods = {
         "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
@@ -286,6 +343,7 @@ class DeltaCache:
         self._types: dict[str, _TypeEntries] = {}
         self.revision = 0
         self._changed = asyncio.Event()
+        self._streams: list[_DeltaStream] = []
 
     def apply(self, revision: int, changes: dict[str, TypeChanges]) -> None:
         """Record the changes of `revision` (non-decreasing) in one step, then wake the streams."""
@@ -329,8 +387,35 @@ class DeltaCache:
     def changed(self) -> asyncio.Event:
         return self._changed
 
+    def _attach(self, stream: _DeltaStream) -> None:
+        self._streams.append(stream)
 
-def _chunks(type_url: str, change: TypeChanges, revision: int) -> Iterator[bytes]:
+    def _detach(self, stream: _DeltaStream) -> None:
+        self._streams.remove(stream)
+
+    def applied_everywhere(self) -> int:
+        """The newest revision every connected subscriber has applied whole (answered every
+        response of); with none connected, every revision (one connecting gets the newest whole)."""
+        return min((s.caught_up for s in self._streams), default=sys.maxsize)
+
+
+@dataclass(slots=True, eq=False)
+class _DeltaStream:
+    """One subscriber: the revision it was sent of each type, and the last response of each
+    push it has not answered yet."""
+
+    peer: str
+    sent: dict[str, int | None] = field(default_factory=dict)  # None: subscribed, nothing sent yet
+    unanswered: dict[str, str] = field(default_factory=dict)  # type URL -> the push's last nonce
+    caught_up: int = -1  # the newest revision it has applied whole
+
+    def settle(self) -> None:
+        """Advance `caught_up` when every response sent has been answered."""
+        if self.sent and not self.unanswered and all(have is not None for have in self.sent.values()):
+            self.caught_up = max(self.caught_up, min(have for have in self.sent.values() if have is not None))
+
+
+def _chunks(type_url: str, change: TypeChanges, revision: int, nonce: str | None = None) -> Iterator[bytes]:
     """A push as serialized responses of at most MAX_DELTA_RESOURCES / ~MAX_DELTA_BYTES each;
     only the last one carries the revision (`system_version_info`)."""
     batch: list[bytes] = []
@@ -345,12 +430,18 @@ def _chunks(type_url: str, change: TypeChanges, revision: int) -> Iterator[bytes
     while len(removed) > most:
         yield _response(type_url, batch, removed[:most])
         batch, removed = [], removed[most:]
-    yield _response(type_url, batch, removed, str(revision))
+    yield _response(type_url, batch, removed, str(revision), nonce)
 
 
-def _response(type_url: str, resources: list[bytes], removed: Iterable[str] = (), version: str = "") -> bytes:
+def _response(
+    type_url: str,
+    resources: list[bytes],
+    removed: Iterable[str] = (),
+    version: str = "",
+    nonce: str | None = None,
+) -> bytes:
     header = discovery_pb2.DeltaDiscoveryResponse(
-        type_url=type_url, removed_resources=removed, system_version_info=version, nonce=_nonce()
+        type_url=type_url, removed_resources=removed, system_version_info=version, nonce=nonce or _nonce()
     )
     return header.SerializeToString() + b"".join(resources)
 
@@ -370,10 +461,11 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
     async def stream_resources(
         requests: AsyncIterator[discovery_pb2.DeltaDiscoveryRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        peer = context.peer()
-        sent: dict[str, int | None] = {}  # type URL -> the revision this stream has (None: nothing yet)
+        stream = _DeltaStream(context.peer())
+        peer, sent = stream.peer, stream.sent  # sent: type URL -> the revision this stream has
         inbox: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest | None] = asyncio.Queue()
         pump_task = asyncio.create_task(_pump(requests, inbox))
+        cache._attach(stream)
         try:
             while True:
                 changed = cache.changed()
@@ -389,8 +481,10 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
                     sent[type_url] = revision
                     if have is not None and not change.resources and not change.removed:
                         continue
-                    for response in _chunks(type_url, change, revision):
+                    stream.unanswered[type_url] = nonce = _nonce()
+                    for response in _chunks(type_url, change, revision, nonce):
                         yield response
+                stream.settle()  # types with nothing new are as far as the revision
                 arrived, req = await _next_request(inbox, changed)
                 if not arrived:
                     continue  # the configuration changed first: send what is pending
@@ -398,10 +492,15 @@ def delta_handler(cache: DeltaCache, type_order: Iterable[str]) -> grpc.RpcMetho
                     return
                 if req.type_url not in sent:
                     sent[req.type_url] = None
-                elif req.HasField("error_detail"):
+                    continue
+                if req.HasField("error_detail"):
                     log.error("%s could not apply %s: %s", peer, req.type_url, req.error_detail.message[:500])
+                if req.response_nonce and stream.unanswered.get(req.type_url) == req.response_nonce:
+                    del stream.unanswered[req.type_url]  # it has applied the whole push
+                    stream.settle()
         finally:
             pump_task.cancel()
+            cache._detach(stream)
 
     return grpc.stream_stream_rpc_method_handler(
         stream_resources,

@@ -23,7 +23,12 @@ from simulators.testing import SimulatorProcess
 from tests.e2e.support import SIM_KEY, Admin, Tenant, new_tenant, start_gateway
 
 HI = [{"role": "user", "content": "Say hello in a few words"}]
-CHAIN = {"fallbacks": ["claude-sonnet-4-5"], "retry_on": ["5xx"], "attempt_timeout_s": 5, "total_timeout_s": 20}
+CHAIN = {
+    "fallbacks": ["claude-sonnet-4-5"],
+    "retry_on": ["5xx"],
+    "attempt_timeout_s": 5,
+    "total_timeout_s": 20,
+}
 CLIENTS = 4  # concurrent callers: one request in flight per caller
 ROUNDS = 6  # each: create the chain, hammer; remove it, hammer
 HAMMER_S = 0.6  # how long each phase sends requests after the write
