@@ -1,4 +1,4 @@
-"""A chain created or removed while its model is busy: every request is served, by the old route or the new chain.
+"""A chain created or removed while its model is busy: every request is served, old route or new chain.
 
 ext_proc (delta xDS) names the cluster a request goes to; Envoy (state of the world)
 must already have it. A chain's cluster reaches ext_proc only once every Envoy has

@@ -1,0 +1,227 @@
+"""The order of a change across Envoy (state of the world) and ext_proc (delta).
+
+ext_proc names the cluster of each request; Envoy must have it. A new chain's Route reaches
+ext_proc only after every connected Envoy answered (ACK or NACK) the clusters and routes that
+carry it; a removed chain's cluster stays in Envoy until every ext_proc has applied the
+removal and the drain period has passed (control_plane/xds/publisher.py). Real gRPC streams
+on the real ADS server; the clients speak the protocol as Envoy and ext_proc do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Session, select
+
+from control_plane.store.changes import mutation
+from control_plane.store.tables import Model, Provider, Route
+from control_plane.xds.envoy_config import ListenerSettings
+from control_plane.xds.publisher import DELTA_TYPES, Publisher
+from control_plane.xds.server import CLUSTER, ROUTE, SERVER_OPTIONS, XdsCache, ads_handler
+
+SOTW = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+ROUTE_TYPE = "type.googleapis.com/infery.v1.Route"
+CHAIN = "route_a"
+
+
+def _setup(session_factory: sessionmaker[Session]) -> None:
+    with mutation(session_factory) as session:
+        session.add(Provider(name="p", kind="openai", base_url="https://x.example/v1"))
+        session.flush()
+        for slug in ("a", "b"):
+            session.add(Model(slug=slug, provider="p", upstream_model=slug))
+
+
+def _chain(session_factory: sessionmaker[Session]) -> None:
+    with mutation(session_factory) as session:
+        session.add(
+            Route(slug="a", fallbacks=["b"], retry_on=["5xx"], attempt_timeout_s=1, total_timeout_s=2)
+        )
+
+
+def _unchain(session_factory: sessionmaker[Session]) -> None:
+    with mutation(session_factory) as session:
+        session.delete(session.exec(select(Route).where(Route.slug == "a")).one())
+
+
+class Envoy:
+    """A state-of-the-world subscriber to clusters and routes that answers when told to."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call: Any = channel.stream_stream(
+            SOTW,
+            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        )()
+        self.last: dict[str, discovery_pb2.DiscoveryResponse] = {}
+
+    async def subscribe(self) -> None:
+        for type_url in (CLUSTER, ROUTE):
+            await self.call.write(discovery_pb2.DiscoveryRequest(type_url=type_url))
+            await self.receive()
+            await self.answer(self.last[type_url].type_url)
+
+    async def receive(self) -> discovery_pb2.DiscoveryResponse:
+        response = await asyncio.wait_for(self.call.read(), 5)
+        self.last[response.type_url] = response
+        return response
+
+    async def answer(self, type_url: str, refuse: bool = False) -> None:
+        response = self.last[type_url]
+        req = discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        if refuse:
+            req.error_detail.message = "refused"
+        else:
+            req.version_info = response.version_info
+        await self.call.write(req)
+
+    def clusters(self) -> set[str]:
+        out = set()
+        for packed in self.last[CLUSTER].resources:
+            cluster = cluster_pb2.Cluster()
+            packed.Unpack(cluster)
+            out.add(cluster.name)
+        return out
+
+
+class ExtProc:
+    """A delta subscriber to ext_proc's types that answers (has applied) a response when told to."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call: Any = channel.stream_stream(
+            DELTA,
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
+        )()
+        self.routes: set[str] = set()
+
+    async def subscribe(self) -> None:
+        for type_url in DELTA_TYPES:
+            await self.call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=type_url))
+        for _ in DELTA_TYPES:
+            await self.answer(await self.receive())
+
+    async def receive(self) -> discovery_pb2.DeltaDiscoveryResponse:
+        response = await asyncio.wait_for(self.call.read(), 5)
+        if response.type_url == ROUTE_TYPE:
+            self.routes |= {r.name for r in response.resources}
+            self.routes -= set(response.removed_resources)
+        return response
+
+    async def answer(self, response: discovery_pb2.DeltaDiscoveryResponse) -> None:
+        reply = discovery_pb2.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
+        await self.call.write(reply)
+
+
+@asynccontextmanager
+async def _server(publisher: Publisher, cache: XdsCache) -> AsyncIterator[grpc.aio.Channel]:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    server.add_generic_rpc_handlers((ads_handler(cache, publisher.delta, DELTA_TYPES),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(None)
+
+
+async def test_a_new_chain_reaches_ext_proc_only_once_every_envoy_has_answered_its_cluster(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30)
+    await publisher.publish()
+    async with _server(publisher, cache) as channel:
+        envoys = [Envoy(channel), Envoy(channel)]
+        for envoy in envoys:
+            await envoy.subscribe()
+        ext_proc = ExtProc(channel)
+        await ext_proc.subscribe()
+
+        _chain(session_factory)
+        publishing = asyncio.create_task(publisher.publish())
+        for envoy in envoys:  # both are sent the chain's cluster first
+            assert (await envoy.receive()).type_url == CLUSTER
+            assert CHAIN in envoy.clusters()
+        pushed = asyncio.ensure_future(ext_proc.receive())
+        await envoys[0].answer(CLUSTER)
+        await envoys[1].answer(CLUSTER, refuse=True)  # a refusal is an answer (logged as an error)
+        for envoy in envoys:  # the routes follow each one's answer
+            assert (await envoy.receive()).type_url == ROUTE
+        await envoys[0].answer(ROUTE)
+        await asyncio.sleep(0.3)
+        assert not pushed.done(), "ext_proc was sent the chain before every Envoy answered its route"
+        assert not publishing.done()
+        await envoys[1].answer(ROUTE)
+        await asyncio.wait_for(publishing, 5)
+        while "a" not in ext_proc.routes:
+            await ext_proc.answer(await pushed)
+            pushed = asyncio.ensure_future(ext_proc.receive())
+        pushed.cancel()
+
+
+async def test_an_envoy_that_never_answers_delays_ext_proc_by_the_timeout_only(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=0.5)
+    await publisher.publish()
+    async with _server(publisher, cache) as channel:
+        silent = Envoy(channel)
+        await silent.subscribe()
+        _chain(session_factory)
+        started = asyncio.get_running_loop().time()
+        await asyncio.wait_for(publisher.publish(), 5)
+        assert 0.4 < asyncio.get_running_loop().time() - started < 3
+        assert [r.name for r in publisher.delta.live(ROUTE_TYPE)] == ["a"]
+
+
+async def test_a_removed_chain_keeps_its_cluster_until_ext_proc_applied_the_removal_and_the_drain_passed(
+    session_factory: sessionmaker[Session],
+) -> None:
+    _setup(session_factory)
+    _chain(session_factory)
+    cache = XdsCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30, retire_after_s=0.3)
+    await publisher.publish()
+    async with _server(publisher, cache) as channel:
+        envoy = Envoy(channel)
+        await envoy.subscribe()
+        assert CHAIN in envoy.clusters()
+        ext_proc = ExtProc(channel)
+        await ext_proc.subscribe()
+        assert ext_proc.routes == {"a"}
+
+        _unchain(session_factory)
+        versions = {t: cache.get(t).version for t in (CLUSTER, ROUTE)}  # type: ignore[union-attr]
+        await asyncio.wait_for(publisher.publish(), 5)
+        # Envoy keeps the chain's cluster and route entry (retiring): nothing new for it.
+        assert {t: cache.get(t).version for t in (CLUSTER, ROUTE)} == versions  # type: ignore[union-attr]
+        removal = await ext_proc.receive()
+        assert ext_proc.routes == set()
+
+        # ext_proc has not answered (applied) the removal: however long, the cluster stays.
+        await asyncio.sleep(0.5)
+        await publisher.publish()
+        assert {t: cache.get(t).version for t in (CLUSTER, ROUTE)} == versions  # type: ignore[union-attr]
+        # Applied, and the drain period passed: the next publish (the revision poll's) drops it.
+        await ext_proc.answer(removal)
+        await asyncio.sleep(0.4)
+        publishing = asyncio.create_task(publisher.publish())
+        await envoy.receive()
+        assert CHAIN not in envoy.clusters()
+        await envoy.answer(CLUSTER)
+        assert (await envoy.receive()).type_url == ROUTE  # without the chain's entry
+        await envoy.answer(ROUTE)
+        await asyncio.wait_for(publishing, 5)
