@@ -2,7 +2,7 @@
 
 ext_proc (delta xDS) names the cluster a request goes to; Envoy (state of the world)
 must already have it. A chain's cluster reaches ext_proc only once every Envoy has
-acknowledged it, and leaves Envoy only once ext_proc no longer uses it
+answered it, and leaves Envoy only once ext_proc no longer uses it
 (control_plane/xds/publisher.py). Before, ext_proc learned a new chain while Envoy was
 still applying its cluster: requests for the model got 503 (no cluster) for up to ~0.8 s.
 """
