@@ -1,4 +1,4 @@
-"""ext_proc/h2_grpc.py against two independent clients.
+"""ext_proc/h2_grpc/ against two independent clients.
 
 ``grpcio`` proves interop with a real gRPC implementation (sizes, concurrency,
 statuses). The ``h2`` library, with frames built by hand where h2 will not
@@ -655,9 +655,9 @@ async def test_bad_messages_get_a_grpc_status(data: bytes, status: bytes, messag
 
 
 async def test_streams_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ext_proc.h2_grpc
+    import ext_proc.h2_grpc.connection
 
-    monkeypatch.setattr(ext_proc.h2_grpc, "STREAM_LIMIT", 2)
+    monkeypatch.setattr(ext_proc.h2_grpc.connection, "STREAM_LIMIT", 2)
     release = asyncio.Event()
 
     async def held(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
