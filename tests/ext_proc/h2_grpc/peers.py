@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import h2.config
@@ -19,7 +20,7 @@ import h2.events
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, SettingsFrame
 
-from ext_proc.h2_grpc import Method, Server
+from ext_proc.h2_grpc import Connection, Method, Server
 
 ECHO, FIRST_ONLY, FAIL_AT_ONCE, FAIL_LATER = "/t.T/Echo", "/t.T/FirstOnly", "/t.T/Fail", "/t.T/FailLater"
 MIB = 1 << 20
@@ -290,3 +291,53 @@ def after_preface(*frames: bytes) -> bytes:
 def path_literal(path: str, *, indexed: bool) -> bytes:
     """``:path`` (static name 4) as a literal, added to the dynamic table or not."""
     return bytes([0x44 if indexed else 0x04, len(path)]) + path.encode()
+
+
+class MemoryTransport:
+    """A server connection's transport in memory: it keeps what the server writes for the test
+    to read, and records whether the server closed it or stopped reading."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "a write after close"
+        self.written += data
+
+    def take(self) -> bytes:
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def memory_connection(server: Server, token: bytes | None = None) -> tuple[Connection, MemoryTransport]:
+    """One of ``server``'s connections, made as its listeners make them, on an in-memory transport."""
+    connection = server._connection(token)
+    transport = MemoryTransport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    return connection, transport
+
+
+def standard_server(max_message: int = 64 * MIB, **kwargs: Any) -> Server:
+    methods = {path: Method(handler, identity, identity) for path, handler in HANDLERS.items()}  # type: ignore[arg-type]
+    return Server(methods, max_message=max_message, **kwargs)
