@@ -17,10 +17,13 @@ fields, so the peer's table settings cannot desynchronise them.
 
 Modules, each with one job: :mod:`.frames` (bytes: HTTP/2 frames and gRPC messages),
 :mod:`.connection` (one connection's streams, windows, settings and HPACK state),
-:mod:`.server` (listeners, the method table, running a method on a stream).
+:mod:`.server` (listeners, the method table, running a method on a stream), and
+:mod:`.limits` (what one peer may make a connection hold or do: the defences against
+rapid reset, PING/SETTINGS and CONTINUATION floods, and peers that ignore flow control).
 """
 
-from ext_proc.h2_grpc.connection import MAX_MESSAGE, Connection
+from ext_proc.h2_grpc.connection import Connection
+from ext_proc.h2_grpc.limits import MAX_MESSAGE, Limits
 from ext_proc.h2_grpc.server import TOKEN_HEADER, Handler, Method, Server
 
-__all__ = ["MAX_MESSAGE", "TOKEN_HEADER", "Connection", "Handler", "Method", "Server"]
+__all__ = ["MAX_MESSAGE", "TOKEN_HEADER", "Connection", "Handler", "Limits", "Method", "Server"]

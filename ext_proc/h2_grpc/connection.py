@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import hpack
-from hpack.exceptions import HPACKError
+from hpack.exceptions import HPACKError, OversizedHeaderListError
 
 from ext_proc.h2_grpc import frames
 from ext_proc.h2_grpc.frames import (
@@ -28,6 +28,7 @@ from ext_proc.h2_grpc.frames import (
     DEFAULT_WINDOW,
     END_HEADERS,
     END_STREAM,
+    ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
     FRAME_SIZE_ERROR,
     GOAWAY,
@@ -38,6 +39,7 @@ from ext_proc.h2_grpc.frames import (
     LARGEST_FRAME_SIZE,
     MAX_CONCURRENT_STREAMS,
     MAX_FRAME_SIZE,
+    MAX_HEADER_LIST_SIZE,
     MAX_WINDOW,
     MESSAGE_HEAD,
     NO_ERROR,
@@ -56,21 +58,22 @@ from ext_proc.h2_grpc.frames import (
     encode,
     take_messages,
 )
+from ext_proc.h2_grpc.limits import (
+    CONNECTION_WINDOW_MESSAGES,
+    DEFAULT_LIMITS,
+    MAX_FRAME,
+    MAX_MESSAGE,
+    WRITE_BUFFER_HIGH,
+    Budget,
+    Limits,
+)
 
 log = logging.getLogger("infery.ext_proc.h2")
 
-RECV_FRAME_SIZE = 1 << 20
-MAX_HEADER_BLOCK = 64 * 1024
 HEADER_CACHE_SIZE = 64  # distinct header blocks remembered per connection
-MAX_MESSAGE = 64 * 1024 * 1024
-# Envoy opens another connection when a connection reaches this many streams.
-STREAM_LIMIT = 16_384
-# Unread input is bounded: a stream may hold one whole message, a connection four.
-# Window is handed back as the handler takes messages, so a peer can never get
-# further ahead of a handler than that (Envoy sends one message per reply anyway).
-CONNECTION_WINDOW_MESSAGES = 4
-# Bytes queued for a peer that does not read, beyond which we stop reading it.
-WRITE_BUFFER_HIGH = 4 * 1024 * 1024
+# A header block's frames after the first each cost this much of the block's budget (a frame
+# head): empty CONTINUATION frames cannot go on for ever.
+FRAME_HEAD_COST = 9
 
 
 class Stream:
@@ -85,13 +88,14 @@ class Stream:
         "inbox",
         "pending",
         "recv_unacked",
+        "recv_window",
         "send_window",
         "task",
         "trailers",
         "waiter",
     )
 
-    def __init__(self, stream_id: int, send_window: int) -> None:
+    def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
         self.inbox: deque[bytes] = deque()
         self.buffer = bytearray()
@@ -99,6 +103,7 @@ class Stream:
         self.ended = False  # the client half-closed (or reset)
         self.send_window = send_window
         self.recv_unacked = 0
+        self.recv_window = recv_window  # what the client may still send before a WINDOW_UPDATE
         self.headers_sent = False
         self.pending = bytearray()  # gRPC-framed bytes waiting for flow-control window
         self.trailers: bytes | None = None  # sent once ``pending`` drains
@@ -153,8 +158,10 @@ class Connection(asyncio.Protocol):
         open_stream: StreamOpener,
         on_close: Callable[[Connection], None],
         max_message: int = MAX_MESSAGE,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._open_stream = open_stream
+        self._limits = limits
         self._on_close = on_close
         self.loop = asyncio.get_running_loop()
         self._max_message = max_message
@@ -163,11 +170,19 @@ class Connection(asyncio.Protocol):
         self._connection_window = max(
             DEFAULT_WINDOW, min(MAX_WINDOW, CONNECTION_WINDOW_MESSAGES * self._stream_window)
         )
+        # What the client may still send: the connection window is ours from the start (our
+        # WINDOW_UPDATE leaves with our SETTINGS); a stream's is HTTP/2's default until the
+        # client acknowledges our SETTINGS, if that is larger (RFC 9113 §6.9.2).
+        self._recv_window = self._connection_window
+        self._settings_acked = False
+        self._new_stream_recv_window = max(DEFAULT_WINDOW, self._stream_window)
+        self._max_streams = limits.max_concurrent_streams
         self._transport: asyncio.Transport | None = None
         self._in = bytearray()
         self._preface_seen = False
+        self._failed = False
         self._decoder = hpack.Decoder()
-        self._decoder.max_header_list_size = MAX_HEADER_BLOCK
+        self._decoder.max_header_list_size = limits.max_header_block
         self._header_cache: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
         self._streams: dict[int, Stream] = {}
         self._last_stream_id = 0
@@ -177,6 +192,11 @@ class Connection(asyncio.Protocol):
         self._table_size_update = False
         self._recv_unacked = 0  # bytes taken by handlers (or discarded) not yet handed back
         self._continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block)
+        self._continuation_cost = 0  # the block's bytes, and a frame head per CONTINUATION
+        clock = self.loop.time
+        self._premature_resets = Budget(limits.premature_resets, clock)
+        self._pings = Budget(limits.pings, clock)
+        self._settings_frames = Budget(limits.settings_frames, clock)
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._blocked: dict[int, Stream] = {}  # streams with pending data, in arrival order
@@ -190,8 +210,9 @@ class Connection(asyncio.Protocol):
         self._write(
             frames.encode_settings(
                 (INITIAL_WINDOW_SIZE, self._stream_window),
-                (MAX_FRAME_SIZE, RECV_FRAME_SIZE),
-                (MAX_CONCURRENT_STREAMS, STREAM_LIMIT),
+                (MAX_FRAME_SIZE, MAX_FRAME),
+                (MAX_CONCURRENT_STREAMS, self._limits.max_concurrent_streams),
+                (MAX_HEADER_LIST_SIZE, self._limits.max_header_block),
             )
         )
         if self._connection_window > DEFAULT_WINDOW:
@@ -207,6 +228,8 @@ class Connection(asyncio.Protocol):
             self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return  # a connection error was answered: nothing more is read
         buf = self._in
         buf += data
         try:
@@ -219,7 +242,7 @@ class Connection(asyncio.Protocol):
                     raise ProtocolError(PROTOCOL_ERROR, "not an HTTP/2 client preface")
                 self._preface_seen = True
                 del buf[: len(PREFACE)]
-            del buf[: frames.parse(buf, self._on_frame, RECV_FRAME_SIZE)]
+            del buf[: frames.parse(buf, self._on_frame, MAX_FRAME)]
         except ProtocolError as exc:
             self._fail(exc.code, str(exc))
 
@@ -264,12 +287,21 @@ class Connection(asyncio.Protocol):
             if len(payload) != 8 or stream_id:
                 raise ProtocolError(FRAME_SIZE_ERROR if len(payload) != 8 else PROTOCOL_ERROR, "bad PING")
             if not flags & ACK:
+                if not self._pings.spend():
+                    raise ProtocolError(ENHANCE_YOUR_CALM, "PING flood")
                 self._write(encode(PING, ACK, 0, bytes(payload)))
         elif kind == RST_STREAM:
+            frames.rst_stream_code(stream_id, payload)
             stream = self._streams.pop(stream_id, None)
             if stream is not None:
+                # Envoy resets every stream once its filter is done, after the answer; a
+                # stream reset before any answer cost a handler for nothing (rapid reset).
+                if not stream.headers_sent:
+                    self._spend_premature_reset()
                 self._cancel(stream)
                 self._check_idle()
+            elif stream_id > self._last_stream_id:
+                raise ProtocolError(PROTOCOL_ERROR, "RST_STREAM on an idle stream")
         elif kind == GOAWAY:
             self._going_away = True
             self._check_idle()
@@ -281,6 +313,9 @@ class Connection(asyncio.Protocol):
         if stream_id == 0:
             raise ProtocolError(PROTOCOL_ERROR, "DATA on stream 0")
         frame_length = len(payload)
+        recv_window = self._recv_window = self._recv_window - frame_length
+        if recv_window < 0:
+            raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
         if flags & PADDED:
             payload = frames.data_payload(payload)
         stream = self._streams.get(stream_id)
@@ -289,6 +324,9 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError(PROTOCOL_ERROR, "DATA on an idle stream")
             self.consumed(None, frame_length)  # a stream we finished or reset: discarded
             return
+        recv_window = stream.recv_window = stream.recv_window - frame_length
+        if recv_window < 0:
+            raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         # Padding is discarded now; the data is handed back as the handler takes it.
         self.consumed(stream, frame_length - len(payload))
         buffer = stream.buffer
@@ -314,12 +352,14 @@ class Connection(asyncio.Protocol):
         self._recv_unacked += length
         if self._recv_unacked >= self._connection_window // 2:
             self._write(frames.encode_window_update(0, self._recv_unacked))
+            self._recv_window += self._recv_unacked
             self._recv_unacked = 0
         if stream is None or stream.ended:
             return  # the peer sends no more on it
         stream.recv_unacked += length
         if stream.recv_unacked >= self._stream_window // 2:
             self._write(frames.encode_window_update(stream.id, stream.recv_unacked))
+            stream.recv_window += stream.recv_unacked
             stream.recv_unacked = 0
 
     def _release(self, stream: Stream) -> None:
@@ -333,18 +373,22 @@ class Connection(asyncio.Protocol):
         if stream_id == 0:
             raise ProtocolError(PROTOCOL_ERROR, "HEADERS on stream 0")
         block = frames.header_fragment(flags, payload)
+        if len(block) > self._limits.max_header_block:
+            raise ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
         if flags & END_HEADERS:
             self._on_header_block(flags, stream_id, block)
         else:
             self._continuation = (stream_id, flags, block)
+            self._continuation_cost = len(block)
 
     def _on_continuation(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if self._continuation is None or self._continuation[0] != stream_id:
             raise ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
         _, first_flags, block = self._continuation
+        self._continuation_cost += FRAME_HEAD_COST + len(payload)
+        if self._continuation_cost > self._limits.max_header_block:
+            raise ProtocolError(ENHANCE_YOUR_CALM, "header block too large")
         block += payload
-        if len(block) > MAX_HEADER_BLOCK:
-            raise ProtocolError(PROTOCOL_ERROR, "header block too large")
         if flags & END_HEADERS:
             self._continuation = None
             self._on_header_block(first_flags, stream_id, block)
@@ -365,6 +409,8 @@ class Connection(asyncio.Protocol):
         before = _table_state(table)
         try:
             headers = tuple(cast(Iterable[tuple[bytes, bytes]], self._decoder.decode(block, raw=True)))
+        except OversizedHeaderListError as exc:  # an HPACK bomb: a small block naming large entries
+            raise ProtocolError(ENHANCE_YOUR_CALM, "header list too large") from exc
         except HPACKError as exc:
             raise ProtocolError(COMPRESSION_ERROR, f"HPACK: {exc}") from exc
         after = _table_state(table)
@@ -393,14 +439,23 @@ class Connection(asyncio.Protocol):
             # Trailers on a stream we already finished or reset: the client may still send them.
             return
         self._last_stream_id = stream_id
-        if self._going_away or len(self._streams) >= STREAM_LIMIT:
+        if self._going_away:
             self._write(frames.encode_rst_stream(stream_id, REFUSED_STREAM))
             return
-        stream = Stream(stream_id, self._peer_initial_window)
+        if len(self._streams) >= self._max_streams:
+            # The client went past the limit we advertised: no work done, like a premature reset.
+            self._spend_premature_reset()
+            self._write(frames.encode_rst_stream(stream_id, REFUSED_STREAM))
+            return
+        stream = Stream(stream_id, self._peer_initial_window, self._new_stream_recv_window)
         stream.ended = bool(flags & END_STREAM)
         self._streams[stream_id] = stream
         self.idle.clear()  # else ``Server.stop`` would not wait for this stream
         self._open_stream(self, stream, headers)
+
+    def _spend_premature_reset(self) -> None:
+        if not self._premature_resets.spend():
+            raise ProtocolError(ENHANCE_YOUR_CALM, "too many streams reset or refused before any answer")
 
     def _on_window_update(self, stream_id: int, payload: memoryview) -> None:
         increment = frames.window_increment(payload)
@@ -429,20 +484,20 @@ class Connection(asyncio.Protocol):
         if stream_id:
             raise ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
+            if not self._settings_acked:
+                self._our_settings_acked()
             return
-        grown: list[Stream] = []
-        for ident, value in frames.settings(payload):
+        pairs = frames.settings(payload)
+        if len(pairs) > self._limits.max_settings_per_frame:
+            raise ProtocolError(ENHANCE_YOUR_CALM, "too many entries in one SETTINGS frame")
+        if not self._settings_frames.spend():
+            raise ProtocolError(ENHANCE_YOUR_CALM, "SETTINGS flood")
+        initial_window = None
+        for ident, value in pairs:
             if ident == INITIAL_WINDOW_SIZE:
                 if value > MAX_WINDOW:
                     raise ProtocolError(FLOW_CONTROL_ERROR, "initial window too large")
-                delta = value - self._peer_initial_window
-                self._peer_initial_window = value
-                for stream in self._streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > MAX_WINDOW:
-                        raise ProtocolError(FLOW_CONTROL_ERROR, "a stream window grew past 2^31-1")
-                    if delta > 0 and stream.pending:
-                        grown.append(stream)
+                initial_window = value  # the last one counts: the streams are walked once
             elif ident == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME_SIZE <= value <= LARGEST_FRAME_SIZE:
                     raise ProtocolError(PROTOCOL_ERROR, "bad max frame size")
@@ -450,9 +505,28 @@ class Connection(asyncio.Protocol):
             elif ident == HEADER_TABLE_SIZE:
                 # We never index, so our table is empty; say so in the next block.
                 self._table_size_update = True
+        grown: list[Stream] = []
+        if initial_window is not None and initial_window != self._peer_initial_window:
+            delta = initial_window - self._peer_initial_window
+            self._peer_initial_window = initial_window
+            for stream in self._streams.values():
+                stream.send_window += delta
+                if stream.send_window > MAX_WINDOW:
+                    raise ProtocolError(FLOW_CONTROL_ERROR, "a stream window grew past 2^31-1")
+                if delta > 0 and stream.pending:
+                    grown.append(stream)
         self._write(encode(SETTINGS, ACK, 0))
         for stream in grown:
             self._send_pending(stream)
+
+    def _our_settings_acked(self) -> None:
+        """The client now counts our stream window, where it may have counted HTTP/2's default."""
+        self._settings_acked = True
+        self._new_stream_recv_window = self._stream_window
+        shrink = max(DEFAULT_WINDOW, self._stream_window) - self._stream_window
+        if shrink:
+            for stream in self._streams.values():
+                stream.recv_window -= shrink
 
     # ------------------------------------------------------------------ frames out
     def _header_block(self, block: bytes) -> bytes:
@@ -561,6 +635,7 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, code: int, reason: str) -> None:
         log.warning("HTTP/2 connection error: %s", reason)
+        self._failed = True
         self._write(frames.encode_goaway(self._last_stream_id, code, reason))
         self._flush()
         if self._transport is not None:

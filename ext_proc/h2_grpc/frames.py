@@ -23,10 +23,11 @@ END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 
 # Settings identifiers.
 HEADER_TABLE_SIZE, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 0x1, 0x3, 0x4, 0x5
+MAX_HEADER_LIST_SIZE = 0x6
 
 # Error codes.
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, COMPRESSION_ERROR = 0x7, 0x9
+REFUSED_STREAM, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x9, 0xB
 
 # gRPC status codes sent by the server itself.
 GRPC_OK, GRPC_RESOURCE_EXHAUSTED, GRPC_UNIMPLEMENTED, GRPC_INTERNAL = 0, 8, 12, 13
@@ -118,6 +119,14 @@ def settings(payload: memoryview) -> list[tuple[int, int]]:
     if len(payload) % 6:
         raise ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS length")
     return [_SETTING.unpack_from(payload, i) for i in range(0, len(payload), 6)]
+
+
+def rst_stream_code(stream_id: int, payload: memoryview) -> int:
+    if len(payload) != 4:
+        raise ProtocolError(FRAME_SIZE_ERROR, "bad RST_STREAM")
+    if not stream_id:
+        raise ProtocolError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+    return int(U32.unpack(payload)[0])
 
 
 def window_increment(payload: memoryview) -> int:

@@ -15,8 +15,9 @@ from typing import Any, cast
 from infery_proto.wire import EXT_PROC_TOKEN_HEADER
 
 from ext_proc.h2_grpc import frames
-from ext_proc.h2_grpc.connection import MAX_MESSAGE, Connection, Headers, Requests, Stream
+from ext_proc.h2_grpc.connection import Connection, Headers, Requests, Stream
 from ext_proc.h2_grpc.frames import GRPC_INTERNAL, GRPC_UNAUTHENTICATED, GRPC_UNIMPLEMENTED, OK_TRAILERS
+from ext_proc.h2_grpc.limits import DEFAULT_LIMITS, MAX_MESSAGE, Limits
 
 log = logging.getLogger("infery.ext_proc.h2")
 
@@ -124,9 +125,12 @@ def refuse_live_socket(path: str) -> None:
 class Server:
     """Listens on a TCP address, a Unix socket, or both; ``stop`` drains open streams first."""
 
-    def __init__(self, methods: dict[str, Method], max_message: int = MAX_MESSAGE) -> None:
+    def __init__(
+        self, methods: dict[str, Method], max_message: int = MAX_MESSAGE, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._methods = {path.encode(): method for path, method in methods.items()}
         self._max_message = max_message
+        self._limits = limits
         self._connections: set[Connection] = set()
         self._listeners: list[asyncio.Server] = []
 
@@ -149,7 +153,8 @@ class Server:
         self._listeners.append(await loop.create_unix_server(self._connection, path))
 
     def _connection(self, token: bytes | None = None) -> Connection:
-        conn = Connection(Router(self._methods, token).open, self._connections.discard, self._max_message)
+        router = Router(self._methods, token)
+        conn = Connection(router.open, self._connections.discard, self._max_message, self._limits)
         self._connections.add(conn)
         return conn
 

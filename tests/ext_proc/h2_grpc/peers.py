@@ -20,7 +20,8 @@ import h2.events
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import ContinuationFrame, Frame, HeadersFrame, SettingsFrame
 
-from ext_proc.h2_grpc import Connection, Method, Server
+from ext_proc.h2_grpc import Connection, Limits, Method, Server
+from ext_proc.h2_grpc.limits import DEFAULT_LIMITS
 
 ECHO, FIRST_ONLY, FAIL_AT_ONCE, FAIL_LATER = "/t.T/Echo", "/t.T/FirstOnly", "/t.T/Fail", "/t.T/FailLater"
 MIB = 1 << 20
@@ -68,12 +69,14 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def serving(
-    max_message: int = 64 * MIB, **extra: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]]
+    max_message: int = 64 * MIB,
+    limits: Limits = DEFAULT_LIMITS,
+    **extra: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]],
 ) -> AsyncIterator[Running]:
     """The standard handlers plus ``extra`` (keyword = method name under /t.T/), on a free port."""
     handlers = {**HANDLERS, **{f"/t.T/{name}": handler for name, handler in extra.items()}}
     methods = {path: Method(handler, identity, identity) for path, handler in handlers.items()}  # type: ignore[arg-type]
-    server = Server(methods, max_message=max_message)
+    server = Server(methods, max_message=max_message, limits=limits)
     port = await server.start("127.0.0.1", 0)
     try:
         yield Running(server, port)

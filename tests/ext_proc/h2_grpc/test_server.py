@@ -31,7 +31,7 @@ from hyperframe.frame import (
     SettingsFrame,
 )
 
-from ext_proc.h2_grpc import Method, Server
+from ext_proc.h2_grpc import Limits, Method, Server
 from tests.ext_proc.h2_grpc.peers import (
     ECHO,
     FAIL_AT_ONCE,
@@ -407,10 +407,7 @@ async def test_bad_messages_get_a_grpc_status(data: bytes, status: bytes, messag
         assert await client.call(ECHO, [b"next"]) == [b"next"]
 
 
-async def test_streams_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ext_proc.h2_grpc.connection
-
-    monkeypatch.setattr(ext_proc.h2_grpc.connection, "STREAM_LIMIT", 2)
+async def test_streams_over_the_limit_are_refused() -> None:
     release = asyncio.Event()
 
     async def held(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -425,7 +422,7 @@ async def test_streams_over_the_limit_are_refused(monkeypatch: pytest.MonkeyPatc
         ).serialize()
         for stream_id in (1, 3, 5)
     ]
-    async with serving(Held=held) as running:
+    async with serving(limits=Limits(max_concurrent_streams=2), Held=held) as running:
         reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
         try:
             writer.write(after_preface(*headers))
