@@ -10,6 +10,11 @@ ext_proc puts provider keys on requests, so whoever reaches it can have them: wi
 INFERY_EXT_PROC_TOKEN (Envoy sends it from its bootstrap), and ext_proc refuses to
 listen on TCP without one.
 
+ext_proc serves Envoy with its own HTTP/2 server (``ext_proc.h2_grpc``, the measured fast
+path); ``--server grpcio`` (INFERY_EXT_PROC_SERVER=grpcio) serves the same methods on the
+same addresses with ``grpc.aio`` instead (``ext_proc.grpcio_server``), so that our server
+can always be switched off.
+
 Settings come from INFERY_* variables (ext_proc/settings.py; ``--help`` lists them).
 """
 
@@ -22,14 +27,16 @@ import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
+from typing import Protocol
 
 from infery_proto import logs
 from infery_proto.settings import version
 
-from ext_proc import health, metrics, request_log
+from ext_proc import grpcio_server, h2_grpc, health, metrics, request_log
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
-from ext_proc.h2_grpc import Server
+from ext_proc.h2_grpc import Method
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
 from ext_proc.loop_watch import LoopWatch
@@ -41,6 +48,23 @@ from ext_proc.usage_spool import UsageReporter
 from ext_proc.xds_client import ConfigSubscriber
 
 log = logging.getLogger("infery.ext_proc")
+
+
+class GrpcServer(Protocol):
+    """What both gRPC servers offer: ``ext_proc.h2_grpc.Server`` and ``ext_proc.grpcio_server.Server``."""
+
+    async def start(self, host: str, port: int, token: bytes | None = None) -> int: ...
+
+    async def start_unix(self, path: str) -> None: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
+# INFERY_EXT_PROC_SERVER: ours by default; grpcio switches it off (2.5 times the CPU per request).
+SERVERS: dict[str, Callable[[dict[str, Method]], GrpcServer]] = {
+    "h2": h2_grpc.Server,
+    "grpcio": grpcio_server.Server,
+}
 
 
 async def _first(ready: asyncio.Event, stop: asyncio.Event, timeout: float) -> bool:
@@ -101,7 +125,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
     # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).
     # A control plane that is merely unreachable is no problem: the last configuration serves on.
-    server = Server({**ext_proc_methods, **health.methods(subscriber.is_ready)})
+    server = SERVERS[s.ext_proc_server]({**ext_proc_methods, **health.methods(subscriber.is_ready)})
     if not stop.is_set():
         where = []
         if s.ext_proc_uds:
@@ -110,7 +134,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         if s.ext_proc_tcp:
             await server.start(s.ext_proc_host, s.ext_proc_port, token=(s.ext_proc_token or "").encode())
             where.append(f"{s.ext_proc_host}:{s.ext_proc_port}")
-        print(f"ready ext_proc {' and '.join(where)}", flush=True)
+        print(f"ready ext_proc {' and '.join(where)} ({s.ext_proc_server} server)", flush=True)
     # What is loaded by now (modules, the configuration) lives as long as the process: a full
     # collection walked it in ~30 ms, a pause that a burst of configuration changes triggered.
     gc.freeze()
@@ -131,6 +155,7 @@ _FLAGS = {
     "port": "ext_proc_port",
     "uds": "ext_proc_uds",
     "tcp": "ext_proc_tcp",
+    "server": "ext_proc_server",
     "control_plane": "control_plane",
     "metrics_port": "metrics_port",
     "metrics_host": "metrics_host",
@@ -160,6 +185,12 @@ def main(argv: list[str] | None = None) -> None:
         "--tcp",
         action=argparse.BooleanOptionalAction,
         help="listen on --host:--port (default: only without --uds; INFERY_EXT_PROC_TCP)",
+    )
+    parser.add_argument(
+        "--server",
+        choices=sorted(SERVERS),
+        help="the gRPC server: h2 (ext_proc's own, the default) or grpcio (grpc.aio, the switch-off;"
+        " INFERY_EXT_PROC_SERVER)",
     )
     parser.add_argument(
         "--control-plane",

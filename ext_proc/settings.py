@@ -34,6 +34,11 @@ class ExtProcSettings(InferySettings):
     ext_proc_tcp: bool | None = Field(
         None, description="listen on TCP beside INFERY_EXT_PROC_UDS (`--tcp`; default: only without a socket)"
     )
+    ext_proc_server: Literal["h2", "grpcio"] = Field(
+        "h2",
+        description="the gRPC server Envoy talks to: `h2`, ext_proc's own (the fast path), or `grpcio`,"
+        " grpc.aio with the same methods, addresses and token (the switch-off: ~2.5x the CPU; `--server`)",
+    )
     ext_proc_token: str | None = Field(
         None,
         repr=False,

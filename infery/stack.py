@@ -455,6 +455,7 @@ class Stack:
                 "127.0.0.1",
             ],
             self.run_dir / "logs",
+            # INFERY_EXT_PROC_SERVER (h2 or grpcio) reaches ext_proc from here or from os.environ.
             {**self.pki.client.env(), **self.env},
         )
         self.processes[name] = proc
