@@ -4,8 +4,8 @@
 :mod:`ext_proc.h2_grpc` serves (``ext_proc.server.methods()`` and the health check: each a
 handler, a deserializer and a serializer) on the same addresses, with the same rules: a
 Unix socket needs no token (its directory guards it), a TCP listener answers
-UNAUTHENTICATED to any stream without ``x-infery-ext-proc-token`` except the public health
-check, a live socket file is never taken over, and a failing handler ends its call with
+UNAUTHENTICATED to any stream without the token (``wire.EXT_PROC_TOKEN_HEADER``) except the
+public health check, a live socket file is never taken over, and a failing handler ends its call with
 INTERNAL and the exception's type. It costs about 2.5 times the CPU per request (every
 message crosses three threads, ``ext_proc/h2_grpc/__init__.py``): it is there so that a
 problem in our HTTP/2 server can be ruled out, or worked around, by a restart.
