@@ -14,7 +14,7 @@ What Envoy does, measured (tests/e2e with a counting build): it opens one stream
 request and resets it (RST_STREAM CANCEL) once its filter is done, after the server has
 answered, so a reset is no sign of abuse by itself; it sends one SETTINGS and no PING
 (no keepalive in envoy/bootstrap.yaml). grpcio, the other client the tests use, sent at
-most two SETTINGS and two PINGs per connection in tests/ext_proc/h2_grpc/test_server.py.
+most two SETTINGS and two PINGs per connection in tests/ext_proc/h2_grpc/test_h2_grpc_server.py.
 """
 
 from __future__ import annotations

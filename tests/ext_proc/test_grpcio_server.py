@@ -64,7 +64,7 @@ async def call(
 ) -> tuple[grpc.StatusCode, str, list[bytes]]:
     """The call's status, details and replies. ``messages=None`` opens the call without writing:
     a write racing a refusal makes grpcio's client report its own INTERNAL instead of the server's
-    status (a client race, whichever server refuses; tests/ext_proc/h2_grpc/test_server.py)."""
+    status (a client race, whichever server refuses; tests/ext_proc/h2_grpc/test_h2_grpc_server.py)."""
     metadata = (("x-infery-ext-proc-token", token.decode()),) if token is not None else ()
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
