@@ -178,6 +178,7 @@ class GatewayConfig:
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
     attempt_grant_key: bytes = b""  # signs chain requests' attempt grants (ext_proc/attempt_grant.py)
+    files_identity_key: bytes = b""  # signs what ext_proc asserts to the files service (files_gate.py)
 
 
 PROVIDER = "Provider"
@@ -231,11 +232,14 @@ class ConfigState:
                 _put(workspaces, w.id, partial(_workspace, w), errors)
             self.current = replace(current, workspaces=workspaces)
         elif kind == DATA_PLANE_SECRET:
-            # One secret resource; removing it leaves no key (chain attempts are then refused).
-            key = b"" if list(removed) else current.attempt_grant_key
+            # One secret resource; removing it leaves no keys (chain attempts and files
+            # requests are then refused).
+            gone = bool(list(removed))
+            key = b"" if gone else current.attempt_grant_key
+            files_key = b"" if gone else current.files_identity_key
             for s in items:
-                key = s.attempt_grant_key
-            self.current = replace(current, attempt_grant_key=key)
+                key, files_key = s.attempt_grant_key, s.files_identity_key
+            self.current = replace(current, attempt_grant_key=key, files_identity_key=files_key)
         elif kind == ROUTE:
             routes = dict(current.routes)
             for name in removed:

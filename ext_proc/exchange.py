@@ -51,7 +51,7 @@ from infery_proto.wire import (
     SERVED_HEADER,
 )
 
-from ext_proc import attempt_grant, catalog_responses, endpoints, header_policy, settlement
+from ext_proc import attempt_grant, catalog_responses, endpoints, files_gate, header_policy, settlement
 from ext_proc import envoy_messages as msg
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
@@ -213,6 +213,12 @@ class Exchange:
         method = h.get(":method", "GET")
         try:
             config = self._require_config()
+            if files_gate.serves(self.path):
+                # Stored by the files service: ext_proc reads no byte of it and records nothing
+                # (as for the model list: no key on the exchange, no usage record).
+                forwarded = files_gate.forward(h, config, self.request_id, ROUTE_HEADER, header_policy.CONTROL)
+                self._exit_now(FINISHED)
+                return forwarded
             if self.path == "/v1/models" or self.path.startswith("/v1/models/"):
                 return self._models(method, h.get("authorization"), config)
             endpoint = endpoints.by_path(self.path)

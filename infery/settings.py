@@ -40,6 +40,9 @@ class CliSettings(InferySettings):
     ext_proc_port: int = Field(
         50051, ge=0, le=65535, description="the first ext_proc's port (process i: + i)"
     )
+    files_port: int = Field(
+        8082, ge=0, le=65535, description="the files service (`/v1/files` storage), reached by Envoy only"
+    )
     ext_procs: int = Field(
         1, ge=1, description="ext_proc processes per replica (more than one: INFERY_REDIS_URL)"
     )

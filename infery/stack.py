@@ -14,6 +14,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -66,6 +67,8 @@ class Ports:
     # Prometheus /metrics of each ext_proc process (empty: 9464 + i).
     metrics: tuple[int, ...] = ()
     envoy_stats: int = 0  # Envoy's /stats/prometheus and /ready (0: 9902)
+    files: int = 8082  # the files service (INFERY_FILES_PORT), reached by Envoy only
+    files_metrics: int = 0  # the files service's Prometheus /metrics (0: off)
 
     @classmethod
     def free(cls, ext_procs: int = 1) -> Ports:
@@ -75,6 +78,8 @@ class Ports:
             free_port(),
             tuple(free_port() for _ in range(ext_procs)),
             tuple(free_port() for _ in range(ext_procs)),
+            free_port(),
+            free_port(),
             free_port(),
         )
 
@@ -89,6 +94,7 @@ class Ports:
             ext_proc=tuple(settings.ext_proc_port + i for i in ext_procs),
             metrics=tuple(settings.metrics_port + i for i in ext_procs),
             envoy_stats=settings.envoy_stats_port,
+            files=settings.files_port,
         )
 
     def metrics_port(self, index: int) -> int:
@@ -197,6 +203,7 @@ def render_bootstrap(
     xds_tls: TlsFiles | None = None,
     ext_proc_sockets: Sequence[str] = (),
     ext_proc_token_file: str = "",
+    files_host: str = "127.0.0.1",
     settings: CliSettings | None = None,
 ) -> dict[str, object]:
     """envoy/bootstrap.yaml with this replica's addresses and credentials filled in.
@@ -207,6 +214,8 @@ def render_bootstrap(
     ``ext_proc_token_file`` an SDS file (:func:`write_ext_proc_token`) whose secret Envoy
     redacts. ``admin_socket``: Envoy's admin, on a Unix socket of mode 600 only.
     ``ext_proc_sockets``: reach ext_proc on these Unix sockets instead of its loopback ports.
+    ``files_host``: the files service, on ``ports.files``; with ``xds_tls``, Envoy presents the
+    same client certificate to it (the service requires one, signed by the same CA).
     ``settings``: the template, the stats listener and the process-wide limits (default: this
     process's environment).
     """
@@ -238,6 +247,14 @@ def render_bootstrap(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
+    files = clusters["infery_files"]
+    files_endpoint = files["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    files_endpoint["endpoint"]["address"]["socket_address"] = {
+        "address": files_host,
+        "port_value": ports.files,
+    }
+    if xds_tls is not None:
+        files["transport_socket"] = _client_tls(xds_tls, files_host, alpn="http/1.1")
     _set_stats_listener(doc, admin_socket, ports.envoy_stats, settings.envoy_stats_host or "")
     _set_overload_limits(doc, settings)
     return doc
@@ -274,14 +291,14 @@ def write_ext_proc_token(path: Path, token: str) -> None:
         yaml.safe_dump(resource, out)
 
 
-def _client_tls(files: TlsFiles, server_name: str) -> dict[str, object]:
+def _client_tls(files: TlsFiles, server_name: str, alpn: str = "h2") -> dict[str, object]:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": _T + "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "sni": server_name,
             "common_tls_context": {
-                "alpn_protocols": ["h2"],
+                "alpn_protocols": [alpn],
                 "tls_certificates": [
                     {
                         "certificate_chain": {"filename": str(files.cert)},
@@ -414,6 +431,7 @@ class Stack:
         self.env.setdefault("INFERY_EXT_PROCS", str(len(self.ports.ext_proc)))
         try:
             self.start_control_plane()
+            self.start_files()
             for port in self.ports.ext_proc:
                 self.start_ext_proc(port)
             self.start_envoy()
@@ -433,6 +451,41 @@ class Stack:
         url = f"{self.admin_url}/readyz"  # the store answers and is migrated
         wait_until(lambda: httpx.get(url, timeout=1).status_code == 200, "the control plane", 60, [proc])
         wait_until(lambda: port_open(self.ports.xds), "the xDS port", 30, [proc])
+
+    def files_env(self) -> dict[str, str]:
+        """The control plane's store and certificates, the files port, storage under the run directory."""
+        env = {"INFERY_FILES_URL": (self.run_dir / "files").resolve().as_uri(), **self.control_plane_env()}
+        env["INFERY_FILES_PORT"] = str(self.ports.files)
+        if self.ports.files_metrics:
+            env["INFERY_FILES_METRICS_PORT"] = str(self.ports.files_metrics)
+        return env
+
+    @property
+    def files_url(self) -> str:
+        """The files service itself (mutual TLS: :meth:`files_client` has Envoy's credentials)."""
+        return f"https://127.0.0.1:{self.ports.files}"
+
+    def files_client(self, **kwargs: Any) -> httpx.Client:
+        """An HTTP client presenting the data plane's client certificate, as Envoy does."""
+        client = self.pki.client
+        context = ssl.create_default_context(cafile=str(client.ca))
+        context.load_cert_chain(str(client.cert), str(client.key))
+        return httpx.Client(verify=context, **kwargs)
+
+    def start_files(self) -> None:
+        proc = spawn(
+            "files",
+            [str(BIN / "python"), "-m", "control_plane.files"],
+            self.run_dir / "logs",
+            self.files_env(),
+        )
+        self.processes["files"] = proc
+
+        def healthy() -> bool:
+            with self.files_client(timeout=1) as client:
+                return client.get(f"{self.files_url}/healthz").status_code == 200
+
+        wait_until(healthy, "the files service", 60, [proc])
 
     def start_ext_proc(self, port: int) -> None:
         name = f"ext_proc_{port}"

@@ -220,3 +220,34 @@ class ConfigTombstone(SQLModel, table=True):
     kind: str = Field(primary_key=True, sa_type=String(32))  # the table's name
     key: str = Field(primary_key=True, sa_type=String(128))  # the row's primary key
     revision: int = Field(sa_type=BigInteger, index=True)
+
+
+class StoredFile(SQLModel, table=True):
+    """A file uploaded through ``/v1/files`` (control_plane/files/): its metadata; the bytes are in
+    the files storage (``INFERY_FILES_URL``) under ``storage_key``.
+
+    Scoped to its workspace: every query names ``workspace_id``. Ids are time-ordered
+    (``file-`` + milliseconds + random bits), so ordering by id is ordering by creation,
+    and a list's ``after`` cursor is an id comparison on the (workspace_id, id) index.
+    A row is ``uploading`` while its bytes arrive (never listed nor served), then
+    ``processed``; the sweeper deletes expired files and abandoned uploads, bytes first.
+    """
+
+    __tablename__ = "stored_files"
+    __table_args__ = (
+        Index("ix_stored_files_workspace_id", "workspace_id", "id"),
+        Index("ix_stored_files_expires_at", "expires_at"),
+        Index("ix_stored_files_status_created", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    workspace_id: str = Field(sa_type=String(64))
+    member_id: str = Field(default="", sa_type=String(64))
+    key_id: str = Field(default="", sa_type=String(64))
+    filename: str = Field(default="", sa_type=String(1024))
+    purpose: str = Field(default="", sa_type=String(32))
+    bytes: int = Field(default=0, sa_type=BigInteger)
+    status: str = Field(default="uploading", sa_type=String(16))  # uploading | processed
+    created_at: int = Field(sa_type=BigInteger)  # unix seconds
+    expires_at: int | None = Field(default=None, sa_type=BigInteger)  # unix seconds; None: until deleted
+    storage_key: str = Field(sa_type=String(256))

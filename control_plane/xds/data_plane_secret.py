@@ -1,9 +1,11 @@
 """The secrets only ext_proc receives over xDS (``infery.v1.DataPlaneSecret``).
 
-The attempt-grant key is generated once and kept in the store's settings, so every
-control-plane replica publishes the same key and every ext_proc process of every
-gateway replica signs and verifies chain attempts with it. Envoy never subscribes
-to this resource type: the key is in no Envoy configuration.
+Each key is generated once and kept in the store's settings, so every control-plane
+replica publishes the same keys and every ext_proc process of every gateway replica
+signs with them: the attempt-grant key (chain attempts, ext_proc/attempt_grant.py)
+and the files identity key (what ext_proc asserts to the files service,
+proto/infery_proto/identity_assertion.py; the files service reads it from the store).
+Envoy never subscribes to this resource type: no key is in any Envoy configuration.
 """
 
 from __future__ import annotations
@@ -17,22 +19,35 @@ from sqlmodel import Session
 from control_plane.store.tables import Setting
 
 ATTEMPT_GRANT_KEY_SETTING = "attempt_grant_key"
+FILES_IDENTITY_KEY_SETTING = "files_identity_key"
 
 
-def attempt_grant_key(session: Session) -> bytes:
-    """The stored key, created on first use (a concurrent replica's creation wins)."""
-    stored = session.get(Setting, ATTEMPT_GRANT_KEY_SETTING)
+def stored_key(session: Session, setting: str) -> bytes:
+    """The key kept under ``setting``, created on first use (a concurrent replica's creation wins)."""
+    stored = session.get(Setting, setting)
     if stored is None:
-        session.add(Setting(key=ATTEMPT_GRANT_KEY_SETTING, value=secrets.token_hex(32)))
+        session.add(Setting(key=setting, value=secrets.token_hex(32)))
         try:
             session.commit()
         except IntegrityError:
             session.rollback()
-        stored = session.get(Setting, ATTEMPT_GRANT_KEY_SETTING)
+        stored = session.get(Setting, setting)
         assert stored is not None
     return bytes.fromhex(stored.value)
 
 
+def attempt_grant_key(session: Session) -> bytes:
+    return stored_key(session, ATTEMPT_GRANT_KEY_SETTING)
+
+
+def files_identity_key(session: Session) -> bytes:
+    return stored_key(session, FILES_IDENTITY_KEY_SETTING)
+
+
 def data_plane_secret(session: Session) -> config_pb2.DataPlaneSecret:
-    """The one ``DataPlaneSecret`` resource (one read of the settings by primary key)."""
-    return config_pb2.DataPlaneSecret(name="data-plane", attempt_grant_key=attempt_grant_key(session))
+    """The one ``DataPlaneSecret`` resource (two reads of the settings by primary key)."""
+    return config_pb2.DataPlaneSecret(
+        name="data-plane",
+        attempt_grant_key=attempt_grant_key(session),
+        files_identity_key=files_identity_key(session),
+    )

@@ -121,9 +121,11 @@ class ApiKey(_message.Message):
     def __init__(self, id: _Optional[str] = ..., key_hash: _Optional[str] = ..., workspace_id: _Optional[str] = ..., member_id: _Optional[str] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class DataPlaneSecret(_message.Message):
-    __slots__ = ("name", "attempt_grant_key")
+    __slots__ = ("name", "attempt_grant_key", "files_identity_key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_GRANT_KEY_FIELD_NUMBER: _ClassVar[int]
+    FILES_IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     attempt_grant_key: bytes
-    def __init__(self, name: _Optional[str] = ..., attempt_grant_key: _Optional[bytes] = ...) -> None: ...
+    files_identity_key: bytes
+    def __init__(self, name: _Optional[str] = ..., attempt_grant_key: _Optional[bytes] = ..., files_identity_key: _Optional[bytes] = ...) -> None: ...

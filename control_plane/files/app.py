@@ -1,0 +1,248 @@
+"""``/v1/files`` in OpenAI's shapes, for the workspace ext_proc asserted.
+
+Every route first checks the identity header (:func:`caller`): signed with the files
+identity key, for this very method and path, not expired. What it names is the only
+workspace a request can see: another workspace's file id is ``404 not_found``, in a
+list as by id, exactly as an id that never existed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from infery_proto import identity_assertion
+from infery_proto.identity_assertion import Identity
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
+
+from control_plane.files import records
+from control_plane.files.errors import FilesError, install, not_found, respond
+from control_plane.files.metrics import FilesMetrics
+from control_plane.files.settings import MAX_EXPIRES_AFTER_S, FilesSettings
+from control_plane.files.storage import FileStorage, ObjectMissing
+from control_plane.files.upload_form import FormError, FormReader, TooLarge, UploadForm, boundary_of
+from control_plane.store.tables import StoredFile
+
+log = logging.getLogger("infery.files")
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+MAX_LIST_LIMIT = 10_000
+# Room for the form around the file (boundaries, part headers, the text fields) when a
+# Content-Length tells the size up front: anything larger is refused before a byte is read.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class FilesService:
+    """What the routes use; one per process."""
+
+    settings: FilesSettings
+    sessions: records.Sessions
+    storage: FileStorage
+    identity_key: bytes
+    metrics: FilesMetrics = field(default_factory=FilesMetrics)
+    clock: Callable[[], float] = time.time
+
+
+def caller(request: Request) -> Identity:
+    """The identity ext_proc asserted for this request; 401 for anything else."""
+    service: FilesService = request.app.state.files
+    values = request.headers.getlist(identity_assertion.HEADER)
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string", b"")
+    target = (path + b"?" + query if query else path).decode("latin-1")
+    identity = (
+        identity_assertion.verify(service.identity_key, values[0], request.method, target, service.clock())
+        if len(values) == 1
+        else None
+    )
+    if identity is None:
+        raise FilesError(401, "invalid_identity", "This service answers requests of the gateway only.")
+    return identity
+
+
+Caller = Annotated[Identity, Depends(caller)]
+
+
+def create_app(service: FilesService) -> FastAPI:
+    app = FastAPI(title="Infery files", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.files = service
+    install(app)
+    settings, sessions, storage, metrics = (
+        service.settings,
+        service.sessions,
+        service.storage,
+        service.metrics,
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        """For the launcher and probes; no identity needed (nor anything told)."""
+        return {"status": "ok"}
+
+    @app.post("/v1/files")
+    async def upload(request: Request, who: Caller) -> JSONResponse:
+        try:
+            return await _upload(request, who)
+        except FormError as exc:
+            metrics.uploads.labels("refused").inc()
+            raise FilesError(400, "invalid_request", str(exc), exc.param) from None
+        except TooLarge:
+            metrics.uploads.labels("too_large").inc()
+            limit = settings.max_file_bytes
+            raise FilesError(
+                413, "request_too_large", f"The file is larger than this gateway accepts ({limit} bytes)."
+            ) from None
+        except ClientDisconnect:
+            metrics.uploads.labels("failed").inc()
+            return respond(400, "invalid_request", "The upload was interrupted.")
+        except BaseException:
+            metrics.uploads.labels("failed").inc()
+            raise
+
+    async def _upload(request: Request, who: Identity) -> JSONResponse:
+        boundary = boundary_of(request.headers.get("content-type", ""))
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > settings.max_file_bytes + FORM_OVERHEAD_BYTES:
+            raise TooLarge
+        now = service.clock()
+        file_id = records.new_file_id(now)
+        row = StoredFile(
+            id=file_id,
+            workspace_id=who.workspace_id,
+            member_id=who.member_id,
+            key_id=who.key_id,
+            created_at=int(now),
+            storage_key=f"{who.workspace_id}/{file_id}",
+        )
+        await run_in_threadpool(records.begin, sessions, row)
+        try:
+            # Read to the end and validated inside the writer: a refusal discards the bytes.
+            async with storage.writer(row.storage_key) as writer:
+                reader = FormReader(boundary, writer, settings.max_file_bytes)
+                async for chunk in request.stream():
+                    if chunk:
+                        await reader.feed(chunk)
+                form = reader.finish()
+                purpose, expires_at = _validate(form, row.created_at, settings)
+        except BaseException:
+            await run_in_threadpool(records.forget, sessions, file_id)
+            raise
+        stored = await run_in_threadpool(
+            records.complete,
+            sessions,
+            file_id,
+            filename=form.filename,
+            purpose=purpose,
+            bytes=form.bytes,
+            expires_at=expires_at,
+        )
+        metrics.uploads.labels("stored").inc()
+        metrics.uploaded_bytes.inc(form.bytes)
+        return JSONResponse(records.file_object(stored))
+
+    @app.get("/v1/files")
+    async def list_files(
+        who: Caller,
+        purpose: str | None = None,
+        limit: int = MAX_LIST_LIMIT,
+        after: str | None = None,
+        order: str = "desc",
+    ) -> JSONResponse:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise FilesError(400, "invalid_request", f"limit must be 1 to {MAX_LIST_LIMIT}.", "limit")
+        if order not in ("asc", "desc"):
+            raise FilesError(400, "invalid_request", "order must be 'asc' or 'desc'.", "order")
+        found = await run_in_threadpool(
+            lambda: records.page(
+                sessions,
+                who.workspace_id,
+                int(service.clock()),
+                purpose=purpose,
+                limit=limit,
+                after=after,
+                ascending=order == "asc",
+            )
+        )
+        data = [records.file_object(row) for row in found.rows]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": found.has_more,
+            }
+        )
+
+    async def _served(who: Identity, file_id: str) -> StoredFile:
+        row = await run_in_threadpool(records.find, sessions, who.workspace_id, file_id, int(service.clock()))
+        if row is None:
+            raise not_found(file_id)
+        return row
+
+    @app.get("/v1/files/{file_id}")
+    async def retrieve(file_id: str, who: Caller) -> JSONResponse:
+        return JSONResponse(records.file_object(await _served(who, file_id)))
+
+    @app.get("/v1/files/{file_id}/content")
+    async def content(file_id: str, who: Caller) -> StreamingResponse:
+        row = await _served(who, file_id)
+        try:
+            pieces = await storage.read(row.storage_key)
+        except ObjectMissing:
+            log.error("file %s: its bytes are missing from the storage", file_id)
+            raise not_found(file_id) from None
+        return StreamingResponse(
+            pieces,
+            media_type="application/octet-stream",
+            headers={"content-length": str(row.bytes), "content-disposition": _attachment(row.filename)},
+        )
+
+    @app.delete("/v1/files/{file_id}")
+    async def delete(file_id: str, who: Caller) -> JSONResponse:
+        now = int(service.clock())
+        row = await run_in_threadpool(records.expire_now, sessions, who.workspace_id, file_id, now)
+        if row is None:
+            raise not_found(file_id)
+        # Gone for the workspace already; should this fail half-way, the sweeper finishes it.
+        await storage.delete(row.storage_key)
+        await run_in_threadpool(records.forget, sessions, file_id)
+        metrics.deleted.labels("deleted").inc()
+        return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+    return app
+
+
+def _validate(form: UploadForm, created_at: int, settings: FilesSettings) -> tuple[str, int | None]:
+    """The form's purpose and expiry (unix seconds, or None), or the FormError that refuses it."""
+    if form.filename is None:
+        raise FormError("'file' is required: the file to upload, as a multipart file part.", "file")
+    purpose = form.fields.get("purpose", "")
+    if not purpose:
+        raise FormError("'purpose' is required.", "purpose")
+    if purpose not in PURPOSES:
+        raise FormError(f"Invalid purpose '{purpose}': expected one of {', '.join(PURPOSES)}.", "purpose")
+    anchor = form.fields.get("expires_after[anchor]")
+    seconds = form.fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return purpose, None
+    if anchor != "created_at":
+        raise FormError("expires_after[anchor] must be 'created_at'.", "expires_after.anchor")
+    low, high = settings.min_expires_after_s, MAX_EXPIRES_AFTER_S
+    if seconds is None or not seconds.isdigit() or not low <= int(seconds) <= high:
+        raise FormError(f"expires_after[seconds] must be {low} to {high}.", "expires_after.seconds")
+    return purpose, created_at + int(seconds)
+
+
+def _attachment(filename: str) -> str:
+    """A Content-Disposition that survives any file name (RFC 6266's filename*)."""
+    ascii_name = filename.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"

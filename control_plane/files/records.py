@@ -1,0 +1,148 @@
+"""The ``stored_files`` rows: every query is scoped to one workspace and hides what is not served.
+
+A file is served while it is ``processed`` and not expired: an expired file is gone for
+its workspace from the moment ``expires_at`` passes, before the sweeper deletes its
+bytes and row. Synchronous (SQLModel sessions); the service calls these in a thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, or_
+from sqlmodel import Session, col, select
+
+from control_plane.store.tables import StoredFile
+
+Sessions = Callable[[], Session]
+UPLOADING, PROCESSED = "uploading", "processed"
+SWEEP_BATCH = 100
+
+
+def new_file_id(now: float | None = None) -> str:
+    """``file-`` + milliseconds (12 hex digits) + 64 random bits: sorted by id is sorted by creation."""
+    ms = int((time.time() if now is None else now) * 1000)
+    return f"file-{ms:012x}{secrets.token_hex(8)}"
+
+
+def file_object(row: StoredFile) -> dict[str, Any]:
+    """OpenAI's ``file`` object (``expires_at`` only when the file expires)."""
+    doc: dict[str, Any] = {
+        "id": row.id,
+        "object": "file",
+        "bytes": row.bytes,
+        "created_at": row.created_at,
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "status": "processed",
+    }
+    if row.expires_at is not None:
+        doc["expires_at"] = row.expires_at
+    return doc
+
+
+def _served(workspace_id: str, now: int) -> Any:
+    return (
+        col(StoredFile.workspace_id) == workspace_id,
+        col(StoredFile.status) == PROCESSED,
+        or_(col(StoredFile.expires_at).is_(None), col(StoredFile.expires_at) > now),
+    )
+
+
+def begin(sessions: Sessions, row: StoredFile) -> None:
+    """Record an upload before its bytes arrive, so an interrupted one is found and swept."""
+    with sessions() as session:
+        session.add(row)
+        session.commit()
+
+
+def complete(sessions: Sessions, file_id: str, **fields: Any) -> StoredFile:
+    """The upload's bytes are stored: fill in what the form said and serve the file."""
+    with sessions() as session:
+        row = session.get(StoredFile, file_id)
+        assert row is not None
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.status = PROCESSED
+        session.add(row)
+        session.commit()
+        return row
+
+
+def forget(sessions: Sessions, file_id: str) -> None:
+    with sessions() as session:
+        session.exec(delete(StoredFile).where(col(StoredFile.id) == file_id))  # type: ignore[call-overload]
+        session.commit()
+
+
+def find(sessions: Sessions, workspace_id: str, file_id: str, now: int) -> StoredFile | None:
+    """The workspace's served file ``file_id``; None for another workspace's, as for none at all."""
+    with sessions() as session:
+        return session.exec(
+            select(StoredFile).where(col(StoredFile.id) == file_id, *_served(workspace_id, now))
+        ).first()
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    rows: list[StoredFile]
+    has_more: bool
+
+
+def page(
+    sessions: Sessions,
+    workspace_id: str,
+    now: int,
+    *,
+    purpose: str | None,
+    limit: int,
+    after: str | None,
+    ascending: bool,
+) -> Page:
+    """One page of the workspace's files, newest first unless ``ascending``, after the cursor id."""
+    query = select(StoredFile).where(*_served(workspace_id, now))
+    if purpose:
+        query = query.where(col(StoredFile.purpose) == purpose)
+    if after:
+        query = query.where(col(StoredFile.id) > after if ascending else col(StoredFile.id) < after)
+    order = col(StoredFile.id).asc() if ascending else col(StoredFile.id).desc()
+    with sessions() as session:
+        rows = list(session.exec(query.order_by(order).limit(limit + 1)))
+    return Page(rows[:limit], len(rows) > limit)
+
+
+def expire_now(sessions: Sessions, workspace_id: str, file_id: str, now: int) -> StoredFile | None:
+    """Take the workspace's file ``file_id`` out of service at once (it expires now); its row.
+
+    The caller then deletes the bytes and the row; should it stop half-way, the sweeper
+    finds the file expired and finishes the job.
+    """
+    with sessions() as session:
+        row = session.exec(
+            select(StoredFile).where(col(StoredFile.id) == file_id, *_served(workspace_id, now))
+        ).first()
+        if row is None:
+            return None
+        row.expires_at = now
+        session.add(row)
+        session.commit()
+        return row
+
+
+def due_for_sweeping(
+    sessions: Sessions, now: int, abandoned_before: int, limit: int = SWEEP_BATCH
+) -> list[StoredFile]:
+    """Expired files and uploads abandoned before ``abandoned_before``, oldest first."""
+    with sessions() as session:
+        expired = select(StoredFile).where(col(StoredFile.expires_at) <= now).limit(limit)
+        abandoned = (
+            select(StoredFile)
+            .where(col(StoredFile.status) == UPLOADING, col(StoredFile.created_at) < abandoned_before)
+            .limit(limit)
+        )
+        rows = {row.id: row for row in [*session.exec(expired), *session.exec(abandoned)]}
+    return sorted(rows.values(), key=lambda row: row.id)
