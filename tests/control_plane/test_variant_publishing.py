@@ -181,6 +181,7 @@ async def test_the_data_plane_secret_goes_to_ext_proc_once_and_never_to_envoy(
     secret = config_pb2.DataPlaneSecret()
     item.resource.Unpack(secret)
     assert len(secret.attempt_grant_key) == 32
+    assert len(secret.files_identity_key) == 32 and secret.files_identity_key != secret.attempt_grant_key
     assert cache.get("type.googleapis.com/infery.v1.DataPlaneSecret") is None
     before = publisher.revision
     _restrict(session_factory, "w1", ["a"])
@@ -191,3 +192,4 @@ async def test_the_data_plane_secret_goes_to_ext_proc_once_and_never_to_envoy(
         state = cache.get(type_url)
         assert state is not None
         assert all(secret.attempt_grant_key not in r.value for r in state.resources)
+        assert all(secret.files_identity_key not in r.value for r in state.resources)
