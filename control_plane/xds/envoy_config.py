@@ -59,6 +59,9 @@ from infery_proto.wire import (
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
+# The files service (control_plane/files/): a static cluster in each replica's bootstrap.
+FILES_CLUSTER = "infery_files"
+FILES_PATH_PREFIX = "/v1/files"
 
 _T = "type.googleapis.com/"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -396,22 +399,59 @@ def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_co
     return json_format.ParseDict(_route(route, s), route_components_pb2.Route())
 
 
+def files_route(s: ListenerSettings) -> route_components_pb2.Route:
+    """``/v1/files*`` to the files service, with ext_proc on the headers only.
+
+    ext_proc authenticates the request's headers and asserts the caller's identity
+    (ext_proc/files_gate.py); the body streams to the service. This route's ext_proc
+    override makes that so from the first byte: with the listener's BUFFERED mode, a body
+    arriving while ext_proc reads the headers is held as if to be buffered, and past the
+    buffer limit Envoy answers 413 itself (measured: a 100 MB upload on loopback). Any
+    path under the prefix takes it; ext_proc answers those that are not the files API.
+    """
+    doc = {
+        "name": "files",
+        "match": {"prefix": FILES_PATH_PREFIX},
+        "route": {"cluster": FILES_CLUSTER, "timeout": f"{int(s.request_timeout_s)}s"},
+        "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-external-address"],
+        "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
+        "typed_per_filter_config": {
+            "envoy.filters.http.ext_proc": {
+                "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "overrides": {
+                    "processing_mode": {
+                        "request_header_mode": "SEND",
+                        "request_body_mode": "NONE",
+                        "request_trailer_mode": "SKIP",
+                        "response_header_mode": "SKIP",
+                        "response_body_mode": "NONE",
+                        "response_trailer_mode": "SKIP",
+                    }
+                },
+            }
+        },
+    }
+    return json_format.ParseDict(doc, route_components_pb2.Route())
+
+
 def route_configuration(
     entries: Mapping[str, route_components_pb2.Route],
     default: route_components_pb2.Route,
     serialized: Callable[[route_components_pb2.Route], bytes] | None = None,
+    files: route_components_pb2.Route | None = None,
 ) -> route_pb2.RouteConfiguration:
     """Routes selected by one hash lookup on the model-route header, whatever their number.
 
     The virtual host's generic matcher maps the header's exact value to the model's
     route (`exact_match_map`); a request without the header, or for a model without a
-    Route, takes `on_no_match`, the default route. Envoy walks an ordered route list
+    Route, takes `on_no_match`: the files route for a path under ``/v1/files``
+    (:func:`files_route`), else the default route. Envoy walks an ordered route list
     otherwise: with 1,000 chains a model without one paid for 1,000 header compares.
     """
     config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
     host = config.virtual_hosts.add(name="gateway", domains=["*"])
     if not entries:  # Envoy refuses an empty exact_match_map
-        host.routes.append(default)
+        host.routes.extend([files, default] if files is not None else [default])
         return config
     tree = host.matcher.matcher_tree
     tree.input.name = MODEL_ROUTE_HEADER
@@ -422,7 +462,20 @@ def route_configuration(
     serialize = serialized or route_components_pb2.Route.SerializeToString
     for slug, entry in entries.items():
         _route_action(tree.exact_match_map.map[slug].action, entry, serialize(entry))
-    _route_action(host.matcher.on_no_match.action, default, serialize(default))
+    if files is None:
+        _route_action(host.matcher.on_no_match.action, default, serialize(default))
+        return config
+    by_path = host.matcher.on_no_match.matcher
+    rule = by_path.matcher_list.matchers.add()
+    predicate = rule.predicate.single_predicate
+    predicate.input.name = "path"
+    predicate.input.typed_config.Pack(
+        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":path"),
+        type_url_prefix="type.googleapis.com/",
+    )
+    predicate.value_match.prefix = FILES_PATH_PREFIX
+    _route_action(rule.on_match.action, files, serialize(files))
+    _route_action(by_path.on_no_match.action, default, serialize(default))
     return config
 
 

@@ -157,6 +157,7 @@ class EnvoyResources:
         self._retire_after_s = retire_after_s
         self._listener: Message | None = None
         self._default_route: route_components_pb2.Route | None = None
+        self._files_route: route_components_pb2.Route | None = None
         self._clusters: dict[bytes, Message] = {}
         self._routes: dict[bytes, route_components_pb2.Route] = {}
         self._key = _PerMessage(_key)
@@ -190,6 +191,7 @@ class EnvoyResources:
         if self._listener is None:
             self._listener = envoy_config.listener(s)
             self._default_route = envoy_config.route_entry(None, s)
+            self._files_route = envoy_config.files_route(s)
         clusters: dict[bytes, Message] = {}
 
         def cached(key: bytes, make: Callable[[], Message]) -> Message:
@@ -235,7 +237,7 @@ class EnvoyResources:
             retiring = self._retire(named, entries, revision, applied, now)
             self._named = (named, entries)
             out, entries = retiring
-        configuration = envoy_config.route_configuration(entries, default, self._wire)
+        configuration = envoy_config.route_configuration(entries, default, self._wire, files=self._files_route)
         self._key.rotate()
         self._wire.rotate()
         return {CLUSTER: out, LISTENER: [self._listener], ROUTE: [configuration]}

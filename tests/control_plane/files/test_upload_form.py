@@ -33,7 +33,7 @@ async def read(
     writer = Collected()
     reader = FormReader(boundary, writer, limit)
     start = 0
-    for cut in sorted({c for c in cuts if 0 < c < len(body)}) + [len(body)]:
+    for cut in [*sorted({c for c in cuts if 0 < c < len(body)}), len(body)]:
         await reader.feed(body[start:cut])
         start = cut
     return reader, writer
@@ -64,7 +64,7 @@ async def test_the_file_part_stops_at_the_first_byte_over_the_limit():
     body, boundary = encode({"purpose": "batch"}, {"file": ("big.bin", b"x" * 5000)})
     with pytest.raises(TooLarge):
         await read(body, boundary, list(range(0, len(body), 512)), limit=4999)
-    reader, writer = await read(body, boundary, [], limit=5000)  # exactly the limit is fine
+    reader, _writer = await read(body, boundary, [], limit=5000)  # exactly the limit is fine
     assert reader.finish().bytes == 5000
 
 
