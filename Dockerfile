@@ -18,9 +18,9 @@ RUN /opt/infery/bin/pip install --no-deps /src
 # --- runtime: the venv only, run by an unprivileged user.
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/infery infery \
- && mkdir -p /spool /server /client \
- && chown infery:infery /spool /server /client
-# (volumes mounted on /spool, /server, /client start owned by the unprivileged user)
+ && mkdir -p /spool /server /client /files \
+ && chown infery:infery /spool /server /client /files
+# (volumes mounted on /spool, /server, /client, /files start owned by the unprivileged user)
 COPY --from=build /opt/infery /opt/infery
 ENV PATH=/opt/infery/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -28,7 +28,7 @@ ENV PATH=/opt/infery/bin:$PATH \
     INFERY_HOME=/home/infery/.infery
 USER 10001:10001
 WORKDIR /home/infery
-EXPOSE 8080 8081 18000
+EXPOSE 8080 8081 8082 18000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["infery-entrypoint", "healthcheck"]
 ENTRYPOINT ["infery-entrypoint"]
 CMD ["control-plane"]

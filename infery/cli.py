@@ -181,6 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     p_boot.add_argument("--xds-host", default="127.0.0.1", help="the control plane's host")
     p_boot.add_argument("--node-id", default="infery-envoy-0")
     p_boot.add_argument(
+        "--files-host",
+        default="",
+        help="the files service's host, on INFERY_FILES_PORT (default: the --xds-host); with"
+        " INFERY_XDS_TLS_* Envoy presents the same client certificate to it",
+    )
+    p_boot.add_argument(
         "--ext-proc-uds",
         action="append",
         default=[],
@@ -252,6 +258,7 @@ def bootstrap(args: argparse.Namespace, settings: CliSettings) -> int:
         xds_tls=settings.xds_tls(),
         ext_proc_sockets=args.ext_proc_uds,
         ext_proc_token_file=token_file,
+        files_host=args.files_host or args.xds_host,
         settings=settings,
     )
     print(yaml.safe_dump(doc, sort_keys=False))

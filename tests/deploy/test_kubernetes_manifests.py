@@ -27,6 +27,7 @@ import yaml
 from infery_proto.settings import InferySettings
 
 from control_plane.config_file import apply_config
+from control_plane.files.settings import FilesSettings
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from ext_proc.settings import ExtProcSettings
@@ -305,6 +306,7 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
     # model, so "the code reads it" means "its model has it" rather than "its source names it".
     models: dict[str, type[InferySettings]] = {
         "control-plane": Settings,
+        "files": FilesSettings,  # control_plane/files/
         "ext-proc": ExtProcSettings,
         "envoy-bootstrap": CliSettings,
     }
@@ -647,3 +649,51 @@ def test_no_password_is_written_in_the_manifests(root: Path) -> None:
         for env in c.get("env", []):
             if re.search(r"PASSWORD|TOKEN|SECRET|API_KEY|DATABASE_URL", env["name"]):
                 assert "value" not in env, (c["name"], env)
+
+
+def test_envoy_reaches_the_files_service_with_its_client_certificate(tmp_path: Path) -> None:
+    """The bootstrap's files cluster names the files Service and its port; the service serves the
+    server half of infery-xds-tls and requires a client certificate (FilesSettings from its env)."""
+    from control_plane.files.settings import FilesSettings
+
+    files_pod = pod_spec(PRODUCTION, "infery-files")
+    files = container(files_pod, "files")
+    settings = FilesSettings.from_env(literal_env(files))
+    assert settings.host == "0.0.0.0" and settings.storage_url.startswith("s3://")
+    assert {p["name"]: p["containerPort"] for p in files["ports"]} == {
+        "files": settings.port,
+        "metrics": int(literal_env(files)["INFERY_FILES_METRICS_PORT"]),
+    }
+    server = {settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file}
+    assert _secret_files(files_pod, "files") == server
+    assert {Path(f).name for f in server} == {"server.pem", "server-key.pem", "ca.pem"}
+
+    argv, _ = init_bootstrap_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERY_")}
+    env |= literal_env(container(GATEWAY, "envoy-bootstrap"))
+    env["INFERY_ENVOY_BOOTSTRAP"] = str(REPO / "envoy" / "bootstrap.yaml")
+    run = subprocess.run(
+        [sys.executable, "-m", "infery.cli", *argv[1:]], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    (cluster,) = [
+        c for c in yaml.safe_load(run.stdout)["static_resources"]["clusters"] if c["name"] == "infery_files"
+    ]
+    address = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]
+    service = find(PRODUCTION, "Service", address["address"])
+    (port,) = [p for p in service["spec"]["ports"] if p["port"] == address["port_value"]]
+    assert (
+        port["targetPort"] == "files"
+        and service["spec"]["selector"]["app.kubernetes.io/component"] == "files"
+    )
+    tls = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    client = {
+        tls["tls_certificates"][0]["certificate_chain"]["filename"],
+        tls["tls_certificates"][0]["private_key"]["filename"],
+        tls["validation_context"]["trusted_ca"]["filename"],
+    }
+    assert {Path(f).name for f in client} == {"client.pem", "client-key.pem", "ca.pem"}
+    assert _secret_files(GATEWAY, "envoy") >= client
+    assert "--server-name infery-files" in (K8S / "secret.example.yaml").read_text()
