@@ -93,7 +93,8 @@ def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: P
             "  print(reply.choices[0].message.content)",
             "",
             "  (chat: gpt-4o-mini, gpt-4o, claude-sonnet-4-5, gemini-2-5-flash;",
-            "   embeddings: text-embedding-3-small; images: gpt-image-1, dall-e-3)",
+            "   embeddings: text-embedding-3-small; images: gpt-image-1, dall-e-3;",
+            f"   files: client.files.create(...), stored at {stack.files_env()['INFERY_FILES_URL']})",
         ]
     lines += ["", f"Logs: {home / 'logs'}/   Ctrl-C stops everything.", ""]
     return "\n".join(lines)

@@ -453,8 +453,10 @@ class Stack:
         wait_until(lambda: port_open(self.ports.xds), "the xDS port", 30, [proc])
 
     def files_env(self) -> dict[str, str]:
-        """The control plane's store and certificates, the files port, storage under the run directory."""
-        env = {"INFERY_FILES_URL": (self.run_dir / "files").resolve().as_uri(), **self.control_plane_env()}
+        """The control plane's store and certificates, the files port, and storage under the run
+        directory unless ``INFERY_FILES_URL`` says otherwise."""
+        default = os.environ.get("INFERY_FILES_URL") or (self.run_dir / "files").resolve().as_uri()
+        env = {"INFERY_FILES_URL": default, **self.control_plane_env()}
         env["INFERY_FILES_PORT"] = str(self.ports.files)
         if self.ports.files_metrics:
             env["INFERY_FILES_METRICS_PORT"] = str(self.ports.files_metrics)

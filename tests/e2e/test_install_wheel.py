@@ -112,7 +112,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path):
     assert boot.returncode == 0, boot.stderr
     assert "infery-envoy-0" in boot.stdout and "ext_proc" in boot.stdout
 
-    ports = ("LISTEN", "ADMIN", "XDS", "EXT_PROC", "ENVOY_ADMIN")
+    ports = ("LISTEN", "ADMIN", "XDS", "EXT_PROC", "ENVOY_ADMIN", "FILES")
     env |= {f"INFERY_{name}_PORT": str(free_port()) for name in ports}
     proc = subprocess.Popen(
         [env_dir / "bin" / "infery", "up"],

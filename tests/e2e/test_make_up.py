@@ -44,6 +44,7 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
         "INFERY_ENVOY_ADMIN_PORT": free_port(),
         "INFERY_METRICS_PORT": free_port(),
         "INFERY_ENVOY_STATS_PORT": free_port(),
+        "INFERY_FILES_PORT": free_port(),
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERY_", "VIRTUAL_ENV"))}
     env |= {k: str(v) for k, v in ports.items()}
@@ -87,6 +88,9 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
         assert image.data and image.data[0].b64_json
         image = client.images.generate(model="dall-e-3", prompt="a lighthouse at dusk")
         assert image.data and image.data[0].url
+        uploaded = client.files.create(file=("notes.txt", b"kept by the gateway"), purpose="user_data")
+        assert client.files.content(uploaded.id).read() == b"kept by the gateway"
+        assert (clone / ".infery" / "files").is_dir()  # the default storage, under .infery/
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
