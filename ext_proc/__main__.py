@@ -33,7 +33,7 @@ from typing import Protocol
 from infery_proto import logs
 from infery_proto.settings import version
 
-from ext_proc import grpcio_server, h2_grpc, health, metrics, request_log
+from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Method
@@ -105,7 +105,12 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     )
     if requests is not None:
         record = requests.recorder(record)
-    services = Services(record, limiter, Idempotency(state), media, s.max_sse_event_bytes)
+    files = None
+    if s.files_service:
+        files = file_refs.FilesService.from_env(
+            s.files_service, s.xds_tls_ca_file or "", s.xds_tls_cert_file or "", s.xds_tls_key_file or ""
+        )
+    services = Services(record, limiter, Idempotency(state), media, s.max_sse_event_bytes, files)
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
     gauges.watch_config(lambda: subscriber.problem)

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.identity_assertion import Identity
 from infery_proto.v1 import usage_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
@@ -51,10 +52,19 @@ from infery_proto.wire import (
     SERVED_HEADER,
 )
 
-from ext_proc import attempt_grant, catalog_responses, endpoints, files_gate, header_policy, settlement
+from ext_proc import (
+    attempt_grant,
+    catalog_responses,
+    endpoints,
+    file_refs,
+    files_gate,
+    header_policy,
+    settlement,
+)
 from ext_proc import envoy_messages as msg
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
+from ext_proc.endpoints import chat_completions
 from ext_proc.endpoints.base import Endpoint
 from ext_proc.errors import GatewayError, envelope
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
@@ -116,6 +126,7 @@ class Services:
     idempotency: Idempotency
     media: MediaPolicy = field(default_factory=MediaPolicy)  # which media URLs may be fetched, how many
     max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
+    files: file_refs.FilesService | None = None  # where chat's file_id parts are read (INFERY_FILES_SERVICE)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -216,7 +227,9 @@ class Exchange:
             if files_gate.serves(self.path):
                 # Stored by the files service: ext_proc reads no byte of it and records nothing
                 # (as for the model list: no key on the exchange, no usage record).
-                forwarded = files_gate.forward(h, config, self.request_id, ROUTE_HEADER, header_policy.CONTROL)
+                forwarded = files_gate.forward(
+                    h, config, self.request_id, ROUTE_HEADER, header_policy.CONTROL
+                )
                 self._exit_now(FINISHED)
                 return forwarded
             if self.path == "/v1/models" or self.path.startswith("/v1/models/"):
@@ -271,10 +284,15 @@ class Exchange:
             self.transcript = []
 
         slug = self.model_requested
+        # Stored files the request names (file_id) go inline, for whichever provider serves it.
+        who = Identity(self.request_id, workspace.id, self.key.member_id, self.key.id)
+        inlined = self.endpoint is chat_completions.ENDPOINT and await file_refs.resolve(
+            body, self._services.files, config.files_identity_key, who
+        )
         route = config.routes.get(slug)
         if route is not None and route.cluster:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
-            response = self._to_chain(config, route)
+            response = self._to_chain(config, route, orjson.dumps(body) if inlined else None)
         else:
             upstream_body, set_headers, remove = await upstream_request(
                 model, self.endpoint, body, self.client_headers, self._services.media
@@ -286,8 +304,11 @@ class Exchange:
         self._move(ROUTED)
         return response
 
-    def _to_chain(self, config: GatewayConfig, route: Route) -> ep.ProcessingResponse:
-        """The request, untouched, to the chain's cluster (or the variant this workspace may use)."""
+    def _to_chain(
+        self, config: GatewayConfig, route: Route, body: bytes | None = None
+    ) -> ep.ProcessingResponse:
+        """The request, untouched (or ``body``: with its stored files inline), to the chain's cluster
+        (or the variant this workspace may use); each attempt translates what it gets."""
         assert self.key is not None and self.endpoint is not None
         self.chain = route
         self.chain_targets, cluster = route.allowed_chain(self.key.workspace)
@@ -301,7 +322,9 @@ class Exchange:
             ATTEMPT_METADATA,
             {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
         )
-        return msg.request_body(None, set_headers, (), metadata=metadata)
+        if body is not None:
+            set_headers.append(("content-length", str(len(body))))
+        return msg.request_body(body, set_headers, (), metadata=metadata)
 
     def _read_request(self, raw: bytes, config: GatewayConfig) -> tuple[dict[str, Any], Model]:
         """The request body for this endpoint, parsed and checked, and the model it asks for.

@@ -65,6 +65,11 @@ class ExtProcSettings(InferySettings):
         repr=False,
         description="Redis: limits and idempotency shared by processes and replicas (default: in-process)",
     )
+    files_service: str | None = Field(
+        None,
+        description="the files service's URL (`https://HOST:8082`), where chat's `file_id` parts are read;"
+        " with INFERY_XDS_TLS_* ext_proc presents the data plane's client certificate to it",
+    )
     media_allowed_hosts: Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_list)] = Field(
         frozenset(),
         description="comma-separated host:port that may serve image/PDF URLs from private addresses",

@@ -510,8 +510,9 @@ class Stack:
                 "127.0.0.1",
             ],
             self.run_dir / "logs",
-            # INFERY_EXT_PROC_SERVER (h2 or grpcio) reaches ext_proc from here or from os.environ.
-            {**self.pki.client.env(), **self.env},
+            # INFERY_EXT_PROC_SERVER (h2 or grpcio) reaches ext_proc from here or from os.environ;
+            # the files service is where chat's file_id parts are read, with the client certificate.
+            {**self.pki.client.env(), "INFERY_FILES_SERVICE": self.files_url, **self.env},
         )
         self.processes[name] = proc
         target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"

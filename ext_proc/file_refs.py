@@ -1,0 +1,191 @@
+"""``file_id`` in chat requests: the gateway's stored files, put inline for every provider.
+
+A chat ``file`` part may name a file uploaded to ``/v1/files`` instead of carrying its
+bytes. No provider knows the gateway's ids (an OpenAI provider has its own), so before
+translating, ext_proc fetches each named file from the files service, as the
+requesting workspace, and rewrites the part into what the translators already read:
+
+- a PDF, a text or any other document: ``{"type": "file", "file": {"filename", "file_data":
+  "data:<type>;base64,..."}}`` (Anthropic's ``document`` block, Gemini's inline data,
+  OpenAI's ``file_data``);
+- an image (PNG, JPEG, GIF, WebP): ``{"type": "image_url", "image_url": {"url": "data:..."}}``,
+  each provider's image part.
+
+The type comes from the bytes (their signature), not from what the uploader claimed. A
+file of another workspace is ``404 not_found``, exactly as one that does not exist: the
+files service is asked with this request's signed identity, and it answers for that
+workspace only. Fetched over mutual TLS with the data plane's client certificate, like
+Envoy's own connections to it. At most :data:`MAX_FILES` files of :data:`MAX_BYTES` each,
+held in memory for this request only (they become part of the provider's request body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+from infery_proto import identity_assertion
+
+from ext_proc.errors import GatewayError
+
+MAX_BYTES = 20 * 1024 * 1024  # as for a fetched image or PDF (ext_proc/media_fetch.py)
+MAX_FILES = 10
+_SIGNATURES = (
+    (b"%PDF-", "application/pdf"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_FILENAME = re.compile(r"filename\*=UTF-8''([^;]+)")
+
+
+def sniff(data: bytes) -> str:
+    """The media type of ``data`` from its first bytes; UTF-8 text is text/plain."""
+    for signature, mime in _SIGNATURES:
+        if data.startswith(signature):
+            return mime
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "application/octet-stream"
+    return "text/plain"
+
+
+def references(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(param path, the part, file id) of each ``file`` part that names a stored file."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            file = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
+            if isinstance(file, dict) and file.get("file_id") is not None:
+                file_id = file["file_id"]
+                at = f"messages[{i}].content[{j}].file.file_id"
+                if not isinstance(file_id, str) or not file_id:
+                    raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
+                yield at, part, file_id
+
+
+@dataclass(frozen=True, slots=True)
+class FilesService:
+    """Where ext_proc reads stored files: the files service's URL, and TLS to it."""
+
+    url: str  # INFERY_FILES_SERVICE, e.g. https://infery-files:8082
+    tls: ssl.SSLContext | bool = True
+
+    @classmethod
+    def from_env(cls, url: str, ca: str, cert: str, key: str) -> FilesService:
+        """With a CA (INFERY_XDS_TLS_*), verify the service by it and present our client certificate."""
+        if not ca:
+            return cls(url.rstrip("/"))
+        context = ssl.create_default_context(cafile=ca)
+        if cert:
+            context.load_cert_chain(cert, key)
+        return cls(url.rstrip("/"), context)
+
+
+async def resolve(
+    body: dict[str, Any],
+    service: FilesService | None,
+    key: bytes,
+    identity: identity_assertion.Identity,
+    timeout_s: float = 10,
+) -> bool:
+    """Put every stored file ``body`` names inline, in place; whether there was any."""
+    found = list(references(body))
+    if not found:
+        return False
+    if service is None or not key:
+        raise GatewayError(503, "upstream_unavailable", "The gateway cannot read stored files here.")
+    if len({file_id for _, _, file_id in found}) > MAX_FILES:
+        raise GatewayError(
+            400, "invalid_request", f"A request may name at most {MAX_FILES} files.", "messages"
+        )
+    # In a task of its own: the body phase may be resumed in another task than it began in
+    # (ext_proc/deadline.py), and httpx's connection locks must be left in the task that took them.
+    task = asyncio.ensure_future(_fetch_all(found, service, key, identity, timeout_s))
+    try:
+        fetched = await task
+    finally:
+        task.cancel()
+    for _, part, file_id in found:
+        _inline(part, *fetched[file_id])
+    return True
+
+
+async def _fetch_all(
+    found: list[tuple[str, dict[str, Any], str]],
+    service: FilesService,
+    key: bytes,
+    identity: identity_assertion.Identity,
+    timeout_s: float,
+) -> dict[str, tuple[str, bytes]]:
+    fetched: dict[str, tuple[str, bytes]] = {}
+    async with httpx.AsyncClient(verify=service.tls, timeout=timeout_s) as client:
+        for at, _, file_id in found:
+            if file_id not in fetched:
+                fetched[file_id] = await _fetch(client, service, key, identity, file_id, at)
+    return fetched
+
+
+async def _fetch(
+    client: httpx.AsyncClient,
+    service: FilesService,
+    key: bytes,
+    identity: identity_assertion.Identity,
+    file_id: str,
+    at: str,
+) -> tuple[str, bytes]:
+    if not re.fullmatch(r"file-[A-Za-z0-9_-]{1,60}", file_id):
+        raise GatewayError(404, "not_found", f"No such File object: {file_id}.", at)
+    path = f"/v1/files/{file_id}/content"
+    headers = {identity_assertion.HEADER: identity_assertion.sign(key, identity, "GET", path)}
+    try:
+        async with client.stream("GET", service.url + path, headers=headers) as response:
+            if response.status_code == 404:
+                raise GatewayError(404, "not_found", f"No such File object: {file_id}.", at)
+            if response.status_code != 200:
+                raise GatewayError(
+                    502, "upstream_error", f"The files service answered {response.status_code}."
+                )
+            if int(response.headers.get("content-length") or 0) > MAX_BYTES:
+                raise _too_large(file_id, at)
+            data = bytearray()
+            async for piece in response.aiter_bytes():
+                data += piece
+                if len(data) > MAX_BYTES:
+                    raise _too_large(file_id, at)
+            named = _FILENAME.search(response.headers.get("content-disposition", ""))
+    except httpx.HTTPError as exc:
+        raise GatewayError(503, "upstream_unavailable", f"The files service is unreachable: {exc}.") from None
+    return (unquote(named.group(1)) if named else file_id), bytes(data)
+
+
+def _too_large(file_id: str, at: str) -> GatewayError:
+    return GatewayError(
+        400, "invalid_request", f"The file {file_id} is over {MAX_BYTES} bytes, too large to send inline.", at
+    )
+
+
+def _inline(part: dict[str, Any], filename: str, data: bytes) -> None:
+    mime = sniff(data)
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode()}"
+    part.clear()
+    if mime.startswith("image/"):
+        part |= {"type": "image_url", "image_url": {"url": uri}}
+    else:
+        part |= {"type": "file", "file": {"filename": filename, "file_data": uri}}

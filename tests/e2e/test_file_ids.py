@@ -1,0 +1,101 @@
+"""Chat's ``file`` parts by ``file_id``: one upload serves every provider, inline in its own format.
+
+The simulators check each request against their provider's own types (OpenAI's spec,
+Anthropic's request schema, Gemini's types) and say what they saw; a provider never
+sees the gateway's file id.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from typing import Any
+
+import openai
+import pytest
+
+from infery.stack import Stack
+from simulators.testing import SimulatorProcess
+from tests.e2e.support import Admin, eventually, new_tenant
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF"
+
+
+def _png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
+
+
+def _ask(file_id: str) -> list[dict[str, Any]]:
+    content = [{"type": "text", "text": "What is this?"}, {"type": "file", "file": {"file_id": file_id}}]
+    return [{"role": "user", "content": content}]
+
+
+def test_a_pdf_uploaded_once_serves_every_provider(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI
+):
+    report = client.files.create(file=("report.pdf", PDF), purpose="user_data")
+    for slug, sim in three_formats.items():
+        for stream in (False, True):
+            if stream:
+                chunks = list(
+                    client.chat.completions.create(model=slug, messages=_ask(report.id), stream=True)
+                )
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                reply = client.chat.completions.create(model=slug, messages=_ask(report.id))
+                text = reply.choices[0].message.content or ""
+            assert "saw 1 document(s)" in text, (slug, text)
+            sent = json.dumps(sim.requests()[-1]["body"])
+            assert report.id not in sent  # the provider got the bytes, never our id
+    anthropic_part = three_formats["claude-sonnet-4-5"].requests()[-1]["body"]["messages"][0]["content"][1]
+    assert anthropic_part["type"] == "document" and anthropic_part["title"] == "report.pdf"
+
+
+def test_an_image_by_file_id_is_each_providers_image_part(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI
+):
+    picture = client.files.create(file=("dot.png", _png()), purpose="vision")
+    for slug in three_formats:
+        reply = client.chat.completions.create(model=slug, messages=_ask(picture.id))
+        assert "saw 1 image(s)" in (reply.choices[0].message.content or ""), slug
+
+
+def test_another_workspaces_file_is_not_found(
+    three_formats: dict[str, SimulatorProcess], admin: Admin, gateway: Stack, client: openai.OpenAI
+):
+    other = new_tenant(admin, gateway, "file-ids-other").client(gateway)
+    theirs = other.files.create(file=("theirs.pdf", PDF), purpose="user_data")
+    for file_id in (theirs.id, "file-0000000000000000000000000000", "../v1/models"):
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.chat.completions.create(model="claude-sonnet-4-5", messages=_ask(file_id))
+        assert refused.value.code == "not_found"
+        assert refused.value.param == "messages[0].content[1].file.file_id"
+
+
+def test_a_fallback_attempt_gets_the_file_inline_too(
+    three_formats: dict[str, SimulatorProcess], admin: Admin, client: openai.OpenAI
+):
+    admin.model("pdf-chain", "sim-openai", "gpt-4o-mini")
+    admin.call("PUT", "/routes/pdf-chain", {"fallbacks": ["claude-sonnet-4-5"], "retry_on": ["5xx"]})
+    report = client.files.create(file=("chain.pdf", PDF), purpose="user_data")
+
+    primary = three_formats["gpt-4o-mini"]
+
+    def served_by_the_fallback() -> Any:
+        primary.clear()  # no step left over from a try made before the chain was in force
+        primary.script([{"status": 503}])
+        raw = client.chat.completions.with_raw_response.create(model="pdf-chain", messages=_ask(report.id))
+        return raw if raw.headers.get("x-fallback-from") == "pdf-chain" else None
+
+    try:
+        raw = eventually(served_by_the_fallback, timeout=10, interval=0.2)
+    finally:
+        primary.clear()
+    assert raw.headers["x-model-used"] == "claude-sonnet-4-5"
+    assert "saw 1 document(s)" in (raw.parse().choices[0].message.content or "")
