@@ -15,8 +15,9 @@ The type comes from the bytes (their signature), not from what the uploader clai
 file of another workspace is ``404 not_found``, exactly as one that does not exist: the
 files service is asked with this request's signed identity, and it answers for that
 workspace only. Fetched over mutual TLS with the data plane's client certificate, like
-Envoy's own connections to it. At most :data:`MAX_FILES` files of :data:`MAX_BYTES` each,
-held in memory for this request only (they become part of the provider's request body).
+Envoy's own connections to it. At most :data:`MAX_FILES` files and :data:`MAX_BYTES` in all,
+held in memory for this request only (they become part of the provider's request body, which
+stays under the request size limit, 32 MiB by default, once base64-encoded).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from infery_proto import identity_assertion
 
 from ext_proc.errors import GatewayError
 
-MAX_BYTES = 20 * 1024 * 1024  # as for a fetched image or PDF (ext_proc/media_fetch.py)
+MAX_BYTES = 20 * 1024 * 1024  # all files of one request: as for one fetched image or PDF (media_fetch.py)
 MAX_FILES = 10
 _SIGNATURES = (
     (b"%PDF-", "application/pdf"),
@@ -135,10 +136,14 @@ async def _fetch_all(
     timeout_s: float,
 ) -> dict[str, tuple[str, bytes]]:
     fetched: dict[str, tuple[str, bytes]] = {}
+    total = 0
     async with httpx.AsyncClient(verify=service.tls, timeout=timeout_s) as client:
         for at, _, file_id in found:
             if file_id not in fetched:
-                fetched[file_id] = await _fetch(client, service, key, identity, file_id, at)
+                fetched[file_id] = await _fetch(
+                    client, service, key, identity, file_id, at, MAX_BYTES - total
+                )
+                total += len(fetched[file_id][1])
     return fetched
 
 
@@ -149,7 +154,9 @@ async def _fetch(
     identity: identity_assertion.Identity,
     file_id: str,
     at: str,
+    room: int,
 ) -> tuple[str, bytes]:
+    """The file's name and bytes; at most ``room`` bytes (what the request's files may still add)."""
     if not re.fullmatch(r"file-[A-Za-z0-9_-]{1,60}", file_id):
         raise GatewayError(404, "not_found", f"No such File object: {file_id}.", at)
     path = f"/v1/files/{file_id}/content"
@@ -162,12 +169,12 @@ async def _fetch(
                 raise GatewayError(
                     502, "upstream_error", f"The files service answered {response.status_code}."
                 )
-            if int(response.headers.get("content-length") or 0) > MAX_BYTES:
+            if int(response.headers.get("content-length") or 0) > room:
                 raise _too_large(file_id, at)
             data = bytearray()
             async for piece in response.aiter_bytes():
                 data += piece
-                if len(data) > MAX_BYTES:
+                if len(data) > room:
                     raise _too_large(file_id, at)
             named = _FILENAME.search(response.headers.get("content-disposition", ""))
     except httpx.HTTPError as exc:
@@ -177,7 +184,10 @@ async def _fetch(
 
 def _too_large(file_id: str, at: str) -> GatewayError:
     return GatewayError(
-        400, "invalid_request", f"The file {file_id} is over {MAX_BYTES} bytes, too large to send inline.", at
+        400,
+        "invalid_request",
+        f"The file {file_id} takes the request's files over {MAX_BYTES} bytes, too many to send inline.",
+        at,
     )
 
 

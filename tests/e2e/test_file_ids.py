@@ -99,3 +99,14 @@ def test_a_fallback_attempt_gets_the_file_inline_too(
         primary.clear()
     assert raw.headers["x-model-used"] == "claude-sonnet-4-5"
     assert "saw 1 document(s)" in (raw.parse().choices[0].message.content or "")
+
+
+def test_a_file_too_large_to_inline_is_a_clean_413(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI
+):
+    """Inline, a file counts against the gateway's request size limit (1 MiB on the test gateways,
+    INFERY_MAX_REQUEST_BYTES): over it the client gets Envoy's 413 envelope, not a failure."""
+    big = client.files.create(file=("big.pdf", PDF + b"x" * 900_000), purpose="user_data")
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.chat.completions.create(model="claude-sonnet-4-5", messages=_ask(big.id))
+    assert refused.value.status_code == 413 and refused.value.code == "request_too_large"
