@@ -15,7 +15,9 @@ then tells Envoy to
   routing headers a client must not choose;
 - process nothing more of this request: ``mode_override`` turns off the body and
   response phases, so Envoy streams the upload to the service and the answer back
-  to the client without ext_proc in the way.
+  to the client without ext_proc in the way. (Envoy's files route says the same
+  before the headers reach ext_proc, control_plane/xds/envoy_config.py ``files_route``:
+  that is what keeps Envoy from holding the first bytes of a body as if to buffer it.)
 
 No usage record: storing a file costs no credits (usage analytics of files are
 another change).
@@ -35,7 +37,7 @@ from ext_proc.config import GatewayConfig
 from ext_proc.errors import GatewayError
 
 PREFIX = "/v1/files"
-FILES_CLUSTER = "infery_files"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
+FILES_CLUSTER = "infery_files"  # static, in each replica's bootstrap; envoy_config.py FILES_CLUSTER
 _MODE = processing_mode_pb2.ProcessingMode
 
 

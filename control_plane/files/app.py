@@ -51,7 +51,7 @@ class FilesService:
     clock: Callable[[], float] = time.time
 
 
-def caller(request: Request) -> Identity:
+async def caller(request: Request) -> Identity:
     """The identity ext_proc asserted for this request; 401 for anything else."""
     service: FilesService = request.app.state.files
     values = request.headers.getlist(identity_assertion.HEADER)
