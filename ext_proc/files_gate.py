@@ -30,14 +30,14 @@ from collections.abc import Iterable, Mapping
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto import identity_assertion
+from infery_proto.wire import FILES_CLUSTER, FILES_PATH_PREFIX
 
 from ext_proc import envoy_messages as msg
 from ext_proc.auth import authenticate
 from ext_proc.config import GatewayConfig
 from ext_proc.errors import GatewayError
 
-PREFIX = "/v1/files"
-FILES_CLUSTER = "infery_files"  # static, in each replica's bootstrap; envoy_config.py FILES_CLUSTER
+PREFIX = FILES_PATH_PREFIX
 _MODE = processing_mode_pb2.ProcessingMode
 
 

@@ -28,7 +28,7 @@ import grpc
 import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from infery_proto.wire import EXT_PROC_TOKEN_HEADER
+from infery_proto.wire import EXT_PROC_TOKEN_HEADER, FILES_CLUSTER
 
 from ext_proc.shared_state import require_shared_store
 from infery.certs import Pki, TlsFiles, generate
@@ -247,7 +247,7 @@ def render_bootstrap(
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
         ]
         options["http_filters"] = [_inject_ext_proc_token(ext_proc_token_file), _UPSTREAM_CODEC]
-    files = clusters["infery_files"]
+    files = clusters[FILES_CLUSTER]
     files_endpoint = files["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
     files_endpoint["endpoint"]["address"]["socket_address"] = {
         "address": files_host,

@@ -1,8 +1,8 @@
-"""The files API's errors, in OpenAI's envelope with the data plane's stable codes.
+"""The files API's errors, in OpenAI's envelope with the gateway's stable codes.
 
-``error.type`` follows the data plane's rule (ext_proc/errors.py): ``invalid_request_error``
-for every caller-side error, ``server_error`` for 5xx. Nothing else leaves this service:
-FastAPI's own errors and unexpected exceptions are mapped too (``install``).
+Each code and its ``error.type`` are the data plane's (``infery_proto.wire``'s table).
+Nothing else leaves this service: FastAPI's own errors and unexpected exceptions are
+mapped too (``install``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from infery_proto.wire import error_object
 from starlette.exceptions import HTTPException
 
 from control_plane.safe_errors import safe_traceback
@@ -30,9 +31,7 @@ def not_found(file_id: str) -> FilesError:
 
 
 def respond(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    body = {"error": {"type": kind, "code": code, "message": message, "param": param}}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(error_object(status, code, message, param), status_code=status)
 
 
 def install(app: FastAPI) -> None:

@@ -42,6 +42,8 @@ from infery_proto.wire import (
     ATTEMPT_METADATA,
     ERRORS,
     EXT_PROC_FILTER,
+    FILES_CLUSTER,
+    FILES_PATH_PREFIX,
     HOST_METADATA_ATTRIBUTE,
     INTERNAL_REQUEST_HEADERS,
     INTERNAL_RESPONSE_HEADERS,
@@ -59,9 +61,6 @@ from infery_proto.wire import (
 LISTENER_NAME = "infery_http"
 ROUTE_CONFIG_NAME = "infery_routes"
 EXT_PROC_CLUSTER = "infery_ext_proc"  # static, in each replica's bootstrap (envoy/bootstrap.yaml)
-# The files service (control_plane/files/): a static cluster in each replica's bootstrap.
-FILES_CLUSTER = "infery_files"
-FILES_PATH_PREFIX = "/v1/files"
 
 _T = "type.googleapis.com/"
 _HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -416,7 +415,7 @@ def files_route(s: ListenerSettings) -> route_components_pb2.Route:
         "request_headers_to_remove": [ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-external-address"],
         "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
         "typed_per_filter_config": {
-            "envoy.filters.http.ext_proc": {
+            EXT_PROC_FILTER: {
                 "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
                 "overrides": {
                     "processing_mode": {

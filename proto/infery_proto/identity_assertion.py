@@ -25,7 +25,9 @@ import hmac
 import time
 from dataclasses import dataclass
 
-HEADER = "x-infery-identity"
+from infery_proto.wire import IDENTITY_HEADER
+
+HEADER = IDENTITY_HEADER
 _VERSION = "files-v1"  # also names the audience: an attempt grant never verifies as this
 # Short: the service checks the assertion as soon as Envoy forwards the headers, which is
 # right after ext_proc made it. The margin covers clock skew between machines.

@@ -48,9 +48,11 @@ SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of 
 # the envelope's code. The listener's ext_proc passes such a body through as it is.
 LOCAL_REPLY_HEADER = "x-infery-local-reply"
 EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # Envoy -> ext_proc over TCP: the shared token
+# Envoy -> the files service: the caller ext_proc authenticated, signed (identity_assertion.py).
+IDENTITY_HEADER = "x-infery-identity"
 INTERNAL_HEADER_PREFIX = "x-infery-"
 # Removed by Envoy's route from every request before a provider, and from every provider's response.
-INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER)
+INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER, IDENTITY_HEADER)
 INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
 
 # -- public headers (the gateway's API to its clients) -------------------------------------
@@ -79,6 +81,11 @@ RATE_LIMIT_HEADERS = {
     )
     for window in ("requests", "tokens")
 }
+
+# -- the files service (control_plane/files/) ------------------------------------------------
+
+FILES_PATH_PREFIX = "/v1/files"  # the files API; Envoy's files route and ext_proc's gate match it
+FILES_CLUSTER = "infery_files"  # the files service's Envoy cluster (static, in each replica's bootstrap)
 
 # -- Envoy dynamic metadata and attributes ---------------------------------------------------
 
@@ -152,6 +159,7 @@ ERRORS: dict[str, ErrorKind] = {
     "too_many_media_urls": _invalid(400),  # more image/file URLs than the gateway fetches for one request
     "invalid_api_key": _invalid(401),  # missing, unknown or revoked inf_ key
     "invalid_admin_token": _invalid(401),  # the admin API's bearer token
+    "invalid_identity": _invalid(401),  # the files service: no identity asserted by ext_proc
     "model_not_allowed": _invalid(403),  # the workspace may not use the model
     "attempt_not_authorized": _invalid(403),  # a chain attempt without a valid grant
     "not_found": _invalid(404),  # an unknown path, or an id unknown to the workspace
