@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from infery_proto.settings import InferySettings, SettingsError, version
 
+from control_plane.files.settings import FilesSettings
 from control_plane.settings import Settings as ControlPlaneSettings
 from ext_proc.settings import ExtProcSettings
 from infery.certs import generate
@@ -112,6 +113,8 @@ def up(args: argparse.Namespace, settings: CliSettings) -> int:
     env = {"INFERY_ADMIN_TOKEN": admin_token}
     if not settings.database_url:
         env["INFERY_DATABASE_URL"] = f"sqlite:///{home / 'infery.db'}"
+    if settings.files_url:
+        env["INFERY_FILES_URL"] = settings.files_url
     simulators: list[Process] = []  # filled as they start, so a failure stops those already up
     stack = Stack(home, Ports.of(settings), env)
     stop = threading.Event()
@@ -155,6 +158,7 @@ SETTINGS: tuple[tuple[str, type[InferySettings]], ...] = (
         "the `infery` commands (`infery up`, `bootstrap`, `certs`; the image's `infery-entrypoint`)",
         CliSettings,
     ),
+    ("the files service (`python -m control_plane.files`)", FilesSettings),
 )
 
 

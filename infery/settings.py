@@ -34,6 +34,9 @@ class CliSettings(InferySettings):
         repr=False,
         description="passed on to the control plane (default under `infery up`: INFERY_HOME/infery.db)",
     )
+    files_url: str | None = Field(
+        None, description="passed on to the files service (default under `infery up`: INFERY_HOME/files)"
+    )
     listen_port: int = Field(8080, ge=0, le=65535, description="Envoy's listener")
     admin_port: int = Field(8081, ge=0, le=65535, description="the control plane's admin API")
     xds_port: int = Field(18000, ge=0, le=65535, description="the control plane's gRPC port (xDS + usage)")

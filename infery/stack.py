@@ -454,9 +454,8 @@ class Stack:
 
     def files_env(self) -> dict[str, str]:
         """The control plane's store and certificates, the files port, and storage under the run
-        directory unless ``INFERY_FILES_URL`` says otherwise."""
-        default = os.environ.get("INFERY_FILES_URL") or (self.run_dir / "files").resolve().as_uri()
-        env = {"INFERY_FILES_URL": default, **self.control_plane_env()}
+        directory unless this stack's ``env`` names an ``INFERY_FILES_URL``."""
+        env = {"INFERY_FILES_URL": (self.run_dir / "files").resolve().as_uri(), **self.control_plane_env()}
         env["INFERY_FILES_PORT"] = str(self.ports.files)
         if self.ports.files_metrics:
             env["INFERY_FILES_METRICS_PORT"] = str(self.ports.files_metrics)

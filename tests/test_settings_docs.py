@@ -25,6 +25,7 @@ COMMANDS = {
     "control plane": [sys.executable, "-m", "control_plane"],
     "ext_proc": [sys.executable, "-m", "ext_proc"],
     "infery": [str(Path(sys.executable).parent / "infery")],
+    "files service": [sys.executable, "-m", "control_plane.files"],
 }
 MODELS = dict(zip(COMMANDS, [model for _, model in SETTINGS], strict=True))
 
@@ -67,6 +68,8 @@ def test_help_lists_every_variable_with_its_default_and_version_prints_it(proces
         ("ext_proc", ["--uds", "/tmp/infery-never.sock"], "INFERY_REQUEST_LOG_SAMPLE", "2"),
         ("ext_proc", ["--uds", "/tmp/infery-never.sock"], "INFERY_METRICS_WORKSPACE_LABEL", "perhaps"),
         ("infery", ["bootstrap", "--ext-proc-uds", "/tmp/x.sock"], "INFERY_MAX_CONNECTIONS", "many"),
+        ("files service", [], "INFERY_FILES_PORT", "eighty"),
+        ("files service", [], "INFERY_FILES_URL", "ftp://elsewhere"),
     ],
 )
 def test_a_bad_value_names_the_variable_without_a_traceback(

@@ -1,27 +1,28 @@
 """Run the files service: ``python -m control_plane.files`` (console script ``infery-files``).
 
-Settings come from the environment (control_plane/files/settings.py). With a certificate
-and a CA (``INFERY_FILES_TLS_*``, by default the control plane's ``INFERY_XDS_TLS_*``) it
-serves HTTPS and requires a client certificate signed by that CA: Envoy's.
+Settings come from the environment (control_plane/files/settings.py; ``--help`` lists them).
+With a certificate and a CA (``INFERY_FILES_TLS_*``, by default the control plane's
+``INFERY_XDS_TLS_*``) it serves HTTPS and requires a client certificate signed by that CA: Envoy's.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
+from infery_proto.settings import SettingsError, version
 
 from control_plane.files.app import FilesService, create_app
 from control_plane.files.settings import FilesSettings
 from control_plane.files.storage import FileStorage
 from control_plane.files.sweeper import sweep_forever
-from control_plane.safe_errors import SafeFormatter
+from control_plane.request_log import configure_logging
 from control_plane.store.db import open_store
 from control_plane.xds.data_plane_secret import files_identity_key
 
@@ -58,16 +59,16 @@ def uvicorn_config(app: FastAPI, settings: FilesSettings) -> uvicorn.Config:
         tls = {"ssl_certfile": settings.tls_cert_file, "ssl_keyfile": settings.tls_key_file}
         if settings.tls_ca_file:
             tls |= {"ssl_ca_certs": settings.tls_ca_file, "ssl_cert_reqs": ssl.CERT_REQUIRED}
-    elif settings.host not in _LOOPBACK:
+    elif settings.files_host not in _LOOPBACK:
         log.warning(
             "the files service listens on %s without TLS (no INFERY_FILES_TLS_* / INFERY_XDS_TLS_*):"
             " only the signed identity header protects it",
-            settings.host,
+            settings.files_host,
         )
     return uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.files_host,
+        port=settings.files_port,
         log_level="warning",
         lifespan="on",
         log_config=None,
@@ -77,20 +78,28 @@ def uvicorn_config(app: FastAPI, settings: FilesSettings) -> uvicorn.Config:
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=os.environ.get("INFERY_LOG_LEVEL", "INFO").upper())
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    settings = FilesSettings.from_env()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m control_plane.files",
+        description="The files service: /v1/files stored by the gateway.",
+        epilog=FilesSettings.help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    parser.parse_args(argv)
+    try:
+        settings = FilesSettings.from_env()
+    except SettingsError as exc:
+        parser.error(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
     service = build(settings)
-    metrics_port = int(os.environ.get("INFERY_FILES_METRICS_PORT") or 0)
-    if metrics_port:
-        service.metrics.serve(metrics_port, os.environ.get("INFERY_FILES_METRICS_HOST") or "127.0.0.1")
+    if settings.files_metrics_port:
+        service.metrics.serve(settings.files_metrics_port, settings.files_metrics_host)
     mode = "mutual TLS" if settings.tls_ca_file else "TLS" if settings.tls_cert_file else "plain HTTP"
     log.info(
         "files service: %s:%s (%s), storage %s, at most %s bytes a file",
-        settings.host,
-        settings.port,
+        settings.files_host,
+        settings.files_port,
         mode,
         settings.storage_url.split("://", 1)[0],
         settings.max_file_bytes,

@@ -236,7 +236,7 @@ def _validate(form: UploadForm, created_at: int, settings: FilesSettings) -> tup
         return purpose, None
     if anchor != "created_at":
         raise FormError("expires_after[anchor] must be 'created_at'.", "expires_after.anchor")
-    low, high = settings.min_expires_after_s, MAX_EXPIRES_AFTER_S
+    low, high = settings.files_min_expires_after_s, MAX_EXPIRES_AFTER_S
     if seconds is None or not seconds.isdigit() or not low <= int(seconds) <= high:
         raise FormError(f"expires_after[seconds] must be {low} to {high}.", "expires_after.seconds")
     return purpose, created_at + int(seconds)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.files import records
+from control_plane.files.settings import ABANDONED_AFTER_S
 from control_plane.safe_errors import describe
 
 if TYPE_CHECKING:
@@ -26,9 +27,7 @@ log = logging.getLogger("infery.files")
 async def sweep_once(service: FilesService) -> int:
     """One round; how many files went."""
     now = int(service.clock())
-    rows = await run_in_threadpool(
-        records.due_for_sweeping, service.sessions, now, now - service.settings.abandoned_after_s
-    )
+    rows = await run_in_threadpool(records.due_for_sweeping, service.sessions, now, now - ABANDONED_AFTER_S)
     for row in rows:
         await service.storage.delete(row.storage_key)
         await run_in_threadpool(records.forget, service.sessions, row.id)
@@ -45,7 +44,7 @@ async def sweep_forever(service: FilesService) -> None:
         except Exception as exc:
             log.warning(
                 "sweeping expired files failed (next round in %ss): %s",
-                service.settings.sweep_interval_s,
+                service.settings.files_sweep_interval_s,
                 describe(exc),
             )
-        await asyncio.sleep(service.settings.sweep_interval_s)
+        await asyncio.sleep(service.settings.files_sweep_interval_s)

@@ -654,15 +654,13 @@ def test_no_password_is_written_in_the_manifests(root: Path) -> None:
 def test_envoy_reaches_the_files_service_with_its_client_certificate(tmp_path: Path) -> None:
     """The bootstrap's files cluster names the files Service and its port; the service serves the
     server half of infery-xds-tls and requires a client certificate (FilesSettings from its env)."""
-    from control_plane.files.settings import FilesSettings
-
     files_pod = pod_spec(PRODUCTION, "infery-files")
     files = container(files_pod, "files")
     settings = FilesSettings.from_env(literal_env(files))
-    assert settings.host == "0.0.0.0" and settings.storage_url.startswith("s3://")
+    assert settings.files_host == "0.0.0.0" and settings.storage_url.startswith("s3://")
     assert {p["name"]: p["containerPort"] for p in files["ports"]} == {
-        "files": settings.port,
-        "metrics": int(literal_env(files)["INFERY_FILES_METRICS_PORT"]),
+        "files": settings.files_port,
+        "metrics": settings.files_metrics_port,
     }
     server = {settings.tls_cert_file, settings.tls_key_file, settings.tls_ca_file}
     assert _secret_files(files_pod, "files") == server

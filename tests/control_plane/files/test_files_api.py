@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from control_plane.files.app import FilesService, create_app
-from control_plane.files.settings import FilesSettings
+from control_plane.files.settings import ABANDONED_AFTER_S, FilesSettings
 from control_plane.files.storage import FileStorage
 from control_plane.files.sweeper import sweep_once
 from control_plane.store.tables import StoredFile
@@ -65,7 +65,7 @@ class Files:
 def files(tmp_path: Path, session_factory: sessionmaker[Session]) -> Iterator[Files]:
     clock = Clock()
     root = tmp_path / "files"
-    settings = FilesSettings(max_file_bytes=10_000, min_expires_after_s=10)
+    settings = FilesSettings(max_file_bytes=10_000, files_min_expires_after_s=10)
     service = FilesService(settings, session_factory, FileStorage(root.as_uri()), KEY, clock=clock)
     with TestClient(create_app(service)) as client:
         yield Files(client, service, clock, root)
@@ -254,8 +254,8 @@ async def test_the_sweeper_clears_uploads_abandoned_mid_way(files: Files):
     async with files.service.storage.writer("ws-1/file-abandoned") as writer:
         await writer.write(b"partial")
     assert files.call("GET", "/v1/files/file-abandoned").status_code == 404  # never served
-    files.clock.now = T0 + files.service.settings.abandoned_after_s - 1
+    files.clock.now = T0 + ABANDONED_AFTER_S - 1
     assert await sweep_once(files.service) == 0
-    files.clock.now = T0 + files.service.settings.abandoned_after_s + 1
+    files.clock.now = T0 + ABANDONED_AFTER_S + 1
     assert await sweep_once(files.service) == 1
     assert files.stored_bytes() == [] and files.rows() == []
