@@ -237,7 +237,9 @@ class EnvoyResources:
             retiring = self._retire(named, entries, revision, applied, now)
             self._named = (named, entries)
             out, entries = retiring
-        configuration = envoy_config.route_configuration(entries, default, self._wire, files=self._files_route)
+        configuration = envoy_config.route_configuration(
+            entries, default, self._wire, files=self._files_route
+        )
         self._key.rotate()
         self._wire.rotate()
         return {CLUSTER: out, LISTENER: [self._listener], ROUTE: [configuration]}
