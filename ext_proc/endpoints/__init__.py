@@ -7,7 +7,9 @@ priced). Its translators, one per provider wire format, are in ext_proc/translat
 (``<endpoint>_<wire format>.py``). Adding an endpoint is adding its module, one line
 in :data:`SERVED`, and its translators.
 
-Served: ``chat_completions.py``, ``embeddings.py``, ``images.py`` (generations).
+Served: ``chat_completions.py``, ``embeddings.py``, ``images.py`` (generations),
+``anthropic_messages.py`` and ``anthropic_count_tokens.py`` (Anthropic's Messages API, in
+Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy).
 
 Planned (SPEC.md; issues 14 and 15), each one module here:
 
@@ -21,10 +23,6 @@ Planned (SPEC.md; issues 14 and 15), each one module here:
   service that stores them; not priced.
 - ``responses.py``: the Responses API, ``POST /v1/responses`` (``stream: true``, OpenAI's
   response events) and ``/v1/responses/`` (``{id}``, ``{id}/input_items``).
-- ``anthropic_messages.py``: Anthropic's ``POST /v1/messages`` and
-  ``/v1/messages/count_tokens``, its own error shape.
-- ``moderations.py``: ``POST /v1/moderations``, OpenAI-format providers only.
-- ``completions.py``: ``POST /v1/completions`` (legacy), OpenAI-format providers only.
 - ``batches.py``: ``/v1/batches`` and ``/v1/batches/``.
 """
 
@@ -32,7 +30,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ext_proc.endpoints import chat_completions, embeddings, images
+from ext_proc.endpoints import (
+    anthropic_count_tokens,
+    anthropic_messages,
+    chat_completions,
+    completions,
+    embeddings,
+    images,
+    moderations,
+)
 from ext_proc.endpoints.base import Endpoint
 
 
@@ -68,5 +74,15 @@ class Registry:
         return found
 
 
-SERVED = Registry((chat_completions.ENDPOINT, embeddings.ENDPOINT, images.ENDPOINT))
+SERVED = Registry(
+    (
+        chat_completions.ENDPOINT,
+        embeddings.ENDPOINT,
+        images.ENDPOINT,
+        anthropic_messages.ENDPOINT,
+        anthropic_count_tokens.ENDPOINT,
+        moderations.ENDPOINT,
+        completions.ENDPOINT,
+    )
+)
 by_path = SERVED.by_path

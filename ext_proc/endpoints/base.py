@@ -13,6 +13,12 @@ Usage is read by the endpoint's translators into ``translators.base.Usage``; the
 says which of it is priced (:attr:`Endpoint.meters`). A new unit of usage (characters of
 speech, seconds of audio) is a field of ``Usage`` and a meter in ext_proc/metering.py.
 
+How an answer looks is the endpoint's too: the body of an error (:meth:`Endpoint.error_body`:
+OpenAI's envelope, or Anthropic's shape on Anthropic's paths) and how a stream ends
+(:meth:`Endpoint.stream_tail`: where ``credits_used`` goes, and whether ``data: [DONE]``
+follows). The exchange writes what it adds to an answer through these, never in one API's
+shape of its own.
+
 A spec is stateless: one instance serves every request.
 """
 
@@ -20,10 +26,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
+import orjson
+
+from ext_proc.errors import envelope
 from ext_proc.metering import Meter
+from ext_proc.translators import sse
+from ext_proc.translators.base import Usage
 
 
 class RequestBody(StrEnum):
@@ -46,6 +58,17 @@ class RequestBody(StrEnum):
 NOT_STREAMED = (False, False)
 
 
+@dataclass(frozen=True, slots=True)
+class LastEvent:
+    """What a stream's last event, written by the gateway, is made of (:meth:`Endpoint.stream_last`)."""
+
+    response_id: str  # the stream's id so far ("" when the translator learnt none)
+    request_id: str  # the gateway's id of the request, for an id when there is none
+    created: int
+    slug: str  # the model that served
+    usage: Usage | None  # the usage to report, when the client asked for the usage chunk
+
+
 class Endpoint(ABC):
     """One inbound API. A module of this package defines one subclass and its ``ENDPOINT``."""
 
@@ -64,6 +87,12 @@ class Endpoint(ABC):
     operation: ClassVar[str]
     # The parts of its usage that are priced: ``metering.credits(usage, prices, multiplier, meters)``.
     meters: ClassVar[tuple[Meter, ...]]
+    # Whether a model's fallback chain serves it. An endpoint that asks a provider about a
+    # request rather than for an answer (count_tokens) goes to the model's own provider only.
+    fallback: ClassVar[bool] = True
+    # Provider wire formats for which the gateway answers itself (:meth:`local_answer`), with no
+    # provider call: count_tokens estimates for providers that cannot count.
+    local_for: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def path(self) -> str:
@@ -78,6 +107,10 @@ class Endpoint(ABC):
     def streaming(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
         """(the answer is streamed, the client asked for the usage chunk)."""
         return NOT_STREAMED
+
+    def local_answer(self, body: Mapping[str, Any]) -> bytes:
+        """The gateway's own answer (a JSON body) for a model whose wire format is in :attr:`local_for`."""
+        raise TypeError(f"{self.name} is always answered by a provider")
 
     @abstractmethod
     def prompt_tokens(self, body: Mapping[str, Any]) -> int:
@@ -100,3 +133,46 @@ class Endpoint(ABC):
         """Characters of text an answer (or one stream event) delivers to the client: the output
         charged when the provider's usage is missing. 0 for answers that are not text."""
         return 0
+
+    # -- the answer's shapes ---------------------------------------------------------------
+
+    def error_body(self, status: int, code: str, message: str, param: str | None = None) -> bytes:
+        """The body of an error answer on this endpoint: OpenAI's envelope unless it says otherwise."""
+        return envelope(status, code, message, param)
+
+    def restyle_error(self, status: int, body: bytes) -> bytes:
+        """An error body the gateway wrote in OpenAI's envelope (Envoy's local replies, a chain
+        attempt's refusal), in this endpoint's shape. Unchanged for OpenAI's own endpoints."""
+        return body
+
+    def stream_event(self, data: bytes) -> bytes:
+        """One SSE event of this endpoint's streams, from its JSON data: OpenAI's ``data:`` line."""
+        return sse.encode(data)
+
+    def stream_error(self, status: int, code: str, message: str) -> bytes:
+        """The JSON data of an error event ending a stream (OpenAI's SDK raises the envelope)."""
+        return envelope(status, code, message)
+
+    def stream_last(self, last: LastEvent) -> bytes:
+        """The JSON of a stream's last event when its translator held none (it completed without
+        one). Only streaming endpoints are asked."""
+        raise TypeError(f"{self.name} answers are never streamed")
+
+    def stream_tail(self, last: bytes, credits: str) -> bytes:
+        """The end of a stream: its last event (``last``, a JSON object) carrying ``credits_used``
+        (``credits``: the exact decimal digits), then OpenAI's ``data: [DONE]``."""
+        return sse.encode(with_credits(last, credits)) + b"data: [DONE]\n\n"
+
+
+def with_credits(event: bytes, credits: str) -> bytes:
+    """``event`` (a JSON object) with ``credits_used``, a JSON number written from the exact decimal."""
+    return event[:-1] + b',"credits_used":' + credits.encode() + b"}"
+
+
+def event_type(data: bytes) -> str:
+    """The ``type`` of a JSON event (Anthropic names each SSE event after it); "" when it has none."""
+    try:
+        found = orjson.loads(data).get("type")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return found if isinstance(found, str) else ""

@@ -19,9 +19,10 @@ import orjson
 
 from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
+from ext_proc.translators.chat_documents import usage_doc
 from ext_proc.translators.params import check_chat_request
 
-from .base import NOT_STREAMED, Endpoint
+from .base import NOT_STREAMED, Endpoint, LastEvent
 
 MESSAGE_FRAMING_TOKENS = 4  # per chat message: role and separators
 NON_TEXT_PART_TOKENS = 256  # an image, audio or file part: its size says little about tokens
@@ -87,6 +88,22 @@ class ChatCompletions(Endpoint):
             body.get("max_completion_tokens"), body.get("max_tokens"), DEFAULT_OUTPUT_TOKENS
         )
         return output * _positive_int(body.get("n"), None, 1)
+
+    def stream_last(self, last: LastEvent) -> bytes:
+        """The usage chunk the client asked for, else a final ``finish_reason`` chunk (never an
+        empty ``choices`` it did not expect)."""
+        doc: dict[str, Any] = {
+            "id": last.response_id or "chatcmpl-" + last.request_id,
+            "object": "chat.completion.chunk",
+            "created": last.created,
+            "model": last.slug,
+            "choices": [],
+        }
+        if last.usage is not None:
+            doc["usage"] = usage_doc(last.usage)
+        else:
+            doc["choices"] = [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
+        return orjson.dumps(doc)
 
     def served_chars(self, doc: Any) -> int:
         """Reads ``choices[].message`` (a completion) or ``choices[].delta`` (a chunk): content

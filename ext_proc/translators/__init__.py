@@ -8,8 +8,10 @@ line of :data:`WIRE_FORMATS`. A pair that does not exist (embeddings on Anthropi
 generation on Gemini) is the client's ``400 unsupported_endpoint``.
 
 What does not depend on the pair is shared: ``messages``, ``params``, ``chunks``, ``sse``,
-``usage``, ``chat_documents``, ``provider_errors``, and each wire format's own
-``openai_api``/``gemini_api``.
+``usage``, ``chat_documents``, ``message_documents``, ``provider_errors``, and each wire
+format's own ``openai_api``/``gemini_api``. Anthropic's Messages API on a provider that does
+not speak it composes that provider's chat pair with ``messages_chat`` (the direction
+``chat_anthropic`` lacks), rather than a second translator per provider.
 """
 
 from __future__ import annotations
@@ -21,9 +23,15 @@ from ext_proc.translators import (
     chat_anthropic,
     chat_gemini,
     chat_openai,
+    completions_openai,
+    count_tokens_anthropic,
     embeddings_gemini,
     embeddings_openai,
     images_openai,
+    messages_anthropic,
+    messages_gemini,
+    messages_openai,
+    moderations_openai,
 )
 from ext_proc.translators.base import Translator
 
@@ -46,12 +54,23 @@ PAIRS: tuple[Translator, ...] = (
     embeddings_openai.TRANSLATOR,
     embeddings_gemini.TRANSLATOR,
     images_openai.TRANSLATOR,
+    messages_openai.TRANSLATOR,
+    messages_anthropic.TRANSLATOR,
+    messages_gemini.TRANSLATOR,
+    count_tokens_anthropic.TRANSLATOR,
+    completions_openai.TRANSLATOR,
+    moderations_openai.TRANSLATOR,
 )
 
 # wire format -> endpoint name -> translator: two dict lookups per request, nothing allocated.
 _BY_WIRE_FORMAT: dict[str, dict[str, Translator]] = {wire: {} for wire in WIRE_FORMATS.values()}
 for _pair in PAIRS:
     _BY_WIRE_FORMAT[_pair.wire_format][_pair.endpoint] = _pair
+
+
+def has_pair(endpoint: str, wire_format: str) -> bool:
+    """Whether a provider speaking ``wire_format`` serves the endpoint named ``endpoint``."""
+    return endpoint in _BY_WIRE_FORMAT.get(wire_format, {})
 
 
 def translator_for(endpoint: Endpoint, wire_format: str) -> Translator:

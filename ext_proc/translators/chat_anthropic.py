@@ -103,6 +103,8 @@ _ERRORS = provider_errors.ErrorMap(
     },
     blamed=lambda err, message: _field_prefix(message),
 )
+# The client's error for an Anthropic error object (shared with messages_anthropic.py).
+error_fields = _ERRORS.fields
 # Anthropic names the field it refuses before a colon: "max_tokens: 100000 > 64000, ...".
 _FIELD_PREFIX = re.compile(r"([A-Za-z_][\w.\[\]]*): ")
 

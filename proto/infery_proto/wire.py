@@ -194,3 +194,45 @@ def error_type(code: str, status: int) -> str:
 def error_object(status: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
     """OpenAI's error envelope, ``{"error": {type, code, message, param}}``, as a JSON-ready dict."""
     return {"error": {"type": error_type(code, status), "code": code, "message": message, "param": param}}
+
+
+# -- Anthropic's error shape (the Messages API: /v1/messages) --------------------------------
+#
+# On Anthropic's own paths the gateway answers as Anthropic does, so that the Anthropic SDK
+# and the tools built on it read the gateway's errors as their own:
+# ``{"type": "error", "error": {"type": <Anthropic's type>, "code": <the gateway's code>,
+# "message": ...}}``. The type is the one Anthropic's API sends for the status
+# (https://docs.anthropic.com/en/api/errors); the code is the same stable code as in
+# :data:`ERRORS`, so a client branches on it whichever API it called. Anthropic's SDK picks
+# its exception class by HTTP status, which is the code's, as everywhere.
+
+ANTHROPIC_ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",  # Anthropic's "overloaded" (its own status is 529)
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's ``error.type`` for a status; an unlisted 4xx is ``invalid_request_error``."""
+    found = ANTHROPIC_ERROR_TYPES.get(status)
+    if found is not None:
+        return found
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def anthropic_error_object(status: int, code: str, message: str) -> dict[str, Any]:
+    """Anthropic's error body with the gateway's code, as a JSON-ready dict."""
+    return {
+        "type": "error",
+        "error": {"type": anthropic_error_type(status), "code": code, "message": message},
+    }

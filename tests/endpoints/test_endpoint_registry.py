@@ -16,6 +16,10 @@ SERVED = {
     "/v1/chat/completions": "chat_completions",
     "/v1/embeddings": "embeddings",
     "/v1/images/generations": "images",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
+    "/v1/moderations": "moderations",
+    "/v1/completions": "completions",
 }
 
 
@@ -35,7 +39,7 @@ def test_the_served_endpoints_are_exactly_these() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/models", "/v1/chat/completions/", "/v1/chat", "/v1/embeddings/x", "/", "", "/v1/responses"],
+    ["/v1/models", "/v1/chat/completions/", "/v1/chat", "/v1/embeddings/x", "/", "", "/v1/responses", "/v1/messages/"],
 )
 def test_unknown_paths_have_none(path: str) -> None:
     assert endpoints.by_path(path) is None

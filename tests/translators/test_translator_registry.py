@@ -12,17 +12,36 @@ from ext_proc.translators.chat_gemini import ChatGemini
 from ext_proc.translators.chat_openai import ChatOpenAI
 from ext_proc.translators.embeddings_gemini import EmbeddingsGemini
 from ext_proc.translators.embeddings_openai import EmbeddingsOpenAI
+from ext_proc.translators.completions_openai import CompletionsOpenAI
+from ext_proc.translators.count_tokens_anthropic import CountTokensAnthropic
 from ext_proc.translators.images_openai import ImagesOpenAI
+from ext_proc.translators.messages_anthropic import MessagesAnthropic
+from ext_proc.translators.messages_gemini import MessagesGemini
+from ext_proc.translators.messages_openai import MessagesOpenAI
+from ext_proc.translators.moderations_openai import ModerationsOpenAI
 
-OPENAI = {"chat_completions": ChatOpenAI, "embeddings": EmbeddingsOpenAI, "images": ImagesOpenAI}
+OPENAI = {
+    "chat_completions": ChatOpenAI,
+    "embeddings": EmbeddingsOpenAI,
+    "images": ImagesOpenAI,
+    "messages": MessagesOpenAI,
+    "moderations": ModerationsOpenAI,
+    "completions": CompletionsOpenAI,
+}
 # provider kind -> endpoint name -> its translator's class; absent: unsupported_endpoint
 SERVES: dict[str, dict[str, type]] = {
     "openai": OPENAI,
     "xai": OPENAI,
     "openai_compatible": OPENAI,
-    "anthropic": {"chat_completions": ChatAnthropic},
-    "google": {"chat_completions": ChatGemini, "embeddings": EmbeddingsGemini},
+    "anthropic": {
+        "chat_completions": ChatAnthropic,
+        "messages": MessagesAnthropic,
+        "count_tokens": CountTokensAnthropic,
+    },
+    "google": {"chat_completions": ChatGemini, "embeddings": EmbeddingsGemini, "messages": MessagesGemini},
 }
+# Endpoints the gateway answers itself for some wire formats (no provider call, no pair).
+LOCAL = {("openai", "count_tokens"), ("gemini", "count_tokens")}
 PAIRS = [(kind, e) for kind in SERVES for e in endpoints.SERVED.endpoints]
 
 
@@ -44,6 +63,14 @@ def test_each_kind_and_endpoint(kind: str, endpoint: endpoints.Endpoint) -> None
     err = info.value
     assert (err.status, err.code, err.param) == (400, "unsupported_endpoint", "model")
     assert err.message == f"This model's provider does not support {endpoint.path}."
+
+
+@pytest.mark.parametrize(("kind", "endpoint"), PAIRS, ids=[f"{k}-{e.name}" for k, e in PAIRS])
+def test_a_local_answer_stands_only_where_no_pair_does(kind: str, endpoint: endpoints.Endpoint) -> None:
+    wire = WIRE_FORMATS[kind]
+    local = wire in endpoint.local_for
+    assert local == ((wire, endpoint.name) in LOCAL)
+    assert not (local and translators.has_pair(endpoint.name, wire))
 
 
 def test_every_pair_serves_a_served_endpoint_once() -> None:
