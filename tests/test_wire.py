@@ -385,3 +385,31 @@ def test_no_internal_header_is_spelled_outside_the_wire_module():
                     if needle in line:
                         spelled.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
     assert spelled == []
+
+
+# -- Anthropic's error shape ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", sorted(wire.ERRORS))
+def test_every_code_has_an_anthropic_error_the_anthropic_sdk_reads(code: str) -> None:
+    from anthropic.types import ErrorResponse
+
+    status = wire.ERRORS[code].status
+    doc = wire.anthropic_error_object(status, code, "why")
+    parsed = ErrorResponse.model_validate(doc)
+    assert parsed.error.type == wire.anthropic_error_type(status)
+    assert doc["error"]["code"] == code  # the gateway's stable code, as in OpenAI's envelope
+
+
+def test_anthropic_error_types_are_the_sdks() -> None:
+    import typing
+
+    from anthropic.types.shared.error_object import ErrorObject
+
+    union = typing.get_args(ErrorObject)[0]
+    known = {typing.get_args(m.model_fields["type"].annotation)[0] for m in typing.get_args(union)}
+    assert set(wire.ANTHROPIC_ERROR_TYPES.values()) <= known
+    assert (
+        wire.anthropic_error_type(418) == "invalid_request_error"
+        and wire.anthropic_error_type(599) == "api_error"
+    )

@@ -158,7 +158,7 @@ class MessagesStream:
             self._merge_usage(data.get("usage"))
             out.append(event.raw)
         elif kind == "message_stop":
-            self.held = event.data
+            self.held = orjson.dumps(data)  # a JSON object the exchange completes (no stray spaces)
             self.done = True
         elif kind == "error":
             err = data.get("error")

@@ -202,7 +202,9 @@ def error_object(status: int, code: str, message: str, param: str | None = None)
 # and the tools built on it read the gateway's errors as their own:
 # ``{"type": "error", "error": {"type": <Anthropic's type>, "code": <the gateway's code>,
 # "message": ...}}``. The type is the one Anthropic's API sends for the status
-# (https://docs.anthropic.com/en/api/errors); the code is the same stable code as in
+# (https://docs.anthropic.com/en/api/errors) among those its SDK's ``ErrorObject`` union
+# knows (the documented ``request_too_large`` of a 413 is not one: such a body would fail the
+# SDK's types, so a 413 is ``invalid_request_error``); the code is the same stable code as in
 # :data:`ERRORS`, so a client branches on it whichever API it called. Anthropic's SDK picks
 # its exception class by HTTP status, which is the code's, as everywhere.
 
@@ -212,7 +214,6 @@ ANTHROPIC_ERROR_TYPES: dict[int, str] = {
     402: "billing_error",
     403: "permission_error",
     404: "not_found_error",
-    413: "request_too_large",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",

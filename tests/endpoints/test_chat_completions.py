@@ -120,3 +120,20 @@ def test_credits_are_input_and_output_tokens() -> None:
     assert credits(usage, unpriced_cache, Decimal(1), CHAT.meters) == (1000 * 2 + 100 * 8) / Decimal(
         1_000_000
     )
+
+
+def test_its_answers_are_openais() -> None:
+    from ext_proc.endpoints.base import LastEvent
+    from tests.conformance import assert_openai
+
+    assert CHAT.error_body(429, "rate_limit_exceeded", "slow down") == (
+        b'{"error":{"type":"requests","code":"rate_limit_exceeded","message":"slow down","param":null}}'
+    )
+    assert CHAT.restyle_error(502, b'{"error":{}}') == b'{"error":{}}'
+    final = orjson.loads(CHAT.stream_last(LastEvent("chatcmpl-1", "req", 5, "m", None)))
+    assert_openai(final, "CreateChatCompletionStreamResponse")
+    assert final["choices"][0]["finish_reason"] == "stop" and final["id"] == "chatcmpl-1"
+    usage = orjson.loads(CHAT.stream_last(LastEvent("", "req", 5, "m", Usage(3, 0, 2))))
+    assert_openai(usage, "CreateChatCompletionStreamResponse")
+    assert (usage["id"], usage["choices"], usage["usage"]["total_tokens"]) == ("chatcmpl-req", [], 5)
+    assert CHAT.stream_tail(b'{"a":1}', "0.5") == b'data: {"a":1,"credits_used":0.5}\n\ndata: [DONE]\n\n'

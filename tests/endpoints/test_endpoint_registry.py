@@ -39,7 +39,16 @@ def test_the_served_endpoints_are_exactly_these() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/v1/models", "/v1/chat/completions/", "/v1/chat", "/v1/embeddings/x", "/", "", "/v1/responses", "/v1/messages/"],
+    [
+        "/v1/models",
+        "/v1/chat/completions/",
+        "/v1/chat",
+        "/v1/embeddings/x",
+        "/",
+        "",
+        "/v1/responses",
+        "/v1/messages/",
+    ],
 )
 def test_unknown_paths_have_none(path: str) -> None:
     assert endpoints.by_path(path) is None

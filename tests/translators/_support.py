@@ -209,3 +209,66 @@ def accumulate(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
 
 def usage_chunks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e["usage"] for e in events if e.get("usage")]
+
+
+# ------------------------------------------------------ Anthropic Messages answers
+
+
+def assert_anthropic_message(body: bytes | dict[str, Any]) -> dict[str, Any]:
+    """An answer of the ``messages`` endpoint, valid for the Anthropic SDK's ``Message`` (or
+    ``ErrorResponse``) type; returns it parsed."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    problems = providers().response("anthropic-response", raw)
+    assert not problems, "not a valid Anthropic answer:\n" + "\n".join(problems) + "\n" + raw.decode()[:2000]
+    doc: dict[str, Any] = orjson.loads(raw)
+    return doc
+
+
+def messages_replay(stream: StreamTranslator, raw: bytes, size: int | None, credits: str = "0.25") -> bytes:
+    """Replay ``raw`` through a ``messages`` stream translator, then end it as the gateway does:
+    the held event with ``credits_used`` (endpoints/anthropic_messages.py). The whole is checked
+    with the Anthropic SDK's event types and Anthropic's event order."""
+    from ext_proc.endpoints.anthropic_messages import ENDPOINT
+
+    if size is None:
+        out = stream.feed(raw)
+    else:
+        out = b"".join(stream.feed(raw[i : i + size]) for i in range(0, len(raw), size))
+    out += stream.finish()
+    if stream.held is not None:
+        out += ENDPOINT.stream_tail(stream.held, credits)
+    problems = providers().response("anthropic-sse", out)
+    assert not problems, "not a valid Anthropic stream:\n" + "\n".join(problems) + "\n" + out.decode()[-3000:]
+    return out
+
+
+def anthropic_events(text: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of every event of an Anthropic stream: each has both, named alike."""
+    events = []
+    assert text.endswith(b"\n\n"), text[-200:]
+    for block in text.split(b"\n\n")[:-1]:
+        lines = block.split(b"\n")
+        assert len(lines) == 2 and lines[0].startswith(b"event: ") and lines[1].startswith(b"data: "), block
+        name, data = lines[0][7:].decode(), json.loads(lines[1][6:])
+        assert data["type"] == name
+        events.append((name, data))
+    return events
+
+
+def final_message(text: bytes) -> Any:
+    """The message the Anthropic SDK's ``messages.stream()`` helper builds from a stream
+    (``get_final_message()``), with the SDK's own accumulator."""
+    from anthropic.lib.streaming._messages import accumulate_event
+    from anthropic.types import RawMessageStreamEvent
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[Any] = TypeAdapter(RawMessageStreamEvent)
+    snapshot = None
+    json_bufs: dict[int, bytes] = {}
+    for name, data in anthropic_events(text):
+        if name in ("ping", "error"):
+            continue
+        snapshot = accumulate_event(
+            event=adapter.validate_python(data), current_snapshot=snapshot, json_bufs=json_bufs
+        )
+    return snapshot

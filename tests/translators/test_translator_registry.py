@@ -10,10 +10,10 @@ from ext_proc.translators import WIRE_FORMATS, translator_for
 from ext_proc.translators.chat_anthropic import ChatAnthropic
 from ext_proc.translators.chat_gemini import ChatGemini
 from ext_proc.translators.chat_openai import ChatOpenAI
-from ext_proc.translators.embeddings_gemini import EmbeddingsGemini
-from ext_proc.translators.embeddings_openai import EmbeddingsOpenAI
 from ext_proc.translators.completions_openai import CompletionsOpenAI
 from ext_proc.translators.count_tokens_anthropic import CountTokensAnthropic
+from ext_proc.translators.embeddings_gemini import EmbeddingsGemini
+from ext_proc.translators.embeddings_openai import EmbeddingsOpenAI
 from ext_proc.translators.images_openai import ImagesOpenAI
 from ext_proc.translators.messages_anthropic import MessagesAnthropic
 from ext_proc.translators.messages_gemini import MessagesGemini
