@@ -1,5 +1,14 @@
 """Simulated Anthropic Messages API (`/v1/messages`, streamed and not, plus `count_tokens`).
 
+Requests are checked as the real API checks them: the schema of the SDK's request types (closed
+objects), then the rules the schema cannot express (``thinking.budget_tokens`` at least 1024 and
+below ``max_tokens``; with thinking, ``temperature`` only 1 and no ``top_k``; ``temperature`` and
+``top_p`` not together on the models that refuse it). ``count_tokens`` takes only its own fields.
+
+With ``thinking`` enabled the answer starts with a thinking block (``"Thinking about: <the last
+user text, 20 words>"``, a random signature), streamed as ``thinking_delta``s and a
+``signature_delta``; its words count as output tokens, as Claude's thinking does.
+
 Prompt caching is simulated without state: the tokens of every message up to the last one that
 carries a `cache_control` block (the system prompt counts as a message) are reported as
 `cache_read_input_tokens`; a top-level `cache_control` caches all messages but the last.
@@ -125,9 +134,44 @@ def _tool_result_text(prompt: Prompt, value: Any) -> str:
     return " ".join(texts)
 
 
-def answer_for(prompt: Prompt) -> Answer:
+THINKING_WORDS = 20
+# Fields POST /v1/messages/count_tokens takes (MessageCountTokensParams).
+COUNT_TOKENS_FIELDS = frozenset(
+    (
+        "model",
+        "messages",
+        "system",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "cache_control",
+        "speed",
+    )
+)
+# Models that refuse temperature and top_p together (Claude's current models do).
+_ONE_SAMPLER = (
+    "claude-sonnet-4-5",
+    "claude-haiku-4-5",
+    "claude-opus-4-1",
+    "claude-opus-4-5",
+    "claude-sonnet-4-6",
+)
+
+
+def thinking_text(body: dict[str, Any], prompt: Prompt) -> str:
+    """The thinking block's text when the request enables thinking, else ""."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return ""
+    said = " ".join(prompt.last_user_text.split()[:THINKING_WORDS]) or "(nothing)"
+    return f"Thinking about: {said}"
+
+
+def answer_for(prompt: Prompt, thinking: str = "") -> Answer:
     """Like the real model, an unforced tool call comes after a short sentence."""
     answer = content.plan(prompt)
+    answer.thinking = thinking
     forced = prompt.tool_choice == "required" or prompt.tool_choice.startswith("name:")
     if answer.tool_calls and not forced:
         answer.preamble = f"I'll call {answer.tool_calls[0].name}."
@@ -136,7 +180,7 @@ def answer_for(prompt: Prompt) -> Answer:
 
 def usage_for(body: dict[str, Any]) -> dict[str, Any]:
     prompt, cached = messages_prompt(body)
-    return _usage(prompt, cached, answer_for(prompt))
+    return _usage(prompt, cached, answer_for(prompt, thinking_text(body, prompt)))
 
 
 def _usage(prompt: Prompt, cached: int, answer: Answer) -> dict[str, Any]:
@@ -207,9 +251,24 @@ class Anthropic(Provider):
         if problems:
             where, _, message = problems[0].partition(": ")
             raise ApiError(400, f"{where.replace('/', '.')}: {message}")
+        _check_sampling(body)
+
+    def _validate_count(self, call: Call, body: dict[str, Any]) -> None:
+        for field in ("model", "messages"):
+            if field not in body:
+                raise ApiError(400, f"{field}: Field required")
+        for field in body:
+            if field not in COUNT_TOKENS_FIELDS:
+                raise ApiError(400, f"{field}: Extra inputs are not permitted")
+        thinking = body.get("thinking")
+        budget = thinking.get("budget_tokens") if isinstance(thinking, dict) else None
+        limit = budget + 1 if isinstance(budget, int) else 1
+        # The create schema checks the same fields; max_tokens is the one it requires besides.
+        self._validate(call, {**body, "max_tokens": limit})
 
     def count_tokens(self, call: Call) -> Reply:
         body = self.require_json(call)
+        self._validate_count(call, body)
         prompt, _ = messages_prompt(body)
         return JsonReply({"input_tokens": prompt.prompt_tokens})
 
@@ -217,11 +276,13 @@ class Anthropic(Provider):
         body = self.require_json(call)
         self._validate(call, body)
         prompt, cached = messages_prompt(body)
-        answer = answer_for(prompt)
+        answer = answer_for(prompt, thinking_text(body, prompt))
         usage = _usage(prompt, cached, answer)
         merge_usage(usage, call.usage_override)
         message_id = f"msg_{new_id()[:24]}"
         blocks: list[dict[str, Any]] = []
+        if answer.thinking:
+            blocks.append({"type": "thinking", "thinking": answer.thinking, "signature": new_id() * 2})
         if answer.preamble:
             blocks.append({"type": "text", "text": answer.preamble})
         if not answer.tool_calls:
@@ -245,6 +306,33 @@ class Anthropic(Provider):
         return JsonReply(message)
 
 
+def _check_sampling(body: dict[str, Any]) -> None:
+    """The rules on thinking and sampling the schema cannot express, in the real API's words."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget < 1024:
+            raise ApiError(
+                400, "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
+        limit = body.get("max_tokens")
+        if isinstance(budget, int) and isinstance(limit, int) and limit <= budget:
+            raise ApiError(400, "`max_tokens` must be greater than `thinking.budget_tokens`.")
+        if body.get("temperature") not in (None, 1):
+            raise ApiError(400, "`temperature` may only be set to 1 when thinking is enabled.")
+        if body.get("top_k") is not None:
+            raise ApiError(400, "`top_k` is not supported when thinking is enabled.")
+    model = str(body.get("model", ""))
+    if (
+        model.startswith(_ONE_SAMPLER)
+        and body.get("temperature") is not None
+        and body.get("top_p") is not None
+    ):
+        raise ApiError(
+            400, "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+        )
+
+
 def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
@@ -265,6 +353,12 @@ def _message_events(message: dict[str, Any]) -> list[bytes]:
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in content.stream_pieces(block["text"])]
+        elif block["type"] == "thinking":
+            opening = {"type": "thinking", "thinking": "", "signature": ""}
+            deltas = [
+                {"type": "thinking_delta", "thinking": p} for p in content.stream_pieces(block["thinking"])
+            ]
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
         else:
             opening = {**block, "input": {}}
             fragments = ["", *content.json_fragments(content.compact_json(block["input"]))]

@@ -10,7 +10,8 @@ Every provider module reduces its request to a provider-neutral `Prompt`, asks `
   and arguments (dicts as compact JSON), tool results. Images, documents and tool definitions are free.
 * completion tokens = ``count_tokens(reply text)`` + for each tool call
   ``count_tokens(name) + count_tokens(compact JSON arguments)``, summed over all choices (`n`).
-  Anthropic, like Claude, says ``"I'll call <name>."`` before an unforced tool call; those words count.
+  Anthropic, like Claude, says ``"I'll call <name>."`` before an unforced tool call; those words count,
+  and so do the words of its thinking block when the request enables thinking.
 * reply: forced tool choice → tool call(s); else last message is a tool result → ``"The tool
   returned: <result>"``; else last user text mentions "weather" and a tool exists → tool call(s);
   else ``"Hello! You said: <first 48 words of the last user text>."`` plus ``" I saw N image(s)."`` /
@@ -99,11 +100,13 @@ class Answer:
     stop_sequence: str | None = None
     preamble: str = ""  # text some providers say before a tool call (see anthropic)
     piece_len: int = 12  # longest piece of text one stream event carries
+    thinking: str = ""  # the model's thinking, where the request asks for it (see anthropic)
 
     @property
     def tokens(self) -> int:
         calls = sum(count_tokens(c.name) + count_tokens(c.arguments_json) for c in self.tool_calls)
-        return count_tokens(self.preamble) + count_tokens(self.text) + calls
+        said = count_tokens(self.thinking) + count_tokens(self.preamble) + count_tokens(self.text)
+        return said + calls
 
 
 def reply_text(prompt: Prompt) -> str:

@@ -1,4 +1,5 @@
-"""Simulated OpenAI API: chat completions, embeddings, image generation, models."""
+"""Simulated OpenAI API: chat completions, embeddings, image generation, legacy completions,
+moderations, models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import time
 from typing import Any, ClassVar
 
-from simulators import content
+from simulators import content, openai_legacy
 from simulators.conformance import OpenAISpec
 from simulators.openai_chat import FINGERPRINT, FINISH, chat_chunks, chat_prompt, chat_usage
 from simulators.openai_rules import check_chat_semantics, check_request
@@ -22,6 +23,9 @@ MODELS = (
     "text-embedding-3-large",
     "dall-e-3",
     "gpt-image-1",
+    "gpt-3.5-turbo-instruct",
+    "omni-moderation-latest",
+    "text-moderation-latest",
 )
 DEFAULT_DIMENSIONS = {"text-embedding-3-large": 3072}
 IMAGE_OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160}
@@ -65,6 +69,8 @@ def usage_for(path: str, body: dict[str, Any]) -> dict[str, Any]:
     if path.endswith("/embeddings"):
         tokens = sum(n for _, n in embedding_inputs(body.get("input")))
         return {"prompt_tokens": tokens, "total_tokens": tokens}
+    if path.endswith("/v1/completions") and not path.endswith("/chat/completions"):
+        return openai_legacy.completion_usage(body)
     prompt = chat_prompt(body)
     return chat_usage(prompt, content.plan(prompt))
 
@@ -81,6 +87,8 @@ class OpenAI(Provider):
             Endpoint("POST", "/v1/chat/completions", self.chat),
             Endpoint("POST", "/v1/embeddings", self.embeddings),
             Endpoint("POST", "/v1/images/generations", self.images),
+            Endpoint("POST", "/v1/completions", self.completions),
+            Endpoint("POST", "/v1/moderations", self.moderations),
             Endpoint("GET", "/v1/models", self.models),
             Endpoint("GET", "/v1/models/{model_id:path}", self.model),
         ]
@@ -263,6 +271,29 @@ class OpenAI(Provider):
                 usage=usage,
             )
         return JsonReply(reply)
+
+    # ---------------------------------------------------------------- legacy completions
+    def completions(self, call: Call) -> Reply:
+        body = self.require_json(call)
+        check_request(self._spec, "CreateCompletionRequest", body, required=("model", "prompt"))
+        if body.get("stream_options") is not None and not body.get("stream"):
+            raise ApiError(
+                400,
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                param="stream_options",
+                code="invalid_value",
+            )
+        openai_legacy.check_completion_model(str(body.get("model")))
+        usage = openai_legacy.completion_usage(body)
+        merge_usage(usage, call.usage_override, ("total_tokens", "prompt_tokens", "completion_tokens"))
+        doc, events = openai_legacy.completion(body, usage)
+        return StreamReply(events) if events else JsonReply(doc)
+
+    # ---------------------------------------------------------------- moderations
+    def moderations(self, call: Call) -> Reply:
+        body = self.require_json(call)
+        check_request(self._spec, "CreateModerationRequest", body, required=("input",))
+        return JsonReply(openai_legacy.moderation(body))
 
     # ---------------------------------------------------------------- models
     def models(self, call: Call) -> Reply:

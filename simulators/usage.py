@@ -11,7 +11,8 @@ def expected_usage(kind: str, body: dict[str, Any], path: str | None = None) -> 
     """The usage object in the provider's own field names (OpenAI `usage`, Anthropic `usage`,
     Gemini `usageMetadata`), before any scripted override.
 
-    `path` picks the endpoint where a kind has several: OpenAI ``/v1/embeddings`` (default chat),
+    `path` picks the endpoint where a kind has several: OpenAI ``/v1/embeddings`` or
+    ``/v1/completions`` (legacy; default chat),
     Gemini ``...:countTokens`` (default generateContent).
     """
     if kind == "openai":

@@ -26,7 +26,13 @@ __all__ = [
     "iter_sse",
     "load_kit",
 ]
-OPENAI_REQUEST_SCHEMAS = ("CreateChatCompletionRequest", "CreateEmbeddingRequest", "CreateImageRequest")
+OPENAI_REQUEST_SCHEMAS = (
+    "CreateChatCompletionRequest",
+    "CreateEmbeddingRequest",
+    "CreateImageRequest",
+    "CreateCompletionRequest",
+    "CreateModerationRequest",
+)
 
 
 class ProviderChecks:

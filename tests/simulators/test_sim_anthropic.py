@@ -232,3 +232,71 @@ def test_count_tokens(anthropic_sim):
         anthropic_sim, "/v1/messages/count_tokens", {"model": BODY["model"], "messages": BODY["messages"]}
     )
     assert response.json() == {"input_tokens": 7}
+
+
+def test_thinking_comes_first_and_counts_as_output(anthropic_sim, checks):
+    thinking = {"type": "enabled", "budget_tokens": 1024}
+    doc = _message(anthropic_sim, checks, max_tokens=2048, thinking=thinking)
+    first, answer = doc["content"]
+    assert first["type"] == "thinking" and first["thinking"] == "Thinking about: Tell me something nice"
+    assert first["signature"] and answer["text"] == "Hello! You said: Tell me something nice."
+    assert doc["usage"]["output_tokens"] == 6 + 7
+    events = _stream(anthropic_sim, checks, max_tokens=2048, thinking=thinking)
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta" and e["index"] == 0]
+    assert "".join(d.get("thinking", "") for d in deltas) == first["thinking"]
+    assert deltas[-1]["type"] == "signature_delta"
+
+
+def test_sdk_accumulates_a_thinking_stream(anthropic_sim):
+    client = anthropic.Anthropic(api_key=KEYS["anthropic"], base_url=anthropic_sim.url, max_retries=0)
+    with client.messages.stream(
+        **{**BODY, "max_tokens": 2048}, thinking={"type": "enabled", "budget_tokens": 1024}
+    ) as stream:
+        message = stream.get_final_message()
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].signature
+
+
+@pytest.mark.parametrize(
+    ("change", "mentions"),
+    [
+        ({"thinking": {"type": "enabled", "budget_tokens": 512}}, "greater than or equal to 1024"),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 1024},
+            "must be greater than",
+        ),
+        (
+            {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048, "temperature": 0.5},
+            "temperature",
+        ),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048, "top_k": 5}, "top_k"),
+        (
+            {"model": "claude-sonnet-4-5-20250929", "temperature": 0.5, "top_p": 0.9},
+            "cannot both be specified",
+        ),
+    ],
+)
+def test_sampling_rules_the_schema_cannot_express(anthropic_sim, checks, change, mentions):
+    response = post(anthropic_sim, "/v1/messages", {**BODY, **change})
+    assert response.status_code == 400, response.text
+    checks.provider("anthropic-response", response.content)
+    assert mentions in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({"model": BODY["model"], "messages": BODY["messages"], "max_tokens": 5}, "max_tokens: Extra inputs"),
+        ({"model": BODY["model"], "messages": BODY["messages"], "stream": True}, "stream: Extra inputs"),
+        ({"model": BODY["model"]}, "messages: Field required"),
+        (
+            {"model": BODY["model"], "messages": [{"role": "user", "content": [{"type": "txt"}]}]},
+            "messages.0.content.0",
+        ),
+    ],
+)
+def test_count_tokens_takes_only_its_own_fields(anthropic_sim, checks, body, mentions):
+    response = post(anthropic_sim, "/v1/messages/count_tokens", body)
+    assert response.status_code == 400, response.text
+    checks.provider("anthropic-response", response.content)
+    assert mentions in response.json()["error"]["message"]

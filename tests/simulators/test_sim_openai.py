@@ -9,7 +9,7 @@ import httpx
 import openai
 import orjson
 import pytest
-from sim_checks import KEYS, Checks, post
+from sim_checks import KEYS, Checks, post, sse_data
 
 import simulators
 from simulators.testing import SimulatorProcess
@@ -311,3 +311,103 @@ async def test_in_process_app():
         )
         assert response.status_code == 200  # validation off: unknown fields pass
         assert (await client.get("/_sim/requests")).json()[0]["body"]["extra_field"] == 1
+
+
+# ---------------------------------------------------------------- legacy completions, moderations
+COMPLETION = {"model": "gpt-3.5-turbo-instruct", "prompt": "Say something nice please", "max_tokens": 50}
+
+
+def test_completion_non_stream(openai_sim, checks):
+    response = post(openai_sim, "/v1/completions", COMPLETION)
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    checks.openai_doc(doc, "CreateCompletionResponse")
+    assert doc["object"] == "text_completion" and doc["id"].startswith("cmpl-")
+    assert doc["choices"][0]["text"] == "Hello! You said: Say something nice please."
+    assert doc["usage"] == simulators.expected_usage("openai", COMPLETION, "/v1/completions")
+    assert doc["usage"] == {"prompt_tokens": 4, "completion_tokens": 7, "total_tokens": 11}
+
+
+def test_completion_defaults_to_16_tokens_and_counts_every_answer(openai_sim, checks):
+    body = {"model": "gpt-3.5-turbo-instruct", "prompt": ["one " * 30, "two"], "n": 2, "echo": True}
+    doc = post(openai_sim, "/v1/completions", body).json()
+    checks.openai_doc(doc, "CreateCompletionResponse")
+    assert [c["index"] for c in doc["choices"]] == [0, 1, 2, 3]
+    assert doc["choices"][0]["finish_reason"] == "length" and doc["choices"][2]["finish_reason"] == "stop"
+    assert doc["choices"][2]["text"] == "twoHello! You said: two."  # echo: the prompt first
+    assert doc["usage"] == simulators.expected_usage("openai", body, "/v1/completions")
+    assert doc["usage"]["completion_tokens"] == 2 * 16 + 2 * 4
+
+
+def test_completion_stream(openai_sim, checks, client):
+    body = {**COMPLETION, "stream": True, "stream_options": {"include_usage": True}}
+    response = post(openai_sim, "/v1/completions", body)
+    payloads = sse_data(response.text)
+    assert payloads[-1] == "[DONE]"
+    *chunks, last = [orjson.loads(p) for p in payloads[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == "Hello! You said: Say something nice please."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+    assert last["choices"] == [] and last["usage"] == simulators.expected_usage(
+        "openai", body, "/v1/completions"
+    )
+    checks.openai_doc(last, "CreateCompletionResponse")
+    streamed = client.completions.create(**COMPLETION, stream=True)
+    assert (
+        "".join(c.choices[0].text for c in streamed if c.choices)
+        == "Hello! You said: Say something nice please."
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "mentions"),
+    [
+        ({"model": "gpt-4o-mini"}, 404, "chat model"),
+        ({"prompt": None}, 400, "prompt"),
+        ({"max_tokens": "x"}, 400, "max_tokens"),
+        ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
+    ],
+)
+def test_completion_refusals(openai_sim, change, status, mentions):
+    body = {k: v for k, v in {**COMPLETION, **change}.items() if v is not None}
+    response = post(openai_sim, "/v1/completions", body)
+    assert response.status_code == status, response.text
+    assert mentions in response.text
+
+
+def test_moderation(openai_sim, checks, client):
+    response = post(openai_sim, "/v1/moderations", {"input": ["I will kill the lights", "I like cats"]})
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    checks.openai_doc(doc, "CreateModerationResponse")
+    assert doc["model"] == "omni-moderation-2024-09-26" and doc["id"].startswith("modr-")
+    assert [r["flagged"] for r in doc["results"]] == [True, False]
+    assert doc["results"][0]["categories"]["violence"] is True
+    image = {"type": "image_url", "image_url": {"url": "https://images.test/a.png"}}
+    parts = client.moderations.create(
+        model="omni-moderation-latest", input=[{"type": "text", "text": "hi"}, image]
+    )
+    assert len(parts.results) == 1 and parts.results[0].category_applied_input_types.violence == [
+        "text",
+        "image",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("body", "mentions"),
+    [
+        ({}, "input"),
+        ({"input": 5}, "input"),
+        (
+            {
+                "input": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}],
+                "model": "text-moderation-latest",
+            },
+            "image",
+        ),
+    ],
+)
+def test_moderation_refusals(openai_sim, body, mentions):
+    response = post(openai_sim, "/v1/moderations", body)
+    assert response.status_code == 400, response.text
+    assert mentions in response.text
