@@ -1,4 +1,9 @@
-"""Authentication of ``Authorization: Bearer inf_...``.
+"""Authentication of an ``inf_`` key: ``Authorization: Bearer inf_...`` or ``x-api-key: inf_...``.
+
+OpenAI's SDKs send the key as a bearer token; Anthropic's API takes it in ``x-api-key`` (its
+SDK sends either), so both are read, on every path: a bearer token decides when present, else
+``x-api-key``. Neither header ever reaches a provider (ext_proc/header_policy.py's allow-list
+names neither; a provider's own key is set by its translator).
 
 Only the SHA-256 of each key reaches the data plane. The lookup is by digest,
 so the secret itself is never compared byte by byte; the final digest
@@ -14,13 +19,18 @@ from ext_proc.config import ApiKey, GatewayConfig
 from ext_proc.errors import GatewayError
 
 _PREFIX = "Bearer "
+_MISSING = "Missing API key: send 'Authorization: Bearer inf_...' (or 'x-api-key: inf_...')."
 _UNKNOWN = "Incorrect, unknown or revoked API key."
 
 
-def authenticate(authorization: str | None, config: GatewayConfig) -> ApiKey:
-    if not authorization or not authorization.startswith(_PREFIX):
-        raise GatewayError(401, "invalid_api_key", "Missing API key: send 'Authorization: Bearer inf_...'.")
-    secret = authorization[len(_PREFIX) :].strip()
+def authenticate(authorization: str | None, api_key: str | None, config: GatewayConfig) -> ApiKey:
+    """The key a request presents (``authorization``, ``api_key``: its two headers, or None)."""
+    if authorization and authorization.startswith(_PREFIX):
+        secret = authorization[len(_PREFIX) :].strip()
+    elif api_key:
+        secret = api_key.strip()
+    else:
+        raise GatewayError(401, "invalid_api_key", _MISSING)
     digest = hashlib.sha256(secret.encode()).hexdigest()
     record = config.keys_by_hash.get(digest)
     if record is None:

@@ -1,21 +1,44 @@
 """``GET /v1/models`` and ``GET /v1/models/{id}``, answered from the configuration.
 
 A key sees exactly the models its workspace may use; ``owned_by`` names the
-provider that serves each one.
+provider that serves each one, and ``endpoints`` (an extra field, which SDKs
+ignore) the paths the model serves: those whose endpoint has a translator for
+the provider's wire format, or that the gateway answers itself for it
+(count_tokens' estimate), so a user sees what works before calling.
 """
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import unquote
 
 import orjson
 
+from ext_proc import endpoints, translators
 from ext_proc.config import ApiKey, GatewayConfig, Model
 from ext_proc.errors import envelope
 
 
+@functools.cache
+def served_paths(wire_format: str) -> tuple[str, ...]:
+    """The paths a model of a provider speaking ``wire_format`` serves, in the registry's order."""
+    return tuple(
+        path
+        for endpoint in endpoints.SERVED.endpoints
+        if translators.has_pair(endpoint.name, wire_format) or wire_format in endpoint.local_for
+        for path in endpoint.paths
+        if not path.endswith("/")  # a prefix names no one path
+    )
+
+
 def _entry(model: Model) -> dict[str, object]:
-    return {"id": model.slug, "object": "model", "created": model.created, "owned_by": model.provider.name}
+    return {
+        "id": model.slug,
+        "object": "model",
+        "created": model.created,
+        "owned_by": model.provider.name,
+        "endpoints": served_paths(model.provider.wire_format),
+    }
 
 
 def models(path: str, key: ApiKey, config: GatewayConfig) -> tuple[int, bytes]:

@@ -65,8 +65,8 @@ from ext_proc import envoy_messages as msg
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.endpoints import chat_completions
-from ext_proc.endpoints.base import Endpoint
-from ext_proc.errors import GatewayError, envelope
+from ext_proc.endpoints.base import Endpoint, LastEvent
+from ext_proc.errors import GatewayError
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
 from ext_proc.lifecycle import (
     ABANDONED,
@@ -88,7 +88,7 @@ from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.metering import ZERO, format_credits
 from ext_proc.settlement import Claim
-from ext_proc.stream_answer import StreamAnswer, final_chunk
+from ext_proc.stream_answer import StreamAnswer
 from ext_proc.translators import sse, translator_for
 from ext_proc.translators.base import ResponseContext, Usage
 from ext_proc.upstream_request import upstream_request
@@ -233,15 +233,15 @@ class Exchange:
                 self._exit_now(FINISHED)
                 return forwarded
             if self.path == "/v1/models" or self.path.startswith("/v1/models/"):
-                return self._models(method, h.get("authorization"), config)
+                return self._models(method, h, config)
             endpoint = endpoints.by_path(self.path)
             if endpoint is None:
                 raise GatewayError(404, "not_found", f"Unknown path {self.path}.")
+            self.endpoint = endpoint  # its errors are in its API's shape from here on
             if method not in endpoint.methods:
                 allowed = " or ".join(sorted(endpoint.methods))
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts {allowed} only.")
-            self.key = authenticate(h.get("authorization"), config)
-            self.endpoint = endpoint
+            self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
@@ -283,6 +283,8 @@ class Exchange:
             self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
             self.transcript = []
 
+        if model.provider.wire_format in self.endpoint.local_for:
+            return await self._local_answer(body, model)
         slug = self.model_requested
         # Stored files the request names (file_id) go inline, for whichever provider serves it.
         who = Identity(self.request_id, workspace.id, self.key.member_id, self.key.id)
@@ -290,7 +292,7 @@ class Exchange:
             body, self._services.files, config.files_identity_key, who
         )
         route = config.routes.get(slug)
-        if route is not None and route.cluster:
+        if route is not None and route.cluster and self.endpoint.fallback:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
             response = self._to_chain(config, route, orjson.dumps(body) if inlined else None)
         else:
@@ -303,6 +305,23 @@ class Exchange:
             response = msg.request_body(upstream_body, set_headers, remove)
         self._move(ROUTED)
         return response
+
+    async def _local_answer(self, body: dict[str, Any], model: Model) -> ep.ProcessingResponse:
+        """The gateway's own answer, for a provider without such an API that the endpoint stands in
+        for (count_tokens' estimate): no upstream call, nothing charged, a usage record."""
+        assert self.endpoint is not None
+        answer = self.endpoint.local_answer(body)
+        self.status = 200
+        headers = [
+            ("content-type", "application/json"),
+            (MODEL_USED_HEADER, model.slug),
+            (CREDITS_USED_HEADER, format_credits(self.credits)),
+            *(self.admission.headers if self.admission else ()),
+        ]
+        if self.transcript is not None:
+            self.transcript.append(answer)
+        await self._settle(FINISHED, keep=True, headers=headers)
+        return self._answer(200, answer, headers)
 
     def _to_chain(
         self, config: GatewayConfig, route: Route, body: bytes | None = None
@@ -491,21 +510,27 @@ class Exchange:
             self.error_code = answer.error_code
         settlement.charge(self, settlement.stream_usage(answer, answer.last, self.request_body))
         last = answer.last
-        if last is None:
+        if last is None:  # the endpoint writes it (chat: a final chunk, or the usage chunk asked for)
             assert self.model is not None
-            response_id = answer.translator.response_id or "chatcmpl-" + self.request_id
-            last = final_chunk(response_id, self.model.slug, self.created, self.include_usage, self.usage)
+            usage = (self.usage or Usage()) if self.include_usage else None
+            final = LastEvent(
+                answer.translator.response_id, self.request_id, self.created, self.model.slug, usage
+            )
+            last = answer.endpoint.stream_last(final)
         tail = answer.close(last, self.credits)
         await self._settle(FINISHED, keep=not self.error_code)
         return tail
 
     async def _local_reply(self, raw: bytes) -> ep.ProcessingResponse:
-        """The body of the gateway's own error reply; a chain's names the targets it tried."""
+        """The body of the gateway's own error reply (OpenAI's envelope, from Envoy or a chain's
+        attempt), in its endpoint's shape; a chain's names the targets it tried."""
         out = self._with_attempts(raw) if self.chain is not None else raw
+        if self.endpoint is not None:
+            out = self.endpoint.restyle_error(self.status, out)
         if self.transcript is not None:
             self.transcript.append(out)
         await self._settle(FAILED, keep=True)
-        if self.chain is None:
+        if out is raw:
             return msg.response_body(None)
         return msg.response_body(out, set_headers=(("content-length", str(len(out))),))
 
@@ -548,8 +573,8 @@ class Exchange:
         if self.state not in FINAL:
             self.status, self.error_code = 500, "internal_error"
             self._exit_now(FAILED)
-        body = envelope(500, "internal_error", "The gateway failed to process the request.")
-        return msg.immediate(500, body, ((REQUEST_ID_HEADER, self.request_id),))
+        err = GatewayError(500, "internal_error", "The gateway failed to process the request.")
+        return msg.immediate(500, self._error_body(err), ((REQUEST_ID_HEADER, self.request_id),))
 
     # -- states and the exit --------------------------------------------------
 
@@ -615,11 +640,11 @@ class Exchange:
             raise GatewayError(503, "upstream_unavailable", "The gateway has no configuration yet.")
         return self._config
 
-    def _models(self, method: str, authorization: str | None, config: GatewayConfig) -> ep.ProcessingResponse:
+    def _models(self, method: str, h: dict[str, str], config: GatewayConfig) -> ep.ProcessingResponse:
         if method != "GET":
             raise GatewayError(405, "method_not_allowed", f"{self.path} accepts GET only.")
         # Listing models is not metered: no usage record.
-        key = authenticate(authorization, config)
+        key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
         status, body = catalog_responses.models(self.path, key, config)
         self.status = status
         self._exit_now(FINISHED)
@@ -629,7 +654,13 @@ class Exchange:
         headers: list[tuple[str, str]] = list(getattr(err, "headers", ()))
         if err.retry_after is not None:
             headers.append((RETRY_AFTER_HEADER, str(err.retry_after)))
-        return self._answer(err.status, err.body(), headers)
+        return self._answer(err.status, self._error_body(err), headers)
+
+    def _error_body(self, err: GatewayError) -> bytes:
+        """The error in its endpoint's shape (Anthropic's on its paths), OpenAI's before one is known."""
+        if self.endpoint is None:
+            return err.body()
+        return self.endpoint.error_body(err.status, err.code, err.message, err.param)
 
     def _answer(
         self, status: int, body: bytes, headers: Iterable[tuple[str, str]] = ()

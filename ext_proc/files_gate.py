@@ -11,8 +11,9 @@ then tells Envoy to
   key only ext_proc and the files service hold, for this method and path. Envoy's
   header mutation *overwrites* any copy the client sent, and the service verifies
   the signature, so a forged header is worth nothing;
-- drop the client's ``authorization`` (the service has no use for the key) and the
-  routing headers a client must not choose;
+- drop the client's ``authorization`` and ``x-api-key`` (the key may come in either,
+  ext_proc/auth.py; the service has no use for it) and the routing headers a client
+  must not choose;
 - process nothing more of this request: ``mode_override`` turns off the body and
   response phases, so Envoy streams the upload to the service and the answer back
   to the client without ext_proc in the way. (Envoy's files route says the same
@@ -55,11 +56,11 @@ def forward(
 ) -> ep.ProcessingResponse:
     """The request-headers reply that sends an authenticated files request to the files service.
 
-    ``headers``: the request's ``:path``, ``:method`` and ``authorization``. ``route_header``
+    ``headers``: the request's ``:path``, ``:method``, ``authorization`` and ``x-api-key``. ``route_header``
     names the cluster to Envoy's route; ``control_headers`` are the routing headers a client
     must not set. Raises :class:`GatewayError` (401) for a missing or unknown key.
     """
-    key = authenticate(headers.get("authorization"), config)
+    key = authenticate(headers.get("authorization"), headers.get("x-api-key"), config)
     if not config.files_identity_key:
         raise GatewayError(503, "upstream_unavailable", "The gateway has no files key yet.")
     identity = identity_assertion.Identity(request_id, key.workspace.id, key.member_id, key.id)
@@ -71,7 +72,7 @@ def forward(
         (route_header, FILES_CLUSTER),
         ("x-request-id", request_id),
     )
-    resp = msg.request_headers(set_headers=overwrite, remove=("authorization", *control_headers))
+    resp = msg.request_headers(set_headers=overwrite, remove=("authorization", "x-api-key", *control_headers))
     # The route resolves the cluster from the header set here.
     resp.request_headers.response.clear_route_cache = True
     mode = resp.mode_override

@@ -43,7 +43,8 @@ from infery_proto.wire import (
 )
 
 # -- client -> gateway ------------------------------------------------------------------------
-READ_FROM_CLIENT = frozenset({":path", ":method", "authorization", IDEMPOTENCY_KEY_HEADER})
+# The client's key comes as a bearer token or in ``x-api-key`` (Anthropic's way; ext_proc/auth.py).
+READ_FROM_CLIENT = frozenset({":path", ":method", "authorization", "x-api-key", IDEMPOTENCY_KEY_HEADER})
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
 CONTROL = (
     ROUTE_HEADER,

@@ -1,4 +1,4 @@
-"""A streamed (SSE) chat answer on its way to the client, chunk by chunk.
+"""A streamed (SSE) answer on its way to the client, chunk by chunk.
 
 The exchange makes one when a streamed request gets ``200 text/event-stream``
 (state STREAMING, ext_proc/lifecycle.py) and hands it each response body chunk.
@@ -8,6 +8,9 @@ idempotent replay repeats), and notices the end: the provider's own, its error
 event, the body ending early, or an event past ``INFERY_MAX_SSE_EVENT_BYTES``.
 At the end it leaves the chunk to go out last (:attr:`StreamAnswer.last`) for the
 exchange to charge and complete with ``credits_used`` (:meth:`StreamAnswer.close`).
+How an event is framed, the gateway's own error event, and how the stream ends (chat's
+last chunk and ``data: [DONE]``, Anthropic's ``message_stop``) are the endpoint's
+(``Endpoint.stream_event``, ``stream_error``, ``stream_tail``).
 
 Per chunk: the translator's work, one list append, no await and nothing else allocated.
 """
@@ -17,18 +20,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any
 
 import orjson
 
 from ext_proc.endpoints.base import Endpoint
-from ext_proc.errors import envelope
 from ext_proc.metering import format_credits
 from ext_proc.translators import sse
-from ext_proc.translators.base import StreamTranslator, Usage
-from ext_proc.translators.chat_documents import usage_doc
-
-DONE = b"data: [DONE]\n\n"
+from ext_proc.translators.base import StreamTranslator
 
 
 class StreamAnswer:
@@ -43,8 +41,8 @@ class StreamAnswer:
         self.max_event_bytes = max_event_bytes
         self.ttft = 0.0  # when the first bytes went out (time.time)
         self.ended = False
-        # Set at the end: the JSON of the chunk to go out last, before [DONE] (None: the
-        # gateway writes one, :func:`final_chunk`), and the error that ended the stream.
+        # Set at the end: the JSON of the chunk to go out last (None: the gateway writes one,
+        # ``Endpoint.stream_last``), and the error that ended the stream.
         self.last: bytes | None = None
         self.error_code = ""
 
@@ -73,8 +71,8 @@ class StreamAnswer:
                 ended = "The provider ended the stream early."
             if ended is not None:
                 if last is not None:
-                    out += sse.encode(last)
-                last = envelope(502, "upstream_error", ended)
+                    out += self.endpoint.stream_event(last)
+                last = self.endpoint.stream_error(502, "upstream_error", ended)
                 self.error_code = "upstream_error"
             elif st.error_code:
                 self.error_code = st.error_code
@@ -91,38 +89,17 @@ class StreamAnswer:
         return st.done and not st.error_code and not st.overflowed
 
     def close(self, last: bytes, charged: Decimal) -> bytes:
-        """The stream's tail: ``last`` with ``credits_used``, then ``[DONE]``."""
-        tail = sse.encode(with_credits(last, charged)) + DONE
+        """The stream's tail: ``last`` with ``credits_used``, as the endpoint ends its streams
+        (chat: then ``[DONE]``)."""
+        tail = self.endpoint.stream_tail(last, format_credits(charged))
         self.sent.append(tail)
         return tail
 
     def served_chars(self, last: bytes | None) -> int:
         """Text characters the client received (``last``, about to go out, included)."""
         return streamed_chars(
-            self.endpoint, [*self.sent, sse.encode(last)] if last is not None else self.sent
+            self.endpoint, [*self.sent, self.endpoint.stream_event(last)] if last is not None else self.sent
         )
-
-
-def final_chunk(response_id: str, slug: str, created: int, include_usage: bool, usage: Usage | None) -> bytes:
-    """The last chunk when the provider gave none to complete: the usage chunk the client
-    asked for, else a final ``finish_reason`` chunk (never an empty ``choices`` it did not expect)."""
-    doc: dict[str, Any] = {
-        "id": response_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": slug,
-        "choices": [],
-    }
-    if include_usage:
-        doc["usage"] = usage_doc(usage or Usage())
-    else:
-        doc["choices"] = [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
-    return orjson.dumps(doc)
-
-
-def with_credits(chunk: bytes, charged: Decimal) -> bytes:
-    """``chunk`` (a JSON object) with ``credits_used``, a JSON number written from the exact decimal."""
-    return chunk[:-1] + b',"credits_used":' + format_credits(charged).encode() + b"}"
 
 
 def streamed_chars(endpoint: Endpoint, transcript: Iterable[bytes]) -> int:

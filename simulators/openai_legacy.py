@@ -111,7 +111,7 @@ def completion(body: dict[str, Any], usage: dict[str, Any]) -> tuple[dict[str, A
     created = int(time.time())
     model = str(body.get("model"))
     echo = body.get("echo") is True
-    choices = [
+    choices: list[dict[str, Any]] = [
         {
             "text": (prompt if echo else "") + answer.text,
             "index": i,
@@ -150,7 +150,7 @@ def completion(body: dict[str, Any], usage: dict[str, Any]) -> tuple[dict[str, A
 
     events = []
     for choice in choices:
-        for piece in content.stream_pieces(choice["text"]):
+        for piece in content.stream_pieces(str(choice["text"])):
             events.append(
                 event([{"text": piece, "index": choice["index"], "logprobs": None, "finish_reason": None}])
             )

@@ -116,3 +116,15 @@ def test_without_the_files_key_nothing_is_forwarded():
         _headers([(":path", "/v1/files"), (":method", "GET"), ("authorization", f"Bearer {KEY}")])
     )
     assert reply.immediate_response.status.code == 503
+
+
+def test_a_key_in_x_api_key_is_accepted_and_never_forwarded():
+    """Attack: the inf_ key sent Anthropic's way (x-api-key) does not reach the files service either."""
+    exchange = _exchange([])
+    reply = exchange.on_request_headers(
+        _headers([(":path", "/v1/files"), (":method", "GET"), ("x-api-key", KEY)], end=True)
+    )
+    assert reply.WhichOneof("response") == "request_headers"
+    removed = reply.request_headers.response.header_mutation.remove_headers
+    assert "x-api-key" in removed and "authorization" in removed
+    assert KEY not in "".join(_set(reply).values())

@@ -12,11 +12,14 @@ from decimal import Decimal
 import orjson
 
 from ext_proc.endpoints import chat_completions
-from ext_proc.stream_answer import DONE, StreamAnswer, final_chunk, streamed_chars, with_credits
+from ext_proc.endpoints.base import LastEvent, with_credits
+from ext_proc.metering import format_credits
+from ext_proc.stream_answer import StreamAnswer, streamed_chars
 from ext_proc.translators import WIRE_FORMATS, translator_for
 from ext_proc.translators.base import ResponseContext, Usage
 
 CHAT = chat_completions.ENDPOINT
+DONE = b"data: [DONE]\n\n"  # how a chat stream ends (the chat endpoint's stream_tail)
 BASE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
 
 
@@ -87,15 +90,19 @@ def test_a_providers_error_event_is_the_last_chunk():
 
 
 def test_the_gateways_final_chunk_is_what_the_client_asked_for():
-    plain = orjson.loads(final_chunk("chatcmpl-r", "m", 5, False, None))
+    # (The chat endpoint writes it now: endpoints/chat_completions.py's stream_last.)
+    plain = orjson.loads(CHAT.stream_last(LastEvent("chatcmpl-r", "req", 5, "m", None)))
     assert plain["choices"][0]["finish_reason"] == "stop" and plain["id"] == "chatcmpl-r"
-    with_usage = orjson.loads(final_chunk("c", "m", 5, True, Usage(input_tokens=2, output_tokens=3)))
+    with_usage = orjson.loads(
+        CHAT.stream_last(LastEvent("c", "req", 5, "m", Usage(input_tokens=2, output_tokens=3)))
+    )
     assert with_usage["choices"] == [] and with_usage["usage"]["total_tokens"] == 5
 
 
 def test_credits_are_written_with_their_exact_digits():
-    assert with_credits(b'{"a":1}', Decimal("0.000000000001")) == b'{"a":1,"credits_used":0.000000000001}'
-    assert with_credits(b'{"x":1}', Decimal(0)) == b'{"x":1,"credits_used":0}'
+    one = format_credits(Decimal("0.000000000001"))
+    assert with_credits(b'{"a":1}', one) == b'{"a":1,"credits_used":0.000000000001}'
+    assert with_credits(b'{"x":1}', format_credits(Decimal(0))) == b'{"x":1,"credits_used":0}'
 
 
 def test_served_text_is_read_back_from_what_was_sent():
