@@ -44,6 +44,7 @@ MODEL_PRICES = {
 INSTRUCT = "gpt-3.5-turbo-instruct"
 INSTRUCT_PRICES = {**PRICES, "input_per_mtok": "1.5", "cached_input_per_mtok": None, "output_per_mtok": "2"}
 MODERATION = "omni-moderation-latest"
+CHAINED = "gpt-4o"  # an OpenAI model falling back to the Anthropic one
 MODERATION_PRICES = {
     **PRICES,
     "input_per_mtok": "0.5",
@@ -89,6 +90,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 admin.model(MODELS[kind], kind, UPSTREAM[kind], MODEL_PRICES[kind])
             admin.model(INSTRUCT, "openai", INSTRUCT, INSTRUCT_PRICES)
             admin.model(MODERATION, "openai", MODERATION, MODERATION_PRICES)
+            admin.model(CHAINED, "openai", "gpt-4o", MODEL_PRICES["openai"])
+            admin.call("PUT", f"/routes/{CHAINED}", {"fallbacks": [MODELS["anthropic"]], "retry_on": ["5xx"]})
             yield Env(stack, admin, new_tenant(admin, stack, "messages"), sims)
         finally:
             stack.stop()
@@ -529,6 +532,58 @@ def test_moderations_and_completions_are_openai_format_only(env: Env, kind: str,
         else:
             env.openai.completions.create(model=MODELS[kind], prompt="hi")
     assert err.value.code == "unsupported_endpoint"
+
+
+# ------------------------------------------------------- fallback, idempotency
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_fallback_chain_serves_a_messages_request(env: Env, stream: bool):
+    """gpt-4o fails (5xx): its chain's next target, the Anthropic model, answers the same request,
+    translated afresh for it (passed through), in Anthropic's shapes and at its price."""
+    for sim in env.sims.values():
+        sim.clear()
+    env.sims["openai"].script([{"status": 500}])
+    ask = {"model": CHAINED, "max_tokens": 64, "messages": [{"role": "user", "content": "Hello chain"}]}
+    if stream:
+        with env.client.messages.stream(**ask) as s:  # type: ignore[arg-type]
+            message = s.get_final_message()
+            headers = s.response.headers
+    else:
+        raw = env.client.messages.with_raw_response.create(**ask)  # type: ignore[arg-type]
+        message, headers = raw.parse(), raw.headers
+    assert (headers["x-model-used"], headers["x-fallback-from"]) == (MODELS["anthropic"], CHAINED)
+    assert message.model == MODELS["anthropic"] and message.content[0].text == "Hello! You said: Hello chain."  # type: ignore[union-attr]
+    assert _sent(env, "anthropic")["body"]["model"] == UPSTREAM["anthropic"]
+    record = _record(env, headers["x-request-id"])
+    assert record["fallback_from"] == CHAINED and Decimal(record["credits"]) == _credits(
+        "anthropic", message.usage
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_an_idempotent_replay_of_a_message(env: Env, stream: bool):
+    headers = {
+        "x-api-key": env.tenant.key,
+        "content-type": "application/json",
+        "idempotency-key": f"msg-{stream}",
+    }
+    body = orjson.dumps(
+        {
+            "model": MODELS["google"],
+            "max_tokens": 64,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "once"}],
+        }
+    )
+    first = httpx.post(f"{env.root}/v1/messages", headers=headers, content=body, timeout=30)
+    env.sims["google"].clear()
+    again = httpx.post(f"{env.root}/v1/messages", headers=headers, content=body, timeout=30)
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    assert env.sims["google"].requests() == []  # no second provider call
+    if not stream:
+        assert again.headers["x-credits-used"] == first.headers["x-credits-used"]
 
 
 # ------------------------------------------------------------------------ models
