@@ -12,6 +12,8 @@ for the listener's single attempt and for every attempt of a chain alike):
 ``OpenAI-Organization`` / ``OpenAI-Project`` / ``x-goog-user-project`` would pick the
 gateway's provider account, cookies and proxy credentials are the client's, ``x-forwarded-*``
 describe the client, and the gateway's internal headers (infery_proto.wire) are its own.
+The client's own credential (``authorization`` or ``x-api-key`` with its ``inf_`` key,
+ext_proc/auth.py) is in no allow-list: a provider gets only the key its translator sets.
 The translator's headers (credentials, versions) are set on top.
 
 Provider -> gateway: the listener reads the status, the content type and the two markers

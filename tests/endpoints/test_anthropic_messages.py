@@ -64,6 +64,7 @@ def test_declares_a_streamed_json_post_and_a_count() -> None:
         ({"tools": [{"input_schema": {}}]}, "missing_required_parameter", "tools.0.name"),
         ({"tool_choice": {"type": "required"}}, "invalid_value", "tool_choice.type"),
         ({"tool_choice": {"type": "tool"}}, "missing_required_parameter", "tool_choice.name"),
+        ({"thinking": {"budget_tokens": 2000}}, "invalid_type", "thinking.type"),
         ({"thinking": {"type": "enabled"}}, "missing_required_parameter", "thinking.budget_tokens"),
         ({"thinking": {"type": "enabled", "budget_tokens": 500}}, "invalid_value", "thinking.budget_tokens"),
         ({"thinking": {"type": "enabled", "budget_tokens": 2000}}, "invalid_value", "max_tokens"),
@@ -95,6 +96,8 @@ def test_check_accepts_a_full_request_and_leaves_unknown_fields_to_the_provider(
             "context_management": {"edits": []},
         }
     )
+    for kind in ("disabled", "adaptive", "between_tools"):  # newer kinds are the provider's to judge
+        MESSAGES.check({**BODY, "thinking": {"type": kind}})
     COUNT.check({"model": "m", "messages": [USER]})  # a count has no max_tokens
 
 

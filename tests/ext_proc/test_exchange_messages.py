@@ -318,3 +318,17 @@ async def test_the_clients_key_never_reaches_a_provider(
             or (header == "anthropic-version" and set_.get(header) == "2023-06-01")
         ), header
     assert not (kept & removed)
+
+
+def test_no_allow_list_names_a_client_credential() -> None:
+    from ext_proc import header_policy
+    from ext_proc.translators import WIRE_FORMATS
+
+    for kind in WIRE_FORMATS:
+        allowed = header_policy.request_allowed(kind)
+        assert not allowed & {
+            "authorization",
+            "x-api-key",
+            "anthropic-workspace-id",
+            "anthropic-user-profile-id",
+        }
