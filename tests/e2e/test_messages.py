@@ -381,6 +381,9 @@ def test_a_provider_error_is_anthropics_error(env: Env, kind: str):
     assert SIM_KEY not in err.value.response.text
 
 
+LONG_STORY = " ".join(f"word{i}" for i in range(40))  # an answer of more events than the cut lets through
+
+
 @KINDS
 def test_a_stream_the_provider_cuts_raises_in_the_sdk_and_is_charged(env: Env, kind: str):
     env.sims[kind].script([{"action": "cut_stream", "after_chunks": 8, "chunk_delay_ms": 50}])
@@ -389,7 +392,7 @@ def test_a_stream_the_provider_cuts_raises_in_the_sdk_and_is_charged(env: Env, k
     with (
         pytest.raises((anthropic.APIError, httpx2.TransportError)),
         env.client.messages.stream(
-            model=MODELS[kind], max_tokens=256, messages=[{"role": "user", "content": "a long story please"}]
+            model=MODELS[kind], max_tokens=256, messages=[{"role": "user", "content": LONG_STORY}]
         ) as stream,
     ):
         request_id = stream.response.headers["x-request-id"]
