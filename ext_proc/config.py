@@ -306,7 +306,14 @@ def _model(m: config_pb2.Model, providers: dict[str, Provider]) -> Model:
         m.slug,
         provider,
         m.upstream_model,
-        Prices.parse(pr.input_per_mtok, pr.cached_input_per_mtok, pr.output_per_mtok, pr.per_image),
+        Prices.parse(
+            pr.input_per_mtok,
+            pr.cached_input_per_mtok,
+            pr.output_per_mtok,
+            pr.per_image,
+            pr.per_audio_second,
+            pr.per_mchar,
+        ),
         frozenset(m.capabilities),
         m.created,
     )

@@ -7,7 +7,8 @@ chunk and the usage record always carry the same number.
 What is priced depends on the endpoint: each one names its *meters*
 (``Endpoint.meters`` in ext_proc/endpoints/), the parts of its usage that cost
 something — input tokens for embeddings, input and output tokens for chat, and
-images besides for image generation.
+images besides for image generation, characters of ``input`` for speech, seconds
+of audio for transcriptions and translations.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from ext_proc.translators.base import Usage
 
 _MILLION = Decimal(1_000_000)
+_THOUSAND = Decimal(1000)
 _PICO = Decimal("1e-12")
 ZERO = Decimal(0)
 
@@ -29,6 +31,8 @@ class Prices:
     cached_input_per_mtok: Decimal | None = None
     output_per_mtok: Decimal | None = None
     per_image: Decimal | None = None
+    per_audio_second: Decimal | None = None  # transcriptions and translations: per second heard
+    per_mchar: Decimal | None = None  # speech: per million characters spoken
     # Per token, derived once per configuration change so that a request divides nothing.
     # Exact: dividing by 10^6 only moves the decimal point. Cached input falls back to the
     # input price when unpriced.
@@ -44,8 +48,10 @@ class Prices:
         object.__setattr__(self, "output_per_token", (self.output_per_mtok or ZERO) / _MILLION)
 
     @classmethod
-    def parse(cls, input_: str, cached: str, output: str, image: str) -> Prices:
-        return cls(_dec(input_), _dec(cached), _dec(output), _dec(image))
+    def parse(
+        cls, input_: str, cached: str, output: str, image: str, audio_second: str = "", mchar: str = ""
+    ) -> Prices:
+        return cls(_dec(input_), _dec(cached), _dec(output), _dec(image), _dec(audio_second), _dec(mchar))
 
 
 def _dec(text: str) -> Decimal | None:
@@ -71,6 +77,20 @@ def images_cost(usage: Usage, prices: Prices) -> Decimal:
     """Images made, at the model's per-image price (nothing when it has none)."""
     if usage.images and prices.per_image is not None:
         return usage.images * prices.per_image
+    return ZERO
+
+
+def characters_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Characters of text spoken, at the model's price per million characters."""
+    if usage.characters and prices.per_mchar is not None:
+        return usage.characters * prices.per_mchar / _MILLION
+    return ZERO
+
+
+def audio_seconds_cost(usage: Usage, prices: Prices) -> Decimal:
+    """Audio heard, at the model's price per second; measured in milliseconds, so exact."""
+    if usage.audio_ms and prices.per_audio_second is not None:
+        return usage.audio_ms * prices.per_audio_second / _THOUSAND
     return ZERO
 
 

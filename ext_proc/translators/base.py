@@ -59,6 +59,8 @@ class Usage:
     estimated: bool = False
     # Why the provider's usage was not charged as given (translators/usage.py); empty when it was.
     rejected: str = ""
+    characters: int = 0  # characters of text spoken (/v1/audio/speech)
+    audio_ms: int = 0  # milliseconds of audio heard (/v1/audio/transcriptions, /translations)
 
 
 @dataclass(frozen=True, slots=True)

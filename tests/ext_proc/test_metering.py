@@ -114,3 +114,16 @@ def test_a_computed_charge_formats_to_the_same_digits_the_record_keeps():
     )
     # (100 x 2.50 + 50 x 1.25 + 25 x 10) / 1e6 x 1.1 = 0.00061875
     assert format_credits(amount) == "0.00061875"
+
+
+def test_speech_is_charged_per_million_characters_and_audio_per_second_to_the_millisecond():
+    prices = Prices.parse("", "", "", "", "0.0001", "15")
+    assert prices.per_audio_second == Decimal("0.0001") and prices.per_mchar == Decimal(15)
+    assert credits(Usage(characters=44), prices, ONE) == ZERO  # only the endpoint's meters count
+    from ext_proc.metering import audio_seconds_cost, characters_cost
+
+    speech = (characters_cost,)
+    heard = (audio_seconds_cost,)
+    assert credits(Usage(characters=44), prices, ONE, speech) == Decimal("0.00066")  # 44 * 15 / 10^6
+    assert credits(Usage(audio_ms=1250), prices, Decimal(2), heard) == Decimal("0.00025")  # 1.25 s * 2
+    assert credits(Usage(audio_ms=1250, characters=9), Prices(), ONE, speech + heard) == ZERO  # unpriced
