@@ -1,17 +1,26 @@
 """Simulated Gemini API (REST, v1beta and v1): generateContent, streamGenerateContent (SSE with
 ``?alt=sse``, else a streamed JSON array), embedContent, batchEmbedContents, countTokens.
 
+A request with audio (an ``inlineData`` part of an ``audio/*`` type) is heard
+(simulators/audio.py): the answer is a transcript of that duration, or its English translation
+when the text asks to translate; JSON with ``language``, ``text`` and ``segments`` when the
+request asks for JSON, else the text alone. Its usage counts the audio as Gemini documents it,
+32 tokens per second, in ``promptTokensDetails`` under ``AUDIO``.
+
 A request naming `cachedContent` reports half its prompt tokens (rounded down) as
 `cachedContentTokenCount`, so cached-token pricing can be tested.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 from typing import Any, ClassVar
 
 import orjson
 
-from simulators import content
+from simulators import audio, content
 from simulators.content import Answer, Prompt, Tool
 from simulators.provider import ApiError, Call, Endpoint, Provider, merge_usage, new_id
 from simulators.replies import JsonReply, Reply, StreamReply
@@ -241,6 +250,9 @@ class Google(Provider):
             self._check(self.kit.providers.gemini_request(body, api=call.path.split("/")[1]))
         if not body.get("contents"):
             raise ApiError(400, "* GenerateContentRequest.contents: contents is not specified")
+        heard = _heard(body)
+        if heard is not None:
+            return self._hear(call, body, heard)
         prompt = generate_prompt(body)
         answer = content.plan(prompt)
         usage = _usage(prompt, answer, bool(_get(body, "cachedContent", "cached_content")))
@@ -264,6 +276,49 @@ class Google(Provider):
             return StreamReply([b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks])
         pieces = [(b"[" if i == 0 else b",\r\n") + orjson.dumps(c) for i, c in enumerate(chunks)]
         return StreamReply([*pieces, b"]"], media_type="application/json; charset=UTF-8")
+
+    def _hear(self, call: Call, body: dict[str, Any], seconds: float) -> Reply:
+        """An answer about the request's audio: its transcript or translation (module docstring)."""
+        asked = " ".join(
+            str(p["text"])
+            for c in body.get("contents") or []
+            for p in _get(c, "parts", "parts") or []
+            if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+        translate = "translate" in asked.lower()
+        text = audio.transcript(seconds, translate)
+        generation = _get(body, "generationConfig", "generation_config") or {}
+        if _get(generation, "responseMimeType", "response_mime_type") == "application/json":
+            segments = [
+                {"start": s.start, "end": s.end, "text": s.text} for s in audio.segments(text, seconds)
+            ]
+            said = content.compact_json({"language": "english", "text": text, "segments": segments})
+        else:
+            said = text
+        text_tokens = content.count_tokens(asked)
+        audio_tokens = math.ceil(seconds * audio.AUDIO_TOKENS_PER_SECOND)
+        output = content.count_tokens(said)
+        usage = {
+            "promptTokenCount": text_tokens + audio_tokens,
+            "candidatesTokenCount": output,
+            "totalTokenCount": text_tokens + audio_tokens + output,
+            "promptTokensDetails": [
+                {"modality": "TEXT", "tokenCount": text_tokens},
+                {"modality": "AUDIO", "tokenCount": audio_tokens},
+            ],
+        }
+        merge_usage(
+            usage, call.usage_override, ("totalTokenCount", "promptTokenCount", "candidatesTokenCount")
+        )
+        answer = {
+            "candidates": [_candidate(0, [{"text": said}], "STOP")],
+            "usageMetadata": usage,
+            "modelVersion": call.path_params["model"],
+            "responseId": new_id()[:22],
+        }
+        if call.path.endswith(":generateContent"):
+            return JsonReply(answer)
+        return StreamReply([b"data: " + orjson.dumps(answer) + b"\r\n\r\n"])
 
     def count_tokens(self, call: Call) -> Reply:
         body = self.require_json(call)
@@ -343,3 +398,33 @@ def _stream_chunks(n: int, answer: Answer, usage: dict[str, Any], model: str, re
             }
         )
     return chunks
+
+
+AUDIO_TYPES = ("audio/wav", "audio/mp3", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac")
+
+
+def _heard(body: dict[str, Any]) -> float | None:
+    """The seconds of audio in the request's inline data; None when it has none."""
+    seconds = None
+    for item in body.get("contents") or []:
+        for part in _get(item, "parts", "parts") or []:
+            media = _get(part, "inlineData", "inline_data")
+            if not isinstance(media, dict):
+                continue
+            mime = str(_get(media, "mimeType", "mime_type") or "")
+            if mime == "application/octet-stream":
+                raise ApiError(400, f"Unsupported MIME type: {mime}")
+            if not mime.startswith("audio/"):
+                continue
+            if mime not in AUDIO_TYPES:
+                raise ApiError(400, f"Unsupported MIME type: {mime}")
+            try:
+                data = base64.b64decode(str(media.get("data") or ""), validate=True)
+            except (binascii.Error, ValueError):
+                raise ApiError(
+                    400, "Invalid value at 'contents[0].parts[0].inline_data.data' (TYPE_BYTES)"
+                ) from None
+            if not data:
+                raise ApiError(400, "The audio file is empty.")
+            seconds = (seconds or 0.0) + audio.heard_seconds(data)
+    return seconds

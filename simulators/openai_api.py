@@ -1,5 +1,5 @@
 """Simulated OpenAI API: chat completions, embeddings, image generation, legacy completions,
-moderations, models."""
+moderations, audio (speech, transcriptions, translations: simulators/openai_audio.py), models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hashlib
 import time
 from typing import Any, ClassVar
 
-from simulators import content, openai_legacy
+from simulators import content, openai_audio, openai_legacy
 from simulators.conformance import OpenAISpec
 from simulators.openai_chat import FINGERPRINT, FINISH, chat_chunks, chat_prompt, chat_usage
 from simulators.openai_rules import check_chat_semantics, check_request
@@ -26,6 +26,11 @@ MODELS = (
     "gpt-3.5-turbo-instruct",
     "omni-moderation-latest",
     "text-moderation-latest",
+    "tts-1",
+    "gpt-4o-mini-tts",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
 )
 DEFAULT_DIMENSIONS = {"text-embedding-3-large": 3072}
 IMAGE_OUTPUT_TOKENS = {"low": 272, "medium": 1056, "high": 4160}
@@ -79,7 +84,8 @@ class OpenAI(Provider):
     kind: ClassVar[str] = "openai"
 
     @property
-    def _spec(self) -> OpenAISpec | None:
+    def spec(self) -> OpenAISpec | None:
+        """OpenAI's OpenAPI spec, when this simulator validates requests."""
         return self.kit.openai if self.kit is not None else None
 
     def endpoints(self) -> list[Endpoint]:
@@ -89,6 +95,13 @@ class OpenAI(Provider):
             Endpoint("POST", "/v1/images/generations", self.images),
             Endpoint("POST", "/v1/completions", self.completions),
             Endpoint("POST", "/v1/moderations", self.moderations),
+            Endpoint("POST", "/v1/audio/speech", lambda call: openai_audio.speech(self, call)),
+            Endpoint("POST", "/v1/audio/transcriptions", lambda call: openai_audio.transcription(self, call)),
+            Endpoint(
+                "POST",
+                "/v1/audio/translations",
+                lambda call: openai_audio.transcription(self, call, translate=True),
+            ),
             Endpoint("GET", "/v1/models", self.models),
             Endpoint("GET", "/v1/models/{model_id:path}", self.model),
         ]
@@ -149,7 +162,7 @@ class OpenAI(Provider):
     # ---------------------------------------------------------------- chat
     def chat(self, call: Call) -> Reply:
         body = self.require_json(call)
-        check_request(self._spec, "CreateChatCompletionRequest", body)
+        check_request(self.spec, "CreateChatCompletionRequest", body)
         if "messages" not in body:
             raise ApiError(
                 400,
@@ -201,7 +214,7 @@ class OpenAI(Provider):
     # ---------------------------------------------------------------- embeddings
     def embeddings(self, call: Call) -> Reply:
         body = self.require_json(call)
-        check_request(self._spec, "CreateEmbeddingRequest", body)
+        check_request(self.spec, "CreateEmbeddingRequest", body)
         inputs = embedding_inputs(body.get("input"))
         if not inputs:
             raise ApiError(
@@ -233,7 +246,7 @@ class OpenAI(Provider):
                 code="missing_required_parameter",
                 param="prompt",
             )
-        check_request(self._spec, "CreateImageRequest", body, required=())
+        check_request(self.spec, "CreateImageRequest", body, required=())
         model = str(body.get("model") or "dall-e-2")
         prompt = str(body["prompt"])
         count = body.get("n") or 1

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from simulators import forms
 from simulators.conformance import Kit
 from simulators.control import Step
+from simulators.forms import Form
 from simulators.replies import JsonReply, Reply
 
 
@@ -46,6 +48,7 @@ class Call:
     path_params: dict[str, str]
     base_url: str  # server root, no trailing slash
     step: Step | None = None
+    raw: bytes = b""  # the body as received (multipart forms are read from it)
 
     @property
     def usage_override(self) -> dict[str, Any] | None:
@@ -98,6 +101,13 @@ class Provider:
         if self.api_key is None:
             return True
         return hmac.compare_digest(presented.encode(), self.api_key.encode())
+
+    def require_form(self, call: Call) -> Form:
+        """The multipart form of an upload endpoint (OpenAI's audio), or the provider's 400."""
+        try:
+            return forms.parse(call.headers.get("content-type", ""), call.raw)
+        except forms.FormProblem as problem:
+            raise ApiError(400, f"Could not parse multipart form: {problem}") from None
 
     def require_json(self, call: Call) -> dict[str, Any]:
         if not call.is_json or not isinstance(call.body, dict):

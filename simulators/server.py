@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from simulators import conformance, content
+from simulators import conformance, content, forms
 from simulators.anthropic_api import ERRORS as ANTHROPIC_ERRORS
 from simulators.anthropic_api import Anthropic
 from simulators.control import RequestLog, Script, Step, StepError
@@ -65,14 +65,13 @@ class Simulator:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
         path = scope["path"]
+        logged: Any = body if is_json else raw.decode("utf-8", "replace")
+        if headers.get("content-type", "").startswith("multipart/form-data"):
+            # Uploads are logged as their fields and files' sizes, not their bytes.
+            with contextlib.suppress(forms.FormProblem):
+                logged = forms.parse(headers["content-type"], raw).summary()
         self.log.add(
-            {
-                "method": request.method,
-                "path": path,
-                "query": query,
-                "headers": headers,
-                "body": body if is_json else raw.decode("utf-8", "replace"),
-            }
+            {"method": request.method, "path": path, "query": query, "headers": headers, "body": logged}
         )
         call = Call(
             request.method,
@@ -83,6 +82,7 @@ class Simulator:
             is_json,
             request.path_params,
             f"{scope['scheme']}://{headers.get('host', 'localhost')}",
+            raw=raw,
         )
         step: Step | None = None
         try:

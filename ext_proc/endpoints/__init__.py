@@ -9,15 +9,14 @@ in :data:`SERVED`, and its translators.
 
 Served: ``chat_completions.py``, ``embeddings.py``, ``images.py`` (generations),
 ``anthropic_messages.py`` and ``anthropic_count_tokens.py`` (Anthropic's Messages API, in
-Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy).
+Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy),
+``audio_speech.py`` (JSON in, the provider's audio bytes out, never through ext_proc; priced
+per character of ``input``), ``audio_transcriptions.py`` and ``audio_translations.py``
+(multipart in, ``RequestBody.STREAMED``: the form is read and rewritten as it passes; json,
+text, srt, vtt or verbose_json out; priced per second of audio).
 
 Planned (SPEC.md; issues 14 and 15), each one module here:
 
-- ``audio_speech.py``: ``POST /v1/audio/speech``, JSON in, audio bytes out as the provider
-  makes them; priced per character of ``input``.
-- ``audio_transcriptions.py``, ``audio_translations.py``: multipart in
-  (``RequestBody.STREAMED``: the model is a form field, rewritten as it passes), json, text,
-  srt, vtt or verbose_json out, streamed where the provider can; priced per audio second.
 - ``files.py``: ``/v1/files`` and ``/v1/files/`` (``{id}``, ``{id}/content``), GET and DELETE
   too; ``RequestBody.HEADERS_ONLY``: ext_proc authenticates, Envoy streams the bytes to the
   service that stores them; not priced.
@@ -33,6 +32,9 @@ from collections.abc import Callable, Iterable
 from ext_proc.endpoints import (
     anthropic_count_tokens,
     anthropic_messages,
+    audio_speech,
+    audio_transcriptions,
+    audio_translations,
     chat_completions,
     completions,
     embeddings,
@@ -83,6 +85,9 @@ SERVED = Registry(
         anthropic_count_tokens.ENDPOINT,
         moderations.ENDPOINT,
         completions.ENDPOINT,
+        audio_speech.ENDPOINT,
+        audio_transcriptions.ENDPOINT,
+        audio_translations.ENDPOINT,
     )
 )
 by_path = SERVED.by_path

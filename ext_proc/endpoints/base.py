@@ -39,9 +39,8 @@ from ext_proc.translators.base import Usage
 
 
 class RequestBody(StrEnum):
-    """How the request body travels through ext_proc. Every served endpoint is JSON today; the
-    first endpoint of another kind (files, audio) makes the exchange, and Envoy's processing
-    mode for its route, read this."""
+    """How the request body travels through ext_proc: the exchange, and Envoy's processing mode
+    for the endpoint's route (control_plane/xds/envoy_config.py), read this."""
 
     # Buffered by Envoy and parsed here as one JSON object: the model is inside it, and the
     # translator rewrites it whole (chat, embeddings, images, responses, messages...).
@@ -93,6 +92,10 @@ class Endpoint(ABC):
     # Provider wire formats for which the gateway answers itself (:meth:`local_answer`), with no
     # provider call: count_tokens estimates for providers that cannot count.
     local_for: ClassVar[frozenset[str]] = frozenset()
+    # A successful answer goes to the client as the provider sends it, its body never through
+    # ext_proc (speech: audio bytes, streamed as produced). Its charge must then be known from
+    # the request alone (:meth:`request_usage`), to go in the answer's headers.
+    passes_answer: ClassVar[bool] = False
 
     @property
     def path(self) -> str:
@@ -128,6 +131,11 @@ class Endpoint(ABC):
         """A generous guess of the tokens the request will use: input plus output allowance,
         at least 1. What a token limit (tpm) reserves at admission (ext_proc/limits.py)."""
         return max(1, self.prompt_tokens(body) + self.output_allowance(body))
+
+    def request_usage(self, body: Mapping[str, Any]) -> Usage | None:
+        """The usage a request will have, when its request alone says (characters to speak);
+        None when the answer tells (the default)."""
+        return None
 
     def served_chars(self, doc: Any) -> int:
         """Characters of text an answer (or one stream event) delivers to the client: the output

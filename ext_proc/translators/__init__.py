@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ext_proc.errors import GatewayError
 from ext_proc.translators import (
+    audio_speech_openai,
     chat_anthropic,
     chat_gemini,
     chat_openai,
@@ -32,6 +33,8 @@ from ext_proc.translators import (
     messages_gemini,
     messages_openai,
     moderations_openai,
+    transcriptions_gemini,
+    transcriptions_openai,
 )
 from ext_proc.translators.base import Translator
 
@@ -60,6 +63,11 @@ PAIRS: tuple[Translator, ...] = (
     count_tokens_anthropic.TRANSLATOR,
     completions_openai.TRANSLATOR,
     moderations_openai.TRANSLATOR,
+    audio_speech_openai.TRANSLATOR,
+    transcriptions_openai.TRANSLATOR,
+    transcriptions_openai.TRANSLATIONS,
+    transcriptions_gemini.TRANSLATOR,
+    transcriptions_gemini.TRANSLATIONS,
 )
 
 # wire format -> endpoint name -> translator: two dict lookups per request, nothing allocated.

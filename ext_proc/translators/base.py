@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from ..form_stream import FormWriter
 from .sse import DEFAULT_MAX_EVENT_BYTES
 
 
@@ -76,6 +77,9 @@ class ResponseContext:
     request: Mapping[str, Any] = field(default_factory=dict)
     # Streams: the largest provider event read (translators/sse.py); past it the stream is cut.
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # Audio uploads: the file's duration as the gateway measured it (ext_proc/audio_duration.py),
+    # 0 when it could not.
+    audio_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -84,6 +88,9 @@ class TranslatedResponse:
     body: bytes  # OpenAI-shaped JSON (an error envelope when status >= 400)
     usage: Usage | None = None
     error_code: str | None = None  # the envelope's error.code when status >= 400
+    # The body's content type when it is not JSON (a transcript as text/plain, subtitles, an
+    # SSE stream made from a buffered answer); None: application/json, or the provider's own.
+    content_type: str | None = None
 
 
 class StreamTranslator(Protocol):
@@ -142,3 +149,33 @@ class Translator(ABC):
         """The translator of a streamed answer. Only endpoints whose answers stream
         (``Endpoint.streams``) are ever asked; the others' pairs have none."""
         raise TypeError(f"{type(self).__name__}: {self.endpoint} answers are never streamed")
+
+
+@dataclass(slots=True)
+class FormUpstream:
+    """Where a form endpoint's attempt goes, and the writer of its body.
+
+    The body is written as the client's form passes (ext_proc/form_stream.py): ``writer``
+    gets each part's head and bytes, and its ``take()`` is what goes upstream in place of
+    the chunk just read. The body's length is unknown when the headers go: no content-length.
+    """
+
+    path: str
+    headers: dict[str, str]
+    writer: FormWriter
+
+
+class FormTranslator(Translator):
+    """A pair whose endpoint takes a multipart form read as a stream (``RequestBody.STREAMED``):
+    its request is a writer fed with the form's parts, never a whole body."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def form_request(self, target: Target, boundary: bytes) -> FormUpstream:
+        """The provider request's path and headers, and the writer of its body. ``boundary``
+        is the client's form's. Raises GatewayError (400) for what cannot be honoured; the
+        writer raises it too, for what it learns later in the form."""
+
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        raise TypeError(f"{type(self).__name__}: {self.endpoint} requests are forms, written as they pass")

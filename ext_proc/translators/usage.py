@@ -14,6 +14,7 @@ estimates too).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -115,3 +116,48 @@ def gemini(raw: Any) -> Usage | None:
     reasoning = counts.get(raw, "thoughtsTokenCount")
     output = counts.get(raw, "candidatesTokenCount") + reasoning
     return counts.usage(Usage(prompt, counts.get(raw, "cachedContentTokenCount"), output, reasoning))
+
+
+# A month of audio: a longer duration is an error, not a bill.
+MAX_AUDIO_SECONDS = 31 * 24 * 3600
+
+
+def audio_ms(seconds: Any, name: str) -> tuple[int, str]:
+    """(milliseconds, why refused) of a provider's duration in seconds, rounded up."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        return 0, f"provider usage {name}={_short(seconds)} is not a number"
+    if not 0 <= seconds <= MAX_AUDIO_SECONDS:  # NaN fails both comparisons
+        return 0, f"provider usage {name}={_short(seconds)} is out of range"
+    return math.ceil(seconds * 1000), ""
+
+
+def openai_transcription(doc: Mapping[str, Any]) -> Usage | None:
+    """A transcription's (or translation's) usage: the seconds of a duration usage (whisper-1),
+    else the answer's ``duration`` (verbose_json); a token usage (gpt-4o-transcribe) keeps its
+    tokens and has no duration. None when the answer says nothing."""
+    raw = doc.get("usage")
+    raw = raw if isinstance(raw, Mapping) else {}
+    tokens = Usage()
+    if raw.get("type") == "tokens":
+        counts = _Counts()
+        details = _mapping(raw.get("input_token_details"))
+        tokens = counts.usage(
+            Usage(
+                input_tokens=counts.get(raw, "input_tokens"),
+                output_tokens=counts.get(raw, "output_tokens"),
+                cached_input_tokens=counts.get(details, "cached_tokens"),
+            )
+        )
+        if tokens.rejected:
+            return tokens
+    if raw.get("type") == "duration":
+        name, seconds = "seconds", raw.get("seconds")
+    elif "duration" in doc:
+        name, seconds = "duration", doc["duration"]
+    else:
+        return tokens if raw else None
+    ms, problem = audio_ms(seconds, name)
+    if problem:
+        return Usage(rejected=problem)
+    tokens.audio_ms = ms
+    return tokens

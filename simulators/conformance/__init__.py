@@ -32,6 +32,9 @@ OPENAI_REQUEST_SCHEMAS = (
     "CreateImageRequest",
     "CreateCompletionRequest",
     "CreateModerationRequest",
+    "CreateSpeechRequest",
+    "CreateTranscriptionRequest",
+    "CreateTranslationRequest",
 )
 
 

@@ -176,6 +176,11 @@ class OpenAISpec:
             )
         return self._validators[key]
 
+    def properties(self, schema: str) -> dict[str, Any]:
+        """The declared properties of an object schema (a multipart form's fields and their types)."""
+        found: dict[str, Any] = self._spec(False)["components"]["schemas"][schema].get("properties", {})
+        return found
+
     def request_problems(self, schema: str, body: Any) -> list[Problem]:
         """Schema errors, undeclared top-level fields included (the real API rejects those)."""
         problems = []
