@@ -2,7 +2,8 @@
 of FLAC, MP3, Ogg (Opus) and MP4 files written byte by byte as their specifications lay them out.
 
 Only WAV carries real sound (a tone); the other formats carry what a duration is read from,
-which is all the gateway reads of them.
+which is all the gateway reads of them. :func:`form` wraps a file in the multipart form the
+audio endpoints take, as the OpenAI SDK's encoder (httpx) writes it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ import io
 import math
 import struct
 import wave
+from typing import Any
+
+import httpx
 
 
 def wav(seconds: float, rate: int = 16000, channels: int = 1, width: int = 2, freq: float = 440.0) -> bytes:
@@ -115,3 +119,25 @@ def mp4(seconds: float, timescale: int = 600, moov_last: bool = True) -> bytes:
     ftyp = _box(b"ftyp", b"M4A \x00\x00\x00\x00M4A isom")
     mdat = _box(b"mdat", bytes(5000))
     return ftyp + (mdat + moov if moov_last else moov + mdat)
+
+
+def form(
+    fields: list[tuple[str, str]] | dict[str, Any], file: bytes | None = None, file_first: bool = False
+) -> tuple[str, bytes]:
+    """(content type, body) of a form as httpx (the OpenAI SDK's encoder) writes it."""
+    if file is None:
+        file = wav(0.75)
+    files = {"file": ("speech.wav", file, "audio/wav")}
+    if isinstance(fields, list):  # repeated names (name[]) as httpx takes them: a list per name
+        grouped: dict[str, Any] = {}
+        for name, value in fields:
+            grouped.setdefault(name, []).append(value)
+        fields = {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
+    request = httpx.Request("POST", "http://x/v1/audio/transcriptions", data=fields, files=files)
+    content_type, body = request.headers["content-type"], request.read()
+    if file_first:  # httpx writes fields before files, as the SDKs do; put the file first instead
+        delimiter = b"--" + content_type.split("boundary=")[1].encode()
+        parts = body.split(delimiter)[1:-1]
+        parts.sort(key=lambda part: b'name="file"' not in part)
+        body = b"".join(delimiter + part for part in parts) + delimiter + b"--\r\n"
+    return content_type, body
