@@ -101,12 +101,16 @@ class AudioTranscriptions(Endpoint):
         if provider is not None and provider.audio_ms and not provider.rejected:
             return provider
         keep = provider if provider is not None and not provider.rejected else Usage()
+        rejected = provider.rejected if provider is not None else ""  # kept for the usage record
         if measured_ms is not None:
             return Usage(
-                keep.input_tokens, keep.cached_input_tokens, keep.output_tokens, audio_ms=measured_ms
+                keep.input_tokens,
+                keep.cached_input_tokens,
+                keep.output_tokens,
+                rejected=rejected,
+                audio_ms=measured_ms,
             )
         estimate = math.ceil(file_bytes * 1000 / ESTIMATE_BYTES_PER_SECOND)
-        rejected = provider.rejected if provider is not None else ""
         return Usage(
             keep.input_tokens,
             keep.cached_input_tokens,
@@ -115,7 +119,6 @@ class AudioTranscriptions(Endpoint):
             rejected=rejected,
             audio_ms=estimate,
         )
-
 
 ENDPOINT = AudioTranscriptions()
 

@@ -20,6 +20,9 @@ SERVED = {
     "/v1/messages/count_tokens": "count_tokens",
     "/v1/moderations": "moderations",
     "/v1/completions": "completions",
+    "/v1/audio/speech": "audio_speech",
+    "/v1/audio/transcriptions": "audio_transcriptions",
+    "/v1/audio/translations": "audio_translations",
 }
 
 
