@@ -325,6 +325,8 @@ class UsageRecordOut(BaseModel):
     error_code: str
     usage_estimated: bool  # tokens are the gateway's estimate, not the provider's count
     usage_rejected: str  # why the provider's usage was not charged as given; empty when it was
+    characters: int  # characters spoken (/v1/audio/speech); 0 for other endpoints
+    audio_ms: int  # milliseconds of audio heard (/v1/audio/transcriptions, /translations)
 
 
 class Health(BaseModel):

@@ -95,7 +95,9 @@ def _banner(stack: Stack, admin_token_source: str, demo_key: str | None, home: P
             "",
             "  (chat: gpt-4o-mini, gpt-4o, claude-sonnet-4-5, gemini-2-5-flash;",
             "   embeddings: text-embedding-3-small; images: gpt-image-1, dall-e-3;",
-            f"   files: client.files.create(...), stored at {stack.files_env()['INFERY_FILES_URL']})",
+            f"   files: client.files.create(...), stored at {stack.files_env()['INFERY_FILES_URL']};",
+            "   speech: tts-1, gpt-4o-mini-tts; transcriptions and translations: whisper-1,",
+            "   gpt-4o-transcribe, gemini-2-5-flash)",
         ]
     lines += ["", f"Logs: {home / 'logs'}/   Ctrl-C stops everything.", ""]
     return "\n".join(lines)

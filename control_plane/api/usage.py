@@ -24,10 +24,13 @@ def router(session_factory: SessionFactory) -> APIRouter:
         end: Annotated[
             str | None, Query(alias="to", description="ISO-8601 date (whole day included) or datetime")
         ] = None,
-        group_by: Annotated[Literal["key", "model", "member", "day"] | None, Query()] = None,
+        group_by: Annotated[Literal["key", "model", "member", "day", "endpoint"] | None, Query()] = None,
+        endpoint: Annotated[
+            str | None, Query(description="the path the client called, e.g. /v1/audio/speech")
+        ] = None,
     ) -> UsageReport:
         """Sums per group; without `group_by`, one `total` row (none when nothing matched)."""
-        query = usage.UsageQuery(workspace, key, member, model, start, end, group_by)
+        query = usage.UsageQuery(workspace, key, member, model, start, end, group_by, endpoint)
         with session_factory() as session:
             return UsageReport(rows=usage.report(session, query))
 

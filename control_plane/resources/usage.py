@@ -22,12 +22,13 @@ from control_plane.store.tables import Member, UsageRecord, Workspace
 
 log = logging.getLogger(__name__)
 
-GROUP_BY = ("key", "model", "member", "day")
+GROUP_BY = ("key", "model", "member", "day", "endpoint")
 _GROUP_COLUMNS: dict[str, Any] = {
     "key": col(UsageRecord.key_id),
     "model": col(UsageRecord.model_used),
     "member": col(UsageRecord.member_id),
     "day": col(UsageRecord.day),
+    "endpoint": col(UsageRecord.endpoint),
 }
 
 
@@ -96,7 +97,7 @@ _COLUMNS = (
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
     "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
     "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
-    "usage_rejected",
+    "usage_rejected", "characters", "audio_ms",
 )  # fmt: skip
 
 
@@ -136,6 +137,8 @@ def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
         _clamp("error_code", record.error_code),
         record.usage_estimated,
         _clamp("usage_rejected", record.usage_rejected),
+        max(0, min(_INT64, record.characters)),
+        max(0, min(_INT64, record.audio_ms)),
     )
 
 
@@ -150,7 +153,8 @@ class UsageQuery:
     model: str | None = None  # slug that served the request
     start: str | None = None  # ISO-8601 date or datetime, inclusive
     end: str | None = None  # ISO-8601 date (inclusive day) or datetime (exclusive)
-    group_by: str | None = None  # key | model | member | day; None = one total row
+    group_by: str | None = None  # key | model | member | day | endpoint; None = one total row
+    endpoint: str | None = None  # the path the client called, e.g. /v1/audio/speech
 
 
 def report(session: Session, query: UsageQuery) -> list[UsageRow]:
@@ -202,6 +206,8 @@ def _conditions(session: Session, query: UsageQuery) -> list[Any]:
         conditions.append(col(UsageRecord.member_id).in_(_member_ids(session, query.member, workspace_id)))
     if query.model:
         conditions.append(col(UsageRecord.model_used) == query.model)
+    if query.endpoint:
+        conditions.append(col(UsageRecord.endpoint) == query.endpoint)
     if query.start:
         conditions.append(col(UsageRecord.started_at_ms) >= _bound_ms(query.start, "from", end=False))
     if query.end:

@@ -194,6 +194,8 @@ class UsageRecord(SQLModel, table=True):
     # Tokens estimated by the gateway (stream abandoned or cut, provider usage missing or invalid).
     usage_estimated: bool = False
     usage_rejected: str = Field(default="", sa_type=String(256))  # why the provider's usage was not used
+    characters: int = Field(default=0, sa_type=BigInteger)  # characters spoken (speech)
+    audio_ms: int = Field(default=0, sa_type=BigInteger)  # milliseconds of audio heard (transcriptions)
 
 
 class ConfigRevision(SQLModel, table=True):

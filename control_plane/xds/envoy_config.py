@@ -53,6 +53,7 @@ from infery_proto.wire import (
     REQUEST_ID_HEADER,
     ROUTE_HEADER,
     SERVED_HEADER,
+    STREAMED_BODY_PATHS,
     TARGET_METADATA,
     TARGET_MODEL_FIELD,
     error_object,
@@ -263,6 +264,7 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         },
         "http_filters": [
             ext_proc,
+            _upload_filter(s),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {
@@ -312,6 +314,30 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "filter_chains": [chain],
     }
     return json_format.ParseDict(doc, listener_pb2.Listener())
+
+
+UPLOAD_FILTER = "infery.ext_proc.upload"
+
+
+def _upload_filter(s: ListenerSettings) -> dict[str, Any]:
+    """ext_proc again, for uploads only: off everywhere but on streamed_body_route, where it
+    stands in for the listener's ext_proc (which that route turns off).
+
+    An upload's provider is named in its form, not its headers: ext_proc must read the first
+    chunks before it answers the headers (``send_body_without_waiting_for_header_response``,
+    on a STREAMED request body). That option also changes how Envoy handles the *response*
+    of every request it applies to (measured: an SSE answer switched to STREAMED reached the
+    client whole, at its end), so it lives on this second instance of the filter, never on
+    the one every other request takes. An upload's answer is buffered (json, text, srt, vtt,
+    verbose_json: small), so it loses nothing.
+    """
+    doc = _ext_proc_filter(s, response_header_mode="SEND", response_body_mode="BUFFERED")
+    config = doc["typed_config"]
+    config["processing_mode"]["request_body_mode"] = "STREAMED"
+    config["send_body_without_waiting_for_header_response"] = True
+    config["allow_mode_override"] = True
+    config["metadata_options"] = {"receiving_namespaces": {"untyped": [ATTEMPT_METADATA]}}
+    return {"name": UPLOAD_FILTER, "disabled": True, "typed_config": config}
 
 
 def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any]:
@@ -433,24 +459,76 @@ def files_route(s: ListenerSettings) -> route_components_pb2.Route:
     return json_format.ParseDict(doc, route_components_pb2.Route())
 
 
+# The listener's ext_proc modes for a streamed request body: the body chunk by chunk, the
+# response as on every other route (the exchange switches an SSE answer to STREAMED itself).
+_STREAMED_BODY_MODE = {
+    "request_header_mode": "SEND",
+    "request_body_mode": "STREAMED",
+    "request_trailer_mode": "SKIP",
+    "response_header_mode": "SEND",
+    "response_body_mode": "BUFFERED",
+    "response_trailer_mode": "SKIP",
+}
+
+
+def streamed_body_route(s: ListenerSettings) -> route_components_pb2.Route:
+    """The default route, for the paths whose request bodies ext_proc reads as a stream
+    (wire.STREAMED_BODY_PATHS: audio uploads), with ext_proc's per-route mode STREAMED.
+
+    Envoy picks ext_proc's mode from the route matched when the request's headers arrive,
+    before ext_proc has seen anything: a route per path is how an upload streams from its
+    first byte instead of being buffered whole. ext_proc then holds the headers' answer
+    until the form's ``model`` field has passed (``send_body_without_waiting_for_header_response``)
+    and re-routes to the model's provider or chain as for any request: the mode stays.
+    """
+    doc = _route(None, s)
+    doc["name"] = "streamed_body"
+    filter_config = _T + "envoy.config.route.v3.FilterConfig"
+    doc["typed_per_filter_config"] = {
+        EXT_PROC_FILTER: {"@type": filter_config, "disabled": True},
+        UPLOAD_FILTER: {
+            "@type": filter_config,
+            "config": {
+                "@type": _T + "envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute",
+                "overrides": {"processing_mode": _STREAMED_BODY_MODE},
+            },
+        },
+    }
+    return json_format.ParseDict(doc, route_components_pb2.Route())
+
+
 def route_configuration(
     entries: Mapping[str, route_components_pb2.Route],
     default: route_components_pb2.Route,
     serialized: Callable[[route_components_pb2.Route], bytes] | None = None,
     files: route_components_pb2.Route | None = None,
+    *,
+    streamed: route_components_pb2.Route | None = None,
 ) -> route_pb2.RouteConfiguration:
     """Routes selected by one hash lookup on the model-route header, whatever their number.
 
     The virtual host's generic matcher maps the header's exact value to the model's
     route (`exact_match_map`); a request without the header, or for a model without a
-    Route, takes `on_no_match`: the files route for a path under ``/v1/files``
-    (:func:`files_route`), else the default route. Envoy walks an ordered route list
-    otherwise: with 1,000 chains a model without one paid for 1,000 header compares.
+    Route, takes `on_no_match`: by its path's prefix, the files route for ``/v1/files``
+    (:func:`files_route`) and the streamed-body route for wire.STREAMED_BODY_PATHS
+    (:func:`streamed_body_route`: audio uploads), else the default route. Envoy walks an
+    ordered route list otherwise: with 1,000 chains a model without one paid for 1,000
+    header compares.
     """
+    by_prefix: list[tuple[str, route_components_pb2.Route]] = []
+    if files is not None:
+        by_prefix.append((FILES_PATH_PREFIX, files))
+    if streamed is not None:
+        by_prefix += [(path, streamed) for path in STREAMED_BODY_PATHS]
     config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
     host = config.virtual_hosts.add(name="gateway", domains=["*"])
     if not entries:  # Envoy refuses an empty exact_match_map
-        host.routes.extend([files, default] if files is not None else [default])
+        for prefix, route in by_prefix:
+            by_path = host.routes.add()
+            by_path.CopyFrom(route)
+            by_path.match.Clear()
+            by_path.match.prefix = prefix
+        host.routes.append(default)
         return config
     tree = host.matcher.matcher_tree
     tree.input.name = MODEL_ROUTE_HEADER
@@ -461,19 +539,20 @@ def route_configuration(
     serialize = serialized or route_components_pb2.Route.SerializeToString
     for slug, entry in entries.items():
         _route_action(tree.exact_match_map.map[slug].action, entry, serialize(entry))
-    if files is None:
+    if not by_prefix:
         _route_action(host.matcher.on_no_match.action, default, serialize(default))
         return config
     by_path = host.matcher.on_no_match.matcher
-    rule = by_path.matcher_list.matchers.add()
-    predicate = rule.predicate.single_predicate
-    predicate.input.name = "path"
-    predicate.input.typed_config.Pack(
-        http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":path"),
-        type_url_prefix="type.googleapis.com/",
-    )
-    predicate.value_match.prefix = FILES_PATH_PREFIX
-    _route_action(rule.on_match.action, files, serialize(files))
+    for prefix, route in by_prefix:
+        rule = by_path.matcher_list.matchers.add()
+        predicate = rule.predicate.single_predicate
+        predicate.input.name = "path"
+        predicate.input.typed_config.Pack(
+            http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=":path"),
+            type_url_prefix="type.googleapis.com/",
+        )
+        predicate.value_match.prefix = prefix
+        _route_action(rule.on_match.action, route, serialize(route))
     _route_action(by_path.on_no_match.action, default, serialize(default))
     return config
 
@@ -689,6 +768,8 @@ def _attempt_filter(s: ListenerSettings) -> dict[str, Any]:
     """ext_proc as an upstream filter: called once per attempt, with the original body."""
     doc = _ext_proc_filter(s, response_header_mode="SKIP", response_body_mode="NONE")
     doc["typed_config"]["request_attributes"] = [HOST_METADATA_ATTRIBUTE]
+    # An upload's attempt switches its request body to STREAMED (ext_proc/attempt.py).
+    doc["typed_config"]["allow_mode_override"] = True
     doc["typed_config"]["metadata_options"] = {"forwarding_namespaces": {"untyped": [ATTEMPT_METADATA]}}
     return doc
 

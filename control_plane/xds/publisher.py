@@ -158,6 +158,7 @@ class EnvoyResources:
         self._listener: Message | None = None
         self._default_route: route_components_pb2.Route | None = None
         self._files_route: route_components_pb2.Route | None = None
+        self._streamed_route: route_components_pb2.Route | None = None
         self._clusters: dict[bytes, Message] = {}
         self._routes: dict[bytes, route_components_pb2.Route] = {}
         self._key = _PerMessage(_key)
@@ -192,6 +193,7 @@ class EnvoyResources:
             self._listener = envoy_config.listener(s)
             self._default_route = envoy_config.route_entry(None, s)
             self._files_route = envoy_config.files_route(s)
+            self._streamed_route = envoy_config.streamed_body_route(s)
         clusters: dict[bytes, Message] = {}
 
         def cached(key: bytes, make: Callable[[], Message]) -> Message:
@@ -238,7 +240,7 @@ class EnvoyResources:
             self._named = (named, entries)
             out, entries = retiring
         configuration = envoy_config.route_configuration(
-            entries, default, self._wire, files=self._files_route
+            entries, default, self._wire, files=self._files_route, streamed=self._streamed_route
         )
         self._key.rotate()
         self._wire.rotate()

@@ -100,6 +100,14 @@ TARGET_MODEL_FIELD = "model"
 EXT_PROC_FILTER = "envoy.filters.http.ext_proc"  # the filter's name; Envoy keys its attributes by it
 HOST_METADATA_ATTRIBUTE = "xds.upstream_host_metadata"  # the attribute the attempt filter asks for
 
+# -- paths -------------------------------------------------------------------------------
+
+# The endpoints whose request bodies ext_proc reads as a stream, chunk by chunk, never whole
+# (multipart audio uploads: ext_proc/endpoints/, ``RequestBody.STREAMED``). Envoy's route for
+# these paths switches the listener's ext_proc to STREAMED request bodies from the first byte
+# (control_plane/xds/envoy_config.py ``streamed_body_route``).
+STREAMED_BODY_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
+
 # -- errors ------------------------------------------------------------------------------
 
 INVALID_REQUEST_ERROR = "invalid_request_error"

@@ -172,3 +172,33 @@ def test_overlong_client_input_is_truncated_not_a_failed_batch(postgres_url: str
         assert stored.model_requested == "m" * 128
     finally:
         engine.dispose()
+
+
+def test_usage_by_endpoint_and_the_audio_units(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    store(
+        session_factory,
+        [
+            record("s1", endpoint="/v1/audio/speech", characters=44, credits="0.00066"),
+            record("t1", endpoint="/v1/audio/transcriptions", audio_ms=1500, credits="0.00015"),
+            record("t2", endpoint="/v1/audio/transcriptions", audio_ms=2500, credits="0.00025"),
+            record("c1", endpoint="/v1/chat/completions", credits="1"),
+        ],
+    )
+    rows = client.get("/admin/v1/usage", params={"group_by": "endpoint"}).json()["rows"]
+    assert [(r["group"], r["requests"], r["credits"]) for r in rows] == [
+        ("/v1/audio/speech", 1, "0.00066"),
+        ("/v1/audio/transcriptions", 2, "0.0004"),
+        ("/v1/chat/completions", 1, "1"),
+    ]
+    (only,) = client.get("/admin/v1/usage", params={"endpoint": "/v1/audio/transcriptions"}).json()["rows"]
+    assert (only["requests"], only["credits"]) == (2, "0.0004")
+    speech = client.get("/admin/v1/usage/requests/s1").json()
+    heard = client.get("/admin/v1/usage/requests/t2").json()
+    assert (speech["endpoint"], speech["characters"], speech["audio_ms"]) == ("/v1/audio/speech", 44, 0)
+    assert (heard["endpoint"], heard["characters"], heard["audio_ms"]) == (
+        "/v1/audio/transcriptions",
+        0,
+        2500,
+    )

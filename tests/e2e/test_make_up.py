@@ -14,6 +14,7 @@ import httpx
 import openai
 
 from infery.stack import REPO, free_port, port_open
+from tests import audio_samples
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tuple[re.Match[str], str]:
@@ -91,6 +92,18 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
         uploaded = client.files.create(file=("notes.txt", b"kept by the gateway"), purpose="user_data")
         assert client.files.content(uploaded.id).read() == b"kept by the gateway"
         assert (clone / ".infery" / "files").is_dir()  # the default storage, under .infery/
+        speech = client.audio.speech.create(
+            model="tts-1", voice="alloy", input="Hello!", response_format="wav"
+        )
+        assert speech.content.startswith(b"RIFF") and float(speech.response.headers["x-credits-used"]) > 0
+        heard = client.audio.transcriptions.create(
+            model="whisper-1", file=("hello.wav", audio_samples.wav(1.0))
+        )
+        assert heard.text and heard.usage is not None
+        heard = client.audio.transcriptions.create(
+            model="gemini-2-5-flash", file=("hello.wav", speech.content)
+        )
+        assert heard.text
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)

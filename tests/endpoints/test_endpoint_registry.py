@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from infery_proto import wire
 
 from ext_proc import endpoints, metrics
 from ext_proc.endpoints import Registry
-from ext_proc.endpoints.base import Endpoint
+from ext_proc.endpoints.base import Endpoint, RequestBody
 from ext_proc.metering import input_tokens_cost
 
 SERVED = {
@@ -32,6 +33,15 @@ def test_every_served_path_has_its_endpoint(path: str, name: str) -> None:
     assert endpoint is not None and endpoint.name == name and path in endpoint.paths
     assert endpoint is endpoints.by_path(path)  # one instance serves every request
     assert metrics.OPERATIONS[path] == endpoint.operation
+
+
+def test_the_streamed_bodies_are_the_paths_envoy_streams() -> None:
+    """Envoy's route streams these paths' bodies (wire.STREAMED_BODY_PATHS, control_plane's side);
+    ext_proc's endpoints read exactly these as streams."""
+    streamed = {
+        p for e in endpoints.SERVED.endpoints if e.request_body is RequestBody.STREAMED for p in e.paths
+    }
+    assert streamed == set(wire.STREAMED_BODY_PATHS)
 
 
 def test_the_served_endpoints_are_exactly_these() -> None:
