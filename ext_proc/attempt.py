@@ -32,10 +32,13 @@ from ext_proc import endpoints, header_policy
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt_grant import Grant, verify
 from ext_proc.config import GatewayConfig
-from ext_proc.endpoints.base import Endpoint
+from ext_proc.endpoints.base import Endpoint, RequestBody
 from ext_proc.errors import GatewayError
+from ext_proc.form_stream import FormError, FormReader, FormWriter, boundary_of
 from ext_proc.media_fetch import MediaPolicy
-from ext_proc.upstream_request import upstream_request
+from ext_proc.upstream_request import form_upstream, upstream_request
+
+_CONTENT_TYPE = frozenset({"content-type"})
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -73,7 +76,7 @@ class AttemptExchange:
     refusal, never a provider key).
     """
 
-    __slots__ = ("_config", "_first", "_media", "endpoint", "grant", "present", "refusal", "slug")
+    __slots__ = ("_config", "_first", "_form", "_media", "endpoint", "grant", "present", "refusal", "slug")
 
     def __init__(self, config: GatewayConfig | None, media: MediaPolicy, first: ep.ProcessingRequest) -> None:
         self._config = config
@@ -85,6 +88,8 @@ class AttemptExchange:
         self.grant: Grant | None = None
         # Why the headers were refused; the body (should Envoy still send it) gets the same.
         self.refusal: ep.ProcessingResponse | None = _not_granted()
+        # An upload's form, read and written for this target as it passes.
+        self._form: tuple[FormReader, FormWriter] | None = None
 
     @property
     def request_id(self) -> str:
@@ -92,7 +97,51 @@ class AttemptExchange:
 
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         self.refusal = self._check(headers)
+        endpoint = self.endpoint
+        if self.refusal is None and endpoint is not None and endpoint.request_body is RequestBody.STREAMED:
+            return self._upload_headers(headers)
         return self.refusal or msg.request_headers()
+
+    def _upload_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+        """An upload's attempt: its route and credentials now, and its body chunk by chunk,
+        written for this target as the client's form passes (the filter buffers bodies
+        otherwise: the answer switches it to STREAMED for this attempt)."""
+        assert self.endpoint is not None
+        model = self._config.models.get(self.slug) if self._config else None
+        if model is None:
+            self.refusal = _fail(
+                GatewayError(503, "upstream_unavailable", f"Fallback target '{self.slug}' is not configured.")
+            )
+            return self.refusal
+        content_type = msg.header_map(headers, _CONTENT_TYPE).get("content-type", "")
+        try:
+            boundary = boundary_of(content_type)
+            form = form_upstream(model, self.endpoint, boundary)
+        except FormError as err:
+            self.refusal = _fail(GatewayError(400, "invalid_request", str(err)))
+            return self.refusal
+        except GatewayError as err:
+            self.refusal = _fail(err)
+            return self.refusal
+        self._form = (FormReader(boundary, form.writer), form.writer)
+        provider = model.provider
+        set_headers = [(":path", form.path), (":authority", provider.host), *form.headers.items()]
+        names = {name for name, _ in set_headers}
+        remove = ["content-length", *header_policy.request_removals(provider.kind, self.present, names)]
+        return msg.request_headers(set_headers, remove, stream_body=True)
+
+    def _upload_chunk(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+        assert self._form is not None
+        reader, writer = self._form
+        try:
+            reader.feed(body.body)
+            if body.end_of_stream:
+                reader.close()
+        except FormError as err:
+            return _fail(GatewayError(400, "invalid_request", str(err)))
+        except GatewayError as err:
+            return _fail(err)
+        return msg.request_chunk(writer.take())
 
     def _check(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse | None:
         """Nothing if the attempt may go ahead, else the reply that refuses it."""
@@ -121,6 +170,8 @@ class AttemptExchange:
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         if self.refusal is not None:
             return self.refusal
+        if self._form is not None:
+            return self._upload_chunk(body)
         assert self.endpoint is not None  # set with the grant's check
         model = self._config.models.get(self.slug) if self._config else None
         if model is None:

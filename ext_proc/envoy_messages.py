@@ -18,6 +18,7 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _BUFFERED_PARTIAL = processing_mode_pb2.ProcessingMode.BUFFERED_PARTIAL
 _SKIP = processing_mode_pb2.ProcessingMode.SKIP
+_NONE = processing_mode_pb2.ProcessingMode.NONE
 
 Headers = Iterable[tuple[str, str]]
 Metadata = tuple[str, dict[str, str]] | None  # (namespace, string fields) of Envoy dynamic metadata
@@ -73,12 +74,40 @@ def _fill_common(
             common.body_mutation.clear_body = True
 
 
-def request_headers(set_headers: Headers = (), remove: Iterable[str] = ()) -> ep.ProcessingResponse:
+def request_headers(
+    set_headers: Headers = (),
+    remove: Iterable[str] = (),
+    *,
+    clear_route_cache: bool = False,
+    metadata: Metadata = None,
+    stream_body: bool = False,
+) -> ep.ProcessingResponse:
+    """``clear_route_cache``: re-pick the route (an upload routed from its headers' answer);
+    ``stream_body``: the request body comes chunk by chunk from now on (a chain's attempt of
+    an upload, whose filter buffers bodies by default)."""
     resp = ep.ProcessingResponse()
-    if set_headers or remove:
-        _fill_common(resp.request_headers.response, set_headers, remove, None, False)
+    if set_headers or remove or clear_route_cache:
+        _fill_common(resp.request_headers.response, set_headers, remove, None, clear_route_cache)
     else:
         resp.request_headers.SetInParent()
+    if metadata is not None:
+        namespace, fields = metadata
+        resp.dynamic_metadata.fields[namespace].struct_value.update(fields)
+    if stream_body:
+        mode = resp.mode_override
+        mode.request_body_mode = _STREAMED
+        mode.request_trailer_mode = _SKIP
+        mode.response_header_mode = _SKIP
+        mode.response_body_mode = _NONE
+        mode.response_trailer_mode = _SKIP
+    return resp
+
+
+def request_chunk(body: bytes | None) -> ep.ProcessingResponse:
+    """The answer to one chunk of a streamed request body: None leaves it as it came; bytes
+    (empty ones too) replace it."""
+    resp = ep.ProcessingResponse()
+    _fill_common(resp.request_body.response, (), (), body, False)
     return resp
 
 
@@ -102,8 +131,10 @@ def request_body(
 
 
 def response_headers(
-    set_headers: Headers = (), remove: Iterable[str] = (), stream_body: bool = False
+    set_headers: Headers = (), remove: Iterable[str] = (), stream_body: bool = False, skip_body: bool = False
 ) -> ep.ProcessingResponse:
+    """``stream_body``: the answer's body comes chunk by chunk (SSE); ``skip_body``: it goes to
+    the client without passing through ext_proc at all (speech audio)."""
     resp = ep.ProcessingResponse()
     if set_headers or remove:
         _fill_common(resp.response_headers.response, set_headers, remove, None, False)
@@ -112,7 +143,7 @@ def response_headers(
     # Per request: an SSE body goes chunk by chunk; any other body comes whole, up to the
     # stream's buffer limit (past it, its first part comes with ``end_of_stream`` false).
     mode = resp.mode_override
-    mode.response_body_mode = _STREAMED if stream_body else _BUFFERED_PARTIAL
+    mode.response_body_mode = _STREAMED if stream_body else _NONE if skip_body else _BUFFERED_PARTIAL
     mode.response_trailer_mode = _SKIP
     mode.request_trailer_mode = _SKIP
     return resp

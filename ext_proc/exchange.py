@@ -62,10 +62,11 @@ from ext_proc import (
     settlement,
 )
 from ext_proc import envoy_messages as msg
+from ext_proc.audio_upload import DEFAULT_LOOKAHEAD_BYTES
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.endpoints import chat_completions
-from ext_proc.endpoints.base import Endpoint, LastEvent
+from ext_proc.endpoints.base import Endpoint, LastEvent, RequestBody
 from ext_proc.errors import GatewayError
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
 from ext_proc.lifecycle import (
@@ -91,7 +92,8 @@ from ext_proc.settlement import Claim
 from ext_proc.stream_answer import StreamAnswer
 from ext_proc.translators import sse, translator_for
 from ext_proc.translators.base import ResponseContext, Usage
-from ext_proc.upstream_request import upstream_request
+from ext_proc.upload_intake import UploadIntake
+from ext_proc.upstream_request import form_upstream, upstream_request
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -114,6 +116,9 @@ def new_request_id() -> str:
 _GRANT_LIFETIME_S = 3600.0
 
 Recorder = Callable[[usage_pb2.UsageRecord], None]
+# The largest audio upload (OpenAI's own limit is 25 MB); INFERY_MAX_AUDIO_BYTES.
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024  # INFERY_MAX_REQUEST_BYTES, Envoy's request buffer
 _TOO_LARGE = "The provider's answer is larger than this gateway buffers (INFERY_MAX_REQUEST_BYTES)."
 
 
@@ -127,6 +132,10 @@ class Services:
     media: MediaPolicy = field(default_factory=MediaPolicy)  # which media URLs may be fetched, how many
     max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
     files: file_refs.FilesService | None = None  # where chat's file_id parts are read (INFERY_FILES_SERVICE)
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # INFERY_MAX_AUDIO_BYTES
+    upload_lookahead: int = DEFAULT_LOOKAHEAD_BYTES  # INFERY_AUDIO_MODEL_LOOKAHEAD_BYTES
+    # Envoy's request buffer (INFERY_MAX_REQUEST_BYTES): what a chain's router keeps for its retries.
+    max_buffered_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -167,6 +176,7 @@ class Exchange:
         "status",
         "stream",
         "transcript",
+        "upload",
         "usage",
     )
 
@@ -204,6 +214,7 @@ class Exchange:
         self.usage: Usage | None = None
         self.credits = ZERO
         self.replayed = False
+        self.upload: UploadIntake | None = None  # an upload read as it passes (RequestBody.STREAMED)
 
     @property
     def finished(self) -> bool:
@@ -212,7 +223,8 @@ class Exchange:
 
     # -- request -------------------------------------------------------------
 
-    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
+    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse | None:
+        """The answer to the headers; None for an upload, whose answer waits for its model."""
         if self.state is not NEW:
             raise IllegalMove(self.state, RECEIVED)
         h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
@@ -245,14 +257,29 @@ class Exchange:
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
+            if endpoint.request_body is RequestBody.STREAMED:
+                # Answered once the form's model has passed (ext_proc/upload_intake.py).
+                services = self._services
+                self.upload = UploadIntake(
+                    h.get("content-type", ""),
+                    services.upload_lookahead,
+                    services.max_upload_bytes,
+                    h.get("content-length"),
+                )
         except GatewayError as err:
             return self._refused_now(err)
         self._move(RECEIVED)
+        if self.upload is not None:
+            return None
         return msg.request_headers(
             set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=header_policy.CONTROL
         )
 
-    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
+        """The answer to the body; for an upload's chunk, the answers now owed (none while its
+        model has not passed, the headers' and every held chunk's once it has)."""
+        if self.upload is not None:
+            return await self._upload_chunk(self.upload, body)
         if self.state is not RECEIVED:
             raise IllegalMove(self.state, ADMITTED)
         try:
@@ -353,6 +380,13 @@ class Exchange:
         """
         assert self.key is not None and self.endpoint is not None
         body = _parse_body(raw)
+        model = self._requested_model(body, config)
+        return body, model
+
+    def _requested_model(self, body: dict[str, Any], config: GatewayConfig) -> Model:
+        """The model a request names, checked: it exists, the workspace may use it, and the
+        request passes its endpoint's own checks (the API's refusals, whether it streams)."""
+        assert self.key is not None and self.endpoint is not None
         slug = body.get("model")
         if not isinstance(slug, str) or not slug:
             raise GatewayError(400, "invalid_request", "'model' is required.", param="model")
@@ -368,7 +402,103 @@ class Exchange:
         self.model = model
         self.request_body = body
         self.stream, self.include_usage = self.endpoint.streaming(body)
-        return body, model
+        return model
+
+    # -- uploads (RequestBody.STREAMED: ext_proc/upload_intake.py) -------------
+
+    async def _upload_chunk(
+        self, upload: UploadIntake, body: ep.HttpBody
+    ) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
+        state = self.state
+        if state is RECEIVED:  # the model has not passed yet
+            try:
+                if not upload.feed(body):
+                    return []
+                return await self._route_upload(upload)
+            except GatewayError as err:
+                return await self._refused(err)
+        if state is ROUTED:
+            try:
+                answer = upload.next(body)
+                if body.end_of_stream:  # every field known: those after the model are checked too
+                    assert self.endpoint is not None
+                    self.endpoint.check(upload.stream.fields)
+                    self.stream, self.include_usage = self.endpoint.streaming(upload.stream.fields)
+                return answer
+            except GatewayError as err:
+                return await self._refused(err)
+        if state in FINAL and not upload.routed:
+            return []  # refused: Envoy sends nothing more after an immediate response
+        # The answer has begun (a provider that replied before the upload ended): the rest goes nowhere.
+        return msg.request_chunk(b"")
+
+    async def _route_upload(self, upload: UploadIntake) -> list[ep.ProcessingResponse]:
+        """Admit and route an upload whose model has passed: the deferred answer to its headers,
+        then the answers of the chunks held (ext_proc/upload_intake.py)."""
+        assert self.key is not None and self.endpoint is not None
+        config = self._require_config()
+        fields = upload.stream.fields
+        model = self._requested_model(fields, config)
+        workspace = self.key.workspace
+        estimate = self.endpoint.reservation(fields) if workspace.tpm else 0
+        self.admission = await self._services.limiter.admit(workspace, estimate)
+        self._move(ADMITTED)
+        # Not idempotent: an upload's fingerprint is its whole body, known only once it has gone
+        # upstream; an Idempotency-Key on an upload is ignored (README, "Audio").
+        identity = [(REQUEST_ID_HEADER, self.request_id)]
+        route = config.routes.get(model.slug)
+        chained = route is not None and bool(route.cluster)
+        if chained and upload.length is None:
+            # A chain's retries need the upload's size up front (below); without Content-Length it
+            # goes to the chain's first target alone, with no fallback (README, "Audio").
+            chained, route = False, None
+        if route is not None and chained:
+            # Envoy's router keeps a chain's request for its retries, within its buffer. An upload
+            # that would outgrow it is refused before anything goes upstream: Envoy 1.40 was
+            # measured to crash when a streamed upload to a chain was cut past that buffer.
+            limit = self._services.max_buffered_bytes
+            if upload.length is not None and upload.length >= limit:
+                raise GatewayError(
+                    413,
+                    "request_too_large",
+                    f"An upload to a model with fallbacks may be at most {limit - 1} bytes.",
+                )
+            self.chain = route
+            self.chain_targets, cluster = route.allowed_chain(workspace)
+            set_headers = [
+                *identity,
+                (ROUTE_HEADER, cluster),
+                (MODEL_ROUTE_HEADER, model.slug if cluster == route.cluster else cluster),
+            ]
+            metadata: msg.Metadata = (
+                ATTEMPT_METADATA,
+                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
+            )
+            headers = msg.request_headers(
+                set_headers, header_policy.CONTROL, clear_route_cache=True, metadata=metadata
+            )
+            self._move(ROUTED)
+            return upload.route(headers, None)
+        form = form_upstream(model, self.endpoint, upload.boundary)
+        provider = model.provider
+        set_headers = [
+            *identity,
+            (":path", form.path),
+            (":authority", provider.host),
+            *form.headers.items(),
+            (ROUTE_HEADER, provider.cluster),
+        ]
+        if route is not None:  # the model's own route: its timeouts (a chain's retries: see above)
+            set_headers.append((MODEL_ROUTE_HEADER, model.slug))
+        names = {name for name, _ in set_headers}
+        remove = [
+            *header_policy.CONTROL,
+            "content-length",
+            *header_policy.request_removals(provider.kind, self.client_headers, names),
+        ]
+        headers = msg.request_headers(set_headers, remove, clear_route_cache=True)
+        self._move(ROUTED)
+        return upload.route(headers, form.writer)
 
     def _idempotency_scope(self) -> str:
         """Whose replays these are: the member's, unless the workspace shares them."""
@@ -423,8 +553,17 @@ class Exchange:
         if self.fallback_from:
             served.append((FALLBACK_FROM_HEADER, self.fallback_from))
         remove = header_policy.response_removals(headers, served)
+        assert self.endpoint is not None
+        if self.endpoint.passes_answer and self.status < 400 and not headers.end_of_stream:
+            # Speech: the audio goes to the client as the provider streams it, never through
+            # here; its charge is known from the request (its characters).
+            settlement.charge(self, self.endpoint.request_usage(self.request_body) or Usage())
+            served.append((CREDITS_USED_HEADER, format_credits(self.credits)))
+            await self._settle(FINISHED)
+            return msg.response_headers(set_headers=served, remove=remove, skip_body=True)
         if (
             self.stream
+            and self.upload is None  # an upload's answer is read whole (transcriptions_openai.py)
             and self.status == 200
             and h.get("content-type", "").startswith("text/event-stream")
             and not headers.end_of_stream
@@ -482,10 +621,16 @@ class Exchange:
         )
         self.status = translated.status
         out = [*headers, ("content-length", str(len(translated.body)))]
+        if translated.content_type is not None:
+            out.append(("content-type", translated.content_type))
         if translated.status < 400:
-            usage = settlement.answer_usage(
-                self.endpoint, translated.usage, translated.body, self.request_body
-            )
+            upload = self.upload
+            if upload is not None:  # priced by what was heard (endpoints/audio_transcriptions.py)
+                usage = self.endpoint.upload_usage(translated.usage, upload.measured_ms, upload.file_bytes)
+            else:
+                usage = settlement.answer_usage(
+                    self.endpoint, translated.usage, translated.body, self.request_body
+                )
             settlement.charge(self, usage)
             out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
         else:
@@ -633,6 +778,7 @@ class Exchange:
             self.include_usage,
             self.request_body,
             self._services.max_sse_event_bytes,
+            (self.upload.measured_ms or 0) if self.upload is not None else 0,
         )
 
     def _require_config(self) -> GatewayConfig:

@@ -45,8 +45,19 @@ from infery_proto.wire import (
 )
 
 # -- client -> gateway ------------------------------------------------------------------------
-# The client's key comes as a bearer token or in ``x-api-key`` (Anthropic's way; ext_proc/auth.py).
-READ_FROM_CLIENT = frozenset({":path", ":method", "authorization", "x-api-key", IDEMPOTENCY_KEY_HEADER})
+# The client's key comes as a bearer token or in ``x-api-key`` (Anthropic's way; ext_proc/auth.py);
+# content-type and -length: an upload's form boundary and size (ext_proc/upload_intake.py).
+READ_FROM_CLIENT = frozenset(
+    {
+        ":path",
+        ":method",
+        "authorization",
+        "x-api-key",
+        "content-type",
+        "content-length",
+        IDEMPOTENCY_KEY_HEADER,
+    }
+)
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
 CONTROL = (
     ROUTE_HEADER,

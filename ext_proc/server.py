@@ -58,12 +58,21 @@ def methods(
                     if kind == "response_body":  # the most frequent: each chunk of a stream
                         yield await processor.on_response_body(req.response_body)
                     elif kind == "request_headers":
-                        yield processor.on_request_headers(req.request_headers)
+                        answer = processor.on_request_headers(req.request_headers)
+                        if answer is not None:  # an upload's headers are answered with its chunks
+                            yield answer
                     elif kind == "request_body":
                         started = start(processor.on_request_body(req.request_body))
                         if isinstance(started, Suspended):
                             async for response in started.answers(extend_after, more_time):
-                                yield response
+                                if isinstance(response, list):
+                                    for each in response:
+                                        yield each
+                                else:
+                                    yield response
+                        elif isinstance(started, list):  # an upload's chunk: the answers now owed
+                            for each in started:
+                                yield each
                         else:
                             yield started
                     elif kind == "response_headers":

@@ -216,6 +216,8 @@ def usage_record(ex: Exchange) -> usage_pb2.UsageRecord:
         error_code=ex.error_code,  # also set when a stream failed after its 200 headers
         usage_estimated=usage.estimated,
         usage_rejected=usage.rejected,
+        characters=usage.characters,
+        audio_ms=usage.audio_ms,
     )
 
 

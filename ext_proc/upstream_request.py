@@ -16,7 +16,7 @@ from ext_proc.config import Model
 from ext_proc.endpoints.base import Endpoint
 from ext_proc.media_fetch import MediaPolicy, fetch_media
 from ext_proc.translators import translator_for
-from ext_proc.translators.base import Target
+from ext_proc.translators.base import FormTranslator, FormUpstream, Target
 
 
 async def upstream_request(
@@ -50,3 +50,14 @@ async def upstream_request(
     ]
     remove = header_policy.request_removals(provider.kind, present, {name for name, _ in set_headers})
     return upstream.body, set_headers, remove
+
+
+def form_upstream(model: Model, endpoint: Endpoint, boundary: bytes) -> FormUpstream:
+    """The request to ``model``'s provider of an upload (a form endpoint): its path and headers,
+    and the writer of its body as the client's form passes (translators/base.py ``FormTranslator``)."""
+    provider = model.provider
+    translator = translator_for(endpoint, provider.wire_format)
+    if not isinstance(translator, FormTranslator):
+        raise TypeError(f"{type(translator).__name__} does not read forms")
+    target = Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model)
+    return translator.form_request(target, boundary)

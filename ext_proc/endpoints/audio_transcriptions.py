@@ -6,7 +6,7 @@ its fields are kept, its file is measured and rewritten for the provider as it p
 held whole. Its "body", for the checks here and the translators, is the form's fields as
 strings (``stream: "true"``, ``temperature: "0.2"``), lists for the ``name[]`` ones.
 
-Priced per second of audio heard (``per_audio_second``), :meth:`AudioTranscriptions.heard`
+Priced per second of audio heard (``per_audio_second``), :meth:`AudioTranscriptions.upload_usage`
 says which duration counts: the provider's when its answer gives one (OpenAI's
 ``usage.seconds`` or verbose ``duration``, Gemini's audio tokens), else the gateway's own
 measure of the file (ext_proc/audio_duration.py: WAV, FLAC, MP3, Ogg, MP4/M4A), else an
@@ -95,7 +95,7 @@ class AudioTranscriptions(Endpoint):
     def prompt_tokens(self, body: Mapping[str, Any]) -> int:
         return 0  # priced per second of audio; a token limit counts the request as 1
 
-    def heard(self, provider: Usage | None, measured_ms: int | None, file_bytes: int) -> Usage:
+    def upload_usage(self, provider: Usage | None, measured_ms: int | None, file_bytes: int) -> Usage:
         """The usage to charge: the provider's seconds when it gave them, else the gateway's
         measure of the file, else the estimate from its size (``estimated``)."""
         if provider is not None and provider.audio_ms and not provider.rejected:
@@ -119,6 +119,7 @@ class AudioTranscriptions(Endpoint):
             rejected=rejected,
             audio_ms=estimate,
         )
+
 
 ENDPOINT = AudioTranscriptions()
 

@@ -137,6 +137,11 @@ class Endpoint(ABC):
         None when the answer tells (the default)."""
         return None
 
+    def upload_usage(self, provider: Usage | None, measured_ms: int | None, file_bytes: int) -> Usage:
+        """What an upload (``RequestBody.STREAMED``) is charged, from the provider's usage and what
+        the gateway measured of the file; the provider's usage (or nothing) by default."""
+        return provider if provider is not None and not provider.rejected else Usage()
+
     def served_chars(self, doc: Any) -> int:
         """Characters of text an answer (or one stream event) delivers to the client: the output
         charged when the provider's usage is missing. 0 for answers that are not text."""

@@ -1,14 +1,16 @@
-"""Envoy's route for the audio uploads: the default route's cluster, with ext_proc reading the
-request body as a stream (per-route STREAMED) and answering the headers once it has seen the model."""
+"""Envoy's route for the audio uploads: the default route's cluster, with the listener's ext_proc
+off and its upload instance on, which reads the request body as a stream and may answer the
+headers once it has seen the model; every other route keeps the listener's ext_proc alone."""
 
 from __future__ import annotations
 
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
-from infery_proto.wire import ROUTE_HEADER, STREAMED_BODY_PATHS
+from infery_proto.wire import EXT_PROC_FILTER, ROUTE_HEADER, STREAMED_BODY_PATHS
 
 from control_plane.xds.envoy_config import (
+    UPLOAD_FILTER,
     ListenerSettings,
     listener,
     route_configuration,
@@ -25,28 +27,50 @@ def _unpacked(action: object) -> route_components_pb2.Route:
     return route
 
 
-def test_the_route_streams_the_request_body_to_ext_proc() -> None:
+def test_the_route_turns_the_upload_filter_on_and_the_listeners_off() -> None:
     s = ListenerSettings(request_timeout_s=600)
     route = streamed_body_route(s)
     default = route_entry(None, s)
     assert route.route == default.route and route.route.cluster_header == ROUTE_HEADER
     assert list(route.request_headers_to_remove) == list(default.request_headers_to_remove)
+    listeners = route_components_pb2.FilterConfig()
+    route.typed_per_filter_config[EXT_PROC_FILTER].Unpack(listeners)
+    assert listeners.disabled
+    upload = route_components_pb2.FilterConfig()
+    route.typed_per_filter_config[UPLOAD_FILTER].Unpack(upload)
+    assert not upload.disabled
     per_route = ext_proc_pb2.ExtProcPerRoute()
-    route.typed_per_filter_config["envoy.filters.http.ext_proc"].Unpack(per_route)
+    upload.config.Unpack(per_route)
     mode = per_route.overrides.processing_mode
     assert (mode.request_header_mode, mode.request_body_mode) == (MODE.SEND, MODE.STREAMED)
     assert (mode.response_header_mode, mode.response_body_mode) == (MODE.SEND, MODE.BUFFERED)
-    assert not default.typed_per_filter_config  # every other route keeps the listener's BUFFERED
+    assert not default.typed_per_filter_config  # every other route: the listener's ext_proc alone
 
 
-def test_ext_proc_may_read_a_streamed_body_before_answering_its_headers() -> None:
+def test_only_the_upload_filter_reads_bodies_before_answering_headers() -> None:
     hcm = listener(ListenerSettings()).filter_chains[0].filters[0]
     manager = http_connection_manager_pb2.HttpConnectionManager()
     hcm.typed_config.Unpack(manager)
-    ext_proc = ext_proc_pb2.ExternalProcessor()
-    manager.http_filters[0].typed_config.Unpack(ext_proc)
-    assert ext_proc.send_body_without_waiting_for_header_response
-    assert ext_proc.processing_mode.request_body_mode == MODE.BUFFERED  # the listener's default
+    first, upload, router = manager.http_filters
+    assert (first.name, upload.name, router.name) == (
+        EXT_PROC_FILTER,
+        UPLOAD_FILTER,
+        "envoy.filters.http.router",
+    )
+    assert not first.disabled and upload.disabled  # off unless a route turns it on
+    listeners, uploads = ext_proc_pb2.ExternalProcessor(), ext_proc_pb2.ExternalProcessor()
+    first.typed_config.Unpack(listeners)
+    upload.typed_config.Unpack(uploads)
+    # The option changes how Envoy handles responses too (SSE arrived whole): never on the first.
+    assert not listeners.send_body_without_waiting_for_header_response
+    assert uploads.send_body_without_waiting_for_header_response
+    assert uploads.processing_mode.request_body_mode == MODE.STREAMED
+    assert listeners.processing_mode.request_body_mode == MODE.BUFFERED
+    assert (
+        uploads.grpc_service == listeners.grpc_service
+        and uploads.message_timeout == listeners.message_timeout
+    )
+    assert uploads.metadata_options == listeners.metadata_options  # a chain's grant reaches its attempts
 
 
 def test_the_upload_paths_are_the_no_match_branch_before_the_default_route() -> None:

@@ -55,16 +55,16 @@ def test_translations_take_no_stream() -> None:
 
 def test_the_providers_duration_wins_then_the_gateways_measure_then_an_estimate() -> None:
     told = Usage(audio_ms=3000)
-    assert TRANSCRIPTIONS.heard(told, 1500, 10_000) is told
+    assert TRANSCRIPTIONS.upload_usage(told, 1500, 10_000) is told
     tokens = Usage(input_tokens=14, output_tokens=3)
-    assert TRANSCRIPTIONS.heard(tokens, 1500, 10_000) == Usage(
+    assert TRANSCRIPTIONS.upload_usage(tokens, 1500, 10_000) == Usage(
         input_tokens=14, output_tokens=3, audio_ms=1500
     )
-    assert TRANSCRIPTIONS.heard(None, 1500, 10_000) == Usage(audio_ms=1500)
-    guessed = TRANSCRIPTIONS.heard(None, None, 10_001)
+    assert TRANSCRIPTIONS.upload_usage(None, 1500, 10_000) == Usage(audio_ms=1500)
+    guessed = TRANSCRIPTIONS.upload_usage(None, None, 10_001)
     assert guessed == Usage(estimated=True, audio_ms=5001)  # 16 kbit/s: 2000 bytes a second
     lie = "provider usage seconds=-1 is out of range"
-    assert TRANSCRIPTIONS.heard(Usage(rejected=lie), 800, 10) == Usage(rejected=lie, audio_ms=800)
+    assert TRANSCRIPTIONS.upload_usage(Usage(rejected=lie), 800, 10) == Usage(rejected=lie, audio_ms=800)
 
 
 def test_priced_per_second_to_the_millisecond() -> None:
