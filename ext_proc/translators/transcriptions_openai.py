@@ -23,11 +23,13 @@ import orjson
 
 from ..errors import GatewayError
 from ..form_stream import PartHead, closing, part_header, part_trailer
+from . import provider_errors
 from . import usage as provider_usage
 from .audio_speech_openai import refuse_kind
 from .base import FormTranslator, FormUpstream, ResponseContext, Target, TranslatedResponse
 from .openai_api import error_response
 from .provider_errors import failed
+from .sse import SSEBuffer
 
 JSON_FORMATS = ("json", "verbose_json")
 
@@ -91,6 +93,8 @@ class TranscriptionsOpenAI(FormTranslator):
     def response(self, status: int, body: bytes, ctx: ResponseContext) -> TranslatedResponse:
         if status >= 400:
             return error_response(status, body)
+        if body.startswith((b"data:", b"event:")):
+            return stream_answer(body)
         if ctx.request.get("response_format", "json") not in JSON_FORMATS:
             return TranslatedResponse(status, body, None)  # text, srt, vtt: the transcript as is
         try:
@@ -100,6 +104,19 @@ class TranscriptionsOpenAI(FormTranslator):
         if not isinstance(doc, dict):
             return failed(502, "upstream_error", "upstream returned a body that is not a JSON object")
         return TranslatedResponse(status, body, provider_usage.openai_transcription(doc))
+
+
+def stream_answer(body: bytes) -> TranslatedResponse:
+    """A streamed transcription (``stream: true``, gpt-4o-transcribe), read whole: passed on as
+    it came, its usage read from the ``transcript.text.done`` event (a token usage: the
+    endpoint charges the gateway's measure of the file)."""
+    usage = None
+    reader = SSEBuffer(max_event_bytes=len(body) + 1)
+    for event in [*reader.feed(body), *reader.flush()]:
+        doc = provider_errors.json_or_none(event.data)
+        if isinstance(doc, dict) and doc.get("type") == "transcript.text.done":
+            usage = provider_usage.openai_transcription(doc)
+    return TranslatedResponse(200, body, usage, content_type="text/event-stream")
 
 
 class TranslationsOpenAI(TranscriptionsOpenAI):

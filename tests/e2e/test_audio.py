@@ -251,13 +251,22 @@ def test_the_model_after_the_file_still_routes(
     assert openai_sim.requests()[-1]["body"]["form"]["model"] == "whisper-1"
 
 
-def test_a_transcription_stream(audio: openai.OpenAI):
+@pytest.mark.parametrize("model", ["hear-4o", "hear-gemini"])
+def test_a_transcription_stream(audio: openai.OpenAI, admin: Admin, model: str):
     wav = audio_samples.wav(1.0)
-    events = list(audio.audio.transcriptions.create(model="hear-gemini", file=("a.wav", wav), stream=True))
+    stream = audio.audio.transcriptions.with_raw_response.create(model=model, file=("a.wav", wav), stream=True)
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    events = list(stream.parse())
     for event in events:
         assert_openai(event.model_dump(exclude_none=True), "CreateTranscriptionResponseStreamEvent")
     assert events[-1].type == "transcript.text.done"
     assert "".join(e.delta for e in events[:-1]) == events[-1].text
+    assert events[-1].text == "This is a simulated transcript of 1.00 seconds of audio."
+    # gpt-4o-transcribe's stream reports tokens, Gemini's audio tokens: one second either way
+    price = PER_SECOND if model == "hear-4o" else GEMINI_PER_SECOND
+    assert Decimal(stream.headers["x-credits-used"]) == price
+    record = record_of(admin, stream.headers)
+    assert (record["stream"], record["audio_ms"]) == (True, 1000)
 
 
 def test_a_fallback_chain_serves_a_transcription(audio: openai.OpenAI, admin: Admin, openai_sim, gemini_sim):

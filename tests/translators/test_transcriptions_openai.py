@@ -152,3 +152,16 @@ def test_speech_audio_is_never_read_but_its_errors_are() -> None:
     assert (res.body, res.usage) == (audio, None)
     error = AudioSpeechOpenAI().response(400, b'{"error": {"message": "bad voice", "param": "voice"}}', ctx())
     assert (error.status, orjson.loads(error.body)["error"]["param"]) == (400, "voice")
+
+
+def test_a_streamed_transcription_passes_with_its_usage() -> None:
+    done = {"type": "transcript.text.done", "text": "Hi there.",
+            "usage": {"type": "tokens", "input_tokens": 20, "output_tokens": 3, "total_tokens": 23}}  # fmt: skip
+    body = (
+        b'data: {"type":"transcript.text.delta","delta":"Hi"}\n\n'
+        b'data: {"type":"transcript.text.delta","delta":" there."}\n\n'
+        b"data: " + orjson.dumps(done) + b"\n\n"
+    )
+    res = TranscriptionsOpenAI().response(200, body, ctx(stream="true"))
+    assert (res.body, res.content_type) == (body, "text/event-stream")
+    assert res.usage == Usage(input_tokens=20, output_tokens=3)  # no duration: the gateway's measure counts

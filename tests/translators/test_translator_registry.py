@@ -7,6 +7,7 @@ import pytest
 from ext_proc import endpoints, translators
 from ext_proc.errors import GatewayError
 from ext_proc.translators import WIRE_FORMATS, translator_for
+from ext_proc.translators.audio_speech_openai import AudioSpeechOpenAI
 from ext_proc.translators.chat_anthropic import ChatAnthropic
 from ext_proc.translators.chat_gemini import ChatGemini
 from ext_proc.translators.chat_openai import ChatOpenAI
@@ -19,7 +20,11 @@ from ext_proc.translators.messages_anthropic import MessagesAnthropic
 from ext_proc.translators.messages_gemini import MessagesGemini
 from ext_proc.translators.messages_openai import MessagesOpenAI
 from ext_proc.translators.moderations_openai import ModerationsOpenAI
+from ext_proc.translators.transcriptions_gemini import TranscriptionsGemini, TranslationsGemini
+from ext_proc.translators.transcriptions_openai import TranscriptionsOpenAI, TranslationsOpenAI
 
+# xAI takes the OpenAI pairs; the audio ones refuse it themselves (its API has no audio endpoints,
+# tests/translators/test_transcriptions_openai.py::test_xai_has_no_audio_api).
 OPENAI = {
     "chat_completions": ChatOpenAI,
     "embeddings": EmbeddingsOpenAI,
@@ -27,6 +32,9 @@ OPENAI = {
     "messages": MessagesOpenAI,
     "moderations": ModerationsOpenAI,
     "completions": CompletionsOpenAI,
+    "audio_speech": AudioSpeechOpenAI,
+    "audio_transcriptions": TranscriptionsOpenAI,
+    "audio_translations": TranslationsOpenAI,
 }
 # provider kind -> endpoint name -> its translator's class; absent: unsupported_endpoint
 SERVES: dict[str, dict[str, type]] = {
@@ -38,7 +46,13 @@ SERVES: dict[str, dict[str, type]] = {
         "messages": MessagesAnthropic,
         "count_tokens": CountTokensAnthropic,
     },
-    "google": {"chat_completions": ChatGemini, "embeddings": EmbeddingsGemini, "messages": MessagesGemini},
+    "google": {
+        "chat_completions": ChatGemini,
+        "embeddings": EmbeddingsGemini,
+        "messages": MessagesGemini,
+        "audio_transcriptions": TranscriptionsGemini,
+        "audio_translations": TranslationsGemini,
+    },
 }
 # Endpoints the gateway answers itself for some wire formats (no provider call, no pair).
 LOCAL = {("openai", "count_tokens"), ("gemini", "count_tokens")}
