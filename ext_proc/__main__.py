@@ -110,7 +110,17 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         files = file_refs.FilesService.from_env(
             s.files_service, s.xds_tls_ca_file or "", s.xds_tls_cert_file or "", s.xds_tls_key_file or ""
         )
-    services = Services(record, limiter, Idempotency(state), media, s.max_sse_event_bytes, files)
+    services = Services(
+        record,
+        limiter,
+        Idempotency(state),
+        media,
+        s.max_sse_event_bytes,
+        files,
+        max_upload_bytes=s.max_audio_bytes,
+        max_buffered_bytes=s.max_request_bytes,
+        upload_lookahead=s.audio_model_lookahead_bytes,
+    )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
     gauges.watch_config(lambda: subscriber.problem)

@@ -82,6 +82,22 @@ class ExtProcSettings(InferySettings):
         ge=1024,
         description="the longest provider stream event read; a longer one cuts the stream (upstream_error)",
     )
+    max_audio_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1024,
+        description="the largest audio upload (transcriptions, translations); larger: 413 request_too_large",
+    )
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Envoy's request buffer (set the control plane's the same): "
+        "an upload to a fallback chain larger than it is refused (413)",
+    )
+    audio_model_lookahead_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=0,
+        description="how far into an upload ext_proc reads for its `model` field when it follows the file",
+    )
     ext_proc_message_timeout_s: float = Field(
         _DEADLINE.message_timeout_s,
         gt=0,

@@ -231,6 +231,15 @@ def test_an_upload_larger_than_the_gateways_body_buffer_streams(audio: openai.Op
     assert Decimal(raw.headers["x-credits-used"]) == 100 * PER_SECOND
     gemini = audio.audio.transcriptions.create(model="hear-gemini", file=("long.wav", big))
     assert gemini.text == "This is a simulated transcript of 100.00 seconds of audio."
+    # A chain's request is kept by Envoy for its retries, within INFERY_MAX_REQUEST_BYTES (32 MiB by
+    # default, above INFERY_MAX_AUDIO_BYTES): an upload announcing more is refused before anything
+    # goes upstream (Envoy 1.40 crashed when such an upload was cut mid-way), and the gateway serves on.
+    for _ in range(3):
+        with pytest.raises(openai.APIStatusError) as err:
+            audio.audio.transcriptions.create(model="hear-chain", file=("long.wav", big))
+        assert (err.value.status_code, err.value.code) == (413, "request_too_large")
+    small = audio.audio.transcriptions.create(model="hear-chain", file=("short.wav", audio_samples.wav(0.5)))
+    assert small.text == "This is a simulated transcript of 0.50 seconds of audio."
 
 
 def test_the_model_after_the_file_still_routes(
@@ -251,10 +260,34 @@ def test_the_model_after_the_file_still_routes(
     assert openai_sim.requests()[-1]["body"]["form"]["model"] == "whisper-1"
 
 
+def test_an_upload_without_content_length(audio: openai.OpenAI, gateway: Stack, tenant: Tenant, openai_sim):
+    content_type, body = audio_samples.form({"model": "hear-chain"}, audio_samples.wav(0.5))
+
+    def pieces() -> Any:
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+
+    headers = {"content-type": content_type, "authorization": f"Bearer {tenant.key}"}
+    # chunked: a chain's retries need the size up front, so its first target serves it alone
+    openai_sim.script([{"status": 503}])
+    failed = httpx.post(
+        f"{gateway.base_url}/audio/transcriptions", content=pieces(), headers=headers, timeout=30
+    )
+    assert failed.status_code == 503 and "x-fallback-from" not in failed.headers
+    served = httpx.post(
+        f"{gateway.base_url}/audio/transcriptions", content=pieces(), headers=headers, timeout=30
+    )
+    assert served.status_code == 200, served.text
+    assert served.json()["text"] == "This is a simulated transcript of 0.50 seconds of audio."
+    assert served.headers["x-model-used"] == "hear-chain"
+
+
 @pytest.mark.parametrize("model", ["hear-4o", "hear-gemini"])
 def test_a_transcription_stream(audio: openai.OpenAI, admin: Admin, model: str):
     wav = audio_samples.wav(1.0)
-    stream = audio.audio.transcriptions.with_raw_response.create(model=model, file=("a.wav", wav), stream=True)
+    stream = audio.audio.transcriptions.with_raw_response.create(
+        model=model, file=("a.wav", wav), stream=True
+    )
     assert stream.headers["content-type"].startswith("text/event-stream")
     events = list(stream.parse())
     for event in events:

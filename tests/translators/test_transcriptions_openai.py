@@ -155,8 +155,8 @@ def test_speech_audio_is_never_read_but_its_errors_are() -> None:
 
 
 def test_a_streamed_transcription_passes_with_its_usage() -> None:
-    done = {"type": "transcript.text.done", "text": "Hi there.",
-            "usage": {"type": "tokens", "input_tokens": 20, "output_tokens": 3, "total_tokens": 23}}  # fmt: skip
+    usage = {"type": "tokens", "input_tokens": 20, "output_tokens": 3, "total_tokens": 23}
+    done = {"type": "transcript.text.done", "text": "Hi there.", "usage": usage}
     body = (
         b'data: {"type":"transcript.text.delta","delta":"Hi"}\n\n'
         b'data: {"type":"transcript.text.delta","delta":" there."}\n\n'
