@@ -1,7 +1,7 @@
 """Usage records carry the audio endpoints' units: characters spoken, milliseconds of audio heard.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006_audio
+Revises: 0005_files
 Create Date: 2026-12-04
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005"
-down_revision: str | None = "0004"
+revision: str = "0006_audio"
+down_revision: str | None = "0005_files"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
