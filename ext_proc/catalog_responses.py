@@ -20,12 +20,13 @@ from ext_proc.errors import envelope
 
 
 @functools.cache
-def served_paths(wire_format: str) -> tuple[str, ...]:
-    """The paths a model of a provider speaking ``wire_format`` serves, in the registry's order."""
+def served_paths(wire_format: str, kind: str = "") -> tuple[str, ...]:
+    """The paths a model of a provider speaking ``wire_format`` (of ``kind``) serves, in the
+    registry's order."""
     return tuple(
         path
         for endpoint in endpoints.SERVED.endpoints
-        if translators.has_pair(endpoint.name, wire_format) or wire_format in endpoint.local_for
+        if translators.has_pair(endpoint.name, wire_format, kind) or wire_format in endpoint.local_for
         for path in endpoint.paths
         if not path.endswith("/")  # a prefix names no one path
     )
@@ -37,7 +38,7 @@ def _entry(model: Model) -> dict[str, object]:
         "object": "model",
         "created": model.created,
         "owned_by": model.provider.name,
-        "endpoints": served_paths(model.provider.wire_format),
+        "endpoints": served_paths(model.provider.wire_format, model.provider.kind),
     }
 
 

@@ -288,7 +288,7 @@ class OpenAI(Provider):
     # ---------------------------------------------------------------- legacy completions
     def completions(self, call: Call) -> Reply:
         body = self.require_json(call)
-        check_request(self._spec, "CreateCompletionRequest", body, required=("model", "prompt"))
+        check_request(self.spec, "CreateCompletionRequest", body, required=("model", "prompt"))
         if body.get("stream_options") is not None and not body.get("stream"):
             raise ApiError(
                 400,
@@ -305,7 +305,7 @@ class OpenAI(Provider):
     # ---------------------------------------------------------------- moderations
     def moderations(self, call: Call) -> Reply:
         body = self.require_json(call)
-        check_request(self._spec, "CreateModerationRequest", body, required=("input",))
+        check_request(self.spec, "CreateModerationRequest", body, required=("input",))
         return JsonReply(openai_legacy.moderation(body))
 
     # ---------------------------------------------------------------- models

@@ -76,8 +76,19 @@ for _pair in PAIRS:
     _BY_WIRE_FORMAT[_pair.wire_format][_pair.endpoint] = _pair
 
 
-def has_pair(endpoint: str, wire_format: str) -> bool:
-    """Whether a provider speaking ``wire_format`` serves the endpoint named ``endpoint``."""
+# Endpoints a kind lacks although its wire format has their pair: xAI's API has no audio
+# endpoints (its pairs refuse it themselves, audio_speech_openai.refuse_kind).
+KIND_LACKS: dict[str, frozenset[str]] = {
+    kind: frozenset({"audio_speech", "audio_transcriptions", "audio_translations"})
+    for kind in audio_speech_openai.NO_AUDIO_KINDS
+}
+
+
+def has_pair(endpoint: str, wire_format: str, kind: str = "") -> bool:
+    """Whether a provider speaking ``wire_format`` (of ``kind``, when given) serves the endpoint
+    named ``endpoint``."""
+    if endpoint in KIND_LACKS.get(kind, ()):
+        return False
     return endpoint in _BY_WIRE_FORMAT.get(wire_format, {})
 
 

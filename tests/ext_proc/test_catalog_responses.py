@@ -23,11 +23,22 @@ OPENAI = (
     "/v1/messages/count_tokens",
     "/v1/moderations",
     "/v1/completions",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
 )
+XAI = OPENAI[:-3]  # xAI's API has no audio endpoints
 SERVED = {
     "openai": OPENAI,
     "anthropic": ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"),
-    "gemini": ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens"),
+    "gemini": (
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+    ),
 }
 
 
@@ -60,7 +71,7 @@ def test_each_model_lists_its_endpoints() -> None:
         assert_openai(model, "Model")  # the extra field leaves it a valid Model
     assert {slug: tuple(m["endpoints"]) for slug, m in listed.items()} == {
         "m-o": OPENAI,
-        "m-x": OPENAI,
+        "m-x": XAI,
         "m-a": SERVED["anthropic"],
         "m-g": SERVED["gemini"],
     }
