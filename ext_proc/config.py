@@ -28,8 +28,8 @@ class Provider:
     base_path: str
     host: str
     api_key: str
-    # The API its kind speaks (translators.WIRE_FORMATS): with the endpoint, it picks the
-    # translator of each request (translators.translator_for).
+    # The API its kind speaks (translators.WIRE_FORMATS). Its kind, with the endpoint, picks
+    # the translator of each request (translators.translator_for).
     wire_format: str
 
 

@@ -572,7 +572,7 @@ class Exchange:
             if self.transcript is None:
                 self.transcript = []
             assert self.endpoint is not None  # set with self.stream, by the endpoint
-            translator = translator_for(self.endpoint, self.model.provider.wire_format)
+            translator = translator_for(self.endpoint, self.model.provider.kind)
             stream = translator.stream(self._response_context())
             self.answer = StreamAnswer(
                 self.endpoint, stream, self.transcript, self._services.max_sse_event_bytes
@@ -616,7 +616,7 @@ class Exchange:
         self, raw: bytes, headers: list[tuple[str, str]], *, as_headers: bool
     ) -> ep.ProcessingResponse:
         assert self.model is not None and self.endpoint is not None and self.key is not None
-        translated = translator_for(self.endpoint, self.model.provider.wire_format).response(
+        translated = translator_for(self.endpoint, self.model.provider.kind).response(
             self.status, raw, self._response_context()
         )
         self.status = translated.status

@@ -72,7 +72,7 @@ class StreamAnswer:
             if ended is not None:
                 if last is not None:
                     out += self.endpoint.stream_event(last)
-                last = self.endpoint.stream_error(502, "upstream_error", ended)
+                last = self.endpoint.stream_error(502, "upstream_error", ended, st)
                 self.error_code = "upstream_error"
             elif st.error_code:
                 self.error_code = st.error_code

@@ -34,7 +34,7 @@ async def upstream_request(
     ``media`` says which image/PDF URLs the gateway may fetch for the provider, and how many.
     """
     provider = model.provider
-    translator = translator_for(endpoint, provider.wire_format)
+    translator = translator_for(endpoint, provider.kind)
     urls = translator.media_urls(body)
     fetched = (
         await fetch_media(urls, allowed_hosts=media.allowed_hosts, max_urls=media.max_urls) if urls else {}
@@ -56,7 +56,7 @@ def form_upstream(model: Model, endpoint: Endpoint, boundary: bytes) -> FormUpst
     """The request to ``model``'s provider of an upload (a form endpoint): its path and headers,
     and the writer of its body as the client's form passes (translators/base.py ``FormTranslator``)."""
     provider = model.provider
-    translator = translator_for(endpoint, provider.wire_format)
+    translator = translator_for(endpoint, provider.kind)
     if not isinstance(translator, FormTranslator):
         raise TypeError(f"{type(translator).__name__} does not read forms")
     target = Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model)

@@ -13,15 +13,16 @@ Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy),
 ``audio_speech.py`` (JSON in, the provider's audio bytes out, never through ext_proc; priced
 per character of ``input``), ``audio_transcriptions.py`` and ``audio_translations.py``
 (multipart in, ``RequestBody.STREAMED``: the form is read and rewritten as it passes; json,
-text, srt, vtt or verbose_json out; priced per second of audio).
+text, srt, vtt or verbose_json out; priced per second of audio), and ``responses.py`` (the
+Responses API, ``POST /v1/responses``).
 
 Planned (SPEC.md; issues 14 and 15), each one module here:
 
 - ``files.py``: ``/v1/files`` and ``/v1/files/`` (``{id}``, ``{id}/content``), GET and DELETE
   too; ``RequestBody.HEADERS_ONLY``: ext_proc authenticates, Envoy streams the bytes to the
   service that stores them; not priced.
-- ``responses.py``: the Responses API, ``POST /v1/responses`` (``stream: true``, OpenAI's
-  response events) and ``/v1/responses/`` (``{id}``, ``{id}/input_items``).
+- ``responses.py`` (more): ``/v1/responses/`` (``{id}``, ``{id}/input_items``), the stored
+  responses of the workspace.
 - ``batches.py``: ``/v1/batches`` and ``/v1/batches/``.
 """
 
@@ -40,6 +41,7 @@ from ext_proc.endpoints import (
     embeddings,
     images,
     moderations,
+    responses,
 )
 from ext_proc.endpoints.base import Endpoint
 
@@ -88,6 +90,7 @@ SERVED = Registry(
         audio_speech.ENDPOINT,
         audio_transcriptions.ENDPOINT,
         audio_translations.ENDPOINT,
+        responses.ENDPOINT,
     )
 )
 by_path = SERVED.by_path

@@ -28,6 +28,7 @@ from ext_proc.errors import GatewayError
 from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators import message_documents as docs
+from ext_proc.translators.base import StreamTranslator
 
 from .base import NOT_STREAMED, Endpoint, LastEvent, event_type, with_credits
 
@@ -56,7 +57,9 @@ class AnthropicEndpoint(Endpoint):
     def stream_event(self, data: bytes) -> bytes:
         return docs.event_bytes(event_type(data) or "error", data)
 
-    def stream_error(self, status: int, code: str, message: str) -> bytes:
+    def stream_error(
+        self, status: int, code: str, message: str, stream: StreamTranslator | None = None
+    ) -> bytes:
         return docs.error_body(status, code, message)
 
     def stream_last(self, last: LastEvent) -> bytes:

@@ -35,7 +35,7 @@ import orjson
 from ext_proc.errors import envelope
 from ext_proc.metering import Meter
 from ext_proc.translators import sse
-from ext_proc.translators.base import Usage
+from ext_proc.translators.base import StreamTranslator, Usage
 
 
 class RequestBody(StrEnum):
@@ -162,8 +162,12 @@ class Endpoint(ABC):
         """One SSE event of this endpoint's streams, from its JSON data: OpenAI's ``data:`` line."""
         return sse.encode(data)
 
-    def stream_error(self, status: int, code: str, message: str) -> bytes:
-        """The JSON data of an error event ending a stream (OpenAI's SDK raises the envelope)."""
+    def stream_error(
+        self, status: int, code: str, message: str, stream: StreamTranslator | None = None
+    ) -> bytes:
+        """The JSON data of an error event ending a stream (OpenAI's SDK raises the envelope).
+        ``stream``: the stream's translator, for an API whose events say where they are in the
+        stream (the Responses API's ``sequence_number``)."""
         return envelope(status, code, message)
 
     def stream_last(self, last: LastEvent) -> bytes:

@@ -4,14 +4,18 @@ Each pair is a module named ``<endpoint>_<wire format>.py``, as Envoy AI Gateway
 ``internal/translator/<from>_<to>`` files: ``chat_anthropic.py`` turns an OpenAI chat
 completion request into Anthropic's Messages API and its answer back. Adding a pair is
 adding its module and one line below; adding a provider of a known wire format is one
-line of :data:`WIRE_FORMATS`. A pair that does not exist (embeddings on Anthropic, image
+line of :data:`WIRE_FORMATS`. A pair may serve only some kinds of its wire format
+(``Translator.kinds``: the Responses API passes through to OpenAI, and goes through chat
+completions for xAI and OpenAI-compatible servers), so a request's translator is found
+by the provider's kind. A pair that does not exist (embeddings on Anthropic, image
 generation on Gemini) is the client's ``400 unsupported_endpoint``.
 
 What does not depend on the pair is shared: ``messages``, ``params``, ``chunks``, ``sse``,
 ``usage``, ``chat_documents``, ``message_documents``, ``provider_errors``, and each wire
 format's own ``openai_api``/``gemini_api``. Anthropic's Messages API on a provider that does
 not speak it composes that provider's chat pair with ``messages_chat`` (the direction
-``chat_anthropic`` lacks), rather than a second translator per provider.
+``chat_anthropic`` lacks), rather than a second translator per provider; so does the
+Responses API with ``responses_via_chat``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from ext_proc.translators import (
     messages_gemini,
     messages_openai,
     moderations_openai,
+    responses_anthropic,
+    responses_gemini,
+    responses_openai,
     transcriptions_gemini,
     transcriptions_openai,
 )
@@ -68,12 +75,31 @@ PAIRS: tuple[Translator, ...] = (
     transcriptions_openai.TRANSLATIONS,
     transcriptions_gemini.TRANSLATOR,
     transcriptions_gemini.TRANSLATIONS,
+    responses_openai.TRANSLATOR,
+    responses_openai.VIA_CHAT,
+    responses_anthropic.TRANSLATOR,
+    responses_gemini.TRANSLATOR,
 )
 
-# wire format -> endpoint name -> translator: two dict lookups per request, nothing allocated.
-_BY_WIRE_FORMAT: dict[str, dict[str, Translator]] = {wire: {} for wire in WIRE_FORMATS.values()}
-for _pair in PAIRS:
-    _BY_WIRE_FORMAT[_pair.wire_format][_pair.endpoint] = _pair
+
+def _by_kind(pairs: tuple[Translator, ...]) -> dict[str, dict[str, Translator]]:
+    """provider kind -> endpoint name -> its translator; two pairs for one slot is a bug."""
+    table: dict[str, dict[str, Translator]] = {kind: {} for kind in WIRE_FORMATS}
+    for pair in pairs:
+        for kind, wire in WIRE_FORMATS.items():
+            if wire == pair.wire_format and (pair.kinds is None or kind in pair.kinds):
+                if pair.endpoint in table[kind]:
+                    raise ValueError(f"two translators of {pair.endpoint} for {kind}")
+                table[kind][pair.endpoint] = pair
+    return table
+
+
+# provider kind -> endpoint name -> translator: two dict lookups per request, nothing allocated.
+_BY_KIND = _by_kind(PAIRS)
+# wire format -> the endpoints its providers serve (every kind of it, through one pair or another)
+_SERVED_BY_WIRE_FORMAT: dict[str, frozenset[str]] = {
+    wire: frozenset(p.endpoint for p in PAIRS if p.wire_format == wire) for wire in WIRE_FORMATS.values()
+}
 
 
 # Endpoints a kind lacks although its wire format has their pair: xAI's API has no audio
@@ -89,15 +115,16 @@ def has_pair(endpoint: str, wire_format: str, kind: str = "") -> bool:
     named ``endpoint``."""
     if endpoint in KIND_LACKS.get(kind, ()):
         return False
-    return endpoint in _BY_WIRE_FORMAT.get(wire_format, {})
+    return endpoint in _SERVED_BY_WIRE_FORMAT.get(wire_format, frozenset())
 
 
-def translator_for(endpoint: Endpoint, wire_format: str) -> Translator:
-    """The translator of ``endpoint`` for a provider speaking ``wire_format``.
+def translator_for(endpoint: Endpoint, kind: str) -> Translator:
+    """The translator of ``endpoint`` for a provider of ``kind`` (``Provider.kind``: openai,
+    xai, openai_compatible, anthropic, google).
 
     Raises the client's 400 ``unsupported_endpoint`` when the provider has no such API.
     """
-    translator = _BY_WIRE_FORMAT[wire_format].get(endpoint.name)
+    translator = _BY_KIND[kind].get(endpoint.name)
     if translator is None:
         raise GatewayError(
             400,

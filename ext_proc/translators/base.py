@@ -132,6 +132,10 @@ class Translator(ABC):
 
     endpoint: ClassVar[str]  # the name of the endpoint it serves (``ext_proc/endpoints/``)
     wire_format: ClassVar[str]  # the provider API it speaks (``translators.WIRE_FORMATS``)
+    # The provider kinds of that wire format it serves; None: all of them. Kinds of one wire
+    # format may differ in which APIs they have (OpenAI serves the Responses API; xAI and
+    # OpenAI-compatible servers are reached through chat completions for it).
+    kinds: ClassVar[frozenset[str] | None] = None
 
     def media_urls(self, body: Mapping[str, Any]) -> list[str]:
         """https URLs in the request this provider needs fetched as bytes (none unless it says so)."""

@@ -62,10 +62,7 @@ def check_chat_request(body: Mapping[str, Any]) -> None:
             "but got an empty array instead.",
             "messages",
         )
-    for name, (kind, low, high) in _SCALARS.items():
-        value = body.get(name)
-        if value is not None:
-            _check_scalar(name, value, kind, low, high)
+    check_scalars(body, _SCALARS)
     stop = body.get("stop")
     if stop is not None and not isinstance(stop, str):
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
@@ -89,6 +86,22 @@ def check_chat_request(body: Mapping[str, Any]) -> None:
                 "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
                 "stream_options",
             )
+
+
+def check_scalars(
+    body: Mapping[str, Any], scalars: Mapping[str, tuple[type, float | None, float | None]]
+) -> None:
+    """Refuse a scalar parameter of the wrong JSON type or out of its range, as OpenAI does:
+    ``scalars`` maps each name to (type, minimum, maximum); ``null`` is "not given"."""
+    for name, (kind, low, high) in scalars.items():
+        value = body.get(name)
+        if value is not None:
+            _check_scalar(name, value, kind, low, high)
+
+
+def type_error(name: str, expected: str, value: Any) -> GatewayError:
+    """OpenAI's ``invalid_type`` for ``name`` (``expected``: "an array", "a string"...)."""
+    return _type_error(name, expected, value)
 
 
 def _check_scalar(name: str, value: Any, kind: type, low: float | None, high: float | None) -> None:

@@ -67,7 +67,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def openai(obj: Mapping[str, Any], images: int = 0) -> Usage | None:
-    """OpenAI's usage object (chat, embeddings or images) of a response or chunk.
+    """OpenAI's usage object (chat, embeddings, images or the Responses API) of a response or chunk.
 
     ``images``: the images the answer holds, which its pair counted (images_openai.py). An
     image response without ``usage`` is complete: images are priced per image.
@@ -83,7 +83,7 @@ def openai(obj: Mapping[str, Any], images: int = 0) -> Usage | None:
         else counts.get(raw, "output_tokens")
     )
     prompt_details = _mapping(raw.get("prompt_tokens_details") or raw.get("input_tokens_details"))
-    completion_details = _mapping(raw.get("completion_tokens_details"))
+    completion_details = _mapping(raw.get("completion_tokens_details") or raw.get("output_tokens_details"))
     return counts.usage(
         Usage(
             input_tokens=prompt,

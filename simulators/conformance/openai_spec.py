@@ -4,9 +4,9 @@ The spec declares OpenAPI 3.1 (JSON Schema 2020-12) but still carries OpenAPI 3.
 ``nullable: true``; a 2020-12 validator ignores that keyword, so it is rewritten into ``null``
 branches once, when the spec is loaded. Real OpenAI responses break a few strict points of the
 spec (``system_fingerprint: null``, no ``message.refusal`` / ``choice.logprobs``, errors without
-``param``/``code``); the *lenient* variant relaxes exactly those, and is what responses are
-checked with. Requests are checked *strict*: undeclared top-level fields are rejected, as the
-real API does.
+``param``/``code``, a Responses ``usage``/``user`` of null); the *lenient* variant relaxes exactly
+those, and is what responses are checked with. Requests are checked *strict*: undeclared
+top-level fields are rejected, as the real API does.
 
 Parsing the 3 MB YAML takes about a second, so the rewritten spec is cached as JSON in the
 user's cache directory (keyed by the file's size and mtime); nothing is read until first use.
@@ -52,6 +52,11 @@ LENIENT_PATCHES: tuple[tuple[str, tuple[str | int, ...], str, str | None], ...] 
     ),
     ("Error", (), "unrequire", "param"),
     ("Error", (), "unrequire", "code"),
+    # The Responses API (openai-python's live-recorded snapshots): ``user`` and, until the
+    # answer is complete, ``usage`` are null; usage has no ``cache_write_tokens``.
+    ("ModelResponseProperties", ("properties", "user"), "nullable", None),
+    ("Response", ("allOf", 2, "properties", "usage"), "nullable", None),
+    ("ResponseUsage", ("properties", "input_tokens_details"), "unrequire", "cache_write_tokens"),
 )
 
 

@@ -24,6 +24,7 @@ SERVED = {
     "/v1/audio/speech": "audio_speech",
     "/v1/audio/transcriptions": "audio_transcriptions",
     "/v1/audio/translations": "audio_translations",
+    "/v1/responses": "responses",
 }
 
 
@@ -59,7 +60,7 @@ def test_the_served_endpoints_are_exactly_these() -> None:
         "/v1/embeddings/x",
         "/",
         "",
-        "/v1/responses",
+        "/v1/responsesx",
         "/v1/messages/",
     ],
 )

@@ -26,11 +26,12 @@ OPENAI = (
     "/v1/audio/speech",
     "/v1/audio/transcriptions",
     "/v1/audio/translations",
+    "/v1/responses",
 )
-XAI = OPENAI[:-3]  # xAI's API has no audio endpoints
+XAI = tuple(p for p in OPENAI if not p.startswith("/v1/audio/"))  # xAI's API has no audio endpoints
 SERVED = {
     "openai": OPENAI,
-    "anthropic": ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"),
+    "anthropic": ("/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses"),
     "gemini": (
         "/v1/chat/completions",
         "/v1/embeddings",
@@ -38,6 +39,7 @@ SERVED = {
         "/v1/messages/count_tokens",
         "/v1/audio/transcriptions",
         "/v1/audio/translations",
+        "/v1/responses",
     ),
 }
 

@@ -73,13 +73,13 @@ def test_a_model_carries_its_provider_translator_and_exact_prices():
         "api.openai.com",
     )
     assert provider.api_key == "sk-1"
-    # The provider's translators are its wire format's, one per endpoint (translators.translator_for).
+    # The provider's translators are its kind's, one per endpoint (translators.translator_for).
     chat = endpoints.by_path("/v1/chat/completions")
     assert chat is not None
     assert provider.wire_format == "openai"
-    assert translators.translator_for(chat, provider.wire_format) is chat_openai.TRANSLATOR
+    assert translators.translator_for(chat, provider.kind) is chat_openai.TRANSLATOR
     assert built.models["sonnet"].provider.wire_format == "anthropic"
-    assert translators.translator_for(chat, "anthropic") is chat_anthropic.TRANSLATOR
+    assert translators.translator_for(chat, built.models["sonnet"].provider.kind) is chat_anthropic.TRANSLATOR
     # One Provider object for all its models.
     more = _build(models=[_model(), _model("gpt-4o-mini")])
     assert more.models["gpt-4o"].provider is more.models["gpt-4o-mini"].provider

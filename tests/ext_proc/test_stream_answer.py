@@ -15,7 +15,7 @@ from ext_proc.endpoints import chat_completions
 from ext_proc.endpoints.base import LastEvent, with_credits
 from ext_proc.metering import format_credits
 from ext_proc.stream_answer import StreamAnswer, streamed_chars
-from ext_proc.translators import WIRE_FORMATS, translator_for
+from ext_proc.translators import translator_for
 from ext_proc.translators.base import ResponseContext, Usage
 
 CHAT = chat_completions.ENDPOINT
@@ -25,7 +25,7 @@ BASE = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m
 
 def _answer(kind: str = "openai", max_event_bytes: int = 1 << 20) -> StreamAnswer:
     ctx = ResponseContext("m", "m", 1, False, {}, max_event_bytes)
-    translator = translator_for(CHAT, WIRE_FORMATS[kind])
+    translator = translator_for(CHAT, kind)
     return StreamAnswer(CHAT, translator.stream(ctx), [], max_event_bytes)
 
 

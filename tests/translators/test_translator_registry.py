@@ -20,6 +20,9 @@ from ext_proc.translators.messages_anthropic import MessagesAnthropic
 from ext_proc.translators.messages_gemini import MessagesGemini
 from ext_proc.translators.messages_openai import MessagesOpenAI
 from ext_proc.translators.moderations_openai import ModerationsOpenAI
+from ext_proc.translators.responses_anthropic import ResponsesAnthropic
+from ext_proc.translators.responses_gemini import ResponsesGemini
+from ext_proc.translators.responses_openai import ResponsesOpenAI, ResponsesOpenAIChat
 from ext_proc.translators.transcriptions_gemini import TranscriptionsGemini, TranslationsGemini
 from ext_proc.translators.transcriptions_openai import TranscriptionsOpenAI, TranslationsOpenAI
 
@@ -38,13 +41,15 @@ OPENAI = {
 }
 # provider kind -> endpoint name -> its translator's class; absent: unsupported_endpoint
 SERVES: dict[str, dict[str, type]] = {
-    "openai": OPENAI,
-    "xai": OPENAI,
-    "openai_compatible": OPENAI,
+    "openai": {**OPENAI, "responses": ResponsesOpenAI},
+    # The Responses API through chat completions: not every such server has it.
+    "xai": {**OPENAI, "responses": ResponsesOpenAIChat},
+    "openai_compatible": {**OPENAI, "responses": ResponsesOpenAIChat},
     "anthropic": {
         "chat_completions": ChatAnthropic,
         "messages": MessagesAnthropic,
         "count_tokens": CountTokensAnthropic,
+        "responses": ResponsesAnthropic,
     },
     "google": {
         "chat_completions": ChatGemini,
@@ -52,6 +57,7 @@ SERVES: dict[str, dict[str, type]] = {
         "messages": MessagesGemini,
         "audio_transcriptions": TranscriptionsGemini,
         "audio_translations": TranslationsGemini,
+        "responses": ResponsesGemini,
     },
 }
 # Endpoints the gateway answers itself for some wire formats (no provider call, no pair).
@@ -67,13 +73,13 @@ def test_every_provider_kind_is_known() -> None:
 def test_each_kind_and_endpoint(kind: str, endpoint: endpoints.Endpoint) -> None:
     expected = SERVES[kind].get(endpoint.name)
     if expected is not None:
-        translator = translator_for(endpoint, WIRE_FORMATS[kind])
+        translator = translator_for(endpoint, kind)
         assert type(translator) is expected
         assert (translator.endpoint, translator.wire_format) == (endpoint.name, WIRE_FORMATS[kind])
-        assert translator is translator_for(endpoint, WIRE_FORMATS[kind])  # one instance for every request
+        assert translator is translator_for(endpoint, kind)  # one instance for every request
         return
     with pytest.raises(GatewayError) as info:
-        translator_for(endpoint, WIRE_FORMATS[kind])
+        translator_for(endpoint, kind)
     err = info.value
     assert (err.status, err.code, err.param) == (400, "unsupported_endpoint", "model")
     assert err.message == f"This model's provider does not support {endpoint.path}."
@@ -88,9 +94,16 @@ def test_a_local_answer_stands_only_where_no_pair_does(kind: str, endpoint: endp
 
 
 def test_every_pair_serves_a_served_endpoint_once() -> None:
+    """Once per provider kind: two pairs of one endpoint and wire format serve different kinds."""
     names = {e.name for e in endpoints.SERVED.endpoints}
+    served = [
+        (t.endpoint, kind)
+        for t in translators.PAIRS
+        for kind, wire in WIRE_FORMATS.items()
+        if wire == t.wire_format and (t.kinds is None or kind in t.kinds)
+    ]
+    assert len(served) == len(set(served))
     pairs = [(t.endpoint, t.wire_format) for t in translators.PAIRS]
-    assert len(pairs) == len(set(pairs))
     assert {endpoint for endpoint, _ in pairs} <= names
     assert {wire for _, wire in pairs} == set(WIRE_FORMATS.values())
 
