@@ -1,16 +1,29 @@
-"""Simulated OpenAI API: chat completions, embeddings, image generation, legacy completions,
-moderations, audio (speech, transcriptions, translations: simulators/openai_audio.py), models."""
+"""Simulated OpenAI API: chat completions, the Responses API, embeddings, image generation, legacy
+completions, moderations, audio (speech, transcriptions, translations: simulators/openai_audio.py),
+models."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from simulators import content, openai_audio, openai_legacy
 from simulators.conformance import OpenAISpec
 from simulators.openai_chat import FINGERPRINT, FINISH, chat_chunks, chat_prompt, chat_usage
+from simulators.openai_responses import (
+    Kept,
+    Store,
+    check_semantics,
+    input_items,
+    output_items,
+    response_events,
+    response_object,
+    responses_prompt,
+)
+from simulators.openai_responses import usage_doc as responses_usage
 from simulators.openai_rules import check_chat_semantics, check_request
 from simulators.provider import ApiError, Call, Endpoint, Provider, merge_usage, new_id
 from simulators.replies import JsonReply, Reply, StreamReply
@@ -76,12 +89,18 @@ def usage_for(path: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"prompt_tokens": tokens, "total_tokens": tokens}
     if path.endswith("/v1/completions") and not path.endswith("/chat/completions"):
         return openai_legacy.completion_usage(body)
+    if path.endswith("/responses"):  # without a previous response
+        prompt = responses_prompt(body, input_items(body))
+        return responses_usage(prompt, content.plan(prompt))
     prompt = chat_prompt(body)
     return chat_usage(prompt, content.plan(prompt))
 
 
+@dataclass
 class OpenAI(Provider):
     kind: ClassVar[str] = "openai"
+    # The responses this simulated account keeps (``store``), for ``previous_response_id``.
+    kept: Store = field(default_factory=Store)
 
     @property
     def spec(self) -> OpenAISpec | None:
@@ -91,6 +110,9 @@ class OpenAI(Provider):
     def endpoints(self) -> list[Endpoint]:
         return [
             Endpoint("POST", "/v1/chat/completions", self.chat),
+            Endpoint("POST", "/v1/responses", self.responses),
+            Endpoint("GET", "/v1/responses/{response_id}", self.get_response),
+            Endpoint("DELETE", "/v1/responses/{response_id}", self.delete_response),
             Endpoint("POST", "/v1/embeddings", self.embeddings),
             Endpoint("POST", "/v1/images/generations", self.images),
             Endpoint("POST", "/v1/completions", self.completions),
@@ -210,6 +232,48 @@ class OpenAI(Provider):
                 "system_fingerprint": FINGERPRINT,
             }
         )
+
+    # ---------------------------------------------------------------- responses
+    def responses(self, call: Call) -> Reply:
+        body = self.require_json(call)
+        check_request(self.spec, "CreateResponse", body)
+        if self.kit is not None:
+            check_semantics(body)
+        history = self.kept.history(body.get("previous_response_id"))
+        items = input_items(body)
+        prompt = responses_prompt(body, history + items)
+        answer = content.plan(prompt)
+        usage = responses_usage(prompt, answer)
+        merge_usage(usage, call.usage_override, ("total_tokens", "input_tokens", "output_tokens"))
+        response_id = f"resp_{new_id()}"
+        created = int(time.time())
+        final = response_object(body, response_id, created, answer, usage)
+        final["output"] = output_items(answer)
+        if body.get("store", True) is not False:
+            self.kept.kept[response_id] = Kept(history + items + final["output"], final)
+        if body.get("stream"):
+            return StreamReply(
+                response_events(response_object(body, response_id, created, None, None), final)
+            )
+        return JsonReply(final)
+
+    def _kept(self, call: Call) -> Kept:
+        found = self.kept.kept.get(call.path_params["response_id"])
+        if found is None:
+            raise ApiError(
+                404,
+                f"Response with id '{call.path_params['response_id']}' not found.",
+                param="response_id",
+            )
+        return found
+
+    def get_response(self, call: Call) -> Reply:
+        return JsonReply(self._kept(call).response)
+
+    def delete_response(self, call: Call) -> Reply:
+        response_id = self._kept(call).response["id"]
+        del self.kept.kept[response_id]
+        return JsonReply({"id": response_id, "object": "response.deleted", "deleted": True})
 
     # ---------------------------------------------------------------- embeddings
     def embeddings(self, call: Call) -> Reply:

@@ -12,7 +12,7 @@ def expected_usage(kind: str, body: dict[str, Any], path: str | None = None) -> 
     Gemini `usageMetadata`), before any scripted override.
 
     `path` picks the endpoint where a kind has several: OpenAI ``/v1/embeddings`` or
-    ``/v1/completions`` (legacy; default chat),
+    ``/v1/completions`` (legacy) or ``/v1/responses`` (default chat),
     Gemini ``...:countTokens`` (default generateContent).
     """
     if kind == "openai":

@@ -35,6 +35,7 @@ OPENAI_REQUEST_SCHEMAS = (
     "CreateSpeechRequest",
     "CreateTranscriptionRequest",
     "CreateTranslationRequest",
+    "CreateResponse",
 )
 
 

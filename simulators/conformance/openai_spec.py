@@ -105,11 +105,35 @@ def lenient(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def discriminated_to_any_of(node: Any) -> Any:
+    """Rewrite every ``oneOf`` that has an OpenAPI ``discriminator`` into ``anyOf``, below ``node``.
+
+    OpenAPI picks the branch a ``discriminator`` names; JSON Schema's ``oneOf`` knows no
+    discriminator and refuses an instance valid under two branches, which some real requests
+    are: a Responses input message without ``type`` and with a content list is both an
+    ``EasyInputMessage`` and an ``InputMessage``, and the API takes it.
+    """
+    if isinstance(node, list):
+        return [discriminated_to_any_of(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: discriminated_to_any_of(value) for key, value in node.items()}
+    if "discriminator" in node and "oneOf" in node and "anyOf" not in node:
+        node["anyOf"] = node.pop("oneOf")
+    return node
+
+
+# Bumped when the rewrites applied on load change, so that a cache of the old ones is not read.
+_REWRITES = 2
+
+
 def load_spec(path: Path = OPENAI_SPEC) -> dict[str, Any]:
-    """The spec with ``nullable`` rewritten, from the JSON cache when it is current."""
+    """The spec with ``nullable`` and discriminated ``oneOf`` rewritten, from the JSON cache when
+    it is current."""
     stat = path.stat()
     cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    cache = cache_root / "infery-conformance" / f"openai-spec-{stat.st_size}-{int(stat.st_mtime)}.json"
+    name = f"openai-spec-{stat.st_size}-{int(stat.st_mtime)}-r{_REWRITES}.json"
+    cache = cache_root / "infery-conformance" / name
     with contextlib.suppress(OSError, ValueError):
         cached: dict[str, Any] = json.loads(cache.read_bytes())
         return cached
@@ -117,7 +141,7 @@ def load_spec(path: Path = OPENAI_SPEC) -> dict[str, Any]:
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with path.open() as f:
-        spec: dict[str, Any] = nullable_to_2020_12(yaml.load(f, Loader=loader))
+        spec: dict[str, Any] = discriminated_to_any_of(nullable_to_2020_12(yaml.load(f, Loader=loader)))
     with contextlib.suppress(OSError, TypeError, ValueError):
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
