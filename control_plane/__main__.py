@@ -25,6 +25,7 @@ from control_plane.api.app import create_app
 from control_plane.config_file import GeneratedKey, apply_config
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.request_log import configure_logging
+from control_plane.response_store import DAY_S, ResponseStoreService, add_response_store, sweep_forever
 from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
@@ -106,6 +107,9 @@ async def serve(settings: Settings) -> None:
     )
     grpc_server.add_generic_rpc_handlers((ads_handler(cache, publisher.delta, DELTA_TYPES),))
     add_usage_service(grpc_server, sessions, metrics)
+    responses = ResponseStoreService(sessions, settings.responses_retention_days * DAY_S)
+    add_response_store(grpc_server, responses)
+    sweeper = asyncio.create_task(sweep_forever(responses))
     address = f"{settings.host}:{settings.xds_port}"
     credentials = _grpc_server_credentials(settings)
     if credentials is None:
@@ -145,6 +149,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     api.should_exit = True
     await api_task
+    sweeper.cancel()
     await publisher.close()
     await grpc_server.stop(grace=2)
 

@@ -43,6 +43,9 @@ class Settings(InferySettings):
         18000, ge=0, le=65535, description="gRPC: xDS to the data plane and usage reports from it (private)"
     )
     config: str | None = Field(None, description="a gateway.yaml applied at start, idempotently")
+    responses_retention_days: float = Field(
+        30, gt=0, description="how long the Responses API's stored responses (`store`) are kept, in days"
+    )
     generated_keys_file: str | None = Field(
         None,
         description="where keys that INFERY_CONFIG declares without a secret get theirs (mode 600;"

@@ -11,7 +11,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    LargeBinary,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -253,3 +262,23 @@ class StoredFile(SQLModel, table=True):
     created_at: int = Field(sa_type=BigInteger)  # unix seconds
     expires_at: int | None = Field(default=None, sa_type=BigInteger)  # unix seconds; None: until deleted
     storage_key: str = Field(sa_type=String(256))
+
+
+class StoredResponse(SQLModel, table=True):
+    """A Responses API response its workspace keeps (``store``): what ``previous_response_id``
+    continues, and what GET /v1/responses/{id} and its input_items answer. The fields of
+    ``infery.v1.StoredResponse``; a row is found by its workspace and id together, so another
+    workspace's id is never found. Rows past ``expires_at`` are never answered, and swept."""
+
+    __tablename__ = "stored_responses"
+    __table_args__ = (Index("ix_stored_responses_expires_at", "expires_at"),)
+
+    workspace_id: str = Field(primary_key=True, sa_type=String(64))
+    id: str = Field(primary_key=True, sa_type=String(128))
+    model: str = Field(default="", sa_type=String(128))
+    created_at: int = Field(sa_type=BigInteger)  # unix seconds
+    expires_at: int = Field(sa_type=BigInteger)  # unix seconds
+    response: bytes = Field(sa_type=LargeBinary)  # the response object's JSON, as the client got it
+    input_items: bytes = Field(
+        sa_type=LargeBinary
+    )  # JSON array: the model's whole input, earlier turns first
