@@ -41,6 +41,7 @@ from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
 from ext_proc.loop_watch import LoopWatch
 from ext_proc.media_fetch import MediaPolicy
+from ext_proc.response_store import ResponseStore
 from ext_proc.server import PROCESS, methods
 from ext_proc.settings import ExtProcSettings
 from ext_proc.shared_state import open_state, require_shared_store
@@ -110,6 +111,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         files = file_refs.FilesService.from_env(
             s.files_service, s.xds_tls_ca_file or "", s.xds_tls_cert_file or "", s.xds_tls_key_file or ""
         )
+    responses = ResponseStore(s.control_plane, credentials, metadata)
     services = Services(
         record,
         limiter,
@@ -120,6 +122,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         max_upload_bytes=s.max_audio_bytes,
         max_buffered_bytes=s.max_request_bytes,
         upload_lookahead=s.audio_model_lookahead_bytes,
+        responses=responses,
     )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)

@@ -28,7 +28,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,7 @@ from infery_proto.wire import (
 from ext_proc import (
     attempt_grant,
     catalog_responses,
+    conversations,
     endpoints,
     file_refs,
     files_gate,
@@ -88,6 +89,7 @@ from ext_proc.lifecycle import (
 from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.metering import ZERO, format_credits
+from ext_proc.response_store import ResponseStore
 from ext_proc.settlement import Claim
 from ext_proc.stream_answer import StreamAnswer
 from ext_proc.translators import sse, translator_for
@@ -136,6 +138,7 @@ class Services:
     upload_lookahead: int = DEFAULT_LOOKAHEAD_BYTES  # INFERY_AUDIO_MODEL_LOOKAHEAD_BYTES
     # Envoy's request buffer (INFERY_MAX_REQUEST_BYTES): what a chain's router keeps for its retries.
     max_buffered_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    responses: ResponseStore | None = None  # the Responses API's kept responses (the control plane's)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -157,6 +160,7 @@ class Exchange:
         "chain_targets",
         "claim",
         "client_headers",
+        "conversation",
         "created",
         "credits",
         "endpoint",
@@ -195,6 +199,9 @@ class Exchange:
         self.idempotency_key = ""
         self.model_requested = ""
         self.request_body: dict[str, Any] = {}
+        # Responses API: the whole input of a request continuing a kept response, items with ids
+        # (what is kept with its answer); None: the request's own input.
+        self.conversation: list[dict[str, Any]] | None = None
         self.stream = False
         self.include_usage = False
         # Where it goes: the model that serves (the requested one, or a chain's fallback).
@@ -223,8 +230,12 @@ class Exchange:
 
     # -- request -------------------------------------------------------------
 
-    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse | None:
-        """The answer to the headers; None for an upload, whose answer waits for its model."""
+    def on_request_headers(
+        self, headers: ep.HttpHeaders
+    ) -> ep.ProcessingResponse | Awaitable[ep.ProcessingResponse] | None:
+        """The answer to the headers; None for an upload, whose answer waits for its model; for an
+        endpoint answered from the headers alone that needs I/O (the kept responses), a coroutine
+        the caller awaits."""
         if self.state is not NEW:
             raise IllegalMove(self.state, RECEIVED)
         h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
@@ -253,6 +264,8 @@ class Exchange:
             if method not in endpoint.methods:
                 allowed = " or ".join(sorted(endpoint.methods))
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts {allowed} only.")
+            if endpoint.request_body is RequestBody.HEADERS_ONLY:
+                return self._kept_response(method, h, config)
             self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
@@ -291,6 +304,8 @@ class Exchange:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
         body, model = self._read_request(raw, config)
+        if self.endpoint.conversations and body.get("previous_response_id") is not None:
+            await self._continue(body)  # before admission: the tokens reserved count the history
 
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
@@ -321,7 +336,8 @@ class Exchange:
         route = config.routes.get(slug)
         if route is not None and route.cluster and self.endpoint.fallback:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
-            response = self._to_chain(config, route, orjson.dumps(body) if inlined else None)
+            changed = inlined or self.conversation is not None  # files inline, or a kept conversation
+            response = self._to_chain(config, route, orjson.dumps(body) if changed else None)
         else:
             upstream_body, set_headers, remove = await upstream_request(
                 model, self.endpoint, body, self.client_headers, self._services.media
@@ -353,7 +369,8 @@ class Exchange:
     def _to_chain(
         self, config: GatewayConfig, route: Route, body: bytes | None = None
     ) -> ep.ProcessingResponse:
-        """The request, untouched (or ``body``: with its stored files inline), to the chain's cluster
+        """The request, untouched (or ``body``: with its stored files inline, or the kept conversation
+        it continues), to the chain's cluster
         (or the variant this workspace may use); each attempt translates what it gets."""
         assert self.key is not None and self.endpoint is not None
         self.chain = route
@@ -633,6 +650,8 @@ class Exchange:
                 )
             settlement.charge(self, usage)
             out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
+            if self._keeps():
+                await self._keep(translated.body)
         else:
             self.error_code = translated.error_code or "upstream_error"
             if self.chain is not None:
@@ -662,9 +681,97 @@ class Exchange:
                 answer.translator.response_id, self.request_id, self.created, self.model.slug, usage
             )
             last = answer.endpoint.stream_last(final)
+        elif not self.error_code and self._keeps():
+            response = conversations.final_response(last)
+            if response is not None:  # kept before the client hears the end
+                await self._keep(response)
         tail = answer.close(last, self.credits)
         await self._settle(FINISHED, keep=not self.error_code)
         return tail
+
+    # -- the Responses API's kept responses (ext_proc/conversations.py) -------
+
+    async def _continue(self, body: dict[str, Any]) -> None:
+        """Put the kept response ``previous_response_id`` names (its input, then its output) ahead
+        of the request's input; 404 when the workspace has no such response."""
+        assert self.key is not None
+        store = self._require_store()
+        response_id = body["previous_response_id"]
+        kept = await store.find(self.key.workspace.id, str(response_id))
+        if kept is None:
+            raise GatewayError(
+                404,
+                "not_found",
+                f"Previous response with id '{response_id}' not found.",
+                "previous_response_id",
+            )
+        self.conversation = conversations.continued(
+            body, conversations.history(kept.input_items, kept.response)
+        )
+
+    def _keeps(self) -> bool:
+        """Whether this answer is kept: a Responses API request with ``store`` (default true)."""
+        assert self.endpoint is not None
+        return (
+            self.endpoint.conversations
+            and self._services.responses is not None
+            and self.request_body.get("store") is not False
+        )
+
+    async def _keep(self, response: bytes) -> None:
+        """Keep the answer before the client hears its end, so that the next turn finds it on
+        any replica; an answer that cannot be kept is still given (the store logs it)."""
+        assert self.key is not None and self.model is not None and self._services.responses is not None
+        items = self.conversation
+        if items is None:
+            items = conversations.input_items(self.request_body)
+        kept = conversations.kept_response(self.key.workspace.id, response, items)
+        if kept is not None:
+            workspace_id, response_id, created_at, doc, items_json = kept
+            await self._services.responses.keep(
+                workspace_id, response_id, self.model.slug, created_at, doc, items_json
+            )
+
+    async def _kept_response(
+        self, method: str, h: dict[str, str], config: GatewayConfig
+    ) -> ep.ProcessingResponse:
+        """``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, for the
+        key's workspace only (another workspace's id is 404, as an unknown one). Not metered, as
+        the model list: no key on the exchange, no usage record."""
+        path, _, query = h.get(":path", "/").partition("?")
+        try:
+            key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
+            store = self._require_store()
+            response_id, items = conversations.parse_path(path)
+            if method == "DELETE":
+                if items:
+                    raise GatewayError(405, "method_not_allowed", f"{path} accepts GET only.")
+                if not await store.forget(key.workspace.id, response_id):
+                    raise conversations.not_found(response_id)
+                body = conversations.deleted(response_id)
+            else:
+                if "stream=true" in query:
+                    raise GatewayError(
+                        400, "unsupported_parameter", "A kept response is not streamed again.", "stream"
+                    )
+                kept = await store.find(key.workspace.id, response_id)
+                if kept is None:
+                    raise conversations.not_found(response_id)
+                body = conversations.item_list(kept.input_items, query) if items else kept.response
+        except GatewayError as err:
+            if self.state in FINAL:  # the client left while the store answered
+                return self._error_reply(err)
+            return self._refused_now(err)
+        self.status = 200
+        if self.state not in FINAL:
+            self._exit_now(FINISHED)
+        return self._answer(200, body)
+
+    def _require_store(self) -> ResponseStore:
+        store = self._services.responses
+        if store is None:
+            raise GatewayError(503, "responses_unavailable", "The gateway keeps no responses here.")
+        return store
 
     async def _local_reply(self, raw: bytes) -> ep.ProcessingResponse:
         """The body of the gateway's own error reply (OpenAI's envelope, from Envoy or a chain's

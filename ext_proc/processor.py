@@ -9,12 +9,15 @@ with one loop. Two hooks complete it: :meth:`Processor.internal_error` when a ph
 and :meth:`Processor.abort` when the stream ends, however it ends (a request the listener
 has not settled yet is settled there: ext_proc/lifecycle.py).
 
-The headers phase never waits (it reads the message and the configuration), so it is a
-plain call; the others may wait (limits, idempotency, media) and are coroutines.
+The headers phase is a plain call (it reads the message and the configuration), but for
+an endpoint answered from the headers alone with I/O (the Responses API's kept responses,
+read from the control plane) it returns a coroutine, which the loop awaits; the others
+may wait (limits, idempotency, media) and are coroutines.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Protocol
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -26,8 +29,11 @@ class Processor(Protocol):
         """The gateway's id of the request, for logs ("" until known)."""
         ...
 
-    def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse | None:
-        """The answer; None when it is owed later (an upload's, once its model has passed)."""
+    def on_request_headers(
+        self, headers: ep.HttpHeaders
+    ) -> ep.ProcessingResponse | Awaitable[ep.ProcessingResponse] | None:
+        """The answer; None when it is owed later (an upload's, once its model has passed); a
+        coroutine to await for an endpoint answered from the headers with I/O (the kept responses)."""
         ...
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:

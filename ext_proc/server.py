@@ -59,6 +59,8 @@ def methods(
                         yield await processor.on_response_body(req.response_body)
                     elif kind == "request_headers":
                         answer = processor.on_request_headers(req.request_headers)
+                        if answer is not None and not isinstance(answer, ep.ProcessingResponse):
+                            answer = await answer  # an endpoint answered from the headers with I/O
                         if answer is not None:  # an upload's headers are answered with its chunks
                             yield answer
                     elif kind == "request_body":

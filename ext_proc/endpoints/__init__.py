@@ -14,15 +14,13 @@ Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy),
 per character of ``input``), ``audio_transcriptions.py`` and ``audio_translations.py``
 (multipart in, ``RequestBody.STREAMED``: the form is read and rewritten as it passes; json,
 text, srt, vtt or verbose_json out; priced per second of audio), and ``responses.py`` (the
-Responses API, ``POST /v1/responses``).
+Responses API, ``POST /v1/responses``, and ``/v1/responses/{id}``, ``{id}/input_items``).
 
 Planned (SPEC.md; issues 14 and 15), each one module here:
 
 - ``files.py``: ``/v1/files`` and ``/v1/files/`` (``{id}``, ``{id}/content``), GET and DELETE
   too; ``RequestBody.HEADERS_ONLY``: ext_proc authenticates, Envoy streams the bytes to the
   service that stores them; not priced.
-- ``responses.py`` (more): ``/v1/responses/`` (``{id}``, ``{id}/input_items``), the stored
-  responses of the workspace.
 - ``batches.py``: ``/v1/batches`` and ``/v1/batches/``.
 """
 
@@ -91,6 +89,7 @@ SERVED = Registry(
         audio_transcriptions.ENDPOINT,
         audio_translations.ENDPOINT,
         responses.ENDPOINT,
+        responses.STORED,
     )
 )
 by_path = SERVED.by_path

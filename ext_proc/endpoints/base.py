@@ -86,6 +86,9 @@ class Endpoint(ABC):
     operation: ClassVar[str]
     # The parts of its usage that are priced: ``metering.credits(usage, prices, multiplier, meters)``.
     meters: ClassVar[tuple[Meter, ...]]
+    # Its requests may continue a kept conversation (``previous_response_id``) and its answers
+    # are kept (``store``): the Responses API (ext_proc/conversations.py).
+    conversations: ClassVar[bool] = False
     # Whether a model's fallback chain serves it. An endpoint that asks a provider about a
     # request rather than for an answer (count_tokens) goes to the model's own provider only.
     fallback: ClassVar[bool] = True

@@ -1,4 +1,6 @@
-"""``POST /v1/responses``: OpenAI's Responses API, streamed or not, for every model.
+"""``POST /v1/responses``: OpenAI's Responses API, streamed or not, for every model; and
+``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``: the responses
+the workspace kept (ext_proc/conversations.py).
 
 Its parameters are checked against OpenAI's types and ranges before any translation
 (translators/responses_params.py). OpenAI providers get the request passed through; the
@@ -28,7 +30,7 @@ from ext_proc.translators import responses_events
 from ext_proc.translators.base import StreamTranslator
 from ext_proc.translators.responses_params import check_responses_request
 
-from .base import NOT_STREAMED, Endpoint, LastEvent
+from .base import NOT_STREAMED, Endpoint, LastEvent, RequestBody
 
 ITEM_FRAMING_TOKENS = 4  # per input item: role and separators
 NON_TEXT_PART_TOKENS = 256  # an image, audio or file part: its size says little about tokens
@@ -49,6 +51,7 @@ class Responses(Endpoint):
     streams = True
     operation = "chat"
     meters = (input_tokens_cost, output_tokens_cost)
+    conversations = True
 
     def check(self, body: dict[str, Any]) -> None:
         check_responses_request(body)  # OpenAI's refusals, the same for every provider
@@ -130,6 +133,27 @@ class Responses(Endpoint):
 
 
 ENDPOINT = Responses()
+
+
+class StoredResponses(Endpoint):
+    """The responses the workspace kept: read and deleted by ext_proc from the control plane's
+    store (ext_proc/response_store.py), answered at once; no provider, no body, not priced."""
+
+    __slots__ = ()
+
+    name = "stored_responses"
+    paths = ("/v1/responses/",)
+    methods = frozenset({"GET", "DELETE"})
+    request_body = RequestBody.HEADERS_ONLY
+    operation = "other"
+    meters = ()
+    fallback = False
+
+    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        return 0
+
+
+STORED = StoredResponses()
 
 
 def _item_size(item: dict[str, Any]) -> tuple[int, int]:

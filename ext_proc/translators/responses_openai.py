@@ -18,7 +18,7 @@ import orjson
 
 from . import responses_events as events
 from . import usage as provider_usage
-from .base import ResponseContext, Usage
+from .base import ResponseContext, Target, UpstreamRequest, Usage
 from .chat_openai import TRANSLATOR as CHAT_OPENAI
 from .openai_api import OpenAIPassthrough
 from .responses_via_chat import ResponsesViaChat
@@ -37,6 +37,12 @@ class ResponsesOpenAI(OpenAIPassthrough):
     endpoint = "responses"
     kinds = frozenset({"openai"})
     path = "/responses"
+
+    def request(self, body: dict[str, Any], target: Target) -> UpstreamRequest:
+        # The gateway put the conversation it names in ``input`` (ext_proc/conversations.py):
+        # OpenAI's own copy of it is never used, nor an id the workspace may not have.
+        body.pop("previous_response_id", None)
+        return super().request(body, target)
 
     def stream(self, ctx: ResponseContext) -> ResponsesPassthrough:
         return ResponsesPassthrough(ctx)

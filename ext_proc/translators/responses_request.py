@@ -61,9 +61,8 @@ def chat_request(body: Mapping[str, Any]) -> ChatRequest:
         value = body.get(name)
         if value is not None and value is not False:
             params.unsupported(name, why)
-    if body.get("previous_response_id") is not None:
-        # The exchange replaces it with the stored conversation before any translation.
-        params.unsupported("previous_response_id", "previous_response_id could not be resolved")
+    # ``previous_response_id`` is not read: the exchange put the conversation it names in
+    # ``input`` before any translation (ext_proc/conversations.py).
     _check_include(body.get("include"))
 
     out = ChatRequest({"model": body.get("model")})

@@ -187,6 +187,7 @@ ERRORS: dict[str, ErrorKind] = {
     "upstream_unavailable": _server(503),  # every target unreachable or overloaded
     "gateway_unavailable": _server(503),  # Envoy cannot reach ext_proc
     "idempotency_unavailable": _server(503),  # the idempotency store is down
+    "responses_unavailable": _server(503),  # the stored responses (Responses API) are unreachable
     "upstream_timeout": _server(504),
 }
 

@@ -25,6 +25,7 @@ SERVED = {
     "/v1/audio/transcriptions": "audio_transcriptions",
     "/v1/audio/translations": "audio_translations",
     "/v1/responses": "responses",
+    "/v1/responses/": "stored_responses",  # /v1/responses/{id} and {id}/input_items
 }
 
 
@@ -43,6 +44,12 @@ def test_the_streamed_bodies_are_the_paths_envoy_streams() -> None:
         p for e in endpoints.SERVED.endpoints if e.request_body is RequestBody.STREAMED for p in e.paths
     }
     assert streamed == set(wire.STREAMED_BODY_PATHS)
+
+
+@pytest.mark.parametrize("path", ["/v1/responses/resp_1", "/v1/responses/resp_1/input_items"])
+def test_a_kept_responses_path_has_its_endpoint(path: str) -> None:
+    endpoint = endpoints.by_path(path)
+    assert endpoint is not None and endpoint.name == "stored_responses"
 
 
 def test_the_served_endpoints_are_exactly_these() -> None:

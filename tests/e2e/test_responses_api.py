@@ -517,3 +517,114 @@ def test_an_openai_compatible_server_gets_chat_completions(
     assert sent["body"]["tools"][0]["function"]["name"] == "get_weather"
     assert answer.calls()[0]["name"] == "get_weather"
     assert answer.credits == expected_credits(answer.doc["usage"]) > 0
+
+
+# ------------------------------------------------ conversation state: store and previous_response_id
+
+
+def _said(sim: SimulatorProcess, model: str) -> list[str]:
+    """The texts of the turns the provider received last, in order (its own request format)."""
+    body = sim.requests()[-1]["body"]
+    if model.startswith("gpt"):
+        assert "previous_response_id" not in body  # the gateway's conversation, never OpenAI's
+        turns = [item.get("content") for item in body["input"]]
+    elif model.startswith("claude"):
+        turns = [m["content"] for m in body["messages"]]
+    else:
+        turns = [c["parts"] for c in body["contents"]]
+    texts = []
+    for turn in turns:
+        parts = turn if isinstance(turn, list) else [{"text": turn}]
+        texts.append(" ".join(str(p.get("text", "")) for p in parts))
+    return texts
+
+
+@EACH_MODEL
+@STREAMED
+def test_previous_response_id_continues_the_conversation_on_every_provider(
+    client: openai.OpenAI, admin: Admin, three_formats: dict[str, SimulatorProcess], model: str, stream: bool
+):
+    first = create(client, three_formats, model, stream, input="My name is Ada", instructions="Be brief.")
+    second = create(
+        client, three_formats, model, stream, input="What is my name?", previous_response_id=first.doc["id"]
+    )
+    said = _said(three_formats[model], model)
+    assert said[0] == "My name is Ada" and first.output_text in said[1] and said[-1] == "What is my name?"
+    assert len(said) == 3  # the instructions are not carried over (as OpenAI)
+    assert "What is my name?" in second.output_text
+    alone = create(client, three_formats, model, False, input="What is my name?")
+    assert second.doc["usage"]["input_tokens"] > alone.doc["usage"]["input_tokens"]  # the history was charged
+    record = eventually(lambda: admin.usage_record(second.request_id))
+    assert record["input_tokens"] == second.doc["usage"]["input_tokens"]
+
+
+def test_a_conversation_moves_between_providers(
+    client: openai.OpenAI, three_formats: dict[str, SimulatorProcess]
+):
+    first = client.responses.create(model="claude-sonnet-4-5", input="My name is Ada")
+    second = client.responses.create(
+        model="gemini-2-5-flash", input="And yours?", previous_response_id=first.id
+    )
+    third = client.responses.create(model="gpt-4o-mini", input="Bye now", previous_response_id=second.id)
+    assert _said(three_formats["gpt-4o-mini"], "gpt-4o-mini")[:2] == ["My name is Ada", first.output_text]
+    listed = client.responses.input_items.list(third.id, order="asc")
+    texts = [part.text for item in listed.data for part in item.content]  # type: ignore[union-attr]
+    assert texts == ["My name is Ada", first.output_text, "And yours?", second.output_text, "Bye now"]
+
+
+@EACH_MODEL
+def test_a_kept_response_is_retrieved_listed_and_deleted(
+    client: openai.OpenAI, gateway: Stack, responder: Tenant, model: str
+):
+    answer = client.responses.with_raw_response.create(
+        model=model, input=[{"role": "user", "content": "Hello there"}]
+    )
+    created = json.loads(answer.http_response.content)
+    raw = httpx.get(
+        f"{gateway.base_url}/responses/{created['id']}", headers={"authorization": f"Bearer {responder.key}"}
+    )
+    assert raw.status_code == 200 and raw.json() == created  # as the client got it
+    assert_openai(raw.json(), "Response")
+    assert client.responses.retrieve(created["id"]).output_text == answer.parse().output_text
+    items = httpx.get(
+        f"{gateway.base_url}/responses/{created['id']}/input_items",
+        headers={"authorization": f"Bearer {responder.key}"},
+    ).json()
+    assert_openai(items, "ResponseItemList")
+    assert [i["content"][0]["text"] for i in items["data"]] == ["Hello there"]
+    assert client.responses.input_items.list(created["id"]).data[0].id == items["first_id"]
+
+    deleted = client.responses.delete(created["id"])
+    assert deleted is None  # the SDK returns nothing; the gateway answered 200
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.retrieve(created["id"])
+    assert info.value.code == "not_found"
+    with pytest.raises(openai.NotFoundError) as info:
+        client.responses.create(model=model, input="again", previous_response_id=created["id"])
+    assert (info.value.code, info.value.param) == ("not_found", "previous_response_id")
+
+
+def test_another_workspaces_response_is_not_found(
+    admin: Admin, gateway: Stack, client: openai.OpenAI, three_formats: dict[str, SimulatorProcess]
+):
+    mine = client.responses.create(model="claude-sonnet-4-5", input="A secret of mine")
+    other = new_tenant(admin, gateway, f"resp-other-{uuid.uuid4().hex[:6]}").client(gateway)
+    for call in (
+        lambda: other.responses.retrieve(mine.id),
+        lambda: other.responses.input_items.list(mine.id),
+        lambda: other.responses.delete(mine.id),
+        lambda: other.responses.create(
+            model="claude-sonnet-4-5", input="tell me", previous_response_id=mine.id
+        ),
+    ):
+        with pytest.raises(openai.NotFoundError) as info:
+            call()
+        assert info.value.code == "not_found"
+    assert client.responses.retrieve(mine.id).id == mine.id  # still there for its own workspace
+
+
+def test_store_false_keeps_nothing(client: openai.OpenAI):
+    unkept = client.responses.create(model="gemini-2-5-flash", input="forget this", store=False)
+    assert unkept.store is False
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unkept.id)

@@ -1,0 +1,105 @@
+"""ext_proc's client of the control plane's response store (``infery.v1.ResponseStore``).
+
+Over the channel every call to the control plane uses (its private gRPC port, mutual TLS or
+its token: ext_proc/control_plane_channel.py). Called at request time, so each call is
+bounded: a store that does not answer in :data:`TIMEOUT_S` is unavailable, and the client
+gets ``503 responses_unavailable`` where the store was needed (``previous_response_id``,
+GET/DELETE /v1/responses/{id}). Keeping an answer is never allowed to fail the answer: a
+response that could not be kept is logged and counted, and the client still gets it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from infery_proto.v1 import responses_pb2, responses_pb2_grpc
+
+from ext_proc.control_plane_channel import open_channel
+from ext_proc.errors import GatewayError
+
+log = logging.getLogger("infery.ext_proc")
+
+TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Kept:
+    """A kept response, as the store answers it."""
+
+    response: bytes  # the response object's JSON
+    input_items: bytes  # JSON array
+
+
+class ResponseStore:
+    """One per process; the channel opens lazily (its first call)."""
+
+    def __init__(
+        self,
+        target: str,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout_s: float = TIMEOUT_S,
+    ) -> None:
+        self._target = target
+        self._credentials = credentials
+        self._metadata = tuple(metadata)
+        self._timeout_s = timeout_s
+        self._stub: responses_pb2_grpc.ResponseStoreStub | None = None
+        self.keep_failures = 0  # answers that could not be kept (for metrics and tests)
+
+    def _client(self) -> responses_pb2_grpc.ResponseStoreStub:
+        if self._stub is None:
+            channel = open_channel(self._target, self._credentials)
+            self._stub = responses_pb2_grpc.ResponseStoreStub(channel)  # type: ignore[no-untyped-call]
+        return self._stub
+
+    async def keep(
+        self, workspace_id: str, response_id: str, model: str, created_at: int, response: bytes, items: bytes
+    ) -> bool:
+        """Keep a response; False (logged) when the store could not."""
+        record = responses_pb2.StoredResponse(
+            workspace_id=workspace_id,
+            id=response_id,
+            model=model,
+            created_at=created_at,
+            response=response,
+            input_items=items,
+        )
+        try:
+            await self._client().Keep(record, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            self.keep_failures += 1
+            log.warning("response %s was not kept: %s", response_id, err.code().name)
+            return False
+        return True
+
+    async def find(self, workspace_id: str, response_id: str) -> Kept | None:
+        """The workspace's response of that id; None when it has none (unknown, expired, another
+        workspace's). Raises 503 ``responses_unavailable`` when the store does not answer."""
+        ref = responses_pb2.ResponseRef(workspace_id=workspace_id, id=response_id)
+        try:
+            found = await self._client().Find(ref, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _unavailable(err) from None
+        return Kept(found.response, found.input_items)
+
+    async def forget(self, workspace_id: str, response_id: str) -> bool:
+        """Delete the workspace's response of that id; whether there was one."""
+        ref = responses_pb2.ResponseRef(workspace_id=workspace_id, id=response_id)
+        try:
+            ack = await self._client().Forget(ref, timeout=self._timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as err:
+            raise _unavailable(err) from None
+        return bool(ack.deleted)
+
+
+def _unavailable(err: grpc.aio.AioRpcError) -> GatewayError:
+    log.warning("the response store failed: %s", err.code().name)
+    return GatewayError(
+        503, "responses_unavailable", "The gateway's stored responses are unavailable; retry later."
+    )
