@@ -126,6 +126,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
+    gauges.watch_responses(responses)
     gauges.watch_config(lambda: subscriber.problem)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

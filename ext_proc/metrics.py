@@ -79,6 +79,10 @@ class SpoolState(Protocol):
     def stats(self) -> Any: ...
 
 
+class KeptResponses(Protocol):
+    keep_failures: int
+
+
 class GatewayMetrics:
     """One process's metrics, in a registry of its own (tests build as many as they like)."""
 
@@ -280,6 +284,10 @@ class GatewayMetrics:
     def watch_spool(self, reporter: SpoolState) -> None:
         self.registry.register(_SpoolCollector(reporter))
 
+    def watch_responses(self, store: KeptResponses) -> None:
+        """Export how many Responses API answers could not be kept (the store did not answer)."""
+        self.registry.register(_KeptResponsesCollector(store))
+
     def watch_config(self, problem: Callable[[], str]) -> None:
         """Export whether the configuration in force is incomplete or stale (``problem()`` non-empty)."""
         self._xds.problem = problem
@@ -346,6 +354,18 @@ class _LimiterCollector(Collector):
         for reason in ("rate_limit", "budget"):
             refusals.add_metric((reason,), self._limiter.refused.get(reason, 0))
         yield refusals
+
+
+class _KeptResponsesCollector(Collector):
+    def __init__(self, store: KeptResponses) -> None:
+        self._store = store
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "infery_responses_not_kept",
+            "Responses API answers given but not kept (store) because the response store did not answer.",
+            self._store.keep_failures,
+        )
 
 
 class _SpoolCollector(Collector):

@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from infery_proto.settings import SettingsError
 from infery_proto.v1 import responses_pb2, responses_pb2_grpc
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, func, select
 
 from control_plane.response_store import DAY_S, ResponseStoreService, add_response_store
+from control_plane.settings import Settings
 from control_plane.store.tables import StoredResponse
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -149,3 +151,10 @@ async def test_a_store_failure_is_unavailable(clock: Clock) -> None:
             assert await code_of(stub.Forget(ref, timeout=5)) == grpc.StatusCode.UNAVAILABLE
     finally:
         await server.stop(grace=None)
+
+
+async def test_the_retention_is_a_setting() -> None:
+    assert Settings.from_env({}).responses_retention_days == 30
+    assert Settings.from_env({"INFERY_RESPONSES_RETENTION_DAYS": "7"}).responses_retention_days == 7
+    with pytest.raises(SettingsError):
+        Settings.from_env({"INFERY_RESPONSES_RETENTION_DAYS": "0"})

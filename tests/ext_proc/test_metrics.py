@@ -101,3 +101,15 @@ def test_a_configuration_problem_is_a_gauge() -> None:
     assert "infery_xds_config_problem 0.0" in generate_latest(metrics.registry).decode()
     problem = "ApiKey 'k1' refused: bad"
     assert "infery_xds_config_problem 1.0" in generate_latest(metrics.registry).decode()
+
+
+def test_answers_not_kept_are_counted() -> None:
+    class Store:
+        keep_failures = 0
+
+    store = Store()
+    metrics = GatewayMetrics()
+    metrics.watch_responses(store)
+    assert "infery_responses_not_kept_total 0.0" in generate_latest(metrics.registry).decode()
+    store.keep_failures = 2
+    assert "infery_responses_not_kept_total 2.0" in generate_latest(metrics.registry).decode()
