@@ -40,7 +40,10 @@ class Settings(InferySettings):
     )
     admin_port: int = Field(8081, ge=0, le=65535, description="the admin API, dashboard, /metrics and probes")
     xds_port: int = Field(
-        18000, ge=0, le=65535, description="gRPC: xDS to the data plane and usage reports from it (private)"
+        18000,
+        ge=0,
+        le=65535,
+        description="gRPC: xDS to the data plane, its usage reports and stored responses (private)",
     )
     config: str | None = Field(None, description="a gateway.yaml applied at start, idempotently")
     responses_retention_days: float = Field(

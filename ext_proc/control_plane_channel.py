@@ -1,4 +1,4 @@
-"""The gRPC channel to the control plane (xDS and usage reports), with TLS when configured.
+"""The gRPC channel to the control plane (xDS, usage reports, stored responses), with TLS when configured.
 
 That port hands out provider keys, so in production it is served with TLS and
 verifies client certificates (INFERY_XDS_TLS_*: the CA both sides trust, and this

@@ -50,7 +50,7 @@ class ExtProcSettings(InferySettings):
     )
     control_plane: str = Field(
         "127.0.0.1:18000",
-        description="the control plane's gRPC address: xDS and usage reports (`--control-plane`)",
+        description="the control plane's gRPC address: xDS, usage, stored responses (`--control-plane`)",
     )
     xds_token: str | None = Field(
         None, repr=False, description="bearer token the control plane's gRPC port asks for"
