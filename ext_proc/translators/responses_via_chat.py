@@ -46,7 +46,7 @@ from .responses_documents import (
     response_doc,
 )
 from .responses_request import chat_request, responses_param
-from .sse import SSEBuffer
+from .sse import parse_event
 
 
 class ResponsesViaChat(Translator):
@@ -193,7 +193,6 @@ class ResponsesFromChunks:
 
     __slots__ = (
         "_calls",
-        "_chunks",
         "_ctx",
         "_finish",
         "_inner",
@@ -214,7 +213,6 @@ class ResponsesFromChunks:
         self._inner = inner
         self._ctx = ctx
         self._request = ctx.request
-        self._chunks = SSEBuffer(max_event_bytes=2**62)  # the chat pair's output: bounded already
         self._sequence = 0
         self._started = False
         self._output: list[dict[str, Any]] = []  # every item added, in output_index order
@@ -257,11 +255,22 @@ class ResponsesFromChunks:
     # -- chat chunks in
 
     def _read(self, chat_sse: bytes, out: list[bytes]) -> None:
+        """The chat pair's output: whole events only (its ``feed`` and ``finish`` never return
+        part of one), nearly always one ``data:`` line each, read without an SSE buffer."""
         if not chat_sse or self.done:
             return
-        for event in self._chunks.feed(chat_sse):
+        for block in chat_sse.split(b"\n\n"):
+            if not block:
+                continue
+            if block.startswith(b"data: ") and b"\n" not in block:
+                data = block[6:]
+            else:  # other fields, comments or data in several lines: the full rules
+                event = parse_event(block + b"\n\n")
+                if event is None:
+                    continue
+                data = event.data
             try:
-                chunk = orjson.loads(event.data)
+                chunk = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
             if isinstance(chunk, dict):
@@ -326,9 +335,12 @@ class ResponsesFromChunks:
         )
 
     def _start(self, out: list[bytes]) -> None:
+        """``response.created`` and ``response.in_progress``: the same response, written once."""
         self._started = True
-        self._emit(out, "response.created", {"response": self._response("in_progress", [])})
-        self._emit(out, "response.in_progress", {"response": self._response("in_progress", [])})
+        response = orjson.dumps(self._response("in_progress", []))
+        for kind in ("response.created", "response.in_progress"):
+            head = b'{"type":"' + kind.encode() + b'","sequence_number":' + str(self._next()).encode()
+            out.append(events.frame(kind, head + b',"response":' + response + b"}"))
 
     def _part_delta(self, kind: str, text: str, out: list[bytes]) -> None:
         self._close_calls(out)
