@@ -628,3 +628,29 @@ def test_store_false_keeps_nothing(client: openai.OpenAI):
     assert unkept.store is False
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(unkept.id)
+
+
+def test_a_fallback_attempt_gets_the_kept_conversation(
+    gateway: Stack,
+    responder: Tenant,
+    client: openai.OpenAI,
+    three_formats: dict[str, SimulatorProcess],
+    chained: str,
+):
+    """The listener puts the earlier turns in the body it forwards: each attempt of the chain
+    translates that body for its own provider."""
+    first = client.responses.create(model="gemini-2-5-flash", input="My name is Ada")
+    openai_sim, claude = three_formats["gpt-4o-mini"], three_formats["claude-sonnet-4-5"]
+
+    def fell_back() -> httpx.Response | None:
+        openai_sim.clear()
+        claude.clear()
+        openai_sim.script([{"status": 503}])
+        body = {"model": chained, "input": "What is my name?", "previous_response_id": first.id}
+        resp = _post(gateway, responder, body)
+        return resp if resp.headers.get("x-fallback-from") == chained else None
+
+    resp = eventually(fell_back, timeout=10)
+    assert resp.status_code == 200 and resp.headers["x-model-used"] == "claude-sonnet-4-5"
+    assert _said(openai_sim, "gpt-4o-mini")[:2] == ["My name is Ada", first.output_text]
+    assert _said(claude, "claude-sonnet-4-5") == ["My name is Ada", first.output_text, "What is my name?"]
