@@ -654,3 +654,15 @@ def test_a_fallback_attempt_gets_the_kept_conversation(
     assert resp.status_code == 200 and resp.headers["x-model-used"] == "claude-sonnet-4-5"
     assert _said(openai_sim, "gpt-4o-mini")[:2] == ["My name is Ada", first.output_text]
     assert _said(claude, "claude-sonnet-4-5") == ["My name is Ada", first.output_text, "What is my name?"]
+
+
+@EACH_MODEL
+def test_the_sdks_parse_helper_gets_a_typed_answer(client: openai.OpenAI, model: str):
+    import pydantic
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: float
+
+    parsed = client.responses.parse(model=model, input="Describe a person", text_format=Person)
+    assert isinstance(parsed.output_parsed, Person)
