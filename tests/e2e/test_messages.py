@@ -599,6 +599,7 @@ def test_models_list_their_endpoints(env: Env):
         "/v1/chat/completions",
         "/v1/messages",
         "/v1/messages/count_tokens",
+        "/v1/responses",
     ]
     assert {"/v1/moderations", "/v1/completions", "/v1/messages"} <= set(listed[MODELS["openai"]])
     one = env.openai.models.retrieve(MODELS["anthropic"])
