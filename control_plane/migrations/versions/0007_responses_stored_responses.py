@@ -1,7 +1,7 @@
 """Stored responses of the Responses API (``store``), per workspace, until they expire.
 
-Revision ID: 0006_responses
-Revises: 0005_files
+Revision ID: 0007_responses
+Revises: 0006_audio
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0006_responses"
-down_revision: str | None = "0005_files"
+revision: str = "0007_responses"
+down_revision: str | None = "0006_audio"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
