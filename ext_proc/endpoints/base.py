@@ -55,6 +55,18 @@ class RequestBody(StrEnum):
 
 # (stream, include_usage) of a request whose answer is never streamed
 NOT_STREAMED = (False, False)
+_STREAMED = (True, False)
+_STREAMED_WITH_USAGE = (True, True)
+
+
+def openai_streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage) as OpenAI's chat and legacy completions read them:
+    ``stream: true``, and ``stream_options.include_usage: true`` for the usage chunk."""
+    if body.get("stream") is not True:
+        return NOT_STREAMED
+    options = body.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    return _STREAMED_WITH_USAGE if asked else _STREAMED
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,14 +22,11 @@ from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators.chat_documents import usage_doc
 from ext_proc.translators.params import check_chat_request
 
-from .base import NOT_STREAMED, Endpoint, LastEvent
+from .base import Endpoint, LastEvent, openai_streaming
 
 MESSAGE_FRAMING_TOKENS = 4  # per chat message: role and separators
 NON_TEXT_PART_TOKENS = 256  # an image, audio or file part: its size says little about tokens
 DEFAULT_OUTPUT_TOKENS = 1024  # the output allowance of a request that sets no maximum
-
-_STREAMED = (True, False)
-_STREAMED_WITH_USAGE = (True, True)
 
 
 class ChatCompletions(Endpoint):
@@ -45,11 +42,7 @@ class ChatCompletions(Endpoint):
         check_chat_request(body)  # OpenAI's refusals, the same for every provider
 
     def streaming(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
-        if body.get("stream") is not True:
-            return NOT_STREAMED
-        options = body.get("stream_options")
-        asked = isinstance(options, dict) and options.get("include_usage") is True
-        return _STREAMED_WITH_USAGE if asked else _STREAMED
+        return openai_streaming(body)
 
     def prompt_tokens(self, body: Mapping[str, Any]) -> int:
         """Message text and tool-call arguments, tool definitions, plus 4 per message for its

@@ -24,12 +24,9 @@ from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators.chat_documents import usage_doc
 
-from .base import NOT_STREAMED, Endpoint, LastEvent
+from .base import Endpoint, LastEvent, openai_streaming
 
 DEFAULT_MAX_TOKENS = 16  # OpenAI's, for this API
-
-_STREAMED = (True, False)
-_STREAMED_WITH_USAGE = (True, True)
 
 
 class Completions(Endpoint):
@@ -52,11 +49,7 @@ class Completions(Endpoint):
             )
 
     def streaming(self, body: Mapping[str, Any]) -> tuple[bool, bool]:
-        if body.get("stream") is not True:
-            return NOT_STREAMED
-        options = body.get("stream_options")
-        asked = isinstance(options, dict) and options.get("include_usage") is True
-        return _STREAMED_WITH_USAGE if asked else _STREAMED
+        return openai_streaming(body)
 
     def prompt_tokens(self, body: Mapping[str, Any]) -> int:
         return sum(_prompt_tokens(p) for p in _prompts(body.get("prompt")))
