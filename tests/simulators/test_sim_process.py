@@ -51,9 +51,11 @@ def test_chunks_arrive_paced(kind):
     events = sum(n for _, n in arrivals)
     duration = DELAY_S * (events - 1)
     assert events >= 8
-    assert arrivals[0][0] < duration / 2, arrivals
+    # Pacing is proven by lower bounds only, which a busy machine cannot break (it only delays reads):
+    # the stream cannot end before its pauses add up, and its reads are spread over several pauses
+    # (an unpaced server's events arrive in one burst).
     assert arrivals[-1][0] >= duration * 0.9, arrivals
-    assert len(arrivals) >= events / 2  # delivered over time, not in one burst
+    assert arrivals[-1][0] - arrivals[0][0] >= DELAY_S * 2, arrivals
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
