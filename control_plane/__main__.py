@@ -30,8 +30,9 @@ from control_plane.settings import Settings
 from control_plane.store.db import open_store
 from control_plane.usage_service import add_usage_service
 from control_plane.xds.auth import TokenInterceptor
+from control_plane.xds.envoy_cache import EnvoyCache
 from control_plane.xds.publisher import DELTA_TYPES, Publisher
-from control_plane.xds.server import SERVER_OPTIONS, XdsCache, ads_handler
+from control_plane.xds.server import SERVER_OPTIONS, ads_handler
 
 log = logging.getLogger("infery.control_plane")
 
@@ -90,7 +91,7 @@ async def serve(settings: Settings) -> None:
             _keep_generated_keys(applied.generated_keys, Path(settings.config), settings.generated_keys_file)
 
     metrics = ControlPlaneMetrics()
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, sessions, settings.listener())
     publisher.publish = metrics.timed_publish(publisher.publish)  # type: ignore[method-assign]
     await publisher.start()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -36,7 +36,8 @@ from envoy.extensions.transport_sockets.raw_buffer.v3 import raw_buffer_pb2  # n
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.type.matcher.v3 import http_inputs_pb2
-from google.protobuf import json_format
+from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
 from infery_proto.v1 import config_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
@@ -108,6 +109,55 @@ class ListenerSettings:
     ext_proc_max_message_timeout_s: float = 60.0
     # Envoy's access log (ACCESS_LOG_FORMAT): "stdout", an absolute file path, or "off".
     access_log: str = "stdout"
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def parse(doc: dict[str, Any], cls: type[_M]) -> _M:
+    """An Envoy document as a message whose every nested `Any` is serialized deterministically.
+
+    `json_format` packs nested messages (a filter's typed_config, an access log's JSON
+    format: a Struct, i.e. a map) in an order that changes from process to process, so the
+    same configuration had other bytes, and another version, after a control-plane restart:
+    a reconnecting Envoy was sent its listener again and, its own hash differing too,
+    rebuilt it.
+    """
+    message = json_format.ParseDict(doc, cls())
+    _canonical(message)
+    return message
+
+
+def _canonical(message: Message) -> None:
+    """Re-serialize, in place, every `Any` inside ``message`` deterministically (map entries
+    in key order), recursively."""
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            if field.message_type.fields_by_name["value"].message_type is not None:
+                for item in value.values():
+                    _canonical_item(item)
+        elif field.is_repeated:
+            for item in value:
+                _canonical_item(item)
+        else:
+            _canonical_item(value)
+
+
+def _canonical_item(message: Message) -> None:
+    if message.DESCRIPTOR.full_name != "google.protobuf.Any":
+        _canonical(message)
+        return
+    any_: any_pb2.Any = message  # type: ignore[assignment]
+    name = any_.TypeName()
+    try:
+        inner = message_factory.GetMessageClass(descriptor_pool.Default().FindMessageTypeByName(name))()
+    except KeyError:
+        return  # a type this process does not know: left as it is
+    inner.ParseFromString(any_.value)
+    _canonical(inner)
+    any_.value = inner.SerializeToString(deterministic=True)
 
 
 def _duration(seconds: float) -> str:
@@ -313,7 +363,7 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         ],
         "filter_chains": [chain],
     }
-    return json_format.ParseDict(doc, listener_pb2.Listener())
+    return parse(doc, listener_pb2.Listener)
 
 
 UPLOAD_FILTER = "infery.ext_proc.upload"
@@ -421,7 +471,7 @@ def _retry_policy(route: config_pb2.Route) -> dict[str, Any]:
 
 def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_components_pb2.Route:
     """One model's route (None: the default route); parsed once per input by the publisher's cache."""
-    return json_format.ParseDict(_route(route, s), route_components_pb2.Route())
+    return parse(_route(route, s), route_components_pb2.Route)
 
 
 def files_route(s: ListenerSettings) -> route_components_pb2.Route:
@@ -456,7 +506,7 @@ def files_route(s: ListenerSettings) -> route_components_pb2.Route:
             }
         },
     }
-    return json_format.ParseDict(doc, route_components_pb2.Route())
+    return parse(doc, route_components_pb2.Route)
 
 
 # The listener's ext_proc modes for a streamed request body: the body chunk by chunk, the
@@ -494,7 +544,7 @@ def streamed_body_route(s: ListenerSettings) -> route_components_pb2.Route:
             },
         },
     }
-    return json_format.ParseDict(doc, route_components_pb2.Route())
+    return parse(doc, route_components_pb2.Route)
 
 
 def route_configuration(
@@ -536,7 +586,7 @@ def route_configuration(
         http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
         type_url_prefix="type.googleapis.com/",
     )
-    serialize = serialized or route_components_pb2.Route.SerializeToString
+    serialize = serialized or _deterministic
     for slug, entry in entries.items():
         _route_action(tree.exact_match_map.map[slug].action, entry, serialize(entry))
     if not by_prefix:
@@ -555,6 +605,10 @@ def route_configuration(
         _route_action(rule.on_match.action, route, serialize(route))
     _route_action(by_path.on_no_match.action, default, serialize(default))
     return config
+
+
+def _deterministic(message: Message) -> bytes:
+    return message.SerializeToString(deterministic=True)
 
 
 _ROUTE_TYPE = "type.googleapis.com/" + route_components_pb2.Route.DESCRIPTOR.full_name
@@ -673,7 +727,7 @@ def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> clus
     doc = _cluster(provider.cluster, [[upstream.endpoint()]], upstream.tls, not upstream.is_ip, s)
     if upstream.tls:
         doc["transport_socket"] = upstream.tls_socket(s)
-    return json_format.ParseDict(doc, cluster_pb2.Cluster())
+    return parse(doc, cluster_pb2.Cluster)
 
 
 def chain_cluster(
@@ -731,7 +785,7 @@ def chain_cluster(
         "base_ejection_time": _duration(s.ejection_s),
         "max_ejection_percent": 100,
     }
-    return json_format.ParseDict(doc, cluster_pb2.Cluster())
+    return parse(doc, cluster_pb2.Cluster)
 
 
 def _ext_proc_filter(

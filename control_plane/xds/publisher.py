@@ -10,19 +10,21 @@ the event loop only swaps the results in.
 
 ext_proc's resources (keys, models, workspaces...) go to the `DeltaCache`, one
 resource each; so does the `DataPlaneSecret` (the attempt-grant key), sent when it
-is first published and again only if the stored key differs. Envoy subscribes only
-to the state-of-the-world types, so the secret is never in its configuration.
+is first published and again only if the stored key differs. Envoy's streams serve
+only Envoy's types (`envoy_cache`), so the secret is never in its configuration.
 
-Envoy's resources (state of the world) are rebuilt only when a provider, model or
-route changed, and each cluster and route is built once per input
-(`EnvoyResources`), so a key change never touches them.
+Envoy's resources (delta xDS too: each cluster, the listener and the route configuration
+a resource of its own, versioned by its content) are rebuilt only when a provider, model
+or route changed, each cluster and route built once per input (`EnvoyResources`), and
+only those whose content changed are sent: a key change never touches them, a chain
+change sends Envoy its cluster and the route configuration.
 
 Order across the two protocols. ext_proc picks the cluster of each request (a chain,
 a chain's variant, a provider) and Envoy routes to it by name, so every cluster ext_proc
 may name must be in every Envoy:
 
 - Adding: a publish that changes Envoy's resources installs them, waits until every
-  connected Envoy has answered the new clusters and routes (`XdsCache.answered`), and
+  connected Envoy has answered each changed cluster and route (`EnvoyCache.answered`), and
   only then publishes ext_proc's changes of that revision. A model whose chain is
   created keeps its old route until ext_proc has the chain, whose cluster Envoy has.
 - Removing: a cluster or route entry a build no longer has *retires*: it stays in
@@ -72,17 +74,8 @@ from control_plane.store.chain_variants import (
 from control_plane.store.snapshot import Changes, Snapshot, load_changes
 from control_plane.xds import envoy_config
 from control_plane.xds.data_plane_secret import data_plane_secret
-from control_plane.xds.server import (
-    CLUSTER,
-    LISTENER,
-    ROUTE,
-    DeltaCache,
-    TypeChanges,
-    XdsCache,
-    pack,
-    prepare,
-    resource,
-)
+from control_plane.xds.envoy_cache import CLUSTER, LISTENER, ROUTE, EnvoyCache, EnvoyResource, envoy_resource
+from control_plane.xds.server import DeltaCache, TypeChanges, resource
 
 log = logging.getLogger("infery.control_plane.xds")
 SLOW_PUBLISH_MS = 100.0  # a publish slower than this is logged (wall and the worker's CPU)
@@ -162,8 +155,8 @@ class EnvoyResources:
         self._clusters: dict[bytes, Message] = {}
         self._routes: dict[bytes, route_components_pb2.Route] = {}
         self._key = _PerMessage(_key)
-        self._wire = _PerMessage(route_components_pb2.Route.SerializeToString)
-        self._packed = _PerMessage(pack)
+        self._wire = _PerMessage(_key)  # deterministic: the same routes, the same version anywhere
+        self._packed = _PerMessage(envoy_resource)
         # The last build's clusters by name and route entries by model: what ext_proc may name.
         self._named: tuple[dict[str, Message], dict[str, route_components_pb2.Route]] = ({}, {})
         # Dropped ones still in Envoy (module docstring): name -> (message, revision, monotonic time).
@@ -271,10 +264,11 @@ class EnvoyResources:
         wider = {**entries, **{n: m for (k, n), (m, _, _) in keep.items() if k == "r"}}
         return clusters, wider  # type: ignore[return-value]
 
-    def prepare(self, built: dict[str, list[Any]]) -> dict[str, Any]:
-        """`server.prepare` of each type of a build, packing each resource once while in use."""
-        out = {type_url: prepare(items, self._packed) for type_url, items in built.items()}
-        self._packed.rotate()
+    def prepare(self, built: dict[str, list[Any]]) -> dict[str, dict[str, EnvoyResource]]:
+        """Each resource of a build by type and name, versioned and serialized once while in use."""
+        packed = self._packed
+        out = {type_url: {item.name: packed(item) for item in items} for type_url, items in built.items()}
+        packed.rotate()
         return out
 
 
@@ -311,14 +305,15 @@ class _Published:
 class _Publish:
     revision: int
     delta: dict[str, TypeChanges]
-    envoy: dict[str, Any] | None  # type URL -> prepared state; None when Envoy's inputs did not change
+    # type URL -> name -> resource; None when Envoy's inputs did not change
+    envoy: dict[str, dict[str, EnvoyResource]] | None
     cpu_s: float = 0.0  # the worker thread's CPU time building it
 
 
 class Publisher:
     def __init__(
         self,
-        cache: XdsCache,
+        cache: EnvoyCache,
         session_factory: Callable[[], Session],
         listener: envoy_config.ListenerSettings,
         poll_interval_s: float = 0.5,
@@ -378,12 +373,14 @@ class Publisher:
                 *(result.revision, took_ms, result.cpu_s * 1000, ", Envoy's too" if result.envoy else ""),
             )
 
-    async def _envoy_first(self, resources: dict[str, Any]) -> None:
-        """Install Envoy's resources and wait for every Envoy's answer to those ext_proc names."""
-        changed = [self._cache.install(type_url, state) for type_url, state in resources.items()]
-        if not any(changed):
+    async def _envoy_first(self, resources: dict[str, dict[str, EnvoyResource]]) -> None:
+        """Install Envoy's resources and wait for every Envoy's answer to those that changed
+        among the ones ext_proc names."""
+        changed = {type_url: self._cache.install(type_url, items) for type_url, items in resources.items()}
+        referenced = {t: names for t in REFERENCED_BY_EXT_PROC if (names := changed.get(t))}
+        if not referenced:
             return
-        silent = await self._cache.answered(REFERENCED_BY_EXT_PROC, self._ack_timeout_s)
+        silent = await self._cache.answered(referenced, self._ack_timeout_s)
         if silent:
             log.warning(
                 "Envoy %s has not answered the new clusters and routes after %.0f s: "

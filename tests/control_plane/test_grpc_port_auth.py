@@ -19,19 +19,21 @@ from infery_proto.v1 import config_pb2
 from control_plane.__main__ import _grpc_server_credentials
 from control_plane.settings import Settings
 from control_plane.xds.auth import TokenInterceptor
-from control_plane.xds.server import XdsCache, ads_handler
+from control_plane.xds.envoy_cache import EnvoyCache
+from control_plane.xds.server import DeltaCache, TypeChanges, ads_handler, resource
 from infery.certs import generate
 
-ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 PROVIDER = "type.googleapis.com/infery.v1.Provider"
 
 
 @contextlib.asynccontextmanager
 async def serving(token: str = "", credentials: grpc.ServerCredentials | None = None) -> AsyncIterator[int]:
-    cache = XdsCache()
-    cache.set(PROVIDER, [config_pb2.Provider(name="openai", api_key="sk-from-xds")])
+    delta = DeltaCache()
+    provider = config_pb2.Provider(name="openai", api_key="sk-from-xds")
+    delta.apply(1, {PROVIDER: TypeChanges([resource(provider.name, 1, provider)])})
     server = grpc.aio.server(interceptors=[TokenInterceptor(token)] if token else [])
-    server.add_generic_rpc_handlers((ads_handler(cache),))
+    server.add_generic_rpc_handlers((ads_handler(EnvoyCache(), delta, (PROVIDER,)),))
     port = (
         server.add_insecure_port("127.0.0.1:0")
         if credentials is None
@@ -46,14 +48,14 @@ async def serving(token: str = "", credentials: grpc.ServerCredentials | None = 
 
 async def subscribe(
     channel: grpc.aio.Channel, metadata: tuple[tuple[str, str], ...] = ()
-) -> discovery_pb2.DiscoveryResponse | grpc.StatusCode:
+) -> discovery_pb2.DeltaDiscoveryResponse | grpc.StatusCode:
     call = channel.stream_stream(
         ADS,
-        request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-        response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+        request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+        response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
     )(metadata=metadata, timeout=10)
     try:
-        await call.write(discovery_pb2.DiscoveryRequest(type_url=PROVIDER))
+        await call.write(discovery_pb2.DeltaDiscoveryRequest(type_url=PROVIDER))
         async for response in call:
             return response
     except grpc.aio.AioRpcError as exc:
@@ -69,7 +71,7 @@ async def test_the_token_is_required_when_set() -> None:
             call = channel.stream_stream(ADS)(metadata=metadata, timeout=10)
             assert await call.code() == grpc.StatusCode.UNAUTHENTICATED
         served = await subscribe(channel, (("authorization", "Bearer t0ken"),))
-        assert isinstance(served, discovery_pb2.DiscoveryResponse) and served.type_url == PROVIDER
+        assert isinstance(served, discovery_pb2.DeltaDiscoveryResponse) and served.type_url == PROVIDER
 
 
 async def test_mutual_tls_needs_the_data_planes_client_certificate(tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ async def test_mutual_tls_needs_the_data_planes_client_certificate(tmp_path: Pat
         )
         async with grpc.aio.secure_channel(target, good) as channel:
             served = await subscribe(channel)
-            assert isinstance(served, discovery_pb2.DiscoveryResponse) and served.type_url == PROVIDER
+            assert isinstance(served, discovery_pb2.DeltaDiscoveryResponse) and served.type_url == PROVIDER
 
 
 def test_tls_settings_go_together() -> None:

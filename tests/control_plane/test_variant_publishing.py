@@ -18,9 +18,9 @@ from sqlmodel import Session, select
 from control_plane.store.changes import mutation
 from control_plane.store.snapshot import load_snapshot
 from control_plane.store.tables import Model, Provider, Route, Workspace
+from control_plane.xds.envoy_cache import CLUSTER, ROUTE, EnvoyCache, envoy_resource
 from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import DATA_PLANE_SECRET, Publisher, build_resources
-from control_plane.xds.server import CLUSTER, ROUTE, XdsCache, prepare
 
 ROUTE_TYPE = "type.googleapis.com/infery.v1.Route"
 
@@ -58,23 +58,21 @@ def _routes_since(publisher: Publisher, revision: int) -> dict[str, config_pb2.R
     return out
 
 
-def _envoy(cache: XdsCache) -> tuple[set[str], set[str]]:
+def _envoy(cache: EnvoyCache) -> tuple[set[str], set[str]]:
     """(cluster names, route-map keys) Envoy is sent."""
-    clusters = cache.get(CLUSTER)
-    routes = cache.get(ROUTE)
-    assert clusters is not None and routes is not None
     names = set()
-    for packed in clusters.resources:
+    for item in cache.get(CLUSTER).values():
         cluster = cluster_pb2.Cluster()
-        packed.Unpack(cluster)
+        discovery_pb2.Resource.FromString(item.body).resource.Unpack(cluster)
         names.add(cluster.name)
+    (routes,) = cache.get(ROUTE).values()
     config = route_pb2.RouteConfiguration()
-    routes.resources[0].Unpack(config)
+    discovery_pb2.Resource.FromString(routes.body).resource.Unpack(config)
     return names, set(config.virtual_hosts[0].matcher.matcher_tree.exact_match_map.map)
 
 
 def _assert_equals_a_full_read(
-    publisher: Publisher, cache: XdsCache, session_factory: sessionmaker[Session]
+    publisher: Publisher, cache: EnvoyCache, session_factory: sessionmaker[Session]
 ) -> None:
     """The incremental view is what a from-scratch read builds (routes with variants, Envoy's)."""
     with session_factory() as session:
@@ -88,15 +86,14 @@ def _assert_equals_a_full_read(
     assert live == {r.slug: r for r in snapshot.routes}
     full = build_resources(snapshot, ListenerSettings())
     for type_url in (CLUSTER, ROUTE):
-        state = cache.get(type_url)
-        assert state is not None and state.version == prepare(full[type_url]).version
+        assert cache.get(type_url) == {m.name: envoy_resource(m) for m in full[type_url]}
 
 
 async def test_a_workspace_restriction_republishes_only_the_routes_whose_variants_change(
     session_factory: sessionmaker[Session],
 ) -> None:
     _setup(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     # No ext_proc connected and no drain period: a dropped variant's cluster goes at once
     # (its retirement while ext_proc may still name it: tests/control_plane/test_xds_order.py).
     publisher = Publisher(cache, session_factory, ListenerSettings(), retire_after_s=0)
@@ -155,7 +152,7 @@ async def test_a_new_route_gets_the_variants_of_the_restrictions_in_force(
 ) -> None:
     _setup(session_factory)
     _restrict(session_factory, "w1", ["b", "c"])
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings())
     await publisher.publish()
     before = publisher.revision
@@ -173,7 +170,7 @@ async def test_the_data_plane_secret_goes_to_ext_proc_once_and_never_to_envoy(
     session_factory: sessionmaker[Session],
 ) -> None:
     _setup(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings())
     await publisher.publish()
     [packed] = publisher.delta.live(DATA_PLANE_SECRET)
@@ -182,14 +179,14 @@ async def test_the_data_plane_secret_goes_to_ext_proc_once_and_never_to_envoy(
     item.resource.Unpack(secret)
     assert len(secret.attempt_grant_key) == 32
     assert len(secret.files_identity_key) == 32 and secret.files_identity_key != secret.attempt_grant_key
-    assert cache.get("type.googleapis.com/infery.v1.DataPlaneSecret") is None
+    assert cache.get("type.googleapis.com/infery.v1.DataPlaneSecret") == {}
     before = publisher.revision
     _restrict(session_factory, "w1", ["a"])
     await publisher.publish()
     assert publisher.revision > before
     assert publisher.delta.since(DATA_PLANE_SECRET, before).resources == []  # unchanged: not re-sent
     for type_url in (CLUSTER, ROUTE):
-        state = cache.get(type_url)
-        assert state is not None
-        assert all(secret.attempt_grant_key not in r.value for r in state.resources)
-        assert all(secret.files_identity_key not in r.value for r in state.resources)
+        items = cache.get(type_url).values()
+        assert items
+        assert all(secret.attempt_grant_key not in r.body for r in items)
+        assert all(secret.files_identity_key not in r.body for r in items)

@@ -19,16 +19,15 @@ from control_plane.resources.bulk_keys import create_keys
 from control_plane.store.changes import mutation
 from control_plane.store.snapshot import load_changes
 from control_plane.store.tables import ApiKey, Member, Model, Provider, Route, Workspace, utcnow
+from control_plane.xds.envoy_cache import ROUTE, EnvoyCache
 from control_plane.xds.envoy_config import ListenerSettings
 from control_plane.xds.publisher import DELTA_TYPES, Publisher
 from control_plane.xds.server import (
     MAX_DELTA_RESOURCES,
     MIN_CLIENT_PING_INTERVAL_MS,
-    ROUTE,
     SERVER_OPTIONS,
     DeltaCache,
     TypeChanges,
-    XdsCache,
     ads_handler,
     resource,
     server_options,
@@ -95,7 +94,7 @@ async def _serve(
     delta: DeltaCache, options: tuple[tuple[str, int], ...] = SERVER_OPTIONS
 ) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=options)
-    server.add_generic_rpc_handlers((ads_handler(XdsCache(), delta, DELTA_TYPES),))
+    server.add_generic_rpc_handlers((ads_handler(EnvoyCache(), delta, DELTA_TYPES),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
@@ -198,11 +197,11 @@ async def test_a_key_change_does_not_rebuild_envoy_resources(session_factory: se
             Route(slug="m", fallbacks=["n"], retry_on=["5xx"], attempt_timeout_s=1, total_timeout_s=2)
         )
     workspace_id, member_id = _tenant(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings())
     await publisher.publish()
     routes = cache.get(ROUTE)
-    assert routes is not None
+    assert routes
     create_keys(session_factory, workspace_id, member_id, 2)
     await publisher.publish()
     assert cache.get(ROUTE) is routes  # untouched: not rebuilt, not re-sent

@@ -1,4 +1,4 @@
-"""The order of a change across Envoy (state of the world) and ext_proc (delta).
+"""The order of a change across Envoy and ext_proc, both delta xDS, resource by resource.
 
 ext_proc names the cluster of each request; Envoy must have it. A new chain's Route reaches
 ext_proc only after every connected Envoy answered (ACK or NACK) the clusters and routes that
@@ -15,18 +15,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session, select
 
 from control_plane.store.changes import mutation
 from control_plane.store.tables import Model, Provider, Route
-from control_plane.xds.envoy_config import ListenerSettings
+from control_plane.xds.envoy_cache import CLUSTER, ROUTE, EnvoyCache
+from control_plane.xds.envoy_config import ROUTE_CONFIG_NAME, ListenerSettings
 from control_plane.xds.publisher import DELTA_TYPES, Publisher
-from control_plane.xds.server import CLUSTER, ROUTE, SERVER_OPTIONS, XdsCache, ads_handler
+from control_plane.xds.server import SERVER_OPTIONS, ads_handler
 
-SOTW = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 ROUTE_TYPE = "type.googleapis.com/infery.v1.Route"
 CHAIN = "route_a"
@@ -53,43 +52,42 @@ def _unchain(session_factory: sessionmaker[Session]) -> None:
 
 
 class Envoy:
-    """A state-of-the-world subscriber to clusters and routes that answers when told to."""
+    """A delta subscriber as Envoy is (clusters by wildcard, the route configuration by name)
+    that answers when told to."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.call: Any = channel.stream_stream(
-            SOTW,
-            request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
-            response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
+            DELTA,
+            request_serializer=discovery_pb2.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=discovery_pb2.DeltaDiscoveryResponse.FromString,
         )()
-        self.last: dict[str, discovery_pb2.DiscoveryResponse] = {}
+        self.last: dict[str, discovery_pb2.DeltaDiscoveryResponse] = {}
+        self.versions: dict[str, dict[str, str]] = {CLUSTER: {}, ROUTE: {}}  # what it has: name -> version
 
     async def subscribe(self) -> None:
-        for type_url in (CLUSTER, ROUTE):
-            await self.call.write(discovery_pb2.DiscoveryRequest(type_url=type_url))
+        for type_url, names in ((CLUSTER, []), (ROUTE, [ROUTE_CONFIG_NAME])):
+            req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, resource_names_subscribe=names)
+            await self.call.write(req)
             await self.receive()
-            await self.answer(self.last[type_url].type_url)
+            await self.answer(type_url)
 
-    async def receive(self) -> discovery_pb2.DiscoveryResponse:
+    async def receive(self) -> discovery_pb2.DeltaDiscoveryResponse:
         response = await asyncio.wait_for(self.call.read(), 5)
         self.last[response.type_url] = response
+        have = self.versions[response.type_url]
+        have.update((r.name, r.version) for r in response.resources)
+        for name in response.removed_resources:
+            have.pop(name, None)
         return response
 
     async def answer(self, type_url: str, refuse: bool = False) -> None:
-        response = self.last[type_url]
-        req = discovery_pb2.DiscoveryRequest(type_url=type_url, response_nonce=response.nonce)
+        req = discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=self.last[type_url].nonce)
         if refuse:
             req.error_detail.message = "refused"
-        else:
-            req.version_info = response.version_info
         await self.call.write(req)
 
     def clusters(self) -> set[str]:
-        out = set()
-        for packed in self.last[CLUSTER].resources:
-            cluster = cluster_pb2.Cluster()
-            packed.Unpack(cluster)
-            out.add(cluster.name)
-        return out
+        return set(self.versions[CLUSTER])
 
 
 class ExtProc:
@@ -122,7 +120,7 @@ class ExtProc:
 
 
 @asynccontextmanager
-async def _server(publisher: Publisher, cache: XdsCache) -> AsyncIterator[grpc.aio.Channel]:
+async def _server(publisher: Publisher, cache: EnvoyCache) -> AsyncIterator[grpc.aio.Channel]:
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((ads_handler(cache, publisher.delta, DELTA_TYPES),))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -138,7 +136,7 @@ async def test_a_new_chain_reaches_ext_proc_only_once_every_envoy_has_answered_i
     session_factory: sessionmaker[Session],
 ) -> None:
     _setup(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30)
     await publisher.publish()
     async with _server(publisher, cache) as channel:
@@ -174,7 +172,7 @@ async def test_an_envoy_that_never_answers_delays_ext_proc_by_the_timeout_only(
     session_factory: sessionmaker[Session],
 ) -> None:
     _setup(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=0.5)
     await publisher.publish()
     async with _server(publisher, cache) as channel:
@@ -192,7 +190,7 @@ async def test_a_removed_chain_keeps_its_cluster_until_ext_proc_applied_the_remo
 ) -> None:
     _setup(session_factory)
     _chain(session_factory)
-    cache = XdsCache()
+    cache = EnvoyCache()
     publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30, retire_after_s=0.3)
     await publisher.publish()
     async with _server(publisher, cache) as channel:
@@ -204,24 +202,73 @@ async def test_a_removed_chain_keeps_its_cluster_until_ext_proc_applied_the_remo
         assert ext_proc.routes == {"a"}
 
         _unchain(session_factory)
-        versions = {t: cache.get(t).version for t in (CLUSTER, ROUTE)}  # type: ignore[union-attr]
+        versions = {t: cache.get(t) for t in (CLUSTER, ROUTE)}
         await asyncio.wait_for(publisher.publish(), 5)
         # Envoy keeps the chain's cluster and route entry (retiring): nothing new for it.
-        assert {t: cache.get(t).version for t in (CLUSTER, ROUTE)} == versions  # type: ignore[union-attr]
+        assert {t: cache.get(t) for t in (CLUSTER, ROUTE)} == versions
         removal = await ext_proc.receive()
         assert ext_proc.routes == set()
 
         # ext_proc has not answered (applied) the removal: however long, the cluster stays.
         await asyncio.sleep(0.5)
         await publisher.publish()
-        assert {t: cache.get(t).version for t in (CLUSTER, ROUTE)} == versions  # type: ignore[union-attr]
+        assert {t: cache.get(t) for t in (CLUSTER, ROUTE)} == versions
         # Applied, and the drain period passed: the next publish (the revision poll's) drops it.
         await ext_proc.answer(removal)
         await asyncio.sleep(0.4)
         publishing = asyncio.create_task(publisher.publish())
-        await envoy.receive()
+        removal = await envoy.receive()
+        assert list(removal.removed_resources) == [CHAIN] and not removal.resources  # the removal alone
         assert CHAIN not in envoy.clusters()
         await envoy.answer(CLUSTER)
         assert (await envoy.receive()).type_url == ROUTE  # without the chain's entry
         await envoy.answer(ROUTE)
         await asyncio.wait_for(publishing, 5)
+
+
+async def test_a_change_to_one_chain_sends_envoy_one_cluster_and_the_route_configuration(
+    session_factory: sessionmaker[Session],
+) -> None:
+    """Among many chains, creating one sends Envoy that chain's cluster alone (one resource per
+    response); changing its retries sends the route configuration alone: nothing else is resent."""
+    _setup(session_factory)
+    with mutation(session_factory) as session:
+        for i in range(30):
+            session.add(Model(slug=f"other-{i}", provider="p", upstream_model="a"))
+        session.flush()
+        for i in range(30):
+            session.add(
+                Route(
+                    slug=f"other-{i}",
+                    fallbacks=["b"],
+                    retry_on=["5xx"],
+                    attempt_timeout_s=1,
+                    total_timeout_s=2,
+                )
+            )
+    cache = EnvoyCache()
+    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30)
+    await publisher.publish()
+    async with _server(publisher, cache) as channel:
+        envoy = Envoy(channel)
+        await envoy.subscribe()
+        assert len(envoy.clusters()) == 31  # the provider's and 30 chains' ("a" has none yet)
+
+        _chain(session_factory)
+        publishing = asyncio.create_task(publisher.publish())
+        clusters = await envoy.receive()
+        assert [r.name for r in clusters.resources] == [CHAIN] and not clusters.removed_resources
+        await envoy.answer(CLUSTER)
+        routes = await envoy.receive()
+        assert [r.name for r in routes.resources] == [ROUTE_CONFIG_NAME]
+        await envoy.answer(ROUTE)
+        await asyncio.wait_for(publishing, 5)
+
+        with mutation(session_factory) as session:  # the chain's timeouts: its route entry only
+            session.exec(select(Route).where(Route.slug == "a")).one().total_timeout_s = 9
+        publishing = asyncio.create_task(publisher.publish())
+        routes = await envoy.receive()
+        assert routes.type_url == ROUTE and [r.name for r in routes.resources] == [ROUTE_CONFIG_NAME]
+        await envoy.answer(ROUTE)
+        await asyncio.wait_for(publishing, 5)
+        assert envoy.versions[CLUSTER] == {name: item.version for name, item in cache.get(CLUSTER).items()}

@@ -18,7 +18,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from infery_proto.v1 import config_pb2
 
 from control_plane.xds.publisher import DELTA_TYPES
-from control_plane.xds.server import SERVER_OPTIONS, DeltaCache, TypeChanges, XdsCache, ads_handler, resource
+from control_plane.xds.envoy_cache import EnvoyCache
+from control_plane.xds.server import SERVER_OPTIONS, DeltaCache, TypeChanges, ads_handler, resource
 from ext_proc import xds_client
 from ext_proc.xds_client import TYPE_PREFIX, ConfigSubscriber
 
@@ -43,7 +44,7 @@ def _configuration(delta: DeltaCache) -> None:
 
 async def _serve(delta: DeltaCache) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((ads_handler(XdsCache(), delta, DELTA_TYPES),))
+    server.add_generic_rpc_handlers((ads_handler(EnvoyCache(), delta, DELTA_TYPES),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
