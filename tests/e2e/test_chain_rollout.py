@@ -1,6 +1,6 @@
 """A chain created or removed while its model is busy: every request is served, old route or new chain.
 
-ext_proc (delta xDS) names the cluster a request goes to; Envoy (state of the world)
+ext_proc names the cluster a request goes to; Envoy (both on delta xDS)
 must already have it. A chain's cluster reaches ext_proc only once every Envoy has
 answered it, and leaves Envoy only once ext_proc no longer uses it
 (control_plane/xds/publisher.py). Before, ext_proc learned a new chain while Envoy was

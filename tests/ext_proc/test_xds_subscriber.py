@@ -17,8 +17,8 @@ import pytest
 from envoy.service.discovery.v3 import discovery_pb2
 from infery_proto.v1 import config_pb2
 
-from control_plane.xds.publisher import DELTA_TYPES
 from control_plane.xds.envoy_cache import EnvoyCache
+from control_plane.xds.publisher import DELTA_TYPES
 from control_plane.xds.server import SERVER_OPTIONS, DeltaCache, TypeChanges, ads_handler, resource
 from ext_proc import xds_client
 from ext_proc.xds_client import TYPE_PREFIX, ConfigSubscriber
