@@ -41,8 +41,8 @@ revocations) back for it would be worse. The order holds between the Envoys and
 ext_procs connected to this control-plane process; with several control-plane replicas
 each orders its own subscribers only. Envoy answers a CDS update once it has taken the
 clusters in, which for a provider named by DNS (STRICT_DNS) may be before their first
-resolution ends ("warming"; Envoy gives no signal for it): the route's own round trip
-(RDS is sent after CDS is answered) covers a resolver that answers within it. A publish
+resolution ends ("warming"; Envoy gives no signal for it); the changed clusters and the
+route configuration go out together, one response each, so nothing covers that. A publish
 that changes Envoy's resources costs one Envoy round trip before ext_proc gets it (tens
 of milliseconds at 1,000 chains, and a key change published with it waits as long); a
 key change alone costs none.
