@@ -178,7 +178,7 @@ class GatewayConfig:
     workspaces: dict[str, Workspace] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
     attempt_grant_key: bytes = b""  # signs chain requests' attempt grants (ext_proc/attempt_grant.py)
-    files_identity_key: bytes = b""  # signs what ext_proc asserts to the files service (files_gate.py)
+    files_identity_key: bytes = b""  # signs what ext_proc asserts to the files service (endpoints/files.py)
 
 
 PROVIDER = "Provider"

@@ -54,20 +54,18 @@ from infery_proto.wire import (
 
 from ext_proc import (
     attempt_grant,
-    catalog_responses,
     conversations,
     endpoints,
     file_refs,
-    files_gate,
     header_policy,
+    response_store,
     settlement,
 )
 from ext_proc import envoy_messages as msg
 from ext_proc.audio_upload import DEFAULT_LOOKAHEAD_BYTES
 from ext_proc.auth import authenticate
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
-from ext_proc.endpoints import chat_completions
-from ext_proc.endpoints.base import Endpoint, LastEvent, RequestBody
+from ext_proc.endpoints.base import Answer, Endpoint, HeadersReply, HeadersRequest, LastEvent, RequestBody
 from ext_proc.errors import GatewayError
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
 from ext_proc.lifecycle import (
@@ -133,7 +131,9 @@ class Services:
     idempotency: Idempotency
     media: MediaPolicy = field(default_factory=MediaPolicy)  # which media URLs may be fetched, how many
     max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
-    files: file_refs.FilesService | None = None  # where chat's file_id parts are read (INFERY_FILES_SERVICE)
+    files: file_refs.FilesService | None = (
+        None  # where file_id parts (chat, Responses) are read (INFERY_FILES_SERVICE)
+    )
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # INFERY_MAX_AUDIO_BYTES
     upload_lookahead: int = DEFAULT_LOOKAHEAD_BYTES  # INFERY_AUDIO_MODEL_LOOKAHEAD_BYTES
     # Envoy's request buffer (INFERY_MAX_REQUEST_BYTES): what a chain's router keeps for its retries.
@@ -235,7 +235,7 @@ class Exchange:
     ) -> ep.ProcessingResponse | Awaitable[ep.ProcessingResponse] | None:
         """The answer to the headers; None for an upload, whose answer waits for its model; for an
         endpoint answered from the headers alone that needs I/O (the kept responses), a coroutine
-        the caller awaits."""
+        the caller awaits. Which endpoint, and what it needs, is the registry's (ext_proc/endpoints/)."""
         if self.state is not NEW:
             raise IllegalMove(self.state, RECEIVED)
         h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
@@ -247,16 +247,6 @@ class Exchange:
         method = h.get(":method", "GET")
         try:
             config = self._require_config()
-            if files_gate.serves(self.path):
-                # Stored by the files service: ext_proc reads no byte of it and records nothing
-                # (as for the model list: no key on the exchange, no usage record).
-                forwarded = files_gate.forward(
-                    h, config, self.request_id, ROUTE_HEADER, header_policy.CONTROL
-                )
-                self._exit_now(FINISHED)
-                return forwarded
-            if self.path == "/v1/models" or self.path.startswith("/v1/models/"):
-                return self._models(method, h, config)
             endpoint = endpoints.by_path(self.path)
             if endpoint is None:
                 raise GatewayError(404, "not_found", f"Unknown path {self.path}.")
@@ -265,7 +255,7 @@ class Exchange:
                 allowed = " or ".join(sorted(endpoint.methods))
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts {allowed} only.")
             if endpoint.request_body is RequestBody.HEADERS_ONLY:
-                return self._kept_response(method, h, config)
+                return self._headers_only(endpoint, method, h, config)
             self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
@@ -287,6 +277,38 @@ class Exchange:
         return msg.request_headers(
             set_headers=((REQUEST_ID_HEADER, self.request_id),), remove=header_policy.CONTROL
         )
+
+    def _headers_only(
+        self, endpoint: Endpoint, method: str, h: dict[str, str], config: GatewayConfig
+    ) -> ep.ProcessingResponse | Awaitable[ep.ProcessingResponse]:
+        """An endpoint answered from the headers alone (``RequestBody.HEADERS_ONLY``): the caller
+        authenticated, then what the endpoint says (``Endpoint.on_headers``). Not metered: no key
+        on the exchange, so no usage record (the files service records its own)."""
+        key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
+        target = h.get(":path", "/")
+        request = HeadersRequest(method, target, self.path, key, config, self.request_id, self._services)
+        reply = endpoint.on_headers(request)
+        if isinstance(reply, Answer | ep.ProcessingResponse):
+            return self._headers_reply(reply)
+        return self._headers_reply_later(reply)
+
+    async def _headers_reply_later(self, pending: Awaitable[HeadersReply]) -> ep.ProcessingResponse:
+        try:
+            reply = await pending
+        except GatewayError as err:
+            if self.state in FINAL:  # the client left while the endpoint's I/O ran
+                return self._error_reply(err)
+            return self._refused_now(err)
+        return self._headers_reply(reply)
+
+    def _headers_reply(self, reply: HeadersReply) -> ep.ProcessingResponse:
+        if isinstance(reply, Answer):
+            self.status = reply.status
+        if self.state not in FINAL:
+            self._exit_now(FINISHED)
+        if isinstance(reply, Answer):
+            return self._answer(reply.status, reply.body)
+        return reply
 
     async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
         """The answer to the body; for an upload's chunk, the answers now owed (none while its
@@ -328,15 +350,18 @@ class Exchange:
         if model.provider.wire_format in self.endpoint.local_for:
             return await self._local_answer(body, model)
         slug = self.model_requested
-        # Stored files the request names (file_id) go inline, for whichever provider serves it.
-        who = Identity(self.request_id, workspace.id, self.key.member_id, self.key.id)
-        inlined = self.endpoint is chat_completions.ENDPOINT and await file_refs.resolve(
-            body, self._services.files, config.files_identity_key, who
-        )
+        # Stored files the request names (file_id) go inline, for whichever provider serves it:
+        # into a copy, which goes upstream (the request itself stays as the client sent it).
+        refs = self.endpoint.file_refs(body)
+        if refs:
+            who = Identity(self.request_id, workspace.id, self.key.member_id, self.key.id)
+            body = await file_refs.resolve(
+                body, refs, self.endpoint, self._services.files, config.files_identity_key, who
+            )
         route = config.routes.get(slug)
         if route is not None and route.cluster and self.endpoint.fallback:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
-            changed = inlined or self.conversation is not None  # files inline, or a kept conversation
+            changed = refs or self.conversation is not None  # files inline, or a kept conversation
             response = self._to_chain(config, route, orjson.dumps(body) if changed else None)
         else:
             upstream_body, set_headers, remove = await upstream_request(
@@ -695,7 +720,7 @@ class Exchange:
         """Put the kept response ``previous_response_id`` names (its input, then its output) ahead
         of the request's input; 404 when the workspace has no such response."""
         assert self.key is not None
-        store = self._require_store()
+        store = response_store.required(self._services.responses)
         response_id = body["previous_response_id"]
         kept = await store.find(self.key.workspace.id, str(response_id))
         if kept is None:
@@ -731,47 +756,6 @@ class Exchange:
             await self._services.responses.keep(
                 workspace_id, response_id, self.model.slug, created_at, doc, items_json
             )
-
-    async def _kept_response(
-        self, method: str, h: dict[str, str], config: GatewayConfig
-    ) -> ep.ProcessingResponse:
-        """``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``, for the
-        key's workspace only (another workspace's id is 404, as an unknown one). Not metered, as
-        the model list: no key on the exchange, no usage record."""
-        path, _, query = h.get(":path", "/").partition("?")
-        try:
-            key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
-            store = self._require_store()
-            response_id, items = conversations.parse_path(path)
-            if method == "DELETE":
-                if items:
-                    raise GatewayError(405, "method_not_allowed", f"{path} accepts GET only.")
-                if not await store.forget(key.workspace.id, response_id):
-                    raise conversations.not_found(response_id)
-                body = conversations.deleted(response_id)
-            else:
-                if "stream=true" in query:
-                    raise GatewayError(
-                        400, "unsupported_parameter", "A kept response is not streamed again.", "stream"
-                    )
-                kept = await store.find(key.workspace.id, response_id)
-                if kept is None:
-                    raise conversations.not_found(response_id)
-                body = conversations.item_list(kept.input_items, query) if items else kept.response
-        except GatewayError as err:
-            if self.state in FINAL:  # the client left while the store answered
-                return self._error_reply(err)
-            return self._refused_now(err)
-        self.status = 200
-        if self.state not in FINAL:
-            self._exit_now(FINISHED)
-        return self._answer(200, body)
-
-    def _require_store(self) -> ResponseStore:
-        store = self._services.responses
-        if store is None:
-            raise GatewayError(503, "responses_unavailable", "The gateway keeps no responses here.")
-        return store
 
     async def _local_reply(self, raw: bytes) -> ep.ProcessingResponse:
         """The body of the gateway's own error reply (OpenAI's envelope, from Envoy or a chain's
@@ -892,16 +876,6 @@ class Exchange:
         if self._config is None:
             raise GatewayError(503, "upstream_unavailable", "The gateway has no configuration yet.")
         return self._config
-
-    def _models(self, method: str, h: dict[str, str], config: GatewayConfig) -> ep.ProcessingResponse:
-        if method != "GET":
-            raise GatewayError(405, "method_not_allowed", f"{self.path} accepts GET only.")
-        # Listing models is not metered: no usage record.
-        key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
-        status, body = catalog_responses.models(self.path, key, config)
-        self.status = status
-        self._exit_now(FINISHED)
-        return self._answer(status, body)
 
     def _error_reply(self, err: GatewayError) -> ep.ProcessingResponse:
         headers: list[tuple[str, str]] = list(getattr(err, "headers", ()))

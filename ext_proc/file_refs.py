@@ -1,15 +1,14 @@
-"""``file_id`` in chat requests: the gateway's stored files, put inline for every provider.
+"""``file_id`` in requests: the gateway's stored files, put inline for every provider.
 
-A chat ``file`` part may name a file uploaded to ``/v1/files`` instead of carrying its
-bytes. No provider knows the gateway's ids (an OpenAI provider has its own), so before
-translating, ext_proc fetches each named file from the files service, as the
-requesting workspace, and rewrites the part into what the translators already read:
-
-- a PDF, a text or any other document: ``{"type": "file", "file": {"filename", "file_data":
-  "data:<type>;base64,..."}}`` (Anthropic's ``document`` block, Gemini's inline data,
-  OpenAI's ``file_data``);
-- an image (PNG, JPEG, GIF, WebP): ``{"type": "image_url", "image_url": {"url": "data:..."}}``,
-  each provider's image part.
+A chat ``file`` part, or a Responses ``input_file``/``input_image`` part, may name a file
+uploaded to ``/v1/files`` instead of carrying its bytes. No provider knows the gateway's ids
+(an OpenAI provider has its own), so before translating, ext_proc fetches each named file
+from the files service, as the requesting workspace, and the endpoint rewrites the part into
+what the translators already read (:meth:`~ext_proc.endpoints.base.Endpoint.file_refs` says
+where an endpoint's requests name files, :meth:`~ext_proc.endpoints.base.Endpoint.inline_file`
+how one is written: a document as ``file_data``, an image as an image part). The rewritten
+request is a copy: the client's own request, with its ids, is what is kept (the Responses
+API's stored input) and fingerprinted.
 
 The type comes from the bytes (their signature), not from what the uploader claimed. A
 file of another workspace is ``404 not_found``, exactly as one that does not exist: the
@@ -26,14 +25,15 @@ import asyncio
 import base64
 import re
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import orjson
 from infery_proto import identity_assertion
 
+from ext_proc.endpoints.base import Endpoint, FileRef
 from ext_proc.errors import GatewayError
 
 MAX_BYTES = 20 * 1024 * 1024  # all files of one request: as for one fetched image or PDF (media_fetch.py)
@@ -62,25 +62,6 @@ def sniff(data: bytes) -> str:
     return "text/plain"
 
 
-def references(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(param path, the part, file id) of each ``file`` part that names a stored file."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return
-    for i, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            continue
-        for j, part in enumerate(content):
-            file = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
-            if isinstance(file, dict) and file.get("file_id") is not None:
-                file_id = file["file_id"]
-                at = f"messages[{i}].content[{j}].file.file_id"
-                if not isinstance(file_id, str) or not file_id:
-                    raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
-                yield at, part, file_id
-
-
 @dataclass(frozen=True, slots=True)
 class FilesService:
     """Where ext_proc reads stored files: the files service's URL, and TLS to it."""
@@ -101,35 +82,39 @@ class FilesService:
 
 async def resolve(
     body: dict[str, Any],
+    refs: list[FileRef],
+    endpoint: Endpoint,
     service: FilesService | None,
     key: bytes,
     identity: identity_assertion.Identity,
     timeout_s: float = 10,
-) -> bool:
-    """Put every stored file ``body`` names inline, in place; whether there was any."""
-    found = list(references(body))
-    if not found:
-        return False
+) -> dict[str, Any]:
+    """A copy of ``body`` with every stored file ``refs`` names (``endpoint.file_refs(body)``,
+    not empty) inline; ``body`` itself is left as the client sent it."""
     if service is None or not key:
         raise GatewayError(503, "upstream_unavailable", "The gateway cannot read stored files here.")
-    if len({file_id for _, _, file_id in found}) > MAX_FILES:
-        raise GatewayError(
-            400, "invalid_request", f"A request may name at most {MAX_FILES} files.", "messages"
-        )
+    if len({ref.file_id for ref in refs}) > MAX_FILES:
+        where = refs[0].at.partition("[")[0]  # the list they are in: "messages", "input"
+        raise GatewayError(400, "invalid_request", f"A request may name at most {MAX_FILES} files.", where)
     # In a task of its own: the body phase may be resumed in another task than it began in
     # (ext_proc/deadline.py), and httpx's connection locks must be left in the task that took them.
-    task = asyncio.ensure_future(_fetch_all(found, service, key, identity, timeout_s))
+    task = asyncio.ensure_future(_fetch_all(refs, service, key, identity, timeout_s))
     try:
         fetched = await task
     finally:
         task.cancel()
-    for _, part, file_id in found:
-        _inline(part, *fetched[file_id])
-    return True
+    inlined = orjson.loads(orjson.dumps(body))
+    for ref in endpoint.file_refs(inlined):  # the same parts, in the same order, in the copy
+        filename, data = fetched[ref.file_id]
+        mime = sniff(data)
+        endpoint.inline_file(
+            ref.part, filename, mime, f"data:{mime};base64,{base64.b64encode(data).decode()}"
+        )
+    return inlined
 
 
 async def _fetch_all(
-    found: list[tuple[str, dict[str, Any], str]],
+    refs: list[FileRef],
     service: FilesService,
     key: bytes,
     identity: identity_assertion.Identity,
@@ -138,12 +123,12 @@ async def _fetch_all(
     fetched: dict[str, tuple[str, bytes]] = {}
     total = 0
     async with httpx.AsyncClient(verify=service.tls, timeout=timeout_s) as client:
-        for at, _, file_id in found:
-            if file_id not in fetched:
-                fetched[file_id] = await _fetch(
-                    client, service, key, identity, file_id, at, MAX_BYTES - total
+        for ref in refs:
+            if ref.file_id not in fetched:
+                fetched[ref.file_id] = await _fetch(
+                    client, service, key, identity, ref.file_id, ref.at, MAX_BYTES - total
                 )
-                total += len(fetched[file_id][1])
+                total += len(fetched[ref.file_id][1])
     return fetched
 
 
@@ -189,13 +174,3 @@ def _too_large(file_id: str, at: str) -> GatewayError:
         f"The file {file_id} takes the request's files over {MAX_BYTES} bytes, too many to send inline.",
         at,
     )
-
-
-def _inline(part: dict[str, Any], filename: str, data: bytes) -> None:
-    mime = sniff(data)
-    uri = f"data:{mime};base64,{base64.b64encode(data).decode()}"
-    part.clear()
-    if mime.startswith("image/"):
-        part |= {"type": "image_url", "image_url": {"url": uri}}
-    else:
-        part |= {"type": "file", "file": {"filename": filename, "file_data": uri}}

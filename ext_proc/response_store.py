@@ -33,6 +33,13 @@ class Kept:
     input_items: bytes  # JSON array
 
 
+def required(store: ResponseStore | None) -> ResponseStore:
+    """The process's store, where a request needs one; ``503 responses_unavailable`` without."""
+    if store is None:
+        raise GatewayError(503, "responses_unavailable", "The gateway keeps no responses here.")
+    return store
+
+
 class ResponseStore:
     """One per process; the channel opens lazily (its first call)."""
 

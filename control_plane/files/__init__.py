@@ -10,6 +10,6 @@ Only Envoy talks to it, over mutual TLS with the data plane's client certificate
 only for requests ext_proc has authenticated: ext_proc checks the ``inf_`` key in the
 headers, asserts the caller's workspace in a signed header
 (proto/infery_proto/identity_assertion.py) and lets Envoy stream the body here without
-reading it (ext_proc/files_gate.py). Uploads are parsed as they arrive and written to
+reading it (ext_proc/endpoints/files.py). Uploads are parsed as they arrive and written to
 storage chunk by chunk; downloads are streamed: no file is ever held whole in memory.
 """

@@ -478,7 +478,7 @@ def files_route(s: ListenerSettings) -> route_components_pb2.Route:
     """``/v1/files*`` to the files service, with ext_proc on the headers only.
 
     ext_proc authenticates the request's headers and asserts the caller's identity
-    (ext_proc/files_gate.py); the body streams to the service. This route's ext_proc
+    (ext_proc/endpoints/files.py); the body streams to the service. This route's ext_proc
     override makes that so from the first byte: with the listener's BUFFERED mode, a body
     arriving while ext_proc reads the headers is held as if to be buffered, and past the
     buffer limit Envoy answers 413 itself (measured: a 100 MB upload on loopback). Any

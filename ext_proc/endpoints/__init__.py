@@ -13,14 +13,15 @@ Anthropic's shapes), ``moderations.py``, ``completions.py`` (legacy),
 ``audio_speech.py`` (JSON in, the provider's audio bytes out, never through ext_proc; priced
 per character of ``input``), ``audio_transcriptions.py`` and ``audio_translations.py``
 (multipart in, ``RequestBody.STREAMED``: the form is read and rewritten as it passes; json,
-text, srt, vtt or verbose_json out; priced per second of audio), and ``responses.py`` (the
-Responses API, ``POST /v1/responses``, and ``/v1/responses/{id}``, ``{id}/input_items``).
+text, srt, vtt or verbose_json out; priced per second of audio), ``responses.py`` (the
+Responses API, ``POST /v1/responses``, and ``/v1/responses/{id}``, ``{id}/input_items``), and,
+answered from the headers alone (``RequestBody.HEADERS_ONLY``, not metered by ext_proc):
+``models.py`` (``GET /v1/models``, ``/v1/models/{id}``) and ``files.py`` (``/v1/files`` and
+below: authenticated here, the bytes streamed by Envoy to the files service, which stores them
+and writes their usage records).
 
-Planned (SPEC.md; issues 14 and 15), each one module here:
+Planned (SPEC.md), each one module here:
 
-- ``files.py``: ``/v1/files`` and ``/v1/files/`` (``{id}``, ``{id}/content``), GET and DELETE
-  too; ``RequestBody.HEADERS_ONLY``: ext_proc authenticates, Envoy streams the bytes to the
-  service that stores them; not priced.
 - ``batches.py``: ``/v1/batches`` and ``/v1/batches/``.
 """
 
@@ -37,7 +38,9 @@ from ext_proc.endpoints import (
     chat_completions,
     completions,
     embeddings,
+    files,
     images,
+    models,
     moderations,
     responses,
 )
@@ -90,6 +93,8 @@ SERVED = Registry(
         audio_translations.ENDPOINT,
         responses.ENDPOINT,
         responses.STORED,
+        models.ENDPOINT,
+        files.ENDPOINT,
     )
 )
 by_path = SERVED.by_path

@@ -19,23 +19,36 @@ OpenAI's envelope, or Anthropic's shape on Anthropic's paths) and how a stream e
 follows). The exchange writes what it adds to an answer through these, never in one API's
 shape of its own.
 
+An endpoint answered from the request's headers alone (``RequestBody.HEADERS_ONLY``: the model
+list, the kept responses, the files API) says what to do in :meth:`Endpoint.on_headers`, after
+the exchange has authenticated the caller: answer now (:class:`Answer`), or let the request go
+on to where Envoy routes it (an ext_proc reply to its headers: the files service). An endpoint
+whose requests may name files the gateway stores (``file_id``) says where they are and how one
+is written inline (:meth:`Endpoint.file_refs`, :meth:`Endpoint.inline_file`); ext_proc/file_refs.py
+fetches them.
+
 A spec is stateless: one instance serves every request.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 import orjson
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from ext_proc.errors import envelope
 from ext_proc.metering import Meter
 from ext_proc.translators import sse
 from ext_proc.translators.base import StreamTranslator, Usage
+
+if TYPE_CHECKING:
+    from ext_proc.config import ApiKey, GatewayConfig
+    from ext_proc.exchange import Services
 
 
 class RequestBody(StrEnum):
@@ -80,6 +93,41 @@ class LastEvent:
     usage: Usage | None  # the usage to report, when the client asked for the usage chunk
 
 
+@dataclass(frozen=True, slots=True)
+class HeadersRequest:
+    """A request of an endpoint answered from its headers alone (:meth:`Endpoint.on_headers`)."""
+
+    method: str
+    target: str  # the path and query string, as the client sent them
+    path: str  # without the query string
+    key: ApiKey  # the caller, authenticated by the exchange
+    config: GatewayConfig
+    request_id: str  # the gateway's id of the request
+    services: Services  # the process's services (the response store...)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The gateway's own answer to a request, from its headers: nothing goes upstream."""
+
+    status: int
+    body: bytes  # JSON
+
+
+# What :meth:`Endpoint.on_headers` gives: the answer, or the reply that lets the request go on
+# to where Envoy routes it (the files service), ext_proc seeing none of it again.
+HeadersReply: TypeAlias = Answer | ep.ProcessingResponse
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A part of a request that names a file stored by the gateway (:meth:`Endpoint.file_refs`)."""
+
+    at: str  # where, as an error's ``param`` names it: "messages[0].content[1].file.file_id"
+    part: dict[str, Any]  # the part itself, which :meth:`Endpoint.inline_file` rewrites
+    file_id: str
+
+
 class Endpoint(ABC):
     """One inbound API. A module of this package defines one subclass and its ``ENDPOINT``."""
 
@@ -116,6 +164,23 @@ class Endpoint(ABC):
     def path(self) -> str:
         """Its main path, as clients and messages name it."""
         return self.paths[0]
+
+    def on_headers(self, request: HeadersRequest) -> HeadersReply | Awaitable[HeadersReply]:
+        """What a ``RequestBody.HEADERS_ONLY`` endpoint does with an authenticated request: its
+        answer, or the reply that sends it on (an awaitable when that needs I/O). Raises
+        GatewayError for a refusal. Not metered: the exchange keeps no key, writes no record."""
+        raise TypeError(f"{self.name} reads the request's body")
+
+    def file_refs(self, body: Mapping[str, Any]) -> list[FileRef]:
+        """The parts of ``body`` naming a file the gateway stores, in order (ext_proc/file_refs.py
+        puts each inline for the provider); none by default. Raises GatewayError (400) for a
+        malformed one."""
+        return []
+
+    def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
+        """Rewrite ``part`` (one of :meth:`file_refs`) in place to carry the file itself: its
+        name, its media type (from its bytes) and its bytes as a ``data:`` URI."""
+        raise TypeError(f"{self.name} requests name no stored files")
 
     def check(self, body: dict[str, Any]) -> None:
         """Refuse what the API itself refuses, the same for every provider and before any

@@ -5,6 +5,11 @@ translation (translators/params.py). A stream is asked for with ``stream: true``
 ``stream_options.include_usage`` asks for the usage chunk (the gateway reads the
 provider's usage either way). Input and output tokens are priced.
 
+A ``file`` content part may name a file stored by the gateway (``{"file": {"file_id": ...}}``):
+:meth:`ChatCompletions.file_refs` finds them and ext_proc/file_refs.py puts each inline, as
+``file_data`` (a PDF, a text) or an ``image_url`` part (an image), which every provider's
+translator reads.
+
 Its tokens are estimated from the text the client sends and receives (the rule in
 ext_proc/token_estimate.py): message contents, tool calls and tool definitions in;
 contents, refusals, reasoning and tool calls of the answer (or of each chunk) out.
@@ -17,12 +22,13 @@ from typing import Any
 
 import orjson
 
+from ext_proc.errors import GatewayError
 from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators.chat_documents import usage_doc
 from ext_proc.translators.params import check_chat_request
 
-from .base import Endpoint, LastEvent, openai_streaming
+from .base import Endpoint, FileRef, LastEvent, openai_streaming
 
 MESSAGE_FRAMING_TOKENS = 4  # per chat message: role and separators
 NON_TEXT_PART_TOKENS = 256  # an image, audio or file part: its size says little about tokens
@@ -73,6 +79,30 @@ class ChatCompletions(Endpoint):
             chars += len(orjson.dumps(body["tools"]))
         return tokens + tokens_for_chars(chars)
 
+    def file_refs(self, body: Mapping[str, Any]) -> list[FileRef]:
+        """Each ``file`` part with a ``file_id``."""
+        found: list[FileRef] = []
+        messages = body.get("messages")
+        if not isinstance(messages, list):
+            return found
+        for i, message in enumerate(messages):
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, list):
+                continue
+            for j, part in enumerate(content):
+                file = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
+                if isinstance(file, dict) and file.get("file_id") is not None:
+                    found.append(_file_ref(f"messages[{i}].content[{j}].file.file_id", part, file["file_id"]))
+        return found
+
+    def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
+        """An image as an ``image_url`` part; anything else as a ``file`` part's ``file_data``."""
+        part.clear()
+        if mime.startswith("image/"):
+            part |= {"type": "image_url", "image_url": {"url": data_uri}}
+        else:
+            part |= {"type": "file", "file": {"filename": filename, "file_data": data_uri}}
+
     def output_allowance(self, body: Mapping[str, Any]) -> int:
         """``max_completion_tokens`` or ``max_tokens`` (else 1024), times ``n``."""
         if not isinstance(body.get("messages"), list):
@@ -120,6 +150,12 @@ class ChatCompletions(Endpoint):
 
 
 ENDPOINT = ChatCompletions()
+
+
+def _file_ref(at: str, part: dict[str, Any], file_id: Any) -> FileRef:
+    if not isinstance(file_id, str) or not file_id:
+        raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
+    return FileRef(at, part, file_id)
 
 
 def _message_chars(message: dict[str, Any]) -> int:

@@ -11,6 +11,12 @@ into the ``response`` object of the last one (``credits_used``), or at the top o
 ``error`` event that ends a failed stream (translators/responses_events.py). Input and
 output tokens are priced.
 
+An ``input_file`` or ``input_image`` part may name a file stored by the gateway (``file_id``):
+:meth:`Responses.file_refs` finds them, in the request's input and in a continued
+conversation's, and ext_proc/file_refs.py puts each inline for whichever provider serves the
+model (``file_data``, or an ``image_url`` data URI); what is kept is the input as the client
+gave it, with its ids.
+
 Its tokens are estimated from the text the client sends and receives (the rule in
 ext_proc/token_estimate.py): instructions, input messages, function calls and their outputs,
 and tool definitions in; output text, refusals and function call arguments out (the
@@ -24,19 +30,31 @@ from typing import Any, cast
 
 import orjson
 
+from ext_proc import conversations, response_store
+from ext_proc.errors import GatewayError
 from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators import responses_events
 from ext_proc.translators.base import StreamTranslator
 from ext_proc.translators.responses_params import check_responses_request
 
-from .base import NOT_STREAMED, Endpoint, LastEvent, RequestBody
+from .base import (
+    NOT_STREAMED,
+    Answer,
+    Endpoint,
+    FileRef,
+    HeadersReply,
+    HeadersRequest,
+    LastEvent,
+    RequestBody,
+)
 
 ITEM_FRAMING_TOKENS = 4  # per input item: role and separators
 NON_TEXT_PART_TOKENS = 256  # an image, audio or file part: its size says little about tokens
 DEFAULT_OUTPUT_TOKENS = 1024  # the output allowance of a request that sets no maximum
 
 _STREAMED = (True, False)
+_FILE_PARTS = ("input_file", "input_image")
 # Stream events whose ``delta`` is text the client receives.
 _TEXT_DELTAS = frozenset(
     {"response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta"}
@@ -83,6 +101,42 @@ class Responses(Endpoint):
         if body.get("tools"):
             chars += len(orjson.dumps(body["tools"]))
         return tokens + tokens_for_chars(chars)
+
+    def file_refs(self, body: Mapping[str, Any]) -> list[FileRef]:
+        """Each ``input_file`` and ``input_image`` part of an input message with a ``file_id``."""
+        found: list[FileRef] = []
+        inp = body.get("input")
+        if not isinstance(inp, list):
+            return found
+        for i, item in enumerate(inp):
+            content = item.get("content") if isinstance(item, dict) else None
+            if not isinstance(content, list):
+                continue
+            for j, part in enumerate(content):
+                if (
+                    isinstance(part, dict)
+                    and part.get("type") in _FILE_PARTS
+                    and part.get("file_id") is not None
+                ):
+                    at = f"input[{i}].content[{j}].file_id"
+                    file_id = part["file_id"]
+                    if not isinstance(file_id, str) or not file_id:
+                        raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
+                    found.append(FileRef(at, part, file_id))
+        return found
+
+    def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
+        """An image as an ``input_image``, anything else as an ``input_file``; a ``detail`` the
+        client gave for that kind of part is kept (an image's is required: ``auto`` by default)."""
+        kind, detail = part.get("type"), part.get("detail")
+        part.clear()
+        if mime.startswith("image/"):
+            image_detail = detail if kind == "input_image" and detail else "auto"
+            part |= {"type": "input_image", "image_url": data_uri, "detail": image_detail}
+        else:
+            part |= {"type": "input_file", "filename": filename, "file_data": data_uri}
+            if kind == "input_file" and detail:
+                part["detail"] = detail
 
     def output_allowance(self, body: Mapping[str, Any]) -> int:
         """``max_output_tokens``, else 1024."""
@@ -137,7 +191,8 @@ ENDPOINT = Responses()
 
 class StoredResponses(Endpoint):
     """The responses the workspace kept: read and deleted by ext_proc from the control plane's
-    store (ext_proc/response_store.py), answered at once; no provider, no body, not priced."""
+    store (ext_proc/response_store.py), answered at once; no provider, no body, not priced.
+    Another workspace's id is 404, as an unknown one."""
 
     __slots__ = ()
 
@@ -151,6 +206,27 @@ class StoredResponses(Endpoint):
 
     def prompt_tokens(self, body: Mapping[str, Any]) -> int:
         return 0
+
+    async def on_headers(self, request: HeadersRequest) -> HeadersReply:
+        """``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``."""
+        store = response_store.required(request.services.responses)
+        workspace_id = request.key.workspace.id
+        path, query = request.path, request.target.partition("?")[2]
+        response_id, items = conversations.parse_path(path)
+        if request.method == "DELETE":
+            if items:
+                raise GatewayError(405, "method_not_allowed", f"{path} accepts GET only.")
+            if not await store.forget(workspace_id, response_id):
+                raise conversations.not_found(response_id)
+            return Answer(200, conversations.deleted(response_id))
+        if "stream=true" in query:
+            raise GatewayError(
+                400, "unsupported_parameter", "A kept response is not streamed again.", "stream"
+            )
+        kept = await store.find(workspace_id, response_id)
+        if kept is None:
+            raise conversations.not_found(response_id)
+        return Answer(200, conversations.item_list(kept.input_items, query) if items else kept.response)
 
 
 STORED = StoredResponses()

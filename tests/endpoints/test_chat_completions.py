@@ -137,3 +137,42 @@ def test_its_answers_are_openais() -> None:
     assert_openai(usage, "CreateChatCompletionStreamResponse")
     assert (usage["id"], usage["choices"], usage["usage"]["total_tokens"]) == ("chatcmpl-req", [], 5)
     assert CHAT.stream_tail(b'{"a":1}', "0.5") == b'data: {"a":1,"credits_used":0.5}\n\ndata: [DONE]\n\n'
+
+
+# -- stored files (file_id): where they are named and how one is written inline ----------------
+
+
+def _with_parts(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": "m",
+        "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": list(parts)}],
+    }
+
+
+def test_only_file_parts_with_a_file_id_name_stored_files() -> None:
+    body = _with_parts(
+        {"type": "text", "text": "x"},
+        {"type": "file", "file": {"file_id": "file-a"}},
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,AA=="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+    )
+    refs = CHAT.file_refs(body)
+    assert [(r.at, r.file_id) for r in refs] == [("messages[1].content[1].file.file_id", "file-a")]
+    assert refs[0].part is body["messages"][1]["content"][1]
+    with pytest.raises(GatewayError) as refused:
+        CHAT.file_refs(_with_parts({"type": "file", "file": {"file_id": 7}}))
+    assert refused.value.status == 400 and refused.value.param == "messages[1].content[0].file.file_id"
+    assert CHAT.file_refs({"model": "m", "messages": "not a list"}) == []
+
+
+def test_a_document_becomes_file_data_and_an_image_an_image_part() -> None:
+    doc: dict[str, Any] = {"type": "file", "file": {"file_id": "file-a"}}
+    CHAT.inline_file(doc, "report.pdf", "application/pdf", "data:application/pdf;base64,AA==")
+    assert doc == {
+        "type": "file",
+        "file": {"filename": "report.pdf", "file_data": "data:application/pdf;base64,AA=="},
+    }
+    image: dict[str, Any] = {"type": "file", "file": {"file_id": "file-b"}}
+    CHAT.inline_file(image, "dot.png", "image/png", "data:image/png;base64,AA==")
+    assert image == {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}
+    CHAT.check(_with_parts(doc, image))  # what the translators read: a valid chat request

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 from infery_proto import wire
 
-from ext_proc import endpoints, metrics
+from ext_proc import endpoints, exchange, metrics
 from ext_proc.endpoints import Registry
 from ext_proc.endpoints.base import Endpoint, RequestBody
 from ext_proc.metering import input_tokens_cost
@@ -26,6 +28,10 @@ SERVED = {
     "/v1/audio/translations": "audio_translations",
     "/v1/responses": "responses",
     "/v1/responses/": "stored_responses",  # /v1/responses/{id} and {id}/input_items
+    "/v1/models": "models",
+    "/v1/models/": "models",  # /v1/models/{id}
+    "/v1/files": "files",
+    "/v1/files/": "files",  # /v1/files/{id} and {id}/content
 }
 
 
@@ -52,6 +58,12 @@ def test_a_kept_responses_path_has_its_endpoint(path: str) -> None:
     assert endpoint is not None and endpoint.name == "stored_responses"
 
 
+def test_the_exchange_has_no_path_of_its_own() -> None:
+    """Every path is found through the registry: exchange.py names none (issue 13)."""
+    source = Path(exchange.__file__).read_text()
+    assert not re.search(r'"/v1/', source), "a path test in exchange.py: make it an endpoint's"
+
+
 def test_the_served_endpoints_are_exactly_these() -> None:
     served = {path: e.name for e in endpoints.SERVED.endpoints for path in e.paths}
     assert served == SERVED
@@ -61,7 +73,7 @@ def test_the_served_endpoints_are_exactly_these() -> None:
 @pytest.mark.parametrize(
     "path",
     [
-        "/v1/models",
+        "/v1/modelsx",
         "/v1/chat/completions/",
         "/v1/chat",
         "/v1/embeddings/x",
@@ -76,7 +88,7 @@ def test_unknown_paths_have_none(path: str) -> None:
 
 
 class _Stored(Endpoint):
-    """An endpoint of paths under a prefix, as the files API will be; defined here, not served."""
+    """An endpoint of paths under a prefix, as the files API is; defined here, not served."""
 
     __slots__ = ()
 

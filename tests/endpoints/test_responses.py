@@ -208,3 +208,65 @@ def test_an_error_event_carries_the_charge_at_its_top() -> None:
     doc = orjson.loads(RESPONSES.stream_tail(last, "0").split(b"data: ", 1)[1])
     assert doc["credits_used"] == 0 and doc["code"] == "upstream_error"
     assert_openai(doc, "ResponseErrorEvent")
+
+
+# -- stored files (file_id): where they are named and how one is written inline ----------------
+
+
+def test_input_files_and_images_with_a_file_id_name_stored_files() -> None:
+    body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "plain text"},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "x"},
+                    {"type": "input_file", "file_id": "file-a"},
+                    {"type": "input_image", "file_id": "file-b", "detail": "high"},
+                    {
+                        "type": "input_file",
+                        "file_data": "data:application/pdf;base64,AA==",
+                        "filename": "a.pdf",
+                    },
+                    {"type": "input_image", "image_url": "https://example.com/a.png", "detail": "auto"},
+                ],
+            },
+        ],
+    }
+    refs = RESPONSES.file_refs(body)
+    assert [(r.at, r.file_id) for r in refs] == [
+        ("input[1].content[1].file_id", "file-a"),
+        ("input[1].content[2].file_id", "file-b"),
+    ]
+    assert RESPONSES.file_refs({"model": "m", "input": "text only"}) == []
+    with pytest.raises(GatewayError) as refused:
+        RESPONSES.file_refs(
+            {"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": ""}]}]}
+        )
+    assert refused.value.param == "input[0].content[0].file_id"
+
+
+def test_an_inlined_file_is_openais_input_file_or_input_image() -> None:
+    pdf_uri, png_uri = "data:application/pdf;base64,AA==", "data:image/png;base64,AA=="
+    doc: dict[str, Any] = {"type": "input_file", "file_id": "file-a", "detail": "low"}
+    RESPONSES.inline_file(doc, "report.pdf", "application/pdf", pdf_uri)
+    assert doc == {"type": "input_file", "filename": "report.pdf", "file_data": pdf_uri, "detail": "low"}
+    image: dict[str, Any] = {"type": "input_image", "file_id": "file-b", "detail": "high"}
+    RESPONSES.inline_file(image, "dot.png", "image/png", png_uri)
+    assert image == {"type": "input_image", "image_url": png_uri, "detail": "high"}
+    named_as_file: dict[str, Any] = {"type": "input_file", "file_id": "file-c"}
+    RESPONSES.inline_file(named_as_file, "dot.png", "image/png", png_uri)
+    assert named_as_file == {
+        "type": "input_image",
+        "image_url": png_uri,
+        "detail": "auto",
+    }  # the bytes decide
+    for part, schema in (
+        (doc, "InputFileContent"),
+        (image, "InputImageContent"),
+        (named_as_file, "InputImageContent"),
+    ):
+        assert_openai(part, schema)
+    RESPONSES.check({"model": "m", "input": [{"role": "user", "content": [doc, image]}]})

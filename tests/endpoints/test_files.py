@@ -1,4 +1,5 @@
-"""ext_proc on a /v1/files request: headers only, a signed identity, and the body left to Envoy."""
+"""The files endpoint (ext_proc/endpoints/files.py) through the real exchange: headers only, a signed
+identity, and the body left to Envoy."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import Proces
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto import identity_assertion
 from infery_proto.v1 import config_pb2, usage_pb2
+from infery_proto.wire import FILES_CLUSTER, FILES_PATH_PREFIX
 
-from ext_proc import config
+from ext_proc import config, endpoints
+from ext_proc.endpoints import files
+from ext_proc.endpoints.base import RequestBody
 from ext_proc.exchange import Exchange, Services
-from ext_proc.files_gate import FILES_CLUSTER, serves
 from ext_proc.idempotency import Idempotency
+from ext_proc.lifecycle import FINISHED
 from ext_proc.limits import Limiter
 from ext_proc.shared_state import MemoryState
 
@@ -60,9 +64,14 @@ def _set(reply: ep.ProcessingResponse) -> dict[str, str]:
     return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
 
 
-def test_only_the_files_paths_are_gated():
-    assert serves("/v1/files") and serves("/v1/files/file-1") and serves("/v1/files/file-1/content")
-    assert not serves("/v1/filesystem") and not serves("/v1/file") and not serves("/v2/files")
+def test_the_files_paths_are_its_own_and_headers_only():
+    for path in ("/v1/files", "/v1/files/file-1", "/v1/files/file-1/content"):
+        assert endpoints.by_path(path) is files.ENDPOINT
+    for path in ("/v1/filesystem", "/v1/file", "/v2/files", "/v1/filesx/1"):
+        assert endpoints.by_path(path) is None
+    assert files.ENDPOINT.request_body is RequestBody.HEADERS_ONLY
+    # Envoy's files route (control_plane/xds/envoy_config.py) sends these paths with no body to ext_proc.
+    assert files.ENDPOINT.paths == (FILES_PATH_PREFIX, FILES_PATH_PREFIX + "/")
 
 
 def test_an_authenticated_request_goes_to_the_files_service_with_a_signed_identity():
@@ -97,8 +106,17 @@ def test_an_authenticated_request_goes_to_the_files_service_with_a_signed_identi
     assert mode.response_header_mode == ProcessingMode.SKIP
     assert mode.response_body_mode == ProcessingMode.NONE
     assert mode.request_trailer_mode == mode.response_trailer_mode == ProcessingMode.SKIP
-    exchange.abort()  # the stream ends: storing a file records no usage
+    assert exchange.state is FINISHED
+    exchange.abort()  # the stream ends: ext_proc records no usage (the files service does)
     assert records == []
+
+
+def test_another_method_is_a_405_before_anything_is_forwarded():
+    reply = _exchange([]).on_request_headers(
+        _headers([(":path", "/v1/files/file-1"), (":method", "PUT"), ("authorization", f"Bearer {KEY}")])
+    )
+    assert reply.immediate_response.status.code == 405
+    assert b'"method_not_allowed"' in reply.immediate_response.body
 
 
 def test_a_missing_or_unknown_key_is_answered_by_ext_proc():

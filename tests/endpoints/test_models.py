@@ -11,7 +11,7 @@ from infery_proto.v1 import config_pb2
 
 from ext_proc import config
 from ext_proc.auth import authenticate
-from ext_proc.catalog_responses import models, served_paths
+from ext_proc.endpoints.models import models, served_paths
 from tests.conformance import assert_openai
 
 KEY = "inf_catalog"

@@ -5,24 +5,55 @@ provider that serves each one, and ``endpoints`` (an extra field, which SDKs
 ignore) the paths the model serves: those whose endpoint has a translator for
 the provider's wire format, or that the gateway answers itself for it
 (count_tokens' estimate), so a user sees what works before calling.
+
+Answered from the headers (``RequestBody.HEADERS_ONLY``) and not metered: no usage record.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
 
-from ext_proc import endpoints, translators
+from ext_proc import translators
 from ext_proc.config import ApiKey, GatewayConfig, Model
 from ext_proc.errors import envelope
+
+from .base import Answer, Endpoint, HeadersReply, HeadersRequest, RequestBody
+
+PATH = "/v1/models"
+
+
+class Models(Endpoint):
+    __slots__ = ()
+
+    name = "models"
+    paths = (PATH, PATH + "/")
+    methods = frozenset({"GET"})
+    request_body = RequestBody.HEADERS_ONLY
+    operation = "other"
+    meters = ()
+    fallback = False
+
+    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        return 0
+
+    def on_headers(self, request: HeadersRequest) -> HeadersReply:
+        return Answer(*models(request.path, request.key, request.config))
+
+
+ENDPOINT = Models()
 
 
 @functools.cache
 def served_paths(wire_format: str, kind: str = "") -> tuple[str, ...]:
     """The paths a model of a provider speaking ``wire_format`` (of ``kind``) serves, in the
     registry's order."""
+    from ext_proc import endpoints  # the registry, which holds this module's endpoint too
+
     return tuple(
         path
         for endpoint in endpoints.SERVED.endpoints
@@ -43,11 +74,12 @@ def _entry(model: Model) -> dict[str, object]:
 
 
 def models(path: str, key: ApiKey, config: GatewayConfig) -> tuple[int, bytes]:
+    """(status, body) of ``GET /v1/models`` or ``GET /v1/models/{id}`` for ``key``'s workspace."""
     workspace = key.workspace
-    if path == "/v1/models":
+    if path == PATH:
         data = [_entry(m) for slug, m in sorted(config.models.items()) if workspace.allows(slug)]
         return 200, orjson.dumps({"object": "list", "data": data})
-    slug = unquote(path[len("/v1/models/") :])
+    slug = unquote(path[len(PATH) + 1 :])
     model = config.models.get(slug)
     if model is None or not workspace.allows(slug):
         return 404, envelope(404, "model_not_found", f"The model '{slug}' does not exist.", "model")
