@@ -81,6 +81,7 @@ from ext_proc.lifecycle import (
     ROUTED,
     STREAMING,
     TRANSITIONS,
+    UPLOADING,
     IllegalMove,
     State,
 )
@@ -459,20 +460,24 @@ class Exchange:
                 return await self._route_upload(upload)
             except GatewayError as err:
                 return await self._refused(err)
-        if state is ROUTED:
+        if state is UPLOADING:
             try:
                 answer = upload.next(body)
                 if body.end_of_stream:  # every field known: those after the model are checked too
                     assert self.endpoint is not None
                     self.endpoint.check(upload.stream.fields)
                     self.stream, self.include_usage = self.endpoint.streaming(upload.stream.fields)
+                    self._move(ROUTED)
                 return answer
             except GatewayError as err:
                 return await self._refused(err)
         if state in FINAL and not upload.routed:
             return []  # refused: Envoy sends nothing more after an immediate response
-        # The answer has begun (a provider that replied before the upload ended): the rest goes nowhere.
-        return msg.request_chunk(b"")
+        if state is RESPONDING or state is FAILING or state in FINAL:
+            # The answer began before the upload ended (the provider's, or Envoy's own): the
+            # rest goes nowhere.
+            return msg.request_chunk(b"")
+        raise IllegalMove(state, UPLOADING)  # ROUTED: the upload has ended, no chunk follows
 
     async def _route_upload(self, upload: UploadIntake) -> list[ep.ProcessingResponse]:
         """Admit and route an upload whose model has passed: the deferred answer to its headers,
@@ -519,7 +524,7 @@ class Exchange:
             headers = msg.request_headers(
                 set_headers, header_policy.CONTROL, clear_route_cache=True, metadata=metadata
             )
-            self._move(ROUTED)
+            self._move(ROUTED if upload.ended else UPLOADING)
             return upload.route(headers, None)
         form = form_upstream(model, self.endpoint, upload.boundary)
         provider = model.provider
@@ -539,7 +544,7 @@ class Exchange:
             *header_policy.request_removals(provider.kind, self.client_headers, names),
         ]
         headers = msg.request_headers(set_headers, remove, clear_route_cache=True)
-        self._move(ROUTED)
+        self._move(ROUTED if upload.ended else UPLOADING)
         return upload.route(headers, form.writer)
 
     def _idempotency_scope(self) -> str:
@@ -569,13 +574,13 @@ class Exchange:
 
     async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         state = self.state
-        if state is not ROUTED and state is not RECEIVED:
+        if state is not ROUTED and state is not UPLOADING and state is not RECEIVED:
             raise IllegalMove(state, RESPONDING)
         h = msg.header_map(headers, header_policy.READ_FROM_UPSTREAM)
         self.status = int(h.get(":status", "0") or 0)
         rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
-        if local_reply is not None or state is not ROUTED:
+        if local_reply is not None or state is RECEIVED:
             # The gateway's own failure (timeout, reset, every target down; a body too large
             # while it was buffered): already in the envelope, settled with its body.
             self.status = self.status or 502

@@ -8,8 +8,11 @@ key and writes its usage record -- once.
 ::
 
     NEW ──headers──▶ RECEIVED ──body──▶ ADMITTED ──▶ ROUTED ──headers──▶ RESPONDING ──body──▶ FINISHED
-     │                  │                  │            │  └──SSE──▶ STREAMING ──last chunk──▶ FINISHED
-     │                  │                  │            └──the gateway's own error──▶ FAILING ──body──▶ FAILED
+     │                  │                  │  │         │  └──SSE──▶ STREAMING ──last chunk──▶ FINISHED
+     │                  │                  │  │         └──the gateway's own error──▶ FAILING ──body──▶ FAILED
+     │                  │                  │  └─upload─▶ UPLOADING ──last chunk──▶ ROUTED
+     │                  │                  │               └──answered before its end──▶ RESPONDING,
+     │                  │                  │                  FAILING, FINISHED, FAILED; refused: FAILED
      └─ refused ────────┴─ refused ────────┴─ refused, or replayed (FINISHED)
     any state not final ──client gone / Envoy reset──▶ ABANDONED (FAILING: FAILED)
     any state not final ──internal error──▶ FAILED
@@ -21,7 +24,10 @@ NEW        nothing seen yet
 RECEIVED   request headers accepted: a known endpoint, an authenticated key; body to come
 ADMITTED   body valid, limits admitted (tokens reserved), idempotency key claimed; routing
            (and fetching media) under way
+UPLOADING  an upload (``RequestBody.STREAMED``: audio) routed while its body still passes,
+           chunk by chunk, each rewritten for the provider (ext_proc/upload_intake.py)
 ROUTED     sent upstream: to one provider, translated, or to a fallback chain's cluster
+           (an upload: its last chunk included)
 RESPONDING response headers in; a buffered body to come
 STREAMING  an SSE answer passing chunk by chunk; what reaches the client is counted
 FAILING    the gateway's own error reply (an Envoy local reply: timeout, no target,
@@ -54,6 +60,7 @@ class State(Enum):
     NEW = "new"
     RECEIVED = "received"
     ADMITTED = "admitted"
+    UPLOADING = "uploading"
     ROUTED = "routed"
     RESPONDING = "responding"
     STREAMING = "streaming"
@@ -66,6 +73,7 @@ class State(Enum):
 NEW = State.NEW
 RECEIVED = State.RECEIVED
 ADMITTED = State.ADMITTED
+UPLOADING = State.UPLOADING
 ROUTED = State.ROUTED
 RESPONDING = State.RESPONDING
 STREAMING = State.STREAMING
@@ -83,8 +91,13 @@ TRANSITIONS: Mapping[State, frozenset[State]] = {
     NEW: frozenset({RECEIVED, FINISHED, FAILED, ABANDONED}),
     # Body refused -> FAILED; Envoy's own reply while the body is buffered (413, 408) -> FAILING.
     RECEIVED: frozenset({ADMITTED, FAILING, FAILED, ABANDONED}),
-    # A replay -> FINISHED; the idempotency key, translation or media refused -> FAILED.
-    ADMITTED: frozenset({ROUTED, FINISHED, FAILED, ABANDONED}),
+    # A replay -> FINISHED; the idempotency key, translation or media refused -> FAILED; an
+    # upload whose body has not all passed yet -> UPLOADING.
+    ADMITTED: frozenset({ROUTED, UPLOADING, FINISHED, FAILED, ABANDONED}),
+    # Its last chunk -> ROUTED. The provider (or Envoy) may answer before the upload ends: read
+    # whole (RESPONDING), the gateway's own error (FAILING), or one with no body (FINISHED,
+    # FAILED); a chunk refused (the form, its size, a field after the model) -> FAILED.
+    UPLOADING: frozenset({ROUTED, RESPONDING, FAILING, FINISHED, FAILED, ABANDONED}),
     # Headers-only answers end at once (FINISHED, or FAILED for the gateway's own).
     ROUTED: frozenset({RESPONDING, STREAMING, FAILING, FINISHED, FAILED, ABANDONED}),
     RESPONDING: frozenset({FINISHED, FAILED, ABANDONED}),

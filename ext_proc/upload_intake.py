@@ -37,7 +37,7 @@ _CLEARED = msg.request_chunk(b"")
 class UploadIntake:
     """One upload's chunks and the answers Envoy is owed for them."""
 
-    __slots__ = ("_held", "_max_bytes", "_rewrites", "boundary", "length", "routed", "stream")
+    __slots__ = ("_held", "_max_bytes", "_rewrites", "boundary", "ended", "length", "routed", "stream")
 
     def __init__(self, content_type: str, lookahead: int, max_bytes: int, length: str | None = None) -> None:
         self.stream = UploadStream(content_type, lookahead)
@@ -54,6 +54,7 @@ class UploadIntake:
         self._held = 0  # chunks read whose answers are owed
         self._rewrites = False  # the body is rewritten here (False: a chain's attempts do it)
         self.routed = False
+        self.ended = False  # its last chunk has been read
 
     def feed(self, body: ep.HttpBody) -> bool:
         """Reads a chunk before the provider is known; True when it now is (the model has passed,
@@ -87,6 +88,7 @@ class UploadIntake:
         self._check_size()
         if body.end_of_stream:
             stream.finish()
+            self.ended = True
 
     def _check_size(self) -> None:
         if self.stream.received > self._max_bytes:

@@ -43,16 +43,23 @@ from ext_proc.lifecycle import (
     ROUTED,
     STREAMING,
     TRANSITIONS,
+    UPLOADING,
     IllegalMove,
     State,
 )
 from ext_proc.limits import Admission, Limiter
 from ext_proc.shared_state import MemoryState
+from tests import audio_samples
 
 KEY = "inf_lifecycle"
 IDEM = "idem-1"
 CHAT_PATH = "/v1/chat/completions"
 ASK = [{"role": "user", "content": "hi"}]  # 4 framing + ceil(2/4) = 5 prompt tokens by the estimate
+UPLOAD_PATH = "/v1/audio/transcriptions"
+# An audio upload (RequestBody.STREAMED): its fields first, as every SDK sends them, then the file;
+# the first chunk carries the model, so the upload is routed while the rest still comes.
+UPLOAD_TYPE, UPLOAD = audio_samples.form({"model": "hear"}, audio_samples.wav(0.5))
+UPLOAD_FIRST, UPLOAD_REST = UPLOAD[:4096], UPLOAD[4096:]
 
 
 # -- the gateway: one provider, a plain model, a fallback chain -------------------------------
@@ -74,6 +81,12 @@ def _config(*, rpm: int = 1000, grant_key: bool = True) -> config.GatewayConfig:
                 for slug in ("m", "c", "f")
             ),
             config_pb2.Model(slug="claude", provider="a", upstream_model="claude-up", prices=prices),
+            config_pb2.Model(
+                slug="hear",
+                provider="p",
+                upstream_model="whisper-1",
+                prices=config_pb2.Prices(per_audio_second="1"),
+            ),
         ],
         [
             config_pb2.Workspace(
@@ -283,6 +296,29 @@ async def _received_replay(world: World) -> Watched:
     return await _received(world)
 
 
+async def _received_upload(world: World) -> Watched:
+    ex = world.exchange()
+    pairs = {
+        ":path": UPLOAD_PATH,
+        ":method": "POST",
+        "authorization": f"Bearer {KEY}",
+        "content-type": UPLOAD_TYPE,
+    }
+    assert ex.on_request_headers(_headers(pairs)) is None  # answered once the model has passed
+    return ex
+
+
+async def _uploading(world: World) -> Watched:
+    ex = await _received_upload(world)
+    answers = await ex.on_request_body(ep.HttpBody(body=UPLOAD_FIRST))
+    assert isinstance(answers, list) and len(answers) == 2  # the headers' answer, the chunk's
+    return ex
+
+
+async def _upload_end(world: World, ex: Exchange, tail: bytes) -> Any:
+    return await ex.on_request_body(ep.HttpBody(body=tail, end_of_stream=True))
+
+
 async def _admitted(world: World) -> Watched:
     ex = await _received(world)
     world.store.gate = asyncio.Event()
@@ -369,6 +405,8 @@ DRIVE: dict[str, Callable[[World], Awaitable[Watched]]] = {
     "received, no attempt key": _received_without_grant_key,
     "received, a retry": _received_replay,
     "received, embeddings": _received_embeddings,
+    "received, an upload": _received_upload,
+    "uploading": _uploading,
     "admitted": _admitted,
     "routed": _routed,
     "routed, stream": _routed_stream,
@@ -412,6 +450,10 @@ EVENTS: dict[str, Callable[[World, Exchange], Awaitable[Any]]] = {
     "body: a chain": _msg(lambda w, ex: _body(w, ex, {"model": "c", "messages": ASK})),
     "body: Claude": _msg(lambda w, ex: _body(w, ex, {"model": "claude", "input": "hi"})),
     "the store answers": _release,
+    "upload: the model's chunk": _msg(lambda w, ex: ex.on_request_body(ep.HttpBody(body=UPLOAD_FIRST))),
+    "upload: the last chunk": _msg(lambda w, ex: _upload_end(w, ex, UPLOAD_REST)),
+    # The form never closes: refused at its end, after the provider got the rest.
+    "upload: a last chunk that breaks the form": _msg(lambda w, ex: _upload_end(w, ex, UPLOAD_REST[:-40])),
     "response headers: json": _msg(
         lambda w, ex: ex.on_response_headers(_headers({":status": "200", "content-type": "application/json"}))
     ),
@@ -503,6 +545,7 @@ ROWS = [
     ),
     # A refusal after the key was claimed lets it go, 4xx or not: the request was never served.
     Row("received, embeddings", "body: Claude", (RECEIVED, ADMITTED, FAILED), 400, "unsupported_endpoint"),
+    Row("received, an upload", "upload: the model's chunk", (RECEIVED, ADMITTED, UPLOADING)),
     Row("admitted", "abort", (ADMITTED, ABANDONED), **_499),
     Row("admitted", "internal error", (ADMITTED, FAILED), **_500),
     # ROUTED
@@ -519,6 +562,23 @@ ROWS = [
     ),
     Row("routed", "abort", (ROUTED, ABANDONED), **_499),
     Row("routed", "internal error", (ROUTED, FAILED), **_500),
+    # UPLOADING: routed while the upload's body still passes; the provider may answer before its end
+    Row("uploading", "upload: the last chunk", (UPLOADING, ROUTED)),
+    Row(
+        "uploading", "upload: a last chunk that breaks the form", (UPLOADING, FAILED), 400, "invalid_request"
+    ),
+    Row("uploading", "response headers: json", (UPLOADING, RESPONDING)),
+    Row("uploading", "response headers: Envoy's 504", (UPLOADING, FAILING)),
+    Row("uploading", "response headers: Envoy's 504, no body", (UPLOADING, FAILED), 504, "upstream_timeout"),
+    Row(
+        "uploading",
+        "response headers: a provider 503, no body",
+        (UPLOADING, FINISHED),
+        503,
+        "upstream_unavailable",
+    ),
+    Row("uploading", "abort", (UPLOADING, ABANDONED), **_499),  # nothing served, nothing charged
+    Row("uploading", "internal error", (UPLOADING, FAILED), **_500),
     # RESPONDING
     Row("responding", "response body: the answer", (RESPONDING, FINISHED), 200, credits=ANSWERED, key="kept"),
     Row("responding", "response body: past the buffer", (RESPONDING, FAILED), 502, "upstream_error"),
@@ -622,6 +682,7 @@ EXPECTED = {
     NEW: {"request_headers"},
     RECEIVED: {"request_body", "response_headers"},  # Envoy may answer itself while buffering
     ADMITTED: set(),  # the body phase is running: the dispatch sends nothing before it answers
+    UPLOADING: {"request_body", "response_headers"},  # the upload's chunks; an answer before its end
     ROUTED: {"response_headers"},
     RESPONDING: {"response_body"},
     STREAMING: {"response_body"},
@@ -634,6 +695,7 @@ _STATE_DRIVE = {
     NEW: "new",
     RECEIVED: "received",
     ADMITTED: "admitted",
+    UPLOADING: "uploading",
     ROUTED: "routed",
     RESPONDING: "responding",
     STREAMING: "streaming",
@@ -715,3 +777,34 @@ async def test_a_client_gone_while_the_key_is_stored_is_still_billed_once_and_th
     assert len(mine) == 1 and mine[0].status == 200 and mine[0].credits == ANSWERED
     assert world.limiter.settled == [(1500, Decimal(ANSWERED))]
     assert await world.key() == "free"  # released: the client never heard the end
+
+
+# -- an upload's chunks outside UPLOADING --------------------------------------------------------
+
+
+async def test_an_uploads_chunk_after_its_last_is_an_illegal_move() -> None:
+    world = World()
+    ex = await _uploading(world)
+    await _upload_end(world, ex, UPLOAD_REST)
+    assert ex.state is ROUTED
+    with pytest.raises(IllegalMove):
+        await ex.on_request_body(ep.HttpBody(body=b"more", end_of_stream=True))
+    assert ex.state is ROUTED
+
+
+async def test_an_uploads_chunks_after_an_early_answer_go_nowhere_and_change_nothing() -> None:
+    """The provider answered before the upload ended: the rest of the upload is dropped, and the
+    answer settles the request once."""
+    world = World()
+    ex = await _uploading(world)
+    await ex.on_response_headers(_headers({":status": "400", "content-type": "application/json"}))
+    assert ex.state is RESPONDING
+    dropped = await ex.on_request_body(ep.HttpBody(body=UPLOAD_REST[:100]))
+    assert isinstance(dropped, ep.ProcessingResponse)
+    assert dropped.request_body.response.body_mutation.clear_body and ex.state is RESPONDING
+    await ex.on_response_body(ep.HttpBody(body=REFUSAL, end_of_stream=True))
+    assert ex.state is FINISHED
+    await ex.on_request_body(ep.HttpBody(body=UPLOAD_REST[100:], end_of_stream=True))
+    await world.quiet()
+    mine = [r for r in world.records if r.request_id == ex.request_id]
+    assert len(mine) == 1 and mine[0].status == 400 and world.limiter.settled == [(0, Decimal(0))]
