@@ -295,6 +295,7 @@ class UsageRow(BaseModel):
     cached_input_tokens: int
     output_tokens: int
     credits: str
+    file_bytes: int = 0  # bytes of files uploaded (/v1/files) or deleted (/v1/files/{file_id})
 
 
 class UsageReport(BaseModel):
@@ -327,6 +328,7 @@ class UsageRecordOut(BaseModel):
     usage_rejected: str  # why the provider's usage was not charged as given; empty when it was
     characters: int  # characters spoken (/v1/audio/speech); 0 for other endpoints
     audio_ms: int  # milliseconds of audio heard (/v1/audio/transcriptions, /translations)
+    file_bytes: int  # bytes of the file uploaded (/v1/files) or deleted (/v1/files/{file_id})
 
 
 class Health(BaseModel):

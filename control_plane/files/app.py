@@ -4,6 +4,9 @@ Every route first checks the identity header (:func:`caller`): signed with the f
 identity key, for this very method and path, not expired. What it names is the only
 workspace a request can see: another workspace's file id is ``404 not_found``, in a
 list as by id, exactly as an id that never existed.
+
+Every upload and every delete leaves one usage record, refused ones included
+(control_plane/files/usage_records.py says what is recorded and why it costs 0 credits).
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from infery_proto.identity_assertion import Identity
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from control_plane.files import records
+from control_plane.files import records, usage_records
 from control_plane.files.errors import FilesError, install, not_found, respond
 from control_plane.files.metrics import FilesMetrics
 from control_plane.files.settings import MAX_EXPIRES_AFTER_S, FilesSettings
 from control_plane.files.storage import FileStorage, ObjectMissing
 from control_plane.files.upload_form import FormError, FormReader, TooLarge, UploadForm, boundary_of
+from control_plane.safe_errors import describe
 from control_plane.store.tables import StoredFile
 
 log = logging.getLogger("infery.files")
@@ -87,27 +91,46 @@ def create_app(service: FilesService) -> FastAPI:
         """For the launcher and probes; no identity needed (nor anything told)."""
         return {"status": "ok"}
 
+    async def _unstored(who: Identity, endpoint: str, started: float, status: int, code: str) -> None:
+        """The usage record of an upload or delete that stored or freed nothing."""
+        record = usage_records.record(who, endpoint, started, service.clock(), status, 0, code)
+        try:
+            await run_in_threadpool(usage_records.write, sessions, record)
+        except Exception as exc:  # the answer stands; the store's failure is the operator's to see
+            log.error("files request %s: its usage record was not stored: %s", who.request_id, describe(exc))
+
     @app.post("/v1/files")
     async def upload(request: Request, who: Caller) -> JSONResponse:
+        started = service.clock()
+        endpoint = usage_records.UPLOAD_ENDPOINT
         try:
-            return await _upload(request, who)
+            return await _upload(request, who, started)
         except FormError as exc:
             metrics.uploads.labels("refused").inc()
+            await _unstored(who, endpoint, started, 400, "invalid_request")
             raise FilesError(400, "invalid_request", str(exc), exc.param) from None
         except TooLarge:
             metrics.uploads.labels("too_large").inc()
+            await _unstored(who, endpoint, started, 413, "request_too_large")
             limit = settings.max_file_bytes
             raise FilesError(
                 413, "request_too_large", f"The file is larger than this gateway accepts ({limit} bytes)."
             ) from None
         except ClientDisconnect:
             metrics.uploads.labels("failed").inc()
+            await _unstored(
+                who, endpoint, started, 499, "stream_interrupted"
+            )  # as ext_proc records a client gone
             return respond(400, "invalid_request", "The upload was interrupted.")
+        except Exception:
+            metrics.uploads.labels("failed").inc()
+            await _unstored(who, endpoint, started, 500, "internal_error")
+            raise
         except BaseException:
             metrics.uploads.labels("failed").inc()
             raise
 
-    async def _upload(request: Request, who: Identity) -> JSONResponse:
+    async def _upload(request: Request, who: Identity, started: float) -> JSONResponse:
         boundary = boundary_of(request.headers.get("content-type", ""))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_file_bytes + FORM_OVERHEAD_BYTES:
@@ -135,10 +158,14 @@ def create_app(service: FilesService) -> FastAPI:
         except BaseException:
             await run_in_threadpool(records.forget, sessions, file_id)
             raise
+        usage = usage_records.record(
+            who, usage_records.UPLOAD_ENDPOINT, started, service.clock(), 200, form.bytes
+        )
         stored = await run_in_threadpool(
             records.complete,
             sessions,
             file_id,
+            usage_record=usage,
             filename=form.filename,
             purpose=purpose,
             bytes=form.bytes,
@@ -208,9 +235,14 @@ def create_app(service: FilesService) -> FastAPI:
 
     @app.delete("/v1/files/{file_id}")
     async def delete(file_id: str, who: Caller) -> JSONResponse:
-        now = int(service.clock())
-        row = await run_in_threadpool(records.expire_now, sessions, who.workspace_id, file_id, now)
+        started = service.clock()
+        endpoint = usage_records.DELETE_ENDPOINT
+        usage = usage_records.record(who, endpoint, started, started, 200)  # its bytes: the file's
+        row = await run_in_threadpool(
+            records.expire_now, sessions, who.workspace_id, file_id, int(started), usage
+        )
         if row is None:
+            await _unstored(who, endpoint, started, 404, "not_found")
             raise not_found(file_id)
         # Gone for the workspace already; should this fail half-way, the sweeper finishes it.
         await storage.delete(row.storage_key)

@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from infery_proto.v1 import usage_pb2
 from sqlalchemy import delete, or_
 from sqlmodel import Session, col, select
 
+from control_plane.resources import usage
 from control_plane.store.tables import StoredFile
 
 Sessions = Callable[[], Session]
@@ -60,9 +62,14 @@ def begin(sessions: Sessions, row: StoredFile) -> None:
         session.commit()
 
 
-def complete(sessions: Sessions, file_id: str, **fields: Any) -> StoredFile:
-    """The upload's bytes are stored: fill in what the form said and serve the file."""
+def complete(
+    sessions: Sessions, file_id: str, usage_record: usage_pb2.UsageRecord | None = None, **fields: Any
+) -> StoredFile:
+    """The upload's bytes are stored: fill in what the form said and serve the file; its usage
+    record, if given, in the same transaction (control_plane/files/usage_records.py)."""
     with sessions() as session:
+        if usage_record is not None:
+            usage.store(session, [usage_record])
         row = session.get(StoredFile, file_id)
         assert row is not None
         for name, value in fields.items():
@@ -115,11 +122,18 @@ def page(
     return Page(rows[:limit], len(rows) > limit)
 
 
-def expire_now(sessions: Sessions, workspace_id: str, file_id: str, now: int) -> StoredFile | None:
+def expire_now(
+    sessions: Sessions,
+    workspace_id: str,
+    file_id: str,
+    now: int,
+    usage_record: usage_pb2.UsageRecord | None = None,
+) -> StoredFile | None:
     """Take the workspace's file ``file_id`` out of service at once (it expires now); its row.
 
     The caller then deletes the bytes and the row; should it stop half-way, the sweeper
-    finds the file expired and finishes the job.
+    finds the file expired and finishes the job. ``usage_record``, the delete's, is stored in
+    the same transaction with the file's bytes (control_plane/files/usage_records.py).
     """
     with sessions() as session:
         row = session.exec(
@@ -129,6 +143,9 @@ def expire_now(sessions: Sessions, workspace_id: str, file_id: str, now: int) ->
             return None
         row.expires_at = now
         session.add(row)
+        if usage_record is not None:
+            usage_record.file_bytes = row.bytes
+            usage.store(session, [usage_record])
         session.commit()
         return row
 

@@ -97,7 +97,7 @@ _COLUMNS = (
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
     "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
     "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
-    "usage_rejected", "characters", "audio_ms",
+    "usage_rejected", "characters", "audio_ms", "file_bytes",
 )  # fmt: skip
 
 
@@ -139,6 +139,7 @@ def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
         _clamp("usage_rejected", record.usage_rejected),
         max(0, min(_INT64, record.characters)),
         max(0, min(_INT64, record.audio_ms)),
+        max(0, min(_INT64, record.file_bytes)),
     )
 
 
@@ -167,6 +168,7 @@ def report(session: Session, query: UsageQuery) -> list[UsageRow]:
         func.coalesce(func.sum(col(UsageRecord.cached_input_tokens)), 0),
         func.coalesce(func.sum(col(UsageRecord.output_tokens)), 0),
         func.coalesce(func.sum(col(UsageRecord.credits_pico)), 0),
+        func.coalesce(func.sum(col(UsageRecord.file_bytes)), 0),
     )
     columns = (group, *sums) if group is not None else sums
     statement = sa.select(*columns).where(*_conditions(session, query))
@@ -176,7 +178,7 @@ def report(session: Session, query: UsageQuery) -> list[UsageRow]:
     for result in session.connection().execute(statement).all():
         values = tuple(result)
         label = str(values[0]) if group is not None else "total"
-        requests, input_tokens, cached, output, pico = values[1:] if group is not None else values
+        requests, input_tokens, cached, output, pico, file_bytes = values[1:] if group is not None else values
         if group is None and requests == 0:
             break
         rows.append(
@@ -187,6 +189,7 @@ def report(session: Session, query: UsageQuery) -> list[UsageRow]:
                 cached_input_tokens=int(cached),
                 output_tokens=int(output),
                 credits=from_pico(int(Decimal(pico))),
+                file_bytes=int(file_bytes),
             )
         )
     return rows

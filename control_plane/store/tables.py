@@ -205,6 +205,7 @@ class UsageRecord(SQLModel, table=True):
     usage_rejected: str = Field(default="", sa_type=String(256))  # why the provider's usage was not used
     characters: int = Field(default=0, sa_type=BigInteger)  # characters spoken (speech)
     audio_ms: int = Field(default=0, sa_type=BigInteger)  # milliseconds of audio heard (transcriptions)
+    file_bytes: int = Field(default=0, sa_type=BigInteger)  # a file's bytes, uploaded or deleted (/v1/files)
 
 
 class ConfigRevision(SQLModel, table=True):

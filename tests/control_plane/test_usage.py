@@ -33,6 +33,7 @@ def test_group_by_sums_exactly(client: TestClient, session_factory: sessionmaker
             "cached_input_tokens": 20,
             "output_tokens": 53,
             "credits": "0.3",
+            "file_bytes": 0,
         },
         {
             "group": "k-2",
@@ -41,6 +42,7 @@ def test_group_by_sums_exactly(client: TestClient, session_factory: sessionmaker
             "cached_input_tokens": 20,
             "output_tokens": 50,
             "credits": "0.000000000001",
+            "file_bytes": 0,
         },
     ]
     assert [(r["group"], r["credits"]) for r in rows(group_by="model")] == [

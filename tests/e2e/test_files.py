@@ -332,3 +332,27 @@ def test_a_file_over_the_limit_is_413_and_leaves_nothing(
     assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "request_too_large"
     assert s3.keys(s3_bucket) == [] and s3.pending_uploads(s3_bucket) == []
     assert client.files.list().data == []
+
+
+def test_uploads_and_deletes_are_in_the_usage_breakdown_by_endpoint(files_admin: Admin, files_gateway: Stack):
+    """Item 7 of issue 14: files make usage records (the files service writes them, ext_proc sees
+    only the headers), with their bytes and 0 credits, in ``GET /admin/v1/usage?group_by=endpoint``."""
+    carol = new_tenant(files_admin, files_gateway, "files-carol")
+    client = carol.client(files_gateway)
+    kept = client.files.create(file=("kept.txt", b"k" * 3000), purpose="user_data")
+    gone = client.files.create(file=("gone.txt", b"g" * 500), purpose="user_data")
+    assert client.files.delete(gone.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.files.delete(gone.id)  # recorded too: 404, nothing freed
+    client.files.retrieve(kept.id)  # reads are not recorded
+
+    def breakdown() -> dict[str, dict[str, object]]:
+        rows = files_admin.call("GET", "/usage?workspace=files-carol&group_by=endpoint")["rows"]
+        found = {row["group"]: row for row in rows}
+        return found if found.get("/v1/files/{file_id}", {}).get("requests") == 2 else {}
+
+    rows = eventually(breakdown)
+    assert set(rows) == {"/v1/files", "/v1/files/{file_id}"}
+    uploads, deletes = rows["/v1/files"], rows["/v1/files/{file_id}"]
+    assert (uploads["requests"], uploads["file_bytes"], uploads["credits"]) == (2, 3500, "0")
+    assert (deletes["requests"], deletes["file_bytes"], deletes["credits"]) == (2, 500, "0")

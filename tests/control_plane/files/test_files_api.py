@@ -8,67 +8,18 @@ identity header, mutual TLS) is exercised end to end in tests/e2e/test_files.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from infery_proto.identity_assertion import HEADER, Identity, sign
-from sqlalchemy.orm import sessionmaker
-from sqlmodel import Session, select
 
-from control_plane.files.app import FilesService, create_app
-from control_plane.files.settings import ABANDONED_AFTER_S, FilesSettings
-from control_plane.files.storage import FileStorage
+from control_plane.files.settings import ABANDONED_AFTER_S
 from control_plane.files.sweeper import sweep_once
 from control_plane.store.tables import StoredFile
 from tests.conformance import assert_openai
+from tests.control_plane.files.harness import KEY, T0, Files
 
-KEY = b"f" * 32
-T0 = 1_800_000_000.0
-
-
-@dataclass
-class Clock:
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Files:
-    client: TestClient
-    service: FilesService
-    clock: Clock
-    root: Path
-
-    def call(self, method: str, path: str, workspace: str = "ws-1", **kwargs: Any) -> Any:
-        who = Identity("req-1", workspace, "member-1", "key-1")
-        headers = {HEADER: sign(KEY, who, method, path, now=self.clock.now), **kwargs.pop("headers", {})}
-        return self.client.request(method, path, headers=headers, **kwargs)
-
-    def upload(self, content: bytes = b"hello", workspace: str = "ws-1", **fields: str) -> Any:
-        data = {"purpose": "user_data", **fields}
-        return self.call("POST", "/v1/files", workspace, data=data, files={"file": ("notes.txt", content)})
-
-    def stored_bytes(self) -> list[Path]:
-        return [p for p in self.root.rglob("*") if p.is_file()]
-
-    def rows(self) -> list[StoredFile]:
-        with self.service.sessions() as session:
-            return list(session.exec(select(StoredFile)))
-
-
-@pytest.fixture
-def files(tmp_path: Path, session_factory: sessionmaker[Session]) -> Iterator[Files]:
-    clock = Clock()
-    root = tmp_path / "files"
-    settings = FilesSettings(max_file_bytes=10_000, files_min_expires_after_s=10)
-    service = FilesService(settings, session_factory, FileStorage(root.as_uri()), KEY, clock=clock)
-    with TestClient(create_app(service)) as client:
-        yield Files(client, service, clock, root)
+# The service in process: tests/control_plane/files/harness.py; the ``files`` fixture: conftest.py.
 
 
 def test_without_a_valid_identity_nothing_is_answered(files: Files):
