@@ -285,6 +285,27 @@ class KeyCreated(KeyOut):
     key: str = Field(description="the inf_ secret; shown only in this answer")
 
 
+# --- files -------------------------------------------------------------------------------
+
+
+class StoredFileOut(BaseModel):
+    """A file the workspace uploaded to ``/v1/files``: its metadata; its bytes stay the workspace's."""
+
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: datetime
+    expires_at: datetime | None = Field(description="when it expires; null: kept until deleted")
+    member: str = Field(description="the member id that uploaded it")
+    key_id: str
+
+
+class StoredFileList(BaseModel):
+    data: list[StoredFileOut]
+    has_more: bool = Field(description="more files after the last one: ask again with `after`")
+
+
 # --- usage -------------------------------------------------------------------------------
 
 

@@ -1,9 +1,14 @@
-"""/admin/v1/workspaces, with their members and keys."""
+"""/admin/v1/workspaces, with their members, keys and stored files."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import time
+from datetime import UTC, datetime
+from typing import Annotated
 
+from fastapi import APIRouter, Query, Response
+
+from control_plane.files import records
 from control_plane.resources import keys, workspaces
 from control_plane.schemas import (
     KeyCreated,
@@ -11,12 +16,15 @@ from control_plane.schemas import (
     KeyOut,
     MemberIn,
     MemberOut,
+    StoredFileList,
+    StoredFileOut,
     WorkspaceIn,
     WorkspaceOut,
     WorkspaceUpdate,
 )
 from control_plane.store.changes import mutation
 from control_plane.store.db import SessionFactory
+from control_plane.store.tables import StoredFile
 
 
 def router(session_factory: SessionFactory) -> APIRouter:
@@ -95,4 +103,39 @@ def router(session_factory: SessionFactory) -> APIRouter:
             row, member = keys.revoke(session, workspaces.get(session, name), key_id)
         return keys.to_out(row, member)
 
+    @api.get("/{name}/files", response_model=StoredFileList, tags=["files"])
+    def list_files(
+        name: str,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        after: Annotated[str | None, Query(description="the last id of the previous page")] = None,
+    ) -> StoredFileList:
+        """The workspace's files (``/v1/files``), newest first, as its members see them (expired ones
+        are gone): metadata only, never their bytes."""
+        with session_factory() as session:
+            workspace_id = workspaces.get(session, name).id
+        found = records.page(
+            session_factory,
+            workspace_id,
+            int(time.time()),
+            purpose=None,
+            limit=limit,
+            after=after,
+            ascending=False,
+        )
+        return StoredFileList(data=[_file_out(row) for row in found.rows], has_more=found.has_more)
+
     return api
+
+
+def _file_out(row: StoredFile) -> StoredFileOut:
+    expires = datetime.fromtimestamp(row.expires_at, UTC) if row.expires_at is not None else None
+    return StoredFileOut(
+        id=row.id,
+        filename=row.filename,
+        purpose=row.purpose,
+        bytes=row.bytes,
+        created_at=datetime.fromtimestamp(row.created_at, UTC),
+        expires_at=expires,
+        member=row.member_id,
+        key_id=row.key_id,
+    )

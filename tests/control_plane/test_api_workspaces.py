@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import time
+from datetime import datetime
+from pathlib import Path
 
 from cp_support import add_provider, assert_error
 from fastapi.testclient import TestClient
@@ -11,6 +14,7 @@ from sqlmodel import Session, select
 
 from control_plane.store.snapshot import load_snapshot
 from control_plane.store.tables import ApiKey
+from tests.control_plane.files.harness import files_service
 
 
 def setup_models(client: TestClient) -> None:
@@ -180,3 +184,48 @@ def test_deleting_a_workspace_removes_its_keys_from_the_data_plane(
     with session_factory() as session:
         snapshot = load_snapshot(session)
     assert snapshot.workspaces == () and snapshot.api_keys == ()
+
+
+def test_a_workspaces_files_are_listed_newest_first_by_page(
+    client: TestClient, session_factory: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """What the dashboard shows: the files uploaded through the files service (its real app, on the
+    same store), for this workspace only, expired ones gone, metadata only."""
+    ours = client.post("/admin/v1/workspaces", json={"name": "acme"}).json()["id"]
+    theirs = client.post("/admin/v1/workspaces", json={"name": "other"}).json()["id"]
+    with files_service(tmp_path / "files", session_factory) as files:
+        files.clock.now = time.time() - 100  # uploaded 100 s ago
+        first = files.upload(b"a" * 10, workspace=ours).json()
+        files.clock.now += 1
+        expired = files.upload(
+            b"x",
+            workspace=ours,
+            **{"expires_after[anchor]": "created_at"},
+            **{"expires_after[seconds]": "10"},
+        )
+        assert expired.status_code == 200
+        files.clock.now += 1
+        second = files.upload(b"b" * 20, workspace=ours).json()
+        files.upload(b"not acme's", workspace=theirs)
+
+    listed = client.get("/admin/v1/workspaces/acme/files").json()
+    assert [f["id"] for f in listed["data"]] == [second["id"], first["id"]] and listed["has_more"] is False
+    shown = listed["data"][0]
+    assert shown == {
+        "id": second["id"],
+        "filename": "notes.txt",
+        "purpose": "user_data",
+        "bytes": 20,
+        "created_at": shown["created_at"],
+        "expires_at": None,
+        "member": "member-1",
+        "key_id": "key-1",
+    }
+    assert datetime.fromisoformat(shown["created_at"]).timestamp() == second["created_at"]
+    page = client.get("/admin/v1/workspaces/acme/files", params={"limit": 1}).json()
+    assert [f["id"] for f in page["data"]] == [second["id"]] and page["has_more"] is True
+    rest = client.get("/admin/v1/workspaces/acme/files", params={"limit": 1, "after": second["id"]}).json()
+    assert [f["id"] for f in rest["data"]] == [first["id"]] and rest["has_more"] is False
+    assert [f["bytes"] for f in client.get("/admin/v1/workspaces/other/files").json()["data"]] == [10]
+    assert_error(client.get("/admin/v1/workspaces/nobody/files"), 404, "not_found")
+    assert client.get("/admin/v1/workspaces/acme/files", params={"limit": 0}).status_code == 422

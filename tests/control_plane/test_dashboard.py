@@ -161,6 +161,7 @@ def test_every_data_call_is_an_existing_admin_route(client: TestClient) -> None:
         ("POST", "/admin/v1/workspaces/{name}/keys"),
         ("DELETE", "/admin/v1/workspaces/{name}/keys/{key_id}"),
         ("GET", "/admin/v1/usage"),
+        ("GET", "/admin/v1/workspaces/{name}/files"),
     } <= calls
     # No path reaches the network another way.
     assert js.count('"/admin/v1') == len(API_CALL.findall(js))

@@ -5,7 +5,7 @@
 (() => {
   const TOKEN_KEY = "infery.adminToken";
   const $ = (selector, root = document) => root.querySelector(selector);
-  const state = { workspace: null, editingWorkspace: null, usage: null };
+  const state = { workspace: null, editingWorkspace: null, usage: null, files: null };
 
   // --- API ------------------------------------------------------------------------------
 
@@ -274,9 +274,10 @@
   async function loadWorkspace() {
     const name = state.workspace;
     const params = { name };
-    const [members, keys] = await Promise.all([
+    const [members, keys, files] = await Promise.all([
       api("GET", "/admin/v1/workspaces/{name}/members", { params }),
-      api("GET", "/admin/v1/workspaces/{name}/keys", { params })]);
+      api("GET", "/admin/v1/workspaces/{name}/keys", { params }),
+      api("GET", "/admin/v1/workspaces/{name}/files", { params })]);
     $("#detail-title").textContent = "Workspace " + name;
     $("#workspace-detail").hidden = false;
     fill($("#members tbody"), members.data.map((m) => [m.email, m.role, m.id,
@@ -293,7 +294,25 @@
           await api("DELETE", "/admin/v1/workspaces/{name}/keys/{key_id}", { params: { name, key_id: k.id } });
           await loadWorkspace();
         })]));
+    state.files = { name, emails: new Map(members.data.map((m) => [m.id, m.email])), shown: [] };
+    showFiles(files);
   }
+
+  // The workspace's stored files, a page at a time ("More files" asks for the next one).
+  function showFiles(page) {
+    const files = state.files;
+    files.shown.push(...page.data);
+    files.last = page.data.length ? page.data[page.data.length - 1].id : files.last;
+    const when = (iso) => (iso ? iso.slice(0, 16).replace("T", " ") + " UTC" : "kept until deleted");
+    fill($("#files tbody"), files.shown.map((f) => [f.filename, f.id, f.purpose, num(f.bytes),
+      files.emails.get(f.member) || f.member, when(f.created_at), when(f.expires_at)]), "No files.");
+    $("#files-more").hidden = !page.has_more;
+  }
+
+  $("#files-more").addEventListener("click", () => run(async () => {
+    const { name, last } = state.files;
+    showFiles(await api("GET", "/admin/v1/workspaces/{name}/files", { params: { name }, query: { after: last } }));
+  }));
 
   onSubmit("#member-form", async (form, node) => {
     await api("POST", "/admin/v1/workspaces/{name}/members", { params: { name: state.workspace },
@@ -344,13 +363,13 @@
     const table = $("#usage table");
     table.querySelector("thead th").textContent = groupBy;
     const figures = (r) => [num(r.requests), num(r.input_tokens), num(r.cached_input_tokens),
-      num(r.output_tokens), el("span", { class: "num" }, r.credits)];
+      num(r.output_tokens), num(r.file_bytes), el("span", { class: "num" }, r.credits)];
     const rows = grouped.rows.map((r) => ({ ...r, label: labels.get(r.group) || r.group }));
     fill(table.querySelector("tbody"), rows.map((r) => [r.label, ...figures(r)]), "No usage in this range.");
     state.usage = { groupBy, rows };
     drawChart(rows);
     const sum = total.rows[0] || { requests: 0, input_tokens: 0, cached_input_tokens: 0, output_tokens: 0,
-      credits: "0" };
+      file_bytes: 0, credits: "0" };
     table.querySelector("tfoot").replaceChildren(
       el("tr", {}, ...["Total", ...figures(sum)].map((c) => el("th", {}, c))));
   }
@@ -390,9 +409,9 @@
     };
     const { groupBy, rows } = state.usage;
     const header = [groupBy, groupBy + "_id", "requests", "input_tokens", "cached_input_tokens",
-      "output_tokens", "credits"];
+      "output_tokens", "file_bytes", "credits"];
     const lines = rows.map((r) => [r.label, r.group, r.requests, r.input_tokens, r.cached_input_tokens,
-      r.output_tokens, r.credits]);
+      r.output_tokens, r.file_bytes, r.credits]);
     return [header, ...lines].map((line) => line.map(quote).join(",")).join("\r\n") + "\r\n";
   }
 
