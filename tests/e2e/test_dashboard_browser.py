@@ -22,7 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import ADMIN_TOKEN, SIM_KEY, eventually
+from tests.e2e.support import ADMIN_TOKEN, SIM_KEY, Admin, eventually, new_tenant
 
 CHROMIUM = Path("/usr/bin/chromium")
 HELLO = [{"role": "user", "content": "Hello from the dashboard test"}]
@@ -228,6 +228,58 @@ def test_operator_runs_the_gateway_from_the_dashboard(
             return False
 
         eventually(refused, timeout=1.0, interval=0.01)
+    finally:
+        steps.shot("last")
+        context.close()
+
+
+def test_operator_sees_each_workspaces_files_and_their_usage(
+    browser: Browser, gateway: Stack, admin: Admin, tmp_path: Path
+):
+    """Issue 14 item 7: the files a workspace uploaded (with the openai SDK, through Envoy and the
+    files service) are listed in its detail, another workspace's are not, a deleted one is gone; the
+    usage breakdown by endpoint shows the uploads' and deletes' bytes."""
+    alice = new_tenant(admin, gateway, "ui-files-a")
+    bob = new_tenant(admin, gateway, "ui-files-b")
+    client = alice.client(gateway)
+    report = client.files.create(file=("report.pdf", b"%PDF-1.4 " + b"r" * 1991), purpose="user_data")
+    batch = client.files.create(file=("batch.jsonl", b"{}\n" * 100), purpose="batch")
+    gone = client.files.create(file=("gone.txt", b"g" * 77), purpose="user_data")
+    client.files.delete(gone.id)
+    bob.client(gateway).files.create(file=("bob-secret.txt", b"bob's"), purpose="user_data")
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    steps = Steps(page, tmp_path / "artifacts")
+    try:
+        page.goto(gateway.admin_url + "/dashboard")
+        _fill(page, "#login-form", token=ADMIN_TOKEN)
+        steps.tab("workspaces")
+        row = page.locator("#workspaces > table tbody tr", has_text="ui-files-a")
+        row.get_by_role("button", name="Members & keys").click()
+        files = page.locator("#files tbody tr")
+        expect(files).to_have_count(2)
+        steps.shot("workspace-files")
+        shown = [r.locator("td").all_inner_texts() for r in files.all()]
+        assert [r[:4] for r in shown] == [  # newest first
+            ["batch.jsonl", batch.id, "batch", "300"],
+            ["report.pdf", report.id, "user_data", "2,000"],
+        ]
+        assert all(r[4] == alice.member_email and r[6] == "kept until deleted" for r in shown)  # uploader named
+        text = page.locator("#workspace-detail").inner_text()
+        assert "bob-secret.txt" not in text and gone.id not in text
+
+        steps.tab("usage")
+        _usage_rows(steps, "endpoint", "ui-files-a", "/v1/files/{file_id}")
+        cells = {
+            r.locator("td").first.inner_text(): r.locator("td").all_inner_texts()
+            for r in page.locator("#usage tbody tr").all()
+        }
+        # group, requests, input, cached, output, file bytes, credits
+        assert (
+            cells["/v1/files"][1] == "3" and cells["/v1/files"][5] == "2,377" and cells["/v1/files"][6] == "0"
+        )
+        assert cells["/v1/files/{file_id}"][1:2] + cells["/v1/files/{file_id}"][5:] == ["1", "77", "0"]
     finally:
         steps.shot("last")
         context.close()
