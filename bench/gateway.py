@@ -6,6 +6,7 @@ member and an ``inf_`` key. The bench then talks to it like any OpenAI client.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
@@ -64,7 +65,22 @@ def configure(stack: Stack, token: str, upstreams: list[Upstream], probe_body: d
     for up in upstreams:
         for slug, _ in up.models:
             _wait_serving(stack, key, {**probe_body, "model": slug})
+    _wait_key(stack, key)
     return key
+
+
+def _wait_key(stack: Stack, key: str, timeout_s: float = 30.0) -> None:
+    """The key reaches ext_proc over xDS: poll ``GET /v1/models`` (no provider needed) until it works."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if (
+                httpx.get(f"{stack.base_url}/models", headers={"authorization": f"Bearer {key}"}).status_code
+                == 200
+            ):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the bench key was not in force within {timeout_s}s\n{stack.logs()}")
 
 
 def _wait_serving(stack: Stack, key: str, body: dict[str, Any], timeout_s: float = 30.0) -> None:

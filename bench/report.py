@@ -20,10 +20,12 @@ LABELS = {
     "gateway": "gateway, OpenAI-format provider",
     "gateway_anthropic": "gateway, Anthropic translation",
     "litellm": "LiteLLM proxy",
+    "files_envoy": "upload to the files service, Envoy alone",
+    "files_gateway": "upload to the files service, through the gateway",
 }
 SYSTEM_ORDER = list(LABELS)
 UNIT_DIGITS = {"x": 3, "ms": 2, "µs": 0, "streams": 0}
-ROLE_ORDER = ["ext_proc", "envoy", "control_plane", "litellm", "provider", "loadgen"]
+ROLE_ORDER = ["ext_proc", "envoy", "control_plane", "files", "litellm", "provider", "loadgen"]
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def markdown(
         "| CPU ms per request | CPU µs per chunk | peak RSS MB |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | --- |",
     ]
-    for r in sorted_results(results):
+    for r in sorted_results(r for r in results if r.mode != "upload"):
         ttfc = "" if r.ttfc_p50_ms is None else f"{r.ttfc_p50_ms:.2f} / {_n(r.ttfc_p99_ms, 2)}"
         chunk_rate = "" if r.chunks_per_s is None else f"{r.chunks_per_s:,.0f}"
         lines.append(
@@ -197,6 +199,7 @@ def markdown(
             f"| {_roles(r.cpu_ms_per_req, 3)} | {_roles(r.cpu_us_per_chunk, 0)} "
             f"| {_roles(r.peak_rss_mb, 0)} |"
         )
+    lines += upload_markdown(results)
     lines += ["", "| target | value | limit | result | detail |", "| --- | ---: | ---: | --- | --- |"]
     for c in checks_:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[c.passed]
@@ -219,6 +222,28 @@ def markdown(
     if notes:
         lines += ["", *[f"Note: {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+def upload_markdown(results: Iterable[Result]) -> list[str]:
+    """The upload rows: uploads/s, and CPU per MB and peak RSS per process (memory must not grow
+    with the file's size: compare the peaks with the file's MB)."""
+    rows = sorted_results(r for r in results if r.mode == "upload")
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| uploads | file MB | conc | uploads/s | MB/s | p50 ms | p99 ms | errors | CPU ms per MB "
+        "| peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+    ]
+    for r in rows:
+        mb = r.upload_mb or 0.0
+        lines.append(
+            f"| {LABELS[r.system]} | {mb:g} | {r.concurrency} | {r.rps:,.2f} | {r.rps * mb:,.1f} "
+            f"| {_n(r.p50_ms, 1)} | {_n(r.p99_ms, 1)} | {_errors(r.errors, r.error_detail)} "
+            f"| {_roles(r.cpu_ms_per_mb, 2)} | {_roles(r.peak_rss_mb, 0)} |"
+        )
+    return lines
 
 
 def hold_json(hold: HoldStats | None) -> dict[str, Any] | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from infery_proto import identity_assertion
 
-from bench import gateway, litellm_peer, passthrough, report, streams, wrk
-from bench.launch import Simulator, start_simulator
+from bench import gateway, litellm_peer, passthrough, report, streams, uploads, wrk
+from bench.launch import Simulator, bounded_spawn, start_simulator
 from bench.procstat import raise_fd_limit, rss_mb
-from bench.scenarios import Result, Target, run_chat, run_loop, run_stream
+from bench.scenarios import Result, Target, run_chat, run_loop, run_stream, run_upload
 from bench.settings import Settings
 from bench.wrk import Request
-from infery.stack import BIN, REPO, Stack
+from control_plane.store.db import open_store
+from control_plane.xds.data_plane_secret import files_identity_key
+from infery.stack import BIN, REPO, Stack, free_port, port_open, wait_until
 
 SIM_KEY = "sk-bench-" + secrets.token_hex(8)
 OPENAI_MODEL = "gpt-4o-mini"
@@ -186,6 +191,8 @@ class Bench:
                     proc.stop()
             if self.wanted("gateway") or self.wanted("gateway_anthropic"):
                 self.run_gateway(cleanup, sim, sim_anthropic)
+            if self.wanted("files_envoy") or self.wanted("files_gateway"):
+                self.run_uploads()
             if self.wanted("litellm") and self.litellm_version != "not run":
                 self.log("LiteLLM proxy")
                 proc, port, master_key = litellm_peer.start(s.work_dir, [OPENAI_MODEL], sim.base_url, SIM_KEY)
@@ -273,6 +280,99 @@ class Bench:
             if paced is not None:
                 paced.process.stop()
 
+    def run_uploads(self) -> None:
+        """A file of ``upload_mb`` uploaded to ``/v1/files`` through the gateway (Envoy, ext_proc on
+        the headers only, the files service over mutual TLS, the control plane) and through Envoy
+        alone to a second files service on the same store (plain HTTP on loopback, the identity
+        signed here per upload as ext_proc signs it): what the gateway adds to an upload."""
+        s = self.s
+        self.log(f"uploads of {s.upload_mb:g} MB (files service)")
+        run_dir = s.work_dir / "files-gateway"
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # a fresh store, and no stored bytes of an earlier run
+        stack, token = gateway.start(run_dir, s.ext_procs, s.envoy_concurrency)
+        try:
+            key = gateway.configure(stack, token, [], {})
+            content_type, body = uploads.form(int(s.upload_mb * 1e6))
+            file_bytes = int(s.upload_mb * 1e6)
+
+            def measure(
+                system: str, port: int, headers: Callable[[], dict[str, str]], roles: dict[str, list[int]]
+            ) -> None:
+                upload = uploads.Upload(
+                    "127.0.0.1", port, "/v1/files", file_bytes, content_type, body, headers
+                )
+                self.log(f"  {system:<18} upload c{s.upload_concurrency:<4} ...")
+                try:
+                    result = run_upload(
+                        system,
+                        upload,
+                        roles,
+                        s.upload_concurrency,
+                        s.duration_s,
+                        s.warmup_s,
+                        s.stream_timeout_s,
+                    )
+                except Exception as exc:
+                    self.notes.append(f"{system} upload failed: {exc}")
+                    self.log(f"    failed: {exc}")
+                    return
+                self.results.append(result)
+                self.log(
+                    f"    {result.rps:,.1f} uploads/s, p50 {result.p50_ms or 0:.0f} ms, "
+                    f"errors {result.errors}"
+                )
+
+            roles = self.gateway_roles(stack)
+            files_pid = [stack.processes["files"].popen.pid]
+            if self.wanted("files_gateway"):
+                auth = {"authorization": f"Bearer {key}"}
+                measure("files_gateway", stack.ports.listen, lambda: auth, {**roles, "files": files_pid})
+                _empty(run_dir / "files")
+            if self.wanted("files_envoy"):
+                self.envoy_uploads(stack, run_dir, measure)
+        finally:
+            stack.stop()
+
+    def envoy_uploads(self, stack: Stack, run_dir: Path, measure: Callable[..., None]) -> None:
+        s = self.s
+        # The gateway's store and key; no TLS, no metrics port (the gateway's service has it).
+        env = {k: v for k, v in stack.files_env().items() if "_TLS_" not in k and "METRICS" not in k}
+        port = free_port()
+        env |= {
+            "INFERY_FILES_PORT": str(port),
+            "INFERY_FILES_URL": (run_dir / "files-envoy").resolve().as_uri(),
+        }
+        files = bounded_spawn(
+            "files_plain", [str(BIN / "python"), "-m", "control_plane.files"], self.logs, env
+        )
+        try:
+            wait_until(lambda: port_open(port), "the plain files service", 60, [files])
+            _engine, sessions = open_store(env["INFERY_DATABASE_URL"])
+            with sessions() as session:
+                identity_key = files_identity_key(session)
+            ids = itertools.count()
+
+            def signed() -> dict[str, str]:  # what ext_proc's files endpoint asserts
+                who = identity_assertion.Identity(f"bench-{next(ids)}", "bench", "bench", "bench")
+                return {
+                    identity_assertion.HEADER: identity_assertion.sign(identity_key, who, "POST", "/v1/files")
+                }
+
+            proxy, proxy_port = passthrough.start(s.work_dir, port, s.envoy_concurrency)
+            try:
+                measure(
+                    "files_envoy",
+                    proxy_port,
+                    signed,
+                    {"envoy": [proxy.popen.pid], "files": [files.popen.pid]},
+                )
+            finally:
+                proxy.stop()
+        finally:
+            files.stop()
+            _empty(run_dir / "files-envoy")
+
     @staticmethod
     def gateway_roles(stack: Stack) -> dict[str, list[int]]:
         procs = stack.processes
@@ -357,6 +457,11 @@ class Bench:
         (out / "latest.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
         (out / "latest.md").write_text(table)
         return table
+
+
+def _empty(directory: Path) -> None:
+    """Frees the stored uploads' disk space between rows (outside any measured window)."""
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def _git_commit() -> str:

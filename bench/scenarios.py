@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from bench import streams, wrk
+from bench import streams, uploads, wrk
 from bench.procstat import Meter, Usage, children_cpu_seconds, own_cpu_seconds
 from bench.wrk import Request
 
@@ -51,6 +51,7 @@ class Result:
     chunks: int | None = None
     cpu_us_per_chunk: dict[str, float] = field(default_factory=dict)
     peak_is_lifetime: bool = False  # the high-water mark could not be reset: peak since process start
+    upload_mb: float | None = None  # upload rows: the file's size (MB, 10^6 bytes)
 
     @property
     def id(self) -> str:
@@ -85,7 +86,16 @@ class Result:
             "chunks_per_s": _r(self.chunks_per_s, 1),
             "chunks_per_stream": round(self.chunks / self.ok, 1) if self.chunks and self.ok else None,
             "cpu_us_per_chunk": {k: _r(v, 1) for k, v in self.cpu_us_per_chunk.items()},
+            "upload_mb": self.upload_mb,
+            "cpu_ms_per_mb": {k: _r(v) for k, v in self.cpu_ms_per_mb.items()},
         }
+
+    @property
+    def cpu_ms_per_mb(self) -> dict[str, float]:
+        """Upload rows: each process's CPU per MB uploaded."""
+        if not self.upload_mb:
+            return {}
+        return {role: ms / self.upload_mb for role, ms in self.cpu_ms_per_req.items()}
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:
@@ -179,6 +189,41 @@ def run_stream(
         chunks=stats.chunks,
         cpu_us_per_chunk=_per(usage, stats.chunks, 1e6),
         peak_is_lifetime=meter.peak_is_lifetime,
+    )
+
+
+def run_upload(
+    system: str,
+    upload: uploads.Upload,
+    roles: dict[str, list[int]],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float,
+) -> Result:
+    """Uploads of one file size: ``cpu_ms_per_req`` is per upload (the report divides by its MB)."""
+    if warmup_s > 0:
+        run_loop(uploads.load(upload, concurrency, warmup_s, timeout_s))
+    meter = Meter(roles)
+    meter.start()
+    client0 = own_cpu_seconds()
+    stats = run_loop(uploads.load(upload, concurrency, duration_s, timeout_s))
+    usage = meter.stop()
+    usage["loadgen"] = Usage(own_cpu_seconds() - client0, 0.0)
+    return Result(
+        system,
+        "upload",
+        concurrency,
+        stats.duration_s,
+        stats.ok,
+        sum(stats.errors.values()),
+        dict(stats.errors),
+        _ms(percentile(stats.total_s, 50)),
+        _ms(percentile(stats.total_s, 99)),
+        _per(usage, stats.ok, 1e3),
+        {role: u.peak_rss_mb for role, u in usage.items() if role != "loadgen"},
+        peak_is_lifetime=meter.peak_is_lifetime,
+        upload_mb=upload.file_bytes / 1e6,
     )
 
 

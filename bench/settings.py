@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = ("provider", "provider_anthropic", "envoy", "gateway", "gateway_anthropic", "litellm")
+SYSTEMS = (
+    "provider",
+    "provider_anthropic",
+    "envoy",
+    "gateway",
+    "gateway_anthropic",
+    "litellm",
+    "files_envoy",
+    "files_gateway",
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,8 @@ class Settings:
     hold_words: int = 8
     ext_procs: int = 1
     envoy_concurrency: int = 1
+    upload_mb: float = 10.0  # the file of the upload rows (files_envoy, files_gateway)
+    upload_concurrency: int = 4
     systems: tuple[str, ...] = SYSTEMS
     hold: bool = True
     quick: bool = False
@@ -75,6 +86,10 @@ def parse(argv: list[str] | None = None) -> Settings:
         default=d.envoy_concurrency,
         help="Envoy worker threads (gateway and pass-through alike)",
     )
+    p.add_argument("--upload-mb", type=float, default=d.upload_mb, help="MB per file in the upload rows")
+    p.add_argument(
+        "--upload-concurrency", type=int, default=d.upload_concurrency, help="connections in the upload rows"
+    )
     p.add_argument(
         "--only",
         default=None,
@@ -92,6 +107,8 @@ def parse(argv: list[str] | None = None) -> Settings:
     warmup = a.warmup if a.warmup is not None else (1.0 if a.quick else d.warmup_s)
     if duration <= 0 or a.concurrency < 1 or a.ext_procs < 1 or a.prompt_words < 1:
         p.error("--duration, --concurrency, --ext-procs and --prompt-words must be positive")
+    if a.upload_mb <= 0 or a.upload_concurrency < 1:
+        p.error("--upload-mb and --upload-concurrency must be positive")
     return Settings(
         duration_s=duration,
         warmup_s=max(0.0, warmup),
@@ -102,6 +119,8 @@ def parse(argv: list[str] | None = None) -> Settings:
         hold_chunk_delay_ms=a.hold_chunk_delay_ms,
         ext_procs=a.ext_procs,
         envoy_concurrency=a.envoy_concurrency,
+        upload_mb=a.upload_mb,
+        upload_concurrency=a.upload_concurrency,
         systems=systems,
         hold=a.hold_streams > 0 and "gateway" in systems,
         quick=a.quick,

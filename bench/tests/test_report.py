@@ -118,3 +118,33 @@ def test_markdown_has_one_row_per_result_and_every_target() -> None:
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile([], 50) is None
+
+
+def test_upload_rows_have_their_own_table_with_cpu_per_mb() -> None:
+    rows = [
+        row("gateway", "chat", 16, 10_000, 12.0, 40.0),
+        row(
+            "files_gateway",
+            "upload",
+            4,
+            50,
+            400.0,
+            900.0,
+            cpu_ms_per_req={"ext_proc": 0.5, "envoy": 20.0, "files": 80.0},
+            peak_rss_mb={"ext_proc": 60.0, "envoy": 70.0, "files": 110.0},
+            upload_mb=10.0,
+        ),
+    ]
+    upload = rows[1]
+    assert upload.cpu_ms_per_mb == {"ext_proc": 0.05, "envoy": 2.0, "files": 8.0}
+    assert upload.to_json()["cpu_ms_per_mb"] == {"ext_proc": 0.05, "envoy": 2.0, "files": 8.0}
+    meta = {
+        k: "x" for k in ("started", "cores", "duration_s", "warmup_s", "envoy_version", "litellm_version")
+    }
+    meta |= {k: "x" for k in ("ext_procs", "envoy_concurrency", "stream_chunks", "stream_chunk_delay_ms")}
+    table = report.markdown(rows, [], None, meta)
+    chat_table, upload_table = table.split("| uploads |")
+    assert "through the gateway" not in chat_table  # not a chat row
+    line = next(x for x in upload_table.splitlines() if "through the gateway" in x)
+    assert "| 10 | 4 | 5.00 | 50.0 |" in line
+    assert "ext_proc 0.05, envoy 2.00, files 8.00" in line and "files 110" in line
