@@ -67,8 +67,8 @@ class ExtProcSettings(InferySettings):
     )
     files_service: str | None = Field(
         None,
-        description="the files service's URL (`https://HOST:8082`), where chat's `file_id` parts are read;"
-        " with INFERY_XDS_TLS_* ext_proc presents the data plane's client certificate to it",
+        description="the files service's URL (`https://HOST:8082`), where `file_id` parts (chat, Responses)"
+        " are read; with INFERY_XDS_TLS_* ext_proc presents the data plane's client certificate to it",
     )
     media_allowed_hosts: Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_list)] = Field(
         frozenset(),

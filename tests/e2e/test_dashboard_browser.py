@@ -265,7 +265,8 @@ def test_operator_sees_each_workspaces_files_and_their_usage(
             ["batch.jsonl", batch.id, "batch", "300"],
             ["report.pdf", report.id, "user_data", "2,000"],
         ]
-        assert all(r[4] == alice.member_email and r[6] == "kept until deleted" for r in shown)  # uploader named
+        # The uploader named by email, and no expiry set.
+        assert all(r[4] == alice.member_email and r[6] == "kept until deleted" for r in shown)
         text = page.locator("#workspace-detail").inner_text()
         assert "bob-secret.txt" not in text and gone.id not in text
 
