@@ -42,15 +42,27 @@ class Files:
     request_ids: Iterator[int] = field(default_factory=itertools.count)
     last_request_id: str = ""
 
-    def call(self, method: str, path: str, workspace: str = "ws-1", **kwargs: Any) -> Any:
+    def call(
+        self, method: str, path: str, workspace: str = "ws-1", member: str = "member-1", **kwargs: Any
+    ) -> Any:
         self.last_request_id = f"req-{next(self.request_ids)}"
-        who = Identity(self.last_request_id, workspace, "member-1", "key-1")
+        who = Identity(self.last_request_id, workspace, member, "key-1")
         headers = {HEADER: sign(KEY, who, method, path, now=self.clock.now), **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
-    def upload(self, content: bytes = b"hello", workspace: str = "ws-1", **fields: str) -> Any:
+    def upload(
+        self,
+        content: bytes = b"hello",
+        workspace: str = "ws-1",
+        member: str = "member-1",
+        headers: dict[str, str] | None = None,
+        **fields: str,
+    ) -> Any:
         data = {"purpose": "user_data", **fields}
-        return self.call("POST", "/v1/files", workspace, data=data, files={"file": ("notes.txt", content)})
+        files = {"file": ("notes.txt", content)}
+        return self.call(
+            "POST", "/v1/files", workspace, member, data=data, files=files, headers=headers or {}
+        )
 
     def stored_bytes(self) -> list[Path]:
         return [p for p in self.root.rglob("*") if p.is_file()]
