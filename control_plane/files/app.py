@@ -22,14 +22,16 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from infery_proto import identity_assertion
 from infery_proto.identity_assertion import Identity
+from infery_proto.wire import IDEMPOTENCY_KEY_HEADER, IDEMPOTENT_REPLAYED_HEADER
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from control_plane.files import records, usage_records
+from control_plane.files import idempotency, records, usage_records
 from control_plane.files.errors import FilesError, install, not_found, respond
 from control_plane.files.metrics import FilesMetrics
 from control_plane.files.settings import MAX_EXPIRES_AFTER_S, FilesSettings
-from control_plane.files.storage import FileStorage, ObjectMissing
+from control_plane.files.storage import FileStorage, ObjectMissing, Writer
 from control_plane.files.upload_form import FormError, FormReader, TooLarge, UploadForm, boundary_of
 from control_plane.safe_errors import describe
 from control_plane.store.tables import StoredFile
@@ -116,6 +118,10 @@ def create_app(service: FilesService) -> FastAPI:
             raise FilesError(
                 413, "request_too_large", f"The file is larger than this gateway accepts ({limit} bytes)."
             ) from None
+        except FilesError as exc:  # the Idempotency-Key's refusals
+            metrics.uploads.labels("refused").inc()
+            await _unstored(who, endpoint, started, exc.status, exc.code)
+            raise
         except ClientDisconnect:
             metrics.uploads.labels("failed").inc()
             await _unstored(
@@ -130,12 +136,48 @@ def create_app(service: FilesService) -> FastAPI:
             metrics.uploads.labels("failed").inc()
             raise
 
+    async def _read_form(
+        request: Request, boundary: bytes, writer: Writer, created_at: int
+    ) -> tuple[UploadForm, str, int | None]:
+        """The whole form read (its file to ``writer``) and validated: (form, purpose, expiry)."""
+        reader = FormReader(boundary, writer, settings.max_file_bytes)
+        async for chunk in request.stream():
+            if chunk:
+                await reader.feed(chunk)
+        form = reader.finish()
+        return form, *_validate(form, created_at, settings)
+
+    async def _replay(
+        request: Request, who: Identity, started: float, boundary: bytes, kept: StoredFile
+    ) -> JSONResponse:
+        """A retry of a stored upload: read (nothing stored), the same upload, the same file."""
+        if kept.status != records.PROCESSED:
+            raise idempotency.in_use()
+        hashing = idempotency.HashingWriter(None)
+        form, _, _ = await _read_form(request, boundary, hashing, kept.created_at)
+        if idempotency.fingerprint(form, hashing.digest.hexdigest()) != kept.fingerprint:
+            raise idempotency.reused()
+        usage = usage_records.record(
+            who, usage_records.UPLOAD_ENDPOINT, started, service.clock(), 200, 0, replay=True
+        )
+        await run_in_threadpool(usage_records.write, sessions, usage)
+        metrics.uploads.labels("replayed").inc()
+        return JSONResponse(records.file_object(kept), headers={IDEMPOTENT_REPLAYED_HEADER: "true"})
+
     async def _upload(request: Request, who: Identity, started: float) -> JSONResponse:
         boundary = boundary_of(request.headers.get("content-type", ""))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > settings.max_file_bytes + FORM_OVERHEAD_BYTES:
             raise TooLarge
         now = service.clock()
+        key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+        scoped = idempotency.scope(who.member_id, key) if key is not None else None
+        if scoped is not None:
+            kept = await run_in_threadpool(
+                records.by_idempotency_key, sessions, who.workspace_id, scoped, int(now)
+            )
+            if kept is not None:
+                return await _replay(request, who, started, boundary, kept)
         file_id = records.new_file_id(now)
         row = StoredFile(
             id=file_id,
@@ -144,17 +186,20 @@ def create_app(service: FilesService) -> FastAPI:
             key_id=who.key_id,
             created_at=int(now),
             storage_key=f"{who.workspace_id}/{file_id}",
+            idempotency_key=scoped,
         )
-        await run_in_threadpool(records.begin, sessions, row)
+        try:
+            await run_in_threadpool(records.begin, sessions, row)
+        except IntegrityError:  # the same key's upload began meanwhile
+            raise idempotency.in_use() from None
         try:
             # Read to the end and validated inside the writer: a refusal discards the bytes.
-            async with storage.writer(row.storage_key) as writer:
-                reader = FormReader(boundary, writer, settings.max_file_bytes)
-                async for chunk in request.stream():
-                    if chunk:
-                        await reader.feed(chunk)
-                form = reader.finish()
-                purpose, expires_at = _validate(form, row.created_at, settings)
+            async with storage.writer(row.storage_key) as destination:
+                # Hashed only when a retry may have to be recognised (the hash costs CPU per MB).
+                hashing = idempotency.HashingWriter(destination) if scoped else None
+                form, purpose, expires_at = await _read_form(
+                    request, boundary, hashing or destination, row.created_at
+                )
         except BaseException:
             await run_in_threadpool(records.forget, sessions, file_id)
             raise
@@ -170,6 +215,7 @@ def create_app(service: FilesService) -> FastAPI:
             purpose=purpose,
             bytes=form.bytes,
             expires_at=expires_at,
+            fingerprint=idempotency.fingerprint(form, hashing.digest.hexdigest()) if hashing else None,
         )
         metrics.uploads.labels("stored").inc()
         metrics.uploaded_bytes.inc(form.bytes)

@@ -80,6 +80,23 @@ def complete(
         return row
 
 
+def by_idempotency_key(sessions: Sessions, workspace_id: str, key: str, now: int) -> StoredFile | None:
+    """The workspace's upload under ``key`` (hashed, control_plane/files/idempotency.py), stored or
+    under way; None when there is none. An expired file's key is let go here, as its file is gone."""
+    with sessions() as session:
+        row = session.exec(
+            select(StoredFile).where(
+                col(StoredFile.workspace_id) == workspace_id, col(StoredFile.idempotency_key) == key
+            )
+        ).first()
+        if row is not None and row.expires_at is not None and row.expires_at <= now:
+            row.idempotency_key = None
+            session.add(row)
+            session.commit()
+            return None
+        return row
+
+
 def forget(sessions: Sessions, file_id: str) -> None:
     with sessions() as session:
         session.exec(delete(StoredFile).where(col(StoredFile.id) == file_id))  # type: ignore[call-overload]

@@ -40,6 +40,7 @@ def record(
     status: int,
     file_bytes: int = 0,
     error_code: str = "",
+    replay: bool = False,
 ) -> usage_pb2.UsageRecord:
     """The usage record of one files request by ``who``, from ``started`` to ``ended`` (unix seconds)."""
     return usage_pb2.UsageRecord(
@@ -54,6 +55,7 @@ def record(
         latency_ms=max(0.0, ended - started) * 1000,
         error_code=error_code,
         file_bytes=file_bytes,
+        idempotent_replay=replay,
     )
 
 

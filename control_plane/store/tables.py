@@ -250,6 +250,7 @@ class StoredFile(SQLModel, table=True):
         Index("ix_stored_files_workspace_id", "workspace_id", "id"),
         Index("ix_stored_files_expires_at", "expires_at"),
         Index("ix_stored_files_status_created", "status", "created_at"),
+        Index("ix_stored_files_idempotency", "workspace_id", "idempotency_key", unique=True),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
@@ -263,6 +264,11 @@ class StoredFile(SQLModel, table=True):
     created_at: int = Field(sa_type=BigInteger)  # unix seconds
     expires_at: int | None = Field(default=None, sa_type=BigInteger)  # unix seconds; None: until deleted
     storage_key: str = Field(sa_type=String(256))
+    # An upload's Idempotency-Key, hashed with its member (control_plane/files/idempotency.py):
+    # unique per workspace, so a retry finds the file; None without a key.
+    idempotency_key: str | None = Field(default=None, sa_type=String(64))
+    # The upload's fingerprint (its fields and its file's SHA-256): a retry must be the same upload.
+    fingerprint: str | None = Field(default=None, sa_type=String(64))
 
 
 class StoredResponse(SQLModel, table=True):

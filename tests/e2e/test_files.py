@@ -356,3 +356,23 @@ def test_uploads_and_deletes_are_in_the_usage_breakdown_by_endpoint(files_admin:
     uploads, deletes = rows["/v1/files"], rows["/v1/files/{file_id}"]
     assert (uploads["requests"], uploads["file_bytes"], uploads["credits"]) == (2, 3500, "0")
     assert (deletes["requests"], deletes["file_bytes"], deletes["credits"]) == (2, 500, "0")
+
+
+def test_attack_an_upload_retried_with_its_idempotency_key_is_one_file(alice: Tenant, files_gateway: Stack):
+    """A client retrying an upload (a timeout, a lost answer) with the same Idempotency-Key gets the
+    same file object back, replayed, and the workspace stores (and is recorded for) one file."""
+    client = alice.client(files_gateway)
+    key = {"Idempotency-Key": "upload-retry-" + os.urandom(6).hex()}
+    content = os.urandom(50_000)
+    first = client.files.with_raw_response.create(
+        file=("retry.bin", content), purpose="user_data", extra_headers=key
+    )
+    again = client.files.with_raw_response.create(
+        file=("retry.bin", content), purpose="user_data", extra_headers=key
+    )
+    assert again.parse().id == first.parse().id and again.parse().bytes == 50_000
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert [f.id for f in client.files.list() if f.filename == "retry.bin"] == [first.parse().id]
+    with pytest.raises(openai.UnprocessableEntityError) as reused:
+        client.files.create(file=("retry.bin", b"something else"), purpose="user_data", extra_headers=key)
+    assert reused.value.code == "idempotency_key_reused"

@@ -3,7 +3,7 @@ billed as storage). Scoped as ext_proc scopes its keys: to the workspace and the
 
 from __future__ import annotations
 
-from control_plane.files import records
+from control_plane.files import idempotency
 from control_plane.store.tables import StoredFile
 from tests.control_plane.files.harness import T0, Files
 
@@ -17,7 +17,7 @@ def test_attack_a_retried_upload_is_the_same_file_not_a_second_one(files: Files)
     again = files.upload(b"report " * 100, headers=KEY)
     assert again.status_code == 200
     assert again.json() == first.json()  # the same file object: id, bytes, created_at
-    assert again.headers.get("x-infery-idempotent-replayed") == "true"
+    assert again.headers.get("idempotent-replayed") == "true"
     assert len(files.rows()) == 1 and len(files.stored_bytes()) == 1
     listed = files.call("GET", "/v1/files").json()["data"]
     assert [f["id"] for f in listed] == [first.json()["id"]]
@@ -62,7 +62,7 @@ def test_a_key_whose_upload_is_under_way_is_in_use(files: Files):
                 member_id="member-1",
                 created_at=int(T0),
                 storage_key="ws-1/file-underway",
-                idempotency_key=records.idempotency_scope("member-1", "upload-1"),
+                idempotency_key=idempotency.scope("member-1", "upload-1"),
             )
         )
         session.commit()
