@@ -110,3 +110,54 @@ def test_a_file_too_large_to_inline_is_a_clean_413(
     with pytest.raises(openai.APIStatusError) as refused:
         client.chat.completions.create(model="claude-sonnet-4-5", messages=_ask(big.id))
     assert refused.value.status_code == 413 and refused.value.code == "request_too_large"
+
+
+# -- the Responses API's input_file / input_image parts by file_id ------------------------------
+
+
+def _input(file_id: str, kind: str = "input_file") -> list[dict[str, Any]]:
+    part: dict[str, Any] = {"type": kind, "file_id": file_id}
+    if kind == "input_image":
+        part["detail"] = "auto"
+    return [{"role": "user", "content": [{"type": "input_text", "text": "What is this?"}, part]}]
+
+
+def test_responses_name_stored_files_for_every_provider(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI
+):
+    """Passed through to OpenAI, translated for Anthropic and Gemini: each provider gets the bytes
+    inline (validated by its simulator), none gets the gateway's id."""
+    report = client.files.create(file=("report.pdf", PDF), purpose="user_data")
+    picture = client.files.create(file=("dot.png", _png()), purpose="vision")
+    for slug, sim in three_formats.items():
+        answer = client.responses.create(model=slug, input=_input(report.id))
+        assert "saw 1 document(s)" in answer.output_text, (slug, answer.output_text)
+        assert report.id not in json.dumps(sim.requests()[-1]["body"])
+        seen = client.responses.create(model=slug, input=_input(picture.id, "input_image"))
+        assert "saw 1 image(s)" in seen.output_text, (slug, seen.output_text)
+        assert picture.id not in json.dumps(sim.requests()[-1]["body"])
+
+
+def test_a_kept_response_keeps_the_file_id_and_the_next_turn_sends_the_file_again(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI
+):
+    report = client.files.create(file=("kept.pdf", PDF), purpose="user_data")
+    first = client.responses.create(model="claude-sonnet-4-5", input=_input(report.id))
+    items = client.responses.input_items.list(first.id).data
+    kept = [p for item in items for p in (getattr(item, "content", None) or []) if p.type == "input_file"]
+    assert [p.file_id for p in kept] == [report.id]  # the id as the client gave it, not the bytes
+    second = client.responses.create(
+        model="gemini-2-5-flash", previous_response_id=first.id, input="And now?"
+    )
+    assert "saw 1 document(s)" in second.output_text  # the history's file, inline for Gemini
+    assert report.id not in json.dumps(three_formats["gemini-2-5-flash"].requests()[-1]["body"])
+
+
+def test_a_responses_file_of_another_workspace_is_not_found(
+    three_formats: dict[str, SimulatorProcess], admin: Admin, gateway: Stack, client: openai.OpenAI
+):
+    other = new_tenant(admin, gateway, "file-ids-responses-other").client(gateway)
+    theirs = other.files.create(file=("theirs.pdf", PDF), purpose="user_data")
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.responses.create(model="gpt-4o-mini", input=_input(theirs.id))
+    assert refused.value.code == "not_found" and refused.value.param == "input[0].content[1].file_id"
