@@ -19,8 +19,8 @@ OpenAI's envelope, or Anthropic's shape on Anthropic's paths) and how a stream e
 follows). The exchange writes what it adds to an answer through these, never in one API's
 shape of its own.
 
-An endpoint answered from the request's headers alone (``RequestBody.HEADERS_ONLY``: the model
-list, the kept responses, the files API) says what to do in :meth:`Endpoint.on_headers`, after
+An endpoint answered from the request's headers alone (:class:`HeadersOnly`: the model list, the
+kept responses, the files API) says what to do in :meth:`Endpoint.on_headers`, after
 the exchange has authenticated the caller: answer now (:class:`Answer`), or let the request go
 on to where Envoy routes it (an ext_proc reply to its headers: the files service). An endpoint
 whose requests may name files the gateway stores (``file_id``) says where they are and how one
@@ -259,6 +259,25 @@ class Endpoint(ABC):
         """The end of a stream: its last event (``last``, a JSON object) carrying ``credits_used``
         (``credits``: the exact decimal digits), then OpenAI's ``data: [DONE]``."""
         return sse.encode(with_credits(last, credits)) + b"data: [DONE]\n\n"
+
+
+class HeadersOnly(Endpoint):
+    """An endpoint answered from the request's headers alone (``RequestBody.HEADERS_ONLY``): no body
+    reaches ext_proc, no provider serves it, nothing is priced; :meth:`on_headers` says what to do."""
+
+    __slots__ = ()
+
+    methods: ClassVar[frozenset[str]] = frozenset({"GET"})
+    request_body: ClassVar[RequestBody] = RequestBody.HEADERS_ONLY
+    operation: ClassVar[str] = "other"
+    meters: ClassVar[tuple[Meter, ...]] = ()
+    fallback: ClassVar[bool] = False
+
+    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
+        return 0
+
+    @abstractmethod
+    def on_headers(self, request: HeadersRequest) -> HeadersReply | Awaitable[HeadersReply]: ...
 
 
 def with_credits(event: bytes, credits: str) -> bytes:

@@ -26,9 +26,6 @@ learns whether the file was stored and how many bytes it holds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from infery_proto import identity_assertion
 from infery_proto.wire import FILES_CLUSTER, FILES_PATH_PREFIX, ROUTE_HEADER
@@ -37,25 +34,18 @@ from ext_proc import envoy_messages as msg
 from ext_proc import header_policy
 from ext_proc.errors import GatewayError
 
-from .base import Endpoint, HeadersReply, HeadersRequest, RequestBody
+from .base import HeadersOnly, HeadersReply, HeadersRequest
 
 _MODE = processing_mode_pb2.ProcessingMode
 _REMOVED = ("authorization", "x-api-key", *header_policy.CONTROL)
 
 
-class Files(Endpoint):
+class Files(HeadersOnly):
     __slots__ = ()
 
     name = "files"
     paths = (FILES_PATH_PREFIX, FILES_PATH_PREFIX + "/")
     methods = frozenset({"GET", "POST", "DELETE"})
-    request_body = RequestBody.HEADERS_ONLY
-    operation = "other"
-    meters = ()
-    fallback = False
-
-    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
-        return 0
 
     def on_headers(self, request: HeadersRequest) -> HeadersReply:
         """The request-headers reply that sends the request to the files service as its caller."""

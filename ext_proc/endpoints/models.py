@@ -12,8 +12,6 @@ Answered from the headers (``RequestBody.HEADERS_ONLY``) and not metered: no usa
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import unquote
 
 import orjson
@@ -22,24 +20,16 @@ from ext_proc import translators
 from ext_proc.config import ApiKey, GatewayConfig, Model
 from ext_proc.errors import envelope
 
-from .base import Answer, Endpoint, HeadersReply, HeadersRequest, RequestBody
+from .base import Answer, HeadersOnly, HeadersReply, HeadersRequest
 
 PATH = "/v1/models"
 
 
-class Models(Endpoint):
+class Models(HeadersOnly):
     __slots__ = ()
 
     name = "models"
     paths = (PATH, PATH + "/")
-    methods = frozenset({"GET"})
-    request_body = RequestBody.HEADERS_ONLY
-    operation = "other"
-    meters = ()
-    fallback = False
-
-    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
-        return 0
 
     def on_headers(self, request: HeadersRequest) -> HeadersReply:
         return Answer(*models(request.path, request.key, request.config))

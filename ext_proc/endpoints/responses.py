@@ -43,10 +43,10 @@ from .base import (
     Answer,
     Endpoint,
     FileRef,
+    HeadersOnly,
     HeadersReply,
     HeadersRequest,
     LastEvent,
-    RequestBody,
 )
 
 ITEM_FRAMING_TOKENS = 4  # per input item: role and separators
@@ -189,7 +189,7 @@ class Responses(Endpoint):
 ENDPOINT = Responses()
 
 
-class StoredResponses(Endpoint):
+class StoredResponses(HeadersOnly):
     """The responses the workspace kept: read and deleted by ext_proc from the control plane's
     store (ext_proc/response_store.py), answered at once; no provider, no body, not priced.
     Another workspace's id is 404, as an unknown one."""
@@ -199,13 +199,6 @@ class StoredResponses(Endpoint):
     name = "stored_responses"
     paths = ("/v1/responses/",)
     methods = frozenset({"GET", "DELETE"})
-    request_body = RequestBody.HEADERS_ONLY
-    operation = "other"
-    meters = ()
-    fallback = False
-
-    def prompt_tokens(self, body: Mapping[str, Any]) -> int:
-        return 0
 
     async def on_headers(self, request: HeadersRequest) -> HeadersReply:
         """``GET``/``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``."""
