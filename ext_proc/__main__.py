@@ -33,7 +33,7 @@ from typing import Protocol
 from infery_proto import logs
 from infery_proto.settings import version
 
-from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log
+from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log, tracing
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Method
@@ -112,6 +112,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
             s.files_service, s.xds_tls_ca_file or "", s.xds_tls_cert_file or "", s.xds_tls_key_file or ""
         )
     responses = ResponseStore(s.control_plane, credentials, metadata)
+    # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT...): unset, no tracer at all.
+    tracer = tracing.configure()
     services = Services(
         record,
         limiter,
@@ -123,6 +125,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         max_buffered_bytes=s.max_request_bytes,
         upload_lookahead=s.audio_model_lookahead_bytes,
         responses=responses,
+        tracer=tracer,
     )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
@@ -166,6 +169,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     await subscriber.close()
     if requests is not None:
         requests.close()
+    if tracer is not None:
+        tracer.shutdown()
 
 
 # Command-line flags and the settings they set (a flag wins over its variable).

@@ -1,0 +1,47 @@
+"""Whether a process exports traces, read from OpenTelemetry's own environment variables.
+
+Tracing is configured the standard way (the OTel SDK's variables), not with INFERY_* ones:
+an operator's collector setup (endpoint, headers, sampler, service name) carries over from
+every other service it runs. ext_proc decides from here whether to make a tracer at all
+(off: no tracer object, no span work), and the control plane whether Envoy's listener traces
+and where Envoy sends its spans; both read the same variables, so they agree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+
+def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The OTLP endpoint traces go to, or None when tracing is off.
+
+    Off unless ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set;
+    off too with ``OTEL_SDK_DISABLED=true`` or an ``OTEL_TRACES_EXPORTER`` without ``otlp``
+    (``none``), as the SDK reads them.
+    """
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    exporters = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if exporters and "otlp" not in {e.strip() for e in exporters.split(",")}:
+        return None
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+    return endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
+
+
+def grpc_host_port(endpoint: str, environ: Mapping[str, str] = os.environ) -> tuple[str, int, bool]:
+    """(host, port, TLS) of an OTLP/gRPC endpoint, as the SDK's gRPC exporter reads it.
+
+    ``http://collector:4317``: plaintext; ``https://...``: TLS; without a scheme, TLS unless
+    ``OTEL_EXPORTER_OTLP_INSECURE=true``. The port defaults to OTLP/gRPC's 4317.
+    """
+    scheme, _, rest = endpoint.rpartition("://")
+    parts = urlsplit("//" + rest)
+    if not parts.hostname:
+        raise ValueError(f"the OTLP endpoint has no host: {endpoint!r}")
+    if scheme:
+        tls = scheme == "https"
+    else:
+        tls = environ.get("OTEL_EXPORTER_OTLP_INSECURE", "").strip().lower() != "true"
+    return parts.hostname, parts.port or 4317, tls
