@@ -145,11 +145,12 @@ class Tracer:
 class AttemptTrace:
     """One provider attempt's span: its status when the answer's headers come, then its end."""
 
-    __slots__ = ("span", "status")
+    __slots__ = ("error_type", "span", "status")
 
     def __init__(self, span: trace.Span) -> None:
         self.span = span
         self.status = 0
+        self.error_type = ""
 
     @property
     def traceparent(self) -> str:
@@ -163,11 +164,12 @@ class AttemptTrace:
             self.failed(error_type or str(status))
 
     def failed(self, error_type: str) -> None:
+        self.error_type = error_type
         self.span.set_attribute("error.type", error_type)
         self.span.set_status(Status(StatusCode.ERROR))
 
     def end(self) -> None:
-        if not self.status and self.span.is_recording():
+        if not self.status and not self.error_type:  # reset or timed out before any answer header
             self.failed(NO_RESPONSE)
         self.span.end()
 
