@@ -99,7 +99,10 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     state = open_state(s.redis_url)
     media = MediaPolicy(s.media_allowed_hosts, s.max_media_urls)
     limiter = Limiter(state)
-    record = gauges.recorder(reporter.record)
+    # Metrics off (port 0): nothing scrapes them, so nothing counts them either (make bench's
+    # gateway_metrics_off row measures what counting costs).
+    counting = bool(s.metrics_port)
+    record = gauges.recorder(reporter.record) if counting else reporter.record
     # Request lines are INFO: a process logging warnings only writes none.
     requests = (
         request_log.RequestLog(sample=s.request_log_sample) if s.log_level in ("DEBUG", "INFO") else None
@@ -143,7 +146,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         log.error("no configuration from %s yet (%s); not serving", s.control_plane, subscriber.problem)
     ext_proc_methods = methods(lambda: subscriber.current, services, s.deadline())
     process = ext_proc_methods[PROCESS]
-    ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
+    if counting:
+        ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
     # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).
     # A control plane that is merely unreachable is no problem: the last configuration serves on.

@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from infery.stack import Stack
+from simulators.otlp_collector import OtlpCollector, ReceivedSpan
 from simulators.testing import SimulatorProcess
 from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
-from tests.otlp_collector import OtlpCollector, ReceivedSpan
 
 PROMPT = "Tell me about the secret garden " + secrets.token_hex(6)
 HI = [{"role": "user", "content": PROMPT}]

@@ -1,4 +1,4 @@
-"""A real OTLP/gRPC trace receiver for the tests, on a free loopback port.
+"""A real OTLP/gRPC trace receiver for the tests and the bench, on a free loopback port.
 
 The collector's own ``TraceService/Export`` (the classes opentelemetry-proto ships), served by
 grpcio: the gateway's processes export to it exactly as to an OpenTelemetry Collector, with
