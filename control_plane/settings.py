@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from infery_proto.otel import grpc_host_port, traces_endpoint
+from infery_proto.otel import grpc_host_port, sampled_share, traces_endpoint
 from infery_proto.settings import InferySettings, LogLevel
 from pydantic import Field, field_validator, model_validator
 
@@ -192,4 +192,5 @@ class Settings(InferySettings):
             ext_proc_max_message_timeout_s=self.ext_proc_max_message_timeout_s,
             access_log=self.envoy_access_log,
             traces_endpoint=self.envoy_traces(),
+            traces_sampled=sampled_share(),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery_proto.otel import grpc_host_port, traces_endpoint
+from infery_proto.otel import grpc_host_port, sampled_share, traces_endpoint
 
 
 def test_tracing_is_on_only_with_an_otlp_endpoint_and_not_disabled() -> None:
@@ -19,6 +19,18 @@ def test_tracing_is_on_only_with_an_otlp_endpoint_and_not_disabled() -> None:
     assert traces_endpoint({**both, "OTEL_TRACES_EXPORTER": "none"}) is None
     assert traces_endpoint({**both, "OTEL_TRACES_EXPORTER": "console,otlp"}) == "http://t:1"
     assert traces_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "  "}) is None
+
+
+def test_the_sampled_share_is_the_samplers_ratio() -> None:
+    assert sampled_share({}) == 1.0
+    assert (
+        sampled_share({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"})
+        == 0.1
+    )
+    assert sampled_share({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "7"}) == 1.0
+    assert sampled_share({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "x"}) == 1.0
+    assert sampled_share({"OTEL_TRACES_SAMPLER": "parentbased_always_off"}) == 0.0
+    assert sampled_share({"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}) == 1.0
 
 
 def test_an_endpoint_is_read_as_the_sdks_grpc_exporter_reads_it() -> None:

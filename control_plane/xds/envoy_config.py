@@ -111,8 +111,10 @@ class ListenerSettings:
     ext_proc_max_message_timeout_s: float = 60.0
     # Envoy's access log (ACCESS_LOG_FORMAT): "stdout", an absolute file path, or "off".
     access_log: str = "stdout"
-    # Envoy's tracer: the OTLP/gRPC collector its spans go to ("": Envoy does not trace).
+    # Envoy's tracer: the OTLP/gRPC collector its spans go to ("": Envoy does not trace), and
+    # the share of requests it samples (OTEL_TRACES_SAMPLER's ratio: infery_proto/otel.py).
     traces_endpoint: str = ""
+    traces_sampled: float = 1.0
 
 
 _M = TypeVar("_M", bound=Message)
@@ -280,15 +282,15 @@ def _access_logs(sink: str) -> list[dict[str, Any]]:
 ENVOY_SERVICE_NAME = "infery-envoy"
 
 
-def tracing(endpoint: str) -> dict[str, Any]:
+def tracing(endpoint: str, sampled: float = 1.0) -> dict[str, Any]:
     """Envoy's OpenTelemetry tracer on the listener, exporting to ``endpoint`` by OTLP/gRPC.
 
     Envoy joins the request's trace: its span is a child of the client's ``traceparent``, its
     span for each ext_proc stream passes a ``traceparent`` in that stream's gRPC metadata (so
     ext_proc's request span is its child: ext_proc/tracing.py), and each upstream attempt
     gets a span of its own. The collector is reached with Envoy's Google gRPC client by its
-    address: no cluster to publish, so the listener stands alone. Every request is sampled
-    unless its client's ``traceparent`` says otherwise (``random_sampling`` 100%).
+    address: no cluster to publish, so the listener stands alone. ``sampled``: the share of
+    requests Envoy samples (``random_sampling``), the share ext_proc's sampler is given too.
     """
     host, port, tls = grpc_host_port(endpoint)
     google_grpc: dict[str, Any] = {"target_uri": f"{host}:{port}", "stat_prefix": "otlp_traces"}
@@ -304,6 +306,7 @@ def tracing(endpoint: str) -> dict[str, Any]:
             },
         },
         "spawn_upstream_span": True,
+        "random_sampling": {"value": round(sampled * 100, 4)},
     }
 
 
@@ -361,7 +364,7 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "access_log": _access_logs(s.access_log),
     }
     if s.traces_endpoint:
-        hcm["tracing"] = tracing(s.traces_endpoint)
+        hcm["tracing"] = tracing(s.traces_endpoint, s.traces_sampled)
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }

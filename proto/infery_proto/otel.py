@@ -30,6 +30,24 @@ def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
     return endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
 
 
+def sampled_share(environ: Mapping[str, str] = os.environ) -> float:
+    """The share of traces sampled, 0 to 1, as ``OTEL_TRACES_SAMPLER``/``_ARG`` ask: their ratio for
+    ``traceidratio``/``parentbased_traceidratio``, none for ``always_off``/``parentbased_always_off``,
+    else every trace. Envoy's listener samples the same share (control_plane/xds/envoy_config.py),
+    so the spans of a request are all kept or all dropped: ext_proc's parent-based sampler follows
+    the decision in Envoy's ``traceparent``."""
+    sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+    if sampler in ("always_off", "parentbased_always_off"):
+        return 0.0
+    if sampler not in ("traceidratio", "parentbased_traceidratio"):
+        return 1.0
+    try:
+        ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1") or "1")
+    except ValueError:
+        return 1.0  # the SDK too falls back to its default on a bad argument
+    return min(max(ratio, 0.0), 1.0)
+
+
 def grpc_host_port(endpoint: str, environ: Mapping[str, str] = os.environ) -> tuple[str, int, bool]:
     """(host, port, TLS) of an OTLP/gRPC endpoint, as the SDK's gRPC exporter reads it.
 

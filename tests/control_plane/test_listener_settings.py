@@ -64,9 +64,11 @@ def test_the_listener_gets_every_listener_variable(monkeypatch: pytest.MonkeyPat
         30,
         "/var/log/envoy/access.log",
         "http://collector:4317",
+        1.0,
     )
     assert Settings.from_env({}).listener() == ListenerSettings(port=8080)  # the same defaults
-    assert len(dataclasses.fields(ListenerSettings)) == len(env)  # every field has its variable
+    # Every field has its variable (the sampled share is OpenTelemetry's: OTEL_TRACES_SAMPLER_ARG).
+    assert len(dataclasses.fields(ListenerSettings)) == len(env) + 1
 
 
 def test_envoy_access_log_is_json_to_stdout_a_file_or_off() -> None:
@@ -107,6 +109,7 @@ def test_envoy_traces_only_when_an_otlp_endpoint_is_set() -> None:
     assert _tracing(ListenerSettings()) is None  # off: no tracer in Envoy's listener at all
     tracing = _tracing(ListenerSettings(traces_endpoint="http://collector.observability:4317"))
     assert tracing is not None and tracing["spawnUpstreamSpan"] is True
+    assert tracing["randomSampling"] == {"value": 100.0}
     config = tracing["provider"]["typedConfig"]
     assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
     assert config["serviceName"] == "infery-envoy"
@@ -126,6 +129,11 @@ def test_envoys_tracing_follows_the_control_planes_otel_variables(monkeypatch: p
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
     assert Settings.from_env({}).listener().traces_endpoint == ""
     monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    sampled = Settings.from_env({}).listener()
+    assert sampled.traces_sampled == 0.25
+    assert _tracing(sampled) is not None and _tracing(sampled)["randomSampling"] == {"value": 25.0}  # type: ignore[index]
     # Envoy may send elsewhere (a replica's own collector), or not trace while the control plane does.
     env = {"INFERY_ENVOY_TRACES_ENDPOINT": "http://node-agent:4317"}
     assert Settings.from_env(env).listener().traces_endpoint == "http://node-agent:4317"
