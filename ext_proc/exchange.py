@@ -28,6 +28,7 @@ import hashlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,23 @@ def new_request_id() -> str:
     per process, not from a ``getrandom`` system call per request.
     """
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+
+
+def envoys_request_id(value: str) -> str:
+    """The id Envoy generated for a request (a UUID, its ``x-request-id``), else a new one of ours.
+
+    Only a UUID is taken: a gateway id (32 hex digits, no dashes) can never be one, so no value
+    a client sends in Envoy's place (Envoy keeps a client's ``x-request-id`` from an internal
+    address) names a metered request's id.
+    """
+    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    return new_request_id()
 
 
 # How long a chain's attempts may start when its route sets no total timeout (Envoy then
@@ -258,8 +276,11 @@ class Exchange:
         h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
         # What the request carries on once the control headers are gone.
         self.client_headers = header_policy.client_names(headers)
-        # Our own id, whatever the client sent: it keys the usage record (one per request).
-        self.request_id = new_request_id()
+        # Answered here in the headers phase (refused, the model list, a kept response), the request
+        # keeps the id Envoy gave it: Envoy's access log and the answer's x-request-id can carry no
+        # other (an immediate answer changes no request header). A request that goes on gets the
+        # gateway's own id as it is received (below): it keys the usage record, one per request.
+        self.request_id = envoys_request_id(h.get(REQUEST_ID_HEADER, ""))
         self.path = h.get(":path", "/").split("?", 1)[0]
         method = h.get(":method", "GET")
         tracer = self._services.tracer
@@ -303,6 +324,7 @@ class Exchange:
                 )
         except GatewayError as err:
             return self._refused_now(err)
+        self.request_id = new_request_id()
         self._move(RECEIVED)
         if self.upload is not None:
             return None

@@ -57,6 +57,7 @@ READ_FROM_CLIENT = frozenset(
         "content-type",
         "content-length",
         IDEMPOTENCY_KEY_HEADER,
+        REQUEST_ID_HEADER,  # Envoy's: the id of a request answered in the headers phase
         "traceparent",  # the request span's parent when Envoy does not trace (ext_proc/tracing.py)
         "tracestate",
     }

@@ -274,6 +274,8 @@ def test_a_refused_request_is_a_span_without_an_attempt(traced: Traced):
     a = request.attributes
     assert a["error.type"] == "invalid_api_key" and a["http.response.status_code"] == 401
     assert "infery.workspace_id" not in a and "gen_ai.request.model" not in a
+    # Answered in the headers phase: the id the client got, Envoy's (its access log has it too).
+    assert a["infery.request_id"] == resp.headers["x-request-id"]
     assert [name for name, _ in request.events] == ["failed"]
     traced.answers.append(bad_key)  # a key, scanned for below
 
