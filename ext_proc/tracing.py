@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from infery_proto.otel import traces_endpoint
+from infery_proto.otel import tracer_provider
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -262,22 +262,9 @@ class RequestTrace:
 
 
 def configure(environ: Mapping[str, str] = os.environ) -> Tracer | None:
-    """The process's tracer, exporting by OTLP/gRPC; None (no tracer at all) when tracing is off.
-
-    The SDK reads the rest of OpenTelemetry's variables itself: the endpoint, headers, TLS and
-    timeout of the exporter (``OTEL_EXPORTER_OTLP_*``), the sampler (``OTEL_TRACES_SAMPLER``,
-    parent-based always-on by default: a client's sampled-out ``traceparent`` is respected),
-    the batch's size and delay (``OTEL_BSP_*``) and resource attributes.
-    """
-    if traces_endpoint(environ) is None:
+    """The process's tracer, exporting by OTLP/gRPC (infery_proto/otel.py); None (no tracer at
+    all) when tracing is off."""
+    provider = tracer_provider(SERVICE_NAME, environ)
+    if provider is None:
         return None
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME})
-    provider = TracerProvider(resource=resource)
-    # Exported by the processor's own thread: the event loop only queues a finished span.
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return Tracer(provider.get_tracer("infery.ext_proc"), provider)

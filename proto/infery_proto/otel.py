@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 
 def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -28,6 +32,30 @@ def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
         return None
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     return endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
+
+
+def tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> TracerProvider | None:
+    """The process's tracer provider, exporting by OTLP/gRPC; None (and the SDK not even imported)
+    when tracing is off.
+
+    The SDK reads the rest of OpenTelemetry's variables itself: the exporter's endpoint, headers,
+    TLS and timeout (``OTEL_EXPORTER_OTLP_*``), the sampler (``OTEL_TRACES_SAMPLER``, parent-based
+    always-on by default), the batch's size and delay (``OTEL_BSP_*``), resource attributes.
+    ``OTEL_SERVICE_NAME`` wins over ``service_name``.
+    """
+    if traces_endpoint(environ) is None:
+        return None
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service_name})
+    )
+    # Exported by the processor's own thread: the event loop only queues a finished span.
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
 
 
 def sampled_share(environ: Mapping[str, str] = os.environ) -> float:

@@ -19,7 +19,7 @@ import pytest
 from infery.stack import Stack
 from simulators.otlp_collector import OtlpCollector, ReceivedSpan
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
+from tests.e2e.support import ADMIN_TOKEN, SIM_KEY, Admin, Tenant, eventually, new_tenant, start_gateway
 
 PROMPT = "Tell me about the secret garden " + secrets.token_hex(6)
 HI = [{"role": "user", "content": PROMPT}]
@@ -280,9 +280,29 @@ def test_a_refused_request_is_a_span_without_an_attempt(traced: Traced):
     traced.answers.append(bad_key)  # a key, scanned for below
 
 
+def test_the_admin_api_has_spans_too_but_not_its_probes(traced: Traced):
+    traced.admin.call("GET", "/workspaces/traced")
+    route = "GET /admin/v1/workspaces/{name}"  # the route's template, never the workspace's name
+    (served, *_) = eventually(
+        lambda: traced.collector.find(lambda s: s.service == "infery-control-plane" and s.name == route),
+        timeout=15,
+    )
+    assert served.kind == "server"
+    status = served.attributes.get("http.response.status_code", served.attributes.get("http.status_code"))
+    assert status == 200
+    control_plane = traced.collector.find(lambda s: s.service == "infery-control-plane")
+    assert not [s for s in control_plane if "healthz" in s.name or "readyz" in s.name or "metrics" in s.name]
+
+
 def test_no_span_holds_a_prompt_a_completion_or_a_key(traced: Traced):
-    """Run last: every span this module's requests made, Envoy's included, scanned."""
-    secrets_used = [PROMPT, traced.tenant.key, SIM_KEY, *(a for a in traced.answers if len(a) >= 8)]
+    """Run last: every span this module's requests made, Envoy's and the control plane's included."""
+    secrets_used = [
+        PROMPT,
+        traced.tenant.key,
+        SIM_KEY,
+        ADMIN_TOKEN,
+        *(a for a in traced.answers if len(a) >= 8),
+    ]
     assert len(secrets_used) > 5
     spans = list(traced.collector.all())
     assert len(spans) > 20
@@ -290,4 +310,4 @@ def test_no_span_holds_a_prompt_a_completion_or_a_key(traced: Traced):
         text = json.dumps([span.name, span.attributes, span.events], default=str)
         for secret in secrets_used:
             assert secret not in text, (span.service, span.name)
-        assert "sk-sim-" not in text and "inf_" not in text
+        assert "sk-sim-" not in text and "inf_" not in text and "Bearer" not in text
