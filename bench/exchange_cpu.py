@@ -8,6 +8,11 @@ recorder that drops the records. No Envoy, no gRPC framing: only what the exchan
 costs, measured with ``time.process_time`` over many requests so a code change to the
 exchange shows up without the noise of a full ``make bench``. Workspace limits (rpm, tpm)
 are on, as in the bench, so admission and settlement are counted.
+
+``--tracing on`` gives the exchange a tracer (ext_proc/tracing.py) whose spans are batched
+by the SDK's BatchSpanProcessor and encoded to OTLP protobuf by its thread, as for export,
+then dropped: the cost of tracing on, export encoding included (the thread's CPU counts in
+``process_time``). Off (the default) is what every request pays when tracing is off.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import config_pb2
 
-from ext_proc import config
+from ext_proc import config, tracing
 from ext_proc.exchange import Exchange, Services
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
@@ -154,9 +159,27 @@ def one_stream(services: Services, cfg: config.GatewayConfig) -> None:
     exchange.abort()
 
 
-async def _measure(one: Callable[[Services, config.GatewayConfig], None], n: int) -> float:
+def _tracer() -> tracing.Tracer:
+    """A tracer whose spans are batched and OTLP-encoded by the SDK's thread, then dropped."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Encoded(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            encode_spans(spans).SerializeToString()
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Encoded()))
+    return tracing.Tracer(provider.get_tracer("bench"), provider)
+
+
+async def _measure(
+    one: Callable[[Services, config.GatewayConfig], None], n: int, tracer: tracing.Tracer | None = None
+) -> float:
     state = MemoryState(prefix="b")
-    services = Services(lambda record: None, Limiter(state), Idempotency(state))
+    services = Services(lambda record: None, Limiter(state), Idempotency(state), tracer=tracer)
     cfg = _config()
     for _ in range(min(n, 200)):  # warm-up
         one(services, cfg)
@@ -168,6 +191,8 @@ async def _measure(one: Callable[[Services, config.GatewayConfig], None], n: int
         if i % 100 == 99:
             await asyncio.sleep(0)  # let the limiter settlements run, as the server's loop would
     await asyncio.sleep(0)
+    if tracer is not None and tracer.provider is not None:
+        tracer.provider.force_flush()  # the last batches' encoding counts too
     return (time.process_time() - start) / n * 1e6
 
 
@@ -175,13 +200,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3000, help="requests per run")
     parser.add_argument("--runs", type=int, default=5, help="runs; the best is reported")
+    parser.add_argument("--tracing", choices=("off", "on"), default="off", help="request traces (see above)")
+    parser.add_argument(
+        "--only", choices=("chat", "stream"), help="one workload (instruction counts per run)"
+    )
     args = parser.parse_args()
+    tracer = _tracer() if args.tracing == "on" else None
     for name, one, n in (
         ("chat", one_chat, args.n),
         ("stream (~100 chunks)", one_stream, max(1, args.n // 10)),
     ):
-        best = min(asyncio.run(_measure(one, n)) for _ in range(args.runs))
-        print(f"{name:22s} {best:8.1f} us CPU per request (best of {args.runs} x {n})")
+        if args.only and not name.startswith(args.only):
+            continue
+        best = min(asyncio.run(_measure(one, n, tracer)) for _ in range(args.runs))
+        print(
+            f"{name:22s} {best:8.1f} us CPU per request (best of {args.runs} x {n}, tracing {args.tracing})"
+        )
 
 
 if __name__ == "__main__":

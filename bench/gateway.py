@@ -39,11 +39,17 @@ class Upstream:
     models: tuple[tuple[str, str], ...]  # (slug, upstream model)
 
 
-def start(run_dir: Path, ext_procs: int, envoy_concurrency: int) -> tuple[Stack, str]:
-    """A running gateway and its admin token; the caller stops it."""
+def start(
+    run_dir: Path, ext_procs: int, envoy_concurrency: int, env: dict[str, str] | None = None
+) -> tuple[Stack, str]:
+    """A running gateway and its admin token; the caller stops it. ``env``: settings over the
+    defaults (a bench toggle: metrics off, tracing on)."""
     token = "adm_bench_" + secrets.token_hex(12)
     stack = Stack(
-        run_dir, Ports.free(ext_procs), env={"INFERY_ADMIN_TOKEN": token}, envoy_concurrency=envoy_concurrency
+        run_dir,
+        Ports.free(ext_procs),
+        env={"INFERY_ADMIN_TOKEN": token, **(env or {})},
+        envoy_concurrency=envoy_concurrency,
     )
     return stack.start(), token
 

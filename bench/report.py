@@ -19,6 +19,8 @@ LABELS = {
     "envoy": "Envoy pass-through",
     "gateway": "gateway, OpenAI-format provider",
     "gateway_anthropic": "gateway, Anthropic translation",
+    "gateway_metrics_off": "gateway, metrics off",
+    "gateway_traced": "gateway, every request traced (OTLP)",
     "litellm": "LiteLLM proxy",
     "files_envoy": "upload to the files service, Envoy alone",
     "files_gateway": "upload to the files service, through the gateway",
@@ -111,6 +113,25 @@ def checks(all_results: Iterable[Result], hold: HoldStats | None, concurrency: i
             f"{_n(val(gw1, lambda r: r.p50_ms), 3)} vs {_n(val(prov1, lambda r: r.p50_ms), 3)} ms",
         )
     )
+    # The switches: the gateway row (metrics on, tracing off) against the same gateway with one changed.
+    metrics_off, traced = (
+        _get(results, s, "chat", concurrency) for s in ("gateway_metrics_off", "gateway_traced")
+    )
+    for name, on, off, limit in (
+        ("metrics on ÷ metrics off", gw, metrics_off, 0.9),
+        ("tracing on ÷ tracing off", traced, gw, 0.5),
+    ):
+        out.append(
+            Check(
+                f"gateway req/s, {name} (c{concurrency})",
+                _ratio(val(on, lambda r: r.rps), val(off, lambda r: r.rps)),
+                limit,
+                False,
+                "x",
+                f"{_n(val(on, lambda r: r.rps))} vs {_n(val(off, lambda r: r.rps))} req/s; ext_proc CPU per "
+                f"request {_n(val(on, _ext_proc_ms), 3)} vs {_n(val(off, _ext_proc_ms), 3)} ms",
+            )
+        )
     per_chunk = gw_stream.cpu_us_per_chunk.get("ext_proc") if gw_stream else None
     detail = "ext_proc CPU ÷ SSE chunks delivered (per-request work included)"
     marginal = _marginal_us_per_chunk(gw_stream, gw)
@@ -143,6 +164,10 @@ def checks(all_results: Iterable[Result], hold: HoldStats | None, concurrency: i
             )
         )
     return out
+
+
+def _ext_proc_ms(result: Result) -> float | None:
+    return result.cpu_ms_per_req.get("ext_proc")
 
 
 def _marginal_us_per_chunk(stream: Result | None, chat: Result | None) -> float | None:

@@ -26,11 +26,12 @@ from bench import gateway, litellm_peer, passthrough, report, streams, uploads, 
 from bench.launch import Simulator, bounded_spawn, start_simulator
 from bench.procstat import raise_fd_limit, rss_mb
 from bench.scenarios import Result, Target, run_chat, run_loop, run_stream, run_upload
-from bench.settings import Settings
+from bench.settings import TOGGLES, Settings
 from bench.wrk import Request
 from control_plane.store.db import open_store
 from control_plane.xds.data_plane_secret import files_identity_key
 from infery.stack import BIN, REPO, Stack, free_port, port_open, wait_until
+from simulators.otlp_collector import OtlpCollector
 
 SIM_KEY = "sk-bench-" + secrets.token_hex(8)
 OPENAI_MODEL = "gpt-4o-mini"
@@ -93,10 +94,11 @@ class Bench:
         print(message, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ measuring
-    def measure(self, target: Target) -> None:
+    def measure(self, target: Target, loaded_chat_only: bool = False) -> None:
+        """Each row of ``target``: chat and stream, loaded and at c1 (or the loaded chat row only)."""
         s = self.s
         plan: list[tuple[str, int, Callable[[], Result]]] = []
-        for conc in dict.fromkeys((s.concurrency, 1)):
+        for conc in dict.fromkeys((s.concurrency,) if loaded_chat_only else (s.concurrency, 1)):
             plan.append(
                 (
                     "chat",
@@ -106,7 +108,7 @@ class Bench:
                     ),
                 )
             )
-        for conc in dict.fromkeys((s.concurrency, 1)):
+        for conc in dict.fromkeys(() if loaded_chat_only else (s.concurrency, 1)):
             plan.append(
                 (
                     "stream",
@@ -191,6 +193,9 @@ class Bench:
                     proc.stop()
             if self.wanted("gateway") or self.wanted("gateway_anthropic"):
                 self.run_gateway(cleanup, sim, sim_anthropic)
+            for system, env in TOGGLES.items():
+                if self.wanted(system):
+                    self.run_toggle(system, env, sim)
             if self.wanted("files_envoy") or self.wanted("files_gateway"):
                 self.run_uploads()
             if self.wanted("litellm") and self.litellm_version != "not run":
@@ -372,6 +377,34 @@ class Bench:
         finally:
             files.stop()
             _empty(run_dir / "files-envoy")
+
+    def run_toggle(self, system: str, env: dict[str, str], sim: Simulator) -> None:
+        """The gateway with one switch changed (TOGGLES), its loaded chat row: compared with the
+        ``gateway`` row, what that switch costs. Tracing exports to a real OTLP receiver."""
+        s = self.s
+        self.log(f"gateway, {system}")
+        with contextlib.ExitStack() as cleanup:
+            if system == "gateway_traced":
+                collector = cleanup.enter_context(OtlpCollector())
+                env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}
+                cleanup.callback(lambda: self.log(f"    OTLP receiver got {len(collector.spans):,} spans"))
+            run_dir = s.work_dir / system
+            if run_dir.exists():
+                for stale in run_dir.glob("*.db*"):
+                    stale.unlink()
+            stack, token = gateway.start(run_dir, s.ext_procs, s.envoy_concurrency, env)
+            cleanup.callback(stack.stop)
+            upstream = gateway.Upstream(
+                "sim-openai", "openai", sim.base_url, SIM_KEY, ((OPENAI_MODEL, OPENAI_MODEL),)
+            )
+            key = gateway.configure(
+                stack, token, [upstream], {"messages": [{"role": "user", "content": "hello"}]}
+            )
+            roles = {**self.gateway_roles(stack), "provider": [sim.process.popen.pid]}
+            self.measure(
+                openai_target(system, stack.ports.listen, OPENAI_PATH, key, OPENAI_MODEL, self.text, roles),
+                loaded_chat_only=True,
+            )
 
     @staticmethod
     def gateway_roles(stack: Stack) -> dict[str, list[int]]:

@@ -13,10 +13,16 @@ SYSTEMS = (
     "envoy",
     "gateway",
     "gateway_anthropic",
+    # The gateway again with one switch changed, chat at the loaded concurrency only: what
+    # metrics cost (the gateway row has them on) and what tracing every request costs.
+    "gateway_metrics_off",
+    "gateway_traced",
     "litellm",
     "files_envoy",
     "files_gateway",
 )
+# The toggles: a system name -> the environment its gateway runs with (bench/gateway.py).
+TOGGLES = {"gateway_metrics_off": {"INFERY_METRICS_PORT": "0"}, "gateway_traced": {}}
 
 
 @dataclass(frozen=True)

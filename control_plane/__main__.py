@@ -21,6 +21,7 @@ import grpc
 import uvicorn
 from infery_proto.settings import SettingsError, version
 
+from control_plane import tracing
 from control_plane.api.app import create_app
 from control_plane.config_file import GeneratedKey, apply_config
 from control_plane.metrics import ControlPlaneMetrics
@@ -120,6 +121,7 @@ async def serve(settings: Settings) -> None:
     await grpc_server.start()
 
     app = create_app(settings, sessions, metrics)
+    traced = tracing.instrument(app)  # OTEL_EXPORTER_OTLP_ENDPOINT: the admin API's spans
     api = _ApiServer(
         uvicorn.Config(
             app,
@@ -153,6 +155,8 @@ async def serve(settings: Settings) -> None:
     sweeper.cancel()
     await publisher.close()
     await grpc_server.stop(grace=2)
+    if traced is not None:
+        traced.shutdown()  # export what is queued
 
 
 def main(argv: list[str] | None = None) -> None:

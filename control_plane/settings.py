@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from infery_proto.otel import grpc_host_port, sampled_share, traces_endpoint
 from infery_proto.settings import InferySettings, LogLevel
 from pydantic import Field, field_validator, model_validator
 
@@ -132,6 +133,25 @@ class Settings(InferySettings):
         description="Envoy's access log, a JSON line per request: `stdout`, an absolute file path, or `off`",
     )
 
+    envoy_traces_endpoint: str | None = Field(
+        None,
+        description="where Envoy's tracer sends its spans (OTLP/gRPC, `http://collector:4317`; `off`: Envoy"
+        " does not trace); default: this process's OTEL_EXPORTER_OTLP_ENDPOINT (unset: no tracing)",
+    )
+
+    @field_validator("envoy_traces_endpoint")
+    @classmethod
+    def _traces_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and value != "off":
+            grpc_host_port(value)  # a host is needed
+        return value
+
+    def envoy_traces(self) -> str:
+        """The OTLP endpoint Envoy's listener traces to ("" when it does not trace)."""
+        if self.envoy_traces_endpoint is not None:
+            return "" if self.envoy_traces_endpoint == "off" else self.envoy_traces_endpoint
+        return traces_endpoint() or ""
+
     @field_validator("envoy_access_log")
     @classmethod
     def _access_log_sink(cls, value: str) -> str:
@@ -171,4 +191,6 @@ class Settings(InferySettings):
             ext_proc_message_timeout_s=self.ext_proc_message_timeout_s,
             ext_proc_max_message_timeout_s=self.ext_proc_max_message_timeout_s,
             access_log=self.envoy_access_log,
+            traces_endpoint=self.envoy_traces(),
+            traces_sampled=sampled_share(),
         )

@@ -33,7 +33,7 @@ from typing import Protocol
 from infery_proto import logs
 from infery_proto.settings import version
 
-from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log
+from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log, tracing
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Method
@@ -99,7 +99,10 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     state = open_state(s.redis_url)
     media = MediaPolicy(s.media_allowed_hosts, s.max_media_urls)
     limiter = Limiter(state)
-    record = gauges.recorder(reporter.record)
+    # Metrics off (port 0): nothing scrapes them, so nothing counts them either (make bench's
+    # gateway_metrics_off row measures what counting costs).
+    counting = bool(s.metrics_port)
+    record = gauges.recorder(reporter.record) if counting else reporter.record
     # Request lines are INFO: a process logging warnings only writes none.
     requests = (
         request_log.RequestLog(sample=s.request_log_sample) if s.log_level in ("DEBUG", "INFO") else None
@@ -112,6 +115,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
             s.files_service, s.xds_tls_ca_file or "", s.xds_tls_cert_file or "", s.xds_tls_key_file or ""
         )
     responses = ResponseStore(s.control_plane, credentials, metadata)
+    # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT...): unset, no tracer at all.
+    tracer = tracing.configure()
     services = Services(
         record,
         limiter,
@@ -123,6 +128,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         max_buffered_bytes=s.max_request_bytes,
         upload_lookahead=s.audio_model_lookahead_bytes,
         responses=responses,
+        tracer=tracer,
     )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)
@@ -140,7 +146,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         log.error("no configuration from %s yet (%s); not serving", s.control_plane, subscriber.problem)
     ext_proc_methods = methods(lambda: subscriber.current, services, s.deadline())
     process = ext_proc_methods[PROCESS]
-    ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
+    if counting:
+        ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
     # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).
     # A control plane that is merely unreachable is no problem: the last configuration serves on.
@@ -166,6 +173,8 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     await subscriber.close()
     if requests is not None:
         requests.close()
+    if tracer is not None:
+        tracer.shutdown()
 
 
 # Command-line flags and the settings they set (a flag wins over its variable).

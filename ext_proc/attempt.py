@@ -11,7 +11,7 @@ original body for the attempt's target (ext_proc/upstream_request.py).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from envoy.config.core.v3 import base_pb2
@@ -26,9 +26,10 @@ from infery_proto.wire import (
     LOCAL_REPLY_HEADER,
     TARGET_METADATA,
     TARGET_MODEL_FIELD,
+    TRACEPARENT_FIELD,
 )
 
-from ext_proc import endpoints, header_policy
+from ext_proc import endpoints, header_policy, tracing
 from ext_proc import envoy_messages as msg
 from ext_proc.attempt_grant import Grant, verify
 from ext_proc.config import GatewayConfig
@@ -37,6 +38,10 @@ from ext_proc.errors import GatewayError
 from ext_proc.form_stream import FormError, FormReader, FormWriter, boundary_of
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.upstream_request import form_upstream, upstream_request
+
+if TYPE_CHECKING:
+    from ext_proc.config import Model
+    from ext_proc.tracing import AttemptTrace, Tracer
 
 _CONTENT_TYPE = frozenset({"content-type"})
 
@@ -76,12 +81,32 @@ class AttemptExchange:
     refusal, never a provider key).
     """
 
-    __slots__ = ("_config", "_first", "_form", "_media", "endpoint", "grant", "present", "refusal", "slug")
+    __slots__ = (
+        "_config",
+        "_first",
+        "_form",
+        "_media",
+        "_tracer",
+        "endpoint",
+        "grant",
+        "present",
+        "refusal",
+        "slug",
+        "trace",
+    )
 
-    def __init__(self, config: GatewayConfig | None, media: MediaPolicy, first: ep.ProcessingRequest) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig | None,
+        media: MediaPolicy,
+        first: ep.ProcessingRequest,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._config = config
         self._media = media
         self._first = first
+        self._tracer = tracer  # None: tracing off
+        self.trace: AttemptTrace | None = None  # this attempt's span, when traced
         self.slug = ""
         self.endpoint: Endpoint | None = None
         self.present: tuple[str, ...] = ()
@@ -98,16 +123,36 @@ class AttemptExchange:
     def on_request_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         self.refusal = self._check(headers)
         endpoint = self.endpoint
+        if self.refusal is None and self._tracer is not None:
+            self._start_trace(self._tracer)
         if self.refusal is None and endpoint is not None and endpoint.request_body is RequestBody.STREAMED:
             return self._upload_headers(headers)
-        return self.refusal or msg.request_headers()
+        # Traced, the provider's answer headers come here too: the attempt's status.
+        return self.refusal or msg.request_headers(see_response_headers=self.trace is not None)
+
+    def _start_trace(self, tracer: Tracer) -> None:
+        """This attempt's span, a child of the request span the listener named in the metadata."""
+        model = self._target()
+        if model is None or self.endpoint is None or self.grant is None:
+            return
+        meta = self._first.metadata_context.filter_metadata.get(ATTEMPT_METADATA)
+        parent = meta.fields.get(TRACEPARENT_FIELD) if meta is not None else None
+        context = tracing.parent_context({tracing.TRACEPARENT: parent.string_value}) if parent else None
+        self.trace = tracer.attempt(self.endpoint.operation, model, self.grant.request_id, context)
+
+    def _target(self) -> Model | None:
+        return self._config.models.get(self.slug) if self._config else None
+
+    def _traceparent(self) -> list[tuple[str, str]]:
+        """The header naming this attempt's span to its provider (none when not traced)."""
+        return [(tracing.TRACEPARENT, self.trace.traceparent)] if self.trace is not None else []
 
     def _upload_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
         """An upload's attempt: its route and credentials now, and its body chunk by chunk,
         written for this target as the client's form passes (the filter buffers bodies
         otherwise: the answer switches it to STREAMED for this attempt)."""
         assert self.endpoint is not None
-        model = self._config.models.get(self.slug) if self._config else None
+        model = self._target()
         if model is None:
             self.refusal = _fail(
                 GatewayError(503, "upstream_unavailable", f"Fallback target '{self.slug}' is not configured.")
@@ -125,10 +170,17 @@ class AttemptExchange:
             return self.refusal
         self._form = (FormReader(boundary, form.writer), form.writer)
         provider = model.provider
-        set_headers = [(":path", form.path), (":authority", provider.host), *form.headers.items()]
+        set_headers = [
+            (":path", form.path),
+            (":authority", provider.host),
+            *form.headers.items(),
+            *self._traceparent(),
+        ]
         names = {name for name, _ in set_headers}
         remove = ["content-length", *header_policy.request_removals(provider.kind, self.present, names)]
-        return msg.request_headers(set_headers, remove, stream_body=True)
+        return msg.request_headers(
+            set_headers, remove, stream_body=True, see_response_headers=self.trace is not None
+        )
 
     def _upload_chunk(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         assert self._form is not None
@@ -173,7 +225,7 @@ class AttemptExchange:
         if self._form is not None:
             return self._upload_chunk(body)
         assert self.endpoint is not None  # set with the grant's check
-        model = self._config.models.get(self.slug) if self._config else None
+        model = self._target()
         if model is None:
             return _fail(
                 GatewayError(503, "upstream_unavailable", f"Fallback target '{self.slug}' is not configured.")
@@ -184,13 +236,18 @@ class AttemptExchange:
             )
         except GatewayError as err:
             return _fail(err)
+        set_headers += self._traceparent()
         return msg.request_body(upstream_body, set_headers, remove, clear_route_cache=False)
 
-    # The upstream filter asks for no response phase (control_plane/xds/envoy_config.py);
-    # should one come, it passes as it is.
+    # The upstream filter asks for no response phase (control_plane/xds/envoy_config.py) unless
+    # the attempt is traced (then the headers, for its status); anything else passes as it is.
 
     async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse:
-        return msg.response_headers()
+        trace = self.trace
+        if trace is not None:
+            h = msg.header_map(headers, header_policy.READ_FROM_UPSTREAM)
+            trace.answered(int(h.get(":status", "0") or 0), h.get(LOCAL_REPLY_HEADER, ""))
+        return msg.response_headers_unchanged()
 
     async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         return msg.response_body(None)
@@ -200,7 +257,11 @@ class AttemptExchange:
         return _fail(GatewayError(500, "internal_error", "The gateway failed to prepare a fallback attempt."))
 
     def abort(self) -> None:
-        """Nothing to settle: the listener's exchange charges and records the request."""
+        """Nothing to settle (the listener's exchange charges and records the request) but the
+        attempt's span, when traced: it ends with the attempt's stream."""
+        trace, self.trace = self.trace, None
+        if trace is not None:
+            trace.end()
 
 
 def _fail(err: GatewayError) -> ep.ProcessingResponse:

@@ -18,6 +18,8 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
 _BUFFERED_PARTIAL = processing_mode_pb2.ProcessingMode.BUFFERED_PARTIAL
 _SKIP = processing_mode_pb2.ProcessingMode.SKIP
+_SEND = processing_mode_pb2.ProcessingMode.SEND
+_BUFFERED = processing_mode_pb2.ProcessingMode.BUFFERED
 _NONE = processing_mode_pb2.ProcessingMode.NONE
 
 Headers = Iterable[tuple[str, str]]
@@ -81,10 +83,12 @@ def request_headers(
     clear_route_cache: bool = False,
     metadata: Metadata = None,
     stream_body: bool = False,
+    see_response_headers: bool = False,
 ) -> ep.ProcessingResponse:
     """``clear_route_cache``: re-pick the route (an upload routed from its headers' answer);
     ``stream_body``: the request body comes chunk by chunk from now on (a chain's attempt of
-    an upload, whose filter buffers bodies by default)."""
+    an upload, whose filter buffers bodies by default); ``see_response_headers``: the answer's
+    headers come here too (a chain's attempt, traced: its provider's status)."""
     resp = ep.ProcessingResponse()
     if set_headers or remove or clear_route_cache:
         _fill_common(resp.request_headers.response, set_headers, remove, None, clear_route_cache)
@@ -93,11 +97,12 @@ def request_headers(
     if metadata is not None:
         namespace, fields = metadata
         resp.dynamic_metadata.fields[namespace].struct_value.update(fields)
-    if stream_body:
+    if stream_body or see_response_headers:
+        # The whole mode is replaced: every phase is named, as the filter's configuration has it.
         mode = resp.mode_override
-        mode.request_body_mode = _STREAMED
+        mode.request_body_mode = _STREAMED if stream_body else _BUFFERED
         mode.request_trailer_mode = _SKIP
-        mode.response_header_mode = _SKIP
+        mode.response_header_mode = _SEND if see_response_headers else _SKIP
         mode.response_body_mode = _NONE
         mode.response_trailer_mode = _SKIP
     return resp
@@ -146,6 +151,13 @@ def response_headers(
     mode.response_body_mode = _STREAMED if stream_body else _NONE if skip_body else _BUFFERED_PARTIAL
     mode.response_trailer_mode = _SKIP
     mode.request_trailer_mode = _SKIP
+    return resp
+
+
+def response_headers_unchanged() -> ep.ProcessingResponse:
+    """The answer's headers as they came, and no change of mode (a chain's attempt, traced)."""
+    resp = ep.ProcessingResponse()
+    resp.response_headers.SetInParent()
     return resp
 
 

@@ -28,9 +28,10 @@ import hashlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -50,6 +51,7 @@ from infery_proto.wire import (
     RETRY_AFTER_HEADER,
     ROUTE_HEADER,
     SERVED_HEADER,
+    TRACEPARENT_FIELD,
 )
 
 from ext_proc import (
@@ -60,6 +62,7 @@ from ext_proc import (
     header_policy,
     response_store,
     settlement,
+    tracing,
 )
 from ext_proc import envoy_messages as msg
 from ext_proc.audio_upload import DEFAULT_LOOKAHEAD_BYTES
@@ -96,6 +99,10 @@ from ext_proc.translators.base import ResponseContext, Usage
 from ext_proc.upload_intake import UploadIntake
 from ext_proc.upstream_request import form_upstream, upstream_request
 
+if TYPE_CHECKING:
+    from ext_proc.h2_grpc.server import Metadata
+    from ext_proc.tracing import RequestTrace, Tracer
+
 log = logging.getLogger("infery.ext_proc")
 
 
@@ -109,6 +116,23 @@ def new_request_id() -> str:
     per process, not from a ``getrandom`` system call per request.
     """
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+
+
+def envoys_request_id(value: str) -> str:
+    """The id Envoy generated for a request (a UUID, its ``x-request-id``), else a new one of ours.
+
+    Only a UUID is taken: a gateway id (32 hex digits, no dashes) can never be one, so no value
+    a client sends in Envoy's place (Envoy keeps a client's ``x-request-id`` from an internal
+    address) names a metered request's id.
+    """
+    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    return new_request_id()
 
 
 # How long a chain's attempts may start when its route sets no total timeout (Envoy then
@@ -140,6 +164,7 @@ class Services:
     # Envoy's request buffer (INFERY_MAX_REQUEST_BYTES): what a chain's router keeps for its retries.
     max_buffered_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     responses: ResponseStore | None = None  # the Responses API's kept responses (the control plane's)
+    tracer: Tracer | None = None  # request traces (ext_proc/tracing.py); None: off, and no span work
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -155,6 +180,7 @@ class Exchange:
     __slots__ = (
         "_config",
         "_services",
+        "_trace_carrier",
         "admission",
         "answer",
         "chain",
@@ -180,14 +206,23 @@ class Exchange:
         "state",
         "status",
         "stream",
+        "trace",
         "transcript",
         "upload",
         "usage",
     )
 
-    def __init__(self, config: GatewayConfig | None, services: Services) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig | None,
+        services: Services,
+        trace_carrier: Metadata = (),
+    ) -> None:
         self._config = config
         self._services = services
+        # The ext_proc stream's gRPC metadata, read for Envoy's trace context when tracing is on.
+        self._trace_carrier = trace_carrier
+        self.trace: RequestTrace | None = None  # the request's spans, when tracing is on
         self.state = NEW
         # The request, as the headers and the body phases learn it.
         self.started = time.time()
@@ -242,10 +277,16 @@ class Exchange:
         h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
         # What the request carries on once the control headers are gone.
         self.client_headers = header_policy.client_names(headers)
-        # Our own id, whatever the client sent: it keys the usage record (one per request).
-        self.request_id = new_request_id()
+        # Answered here in the headers phase (refused, the model list, a kept response), the request
+        # keeps the id Envoy gave it: Envoy's access log and the answer's x-request-id can carry no
+        # other (an immediate answer changes no request header). A request that goes on gets the
+        # gateway's own id as it is received (below): it keys the usage record, one per request.
+        self.request_id = envoys_request_id(h.get(REQUEST_ID_HEADER, ""))
         self.path = h.get(":path", "/").split("?", 1)[0]
         method = h.get(":method", "GET")
+        tracer = self._services.tracer
+        if tracer is not None:
+            self._start_trace(tracer, method, h)
         try:
             config = self._require_config()
             endpoint = endpoints.by_path(self.path)
@@ -258,6 +299,8 @@ class Exchange:
             if endpoint.request_body is RequestBody.HEADERS_ONLY:
                 return self._headers_only(endpoint, method, h, config)
             self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
+            if self.trace is not None:
+                self.trace.authenticated(self.key.workspace.id)
             self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
@@ -272,6 +315,7 @@ class Exchange:
                 )
         except GatewayError as err:
             return self._refused_now(err)
+        self.request_id = new_request_id()
         self._move(RECEIVED)
         if self.upload is not None:
             return None
@@ -369,6 +413,8 @@ class Exchange:
                 model, self.endpoint, body, self.client_headers, self._services.media
             )
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
+            if self.trace is not None:  # the provider's parent: this attempt's span
+                set_headers.append(self._attempt_traceparent(self.trace, model))
             if route is not None:  # the model's own Envoy route carries its timeouts and retries
                 set_headers.append((MODEL_ROUTE_HEADER, slug))
             response = msg.request_body(upstream_body, set_headers, remove)
@@ -407,10 +453,7 @@ class Exchange:
             (MODEL_ROUTE_HEADER, route.slug if cluster == route.cluster else cluster),
         ]
         # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
-        metadata: msg.Metadata = (
-            ATTEMPT_METADATA,
-            {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
-        )
+        metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
         if body is not None:
             set_headers.append(("content-length", str(len(body))))
         return msg.request_body(body, set_headers, (), metadata=metadata)
@@ -517,10 +560,7 @@ class Exchange:
                 (ROUTE_HEADER, cluster),
                 (MODEL_ROUTE_HEADER, model.slug if cluster == route.cluster else cluster),
             ]
-            metadata: msg.Metadata = (
-                ATTEMPT_METADATA,
-                {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path},
-            )
+            metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
             headers = msg.request_headers(
                 set_headers, header_policy.CONTROL, clear_route_cache=True, metadata=metadata
             )
@@ -537,6 +577,8 @@ class Exchange:
         ]
         if route is not None:  # the model's own route: its timeouts (a chain's retries: see above)
             set_headers.append((MODEL_ROUTE_HEADER, model.slug))
+        if self.trace is not None:
+            set_headers.append(self._attempt_traceparent(self.trace, model))
         names = {name for name, _ in set_headers}
         remove = [
             *header_policy.CONTROL,
@@ -551,6 +593,25 @@ class Exchange:
         """Whose replays these are: the member's, unless the workspace shares them."""
         assert self.key is not None
         return "" if self.key.workspace.share_idempotent_replays else self.key.member_id
+
+    def _attempt_metadata(self, config: GatewayConfig, route: Route) -> dict[str, str]:
+        """What a chain's attempts learn from the listener (ext_proc/attempt.py), in Envoy's metadata."""
+        fields = {GRANT_FIELD: self._attempt_grant(config, route), ENDPOINT_FIELD: self.path}
+        if self.trace is not None:  # their spans' parent
+            fields[TRACEPARENT_FIELD] = self.trace.traceparent
+        return fields
+
+    def _attempt_traceparent(self, trace: RequestTrace, model: Model) -> tuple[str, str]:
+        """The single attempt's span begins; the header that names it to the provider."""
+        assert self.endpoint is not None
+        return (tracing.TRACEPARENT, trace.routed(self.endpoint.operation, model, self.request_id))
+
+    def _start_trace(self, tracer: Tracer, method: str, h: dict[str, str]) -> None:
+        """The request span: a child of Envoy's span for this stream when Envoy traces, else of
+        the client's ``traceparent`` (else a new trace)."""
+        client = {k: h[k] for k in header_policy.TRACE_CONTEXT if k in h}
+        parent = tracing.parent_context(tracing.grpc_carrier(self._trace_carrier), client)
+        self.trace = tracer.request(method, self.path, endpoints.by_path(self.path) is not None, parent)
 
     def _attempt_grant(self, config: GatewayConfig, route: Route) -> str:
         """Lets the chain's upstream attempts act for this request, and no other stream."""
@@ -580,6 +641,8 @@ class Exchange:
         self.status = int(h.get(":status", "0") or 0)
         rate_headers = self.admission.headers if self.admission else []
         local_reply = h.get(LOCAL_REPLY_HEADER)
+        if self.trace is not None:
+            self.trace.answered(self.status, local_reply or "")
         if local_reply is not None or state is RECEIVED:
             # The gateway's own failure (timeout, reset, every target down; a body too large
             # while it was buffered): already in the envelope, settled with its body.
@@ -638,6 +701,8 @@ class Exchange:
         if model is not None and model is not self.model:
             self.fallback_from = self.model_requested
             self.model = model
+            if self.trace is not None:
+                self.trace.fell_back(self.fallback_from, model.slug)
 
     async def on_response_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
         state = self.state
@@ -824,6 +889,8 @@ class Exchange:
         if new not in TRANSITIONS[self.state]:
             raise IllegalMove(self.state, new)
         self.state = new
+        if self.trace is not None:
+            self.trace.moved(new)
 
     def _exit(
         self, final: State, keep: bool = False, headers: list[tuple[str, str]] | None = None

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from ext_proc.h2_grpc import MAX_MESSAGE, TOKEN_HEADER, Handler, Method
+from ext_proc.h2_grpc import CALL_METADATA, MAX_MESSAGE, TOKEN_HEADER, Handler, Method
 from ext_proc.h2_grpc.limits import MAX_CONCURRENT_STREAMS, MAX_HEADER_BLOCK
 from ext_proc.h2_grpc.server import UNAUTHENTICATED_MESSAGE, refuse_live_socket
 
@@ -39,6 +39,7 @@ def _behaviour(path: str, handler: Handler) -> Any:
     async def behaviour(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Any]:
+        CALL_METADATA.set(context.invocation_metadata() or ())
         try:
             async with contextlib.aclosing(handler(requests)) as responses:
                 async for response in responses:

@@ -5,7 +5,8 @@ the ones that would steer Envoy (:data:`CONTROL`: routing, retries, timeouts are
 gateway's) before anything else sees the request.
 
 Gateway -> provider: one allow-list per provider kind (:func:`request_allowed`). A provider
-gets the content headers, the client's ``user-agent`` and the gateway's request id, plus the
+gets the content headers, the client's ``user-agent``, the gateway's request id and the W3C
+trace context (:data:`TRACE_CONTEXT`: the client's, or the attempt's span when traced), plus the
 request options its own API documents and that cannot choose the gateway's account
 (``anthropic-beta`` for Anthropic). Everything else is stripped (:func:`request_removals`,
 for the listener's single attempt and for every attempt of a chain alike):
@@ -56,6 +57,9 @@ READ_FROM_CLIENT = frozenset(
         "content-type",
         "content-length",
         IDEMPOTENCY_KEY_HEADER,
+        REQUEST_ID_HEADER,  # Envoy's: the id of a request answered in the headers phase
+        "traceparent",  # the request span's parent when Envoy does not trace (ext_proc/tracing.py)
+        "tracestate",
     }
 )
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -77,7 +81,10 @@ _CONTROL_SET = frozenset(CONTROL)
 # -- gateway -> provider ----------------------------------------------------------------------
 _CONTENT = frozenset({"content-type", "content-length", "accept"})
 # x-forwarded-proto is Envoy's (it routes on it; removing it left the request unrouted).
-_REQUEST_COMMON = _CONTENT | {"user-agent", REQUEST_ID_HEADER, "x-forwarded-proto"}
+# W3C trace context: passed on as the client sent it while the gateway does not trace; when it
+# does, each attempt sets its own ``traceparent`` (its span: ext_proc/tracing.py) over it.
+TRACE_CONTEXT = frozenset({"traceparent", "tracestate"})
+_REQUEST_COMMON = _CONTENT | TRACE_CONTEXT | {"user-agent", REQUEST_ID_HEADER, "x-forwarded-proto"}
 # Request options each provider documents that do not select an account.
 _REQUEST_OPTIONS: dict[str, frozenset[str]] = {
     "anthropic": frozenset({"anthropic-beta"}),

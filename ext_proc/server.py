@@ -20,7 +20,7 @@ from ext_proc.attempt import AttemptExchange, is_attempt
 from ext_proc.config import GatewayConfig
 from ext_proc.deadline import MessageDeadline, Suspended, start
 from ext_proc.exchange import Exchange, Services
-from ext_proc.h2_grpc import Method
+from ext_proc.h2_grpc import CALL_METADATA, Method
 from ext_proc.processor import Processor
 
 log = logging.getLogger("infery.ext_proc")
@@ -39,9 +39,13 @@ def methods(
     extend_after = deadline.extend_after_s
     more_time = msg.more_time(deadline.max_message_timeout_s)
 
+    tracer = services.tracer
+
     def processor_for(first: ep.ProcessingRequest) -> Processor:
         if is_attempt(first):
-            return AttemptExchange(current_config(), services.media, first)
+            return AttemptExchange(current_config(), services.media, first, tracer)
+        if tracer is not None:  # Envoy's trace context, in the stream's gRPC metadata
+            return Exchange(current_config(), services, CALL_METADATA.get())
         return Exchange(current_config(), services)
 
     async def process(

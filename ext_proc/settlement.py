@@ -2,7 +2,8 @@
 
 When the exchange reaches a final state (FINISHED, FAILED or ABANDONED, ext_proc/lifecycle.py)
 it calls :func:`settle`, once; the lifecycle allows no move out of a final state, so nothing is
-settled twice. For an authenticated request :func:`settle`
+settled twice. :func:`settle` ends the request's spans when tracing is on (every request's,
+ext_proc/tracing.py), and for an authenticated request it
 
 1. makes sure what was served is charged: a stream that ended without its last chunk (the
    client left, Envoy reset it, the gateway failed) is charged here, from what reached the
@@ -140,13 +141,16 @@ def settle(
 
     ``keep``: the client got the whole response (``headers`` are the ones it got), so a
     retry may be answered with it if its status allows. Unauthenticated requests and the
-    model list are not metered: nothing to settle.
+    model list are not metered: nothing to settle beyond their spans.
     """
     key = ex.key
+    if key is not None and ex.usage is None and ex.answer is not None and ex.model is not None:
+        charge(ex, stream_usage(ex.answer, None, ex.request_body))  # served, not yet charged
+    trace = ex.trace
+    if trace is not None:  # the request's spans end with the figures the usage record gets
+        trace.end(ex)
     if key is None:
         return None
-    if ex.usage is None and ex.answer is not None and ex.model is not None:
-        charge(ex, stream_usage(ex.answer, None, ex.request_body))  # served, not yet charged
     services = ex._services
     admission = ex.admission
     if admission is not None and admission.needs_settling:

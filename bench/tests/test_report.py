@@ -65,6 +65,20 @@ def test_ratios_pass_and_fail_against_their_limits() -> None:
     assert held.passed is True and "102.4 KB" in held.detail
 
 
+def test_the_switches_are_the_gateway_row_against_the_same_gateway_with_one_switch_changed() -> None:
+    rows = [
+        row("gateway", "chat", 16, 10_000, 12.0, 40.0, cpu_ms_per_req={"ext_proc": 0.2}),
+        row("gateway_metrics_off", "chat", 16, 10_500, 12.0, 40.0, cpu_ms_per_req={"ext_proc": 0.19}),
+        row("gateway_traced", "chat", 16, 4_000, 12.0, 40.0, cpu_ms_per_req={"ext_proc": 0.6}),
+    ]
+    checks = {c.name.split(" (")[0]: c for c in report.checks(rows, None, 16)}
+    metrics = checks["gateway req/s, metrics on ÷ metrics off"]
+    assert metrics.value is not None and abs(metrics.value - 10_000 / 10_500) < 1e-9 and metrics.passed
+    assert "0.200 vs 0.190 ms" in metrics.detail
+    traced = checks["gateway req/s, tracing on ÷ tracing off"]
+    assert traced.value == 0.4 and traced.passed is False and "0.600 vs 0.200 ms" in traced.detail
+
+
 def test_missing_rows_and_failed_holds_are_not_passes() -> None:
     hold = HoldStats(
         1000,
@@ -75,8 +89,8 @@ def test_missing_rows_and_failed_holds_are_not_passes() -> None:
         open_at_peak=1000,
     )
     checks = report.checks([row("gateway", "chat", 16, 100, 1.0, 2.0)], hold, 16)
-    assert [c.passed for c in checks[:5]] == [None] * 5
-    assert checks[5].passed is False
+    assert [c.passed for c in checks[:7]] == [None] * 7  # the toggles' rows are missing too
+    assert checks[-1].passed is False
 
 
 def test_markdown_has_one_row_per_result_and_every_target() -> None:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.trace.v3 import opentelemetry_pb2  # noqa: F401  (registers the type)
 from envoy.extensions.access_loggers.file.v3 import file_pb2  # noqa: F401
 from envoy.extensions.access_loggers.filters.cel.v3 import cel_pb2  # noqa: F401
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2  # noqa: F401
@@ -38,6 +39,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa
 from envoy.type.matcher.v3 import http_inputs_pb2
 from google.protobuf import any_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
+from infery_proto.otel import grpc_host_port
 from infery_proto.v1 import config_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
@@ -109,6 +111,10 @@ class ListenerSettings:
     ext_proc_max_message_timeout_s: float = 60.0
     # Envoy's access log (ACCESS_LOG_FORMAT): "stdout", an absolute file path, or "off".
     access_log: str = "stdout"
+    # Envoy's tracer: the OTLP/gRPC collector its spans go to ("": Envoy does not trace), and
+    # the share of requests it samples (OTEL_TRACES_SAMPLER's ratio: infery_proto/otel.py).
+    traces_endpoint: str = ""
+    traces_sampled: float = 1.0
 
 
 _M = TypeVar("_M", bound=Message)
@@ -273,6 +279,37 @@ def _access_logs(sink: str) -> list[dict[str, Any]]:
     return [{"name": "envoy.access_loggers." + name, "typed_config": typed}]
 
 
+ENVOY_SERVICE_NAME = "infery-envoy"
+
+
+def tracing(endpoint: str, sampled: float = 1.0) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer on the listener, exporting to ``endpoint`` by OTLP/gRPC.
+
+    Envoy joins the request's trace: its span is a child of the client's ``traceparent``, its
+    span for each ext_proc stream passes a ``traceparent`` in that stream's gRPC metadata (so
+    ext_proc's request span is its child: ext_proc/tracing.py), and each upstream attempt
+    gets a span of its own. The collector is reached with Envoy's Google gRPC client by its
+    address: no cluster to publish, so the listener stands alone. ``sampled``: the share of
+    requests Envoy samples (``random_sampling``), the share ext_proc's sampler is given too.
+    """
+    host, port, tls = grpc_host_port(endpoint)
+    google_grpc: dict[str, Any] = {"target_uri": f"{host}:{port}", "stat_prefix": "otlp_traces"}
+    if tls:
+        google_grpc["channel_credentials"] = {"ssl_credentials": {}}  # the system's roots
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": _T + "envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"google_grpc": google_grpc, "timeout": "5s"},
+                "service_name": ENVOY_SERVICE_NAME,
+            },
+        },
+        "spawn_upstream_span": True,
+        "random_sampling": {"value": round(sampled * 100, 4)},
+    }
+
+
 def listener(s: ListenerSettings) -> listener_pb2.Listener:
     # Response bodies STREAMED until ext_proc has read the response headers, which say per
     # request whether the body streams (SSE) or is read whole (envoy_messages.response_headers).
@@ -326,6 +363,8 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         "local_reply_config": _local_replies(),
         "access_log": _access_logs(s.access_log),
     }
+    if s.traces_endpoint:
+        hcm["tracing"] = tracing(s.traces_endpoint, s.traces_sampled)
     chain: dict[str, Any] = {
         "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }

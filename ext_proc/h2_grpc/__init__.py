@@ -24,6 +24,15 @@ rapid reset, PING/SETTINGS and CONTINUATION floods, and peers that ignore flow c
 
 from ext_proc.h2_grpc.connection import Connection
 from ext_proc.h2_grpc.limits import MAX_MESSAGE, Limits
-from ext_proc.h2_grpc.server import TOKEN_HEADER, Handler, Method, Server
+from ext_proc.h2_grpc.server import CALL_METADATA, TOKEN_HEADER, Handler, Method, Server
 
-__all__ = ["MAX_MESSAGE", "TOKEN_HEADER", "Connection", "Handler", "Limits", "Method", "Server"]
+__all__ = [
+    "CALL_METADATA",
+    "MAX_MESSAGE",
+    "TOKEN_HEADER",
+    "Connection",
+    "Handler",
+    "Limits",
+    "Method",
+    "Server",
+]

@@ -8,7 +8,8 @@ import errno
 import hmac
 import logging
 import socket
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,6 +29,10 @@ UNAUTHENTICATED_MESSAGE = "missing or wrong ext_proc token"
 _UNAUTHENTICATED = frames.status_trailers(GRPC_UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
 Handler = Callable[[AsyncIterator[Any]], AsyncGenerator[Any, None]]
+# The request headers (gRPC metadata) of the call a handler serves, for what a handler may read
+# there (a caller's trace context: ext_proc/tracing.py). Set by both servers in the call's task.
+Metadata = Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str | bytes]]
+CALL_METADATA: ContextVar[Metadata] = ContextVar("call_metadata", default=())
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,7 @@ class Router:
                 stream, frames.status_trailers(GRPC_UNIMPLEMENTED, f"unknown method {path.decode('latin-1')}")
             )
             return
-        stream.task = connection.loop.create_task(run(connection, stream, method))
+        stream.task = connection.loop.create_task(run(connection, stream, method, headers))
 
     def _authenticated(self, headers: Headers) -> bool:
         """The stream carries the token; compared in constant time (one scan of a few headers)."""
@@ -81,9 +86,10 @@ class Router:
         return True
 
 
-async def run(connection: Connection, stream: Stream, method: Method) -> None:
+async def run(connection: Connection, stream: Stream, method: Method, headers: Headers = ()) -> None:
     """The handler over the stream's requests; its responses go out as they come, then its status."""
     serialize = method.serialize
+    CALL_METADATA.set(headers)  # this stream's own task: its handler, and nothing else, sees them
     try:
         # aclosing: a handler left early still runs its ``finally`` now, not at GC.
         requests = Requests(connection, stream, method.deserialize)

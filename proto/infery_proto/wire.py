@@ -94,6 +94,9 @@ FILES_CLUSTER = "infery_files"  # the files service's Envoy cluster (static, in 
 ATTEMPT_METADATA = "infery.attempt"
 GRANT_FIELD = "grant"  # the attempt grant (ext_proc/attempt_grant.py)
 ENDPOINT_FIELD = "endpoint"  # the path the client called (its endpoint: ext_proc/endpoints/)
+# The request span's W3C traceparent, when tracing is on: each attempt's span is its child
+# (ext_proc/tracing.py). Metadata, not a header: a provider must get the attempt's own.
+TRACEPARENT_FIELD = "traceparent"
 # Endpoint metadata of a chain cluster's hosts: which model each one serves.
 TARGET_METADATA = "infery.target"
 TARGET_MODEL_FIELD = "model"

@@ -17,7 +17,9 @@ def _access_logs(s: ListenerSettings) -> list[dict[str, Any]]:
     return list(json_format.MessageToDict(hcm).get("accessLog", []))
 
 
-def test_the_listener_gets_every_listener_variable() -> None:
+def test_the_listener_gets_every_listener_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     env = {
         "INFERY_LISTEN_HOST": "10.0.0.1",
         "INFERY_LISTEN_PORT": "9080",
@@ -38,6 +40,7 @@ def test_the_listener_gets_every_listener_variable() -> None:
         "INFERY_EXT_PROC_MESSAGE_TIMEOUT_S": "2",
         "INFERY_EXT_PROC_MAX_MESSAGE_TIMEOUT_S": "30",
         "INFERY_ENVOY_ACCESS_LOG": "/var/log/envoy/access.log",
+        "INFERY_ENVOY_TRACES_ENDPOINT": "http://collector:4317",
     }
     built = Settings.from_env(env).listener()
     assert built == ListenerSettings(
@@ -60,9 +63,12 @@ def test_the_listener_gets_every_listener_variable() -> None:
         2,
         30,
         "/var/log/envoy/access.log",
+        "http://collector:4317",
+        1.0,
     )
     assert Settings.from_env({}).listener() == ListenerSettings(port=8080)  # the same defaults
-    assert len(dataclasses.fields(ListenerSettings)) == len(env)  # every field has its variable
+    # Every field has its variable (the sampled share is OpenTelemetry's: OTEL_TRACES_SAMPLER_ARG).
+    assert len(dataclasses.fields(ListenerSettings)) == len(env) + 1
 
 
 def test_envoy_access_log_is_json_to_stdout_a_file_or_off() -> None:
@@ -92,3 +98,45 @@ def test_a_relative_access_log_path_is_refused(value: str) -> None:
 def test_listener_tls_files_go_together() -> None:
     with pytest.raises(ValueError, match="INFERY_TLS_CERT_FILE and INFERY_TLS_KEY_FILE go together"):
         Settings.from_env({"INFERY_TLS_CERT_FILE": "/tls/cert.pem"})
+
+
+def _tracing(s: ListenerSettings) -> dict[str, Any] | None:
+    hcm = json_format.MessageToDict(listener(s).filter_chains[0].filters[0].typed_config)
+    return hcm.get("tracing")
+
+
+def test_envoy_traces_only_when_an_otlp_endpoint_is_set() -> None:
+    assert _tracing(ListenerSettings()) is None  # off: no tracer in Envoy's listener at all
+    tracing = _tracing(ListenerSettings(traces_endpoint="http://collector.observability:4317"))
+    assert tracing is not None and tracing["spawnUpstreamSpan"] is True
+    assert tracing["randomSampling"] == {"value": 100.0}
+    config = tracing["provider"]["typedConfig"]
+    assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
+    assert config["serviceName"] == "infery-envoy"
+    grpc = config["grpcService"]["googleGrpc"]
+    assert grpc["targetUri"] == "collector.observability:4317" and "channelCredentials" not in grpc
+    tls = _tracing(ListenerSettings(traces_endpoint="https://otlp.example.com"))
+    assert tls is not None
+    grpc = tls["provider"]["typedConfig"]["grpcService"]["googleGrpc"]
+    assert grpc["targetUri"] == "otlp.example.com:4317"
+    assert grpc["channelCredentials"] == {"sslCredentials": {}}
+
+
+def test_envoys_tracing_follows_the_control_planes_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317")
+    assert Settings.from_env({}).listener().traces_endpoint == "http://otel:4317"
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert Settings.from_env({}).listener().traces_endpoint == ""
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    sampled = Settings.from_env({}).listener()
+    assert sampled.traces_sampled == 0.25
+    assert _tracing(sampled) is not None and _tracing(sampled)["randomSampling"] == {"value": 25.0}  # type: ignore[index]
+    # Envoy may send elsewhere (a replica's own collector), or not trace while the control plane does.
+    env = {"INFERY_ENVOY_TRACES_ENDPOINT": "http://node-agent:4317"}
+    assert Settings.from_env(env).listener().traces_endpoint == "http://node-agent:4317"
+    assert Settings.from_env({"INFERY_ENVOY_TRACES_ENDPOINT": "off"}).listener().traces_endpoint == ""
+    with pytest.raises(ValueError, match="INFERY_ENVOY_TRACES_ENDPOINT"):
+        Settings.from_env({"INFERY_ENVOY_TRACES_ENDPOINT": "http://:4317"})

@@ -22,7 +22,9 @@ SERVICES = COMPOSE["services"]
 
 
 def _resolve(env: dict[str, str], values: dict[str, str]) -> dict[str, str]:
-    return {k: re.sub(r"\$\{(\w+)[^}]*\}", lambda m: values[m.group(1)], v) for k, v in env.items()}
+    # ${NAME:-default}: the default when ``values`` has no NAME (traces, off unless set).
+    pattern = r"\$\{(\w+)(?::-([^}]*))?[^}]*\}"
+    return {k: re.sub(pattern, lambda m: values.get(m.group(1), m.group(2)), v) for k, v in env.items()}
 
 
 def test_replica_bootstrap_carries_no_secret_and_envoy_accepts_it(tmp_path: Path) -> None:

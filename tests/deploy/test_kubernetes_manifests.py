@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 from infery_proto.settings import InferySettings
+from opentelemetry.sdk import environment_variables as otel_environment_variables
 
 from control_plane.config_file import apply_config
 from control_plane.files.settings import FilesSettings
@@ -301,6 +302,11 @@ def strings(value: Any) -> Iterator[str]:
             yield from strings(item)
 
 
+OTEL_VARIABLES = {
+    value for name, value in vars(otel_environment_variables).items() if name.startswith("OTEL_")
+}
+
+
 def test_environment_variables_are_ones_the_code_reads() -> None:
     # Changed on purpose (issue 16): each process reads its INFERY_* variables through one settings
     # model, so "the code reads it" means "its model has it" rather than "its source names it".
@@ -324,6 +330,11 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
             if name.startswith("INFERY_"):
                 read = {variable for variable, _, _ in models[c["name"]].variables()}
                 assert name in read, f"{c['name']}: nothing reads {name}"
+            elif name.startswith("OTEL_"):
+                # OpenTelemetry's own variables: read by its SDK and infery_proto/otel.py, in the
+                # processes that trace (ext_proc) or configure Envoy's tracer (the control plane).
+                assert c["name"] in ("control-plane", "ext-proc"), f"{c['name']}: nothing reads {name}"
+                assert name in OTEL_VARIABLES, f"{c['name']}: {name} is no OpenTelemetry variable"
             else:
                 used = f"$({name})" in command or f"${{{name}}}" in mounted_text
                 assert used, f"{c['name']}: nothing uses {name}"

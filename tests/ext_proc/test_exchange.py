@@ -415,3 +415,43 @@ def test_request_ids_are_unique_and_ordered_by_time() -> None:
     assert len(set(first)) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in first)
     assert later > max(first)
+
+
+def _answer_id(reply: ep.ProcessingResponse) -> str:
+    headers = reply.immediate_response.headers.set_headers
+    return next(h.header.raw_value.decode() for h in headers if h.header.key == "x-request-id")
+
+
+def test_a_request_answered_in_the_headers_phase_keeps_envoys_id_and_a_metered_one_gets_ours(records):
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    envoys = "6f1e3c9a-2b7d-4c51-9a0e-3d2f1b4c5a6e"
+    refused = Exchange(_config(), services)
+    reply = refused.on_request_headers(
+        _headers({":path": "/v1/chat/completions", ":method": "POST", "x-request-id": envoys})
+    )
+    # Refused before the body (no key): Envoy's access log and the client can only have Envoy's id.
+    assert reply.immediate_response.status.code == 401 and _answer_id(reply) == refused.request_id == envoys
+    # Not a UUID (a client's id in Envoy's place, say a gateway id): never taken.
+    gateway_like = new_request_id()
+    other = Exchange(_config(), services)
+    reply = other.on_request_headers(
+        _headers({":path": "/v1/nowhere", ":method": "POST", "x-request-id": gateway_like})
+    )
+    assert _answer_id(reply) == other.request_id != gateway_like and len(other.request_id) == 32
+    metered = Exchange(_config(), services)
+    reply = metered.on_request_headers(
+        _headers(
+            {
+                ":path": "/v1/chat/completions",
+                ":method": "POST",
+                "authorization": f"Bearer {KEY}",
+                "x-request-id": envoys,
+            }
+        )
+    )
+    sent = {
+        h.header.key: h.header.raw_value.decode()
+        for h in reply.request_headers.response.header_mutation.set_headers
+    }
+    assert sent["x-request-id"] == metered.request_id != envoys and len(metered.request_id) == 32

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2
 from ext_proc import grpcio_server, h2_grpc, health
 from ext_proc.h2_grpc import Method
 
-ECHO, FAIL = "/t.T/Echo", "/t.T/Fail"
+ECHO, FAIL, METADATA = "/t.T/Echo", "/t.T/Fail", "/t.T/Metadata"
 TOKEN = b"s3cret-token"
 SERVERS = {"h2": h2_grpc.Server, "grpcio": grpcio_server.Server}
 
@@ -47,8 +47,16 @@ class Table:
                 yield message
                 raise ValueError("boom")
 
+        async def metadata(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+            async for _ in requests:  # the call's own metadata, as each server hands it over
+                for name, value in h2_grpc.CALL_METADATA.get():
+                    key = name.decode() if isinstance(name, bytes) else name
+                    if key == "traceparent":
+                        yield value.encode() if isinstance(value, str) else value
+
         return {
             ECHO: Method(echo, identity, identity),  # type: ignore[arg-type]
+            METADATA: Method(metadata, identity, identity),  # type: ignore[arg-type]
             FAIL: Method(fail, identity, identity),  # type: ignore[arg-type]
             **health.methods(lambda: self.configured),
         }
@@ -65,7 +73,11 @@ async def call(
     """The call's status, details and replies. ``messages=None`` opens the call without writing:
     a write racing a refusal makes grpcio's client report its own INTERNAL instead of the server's
     status (a client race, whichever server refuses; tests/ext_proc/h2_grpc/test_h2_grpc_server.py)."""
-    metadata = (("x-infery-ext-proc-token", token.decode()),) if token is not None else ()
+    metadata: tuple[tuple[str, str], ...] = (
+        (("x-infery-ext-proc-token", token.decode()),) if token is not None else ()
+    )
+    if path == METADATA:
+        metadata += (("traceparent", TRACEPARENT),)
     options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = channel.stream_stream(path, request_serializer=identity, response_deserializer=identity)
@@ -80,6 +92,20 @@ async def call(
         except grpc.aio.AioRpcError:
             pass
         return await answer.code(), await answer.details() or "", replies
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+async def test_a_handler_reads_its_own_calls_metadata(kind: str) -> None:
+    """Where ext_proc finds Envoy's trace context (ext_proc/tracing.py), on both servers."""
+    server = SERVERS[kind](Table().methods())
+    port = await server.start("127.0.0.1", 0, token=TOKEN)
+    try:
+        code, _, replies = await call(f"127.0.0.1:{port}", METADATA, [b"a"], TOKEN)
+        assert (code, replies) == (grpc.StatusCode.OK, [TRACEPARENT.encode()])
+    finally:
+        await server.stop(grace=1)
 
 
 async def check_health(target: str) -> int:
