@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -12,49 +13,46 @@ from typing import Any
 import sqlalchemy as sa
 from infery_proto.v1 import usage_pb2
 from sqlalchemy import func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from control_plane.decimals import from_pico, parse_decimal, to_pico
 from control_plane.errors import InvalidRequest, NotFound
+from control_plane.resources import usage_rollups
 from control_plane.schemas import UsageRecordOut, UsageRow
-from control_plane.store.tables import Member, UsageRecord, Workspace
+from control_plane.store.tables import Member, UsageRecord, UsageRollup, Workspace
 
 log = logging.getLogger(__name__)
 
 GROUP_BY = ("key", "model", "member", "day", "endpoint")
-_GROUP_COLUMNS: dict[str, Any] = {
-    "key": col(UsageRecord.key_id),
-    "model": col(UsageRecord.model_used),
-    "member": col(UsageRecord.member_id),
-    "day": col(UsageRecord.day),
-    "endpoint": col(UsageRecord.endpoint),
-}
 
 
 # --- ingestion ---------------------------------------------------------------------------
 
 
 def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[int, int]:
-    """Insert records whose request_id is new; returns (stored, duplicates). Does not commit.
+    """Insert records whose request_id is new and add them to the rollups; returns (stored, duplicates).
 
-    INSERT ... ON CONFLICT DO NOTHING makes concurrent and repeated deliveries safe without
-    a read-then-write race, on SQLite and PostgreSQL alike; the driver's row count of that
-    executemany (the sum over its rows, on both) says how many were new. This is the hot
-    path of the control plane, one row per gateway request, so the statement is the
-    driver's own SQL, compiled once per dialect, and rows are plain tuples: SQLAlchemy's
-    per-row parameter processing cost more than SQLite's insert itself.
+    Does not commit: the records and their rollups commit together. INSERT ... ON CONFLICT DO
+    NOTHING makes concurrent and repeated deliveries safe without a read-then-write race, on
+    SQLite and PostgreSQL alike, and its RETURNING names the rows this statement inserted, which
+    are exactly the ones the rollups must count. This is the hot path of the control plane, one
+    row per gateway request, so the statement is the driver's own SQL, many rows per statement,
+    and rows are plain tuples: SQLAlchemy's per-row parameter processing cost more than the
+    insert itself.
     """
     rows = {record.request_id: _row(record) for record in records if record.request_id}
     if not rows:
         return 0, len(records)
     connection = session.connection()
-    sql, names = _insert_sql(connection.dialect)
-    params: list[Any] = list(rows.values())
-    if names is not None:
-        params = [dict(zip(names, row, strict=True)) for row in params]
-    stored = connection.exec_driver_sql(sql, params).rowcount
-    return stored, len(records) - stored
+    values = list(rows.values())
+    new_ids: list[str] = []
+    for offset in range(0, len(values), _ROWS_PER_STATEMENT):
+        chunk = values[offset : offset + _ROWS_PER_STATEMENT]
+        params = tuple(value for row in chunk for value in row)
+        inserted = connection.exec_driver_sql(_insert_sql(connection.dialect, len(chunk)), params)
+        new_ids.extend(inserted.scalars())
+    usage_rollups.add(connection, (_rollup_fields(rows[request_id]) for request_id in new_ids))
+    return len(new_ids), len(records) - len(new_ids)
 
 
 _INT64 = 2**63 - 1
@@ -67,31 +65,23 @@ _WIDTHS = {
     for column in _TABLE.columns
     if isinstance(column.type, sa.String) and column.type.length
 }
-_INSERTS: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+# SQLite binds at most 32,766 parameters per statement, PostgreSQL 65,535: 27 columns x 500 rows fits both.
+_ROWS_PER_STATEMENT = 500
 
 
-def _insert_sql(dialect: sa.Dialect) -> tuple[str, tuple[str, ...] | None]:
-    """The insert as the driver's own SQL, and the parameter names when it takes named ones."""
-    cached = _INSERTS.get(dialect.name)
-    if cached is None:
-        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
-        statement = insert(_TABLE).on_conflict_do_nothing(index_elements=["request_id"])
-        compiled = statement.compile(dialect=dialect, column_keys=list(_COLUMNS))
-        order = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
-        if order != _COLUMNS:
-            raise RuntimeError(f"usage insert binds {order}, expected the table's columns {_COLUMNS}")
-        if not dialect.supports_sane_multi_rowcount:
-            raise RuntimeError(f"{dialect.name}: no row count for executemany; stored counts would be wrong")
-        cached = _INSERTS[dialect.name] = (compiled.string, None if compiled.positional else _COLUMNS)
-    return cached
+def _insert_sql(dialect: sa.Dialect, rows: int) -> str:
+    """The multi-row insert returning the ids it inserted, in the driver's own parameter style."""
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    row = f"({', '.join([mark] * len(_COLUMNS))})"
+    values = ", ".join([row] * rows)
+    return f"{_INSERT_PREFIX}{values} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 
 
 def _clamp(field: str, value: str) -> str:
     return value[: _WIDTHS[field]]
 
 
-# The table's columns in its own order; ``_row`` builds its tuples in this order, and
-# ``_insert_sql`` checks that the table agrees.
+# The table's columns; ``_row`` builds its tuples in this order, the insert names them in it.
 _COLUMNS = (
     "request_id", "started_at_ms", "day", "workspace_id", "member_id", "key_id", "endpoint",
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
@@ -99,6 +89,12 @@ _COLUMNS = (
     "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
     "usage_rejected", "characters", "audio_ms", "file_bytes",
 )  # fmt: skip
+
+
+if set(_COLUMNS) != {column.name for column in _TABLE.columns}:
+    raise RuntimeError(f"usage insert names {_COLUMNS}, the table has {[c.name for c in _TABLE.columns]}")
+_INSERT_PREFIX = f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES "
+_rollup_fields = operator.itemgetter(*(_COLUMNS.index(name) for name in usage_rollups.FIELDS))
 
 
 def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
@@ -158,28 +154,35 @@ class UsageQuery:
     endpoint: str | None = None  # the path the client called, e.g. /v1/audio/speech
 
 
-def report(session: Session, query: UsageQuery) -> list[UsageRow]:
+def report(session: Session, query: UsageQuery, *, rollups: bool = True) -> list[UsageRow]:
+    """Sums per group, read from the rollups where whole hours and days allow and from records elsewhere.
+
+    ``rollups=False`` reads every record in the range: the reference the rollups are tested
+    against, and the same sums by construction of ``usage_rollups.plan``.
+    """
     if query.group_by is not None and query.group_by not in GROUP_BY:
         raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
-    group = _GROUP_COLUMNS[query.group_by] if query.group_by else None
-    sums = (
-        func.count().label("requests"),
-        func.coalesce(func.sum(col(UsageRecord.input_tokens)), 0),
-        func.coalesce(func.sum(col(UsageRecord.cached_input_tokens)), 0),
-        func.coalesce(func.sum(col(UsageRecord.output_tokens)), 0),
-        func.coalesce(func.sum(col(UsageRecord.credits_pico)), 0),
-        func.coalesce(func.sum(col(UsageRecord.file_bytes)), 0),
-    )
-    columns = (group, *sums) if group is not None else sums
-    statement = sa.select(*columns).where(*_conditions(session, query))
-    if group is not None:
-        statement = statement.group_by(group).order_by(group)
+    start = _bound_ms(query.start, "from", end=False) if query.start else None
+    end = _bound_ms(query.end, "to", end=True) if query.end else None
+    segments = usage_rollups.plan(start, end) if rollups else [usage_rollups.Segment("records", start, end)]
+    if not segments:
+        return []
+    filters = _filters(session, query)
+    arms = [_segment_sums(segment, query.group_by, filters) for segment in segments]
+    sums = (arms[0] if len(arms) == 1 else sa.union_all(*arms)).subquery()
+    totals = [func.coalesce(func.sum(sums.c[name]), 0) for name in usage_rollups.SUMS]
+    if query.group_by is None:
+        statement: Any = sa.select(*totals)
+    else:
+        statement = sa.select(sums.c.grp, *totals).group_by(sums.c.grp).order_by(sums.c.grp)
     rows = []
     for result in session.connection().execute(statement).all():
         values = tuple(result)
-        label = str(values[0]) if group is not None else "total"
-        requests, input_tokens, cached, output, pico, file_bytes = values[1:] if group is not None else values
-        if group is None and requests == 0:
+        label = str(values[0]) if query.group_by is not None else "total"
+        requests, input_tokens, cached, output, pico, file_bytes = (
+            values[1:] if query.group_by is not None else values
+        )
+        if query.group_by is None and requests == 0:
             break
         rows.append(
             UsageRow(
@@ -195,27 +198,64 @@ def report(session: Session, query: UsageQuery) -> list[UsageRow]:
     return rows
 
 
-def _conditions(session: Session, query: UsageQuery) -> list[Any]:
-    conditions: list[Any] = []
+_ROLLUPS = UsageRollup.__table__  # type: ignore[attr-defined]
+# The column each group_by names, the same in the records and in the rollups.
+_GROUP_COLUMN = {
+    "key": "key_id", "model": "model_used", "member": "member_id", "day": "day", "endpoint": "endpoint"
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    """A query's filters with names resolved to ids: column name -> the values it may take."""
+
+    equal: dict[str, str]
+    member_ids: list[str] | None
+
+
+def _filters(session: Session, query: UsageQuery) -> _Filters:
+    equal: dict[str, str] = {}
     workspace_id = None
     if query.workspace:
         found = session.exec(select(Workspace.id).where(col(Workspace.name) == query.workspace)).first()
         # An unknown name may still be the id of a deleted workspace whose usage is kept.
-        workspace_id = found or query.workspace
-        conditions.append(col(UsageRecord.workspace_id) == workspace_id)
+        workspace_id = equal["workspace_id"] = found or query.workspace
     if query.key:
-        conditions.append(col(UsageRecord.key_id) == query.key)
-    if query.member:
-        conditions.append(col(UsageRecord.member_id).in_(_member_ids(session, query.member, workspace_id)))
+        equal["key_id"] = query.key
     if query.model:
-        conditions.append(col(UsageRecord.model_used) == query.model)
+        equal["model_used"] = query.model
     if query.endpoint:
-        conditions.append(col(UsageRecord.endpoint) == query.endpoint)
-    if query.start:
-        conditions.append(col(UsageRecord.started_at_ms) >= _bound_ms(query.start, "from", end=False))
-    if query.end:
-        conditions.append(col(UsageRecord.started_at_ms) < _bound_ms(query.end, "to", end=True))
-    return conditions
+        equal["endpoint"] = query.endpoint
+    member_ids = _member_ids(session, query.member, workspace_id) if query.member else None
+    return _Filters(equal, member_ids)
+
+
+def _segment_sums(
+    segment: usage_rollups.Segment, group_by: str | None, filters: _Filters
+) -> sa.Select[*tuple[Any, ...]]:
+    """The sums of one segment, per group: a SELECT over the records or over one period's rollups."""
+    table = _TABLE if segment.source == "records" else _ROLLUPS
+    started = table.c.started_at_ms if segment.source == "records" else table.c.bucket_ms
+    conditions: list[Any] = [table.c[name] == value for name, value in filters.equal.items()]
+    if filters.member_ids is not None:
+        conditions.append(table.c.member_id.in_(filters.member_ids))
+    if segment.source != "records":
+        conditions.append(table.c.period == segment.source)
+    if segment.start_ms is not None:
+        conditions.append(started >= segment.start_ms)
+    if segment.end_ms is not None:
+        conditions.append(started < segment.end_ms)
+    sums: list[Any]
+    if segment.source == "records":
+        sums = [func.count().label("requests")]
+        sums += [func.sum(table.c[name]).label(name) for name in usage_rollups.SUMS[1:]]
+    else:
+        sums = [func.sum(table.c[name]).label(name) for name in usage_rollups.SUMS]
+    if group_by is not None:
+        group = table.c[_GROUP_COLUMN[group_by]]
+        sums.insert(0, group.label("grp"))
+    statement = sa.select(*sums).where(*conditions)
+    return statement if group_by is None else statement.group_by(group)
 
 
 def _member_ids(session: Session, ref: str, workspace_id: str | None) -> list[str]:

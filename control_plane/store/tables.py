@@ -208,6 +208,34 @@ class UsageRecord(SQLModel, table=True):
     file_bytes: int = Field(default=0, sa_type=BigInteger)  # a file's bytes, uploaded or deleted (/v1/files)
 
 
+class UsageRollup(SQLModel, table=True):
+    """Sums of usage records per hour or per UTC day and per workspace, key, member, model, endpoint.
+
+    Kept in the transaction that stores the records (only records new to the store count), so a
+    usage report over whole hours and days reads a few rows per bucket instead of every record;
+    `resources/usage_rollups.py` says which part of a report comes from here and which from the
+    records themselves. `day` is the bucket's UTC date (group-by-day without date arithmetic).
+    """
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (Index("ix_usage_rollups_workspace_bucket", "workspace_id", "period", "bucket_ms"),)
+
+    period: str = Field(primary_key=True, sa_type=String(4))  # "hour" | "day"
+    bucket_ms: int = Field(primary_key=True, sa_type=BigInteger)  # the period's start, unix ms
+    workspace_id: str = Field(primary_key=True, sa_type=String(64))
+    key_id: str = Field(primary_key=True, sa_type=String(64))
+    member_id: str = Field(primary_key=True, sa_type=String(64))
+    model_used: str = Field(primary_key=True, sa_type=String(128))
+    endpoint: str = Field(primary_key=True, sa_type=String(128))
+    day: str = Field(sa_type=String(10))
+    requests: int = Field(default=0, sa_type=BigInteger)
+    input_tokens: int = Field(default=0, sa_type=BigInteger)
+    cached_input_tokens: int = Field(default=0, sa_type=BigInteger)
+    output_tokens: int = Field(default=0, sa_type=BigInteger)
+    credits_pico: int = Field(default=0, sa_type=BigInteger)
+    file_bytes: int = Field(default=0, sa_type=BigInteger)
+
+
 class ConfigRevision(SQLModel, table=True):
     """A single row whose counter moves with every configuration change (xDS version)."""
 
