@@ -84,8 +84,10 @@ bench: install
 	$(BIN)/python -m bench $(ARGS)
 
 # Configuration at scale (10^5 keys, 1,000 chains; needs PostgreSQL); writes bench/results/scale.md.
+# USAGE_ARGS go to the usage-analytics part (bench/usage_scale.py: 10^6 and 10^7 records, tens of minutes).
 bench-scale: install
 	$(BIN)/python -m bench.scale $(ARGS)
+	$(BIN)/python -m bench.usage_scale $(USAGE_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/clients/node_modules .infery

@@ -19,6 +19,7 @@ from control_plane.decimals import from_pico, parse_decimal, to_pico
 from control_plane.errors import InvalidRequest, NotFound
 from control_plane.resources import usage_rollups
 from control_plane.schemas import UsageRecordOut, UsageRow
+from control_plane.store import bulk_sql
 from control_plane.store.tables import Member, UsageRecord, UsageRollup, Workspace
 
 log = logging.getLogger(__name__)
@@ -36,21 +37,14 @@ def store(session: Session, records: Sequence[usage_pb2.UsageRecord]) -> tuple[i
     NOTHING makes concurrent and repeated deliveries safe without a read-then-write race, on
     SQLite and PostgreSQL alike, and its RETURNING names the rows this statement inserted, which
     are exactly the ones the rollups must count. This is the hot path of the control plane, one
-    row per gateway request, so the statement is the driver's own SQL, many rows per statement,
-    and rows are plain tuples: SQLAlchemy's per-row parameter processing cost more than the
-    insert itself.
+    row per gateway request, so rows are plain tuples written by ``bulk_sql`` in the driver's own
+    SQL: SQLAlchemy's per-row parameter processing cost more than the insert itself.
     """
     rows = {record.request_id: _row(record) for record in records if record.request_id}
     if not rows:
         return 0, len(records)
     connection = session.connection()
-    values = list(rows.values())
-    new_ids: list[str] = []
-    for offset in range(0, len(values), _ROWS_PER_STATEMENT):
-        chunk = values[offset : offset + _ROWS_PER_STATEMENT]
-        params = tuple(value for row in chunk for value in row)
-        inserted = connection.exec_driver_sql(_insert_sql(connection.dialect, len(chunk)), params)
-        new_ids.extend(inserted.scalars())
+    new_ids = bulk_sql.insert_new(connection, _TABLE, list(rows.values()), "request_id")
     usage_rollups.add(connection, (_rollup_fields(rows[request_id]) for request_id in new_ids))
     return len(new_ids), len(records) - len(new_ids)
 
@@ -65,23 +59,13 @@ _WIDTHS = {
     for column in _TABLE.columns
     if isinstance(column.type, sa.String) and column.type.length
 }
-# SQLite binds at most 32,766 parameters per statement, PostgreSQL 65,535: 27 columns x 500 rows fits both.
-_ROWS_PER_STATEMENT = 500
-
-
-def _insert_sql(dialect: sa.Dialect, rows: int) -> str:
-    """The multi-row insert returning the ids it inserted, in the driver's own parameter style."""
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    row = f"({', '.join([mark] * len(_COLUMNS))})"
-    values = ", ".join([row] * rows)
-    return f"{_INSERT_PREFIX}{values} ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
 
 
 def _clamp(field: str, value: str) -> str:
     return value[: _WIDTHS[field]]
 
 
-# The table's columns; ``_row`` builds its tuples in this order, the insert names them in it.
+# The table's columns in its own order; ``_row`` builds its tuples in this order.
 _COLUMNS = (
     "request_id", "started_at_ms", "day", "workspace_id", "member_id", "key_id", "endpoint",
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
@@ -91,9 +75,8 @@ _COLUMNS = (
 )  # fmt: skip
 
 
-if set(_COLUMNS) != {column.name for column in _TABLE.columns}:
-    raise RuntimeError(f"usage insert names {_COLUMNS}, the table has {[c.name for c in _TABLE.columns]}")
-_INSERT_PREFIX = f"INSERT INTO usage_records ({', '.join(_COLUMNS)}) VALUES "
+if tuple(column.name for column in _TABLE.columns) != _COLUMNS:
+    raise RuntimeError(f"usage rows are {_COLUMNS}, the table's columns {[c.name for c in _TABLE.columns]}")
 _rollup_fields = operator.itemgetter(*(_COLUMNS.index(name) for name in usage_rollups.FIELDS))
 
 

@@ -19,6 +19,9 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from control_plane.store import bulk_sql
+from control_plane.store.tables import UsageRollup
+
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 
@@ -29,8 +32,9 @@ FIELDS = (
 )  # fmt: skip
 DIMENSIONS = ("workspace_id", "key_id", "member_id", "model_used", "endpoint")
 SUMS = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "credits_pico", "file_bytes")
-_KEY = ("period", "bucket_ms", *DIMENSIONS)
-_COLUMNS = (*_KEY, "day", *SUMS)
+_TABLE = UsageRollup.__table__  # type: ignore[attr-defined]
+if tuple(c.name for c in _TABLE.columns) != ("period", "bucket_ms", *DIMENSIONS, "day", *SUMS):
+    raise RuntimeError("usage_rollups' columns are not in the order add() writes them")
 
 Source = Literal["records", "hour", "day"]
 
@@ -72,25 +76,7 @@ def add(connection: sa.Connection, records: Iterable[tuple[Any, ...]]) -> None:
                 row[4] += outputs
                 row[5] += pico
                 row[6] += file_bytes
-    if sums:
-        params = [(*key, *sums[key]) for key in sorted(sums)]
-        connection.exec_driver_sql(_upsert_sql(connection.dialect), params)
-
-
-_UPSERTS: dict[str, str] = {}
-
-
-def _upsert_sql(dialect: sa.Dialect) -> str:
-    """INSERT ... ON CONFLICT DO UPDATE adding to the stored sums: the same SQL on SQLite and PostgreSQL."""
-    cached = _UPSERTS.get(dialect.name)
-    if cached is None:
-        mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        additions = ", ".join(f"{name} = usage_rollups.{name} + excluded.{name}" for name in SUMS)
-        cached = _UPSERTS[dialect.name] = (
-            f"INSERT INTO usage_rollups ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
-            f" ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {additions}"
-        )
-    return cached
+    bulk_sql.upsert_adding(connection, _TABLE, [(*key, *sums[key]) for key in sorted(sums)], SUMS)
 
 
 # --- reading -----------------------------------------------------------------------------

@@ -218,7 +218,11 @@ class UsageRollup(SQLModel, table=True):
     """
 
     __tablename__ = "usage_rollups"
-    __table_args__ = (Index("ix_usage_rollups_workspace_bucket", "workspace_id", "period", "bucket_ms"),)
+    # WITHOUT ROWID on SQLite: an upsert then updates one B-tree (the key), not a key index and a table.
+    __table_args__ = (
+        Index("ix_usage_rollups_workspace_bucket", "workspace_id", "period", "bucket_ms"),
+        {"sqlite_with_rowid": False},
+    )
 
     period: str = Field(primary_key=True, sa_type=String(4))  # "hour" | "day"
     bucket_ms: int = Field(primary_key=True, sa_type=BigInteger)  # the period's start, unix ms

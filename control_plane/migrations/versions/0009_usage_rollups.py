@@ -54,6 +54,7 @@ def upgrade() -> None:
             "endpoint",
             name=op.f("pk_usage_rollups"),
         ),
+        sqlite_with_rowid=False,
     )
     op.create_index(
         "ix_usage_rollups_workspace_bucket", "usage_rollups", ["workspace_id", "period", "bucket_ms"], unique=False
