@@ -5,15 +5,20 @@ Configuration goes through the real admin API; clients are the real OpenAI SDK.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import openai
+import psycopg
+from sqlalchemy.engine import make_url
 
 from infery.admin_client import AdminClient, AdminError
 from infery.stack import Ports, Stack
@@ -21,6 +26,7 @@ from infery.stack import Ports, Stack
 ADMIN_TOKEN = "test-admin-" + secrets.token_hex(8)
 SIM_KEY = "sk-sim-" + secrets.token_hex(8)
 MAX_REQUEST_BYTES = 1024 * 1024
+POSTGRES_URL = os.environ.get("INFERY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PRICES = {
     "input_per_mtok": "0.15",
     "cached_input_per_mtok": "0.075",
@@ -96,6 +102,70 @@ def start_gateway(run_dir: Path, ext_procs: int = 1, ext_proc_uds: bool = True, 
         ext_proc_uds=ext_proc_uds,
     )
     return stack.start()
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database for a control plane, dropped afterwards."""
+    admin = make_url(POSTGRES_URL).set(drivername="postgresql")
+    name = f"infery_e2e_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(
+        admin.render_as_string(hide_password=False), autocommit=True, connect_timeout=3
+    ) as db:
+        db.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin.set(database=name).render_as_string(hide_password=False)
+        finally:
+            db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_replica(primary: Stack, run_dir: Path, **env: str) -> Stack:
+    """Another data plane (its own Envoy and ext_proc) on ``primary``'s control plane and files service.
+
+    It is a Stack sharing the primary's control-plane ports and certificates, of which only
+    ext_proc and Envoy are started: what a second machine running the data plane would run. Its
+    listener comes from the same control plane, so it is the same address: both Envoys bind it
+    with SO_REUSEPORT (Envoy's default on Linux) and the kernel spreads new connections between
+    them, as a load balancer in front of two machines would. ``replica_of`` tells them apart.
+    """
+    ports = Ports.free(1)
+    ports.listen, ports.admin = primary.ports.listen, primary.ports.admin
+    ports.xds, ports.files = primary.ports.xds, primary.ports.files
+    replica = Stack(run_dir, ports, env={**primary.env, **env}, envoy_concurrency=1)
+    replica.pki = primary.pki
+    try:
+        for port in ports.ext_proc:
+            replica.start_ext_proc(port)
+        replica.start_envoy()
+        eventually(lambda: envoy_stat(replica, "listener_manager.total_listeners_active") >= 1, timeout=30)
+    except BaseException:
+        replica.stop()
+        raise
+    return replica
+
+
+def envoy_stat(stack: Stack, name: str) -> int:
+    """One counter or gauge of ``stack``'s Envoy, from its admin socket."""
+    text = stack.envoy_admin("/stats", filter=f"^{name.replace('.', '[.]')}$").text
+    values = [int(line.rpartition(": ")[2]) for line in text.splitlines() if line.startswith(f"{name}: ")]
+    return values[0] if values else 0
+
+
+def replica_of(stacks: Sequence[Stack], client: httpx.Client, url: str, headers: dict[str, str]) -> int:
+    """Which of ``stacks``' Envoys holds ``client``'s connection: the one whose connection count moves.
+
+    ``client`` must hold at most one connection and nothing else may connect meanwhile.
+    """
+    before = [envoy_stat(stack, "http.infery.downstream_cx_total") for stack in stacks]
+    client.get(url, headers=headers).raise_for_status()
+    moved = [
+        index
+        for index, stack in enumerate(stacks)
+        if envoy_stat(stack, "http.infery.downstream_cx_total") > before[index]
+    ]
+    if len(moved) != 1:
+        raise AssertionError(f"connection counts moved on {moved}, not on exactly one Envoy")
+    return moved[0]
 
 
 def three_provider_catalog(admin: Admin, openai_url: str, anthropic_url: str, google_url: str) -> None:
