@@ -22,12 +22,22 @@ LABELS = {
     "gateway_metrics_off": "gateway, metrics off",
     "gateway_traced": "gateway, every request traced (OTLP)",
     "litellm": "LiteLLM proxy",
+    "portkey": "Portkey gateway (OSS, Node)",
+    "tensorzero": "TensorZero gateway (Rust)",
     "files_envoy": "upload to the files service, Envoy alone",
     "files_gateway": "upload to the files service, through the gateway",
 }
+# The peers the gateway is compared with, each with the ratios it must beat (req/s ≥, p99 ≤).
+PEERS = {
+    "litellm": ("LiteLLM", 15.0, round(1 / 15, 4)),
+    "portkey": ("Portkey", 1.0, 1.0),
+    "tensorzero": ("TensorZero", 1.0, 1.0),
+}
 SYSTEM_ORDER = list(LABELS)
 UNIT_DIGITS = {"x": 3, "ms": 2, "µs": 0, "streams": 0}
-ROLE_ORDER = ["ext_proc", "envoy", "control_plane", "files", "litellm", "provider", "loadgen"]
+ROLE_ORDER = [
+    "ext_proc", "envoy", "control_plane", "files", "litellm", "portkey", "tensorzero", "provider", "loadgen"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def checks(all_results: Iterable[Result], hold: HoldStats | None, concurrency: int) -> list[Check]:
     results = {r.id: r for r in all_results}
-    gw, envoy, peer = (_get(results, s, "chat", concurrency) for s in ("gateway", "envoy", "litellm"))
+    gw, envoy = (_get(results, s, "chat", concurrency) for s in ("gateway", "envoy"))
     gw1, prov1 = _get(results, "gateway", "chat", 1), _get(results, "provider", "chat", 1)
     gw_stream = _get(results, "gateway", "stream", concurrency)
 
@@ -83,23 +93,27 @@ def checks(all_results: Iterable[Result], hold: HoldStats | None, concurrency: i
             "x",
             f"{_n(val(gw, lambda r: r.rps))} vs {_n(val(envoy, lambda r: r.rps))} req/s",
         ),
-        Check(
-            f"gateway req/s ÷ LiteLLM req/s (c{concurrency})",
-            _ratio(val(gw, lambda r: r.rps), val(peer, lambda r: r.rps)),
-            15.0,
-            False,
-            "x",
-            f"{_n(val(gw, lambda r: r.rps))} vs {_n(val(peer, lambda r: r.rps))} req/s",
-        ),
-        Check(
-            f"gateway p99 ÷ LiteLLM p99 (c{concurrency})",
-            _ratio(val(gw, lambda r: r.p99_ms), val(peer, lambda r: r.p99_ms)),
-            round(1 / 15, 4),
-            True,
-            "x",
-            f"{_n(val(gw, lambda r: r.p99_ms), 2)} vs {_n(val(peer, lambda r: r.p99_ms), 2)} ms",
-        ),
     ]
+    for system, (name, faster, p99_share) in PEERS.items():
+        peer = _get(results, system, "chat", concurrency)
+        out += [
+            Check(
+                f"gateway req/s ÷ {name} req/s (c{concurrency})",
+                _ratio(val(gw, lambda r: r.rps), val(peer, lambda r: r.rps)),
+                faster,
+                False,
+                "x",
+                f"{_n(val(gw, lambda r: r.rps))} vs {_n(val(peer, lambda r: r.rps))} req/s",
+            ),
+            Check(
+                f"gateway p99 ÷ {name} p99 (c{concurrency})",
+                _ratio(val(gw, lambda r: r.p99_ms), val(peer, lambda r: r.p99_ms)),
+                p99_share,
+                True,
+                "x",
+                f"{_n(val(gw, lambda r: r.p99_ms), 2)} vs {_n(val(peer, lambda r: r.p99_ms), 2)} ms",
+            ),
+        ]
     added = None
     if gw1 and prov1 and gw1.p50_ms is not None and prov1.p50_ms is not None:
         added = gw1.p50_ms - prov1.p50_ms
@@ -203,10 +217,11 @@ def sorted_results(results: Iterable[Result]) -> list[Result]:
 def markdown(
     results: list[Result], checks_: list[Check], hold: HoldStats | None, meta: dict[str, Any]
 ) -> str:
+    peers = "".join(f"{LABELS[k].split(' ')[0]} {v}, " for k, v in meta.get("peer_versions", {}).items())
     lines = [
         f"Run {meta['started']} on {meta['cores']} cores, {meta['duration_s']} s per row after "
         f"{meta['warmup_s']} s warm-up; Envoy {meta['envoy_version']}, LiteLLM {meta['litellm_version']}, "
-        f"{meta['ext_procs']} ext_proc process(es), Envoy --concurrency {meta['envoy_concurrency']}. "
+        f"{peers}{meta['ext_procs']} ext_proc process(es), Envoy --concurrency {meta['envoy_concurrency']}. "
         f"Streams: {meta['stream_chunks']} SSE chunks each, "
         f"provider pacing {meta['stream_chunk_delay_ms']} ms. Load average before/after: "
         f"{meta.get('loadavg_1m_before', 'n/a')} / {meta.get('loadavg_1m_after', 'n/a')}.",

@@ -22,7 +22,17 @@ from typing import Any
 import orjson
 from infery_proto import identity_assertion
 
-from bench import gateway, litellm_peer, passthrough, report, streams, uploads, wrk
+from bench import (
+    gateway,
+    litellm_peer,
+    passthrough,
+    portkey_peer,
+    report,
+    streams,
+    tensorzero_peer,
+    uploads,
+    wrk,
+)
 from bench.launch import Simulator, bounded_spawn, start_simulator
 from bench.procstat import raise_fd_limit, rss_mb
 from bench.scenarios import Result, Target, run_chat, run_loop, run_stream, run_upload
@@ -88,14 +98,16 @@ class Bench:
         self.text = prompt(settings.prompt_words)
         self.wrk_bin = "wrk"
         self.litellm_version = "not run"
+        self.peer_versions: dict[str, str] = {}
         self.load_before = os.getloadavg()[0]
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ measuring
-    def measure(self, target: Target, loaded_chat_only: bool = False) -> None:
-        """Each row of ``target``: chat and stream, loaded and at c1 (or the loaded chat row only)."""
+    def measure(self, target: Target, loaded_chat_only: bool = False, stream: bool = True) -> None:
+        """Each row of ``target``: chat and stream, loaded and at c1 (or the loaded chat row only;
+        ``stream=False``: no stream rows, for a peer whose streaming fails)."""
         s = self.s
         plan: list[tuple[str, int, Callable[[], Result]]] = []
         for conc in dict.fromkeys((s.concurrency,) if loaded_chat_only else (s.concurrency, 1)):
@@ -108,7 +120,7 @@ class Bench:
                     ),
                 )
             )
-        for conc in dict.fromkeys(() if loaded_chat_only else (s.concurrency, 1)):
+        for conc in dict.fromkeys(() if loaded_chat_only or not stream else (s.concurrency, 1)):
             plan.append(
                 (
                     "stream",
@@ -152,6 +164,14 @@ class Bench:
                 self.litellm_version = litellm_peer.version()
             except Exception as exc:
                 self.notes.append(f"LiteLLM could not be installed, its rows are missing: {exc}")
+        for system, peer in (("portkey", portkey_peer), ("tensorzero", tensorzero_peer)):
+            if self.wanted(system):
+                try:
+                    self.log(f"{system}: checking its install under bench/ (first run installs it) ...")
+                    peer.ensure_installed(self.logs / f"{system}-install.log")
+                    self.peer_versions[system] = peer.version()
+                except Exception as exc:
+                    self.notes.append(f"{system} could not be installed, its rows are missing: {exc}")
         with contextlib.ExitStack() as cleanup:
             sim = self.simulator(cleanup, "sim_openai", "openai", s.stream_chunk_delay_ms)
             sim_anthropic = self.simulator(cleanup, "sim_anthropic", "anthropic", s.stream_chunk_delay_ms)
@@ -215,6 +235,48 @@ class Bench:
                     )
                 finally:
                     proc.stop()
+            if "portkey" in self.peer_versions:
+                self.run_portkey(sim, provider)
+            if "tensorzero" in self.peer_versions:
+                self.run_tensorzero(sim, provider)
+
+    def run_portkey(self, sim: Simulator, provider: dict[str, list[int]]) -> None:
+        self.log("Portkey gateway")
+        self.notes.append(portkey_peer.STREAMING_NOTE.format(node=portkey_peer.node_version()))
+        proc, port = portkey_peer.start(self.s.work_dir)
+        try:
+            target = openai_target(
+                "portkey",
+                port,
+                OPENAI_PATH,
+                SIM_KEY,
+                OPENAI_MODEL,
+                self.text,
+                {"portkey": [proc.popen.pid], **provider},
+            )
+            for request in (target.chat, target.stream):
+                request.headers.update(portkey_peer.headers(sim.base_url))
+            self.measure(target, stream=False)
+        finally:
+            proc.stop()
+
+    def run_tensorzero(self, sim: Simulator, provider: dict[str, list[int]]) -> None:
+        self.log("TensorZero gateway")
+        proc, port = tensorzero_peer.start(self.s.work_dir, OPENAI_MODEL, sim.base_url, SIM_KEY)
+        try:
+            self.measure(
+                openai_target(
+                    "tensorzero",
+                    port,
+                    tensorzero_peer.PATH,
+                    "unused",  # the gateway holds the provider's key; it checks no client key
+                    tensorzero_peer.model_name(OPENAI_MODEL),
+                    self.text,
+                    {"tensorzero": [proc.popen.pid], **provider},
+                )
+            )
+        finally:
+            proc.stop()
 
     def simulator(self, cleanup: contextlib.ExitStack, name: str, kind: str, delay_ms: float) -> Simulator:
         sim = start_simulator(name, kind, SIM_KEY, delay_ms, self.logs)
@@ -457,6 +519,7 @@ class Bench:
             "git_commit": _git_commit(),
             "envoy_version": _envoy_version(),
             "litellm_version": self.litellm_version,
+            "peer_versions": self.peer_versions,
             "quick": s.quick,
             "duration_s": s.duration_s,
             "warmup_s": s.warmup_s,

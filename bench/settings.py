@@ -18,6 +18,8 @@ SYSTEMS = (
     "gateway_metrics_off",
     "gateway_traced",
     "litellm",
+    "portkey",
+    "tensorzero",
     "files_envoy",
     "files_gateway",
 )
@@ -52,7 +54,7 @@ def parse(argv: list[str] | None = None) -> Settings:
     d = Settings()
     p = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Side-by-side benchmark: provider direct, Envoy pass-through, the gateway, LiteLLM.",
+        description="Side-by-side benchmark: provider direct, Envoy pass-through, the gateway, its peers.",
     )
     p.add_argument("--duration", type=float, default=None, help=f"seconds per row (default {d.duration_s:g})")
     p.add_argument(

@@ -387,8 +387,9 @@ def write(results: dict[str, Any], name: str) -> Path:
             " | rollup rows |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
             *(
-                f"| {size} | {r['insert_s']:.0f} | {r['backfill_s']:.1f} | {r['records_bytes_per_record']:.0f}"
-                f" | {r['rollups_bytes_per_record']:.1f} | {r['rollup_rows']:,.0f} |"
+                f"| {size} | {r['insert_s']:.0f} | {r['backfill_s']:.1f}"
+                f" | {r['records_bytes_per_record']:.0f} | {r['rollups_bytes_per_record']:.1f}"
+                f" | {r['rollup_rows']:,.0f} |"
                 for size, r in results["sizes"].items()
             ),
             "",

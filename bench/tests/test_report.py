@@ -31,6 +31,8 @@ def test_ratios_pass_and_fail_against_their_limits() -> None:
         row("envoy", "chat", 16, 40_000, 3.0, 8.0),
         row("gateway", "chat", 16, 10_000, 12.0, 40.0),
         row("litellm", "chat", 16, 1_000, 150.0, 300.0),
+        row("portkey", "chat", 16, 8_000, 2.0, 50.0),
+        row("tensorzero", "chat", 16, 12_000, 1.0, 30.0),
         row("provider", "chat", 1, 60_000, 0.10, 1.0),
         row("gateway", "chat", 1, 5_000, 1.90, 9.0),
         row(
@@ -58,6 +60,13 @@ def test_ratios_pass_and_fail_against_their_limits() -> None:
     assert checks["gateway req/s ÷ Envoy pass-through req/s"].passed is False
     assert checks["gateway req/s ÷ LiteLLM req/s"].passed is False  # 10x < 15x
     assert checks["gateway p99 ÷ LiteLLM p99"].passed is False  # 0.133 > 1/15
+    assert (
+        checks["gateway req/s ÷ Portkey req/s"].value == 1.25
+        and checks["gateway req/s ÷ Portkey req/s"].passed
+    )
+    assert checks["gateway p99 ÷ Portkey p99"].value == 0.8 and checks["gateway p99 ÷ Portkey p99"].passed
+    assert checks["gateway req/s ÷ TensorZero req/s"].passed is False  # slower than TensorZero
+    assert checks["gateway p99 ÷ TensorZero p99"].passed is False
     added = checks["added latency at c1, p50"]
     assert added.value is not None and abs(added.value - 1.8) < 1e-9 and added.passed is False
     assert checks["ext_proc CPU per SSE chunk, OpenAI-format path"].passed is True
@@ -89,7 +98,8 @@ def test_missing_rows_and_failed_holds_are_not_passes() -> None:
         open_at_peak=1000,
     )
     checks = report.checks([row("gateway", "chat", 16, 100, 1.0, 2.0)], hold, 16)
-    assert [c.passed for c in checks[:7]] == [None] * 7  # the toggles' rows are missing too
+    # every ratio lacks a row (the peers' and the toggles' too)
+    assert [c.passed for c in checks[:-1]] == [None] * (len(checks) - 1)
     assert checks[-1].passed is False
 
 
