@@ -148,7 +148,8 @@ def test_thirty_whole_days_read_only_daily_rollups() -> None:
     assert plan(None, None) == [Segment("day", None, None)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The suite's profile (tests/conftest.py) plus: the fixtures give each example a database of its own.
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=data_sets(), query_list=st.lists(queries, min_size=1, max_size=8))
 def test_rollups_answer_as_the_records_do(
     data: list[usage_pb2.UsageRecord],
@@ -184,7 +185,7 @@ def test_rollups_answer_as_the_records_do_on_each_database(
         for start in range(0, len(data), 50):
             store(factory, data[start : start + 70])  # batches overlap: each boundary redelivered
 
-        @settings(max_examples=150, deadline=None)
+        @settings(max_examples=150)
         @given(query=queries)
         def check(query: usage.UsageQuery) -> None:
             with_rollups, from_records = _both_answers(factory, query)
