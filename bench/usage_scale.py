@@ -351,7 +351,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["queries"] = query_times(url, args.repeats, args.records_repeats)
                 row.update(storage(url, count))
                 results["sizes"][f"{backend}, {count:,} records"] = row
-                log(json.dumps(row, indent=1))
+                log(f"{backend}, {count:,} records: {json.dumps(row)}")
+                write(results, args.name)  # an interrupted run keeps every size it finished
     return results
 
 

@@ -1,0 +1,51 @@
+"""bulk_sql: many rows per round trip on SQLite and PostgreSQL, with the same answers on both."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from cp_support import record
+
+from control_plane.resources import usage
+from control_plane.store import bulk_sql, db
+from control_plane.store.tables import UsageRecord, UsageRollup
+
+RECORDS = UsageRecord.__table__  # type: ignore[attr-defined]
+ROLLUPS = UsageRollup.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest) -> sa.Engine:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    db.migrate(url)
+    engine = db.create_engine(url)
+    request.addfinalizer(engine.dispose)
+    return engine
+
+
+def test_insert_new_returns_only_the_keys_it_inserted(engine: sa.Engine) -> None:
+    rows = [usage._row(record(f"r-{i}")) for i in range(1200)]  # more than one SQLite statement carries
+    with engine.begin() as connection:
+        assert len(bulk_sql.insert_new(connection, RECORDS, rows[:700], "request_id")) == 700
+    with engine.begin() as connection:
+        inserted = bulk_sql.insert_new(connection, RECORDS, rows[500:], "request_id")
+    assert sorted(inserted) == sorted(f"r-{i}" for i in range(700, 1200))
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM usage_records").scalar() == 1200
+
+
+def test_upsert_adding_adds_the_sums_where_the_key_exists(engine: sa.Engine) -> None:
+    def row(key: str, requests: int, tokens: int) -> tuple[object, ...]:
+        dimensions = ("ws", key, "m", "gpt-4o", "/v1/chat/completions")
+        return ("day", 0, *dimensions, "1970-01-01", requests, tokens, 0, 0, 7)
+
+    sums = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "credits_pico")
+    with engine.begin() as connection:
+        bulk_sql.upsert_adding(connection, ROLLUPS, [row("k-1", 1, 10), row("k-2", 2, 20)], sums)
+    with engine.begin() as connection:
+        bulk_sql.upsert_adding(connection, ROLLUPS, [row("k-2", 3, 30), row("k-3", 4, 40)], sums)
+    with engine.connect() as connection:
+        stored = connection.exec_driver_sql(
+            "SELECT key_id, requests, input_tokens, credits_pico FROM usage_rollups ORDER BY key_id"
+        ).all()
+    assert [tuple(r) for r in stored] == [("k-1", 1, 10, 7), ("k-2", 5, 50, 14), ("k-3", 4, 40, 7)]
