@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 from cp_support import record
 
-from control_plane.resources import usage
+from control_plane.resources import usage, usage_rollups
 from control_plane.store import bulk_sql, db
 from control_plane.store.tables import UsageRecord, UsageRollup
 
@@ -37,15 +37,16 @@ def test_insert_new_returns_only_the_keys_it_inserted(engine: sa.Engine) -> None
 def test_upsert_adding_adds_the_sums_where_the_key_exists(engine: sa.Engine) -> None:
     def row(key: str, requests: int, tokens: int) -> tuple[object, ...]:
         dimensions = ("ws", key, "m", "gpt-4o", "/v1/chat/completions")
-        return ("day", 0, *dimensions, "1970-01-01", requests, tokens, 0, 0, 7)
+        return ("day", 0, *dimensions, "1970-01-01", requests, tokens, 0, 0, 7, 1)
 
-    sums = ("requests", "input_tokens", "cached_input_tokens", "output_tokens", "credits_pico")
+    sums = usage_rollups.SUMS
     with engine.begin() as connection:
         bulk_sql.upsert_adding(connection, ROLLUPS, [row("k-1", 1, 10), row("k-2", 2, 20)], sums)
     with engine.begin() as connection:
         bulk_sql.upsert_adding(connection, ROLLUPS, [row("k-2", 3, 30), row("k-3", 4, 40)], sums)
     with engine.connect() as connection:
         stored = connection.exec_driver_sql(
-            "SELECT key_id, requests, input_tokens, credits_pico FROM usage_rollups ORDER BY key_id"
+            "SELECT key_id, requests, input_tokens, credits_pico, file_bytes"
+            " FROM usage_rollups ORDER BY key_id"
         ).all()
-    assert [tuple(r) for r in stored] == [("k-1", 1, 10, 7), ("k-2", 5, 50, 14), ("k-3", 4, 40, 7)]
+    assert [tuple(r) for r in stored] == [("k-1", 1, 10, 7, 1), ("k-2", 5, 50, 14, 2), ("k-3", 4, 40, 7, 1)]
