@@ -4,7 +4,7 @@ For each database (SQLite, PostgreSQL) and each size:
 
 1. generate: the records are written by the database itself (one ``INSERT ... SELECT`` per
    million rows from a number series) into the real ``usage_records`` table at migration
-   0010_files_usage, the schema before rollups; then the real migration to head runs, whose backfill builds
+   0008_files_usage, the schema before rollups; then the real migration to head runs, whose backfill builds
    the rollups from them (its time is a row: what upgrading a store of that size costs);
 2. query: the admin API (``create_app`` under Starlette's TestClient, in process: routing,
    validation and serialisation included, no network) answers report shapes over the 30 days,
@@ -57,7 +57,7 @@ START_MS = 1_761_955_200_000  # 2025-11-01T00:00:00Z
 FROM, TO = "2025-11-01", "2025-11-30"  # 30 whole days, the generated range
 CHUNK = 1_000_000
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini-2.5-flash", "o4-mini", "claude-haiku-4-5")
-PRE_ROLLUPS = "0010_files_usage"  # the last revision before the rollups
+PRE_ROLLUPS = "0008_files_usage"  # the last revision before the rollups
 
 
 @contextlib.contextmanager

@@ -207,7 +207,7 @@ def test_migration_backfills_the_rollups_from_stored_records(
     engine = db.create_engine(sqlite_url)
     try:
         config = db.alembic_config(sqlite_url)
-        for step, target in ((command.downgrade, "0010_files_usage"), (command.upgrade, "head")):
+        for step, target in ((command.downgrade, "0008_files_usage"), (command.upgrade, "head")):
             with engine.begin() as connection:
                 config.attributes["connection"] = connection
                 step(config, target)

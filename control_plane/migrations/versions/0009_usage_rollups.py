@@ -1,7 +1,7 @@
 """Hourly and daily usage rollups, backfilled from the stored records.
 
 Revision ID: 0009_usage_rollups
-Revises: 0010_files_usage
+Revises: 0008_files_usage
 Create Date: 2026-12-03
 """
 
@@ -22,7 +22,7 @@ COLUMNS = (
 )
 
 revision: str = "0009_usage_rollups"
-down_revision: str | None = "0010_files_usage"
+down_revision: str | None = "0008_files_usage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

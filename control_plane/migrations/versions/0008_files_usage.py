@@ -1,7 +1,7 @@
 """Usage records carry the bytes of a file uploaded or deleted (the files service records both), and
 an upload keeps its Idempotency-Key (hashed, unique per workspace) and fingerprint for retries.
 
-Revision ID: 0010_files_usage
+Revision ID: 0008_files_usage
 Revises: 0007_responses
 Create Date: 2026-12-03
 """
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010_files_usage"
+revision: str = "0008_files_usage"
 down_revision: str | None = "0007_responses"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
