@@ -120,9 +120,10 @@ class Driver:
             return data
 
         server = Server({PROCESS: Method(process.handler, process.deserialize, serialize)})
-        self.connection: Any = server._connection(None)
+        connection: Any = server._connection(None)
+        self.connection = connection
         self.sink = Sink()
-        self.connection.connection_made(self.sink)
+        connection.connection_made(self.sink)
         self.encoder = hpack.Encoder()
         self.frame_size = frame_size
         self.next_id = 1
