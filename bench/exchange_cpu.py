@@ -40,7 +40,7 @@ KEY = "inf_bench-key"
 WORDS = " ".join(f"word{i:02d}-lorem-ipsum-dolor" for i in range(48))
 
 
-def _config() -> config.GatewayConfig:
+def gateway_config() -> config.GatewayConfig:
     return config.build(
         [
             config_pb2.Provider(
@@ -180,7 +180,7 @@ async def _measure(
 ) -> float:
     state = MemoryState(prefix="b")
     services = Services(lambda record: None, Limiter(state), Idempotency(state), tracer=tracer)
-    cfg = _config()
+    cfg = gateway_config()
     for _ in range(min(n, 200)):  # warm-up
         one(services, cfg)
     await asyncio.sleep(0)  # the background settlements of the warm-up

@@ -45,6 +45,9 @@ class Sink:
     def write(self, data: bytes) -> None:
         self.written += len(data)
 
+    def writelines(self, pieces: list[bytes | memoryview]) -> None:
+        self.written += sum(len(piece) for piece in pieces)
+
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bench import body_rows
 from bench.scenarios import Result
 from bench.streams import HoldStats
 
@@ -211,11 +212,24 @@ def _roles(values: dict[str, float], digits: int) -> str:
 
 
 def sorted_results(results: Iterable[Result]) -> list[Result]:
-    return sorted(results, key=lambda r: (r.mode != "chat", -r.concurrency, SYSTEM_ORDER.index(r.system)))
+    """Chat rows, then the rows by prompt size (``chat 8 MB``, ...), then streams."""
+    return sorted(
+        results,
+        key=lambda r: (
+            r.mode != "chat",
+            r.mode == "stream",
+            -r.concurrency,
+            SYSTEM_ORDER.index(r.system),
+        ),
+    )
 
 
 def markdown(
-    results: list[Result], checks_: list[Check], hold: HoldStats | None, meta: dict[str, Any]
+    results: list[Result],
+    checks_: list[Check],
+    hold: HoldStats | None,
+    meta: dict[str, Any],
+    body_sizes: tuple[int, ...] = (),
 ) -> str:
     peers = "".join(f"{LABELS[k].split(' ')[0]} {v}, " for k, v in meta.get("peer_versions", {}).items())
     lines = [
@@ -240,6 +254,7 @@ def markdown(
             f"| {_roles(r.peak_rss_mb, 0)} |"
         )
     lines += upload_markdown(results)
+    lines += body_rows.markdown(results, body_sizes)
     lines += ["", "| target | value | limit | result | detail |", "| --- | ---: | ---: | --- | --- |"]
     for c in checks_:
         verdict = {True: "PASS", False: "FAIL", None: "n/a"}[c.passed]

@@ -23,6 +23,7 @@ import orjson
 from infery_proto import identity_assertion
 
 from bench import (
+    body_rows,
     gateway,
     litellm_peer,
     passthrough,
@@ -149,6 +150,27 @@ class Bench:
                 + (f", {result.chunks_per_s:,.0f} chunks/s" if result.chunks_per_s is not None else "")
             )
 
+    def measure_sizes(self, target: Target, model: str, key: str) -> None:
+        """The rows by prompt size (bench/body_rows.py) for a system that speaks OpenAI's chat."""
+        s = self.s
+        if not s.body_sizes:
+            return
+        chat = target.chat
+
+        def request(text: str) -> Request:
+            return openai_request(chat.port, chat.path, key, model, text, False)
+
+        def run(sized: Target) -> Result:
+            size = len(sized.chat.body)
+            self.log(f"  {sized.system:<18} chat {body_rows.label(size)} c{body_rows.CONCURRENCY} ...")
+            return run_chat(sized, body_rows.CONCURRENCY, s.duration_s, s.warmup_s, s.work_dir, self.wrk_bin)
+
+        try:
+            self.results += body_rows.measure(target.system, request, target.roles, s.body_sizes, run)
+        except Exception as exc:
+            self.notes.append(f"{target.system} rows by prompt size failed: {exc}")
+            self.log(f"    failed: {exc}")
+
     def wanted(self, system: str) -> bool:
         return system in self.s.systems
 
@@ -198,17 +220,17 @@ class Bench:
                 self.log("Envoy pass-through")
                 proc, port = passthrough.start(s.work_dir, sim.port, s.envoy_concurrency)
                 try:
-                    self.measure(
-                        openai_target(
-                            "envoy",
-                            port,
-                            OPENAI_PATH,
-                            SIM_KEY,
-                            OPENAI_MODEL,
-                            self.text,
-                            {"envoy": [proc.popen.pid], **provider},
-                        )
+                    target = openai_target(
+                        "envoy",
+                        port,
+                        OPENAI_PATH,
+                        SIM_KEY,
+                        OPENAI_MODEL,
+                        self.text,
+                        {"envoy": [proc.popen.pid], **provider},
                     )
+                    self.measure(target)
+                    self.measure_sizes(target, OPENAI_MODEL, SIM_KEY)
                 finally:
                     proc.stop()
             if self.wanted("gateway") or self.wanted("gateway_anthropic"):
@@ -317,17 +339,17 @@ class Bench:
             roles = self.gateway_roles(stack)
             port = stack.ports.listen
             if self.wanted("gateway"):
-                self.measure(
-                    openai_target(
-                        "gateway",
-                        port,
-                        OPENAI_PATH,
-                        key,
-                        OPENAI_MODEL,
-                        self.text,
-                        {**roles, "provider": [sim.process.popen.pid]},
-                    )
+                target = openai_target(
+                    "gateway",
+                    port,
+                    OPENAI_PATH,
+                    key,
+                    OPENAI_MODEL,
+                    self.text,
+                    {**roles, "provider": [sim.process.popen.pid]},
                 )
+                self.measure(target)
+                self.measure_sizes(target, OPENAI_MODEL, key)
             if self.wanted("gateway_anthropic"):
                 self.measure(
                     openai_target(
@@ -532,6 +554,7 @@ class Bench:
             "hold_chunk_delay_ms": s.hold_chunk_delay_ms,
             "ext_procs": s.ext_procs,
             "envoy_concurrency": s.envoy_concurrency,
+            "body_sizes": list(s.body_sizes),
             "loadgen": "wrk -t1 (chat), bench asyncio client (stream)",
             # Other work on the machine skews every row; a high load average says the run was shared.
             "loadavg_1m_before": round(self.load_before, 2),
@@ -542,7 +565,7 @@ class Bench:
     def write(self, started: dt.datetime, out: Path) -> str:
         meta = self.meta(started)
         checks = report.checks(self.results, self.hold, self.s.concurrency)
-        table = report.markdown(self.results, checks, self.hold, meta)
+        table = report.markdown(self.results, checks, self.hold, meta, self.s.body_sizes)
         doc = {
             "meta": meta,
             "scenarios": [r.to_json() for r in report.sorted_results(self.results)],

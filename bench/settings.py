@@ -6,6 +6,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import body_rows
+
 HERE = Path(__file__).resolve().parent
 SYSTEMS = (
     "provider",
@@ -45,6 +47,7 @@ class Settings:
     upload_concurrency: int = 4
     systems: tuple[str, ...] = SYSTEMS
     hold: bool = True
+    body_sizes: tuple[int, ...] = body_rows.SIZES
     quick: bool = False
     work_dir: Path = HERE / "work"
     out_dir: Path = HERE / "results"
@@ -103,6 +106,11 @@ def parse(argv: list[str] | None = None) -> Settings:
         default=None,
         help=f"comma-separated subset of {','.join(SYSTEMS)} (ratios needing a skipped row read n/a)",
     )
+    p.add_argument(
+        "--body-sizes",
+        default=",".join(str(size) for size in d.body_sizes),
+        help="prompt sizes in bytes of the gateway's and Envoy's rows by size, concurrency 1 ('' skips them)",
+    )
     p.add_argument("--out", type=Path, default=d.out_dir, help="where latest.json and latest.md go")
     a = p.parse_args(argv)
     systems = SYSTEMS
@@ -132,5 +140,6 @@ def parse(argv: list[str] | None = None) -> Settings:
         systems=systems,
         hold=a.hold_streams > 0 and "gateway" in systems,
         quick=a.quick,
+        body_sizes=tuple(int(size) for size in a.body_sizes.split(",") if size.strip()),
         out_dir=a.out,
     )

@@ -33,7 +33,7 @@ from typing import Protocol
 from infery_proto import logs
 from infery_proto.settings import version
 
-from ext_proc import file_refs, grpcio_server, h2_grpc, health, metrics, request_log, tracing
+from ext_proc import file_refs, grpcio_server, h2_grpc, health, malloc_tuning, metrics, request_log, tracing
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Method
@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(".infery", exist_ok=True)
         spool = os.path.join(".infery", f"usage-{settings.ext_proc_port}.db")
     logs.configure(settings.log_level, settings.log_format)
+    if malloc_tuning.keep_large_buffers():
+        log.debug("malloc: large buffers kept for reuse (ext_proc/malloc_tuning.py)")
     if settings.uvloop:
         import uvloop
 

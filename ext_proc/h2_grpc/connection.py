@@ -30,6 +30,7 @@ from ext_proc.h2_grpc.frames import (
     END_STREAM,
     ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
+    FRAME_HEAD,
     FRAME_SIZE_ERROR,
     GOAWAY,
     GRPC_INTERNAL,
@@ -53,6 +54,7 @@ from ext_proc.h2_grpc.frames import (
     RST_STREAM,
     SETTINGS,
     WINDOW_UPDATE,
+    Message,
     MessageError,
     ProtocolError,
     encode,
@@ -87,6 +89,7 @@ class Stream:
         "id",
         "inbox",
         "pending",
+        "pending_bytes",
         "recv_unacked",
         "recv_window",
         "send_window",
@@ -97,7 +100,7 @@ class Stream:
 
     def __init__(self, stream_id: int, send_window: int, recv_window: int) -> None:
         self.id = stream_id
-        self.inbox: deque[bytes] = deque()
+        self.inbox: deque[Message] = deque()
         self.buffer = bytearray()
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # the client half-closed (or reset)
@@ -105,7 +108,10 @@ class Stream:
         self.recv_unacked = 0
         self.recv_window = recv_window  # what the client may still send before a WINDOW_UPDATE
         self.headers_sent = False
-        self.pending = bytearray()  # gRPC-framed bytes waiting for flow-control window
+        # gRPC-framed bytes waiting for flow-control window: the messages' own bytes (or views
+        # of them), never copied into one buffer.
+        self.pending: deque[bytes | memoryview] = deque()
+        self.pending_bytes = 0
         self.trailers: bytes | None = None  # sent once ``pending`` drains
         self.task: asyncio.Task[None] | None = None
         self.closed = False  # our END_STREAM went out (or the stream was reset)
@@ -136,7 +142,9 @@ class Requests:
             await stream.waiter
         message = stream.inbox.popleft()
         self._connection.consumed(stream, 5 + len(message))
-        return self._deserialize(message)
+        # A large message is a view of its buffer (frames.take_messages): protobuf's FromString
+        # (upb) reads any buffer, as does every deserializer served here.
+        return self._deserialize(cast(bytes, message))
 
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -174,6 +182,7 @@ class Connection(asyncio.Protocol):
         "_on_close",
         "_open_stream",
         "_out",
+        "_out_views",
         "_peer_initial_window",
         "_peer_max_frame",
         "_pings",
@@ -236,7 +245,8 @@ class Connection(asyncio.Protocol):
         self._premature_resets = Budget(limits.premature_resets, clock)
         self._pings = Budget(limits.pings, clock)
         self._settings_frames = Budget(limits.settings_frames, clock)
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
+        self._out_views = 0  # frames of pending data in ``_out`` (views: written without a join)
         self._flush_scheduled = False
         self._blocked: dict[int, Stream] = {}  # streams with pending data, in arrival order
         self._going_away = False
@@ -270,8 +280,16 @@ class Connection(asyncio.Protocol):
         if self._failed:
             return  # a connection error was answered: nothing more is read
         buf = self._in
-        buf += data
         try:
+            if self._preface_seen and not buf:
+                # Nothing left over from the last read: frames are parsed from this one in place
+                # (a body of megabytes is not copied through ``_in`` first); only a partial
+                # frame at its end is kept.
+                taken = frames.parse(data, self._on_frame, MAX_FRAME)
+                if taken < len(data):
+                    buf += memoryview(data)[taken:]
+                return
+            buf += data
             if not self._preface_seen:
                 if len(buf) < len(PREFACE):
                     if not PREFACE.startswith(bytes(buf)):
@@ -371,12 +389,15 @@ class Connection(asyncio.Protocol):
         buffer = stream.buffer
         buffer += payload
         try:
-            delivered = take_messages(buffer, stream.inbox, self._max_message)
+            rest = take_messages(buffer, stream.inbox, self._max_message)
         except MessageError as exc:
             self._refuse(stream, exc.code, str(exc))
             return
+        delivered = rest is not None
+        if rest is not None and rest is not buffer:
+            stream.buffer = rest  # the old one went to the handler whole
         if flags & END_STREAM:
-            if buffer:
+            if stream.buffer:
                 self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
                 return
             stream.ended = True
@@ -579,9 +600,23 @@ class Connection(asyncio.Protocol):
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(encode(HEADERS, END_HEADERS, stream.id, self._header_block(RESPONSE_HEADERS)))
-        pending = stream.pending
-        pending += MESSAGE_HEAD.pack(0, len(payload))
-        pending += payload
+        size = 5 + len(payload)
+        if (
+            not stream.pending
+            and size <= self._peer_max_frame
+            and size <= self._send_window
+            and size <= stream.send_window
+        ):
+            # The usual message: one DATA frame, out with this iteration's other frames.
+            self._send_window -= size
+            stream.send_window -= size
+            self._write(
+                FRAME_HEAD.pack(size << 8 | DATA, 0, stream.id) + MESSAGE_HEAD.pack(0, size - 5) + payload
+            )
+            return
+        stream.pending.append(MESSAGE_HEAD.pack(0, len(payload)))
+        stream.pending.append(payload)
+        stream.pending_bytes += size
         self._send_pending(stream)
 
     def finish(self, stream: Stream, trailers: bytes) -> None:
@@ -608,7 +643,7 @@ class Connection(asyncio.Protocol):
     def _send_pending(self, stream: Stream) -> None:
         pending = stream.pending
         while pending:
-            allowed = min(len(pending), self._send_window, stream.send_window, self._peer_max_frame)
+            allowed = min(stream.pending_bytes, self._send_window, stream.send_window, self._peer_max_frame)
             if allowed <= 0:
                 # Only streams waiting on the connection's window queue here: a stream
                 # waiting on its own resumes on its own WINDOW_UPDATE (or SETTINGS), so
@@ -618,8 +653,24 @@ class Connection(asyncio.Protocol):
                 else:
                     self._blocked.pop(stream.id, None)
                 return
-            self._write(encode(DATA, 0, stream.id, bytes(pending[:allowed])))
-            del pending[:allowed]
+            # The frame's head, then its data as views of the messages: a reply of megabytes
+            # leaves in the peer's frame size (16 KiB for Envoy) without a copy of its bytes.
+            out = self._out
+            out.append(FRAME_HEAD.pack(allowed << 8 | DATA, 0, stream.id))
+            need = allowed
+            while need:
+                piece = pending[0]
+                if len(piece) <= need:
+                    out.append(pending.popleft())
+                    need -= len(piece)
+                else:
+                    view = piece if isinstance(piece, memoryview) else memoryview(piece)
+                    out.append(view[:need])
+                    pending[0] = view[need:]
+                    need = 0
+            self._out_views += 1
+            self._schedule_flush()
+            stream.pending_bytes -= allowed
             self._send_window -= allowed
             stream.send_window -= allowed
         self._blocked.pop(stream.id, None)
@@ -683,12 +734,22 @@ class Connection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         """Replies made in one loop iteration leave together, in one write."""
         self._out.append(data)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(self._out))
-        self._out.clear()
+        out = self._out
+        if out and self._transport is not None and not self._transport.is_closing():
+            if self._out_views:
+                # Views of large replies among them: handed over as they are (uvloop writes
+                # them with one writev, without joining them into one buffer first).
+                self._transport.writelines(out)
+            else:
+                self._transport.write(b"".join(out))
+        out.clear()
+        self._out_views = 0

@@ -65,7 +65,7 @@ class MessageError(Exception):
 FrameHandler = Callable[[int, int, int, memoryview], None]
 
 
-def parse(buf: bytearray, on_frame: FrameHandler, max_length: int) -> int:
+def parse(buf: bytes | bytearray, on_frame: FrameHandler, max_length: int) -> int:
     """Hands each whole frame at the start of ``buf`` to ``on_frame(type, flags, stream id, payload)``.
 
     Returns how many bytes those frames took (the caller drops them); a partial frame
@@ -161,10 +161,22 @@ def encode_window_update(stream_id: int, increment: int) -> bytes:
 # ---------------------------------------------------------------------------- gRPC messages
 
 
-def take_messages(buffer: bytearray, inbox: deque[bytes], max_message: int) -> bool:
+# A message at least this large, alone in its stream's buffer, is handed to the handler as a
+# view of that buffer instead of a copy (the stream reads on into a new buffer): a request
+# body of megabytes is then copied once on its way in (frame payloads into the buffer), not
+# three times. Smaller ones are copied out to ``bytes``, the cheaper object to hold.
+HANDOVER_SIZE = 64 * 1024
+
+Message = bytes | memoryview  # a gRPC message's bytes, as the deserializer gets them
+
+
+def take_messages(buffer: bytearray, inbox: deque[Message], max_message: int) -> bytearray | None:
     """Moves every whole length-prefixed message from the start of ``buffer`` to ``inbox``.
 
-    Returns whether any moved; a partial message stays in ``buffer``. Raises
+    Returns None when none was whole; else the buffer to go on reading into: ``buffer``
+    itself (a partial message stays at its start), or a new one when ``buffer`` held
+    exactly one large message and was handed over whole as its view (a view pins its
+    bytearray's size: nothing may be appended to it any more). Raises
     :class:`MessageError` for a compressed message (never negotiated) or one over
     ``max_message`` bytes, as soon as its prefix says so: it is never buffered whole.
     """
@@ -175,12 +187,18 @@ def take_messages(buffer: bytearray, inbox: deque[bytes], max_message: int) -> b
             raise MessageError(GRPC_UNIMPLEMENTED, "compressed messages are not supported")
         if length > max_message:
             raise MessageError(GRPC_RESOURCE_EXHAUSTED, f"message larger than {max_message} bytes")
-        if len(buffer) < 5 + length:
+        end = 5 + length
+        size = len(buffer)
+        if size < end:
             break
-        inbox.append(bytes(buffer[5 : 5 + length]))
-        del buffer[: 5 + length]
+        if size == end and length >= HANDOVER_SIZE:
+            inbox.append(memoryview(buffer)[5:])
+            return bytearray()
+        with memoryview(buffer) as view:
+            inbox.append(bytes(view[5:end]))
+        del buffer[:end]
         delivered = True
-    return delivered
+    return buffer if delivered else None
 
 
 def never_indexed(*fields: tuple[bytes, bytes]) -> bytes:

@@ -40,6 +40,8 @@ class Method:
     """A stream-stream method: the handler maps an iterator of requests to responses."""
 
     handler: Handler
+    # Given ``bytes``, or a ``memoryview`` for a message of 64 KiB or more (frames.HANDOVER_SIZE):
+    # protobuf's FromString reads either.
     deserialize: Callable[[bytes], Any]
     serialize: Callable[[Any], bytes]
     # Served without the TCP listener's token: for a method that reveals nothing and

@@ -309,6 +309,10 @@ class MemoryTransport:
         assert not self.closed, "a write after close"
         self.written += data
 
+    def writelines(self, pieces: list[bytes | memoryview]) -> None:
+        for piece in pieces:
+            self.write(piece)  # type: ignore[arg-type]
+
     def take(self) -> bytes:
         data = bytes(self.written)
         self.written.clear()

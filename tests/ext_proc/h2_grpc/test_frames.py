@@ -216,13 +216,31 @@ def test_messages_cut_anywhere_come_out_whole_and_in_order(
     sizes: list[int], rng: random.Random, largest: int
 ) -> None:
     messages = [rng.randbytes(size) for size in sizes]
-    buffer, inbox = bytearray(), deque[bytes]()
+    buffer, inbox = bytearray(), deque[frames.Message]()
     for piece in cut(b"".join(grpc_frame(m) for m in messages), rng, largest):
         buffer += piece
         before = len(inbox)
-        delivered = frames.take_messages(buffer, inbox, 100_000)
-        assert delivered == (len(inbox) > before)
+        rest = frames.take_messages(buffer, inbox, 100_000)
+        assert (rest is not None) == (len(inbox) > before)
+        if rest is not None:
+            buffer = rest
     assert list(inbox) == messages and buffer == b""
+
+
+def test_a_large_message_alone_in_its_buffer_is_handed_over_not_copied() -> None:
+    """A request body of megabytes is not copied out of the stream's buffer: the handler gets a
+    view of that buffer, and the stream reads on into a new one."""
+    message = bytes(range(256)) * 1024
+    buffer = bytearray(grpc_frame(message))
+    inbox = deque[frames.Message]()
+    rest = frames.take_messages(buffer, inbox, 1 << 20)
+    assert rest is not None and rest is not buffer and rest == b""
+    (taken,) = inbox
+    assert isinstance(taken, memoryview) and taken.obj is buffer and taken == message
+    # A small one, or one with more bytes behind it, is copied out as before.
+    buffer = bytearray(grpc_frame(message) + grpc_frame(b"next")[:3])
+    rest = frames.take_messages(buffer, inbox, 1 << 20)
+    assert rest is buffer and isinstance(inbox[-1], bytes) and buffer == grpc_frame(b"next")[:3]
 
 
 @given(st.integers(1001, 2**32 - 1), st.integers(5, 20))
