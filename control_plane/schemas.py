@@ -223,6 +223,18 @@ class WorkspaceIn(Body):
         description="serve an Idempotency-Key's stored response to any key of the workspace; "
         "by default only keys of the member who made the first request get it",
     )
+    batch_rpm: int | None = Field(
+        default=None,
+        ge=0,
+        le=_INT64,
+        description="batch lines per minute, a lane of their own (never live traffic's); null = as rpm",
+    )
+    batch_tpm: int | None = Field(
+        default=None,
+        ge=0,
+        le=_INT64,
+        description="batch lines' tokens per minute, their own lane; null = as tpm",
+    )
 
     @field_validator("allowed_models")
     @classmethod
@@ -241,6 +253,8 @@ class WorkspaceUpdate(Body):
     price_multiplier: Multiplier | None = None
     allowed_models: list[Slug] | None = None
     share_idempotent_replays: bool | None = None
+    batch_rpm: int | None = Field(default=None, ge=0, le=_INT64)
+    batch_tpm: int | None = Field(default=None, ge=0, le=_INT64)
 
 
 class WorkspaceOut(BaseModel):
@@ -253,6 +267,8 @@ class WorkspaceOut(BaseModel):
     price_multiplier: str
     allowed_models: list[str]
     share_idempotent_replays: bool
+    batch_rpm: int | None = None
+    batch_tpm: int | None = None
 
 
 class MemberIn(Body):
@@ -350,6 +366,8 @@ class UsageRecordOut(BaseModel):
     characters: int  # characters spoken (/v1/audio/speech); 0 for other endpoints
     audio_ms: int  # milliseconds of audio heard (/v1/audio/transcriptions, /translations)
     file_bytes: int  # bytes of the file uploaded (/v1/files) or deleted (/v1/files/{file_id})
+    batch_id: str = ""  # a batch's line: its batch (/v1/batches)
+    custom_id: str = ""  # and the line's custom_id
 
 
 class Health(BaseModel):

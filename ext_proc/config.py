@@ -54,6 +54,17 @@ class Workspace:
     price_multiplier: Decimal
     allowed_models: frozenset[str] | None  # None = every model
     share_idempotent_replays: bool = False  # replays go to any key of the workspace, not only the member's
+    # The batch lane's limits (ext_proc/limits.py): None = the same figure as rpm/tpm, in a bucket
+    # of its own, so batch lines never take what live requests would be admitted on.
+    batch_rpm: int | None = None
+    batch_tpm: int | None = None
+
+    def batch_lane(self) -> Workspace:
+        """This workspace as its batch lines are admitted: the batch lane's rpm and tpm, the
+        same budget (a batch spends the workspace's credits like any request)."""
+        rpm = self.rpm if self.batch_rpm is None else self.batch_rpm
+        tpm = self.tpm if self.batch_tpm is None else self.batch_tpm
+        return replace(self, rpm=rpm, tpm=tpm)
 
     def allows(self, slug: str) -> bool:
         return self.allowed_models is None or slug in self.allowed_models
@@ -109,6 +120,11 @@ class KeyTable:
         owner = self._owner_by_id[hash(key_id) % _SHARDS][key_id].split(_SEP, 2)
         workspace_id, member_id, name = map(intern, owner)  # one string each, whoever asks
         return key_id, key_hash, workspace_id, member_id, name
+
+    def by_id(self, key_id: str) -> KeyRecord | None:
+        """The key ``key_id`` (a batch line names its key by id: ext_proc/batch_gate.py)."""
+        key_hash = self._hash_by_id[hash(key_id) % _SHARDS].get(key_id)
+        return None if key_hash is None else self.get(key_hash)
 
     def __contains__(self, key_hash: str) -> bool:
         return key_hash in self._id_by_hash[hash(key_hash) % _SHARDS]
@@ -179,6 +195,7 @@ class GatewayConfig:
     routes: dict[str, Route] = field(default_factory=dict)
     attempt_grant_key: bytes = b""  # signs chain requests' attempt grants (ext_proc/attempt_grant.py)
     files_identity_key: bytes = b""  # signs what ext_proc asserts to the files service (endpoints/files.py)
+    batch_line_key: bytes = b""  # verifies a batch worker's lines (infery_proto/batch_assertion.py)
 
 
 PROVIDER = "Provider"
@@ -237,9 +254,12 @@ class ConfigState:
             gone = bool(list(removed))
             key = b"" if gone else current.attempt_grant_key
             files_key = b"" if gone else current.files_identity_key
+            batch_key = b"" if gone else current.batch_line_key
             for s in items:
-                key, files_key = s.attempt_grant_key, s.files_identity_key
-            self.current = replace(current, attempt_grant_key=key, files_identity_key=files_key)
+                key, files_key, batch_key = s.attempt_grant_key, s.files_identity_key, s.batch_line_key
+            self.current = replace(
+                current, attempt_grant_key=key, files_identity_key=files_key, batch_line_key=batch_key
+            )
         elif kind == ROUTE:
             routes = dict(current.routes)
             for name in removed:
@@ -330,6 +350,8 @@ def _workspace(w: config_pb2.Workspace) -> Workspace:
         Decimal(w.price_multiplier or "1"),
         frozenset(w.allowed_models) if w.allowed_models else None,
         w.share_idempotent_replays,
+        w.batch_rpm if w.HasField("batch_rpm") else None,
+        w.batch_tpm if w.HasField("batch_tpm") else None,
     )
 
 

@@ -35,10 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto import batch_assertion
+from infery_proto.batch_assertion import BatchLine
 from infery_proto.identity_assertion import Identity
 from infery_proto.v1 import usage_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
+    BATCH_LINE_HEADER,
     CREDITS_USED_HEADER,
     ENDPOINT_FIELD,
     FALLBACK_FROM_HEADER,
@@ -56,6 +59,7 @@ from infery_proto.wire import (
 
 from ext_proc import (
     attempt_grant,
+    batch_gate,
     conversations,
     endpoints,
     file_refs,
@@ -183,6 +187,7 @@ class Exchange:
         "_trace_carrier",
         "admission",
         "answer",
+        "batch_line",
         "chain",
         "chain_targets",
         "claim",
@@ -232,6 +237,7 @@ class Exchange:
         self.client_headers: tuple[str, ...] = ()
         self.endpoint: Endpoint | None = None
         self.key: ApiKey | None = None
+        self.batch_line: BatchLine | None = None  # a batch worker's line (ext_proc/batch_gate.py)
         self.idempotency_key = ""
         self.model_requested = ""
         self.request_body: dict[str, Any] = {}
@@ -298,10 +304,17 @@ class Exchange:
                 raise GatewayError(405, "method_not_allowed", f"{self.path} accepts {allowed} only.")
             if endpoint.request_body is RequestBody.HEADERS_ONLY:
                 return self._headers_only(endpoint, method, h, config)
-            self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
+            line_credential = h.get(BATCH_LINE_HEADER)
+            if line_credential is not None:
+                # A batch worker's line: the batch's key, once per line (ext_proc/batch_gate.py).
+                self.key, line = batch_gate.authenticate_line(line_credential, self.path, config)
+                self.batch_line = line
+                self.idempotency_key = batch_assertion.idempotency_key(line.batch_id, line.custom_id)
+            else:
+                self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
+                self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if self.trace is not None:
                 self.trace.authenticated(self.key.workspace.id)
-            self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
             if headers.end_of_stream:
                 raise GatewayError(400, "invalid_json", "The request body is empty.")
             if endpoint.request_body is RequestBody.STREAMED:
@@ -377,8 +390,14 @@ class Exchange:
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
         workspace = self.key.workspace
-        estimate = self.endpoint.reservation(body) if workspace.tpm else 0  # only a token limit needs it
-        self.admission = await self._services.limiter.admit(workspace, estimate)
+        batch = self.batch_line is not None
+        tpm = workspace.batch_lane().tpm if batch else workspace.tpm
+        estimate = self.endpoint.reservation(body) if tpm else 0  # only a token limit needs it
+        limiter = self._services.limiter
+        # A batch's line is admitted against the batch lane: live requests' buckets are not its.
+        self.admission = await (
+            limiter.admit(workspace, estimate, batch=True) if batch else limiter.admit(workspace, estimate)
+        )
         self._move(ADMITTED)
 
         if self.idempotency_key:

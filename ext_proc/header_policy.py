@@ -33,6 +33,7 @@ from collections.abc import Collection, Iterable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.wire import (
+    BATCH_LINE_HEADER,
     CREDITS_USED_HEADER,
     FALLBACK_FROM_HEADER,
     IDEMPOTENCY_KEY_HEADER,
@@ -60,6 +61,7 @@ READ_FROM_CLIENT = frozenset(
         REQUEST_ID_HEADER,  # Envoy's: the id of a request answered in the headers phase
         "traceparent",  # the request span's parent when Envoy does not trace (ext_proc/tracing.py)
         "tracestate",
+        BATCH_LINE_HEADER,  # a batch worker's credential for one line (ext_proc/batch_gate.py)
     }
 )
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -75,6 +77,7 @@ CONTROL = (
     "x-envoy-retriable-header-names",
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
+    BATCH_LINE_HEADER,  # read by ext_proc, then gone: it goes no further than the listener
 )
 _CONTROL_SET = frozenset(CONTROL)
 

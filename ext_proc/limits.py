@@ -41,6 +41,7 @@ from infery_proto.wire import RATE_LIMIT_HEADERS, RETRY_AFTER_MS_HEADER
 from ext_proc.config import Workspace
 from ext_proc.errors import GatewayError
 from ext_proc.shared_state import (
+    BATCH_LANE,
     RateAsk,
     SharedState,
     StateUnavailable,
@@ -74,6 +75,7 @@ class Admission:
     budget_expire_at_ms: int = 0
     rate_headers: Headers = ()
     fail_open: bool = False
+    lane: str = ""  # whose buckets: live requests' (""), or batch lines' (shared_state.BATCH_LANE)
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -93,22 +95,31 @@ class Limiter:
         self.fail_open = 0  # admissions/settlements let through because the store was down
         self.refused: dict[str, int] = {"rate_limit": 0, "budget": 0}  # 429s given, for metrics
 
-    async def admit(self, workspace: Workspace, estimated_tokens: int) -> Admission:
+    async def admit(self, workspace: Workspace, estimated_tokens: int, *, batch: bool = False) -> Admission:
+        """Admit a request, or raise the 429 that refuses it.
+
+        ``batch``: a line of a batch, admitted against the workspace's batch lane (its
+        ``batch_rpm``/``batch_tpm``, buckets of their own) and its budget: a batch never takes
+        what a live request would be admitted on.
+        """
+        lane = BATCH_LANE if batch else ""
+        if batch:
+            workspace = workspace.batch_lane()
         rpm, tpm, budget = workspace.rpm, workspace.tpm, workspace.budget_credits
         if rpm is None and tpm is None and budget is None:
-            return Admission(workspace.id)
+            return Admission(workspace.id, lane=lane)
         if rpm == 0 or tpm == 0:
             raise _closed(rpm, tpm)
         reserve = min(max(1, estimated_tokens), tpm) if tpm else 0
         period, expire_at = ("", 0)
         if budget is not None:
             period, expire_at = budget_period(workspace.budget_period, self._now())
-        ask = RateAsk(rpm, tpm, reserve, to_pico(budget) if budget is not None else None, period)
+        ask = RateAsk(rpm, tpm, reserve, to_pico(budget) if budget is not None else None, period, lane)
         try:
             result = await self._state.rate(workspace.id, ask)
         except StateUnavailable as exc:
             self._failed_open(exc)
-            return Admission(workspace.id, tpm, 0, period or None, expire_at, fail_open=True)
+            return Admission(workspace.id, tpm, 0, period or None, expire_at, fail_open=True, lane=lane)
         self._recovered()
         headers = rate_headers(rpm, tpm, result.requests_debt, result.tokens_debt)
         if result.verdict is Verdict.BUDGET:
@@ -131,7 +142,7 @@ class Limiter:
                 retry_after=max(1, math.ceil(result.retry_ms / 1000)),
                 headers=(*headers, (RETRY_AFTER_MS_HEADER, str(max(1, result.retry_ms)))),
             )
-        return Admission(workspace.id, tpm, reserve, period or None, expire_at, headers)
+        return Admission(workspace.id, tpm, reserve, period or None, expire_at, headers, lane=lane)
 
     async def settle(self, admission: Admission, actual_tokens: int, credits: Decimal) -> None:
         delta = actual_tokens - admission.reserved_tokens if admission.tpm else 0
@@ -146,6 +157,7 @@ class Limiter:
                 admission.budget_period or "",
                 pico,
                 admission.budget_expire_at_ms,
+                admission.lane,
             )
         except StateUnavailable as exc:
             self._failed_open(exc)

@@ -222,6 +222,8 @@ def usage_record(ex: Exchange) -> usage_pb2.UsageRecord:
         usage_rejected=usage.rejected,
         characters=usage.characters,
         audio_ms=usage.audio_ms,
+        batch_id=ex.batch_line.batch_id if ex.batch_line else "",
+        custom_id=ex.batch_line.custom_id if ex.batch_line else "",
     )
 
 

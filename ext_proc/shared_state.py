@@ -62,6 +62,11 @@ class RateAsk:
     tokens: int  # reserved against tpm
     budget_pico: int | None
     period: str  # budget period id, e.g. "d2025-01-31" or "m2025-01"
+    # Whose buckets: "" live requests', BATCH_LANE batch lines' (the budget is the workspace's either way).
+    lane: str = ""
+
+
+BATCH_LANE = ":batch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,14 @@ class SharedState(ABC):
 
     @abstractmethod
     async def settle(
-        self, workspace_id: str, tpm: int | None, token_delta: int, period: str, pico: int, expire_at_ms: int
+        self,
+        workspace_id: str,
+        tpm: int | None,
+        token_delta: int,
+        period: str,
+        pico: int,
+        expire_at_ms: int,
+        lane: str = "",
     ) -> None:
         """Correct the token bucket by ``token_delta`` and add ``pico`` to the period's budget total
         (kept until the wall-clock time ``expire_at_ms``)."""
@@ -311,18 +323,25 @@ class RedisState(SharedState):
         base = workspace_base(self.prefix, workspace_id)
         verdict, wait, rd, td = await self._run(
             self._rate,
-            [f"{base}:rpm", f"{base}:tpm", f"{base}:budget:{ask.period}"],
+            [f"{base}:rpm{ask.lane}", f"{base}:tpm{ask.lane}", f"{base}:budget:{ask.period}"],
             [_opt(ask.rpm), _opt(ask.tpm), ask.tokens, _opt(ask.budget_pico)],
         )
         return RateResult(Verdict(verdict), int(wait), int(rd), int(td))
 
     async def settle(
-        self, workspace_id: str, tpm: int | None, token_delta: int, period: str, pico: int, expire_at_ms: int
+        self,
+        workspace_id: str,
+        tpm: int | None,
+        token_delta: int,
+        period: str,
+        pico: int,
+        expire_at_ms: int,
+        lane: str = "",
     ) -> None:
         base = workspace_base(self.prefix, workspace_id)
         await self._run(
             self._settle,
-            [f"{base}:tpm", f"{base}:budget:{period}"],
+            [f"{base}:tpm{lane}", f"{base}:budget:{period}"],
             [_opt(tpm), token_delta, pico, expire_at_ms],
         )
 
@@ -390,8 +409,9 @@ class MemoryState(SharedState):
         self._maybe_sweep()
         base = workspace_base(self.prefix, workspace_id)
         now = self._now_ms()
-        rd = self._debt(f"{base}:rpm", ask.rpm, now) if ask.rpm else 0
-        td = self._debt(f"{base}:tpm", ask.tpm, now) if ask.tpm else 0
+        rpm_key, tpm_key = f"{base}:rpm{ask.lane}", f"{base}:tpm{ask.lane}"
+        rd = self._debt(rpm_key, ask.rpm, now) if ask.rpm else 0
+        td = self._debt(tpm_key, ask.tpm, now) if ask.tpm else 0
         if ask.budget_pico is not None:
             spent, _ = self._totals.get(f"{base}:budget:{ask.period}", (0, 0.0))
             if spent >= ask.budget_pico:
@@ -408,19 +428,26 @@ class MemoryState(SharedState):
             return RateResult(verdict, wait, rd, td)
         if ask.rpm:
             rd += WINDOW_MS
-            self._store(f"{base}:rpm", ask.rpm, rd, now)
+            self._store(rpm_key, ask.rpm, rd, now)
         if ask.tpm and cost:
             td += cost
-            self._store(f"{base}:tpm", ask.tpm, td, now)
+            self._store(tpm_key, ask.tpm, td, now)
         return RateResult(Verdict.OK, 0, rd, td)
 
     async def settle(
-        self, workspace_id: str, tpm: int | None, token_delta: int, period: str, pico: int, expire_at_ms: int
+        self,
+        workspace_id: str,
+        tpm: int | None,
+        token_delta: int,
+        period: str,
+        pico: int,
+        expire_at_ms: int,
+        lane: str = "",
     ) -> None:
         base = workspace_base(self.prefix, workspace_id)
         if tpm and token_delta:
             now = self._now_ms()
-            key = f"{base}:tpm"
+            key = f"{base}:tpm{lane}"
             self._store(key, tpm, self._debt(key, tpm, now) + token_delta * WINDOW_MS, now)
         if pico:
             key = f"{base}:budget:{period}"

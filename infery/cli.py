@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 from infery_proto.settings import InferySettings, SettingsError, version
 
+from control_plane.batches.settings import BatchSettings
 from control_plane.files.settings import FilesSettings
 from control_plane.settings import Settings as ControlPlaneSettings
 from ext_proc.settings import ExtProcSettings
@@ -161,6 +162,7 @@ SETTINGS: tuple[tuple[str, type[InferySettings]], ...] = (
         CliSettings,
     ),
     ("the files service (`python -m control_plane.files`)", FilesSettings),
+    ("each batch worker (`python -m control_plane.batches`)", BatchSettings),
 )
 
 

@@ -370,6 +370,8 @@ class Stack:
     ports: Ports = field(default_factory=Ports)
     env: dict[str, str] = field(default_factory=dict)
     envoy_concurrency: int = 2
+    # Batch workers (python -m control_plane.batches), started once the listener is up.
+    batch_workers: int = 1
     # Envoy reaches ext_proc on Unix sockets: ~15% more requests/s than loopback TCP
     # (bench/README.md), and ext_proc then has no TCP port at all. Without them, ext_proc's
     # ports need the token in INFERY_EXT_PROC_TOKEN (made up here when not given).
@@ -435,6 +437,8 @@ class Stack:
             for port in self.ports.ext_proc:
                 self.start_ext_proc(port)
             self.start_envoy()
+            for index in range(self.batch_workers):
+                self.start_batch_worker(f"batch_worker_{index}")
         except BaseException:
             self.stop()
             raise
@@ -487,6 +491,30 @@ class Stack:
                 return client.get(f"{self.files_url}/healthz").status_code == 200
 
         wait_until(healthy, "the files service", 60, [proc])
+
+    def batch_worker_env(self) -> dict[str, str]:
+        """The store and the files storage the files service uses, and this stack's listener."""
+        files = self.files_env()
+        return {
+            "INFERY_DATABASE_URL": files["INFERY_DATABASE_URL"],
+            "INFERY_FILES_URL": files["INFERY_FILES_URL"],
+            "INFERY_BATCH_GATEWAY_URL": f"http://127.0.0.1:{self.ports.listen}",
+            **self.env,
+        }
+
+    def start_batch_worker(
+        self, name: str = "batch_worker_0", env: Mapping[str, str] | None = None
+    ) -> Process:
+        """A batch worker (``python -m control_plane.batches``); ``env`` over :meth:`batch_worker_env`."""
+        proc = spawn(
+            name,
+            [str(BIN / "python"), "-m", "control_plane.batches"],
+            self.run_dir / "logs",
+            {**self.batch_worker_env(), **(env or {})},
+        )
+        self.processes[name] = proc
+        wait_until(lambda: "ready batch worker" in proc.log(), f"the batch worker {name}", 60, [proc])
+        return proc
 
     def start_ext_proc(self, port: int) -> None:
         name = f"ext_proc_{port}"

@@ -24,13 +24,17 @@ def router(session_factory: SessionFactory) -> APIRouter:
         end: Annotated[
             str | None, Query(alias="to", description="ISO-8601 date (whole day included) or datetime")
         ] = None,
-        group_by: Annotated[Literal["key", "model", "member", "day", "endpoint"] | None, Query()] = None,
+        group_by: Annotated[
+            Literal["key", "model", "member", "day", "endpoint", "batch"] | None, Query()
+        ] = None,
         endpoint: Annotated[
             str | None, Query(description="the path the client called, e.g. /v1/audio/speech")
         ] = None,
+        batch: Annotated[str | None, Query(description="a batch id: its lines' requests only")] = None,
     ) -> UsageReport:
-        """Sums per group; without `group_by`, one `total` row (none when nothing matched)."""
-        query = usage.UsageQuery(workspace, key, member, model, start, end, group_by, endpoint)
+        """Sums per group; without `group_by`, one `total` row (none when nothing matched).
+        ``group_by=batch``: one row per batch id (requests of no batch under ``""``)."""
+        query = usage.UsageQuery(workspace, key, member, model, start, end, group_by, endpoint, batch)
         with session_factory() as session:
             return UsageReport(rows=usage.report(session, query))
 

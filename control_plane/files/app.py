@@ -27,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from control_plane.batches import api as batches_api
 from control_plane.files import idempotency, records, usage_records
 from control_plane.files.errors import FilesError, install, not_found, respond
 from control_plane.files.metrics import FilesMetrics
@@ -87,6 +88,8 @@ def create_app(service: FilesService) -> FastAPI:
         service.storage,
         service.metrics,
     )
+
+    batches_api.install(app, service, caller)  # the Batch API: its files are these (control_plane/batches/)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -24,7 +24,7 @@ from control_plane.store.tables import Member, UsageRecord, UsageRollup, Workspa
 
 log = logging.getLogger(__name__)
 
-GROUP_BY = ("key", "model", "member", "day", "endpoint")
+GROUP_BY = ("key", "model", "member", "day", "endpoint", "batch")
 
 
 # --- ingestion ---------------------------------------------------------------------------
@@ -71,7 +71,7 @@ _COLUMNS = (
     "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens",
     "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
     "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
-    "usage_rejected", "characters", "audio_ms", "file_bytes",
+    "usage_rejected", "characters", "audio_ms", "file_bytes", "batch_id", "custom_id",
 )  # fmt: skip
 
 
@@ -119,6 +119,8 @@ def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
         max(0, min(_INT64, record.characters)),
         max(0, min(_INT64, record.audio_ms)),
         max(0, min(_INT64, record.file_bytes)),
+        _clamp("batch_id", record.batch_id),
+        _clamp("custom_id", record.custom_id),
     )
 
 
@@ -133,8 +135,9 @@ class UsageQuery:
     model: str | None = None  # slug that served the request
     start: str | None = None  # ISO-8601 date or datetime, inclusive
     end: str | None = None  # ISO-8601 date (inclusive day) or datetime (exclusive)
-    group_by: str | None = None  # key | model | member | day | endpoint; None = one total row
+    group_by: str | None = None  # key | model | member | day | endpoint | batch; None = one total row
     endpoint: str | None = None  # the path the client called, e.g. /v1/audio/speech
+    batch: str | None = None  # a batch id: its lines only
 
 
 def report(session: Session, query: UsageQuery, *, rollups: bool = True) -> list[UsageRow]:
@@ -147,6 +150,8 @@ def report(session: Session, query: UsageQuery, *, rollups: bool = True) -> list
         raise InvalidRequest(f"group_by must be one of {', '.join(GROUP_BY)}", param="group_by")
     start = _bound_ms(query.start, "from", end=False) if query.start else None
     end = _bound_ms(query.end, "to", end=True) if query.end else None
+    # The rollups keep no batch id: a report by batch reads the records (the batch_id index).
+    rollups = rollups and not (query.batch or query.group_by == "batch")
     segments = usage_rollups.plan(start, end) if rollups else [usage_rollups.Segment("records", start, end)]
     if not segments:
         return []
@@ -184,7 +189,8 @@ def report(session: Session, query: UsageQuery, *, rollups: bool = True) -> list
 _ROLLUPS = UsageRollup.__table__  # type: ignore[attr-defined]
 # The column each group_by names, the same in the records and in the rollups.
 _GROUP_COLUMN = {
-    "key": "key_id", "model": "model_used", "member": "member_id", "day": "day", "endpoint": "endpoint"
+    "key": "key_id", "model": "model_used", "member": "member_id", "day": "day", "endpoint": "endpoint",
+    "batch": "batch_id",  # the records' only: a batch's report reads its records (see ``report``)
 }  # fmt: skip
 
 
@@ -209,6 +215,8 @@ def _filters(session: Session, query: UsageQuery) -> _Filters:
         equal["model_used"] = query.model
     if query.endpoint:
         equal["endpoint"] = query.endpoint
+    if query.batch:
+        equal["batch_id"] = query.batch
     member_ids = _member_ids(session, query.member, workspace_id) if query.member else None
     return _Filters(equal, member_ids)
 

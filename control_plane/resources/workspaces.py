@@ -21,6 +21,8 @@ def to_out(row: Workspace) -> WorkspaceOut:
         price_multiplier=row.price_multiplier,
         allowed_models=list(row.allowed_models),
         share_idempotent_replays=row.share_idempotent_replays,
+        batch_rpm=row.batch_rpm,
+        batch_tpm=row.batch_tpm,
     )
 
 
@@ -52,6 +54,8 @@ def create(session: Session, body: WorkspaceIn) -> Workspace:
         price_multiplier=body.price_multiplier,
         allowed_models=list(body.allowed_models),
         share_idempotent_replays=body.share_idempotent_replays,
+        batch_rpm=body.batch_rpm,
+        batch_tpm=body.batch_tpm,
     )
     session.add(row)
     return row
@@ -68,7 +72,13 @@ def update(session: Session, name: str, body: WorkspaceUpdate | WorkspaceIn) -> 
     if "allowed_models" in given and body.allowed_models is not None:
         models.require_existing(session, body.allowed_models, param="allowed_models")
         row.allowed_models = list(dict.fromkeys(body.allowed_models))
-    for field in ("rpm", "tpm", "budget_credits"):  # null is meaningful: unlimited / no budget
+    for field in (
+        "rpm",
+        "tpm",
+        "budget_credits",
+        "batch_rpm",
+        "batch_tpm",
+    ):  # null is meaningful: unlimited / no budget
         if field in given:
             setattr(row, field, getattr(body, field))
     for field in ("budget_period", "price_multiplier", "share_idempotent_replays"):  # null means "keep"

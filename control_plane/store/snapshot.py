@@ -241,4 +241,8 @@ def workspace_message(row: tables.Workspace) -> config_pb2.Workspace:
         message.rpm = row.rpm
     if row.tpm is not None:
         message.tpm = row.tpm
+    if row.batch_rpm is not None:
+        message.batch_rpm = row.batch_rpm
+    if row.batch_tpm is not None:
+        message.batch_tpm = row.batch_tpm
     return message

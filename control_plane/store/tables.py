@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Index,
+    Integer,
     LargeBinary,
     String,
     TypeDecorator,
@@ -138,6 +139,10 @@ class Workspace(SQLModel, table=True):
     # An idempotent replay goes to any key of the workspace, not only to the first request's member.
     share_idempotent_replays: bool = False
     updated_revision: int = _updated_revision()
+    # The batch lane's limits (ext_proc/limits.py): null = the same figure as rpm/tpm, in buckets of
+    # their own, so batch lines never take what a live request would be admitted on.
+    batch_rpm: int | None = Field(default=None, sa_type=BigInteger)
+    batch_tpm: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class Member(SQLModel, table=True):
@@ -175,6 +180,7 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_usage_records_workspace_started", "workspace_id", "started_at_ms"),
         Index("ix_usage_records_started", "started_at_ms"),
+        Index("ix_usage_records_batch_id", "batch_id"),
     )
 
     request_id: str = Field(primary_key=True, sa_type=String(128))
@@ -206,6 +212,8 @@ class UsageRecord(SQLModel, table=True):
     characters: int = Field(default=0, sa_type=BigInteger)  # characters spoken (speech)
     audio_ms: int = Field(default=0, sa_type=BigInteger)  # milliseconds of audio heard (transcriptions)
     file_bytes: int = Field(default=0, sa_type=BigInteger)  # a file's bytes, uploaded or deleted (/v1/files)
+    batch_id: str = Field(default="", sa_type=String(64))  # a batch's line: its batch (/v1/batches)
+    custom_id: str = Field(default="", sa_type=String(512))  # and the line's custom_id
 
 
 class UsageRollup(SQLModel, table=True):
@@ -321,3 +329,84 @@ class StoredResponse(SQLModel, table=True):
     input_items: bytes = Field(
         sa_type=LargeBinary
     )  # JSON array: the model's whole input, earlier turns first
+
+
+class Batch(SQLModel, table=True):
+    """A batch of ``/v1/batches`` (control_plane/batches/): OpenAI's batch object, and who made it.
+
+    Scoped to its workspace like a file; ids are time-ordered like files' (``batch_`` +
+    milliseconds + random bits). Its lines are :class:`BatchLine` rows; the counts and the
+    credits of the batch object are read from them. ``lease_owner``/``lease_until`` say
+    which worker validates or finalizes it (a worker that dies loses the lease at
+    ``lease_until``, and another takes over).
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (
+        Index("ix_batches_workspace_id", "workspace_id", "id"),
+        Index("ix_batches_status", "status"),
+    )
+
+    id: str = Field(primary_key=True, sa_type=String(64))
+    workspace_id: str = Field(sa_type=String(64))
+    member_id: str = Field(default="", sa_type=String(64))
+    key_id: str = Field(default="", sa_type=String(64))
+    endpoint: str = Field(sa_type=String(64))
+    input_file_id: str = Field(sa_type=String(64))
+    completion_window: str = Field(default="24h", sa_type=String(16))
+    metadata_: dict[str, str] | None = Field(
+        default=None, sa_type=JSON, sa_column_kwargs={"name": "metadata"}
+    )
+    status: str = Field(default="validating", sa_type=String(16))
+    errors: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
+    output_file_id: str | None = Field(default=None, sa_type=String(64))
+    error_file_id: str | None = Field(default=None, sa_type=String(64))
+    created_at: int = Field(sa_type=BigInteger)  # unix seconds, as every timestamp below
+    expires_at: int = Field(sa_type=BigInteger)
+    in_progress_at: int | None = Field(default=None, sa_type=BigInteger)
+    finalizing_at: int | None = Field(default=None, sa_type=BigInteger)
+    completed_at: int | None = Field(default=None, sa_type=BigInteger)
+    failed_at: int | None = Field(default=None, sa_type=BigInteger)
+    expired_at: int | None = Field(default=None, sa_type=BigInteger)
+    cancelling_at: int | None = Field(default=None, sa_type=BigInteger)
+    cancelled_at: int | None = Field(default=None, sa_type=BigInteger)
+    total: int = Field(default=0, sa_type=BigInteger)  # lines, once validated
+    lease_owner: str = Field(default="", sa_type=String(64))
+    lease_until_ms: int = Field(default=0, sa_type=BigInteger)
+
+
+class BatchLine(SQLModel, table=True):
+    """One line of a batch: its request, then its answer.
+
+    ``state``: ``pending`` (to send; not before ``not_before_ms``), ``leased`` (a worker has
+    it until ``lease_until_ms``; a worker that dies loses it then), ``done`` (answered: the
+    answer's status, body and request id, and the credits its ``x-credits-used`` said),
+    ``failed`` (never sent: its model is not the workspace's; ``error`` says so). Workers
+    claim lines with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and a single conditional
+    UPDATE on SQLite (control_plane/batches/lines.py).
+    """
+
+    __tablename__ = "batch_lines"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "line_no", name="uq_batch_lines_batch_id_line_no"),
+        Index("ix_batch_lines_claim", "batch_id", "state", "not_before_ms"),
+    )
+
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    batch_id: str = Field(sa_type=String(64))
+    line_no: int = Field(sa_type=BigInteger)  # 1-based, as in the input file
+    custom_id: str = Field(sa_type=String(512))
+    request: bytes = Field(sa_type=LargeBinary)  # the line's body, JSON
+    state: str = Field(default="pending", sa_type=String(16))
+    attempts: int = 0
+    not_before_ms: int = Field(default=0, sa_type=BigInteger)
+    lease_owner: str = Field(default="", sa_type=String(64))
+    lease_until_ms: int = Field(default=0, sa_type=BigInteger)
+    status_code: int = 0
+    request_id: str = Field(default="", sa_type=String(128))
+    response: bytes | None = Field(default=None, sa_type=LargeBinary)  # the answer's body, as it came
+    error: dict[str, Any] | None = Field(default=None, sa_type=JSON)  # {code, message} when not sent
+    credits_pico: int = Field(default=0, sa_type=BigInteger)
+    finished_at_ms: int = Field(default=0, sa_type=BigInteger)

@@ -47,6 +47,7 @@ from infery_proto.wire import (
     EXT_PROC_FILTER,
     FILES_CLUSTER,
     FILES_PATH_PREFIX,
+    FILES_SERVICE_PREFIXES,
     HOST_METADATA_ATTRIBUTE,
     INTERNAL_REQUEST_HEADERS,
     INTERNAL_RESPONSE_HEADERS,
@@ -605,8 +606,8 @@ def route_configuration(
     header compares.
     """
     by_prefix: list[tuple[str, route_components_pb2.Route]] = []
-    if files is not None:
-        by_prefix.append((FILES_PATH_PREFIX, files))
+    if files is not None:  # the files service serves the Batch API too (control_plane/batches/)
+        by_prefix += [(prefix, _with_prefix(files, prefix)) for prefix in FILES_SERVICE_PREFIXES]
     if streamed is not None:
         by_prefix += [(path, streamed) for path in STREAMED_BODY_PATHS]
     config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
@@ -648,6 +649,16 @@ def route_configuration(
 
 def _deterministic(message: Message) -> bytes:
     return message.SerializeToString(deterministic=True)
+
+
+def _with_prefix(route: route_components_pb2.Route, prefix: str) -> route_components_pb2.Route:
+    """``route`` matching ``prefix``: Envoy checks a matcher's route against its own match too."""
+    if route.match.prefix == prefix:
+        return route
+    copy = route_components_pb2.Route()
+    copy.CopyFrom(route)
+    copy.match.prefix = prefix
+    return copy
 
 
 _ROUTE_TYPE = "type.googleapis.com/" + route_components_pb2.Route.DESCRIPTOR.full_name

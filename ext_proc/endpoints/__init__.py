@@ -95,6 +95,7 @@ SERVED = Registry(
         responses.STORED,
         models.ENDPOINT,
         files.ENDPOINT,
+        files.BATCHES,
     )
 )
 by_path = SERVED.by_path

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from infery_proto import identity_assertion
-from infery_proto.wire import FILES_CLUSTER, FILES_PATH_PREFIX, ROUTE_HEADER
+from infery_proto.wire import BATCHES_PATH_PREFIX, FILES_CLUSTER, FILES_PATH_PREFIX, ROUTE_HEADER
 
 from ext_proc import envoy_messages as msg
 from ext_proc import header_policy
@@ -74,4 +74,17 @@ class Files(HeadersOnly):
         return reply
 
 
+class Batches(Files):
+    """``/v1/batches`` and below: the Batch API, served by the same files service the same way
+    (control_plane/batches/api.py): its input and output are that service's files, and it runs
+    nothing itself; the batch workers send each line through the listener (ext_proc/batch_gate.py)."""
+
+    __slots__ = ()
+
+    name = "batches"
+    paths = (BATCHES_PATH_PREFIX, BATCHES_PATH_PREFIX + "/")
+    methods = frozenset({"GET", "POST"})
+
+
 ENDPOINT = Files()
+BATCHES = Batches()

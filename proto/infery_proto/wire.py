@@ -50,9 +50,11 @@ LOCAL_REPLY_HEADER = "x-infery-local-reply"
 EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # Envoy -> ext_proc over TCP: the shared token
 # Envoy -> the files service: the caller ext_proc authenticated, signed (identity_assertion.py).
 IDENTITY_HEADER = "x-infery-identity"
+# A batch worker -> the listener: one line of a batch, acting for the batch's key (batch_assertion.py).
+BATCH_LINE_HEADER = "x-infery-batch-line"
 INTERNAL_HEADER_PREFIX = "x-infery-"
 # Removed by Envoy's route from every request before a provider, and from every provider's response.
-INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER, IDENTITY_HEADER)
+INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER, IDENTITY_HEADER, BATCH_LINE_HEADER)
 INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
 
 # -- public headers (the gateway's API to its clients) -------------------------------------
@@ -86,6 +88,10 @@ RATE_LIMIT_HEADERS = {
 
 FILES_PATH_PREFIX = "/v1/files"  # the files API; Envoy's files route and ext_proc's gate match it
 FILES_CLUSTER = "infery_files"  # the files service's Envoy cluster (static, in each replica's bootstrap)
+# The Batch API, served by the same service and route (control_plane/batches/).
+BATCHES_PATH_PREFIX = "/v1/batches"
+# The paths Envoy's files route sends to the files service, ext_proc asserting the caller's identity.
+FILES_SERVICE_PREFIXES = (FILES_PATH_PREFIX, BATCHES_PATH_PREFIX)
 
 # -- Envoy dynamic metadata and attributes ---------------------------------------------------
 

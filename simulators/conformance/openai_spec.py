@@ -57,6 +57,22 @@ LENIENT_PATCHES: tuple[tuple[str, tuple[str | int, ...], str, str | None], ...] 
     ("ModelResponseProperties", ("properties", "user"), "nullable", None),
     ("Response", ("allOf", 2, "properties", "usage"), "nullable", None),
     ("ResponseUsage", ("properties", "input_tokens_details"), "unrequire", "cache_write_tokens"),
+    # The batch object: the spec's own example (``x-oaiMeta``) has these null until they happen.
+    *(
+        ("Batch", ("properties", name), "nullable", None)
+        for name in (
+            "errors",
+            "output_file_id",
+            "error_file_id",
+            "in_progress_at",
+            "finalizing_at",
+            "completed_at",
+            "failed_at",
+            "expired_at",
+            "cancelling_at",
+            "cancelled_at",
+        )
+    ),  # fmt: skip
 )
 
 

@@ -83,7 +83,7 @@ class ChainVariant(_message.Message):
     def __init__(self, targets: _Optional[_Iterable[str]] = ..., cluster: _Optional[str] = ...) -> None: ...
 
 class Workspace(_message.Message):
-    __slots__ = ("id", "name", "rpm", "tpm", "budget_credits", "budget_period", "price_multiplier", "allowed_models", "share_idempotent_replays")
+    __slots__ = ("id", "name", "rpm", "tpm", "budget_credits", "budget_period", "price_multiplier", "allowed_models", "share_idempotent_replays", "batch_rpm", "batch_tpm")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     RPM_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class Workspace(_message.Message):
     PRICE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     SHARE_IDEMPOTENT_REPLAYS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_RPM_FIELD_NUMBER: _ClassVar[int]
+    BATCH_TPM_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     rpm: int
@@ -102,7 +104,9 @@ class Workspace(_message.Message):
     price_multiplier: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     share_idempotent_replays: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_credits: _Optional[str] = ..., budget_period: _Optional[str] = ..., price_multiplier: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., share_idempotent_replays: _Optional[bool] = ...) -> None: ...
+    batch_rpm: int
+    batch_tpm: int
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., rpm: _Optional[int] = ..., tpm: _Optional[int] = ..., budget_credits: _Optional[str] = ..., budget_period: _Optional[str] = ..., price_multiplier: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., share_idempotent_replays: _Optional[bool] = ..., batch_rpm: _Optional[int] = ..., batch_tpm: _Optional[int] = ...) -> None: ...
 
 class ApiKey(_message.Message):
     __slots__ = ("id", "key_hash", "workspace_id", "member_id", "name", "prefix")
@@ -121,11 +125,13 @@ class ApiKey(_message.Message):
     def __init__(self, id: _Optional[str] = ..., key_hash: _Optional[str] = ..., workspace_id: _Optional[str] = ..., member_id: _Optional[str] = ..., name: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
 
 class DataPlaneSecret(_message.Message):
-    __slots__ = ("name", "attempt_grant_key", "files_identity_key")
+    __slots__ = ("name", "attempt_grant_key", "files_identity_key", "batch_line_key")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_GRANT_KEY_FIELD_NUMBER: _ClassVar[int]
     FILES_IDENTITY_KEY_FIELD_NUMBER: _ClassVar[int]
+    BATCH_LINE_KEY_FIELD_NUMBER: _ClassVar[int]
     name: str
     attempt_grant_key: bytes
     files_identity_key: bytes
-    def __init__(self, name: _Optional[str] = ..., attempt_grant_key: _Optional[bytes] = ..., files_identity_key: _Optional[bytes] = ...) -> None: ...
+    batch_line_key: bytes
+    def __init__(self, name: _Optional[str] = ..., attempt_grant_key: _Optional[bytes] = ..., files_identity_key: _Optional[bytes] = ..., batch_line_key: _Optional[bytes] = ...) -> None: ...

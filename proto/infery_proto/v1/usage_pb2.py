@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binfery_proto/v1/usage.proto\x12\tinfery.v1\"\xad\x04\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x02 \x01(\x03\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x11\n\tmember_id\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x07 \x01(\t\x12\x12\n\nmodel_used\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x15\n\rfallback_from\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\r \x01(\x03\x12\x15\n\routput_tokens\x18\x0e \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0f \x01(\x03\x12\x0f\n\x07\x63redits\x18\x10 \x01(\t\x12\x12\n\nlatency_ms\x18\x11 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x12 \x01(\x01\x12\x19\n\x11idempotent_replay\x18\x13 \x01(\x08\x12\x0e\n\x06stream\x18\x14 \x01(\x08\x12\x12\n\nerror_code\x18\x15 \x01(\t\x12\x17\n\x0fusage_estimated\x18\x16 \x01(\x08\x12\x16\n\x0eusage_rejected\x18\x17 \x01(\t\x12\x12\n\ncharacters\x18\x18 \x01(\x03\x12\x10\n\x08\x61udio_ms\x18\x19 \x01(\x03\x12\x12\n\nfile_bytes\x18\x1a \x01(\x03\"5\n\nUsageBatch\x12\'\n\x07records\x18\x01 \x03(\x0b\x32\x16.infery.v1.UsageRecord\".\n\x08UsageAck\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\x44\n\x0cUsageService\x12\x34\n\x06Report\x12\x15.infery.v1.UsageBatch\x1a\x13.infery.v1.UsageAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1binfery_proto/v1/usage.proto\x12\tinfery.v1\"\xd2\x04\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x02 \x01(\x03\x12\x14\n\x0cworkspace_id\x18\x03 \x01(\t\x12\x11\n\tmember_id\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x06 \x01(\t\x12\x17\n\x0fmodel_requested\x18\x07 \x01(\t\x12\x12\n\nmodel_used\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x15\n\rfallback_from\x18\n \x01(\t\x12\x0e\n\x06status\x18\x0b \x01(\x05\x12\x14\n\x0cinput_tokens\x18\x0c \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\r \x01(\x03\x12\x15\n\routput_tokens\x18\x0e \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0f \x01(\x03\x12\x0f\n\x07\x63redits\x18\x10 \x01(\t\x12\x12\n\nlatency_ms\x18\x11 \x01(\x01\x12\x0f\n\x07ttft_ms\x18\x12 \x01(\x01\x12\x19\n\x11idempotent_replay\x18\x13 \x01(\x08\x12\x0e\n\x06stream\x18\x14 \x01(\x08\x12\x12\n\nerror_code\x18\x15 \x01(\t\x12\x17\n\x0fusage_estimated\x18\x16 \x01(\x08\x12\x16\n\x0eusage_rejected\x18\x17 \x01(\t\x12\x12\n\ncharacters\x18\x18 \x01(\x03\x12\x10\n\x08\x61udio_ms\x18\x19 \x01(\x03\x12\x12\n\nfile_bytes\x18\x1a \x01(\x03\x12\x10\n\x08\x62\x61tch_id\x18\x1b \x01(\t\x12\x11\n\tcustom_id\x18\x1c \x01(\t\"5\n\nUsageBatch\x12\'\n\x07records\x18\x01 \x03(\x0b\x32\x16.infery.v1.UsageRecord\".\n\x08UsageAck\x12\x0e\n\x06stored\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x32\x44\n\x0cUsageService\x12\x34\n\x06Report\x12\x15.infery.v1.UsageBatch\x1a\x13.infery.v1.UsageAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'infery_proto.v1.usage_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGERECORD']._serialized_start=43
-  _globals['_USAGERECORD']._serialized_end=600
-  _globals['_USAGEBATCH']._serialized_start=602
-  _globals['_USAGEBATCH']._serialized_end=655
-  _globals['_USAGEACK']._serialized_start=657
-  _globals['_USAGEACK']._serialized_end=703
-  _globals['_USAGESERVICE']._serialized_start=705
-  _globals['_USAGESERVICE']._serialized_end=773
+  _globals['_USAGERECORD']._serialized_end=637
+  _globals['_USAGEBATCH']._serialized_start=639
+  _globals['_USAGEBATCH']._serialized_end=692
+  _globals['_USAGEACK']._serialized_start=694
+  _globals['_USAGEACK']._serialized_end=740
+  _globals['_USAGESERVICE']._serialized_start=742
+  _globals['_USAGESERVICE']._serialized_end=810
 # @@protoc_insertion_point(module_scope)
