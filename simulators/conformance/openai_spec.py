@@ -32,6 +32,19 @@ SPEC_URI = "urn:openai-openapi"
 _ANNOTATIONS = ("description", "title", "default", "example", "examples", "deprecated")
 _TYPE_ONLY_EXCLUDES = ("$ref", "oneOf", "anyOf", "allOf", "enum", "const")
 
+# The batch object's fields that are null until they happen (the spec's own example shows them so).
+BATCH_NULLABLE = (
+    "errors",
+    "output_file_id",
+    "error_file_id",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
 # (schema, path to the sub-schema, action, argument): what real responses leave out or null.
 LENIENT_PATCHES: tuple[tuple[str, tuple[str | int, ...], str, str | None], ...] = (
     ("CreateChatCompletionResponse", ("properties", "system_fingerprint"), "nullable", None),
@@ -58,21 +71,7 @@ LENIENT_PATCHES: tuple[tuple[str, tuple[str | int, ...], str, str | None], ...] 
     ("Response", ("allOf", 2, "properties", "usage"), "nullable", None),
     ("ResponseUsage", ("properties", "input_tokens_details"), "unrequire", "cache_write_tokens"),
     # The batch object: the spec's own example (``x-oaiMeta``) has these null until they happen.
-    *(
-        ("Batch", ("properties", name), "nullable", None)
-        for name in (
-            "errors",
-            "output_file_id",
-            "error_file_id",
-            "in_progress_at",
-            "finalizing_at",
-            "completed_at",
-            "failed_at",
-            "expired_at",
-            "cancelling_at",
-            "cancelled_at",
-        )
-    ),  # fmt: skip
+    *(("Batch", ("properties", name), "nullable", None) for name in BATCH_NULLABLE),
 )
 
 
