@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
+    # httpx logs every request at INFO: a line each, with nothing the batch's own log lacks.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(settings))
 

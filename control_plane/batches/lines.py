@@ -112,16 +112,20 @@ def claim(
     """Lease up to ``limit`` of the batch's claimable lines to ``owner``, in line order; commits."""
     if limit <= 0:
         return []
+    # A CTE, evaluated once: as a plain ``IN (subquery)`` PostgreSQL may run the subquery again
+    # for each row it updates, and each run skips the rows the last one locked (measured: every
+    # pending line claimed at once, past the LIMIT).
     picked = (
-        select(BatchLine.id)
+        sa.select(col(BatchLine.id))
         .where(col(BatchLine.batch_id) == batch_id, _claimable(now_ms))
         .order_by(col(BatchLine.id))
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .cte("picked")
     )
     statement = (
         update(BatchLine)
-        .where(col(BatchLine.id).in_(picked.scalar_subquery()), _claimable(now_ms))
+        .where(col(BatchLine.id).in_(sa.select(picked.c.id)), _claimable(now_ms))
         .values(
             state=LEASED,
             lease_owner=owner,

@@ -45,6 +45,8 @@ def new_batch_id(now: float | None = None) -> str:
 def batch_object(row: Batch, tally: Tally) -> dict[str, Any]:
     """OpenAI's ``batch`` object, plus ``credits_used`` (a decimal string: the sum over its lines)."""
     finished = row.status in FINAL
+    # Lines a cancel or the window stopped are in the error file (batch_cancelled, batch_expired).
+    failed = tally.failed + (tally.unfinished if row.status in (CANCELLED, EXPIRED) else 0)
     return {
         "id": row.id,
         "object": "batch",
@@ -65,7 +67,7 @@ def batch_object(row: Batch, tally: Tally) -> dict[str, Any]:
         "expired_at": row.expired_at,
         "cancelling_at": row.cancelling_at,
         "cancelled_at": row.cancelled_at,
-        "request_counts": {"total": row.total, "completed": tally.completed, "failed": tally.failed},
+        "request_counts": {"total": row.total, "completed": tally.completed, "failed": failed},
         "metadata": row.metadata_,
         "credits_used": from_pico(tally.credits_pico),
     }

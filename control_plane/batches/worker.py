@@ -340,6 +340,7 @@ class Worker:
             return taken
 
         for batch, claimed in await run_in_threadpool(_claim):
+            log.debug("batch %s: %d lines claimed", batch.id, len(claimed))
             for line in claimed:
                 self._in_flight[line.id] = batch.workspace_id
                 self._per_workspace[batch.workspace_id] += 1

@@ -98,5 +98,6 @@ def verify(key: bytes, value: str, now: float | None = None) -> BatchLine | None
 
 def idempotency_key(batch_id: str, custom_id: str) -> str:
     """The idempotency key of a line: one per (batch, custom_id), whoever sends it, however often."""
-    digest = hashlib.sha256(f"{batch_id}\n{custom_id}".encode()).hexdigest()
+    # Length-prefixed: no (batch id, custom_id) pair spells another's.
+    digest = hashlib.sha256(f"{len(batch_id)}:{batch_id}{custom_id}".encode()).hexdigest()
     return f"batch-line:{digest}"

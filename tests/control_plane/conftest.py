@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from cp_support import ADMIN_TOKEN, AUTH
 from fastapi.testclient import TestClient
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
 from control_plane.api import create_app
 from control_plane.settings import Settings
 from control_plane.store import db
-
-POSTGRES_URL = os.environ.get("INFERY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.postgres import fresh_database
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +51,5 @@ def client(sqlite_url: str, session_factory: sessionmaker[Session]) -> Iterator[
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database, dropped afterwards."""
-    admin = make_url(POSTGRES_URL)
-    name = f"infery_test_{uuid.uuid4().hex[:12]}"
-    try:
-        connection = psycopg.connect(
-            admin.set(drivername="postgresql").render_as_string(hide_password=False),
-            autocommit=True,
-            connect_timeout=3,
-        )
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"PostgreSQL not reachable at {POSTGRES_URL} (the suite needs it): {exc}")
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin.set(database=name).render_as_string(hide_password=False)
-        finally:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database() as url:
+        yield url

@@ -8,19 +8,34 @@ reads (the usage records, by batch id).
 from __future__ import annotations
 
 import json
+import os
+import signal
+from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import openai
 import pytest
+import sqlalchemy as sa
+from infery_proto import batch_assertion
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
-from infery.stack import Stack
+from infery.stack import Stack, free_port
 from simulators.testing import SimulatorProcess
 from tests.conformance import assert_openai
-from tests.e2e.support import Admin, Tenant, eventually, new_tenant, start_gateway, three_provider_catalog
+from tests.e2e.support import (
+    SIM_KEY,
+    Admin,
+    Tenant,
+    eventually,
+    new_tenant,
+    start_gateway,
+    three_provider_catalog,
+)
+from tests.postgres import fresh_database
 
 # Short leases and polls: a killed worker's lines come back within seconds.
 FAST = {"INFERY_BATCH_LEASE_S": "2", "INFERY_BATCH_POLL_S": "0.2"}
@@ -138,6 +153,8 @@ def test_a_chat_batch_over_three_providers_and_an_embeddings_batch_complete(
     assert {served[f"req-{i}"] for i in range(9)} == set(models)
     credits = raw["credits_used"]
     assert Decimal(credits) > 0
+    with pytest.raises(openai.ConflictError):
+        client.batches.cancel(batch_id)  # nothing left to cancel
     eventually(lambda: charged(admin, batch_id, credits, 9), 15)
     by_batch = {row["group"]: row for row in admin.usage(group_by="batch")}
     assert Decimal(by_batch[batch_id]["credits"]) == Decimal(credits)
@@ -221,3 +238,189 @@ def test_another_workspaces_batch_is_not_found(client: openai.OpenAI, admin: Adm
     with pytest.raises(openai.NotFoundError):
         client.batches.cancel(theirs)
     assert theirs not in {b.id for b in client.batches.list()}
+    assert finished(other, theirs).status == "completed"
+
+
+def store_url(gw: Stack) -> str:
+    return gw.control_plane_env()["INFERY_DATABASE_URL"]
+
+
+def charges_by_line(gw: Stack, batch_id: str) -> dict[str, list[int]]:
+    """custom_id -> the credits (pico) of each usage record of that line, from the store itself."""
+    engine = sa.create_engine(store_url(gw).replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT custom_id, credits_pico FROM usage_records WHERE batch_id = :b"),
+                {"b": batch_id},
+            ).all()
+    finally:
+        engine.dispose()
+    found: dict[str, list[int]] = defaultdict(list)
+    for custom_id, pico in rows:
+        found[custom_id].append(int(pico))
+    return found
+
+
+def charged_once(gw: Stack, batch: Any, client: openai.OpenAI) -> bool:
+    """Every answered line has exactly one charged usage record; they sum to the batch's credits."""
+    lines = [*read_lines(client, batch.output_file_id), *read_lines(client, batch.error_file_id)]
+    answered = {line["custom_id"] for line in lines if line["response"] is not None}
+    charges = charges_by_line(gw, batch.id)
+    if set(charges) != answered:
+        return False
+    assert all(sum(1 for pico in picos if pico > 0) == 1 for picos in charges.values()), dict(charges)
+    total = sum(sum(picos) for picos in charges.values())
+    credits = client.batches.with_raw_response.retrieve(batch.id).http_response.json()["credits_used"]
+    assert Decimal(total) / 10**12 == Decimal(credits)
+    return True
+
+
+def hold(sim: SimulatorProcess, requests: int, seconds: float) -> None:
+    """The simulator's next ``requests`` answers wait ``seconds`` each (then answer normally)."""
+    sim.clear()
+    sim.script([{"action": "hang", "seconds": seconds}] * requests)
+
+
+def test_cancel_stops_new_lines_lets_those_in_flight_finish_and_writes_both_files(
+    client: openai.OpenAI, admin: Admin, gw: Stack, openai_sim: SimulatorProcess
+):
+    hold(openai_sim, 8, 4)  # the worker's share for one workspace: 8 lines in flight
+    batch_id = run_batch(client, [chat_line(f"c{i}", "gpt-4o-mini") for i in range(20)])
+    eventually(lambda: len(openai_sim.requests()) == 8, 30)
+    cancelling = client.batches.cancel(batch_id)
+    assert cancelling.status == "cancelling" and cancelling.cancelling_at
+    batch = finished(client, batch_id)
+    assert batch.status == "cancelled" and batch.cancelled_at
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (8, 12)
+    assert len(openai_sim.requests()) == 8  # no line started after the cancel
+    assert len(read_lines(client, batch.output_file_id)) == 8
+    stopped = read_lines(client, batch.error_file_id)
+    assert len(stopped) == 12 and {s["error"]["code"] for s in stopped} == {"batch_cancelled"}
+    eventually(lambda: charged_once(gw, batch, client), 15)
+    assert client.batches.cancel(batch_id).status == "cancelled"  # again: what it is
+
+
+def test_a_worker_killed_mid_batch_and_restarted_finishes_with_every_line_charged_once(
+    client: openai.OpenAI, gw: Stack, openai_sim: SimulatorProcess
+):
+    hold(openai_sim, 8, 3)
+    batch_id = run_batch(client, [chat_line(f"k{i}", "gpt-4o-mini") for i in range(16)])
+    eventually(lambda: len(openai_sim.requests()) == 8, 30)
+    worker = gw.processes["batch_worker_0"]
+    os.killpg(worker.popen.pid, signal.SIGKILL)  # mid-line: 8 requests in flight, none answered
+    worker.popen.wait(10)
+    gw.start_batch_worker("batch_worker_0")
+    batch = finished(client, batch_id, 90)
+    assert batch.status == "completed" and batch.request_counts.completed == 16
+    assert len(read_lines(client, batch.output_file_id)) == 16
+    eventually(lambda: charged_once(gw, batch, client), 15)
+
+
+def line_credential(
+    gw: Stack, tenant: Tenant, batch_id: str, custom_id: str, key: bytes | None = None
+) -> str:
+    engine = sa.create_engine(store_url(gw))
+    with engine.connect() as connection:
+        stored = connection.execute(
+            sa.text("SELECT value FROM settings WHERE key = 'batch_line_key'")
+        ).scalar()
+    engine.dispose()
+    line = batch_assertion.BatchLine(
+        eventually(lambda: admin_workspace_id(gw, tenant)),
+        tenant.key_id,
+        tenant.member_id,
+        batch_id,
+        custom_id,
+        CHAT,
+    )
+    return batch_assertion.sign(key if key is not None else bytes.fromhex(stored), line)
+
+
+def admin_workspace_id(gw: Stack, tenant: Tenant) -> str:
+    return str(Admin(gw.admin_url).call("GET", f"/workspaces/{tenant.workspace}")["id"])
+
+
+def test_a_line_credential_cannot_be_forged_altered_moved_or_charged_twice(
+    gw: Stack, tenant: Tenant, openai_sim: SimulatorProcess
+):
+    body = chat_line("x", "gpt-4o-mini")["body"]
+    header = batch_assertion.HEADER
+
+    def post(credential: str, path: str = CHAT, payload: Any = body, **headers: str) -> httpx.Response:
+        target = f"http://127.0.0.1:{gw.ports.listen}{path}"
+        return httpx.post(target, json=payload, headers={header: credential, **headers}, timeout=30)
+
+    forged = line_credential(gw, tenant, "batch_forged", "x", key=b"k" * 32)
+    assert post(forged).status_code == 401
+    valid = line_credential(gw, tenant, "batch_attack", "x")
+    payload, _, mac = valid.rpartition(".")
+    parts = payload.split(".")
+    parts[6] = batch_assertion._b64("y")  # another custom_id, same MAC
+    assert post(".".join(parts) + "." + mac).status_code == 401
+    assert (
+        post(
+            valid, path="/v1/embeddings", payload={"model": "text-embedding-3-small", "input": "x"}
+        ).status_code
+        == 401
+    )
+    # A client's own key does not make a bad credential good: the credential decides.
+    assert post(forged, authorization=f"Bearer {tenant.key}").status_code == 401
+
+    openai_sim.clear()
+    first = post(valid)
+    assert first.status_code == 200 and Decimal(first.headers["x-credits-used"]) > 0
+    sent = openai_sim.requests()[-1]["headers"]
+    assert not any(name.lower().startswith("x-infery") for name in sent)  # never reaches a provider
+    again = post(valid)  # replayed: the same answer, no second charge
+    assert again.headers.get("idempotent-replayed") == "true" and again.json() == first.json()
+    assert len(openai_sim.requests()) == 1
+    changed = post(valid, payload={**body, "max_tokens": 5})
+    assert changed.status_code == 422 and changed.json()["error"]["code"] == "idempotency_key_reused"
+    replay_id = again.headers["x-request-id"]
+    record = eventually(lambda: Admin(gw.admin_url).usage_record(replay_id), 10)
+    assert (
+        record["idempotent_replay"]
+        and Decimal(record["credits"]) == 0
+        and record["batch_id"] == "batch_attack"
+    )
+
+
+def lines_sent(metrics_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("infery_batch_lines_total{") and 'result="completed"' in line
+    )
+
+
+def test_two_workers_on_postgresql_share_one_batch_without_a_duplicate(
+    tmp_path_factory: pytest.TempPathFactory, openai_sim: SimulatorProcess
+):
+    first, second = free_port(), free_port()
+    with fresh_database() as database:
+        stack = start_gateway(
+            tmp_path_factory.mktemp("batches-pg"),
+            INFERY_DATABASE_URL=database,
+            INFERY_BATCH_METRICS_PORT=str(first),
+            **FAST,
+        )
+        try:
+            stack.start_batch_worker("batch_worker_1", {"INFERY_BATCH_METRICS_PORT": str(second)})
+            admin = Admin(stack.admin_url)
+            admin.provider("openai", "openai", openai_sim.base_url, SIM_KEY)
+            admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
+            client = new_tenant(admin, stack, "pg-batcher").client(stack)
+            hold(openai_sim, 60, 0.3)  # slow enough that both workers have lines in flight
+            lines = [chat_line(f"p{i}", "gpt-4o-mini") for i in range(60)]
+            batch = finished(client, run_batch(client, lines), 120)
+            assert batch.status == "completed" and batch.request_counts.completed == 60
+            assert len(openai_sim.requests()) == 60  # each line sent once
+            out = read_lines(client, batch.output_file_id)
+            assert sorted(line["custom_id"] for line in out) == sorted(f"p{i}" for i in range(60))
+            eventually(lambda: charged_once(stack, batch, client), 15)
+            shares = lines_sent(first), lines_sent(second)
+            assert min(shares) > 0 and sum(shares) == 60, shares  # both worked, no line twice
+        finally:
+            stack.stop()
