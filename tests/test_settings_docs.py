@@ -26,6 +26,7 @@ COMMANDS = {
     "ext_proc": [sys.executable, "-m", "ext_proc"],
     "infery": [str(Path(sys.executable).parent / "infery")],
     "files service": [sys.executable, "-m", "control_plane.files"],
+    "batch worker": [sys.executable, "-m", "control_plane.batches"],
 }
 MODELS = dict(zip(COMMANDS, [model for _, model in SETTINGS], strict=True))
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse
 
 from control_plane import dashboard
-from control_plane.api import errors, models, providers, routes, usage, workspaces
+from control_plane.api import batches, errors, models, providers, routes, usage, workspaces
 from control_plane.api.auth import AdminAuth, ensure_admin_token
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.request_log import RequestLog
@@ -38,7 +38,7 @@ def create_app(
     app.add_middleware(RequestLog)  # outermost: it times and logs everything below
 
     admin = APIRouter(prefix="/admin/v1", dependencies=[Depends(AdminAuth(settings, session_factory))])
-    for module in (providers, models, routes, workspaces, usage):
+    for module in (providers, models, routes, workspaces, usage, batches):
         admin.include_router(module.router(session_factory))
     app.include_router(admin)
     dashboard.install(app)

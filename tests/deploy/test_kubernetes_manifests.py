@@ -27,6 +27,7 @@ import yaml
 from infery_proto.settings import InferySettings
 from opentelemetry.sdk import environment_variables as otel_environment_variables
 
+from control_plane.batches.settings import BatchSettings
 from control_plane.config_file import apply_config
 from control_plane.files.settings import FilesSettings
 from control_plane.settings import Settings
@@ -313,6 +314,7 @@ def test_environment_variables_are_ones_the_code_reads() -> None:
     models: dict[str, type[InferySettings]] = {
         "control-plane": Settings,
         "files": FilesSettings,  # control_plane/files/
+        "batch-worker": BatchSettings,  # control_plane/batches/
         "ext-proc": ExtProcSettings,
         "envoy-bootstrap": CliSettings,
     }

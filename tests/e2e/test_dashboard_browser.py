@@ -2,7 +2,8 @@
 
 An operator signs in, adds providers, priced models and a workspace, creates a key (its secret shown
 once) that the openai SDK then uses; changes a fallback chain and sees `x-model-used` follow it; reads
-usage grouped by key, model, member and day, with a chart and a CSV export; revokes the key and the
+usage grouped by key, model, member and day, with a chart and a CSV export; follows a batch's
+progress and its usage; revokes the key and the
 SDK is refused within a second. Each step leaves a screenshot in the test's tmp dir (artifacts/).
 
 No skip: without chromium the test fails (`make test` installs it).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,6 +214,26 @@ def test_operator_runs_the_gateway_from_the_dashboard(
         by_model = {r["model"]: r for r in exported}
         assert int(by_model["ui-gpt"]["requests"]) >= 3 and int(by_model["ui-sonnet"]["requests"]) >= 1
         assert all(r["credits"] and float(r["credits"]) > 0 for r in exported)
+
+        # A batch run with the SDK: its progress in the Batches tab, its usage grouped by batch.
+        line = {"custom_id": "ui-1", "method": "POST", "url": "/v1/chat/completions",
+                "body": {"model": "ui-gpt", "messages": HELLO}}  # fmt: skip
+        lines = json.dumps(line).encode() + b"\n" + json.dumps({**line, "custom_id": "ui-2"}).encode()
+        batch = client.batches.create(
+            input_file_id=client.files.create(file=("b.jsonl", lines), purpose="batch").id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        eventually(lambda: client.batches.retrieve(batch.id).status == "completed", timeout=30, interval=0.2)
+        steps.tab("batches")
+        batch_row = page.locator("#batches tbody tr", has_text=batch.id)
+        expect(batch_row).to_contain_text("completed")
+        expect(batch_row).to_contain_text("2/2")
+        expect(batch_row).to_contain_text("ui-ws")
+        assert batch_row.locator("progress").get_attribute("value") == "2"
+        steps.shot("batches")
+        steps.tab("usage")
+        assert batch.id in _usage_rows(steps, "batch", "ui-ws", batch.id)
 
         # Revoke in the page: the SDK is refused within a second.
         steps.tab("workspaces")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -75,6 +76,38 @@ async def test_burst_from_two_replicas_admits_exactly_rpm(backend) -> None:
         assert 0 < int(header(err.headers, "retry-after-ms")) <= 3000
     remaining = sorted(int(header(a.headers, "x-ratelimit-remaining-requests")) for a in admitted)
     assert remaining == list(range(20))
+
+
+async def test_batch_lines_have_a_lane_of_their_own_and_never_take_live_traffics(backend) -> None:
+    limiter = Limiter(backend.state)
+    ws = replace(workspace(rpm=5, tpm=1000), batch_rpm=3, batch_tpm=600)
+    for _ in range(3):
+        await limiter.admit(ws, 10, batch=True)
+    refused = await refusal_batch(limiter, ws)
+    assert (
+        refused.code == "rate_limit_exceeded" and header(refused.headers, "x-ratelimit-limit-requests") == "3"
+    )
+    live = [await limiter.admit(ws, 10) for _ in range(5)]  # the batch lane full: live traffic untouched
+    assert header(live[-1].headers, "x-ratelimit-remaining-requests") == "0"
+    # Unset batch limits: the workspace's own figures, in buckets of their own.
+    same = workspace(rpm=2, wid="ws2")
+    for _ in range(2):
+        await limiter.admit(same, 1)
+    await limiter.admit(same, 1, batch=True)
+
+
+async def test_a_batch_spends_the_workspaces_budget(backend) -> None:
+    limiter = Limiter(backend.state)
+    ws = workspace(budget="1")
+    admission = await limiter.admit(ws, 1, batch=True)
+    await limiter.settle(admission, 1, Decimal("1"))
+    assert (await refusal(limiter, ws)).code == "insufficient_quota"  # live requests see the batch's spend
+
+
+async def refusal_batch(limiter: Limiter, ws: Workspace) -> LimitError:
+    with pytest.raises(LimitError) as info:
+        await limiter.admit(ws, 1, batch=True)
+    return info.value
 
 
 async def test_headers_use_openai_names_and_formats(backend) -> None:

@@ -428,10 +428,34 @@
   $("#usage-form").addEventListener("change", () => run(showUsage));
   onSubmit("#usage-form", showUsage);
 
+  // --- batches ----------------------------------------------------------------------------
+
+  async function loadBatches() {
+    const { data } = await api("GET", "/admin/v1/workspaces");
+    options($("#batches-form [name=workspace]"), [["", "all"], ...data.map((w) => [w.name, w.name])]);
+    await showBatches();
+  }
+
+  async function showBatches() {
+    const workspace = new FormData($("#batches-form")).get("workspace");
+    const { data } = await api("GET", "/admin/v1/batches", { query: workspace ? { workspace } : {} });
+    fill($("#batches tbody"), data.map((b) => {
+      const counts = b.request_counts;
+      const done = counts.completed + counts.failed;
+      const bar = el("progress", { max: String(Math.max(counts.total, 1)), value: String(done) });
+      const created = new Date(b.created_at * 1000).toISOString().replace("T", " ").slice(0, 19);
+      return [b.id, b.workspace, b.endpoint, b.status, el("span", {}, bar, ` ${done}/${counts.total}`),
+        counts.failed, b.credits_used, created];
+    }), "No batches yet.");
+  }
+
+  $("#batches-form").addEventListener("change", () => run(showBatches));
+  onSubmit("#batches-form", showBatches);
+
   // --- sign-in and navigation -------------------------------------------------------------
 
   const VIEWS = { providers: loadProviders, models: loadModels, routes: loadRoutes,
-    workspaces: loadWorkspaces, usage: loadUsage };
+    workspaces: loadWorkspaces, usage: loadUsage, batches: loadBatches };
 
   function show() {
     const signedIn = Boolean(sessionStorage.getItem(TOKEN_KEY));
