@@ -19,7 +19,7 @@ CLIENTS      := $(VENV)/clients
 CLIENTS_PY   := $(CLIENTS)/.installed
 CLIENTS_NODE := tests/clients/node_modules/.installed
 
-.PHONY: install clients chromium proto lock up test lint ci bench bench-scale clean
+.PHONY: install clients chromium proto lock up test lint ci bench bench-scale bench-batch clean
 
 install: $(STAMP)
 
@@ -88,6 +88,10 @@ bench: install
 bench-scale: install
 	$(BIN)/python -m bench.scale $(ARGS)
 	$(BIN)/python -m bench.usage_scale $(USAGE_ARGS)
+
+# One batch of 5,000 lines with live traffic beside it; writes bench/results/batch.md.
+bench-batch: install
+	$(BIN)/python -m bench.batch $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/clients/node_modules .infery

@@ -40,16 +40,22 @@ class Upstream:
 
 
 def start(
-    run_dir: Path, ext_procs: int, envoy_concurrency: int, env: dict[str, str] | None = None
+    run_dir: Path,
+    ext_procs: int,
+    envoy_concurrency: int,
+    env: dict[str, str] | None = None,
+    batch_workers: int = 0,
 ) -> tuple[Stack, str]:
     """A running gateway and its admin token; the caller stops it. ``env``: settings over the
-    defaults (a bench toggle: metrics off, tracing on)."""
+    defaults (a bench toggle: metrics off, tracing on). No batch worker unless asked: the other
+    rows measure live traffic alone."""
     token = "adm_bench_" + secrets.token_hex(12)
     stack = Stack(
         run_dir,
         Ports.free(ext_procs),
         env={"INFERY_ADMIN_TOKEN": token, **(env or {})},
         envoy_concurrency=envoy_concurrency,
+        batch_workers=batch_workers,
     )
     return stack.start(), token
 

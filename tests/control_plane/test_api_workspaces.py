@@ -34,6 +34,8 @@ def test_workspace_crud(client: TestClient) -> None:
         "price_multiplier": "1.15",
         "allowed_models": ["gpt-4o"],
         "share_idempotent_replays": True,
+        "batch_rpm": 30,
+        "batch_tpm": None,
     }
     response = client.post("/admin/v1/workspaces", json=body)
     assert response.status_code == 201, response.text

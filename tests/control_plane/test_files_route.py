@@ -44,10 +44,17 @@ def test_files_is_the_no_match_branch_before_the_default_route():
     matcher = config.virtual_hosts[0].matcher
     assert set(matcher.matcher_tree.exact_match_map.map) == {"gpt-4o"}
     by_path = matcher.on_no_match.matcher
-    [rule] = by_path.matcher_list.matchers
-    assert rule.predicate.single_predicate.value_match.prefix == "/v1/files"
-    assert _unpacked(rule.on_match.action) == files
+    # The files service's two APIs, /v1/files and /v1/batches (its route, matching each prefix).
+    files_rule, batches_rule = by_path.matcher_list.matchers
+    assert files_rule.predicate.single_predicate.value_match.prefix == "/v1/files"
+    assert _unpacked(files_rule.on_match.action) == files
+    assert batches_rule.predicate.single_predicate.value_match.prefix == "/v1/batches"
+    batches = _unpacked(batches_rule.on_match.action)
+    assert batches.match.prefix == "/v1/batches"
+    batches.match.prefix = "/v1/files"
+    assert batches == files  # the same route but for its prefix
     assert _unpacked(by_path.on_no_match.action) == default
 
     plain = route_configuration({}, default, files=files)  # no chains: an ordered list, files first
-    assert list(plain.virtual_hosts[0].routes) == [files, default]
+    routes = list(plain.virtual_hosts[0].routes)
+    assert [r.match.prefix for r in routes[:2]] == ["/v1/files", "/v1/batches"] and routes[2] == default

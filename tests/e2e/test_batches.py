@@ -317,6 +317,26 @@ def test_a_worker_killed_mid_batch_and_restarted_finishes_with_every_line_charge
     eventually(lambda: charged_once(gw, batch, client), 15)
 
 
+def test_a_batch_past_its_window_expires_keeping_the_lines_that_finished(
+    client: openai.OpenAI, gw: Stack, openai_sim: SimulatorProcess
+):
+    hold(openai_sim, 8, 3)
+    batch_id = run_batch(client, [chat_line(f"x{i}", "gpt-4o-mini") for i in range(20)])
+    eventually(lambda: len(openai_sim.requests()) == 8, 30)
+    engine = sa.create_engine(store_url(gw))
+    with engine.begin() as connection:  # the 24 h window, run out now
+        connection.execute(sa.text("UPDATE batches SET expires_at = 0 WHERE id = :b"), {"b": batch_id})
+    engine.dispose()
+    batch = finished(client, batch_id)
+    assert batch.status == "expired" and batch.expired_at
+    assert len(openai_sim.requests()) == 8  # nothing started past the window
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (8, 12)
+    assert len(read_lines(client, batch.output_file_id)) == 8
+    left = read_lines(client, batch.error_file_id)
+    assert len(left) == 12 and {line["error"]["code"] for line in left} == {"batch_expired"}
+    eventually(lambda: charged_once(gw, batch, client), 15)
+
+
 def line_credential(
     gw: Stack, tenant: Tenant, batch_id: str, custom_id: str, key: bytes | None = None
 ) -> str:

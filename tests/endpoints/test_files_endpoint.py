@@ -72,6 +72,11 @@ def test_the_files_paths_are_its_own_and_headers_only():
     assert files.ENDPOINT.request_body is RequestBody.HEADERS_ONLY
     # Envoy's files route (control_plane/xds/envoy_config.py) sends these paths with no body to ext_proc.
     assert files.ENDPOINT.paths == (FILES_PATH_PREFIX, FILES_PATH_PREFIX + "/")
+    # The Batch API: the same files service, the same way (control_plane/batches/).
+    for path in ("/v1/batches", "/v1/batches/batch_1", "/v1/batches/batch_1/cancel"):
+        assert endpoints.by_path(path) is files.BATCHES
+    assert endpoints.by_path("/v1/batchesx") is None
+    assert files.BATCHES.request_body is RequestBody.HEADERS_ONLY
 
 
 def test_an_authenticated_request_goes_to_the_files_service_with_a_signed_identity():
