@@ -121,11 +121,6 @@ class Worker:
             for task in [*self._tasks, *self._phases.values()]:
                 task.cancel()
 
-    async def drain(self) -> None:
-        """Wait for every line and phase this worker started (tests; a graceful stop)."""
-        while self._tasks or self._phases:
-            await asyncio.gather(*self._tasks, *self._phases.values(), return_exceptions=True)
-
     async def housekeeping(self) -> None:
         """Start the validations and finalizations that are due and no other worker holds."""
         now, now_ms = int(self.clock()), self.now_ms()
