@@ -8,7 +8,9 @@ through the same listener and key's workspace. Measured:
 - lines per second: the batch's lines ÷ the seconds from ``in_progress_at`` to ``completed_at``
   as the gateway stamped them (whole seconds: use enough lines that the run lasts a while);
 - gateway CPU per line: each process's CPU (``/proc``, its whole tree) over the run ÷ lines,
-  per role (Envoy, ext_proc, control plane, files service, batch workers);
+  per role (Envoy, ext_proc, control plane, files service, batch workers); the live probe's
+  requests are served by the same processes meanwhile and are included (``live_requests`` says
+  how many: a sequential probe, a small share beside thousands of lines);
 - live traffic while it runs: the probe's p50 and p99 latency and its errors (a live request
   must never be refused because of a batch: batches have their own lane).
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -150,9 +151,13 @@ def measure(lines: int, workers: int, run_dir: Path, timeout_s: float) -> dict[s
         },
         "live_requests": len(probe.latencies_ms),
         "live_errors": probe.errors,
-        "live_p50_ms": round(statistics.median(probe.latencies_ms), 2) if probe.latencies_ms else None,
-        "live_p99_ms": round(percentile(probe.latencies_ms, 0.99) or 0, 2) if probe.latencies_ms else None,
+        "live_p50_ms": _round(percentile(probe.latencies_ms, 50)),
+        "live_p99_ms": _round(percentile(probe.latencies_ms, 99)),
     }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def table(result: dict[str, Any]) -> str:

@@ -13,4 +13,5 @@ def test_a_small_batch_bench_runs_and_reports_every_figure(tmp_path: Path) -> No
     assert result["lines_per_s"] > 0
     assert {"envoy", "ext_proc", "batch_worker", "control_plane", "files"} <= set(result["cpu_ms_per_line"])
     assert result["live_requests"] > 0 and result["live_errors"] == 0
+    assert 0 < result["live_p50_ms"] <= result["live_p99_ms"]
     assert "| 20 | 1 | completed |" in batch.table(result)
