@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where batch.md and batch.json go")
     args = parser.parse_args(argv)
     run_dir = WORK / "batch"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh store each run (the last run's logs until then)
+    run_dir.mkdir(parents=True)
     result = measure(args.lines, args.workers, run_dir, args.timeout)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batch.json").write_text(json.dumps(result, indent=2) + "\n")
