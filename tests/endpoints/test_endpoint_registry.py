@@ -32,6 +32,8 @@ SERVED = {
     "/v1/models/": "models",  # /v1/models/{id}
     "/v1/files": "files",
     "/v1/files/": "files",  # /v1/files/{id} and {id}/content
+    "/v1/batches": "batches",  # the Batch API, served by the files service too
+    "/v1/batches/": "batches",  # /v1/batches/{id} and {id}/cancel
 }
 
 
