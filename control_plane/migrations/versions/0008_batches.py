@@ -1,7 +1,7 @@
 """The Batch API: batches and their lines; usage records name their batch; workspaces' batch lane.
 
 Revision ID: 0008_batches
-Revises: 0010_files_usage
+Revises: 0009_usage_rollups
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_batches"
-down_revision: str | None = "0010_files_usage"
+down_revision: str | None = "0009_usage_rollups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
