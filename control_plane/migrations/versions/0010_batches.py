@@ -1,6 +1,6 @@
 """The Batch API: batches and their lines; usage records name their batch; workspaces' batch lane.
 
-Revision ID: 0008_batches
+Revision ID: 0010_batches
 Revises: 0009_usage_rollups
 Create Date: 2026-12-03
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008_batches"
+revision: str = "0010_batches"
 down_revision: str | None = "0009_usage_rollups"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
