@@ -511,7 +511,13 @@ class Stack:
             self.run_dir / "logs",
             # INFERY_EXT_PROC_SERVER (h2 or grpcio) reaches ext_proc from here or from os.environ;
             # the files service is where chat's file_id parts are read, with the client certificate.
-            {**self.pki.client.env(), "INFERY_FILES_SERVICE": self.files_url, **self.env},
+            # Its own listener is where an emulated n > 1 asks for its other choices.
+            {
+                **self.pki.client.env(),
+                "INFERY_FILES_SERVICE": self.files_url,
+                "INFERY_LISTENER_URL": f"http://127.0.0.1:{self.ports.listen}",
+                **self.env,
+            },
         )
         self.processes[name] = proc
         target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"
