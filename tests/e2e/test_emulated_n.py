@@ -228,3 +228,22 @@ def test_an_idempotent_replay_repeats_every_choice_without_a_call(
         if not stream:
             assert [c["index"] for c in again.json()["choices"]] == [0, 1, 2]
             assert again.headers["x-credits-used"] == first.headers["x-credits-used"]
+
+
+def test_the_extra_choices_are_charged_to_the_key_that_authenticated_only(
+    gateway: Stack, admin: Admin, tenant: Tenant, three_formats: dict[str, SimulatorProcess]
+):
+    """Attack: a bearer key of this workspace and another workspace's key in ``x-api-key``. The
+    bearer token authenticates, and every choice is asked for with it: nothing is charged to
+    the other workspace, whichever header a client adds."""
+    other = new_tenant(admin, gateway, f"extra-choices-other-{next(_names)}")
+    headers = {"authorization": f"Bearer {tenant.key}", "x-api-key": other.key}
+    body = {"model": "claude-sonnet-4-5", "messages": MESSAGES, "n": 3}
+    answer = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["choices"]) == 3
+    assert Decimal(answer.headers["x-credits-used"]) == _charged(admin, tenant, 3)
+    assert admin.usage(workspace=other.workspace, group_by="model") == []
+    # A key the listener would refuse is refused before anything is asked for.
+    headers = {"authorization": "Bearer inf_not_a_key", "x-api-key": tenant.key}
+    refused = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert refused.status_code == 401
