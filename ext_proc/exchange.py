@@ -388,7 +388,7 @@ class Exchange:
         if choices:  # this request is choice 0; the others are asked for once it is routed
             body = self.request_body = extra_choices.one_choice(body)
         if self.endpoint.conversations and body.get("previous_response_id") is not None:
-            await self._continue(body)  # before admission: the tokens reserved count the history
+            await self._continue(body, len(raw))  # before admission: the tokens reserved count the history
 
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
@@ -880,9 +880,11 @@ class Exchange:
 
     # -- the Responses API's kept responses (ext_proc/conversations.py) -------
 
-    async def _continue(self, body: dict[str, Any]) -> None:
+    async def _continue(self, body: dict[str, Any], size: int) -> None:
         """Put the kept response ``previous_response_id`` names (its input, then its output) ahead
-        of the request's input; 404 when the workspace has no such response."""
+        of the request's input; 404 when the workspace has no such response, 413 when the request
+        (``size`` bytes) and its history would be over the request limit: each turn fits, the
+        conversation grows, and it is never built, sent nor kept again past what a client may send."""
         assert self.key is not None
         store = response_store.required(self._services.responses)
         response_id = body["previous_response_id"]
@@ -892,6 +894,15 @@ class Exchange:
                 404,
                 "not_found",
                 f"Previous response with id '{response_id}' not found.",
+                "previous_response_id",
+            )
+        limit = self._services.max_buffered_bytes
+        if size + len(kept.input_items) + len(kept.response) > limit:
+            raise GatewayError(
+                413,
+                "request_too_large",
+                f"The conversation previous_response_id continues, with this input, is over the gateway's"
+                f" request limit ({limit} bytes); start a new one or send less.",
                 "previous_response_id",
             )
         self.conversation = conversations.continued(
