@@ -1,11 +1,11 @@
-"""Attacks on the Responses API's conversation state and its charge, through Envoy with the openai SDK.
+"""Attacks on the Responses and Messages APIs: conversation state and the charge, through Envoy.
 
 - a revoked key's kept responses: the key is refused everywhere; the responses stay the
   workspace's (OpenAI scopes them to the project, not the key), so its other keys continue them;
 - a history grown past the request limit by ``previous_response_id`` is refused (413) before it
   is built, and nothing goes upstream;
 - usage a provider cannot mean (negative, not an integer) is never charged as given, on the
-  pass-through and on a translated provider.
+  pass-through and on translated providers, on both APIs.
 
 Another workspace's response id (404 for GET, DELETE, input_items and previous_response_id) is
 tests/e2e/test_responses_api.py::test_another_workspaces_response_is_not_found.
@@ -114,6 +114,38 @@ def test_usage_that_lies_is_not_charged_as_given(
     assert answer.status_code == 200
     credits = Decimal(answer.headers["x-credits-used"])
     assert 0 < credits < Decimal("0.001")  # a few tokens, not a refund nor a fortune
+    record = eventually(lambda: admin.usage_record(answer.headers["x-request-id"]), timeout=10)
+    assert record["usage_estimated"] is True and why in record["usage_rejected"]
+    assert Decimal(record["credits"]) == credits
+
+
+@pytest.mark.parametrize(
+    ("model", "usage", "why"),
+    [
+        ("claude-sonnet-4-5", {"output_tokens": -5}, "is negative"),  # passed through
+        ("gpt-4o-mini", {"prompt_tokens": 2.5}, "is not an integer"),  # translated through chat
+        ("gemini-2-5-flash", {"promptTokenCount": -(10**12)}, "is negative"),
+    ],
+)
+def test_usage_that_lies_on_the_messages_api_is_not_charged_as_given(
+    admin: Admin,
+    gateway: Stack,
+    tenant: Tenant,
+    three_formats: dict[str, SimulatorProcess],
+    model: str,
+    usage: dict[str, Any],
+    why: str,
+):
+    three_formats[model].script([{"usage": usage}])
+    answer = httpx.post(
+        gateway.base_url.removesuffix("/v1") + "/v1/messages",
+        json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "Say something"}]},
+        headers={"x-api-key": tenant.key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    credits = Decimal(answer.headers["x-credits-used"])
+    assert 0 < credits < Decimal("0.001")
     record = eventually(lambda: admin.usage_record(answer.headers["x-request-id"]), timeout=10)
     assert record["usage_estimated"] is True and why in record["usage_rejected"]
     assert Decimal(record["credits"]) == credits
