@@ -74,7 +74,7 @@ class ExtProcSettings(InferySettings):
         None,
         description="this replica's own listener as ext_proc reaches it (`http://127.0.0.1:8080`): chat's"
         " `n` > 1 on a provider that gives one choice per call is asked of it, one call per choice"
-        " (unset: such an `n` is 400 unsupported_parameter)",
+        " (unset: such an `n` is 400 unsupported_parameter; an HTTPS listener: a name its certificate has)",
     )
     media_allowed_hosts: Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_list)] = Field(
         frozenset(),

@@ -247,3 +247,18 @@ def test_the_extra_choices_are_charged_to_the_key_that_authenticated_only(
     headers = {"authorization": "Bearer inf_not_a_key", "x-api-key": tenant.key}
     refused = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
     assert refused.status_code == 401
+
+
+def test_each_choice_counts_against_the_workspaces_limits(
+    admin: Admin, gateway: Stack, three_formats: dict[str, SimulatorProcess]
+):
+    """n choices are n requests for the limits (and n reservations of tokens): with 2 requests a
+    minute left, n=3 gets the third refused, and the client the 429 with its envelope; the two
+    choices served are charged, nothing more."""
+    limited = new_tenant(admin, gateway, f"extra-choices-rpm-{next(_names)}", rpm=2)
+    client = limited.client(gateway)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="claude-sonnet-4-5", messages=MESSAGES, n=3)
+    assert refused.value.code == "rate_limit_exceeded"
+    # three records: choice 0 and choice 1 served and charged, the third refused at 0
+    assert _charged(admin, limited, 3) > 0
