@@ -20,6 +20,8 @@ LABELS = {
     "envoy": "Envoy pass-through",
     "gateway": "gateway, OpenAI-format provider",
     "gateway_anthropic": "gateway, Anthropic translation",
+    "gateway_responses": "gateway, Responses API, OpenAI-format provider (passed through)",
+    "gateway_responses_anthropic": "gateway, Responses API, Anthropic translation (through chat)",
     "gateway_metrics_off": "gateway, metrics off",
     "gateway_traced": "gateway, every request traced (OTLP)",
     "litellm": "LiteLLM proxy",

@@ -49,6 +49,9 @@ OPENAI_MODEL = "gpt-4o-mini"
 ANTHROPIC_MODEL = "claude-sonnet-4-5"
 PACED_MODEL = "gpt-4o-mini-paced"
 OPENAI_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
+# The systems measured on the gateway (one gateway serves them all).
+GATEWAY_SYSTEMS = ("gateway", "gateway_anthropic", "gateway_responses", "gateway_responses_anthropic")
 
 
 def prompt(words: int) -> str:
@@ -75,6 +78,28 @@ def anthropic_request(port: int, key: str, text: str, stream: bool) -> Request:
         body["stream"] = True
     headers = {"content-type": "application/json", "x-api-key": key, "anthropic-version": "2023-06-01"}
     return Request("127.0.0.1", port, "/v1/messages", headers, orjson.dumps(body))
+
+
+def responses_request(port: int, key: str, model: str, text: str, stream: bool) -> Request:
+    """The same prompt as a Responses API request (``input`` a string), stored as OpenAI's default
+    ``store: true`` would keep it: the gateway keeps each answer, which is part of the cost."""
+    body: dict[str, Any] = {"model": model, "input": text}
+    if stream:
+        body["stream"] = True
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    return Request("127.0.0.1", port, RESPONSES_PATH, headers, orjson.dumps(body))
+
+
+def responses_target(
+    system: str, port: int, key: str, model: str, text: str, roles: dict[str, list[int]]
+) -> Target:
+    return Target(
+        system,
+        responses_request(port, key, model, text, False),
+        responses_request(port, key, model, text, True),
+        b"response.completed",  # a Responses stream has no [DONE]: its last event
+        roles,
+    )
 
 
 def openai_target(
@@ -233,7 +258,7 @@ class Bench:
                     self.measure_sizes(target, OPENAI_MODEL, SIM_KEY)
                 finally:
                     proc.stop()
-            if self.wanted("gateway") or self.wanted("gateway_anthropic"):
+            if any(self.wanted(system) for system in GATEWAY_SYSTEMS):
                 self.run_gateway(cleanup, sim, sim_anthropic)
             for system, env in TOGGLES.items():
                 if self.wanted(system):
@@ -362,6 +387,13 @@ class Bench:
                         {**roles, "provider": [sim_anthropic.process.popen.pid]},
                     )
                 )
+            for system, model, provider_sim in (
+                ("gateway_responses", OPENAI_MODEL, sim),
+                ("gateway_responses_anthropic", ANTHROPIC_MODEL, sim_anthropic),
+            ):
+                if self.wanted(system):
+                    target_roles = {**roles, "provider": [provider_sim.process.popen.pid]}
+                    self.measure(responses_target(system, port, key, model, self.text, target_roles))
             if paced is not None:
                 self.hold_streams(stack, port, key, roles)
         finally:

@@ -15,6 +15,8 @@ SYSTEMS = (
     "envoy",
     "gateway",
     "gateway_anthropic",
+    "gateway_responses",
+    "gateway_responses_anthropic",
     # The gateway again with one switch changed, chat at the loaded concurrency only: what
     # metrics cost (the gateway row has them on) and what tracing every request costs.
     "gateway_metrics_off",

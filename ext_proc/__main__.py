@@ -36,6 +36,7 @@ from infery_proto.settings import version
 from ext_proc import file_refs, grpcio_server, h2_grpc, health, malloc_tuning, metrics, request_log, tracing
 from ext_proc.control_plane_channel import channel_credentials
 from ext_proc.exchange import Services
+from ext_proc.extra_calls import Listener
 from ext_proc.h2_grpc import Method
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
@@ -117,6 +118,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     responses = ResponseStore(s.control_plane, credentials, metadata)
     # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_ENDPOINT...): unset, no tracer at all.
     tracer = tracing.configure()
+    listener = Listener(s.listener_url.rstrip("/")) if s.listener_url else None
     services = Services(
         record,
         limiter,
@@ -129,6 +131,7 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
         upload_lookahead=s.audio_model_lookahead_bytes,
         responses=responses,
         tracer=tracer,
+        listener=listener,
     )
     gauges.watch_limiter(limiter)
     gauges.watch_spool(reporter)

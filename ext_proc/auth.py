@@ -23,13 +23,19 @@ _MISSING = "Missing API key: send 'Authorization: Bearer inf_...' (or 'x-api-key
 _UNKNOWN = "Incorrect, unknown or revoked API key."
 
 
+def presented(authorization: str | None, api_key: str | None) -> str:
+    """The secret a request presents (its two headers, or None): the bearer token, else
+    ``x-api-key``; "" for none. What :func:`authenticate` checks, and what an emulated n's extra
+    choices are asked with (ext_proc/extra_calls.py), so both are the same key."""
+    if authorization and authorization.startswith(_PREFIX):
+        return authorization[len(_PREFIX) :].strip()
+    return api_key.strip() if api_key else ""
+
+
 def authenticate(authorization: str | None, api_key: str | None, config: GatewayConfig) -> ApiKey:
     """The key a request presents (``authorization``, ``api_key``: its two headers, or None)."""
-    if authorization and authorization.startswith(_PREFIX):
-        secret = authorization[len(_PREFIX) :].strip()
-    elif api_key:
-        secret = api_key.strip()
-    else:
+    secret = presented(authorization, api_key)
+    if not secret:
         raise GatewayError(401, "invalid_api_key", _MISSING)
     digest = hashlib.sha256(secret.encode()).hexdigest()
     record = config.keys_by_hash.get(digest)

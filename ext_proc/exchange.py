@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -62,6 +63,7 @@ from ext_proc import (
     batch_gate,
     conversations,
     endpoints,
+    extra_choices,
     file_refs,
     header_policy,
     response_store,
@@ -70,10 +72,12 @@ from ext_proc import (
 )
 from ext_proc import envoy_messages as msg
 from ext_proc.audio_upload import DEFAULT_LOOKAHEAD_BYTES
-from ext_proc.auth import authenticate
+from ext_proc.auth import authenticate, presented
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
+from ext_proc.endpoints import chat_completions
 from ext_proc.endpoints.base import Answer, Endpoint, HeadersReply, HeadersRequest, LastEvent, RequestBody
 from ext_proc.errors import GatewayError
+from ext_proc.extra_calls import ExtraCalls, Listener
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
 from ext_proc.lifecycle import (
     ABANDONED,
@@ -100,6 +104,7 @@ from ext_proc.settlement import Claim
 from ext_proc.stream_answer import StreamAnswer
 from ext_proc.translators import sse, translator_for
 from ext_proc.translators.base import ResponseContext, Usage
+from ext_proc.translators.base import TranslatedResponse as Translated
 from ext_proc.upload_intake import UploadIntake
 from ext_proc.upstream_request import form_upstream, upstream_request
 
@@ -169,6 +174,7 @@ class Services:
     max_buffered_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     responses: ResponseStore | None = None  # the Responses API's kept responses (the control plane's)
     tracer: Tracer | None = None  # request traces (ext_proc/tracing.py); None: off, and no span work
+    listener: Listener | None = None  # the gateway's own listener: emulated n > 1 (INFERY_LISTENER_URL)
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def later(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -194,9 +200,11 @@ class Exchange:
         "client_headers",
         "conversation",
         "created",
+        "credential",
         "credits",
         "endpoint",
         "error_code",
+        "extra",
         "fallback_from",
         "idempotency_key",
         "include_usage",
@@ -264,6 +272,10 @@ class Exchange:
         self.credits = ZERO
         self.replayed = False
         self.upload: UploadIntake | None = None  # an upload read as it passes (RequestBody.STREAMED)
+        # The key the client authenticated with: an emulated n > 1 asks for its other choices
+        # with it (ext_proc/extra_choices.py); and those calls, once made.
+        self.credential = ""
+        self.extra: ExtraCalls | None = None
 
     @property
     def finished(self) -> bool:
@@ -313,6 +325,8 @@ class Exchange:
             else:
                 self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
                 self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
+                # The key as presented: the extra choices of an emulated n are asked with it.
+                self.credential = presented(h.get("authorization"), h.get("x-api-key"))
             if self.trace is not None:
                 self.trace.authenticated(self.key.workspace.id)
             if headers.end_of_stream:
@@ -384,8 +398,11 @@ class Exchange:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
         body, model = self._read_request(raw, config)
+        choices = self._emulated_choices(body, model, config)
+        if choices:  # this request is choice 0; the others are asked for once it is routed
+            body = self.request_body = extra_choices.one_choice(body)
         if self.endpoint.conversations and body.get("previous_response_id") is not None:
-            await self._continue(body)  # before admission: the tokens reserved count the history
+            await self._continue(body, len(raw))  # before admission: the tokens reserved count the history
 
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
@@ -425,7 +442,7 @@ class Exchange:
         route = config.routes.get(slug)
         if route is not None and route.cluster and self.endpoint.fallback:
             # A fallback chain: Envoy walks it, the upstream filter translates each attempt.
-            changed = refs or self.conversation is not None  # files inline, or a kept conversation
+            changed = refs or self.conversation is not None or bool(choices)  # files, history, n
             response = self._to_chain(config, route, orjson.dumps(body) if changed else None)
         else:
             upstream_body, set_headers, remove = await upstream_request(
@@ -437,8 +454,43 @@ class Exchange:
             if route is not None:  # the model's own Envoy route carries its timeouts and retries
                 set_headers.append((MODEL_ROUTE_HEADER, slug))
             response = msg.request_body(upstream_body, set_headers, remove)
+        if choices:
+            self._ask_extra_choices(body, choices)
         self._move(ROUTED)
         return response
+
+    def _emulated_choices(self, body: dict[str, Any], model: Model, config: GatewayConfig) -> int:
+        """n, when the gateway must ask for the choices itself (ext_proc/extra_choices.py), else 0."""
+        n = body.get("n")
+        if n is None or n == 1 or self.endpoint is not chat_completions.ENDPOINT:
+            return 0  # the usual request: one dict lookup
+        route = config.routes.get(model.slug)
+        targets = route.fallbacks if route is not None and route.cluster else ()
+        formats = [model.provider.wire_format]
+        formats += [m.provider.wire_format for slug in targets if (m := config.models.get(slug)) is not None]
+        n = extra_choices.emulated(body, formats)
+        if n and self.batch_line is not None:
+            # A batch line's credential is good for that one line (batch_gate.py): there is no
+            # key to ask the other choices with, and a second use would be a replay.
+            raise GatewayError(
+                400,
+                "unsupported_parameter",
+                "n > 1 is not supported in a batch by this model's provider.",
+                "n",
+            )
+        if n and self._services.listener is None:
+            raise GatewayError(
+                400,
+                "unsupported_parameter",
+                "n > 1 is not supported by this model's provider (INFERY_LISTENER_URL is not set).",
+                "n",
+            )
+        return n
+
+    def _ask_extra_choices(self, body: dict[str, Any], n: int) -> None:
+        """Choices 1..n-1: asked of the gateway's own listener, now, with the client's key."""
+        assert self._services.listener is not None and self.model is not None
+        self.extra = ExtraCalls(self._services.listener, self.credential, body, n)
 
     async def _local_answer(self, body: dict[str, Any], model: Model) -> ep.ProcessingResponse:
         """The gateway's own answer, for a provider without such an API that the endpoint stands in
@@ -703,9 +755,10 @@ class Exchange:
             assert self.endpoint is not None  # set with self.stream, by the endpoint
             translator = translator_for(self.endpoint, self.model.provider.kind)
             stream = translator.stream(self._response_context())
-            self.answer = StreamAnswer(
-                self.endpoint, stream, self.transcript, self._services.max_sse_event_bytes
-            )
+            # An emulated n: the transcript has every choice, the answer choice 0's only (what it
+            # is charged for when the client leaves: the others are charged by their own requests).
+            own = self.transcript if self.extra is None else []
+            self.answer = StreamAnswer(self.endpoint, stream, own, self._services.max_sse_event_bytes)
             return msg.response_headers(
                 set_headers=served, remove=("content-length", *remove), stream_body=True
             )
@@ -730,6 +783,8 @@ class Exchange:
             assert answer is not None
             chunk = body.body
             out = answer.feed(chunk, body.end_of_stream)
+            if self.extra is not None:
+                return await self._interleaved(answer, out)
             if answer.ended:
                 out += await self._end_stream(answer)
             return msg.response_body(None if out is chunk else out)
@@ -763,7 +818,10 @@ class Exchange:
                     self.endpoint, translated.usage, translated.body, self.request_body
                 )
             settlement.charge(self, usage)
-            out.append((CREDITS_USED_HEADER, format_credits(self.credits)))
+            charged = self.credits
+            if self.extra is not None:  # an emulated n: every choice, each charged by its own request
+                translated, charged = await self._with_extra_choices(translated, out)
+            out.append((CREDITS_USED_HEADER, format_credits(charged)))
             if self._keeps():
                 await self._keep(translated.body)
         else:
@@ -782,6 +840,49 @@ class Exchange:
         body = None if translated.body is raw else translated.body
         return msg.response_body(body, set_headers=out)
 
+    async def _with_extra_choices(
+        self, translated: Translated, out: list[tuple[str, str]]
+    ) -> tuple[Translated, Decimal]:
+        """Choice 0's answer with the other choices in it (or the failure of one of them, which
+        the client gets instead), and what they were all charged (``out``'s length updated)."""
+        extra = self.extra
+        assert extra is not None
+        await extra.finish()
+        charged = self.credits + extra.credits
+        if extra.failed is not None:
+            self.status = extra.failed.status
+            self.error_code = _error_code(extra.failed.body)
+            translated = Translated(extra.failed.status, extra.failed.body, error_code=self.error_code)
+            out += [("content-type", "application/json"), (":status", str(extra.failed.status))]
+        else:
+            translated.body = extra_choices.merged_answer(translated.body, extra.ordered_answers())
+        out[:] = [(k, v) for k, v in out if k != "content-length"]
+        out.append(("content-length", str(len(translated.body))))
+        return translated, charged
+
+    async def _interleaved(self, answer: StreamAnswer, out: bytes) -> ep.ProcessingResponse:
+        """An emulated n's stream: choice 0's chunk, then the other choices' chunks that arrived
+        meanwhile; at the end, the rest of theirs once they have all ended, then the tail."""
+        extra = self.extra
+        assert extra is not None and self.model is not None and self.transcript is not None
+        stream_id = answer.translator.response_id or "chatcmpl-" + self.request_id
+        out += extra.drain(stream_id, self.model.slug)
+        if answer.ended:
+            await extra.finish()
+            out += extra.drain(stream_id, self.model.slug)
+            if extra.failed is not None and answer.last is not None and not answer.error_code:
+                # choice 0 ended well, another did not: its last chunk goes out, then the failure
+                out += answer.endpoint.stream_event(answer.last)
+                answer.last = extra.failed.body
+                answer.error_code = _error_code(extra.failed.body)
+            elif answer.last is not None:
+                answer.last = extra_choices.with_usage(answer.last, extra.usages)
+            self.transcript.append(out)
+            out += await self._end_stream(answer)  # which adds the tail to the transcript
+        elif out:
+            self.transcript.append(out)
+        return msg.response_body(out)
+
     async def _end_stream(self, answer: StreamAnswer) -> bytes:
         """The stream's tail: the last chunk, carrying the charge, and ``[DONE]``; then the exit."""
         if answer.error_code:
@@ -799,15 +900,20 @@ class Exchange:
             response = conversations.final_response(last)
             if response is not None:  # kept before the client hears the end
                 await self._keep(response)
-        tail = answer.close(last, self.credits)
+        charged = self.credits if self.extra is None else self.credits + self.extra.credits
+        tail = answer.close(last, charged)
+        if self.extra is not None and self.transcript is not None:
+            self.transcript.append(tail)  # before the exit keeps it for replays
         await self._settle(FINISHED, keep=not self.error_code)
         return tail
 
     # -- the Responses API's kept responses (ext_proc/conversations.py) -------
 
-    async def _continue(self, body: dict[str, Any]) -> None:
+    async def _continue(self, body: dict[str, Any], size: int) -> None:
         """Put the kept response ``previous_response_id`` names (its input, then its output) ahead
-        of the request's input; 404 when the workspace has no such response."""
+        of the request's input; 404 when the workspace has no such response, 413 when the request
+        (``size`` bytes) and its history would be over the request limit: each turn fits, the
+        conversation grows, and it is never built, sent nor kept again past what a client may send."""
         assert self.key is not None
         store = response_store.required(self._services.responses)
         response_id = body["previous_response_id"]
@@ -817,6 +923,15 @@ class Exchange:
                 404,
                 "not_found",
                 f"Previous response with id '{response_id}' not found.",
+                "previous_response_id",
+            )
+        limit = self._services.max_buffered_bytes
+        if size + len(kept.input_items) + len(kept.response) > limit:
+            raise GatewayError(
+                413,
+                "request_too_large",
+                f"The conversation previous_response_id continues, with this input, is over the gateway's"
+                f" request limit ({limit} bytes); start a new one or send less.",
                 "previous_response_id",
             )
         self.conversation = conversations.continued(
@@ -920,6 +1035,8 @@ class Exchange:
             log.error("request %s: already %s, not settled again as %s", self.request_id, self.state, final)
             return None
         self._move(final)
+        if self.extra is not None:  # an emulated n's other choices end with it
+            self.extra.cancel()
         return settlement.settle(self, keep=keep, headers=headers)
 
     async def _settle(
@@ -995,3 +1112,13 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise GatewayError(400, "invalid_json", "The request body must be a JSON object.")
     return body
+
+
+def _error_code(envelope: bytes) -> str:
+    """``error.code`` of an OpenAI error envelope ("upstream_error" when it has none)."""
+    try:
+        error = orjson.loads(envelope).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "upstream_error"
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) and code else "upstream_error"

@@ -363,7 +363,8 @@ class _KeptResponsesCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         yield CounterMetricFamily(
             "infery_responses_not_kept",
-            "Responses API answers given but not kept (store) because the response store did not answer.",
+            "Responses API answers given but not kept (store): the response store never took them,"
+            " retries spent.",
             self._store.keep_failures,
         )
 

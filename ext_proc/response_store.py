@@ -6,10 +6,19 @@ bounded: a store that does not answer in :data:`TIMEOUT_S` is unavailable, and t
 gets ``503 responses_unavailable`` where the store was needed (``previous_response_id``,
 GET/DELETE /v1/responses/{id}). Keeping an answer is never allowed to fail the answer: a
 response that could not be kept is logged and counted, and the client still gets it.
+
+A keep that fails for a reason that may pass (the store unavailable, a deadline, a reset)
+is tried again in the background, a bounded number of times with growing pauses
+(:data:`RETRY_DELAYS_S`, about 15 s in all): the answer is not held for it (its message is
+bounded by Envoy's ext_proc message timeout), and a control plane restarting or a database
+failing over for a few seconds loses no response. Keep is an upsert keyed by workspace and
+id, so a retry after a keep that did land but whose answer was lost changes nothing. Only a
+response finally lost is counted (``infery_responses_not_kept_total``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +32,19 @@ from ext_proc.errors import GatewayError
 log = logging.getLogger("infery.ext_proc")
 
 TIMEOUT_S = 3.0
+# The pauses before each retry of a keep that failed for a reason that may pass.
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+_RETRIABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +71,17 @@ class ResponseStore:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         timeout_s: float = TIMEOUT_S,
+        retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     ) -> None:
         self._target = target
         self._credentials = credentials
         self._metadata = tuple(metadata)
         self._timeout_s = timeout_s
+        self._retry_delays_s = tuple(retry_delays_s)
         self._stub: responses_pb2_grpc.ResponseStoreStub | None = None
-        self.keep_failures = 0  # answers that could not be kept (for metrics and tests)
+        self._retries: set[asyncio.Task[None]] = set()  # keeps being tried again, referenced until done
+        self.keep_failures = 0  # answers finally not kept, retries spent (for metrics and tests)
+        self.keep_retries = 0  # keeps tried again (for tests)
 
     def _client(self) -> responses_pb2_grpc.ResponseStoreStub:
         if self._stub is None:
@@ -66,7 +92,8 @@ class ResponseStore:
     async def keep(
         self, workspace_id: str, response_id: str, model: str, created_at: int, response: bytes, items: bytes
     ) -> bool:
-        """Keep a response; False (logged) when the store could not."""
+        """Keep a response; False when this first try failed (logged). A failure that may pass is
+        tried again in the background (:data:`RETRY_DELAYS_S`); what is finally lost is counted."""
         record = responses_pb2.StoredResponse(
             workspace_id=workspace_id,
             id=response_id,
@@ -75,13 +102,48 @@ class ResponseStore:
             response=response,
             input_items=items,
         )
+        code = await self._keep_once(record)
+        if code is None:
+            return True
+        if code in _RETRIABLE and self._retry_delays_s:
+            log.warning("response %s was not kept (%s); trying again", response_id, code.name)
+            task = asyncio.ensure_future(self._keep_again(record))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+        else:
+            self._lost(response_id, code)
+        return False
+
+    async def _keep_once(self, record: responses_pb2.StoredResponse) -> grpc.StatusCode | None:
+        """One try; None when kept, else why not."""
         try:
             await self._client().Keep(record, timeout=self._timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as err:
-            self.keep_failures += 1
-            log.warning("response %s was not kept: %s", response_id, err.code().name)
-            return False
-        return True
+            return err.code()
+        return None
+
+    async def _keep_again(self, record: responses_pb2.StoredResponse) -> None:
+        code: grpc.StatusCode | None = None
+        for delay in self._retry_delays_s:
+            await asyncio.sleep(delay)
+            self.keep_retries += 1
+            code = await self._keep_once(record)
+            if code is None:
+                log.info("response %s kept on a retry", record.id)
+                return
+            if code not in _RETRIABLE:
+                break
+        assert code is not None
+        self._lost(record.id, code)
+
+    def _lost(self, response_id: str, code: grpc.StatusCode) -> None:
+        self.keep_failures += 1
+        log.warning("response %s was not kept: %s", response_id, code.name)
+
+    @property
+    def retrying(self) -> int:
+        """Keeps still being tried again."""
+        return len(self._retries)
 
     async def find(self, workspace_id: str, response_id: str) -> Kept | None:
         """The workspace's response of that id; None when it has none (unknown, expired, another

@@ -34,8 +34,9 @@ def methods(
     services: Services,
     deadline: MessageDeadline = DEFAULT_DEADLINE,
 ) -> dict[str, Method]:
-    # The request body phase may fetch media or wait on Redis: it asks Envoy for more
-    # time when it runs long (ext_proc/deadline.py). Other phases answer at once.
+    # The request body phase may fetch media or wait on Redis, a response body phase may wait
+    # for an emulated n's other choices: they ask Envoy for more time when they run long
+    # (ext_proc/deadline.py). Other phases answer at once.
     extend_after = deadline.extend_after_s
     more_time = msg.more_time(deadline.max_message_timeout_s)
 
@@ -60,7 +61,14 @@ def methods(
                 kind = req.WhichOneof("request")
                 try:
                     if kind == "response_body":  # the most frequent: each chunk of a stream
-                        yield await processor.on_response_body(req.response_body)
+                        # One send when it does not wait; an emulated n's end waits for its other
+                        # choices, and asks for more time as the request body phase does.
+                        answered = start(processor.on_response_body(req.response_body))
+                        if isinstance(answered, Suspended):
+                            async for response in answered.answers(extend_after, more_time):
+                                yield response
+                        else:
+                            yield answered
                     elif kind == "request_headers":
                         answer = processor.on_request_headers(req.request_headers)
                         if answer is not None and not isinstance(answer, ep.ProcessingResponse):

@@ -70,6 +70,12 @@ class ExtProcSettings(InferySettings):
         description="the files service's URL (`https://HOST:8082`), where `file_id` parts (chat, Responses)"
         " are read; with INFERY_XDS_TLS_* ext_proc presents the data plane's client certificate to it",
     )
+    listener_url: str | None = Field(
+        None,
+        description="this replica's own listener as ext_proc reaches it (`http://127.0.0.1:8080`): chat's"
+        " `n` > 1 on a provider that gives one choice per call is asked of it, one call per choice"
+        " (unset: such an `n` is 400 unsupported_parameter; an HTTPS listener: a name its certificate has)",
+    )
     media_allowed_hosts: Annotated[frozenset[str], NoDecode, BeforeValidator(_comma_list)] = Field(
         frozenset(),
         description="comma-separated host:port that may serve image/PDF URLs from private addresses",

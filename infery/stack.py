@@ -516,6 +516,11 @@ class Stack:
         wait_until(lambda: "ready batch worker" in proc.log(), f"the batch worker {name}", 60, [proc])
         return proc
 
+    def _listener_env(self) -> dict[str, str]:
+        if {**os.environ, **self.env}.get("INFERY_TLS_CERT_FILE"):
+            return {}
+        return {"INFERY_LISTENER_URL": f"http://127.0.0.1:{self.ports.listen}"}
+
     def start_ext_proc(self, port: int) -> None:
         name = f"ext_proc_{port}"
         proc = spawn(
@@ -539,7 +544,14 @@ class Stack:
             self.run_dir / "logs",
             # INFERY_EXT_PROC_SERVER (h2 or grpcio) reaches ext_proc from here or from os.environ;
             # the files service is where chat's file_id parts are read, with the client certificate.
-            {**self.pki.client.env(), "INFERY_FILES_SERVICE": self.files_url, **self.env},
+            # Its own listener is where an emulated n > 1 asks for its other choices (plain HTTP
+            # on loopback; an HTTPS listener needs INFERY_LISTENER_URL with a name its certificate has).
+            {
+                **self.pki.client.env(),
+                "INFERY_FILES_SERVICE": self.files_url,
+                **self._listener_env(),
+                **self.env,
+            },
         )
         self.processes[name] = proc
         target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"

@@ -256,13 +256,18 @@ class Google(Provider):
         prompt = generate_prompt(body)
         answer = content.plan(prompt)
         usage = _usage(prompt, answer, bool(_get(body, "cachedContent", "cached_content")))
+        thought = _thought(body, answer)
+        if thought:  # Gemini counts thoughts apart from the candidates, inside the total
+            thinking = content.count_tokens(thought) * prompt.n
+            usage["thoughtsTokenCount"] = thinking
+            usage["totalTokenCount"] += thinking
         merge_usage(
             usage, call.usage_override, ("totalTokenCount", "promptTokenCount", "candidatesTokenCount")
         )
         model = call.path_params["model"]
         response_id = new_id()[:22]
         if call.path.endswith(":generateContent"):
-            parts = _answer_parts(answer)
+            parts = _thought_parts(thought) + _answer_parts(answer)
             return JsonReply(
                 {
                     "candidates": [_candidate(i, parts, FINISH[answer.finish]) for i in range(prompt.n)],
@@ -271,7 +276,7 @@ class Google(Provider):
                     "responseId": response_id,
                 }
             )
-        chunks = _stream_chunks(prompt.n, answer, usage, model, response_id)
+        chunks = _stream_chunks(prompt.n, answer, usage, model, response_id, thought)
         if call.query.get("alt") == "sse":
             return StreamReply([b"data: " + orjson.dumps(c) + b"\r\n\r\n" for c in chunks])
         pieces = [(b"[" if i == 0 else b",\r\n") + orjson.dumps(c) for i, c in enumerate(chunks)]
@@ -361,6 +366,23 @@ class Google(Provider):
         return {"values": content.embedding(text, dims)}
 
 
+def _thought(body: dict[str, Any], answer: Answer) -> str:
+    """The model's thought summary, when the request asks for it as Gemini's API does
+    (``generationConfig.thinkingConfig.includeThoughts`` with a budget that is not 0); else ""."""
+    generation = _get(body, "generationConfig", "generation_config") or {}
+    thinking = _get(generation, "thinkingConfig", "thinking_config") or {}
+    if not isinstance(thinking, dict) or _get(thinking, "includeThoughts", "include_thoughts") is not True:
+        return ""
+    if _get(thinking, "thinkingBudget", "thinking_budget") == 0:
+        return ""
+    planned = "a call to a tool" if answer.tool_calls else f"an answer of {len(answer.text)} characters"
+    return f"Thinking it over before {planned}."
+
+
+def _thought_parts(thought: str) -> list[dict[str, Any]]:
+    return [{"text": thought, "thought": True}] if thought else []
+
+
 def _answer_parts(answer: Answer) -> list[dict[str, Any]]:
     if answer.tool_calls:
         return [{"functionCall": {"name": c.name, "args": c.arguments}} for c in answer.tool_calls]
@@ -374,9 +396,12 @@ def _candidate(index: int, parts: list[dict[str, Any]], finish: str | None) -> d
     return candidate
 
 
-def _stream_chunks(n: int, answer: Answer, usage: dict[str, Any], model: str, response_id: str) -> list[Any]:
-    """Text a word per chunk, function calls whole; every chunk carries the prompt count, the last
-    one the finish reason and the full usage (as the real stream does)."""
+def _stream_chunks(
+    n: int, answer: Answer, usage: dict[str, Any], model: str, response_id: str, thought: str = ""
+) -> list[Any]:
+    """The thought summary first (when asked), then text a word per chunk, function calls whole;
+    every chunk carries the prompt count, the last one the finish reason and the full usage (as
+    the real stream does)."""
     running: dict[str, Any] = {k: usage[k] for k in ("promptTokenCount", "promptTokensDetails") if k in usage}
     running["totalTokenCount"] = usage.get("promptTokenCount", 0)
     groups = (
@@ -384,6 +409,8 @@ def _stream_chunks(n: int, answer: Answer, usage: dict[str, Any], model: str, re
         if answer.tool_calls
         else [[{"text": p}] for p in content.stream_pieces(answer.text) or [""]]
     )
+    if thought:
+        groups.insert(0, _thought_parts(thought))
     chunks = []
     for i, parts in enumerate(groups):
         last = i == len(groups) - 1

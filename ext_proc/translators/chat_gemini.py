@@ -364,9 +364,12 @@ def _completion(
     choices = []
     for position, cand in enumerate(doc.get("candidates") or []):
         texts: list[str] = []
+        thoughts: list[str] = []
         calls: list[dict[str, Any]] = []
         for part in _candidate_parts(cand):
             if part.get("thought"):
+                if isinstance(part.get("text"), str):
+                    thoughts.append(part["text"])
                 continue
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])
@@ -375,10 +378,13 @@ def _completion(
         finish = _FINISH.get(str(cand.get("finishReason")), "stop")
         if calls and finish == "stop":
             finish = "tool_calls"
+        message = chat_documents.assistant_message("".join(texts), calls)
+        if thoughts:  # only when asked for (includeThoughts: the Messages API's thinking)
+            message["reasoning_content"] = "".join(thoughts)
         choices.append(
             {
                 "index": cand.get("index", position),
-                "message": chat_documents.assistant_message("".join(texts), calls),
+                "message": message,
                 "logprobs": _logprobs(cand.get("logprobsResult")),
                 "finish_reason": finish,
             }
@@ -448,6 +454,8 @@ class GeminiStream(ChunkStream):
         texts: list[str] = []
         for part in _candidate_parts(cand):
             if part.get("thought"):
+                if isinstance(part.get("text"), str) and part["text"]:
+                    out.append(self._chunk({"reasoning_content": part["text"]}, index=index))
                 continue
             if isinstance(part.get("text"), str):
                 texts.append(part["text"])

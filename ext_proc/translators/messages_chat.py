@@ -361,6 +361,9 @@ def message(doc: Mapping[str, Any], res: TranslatedResponse, ctx: ResponseContex
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     msg = _dict(choice.get("message"))
     content: list[dict[str, Any]] = []
+    thought = msg.get("reasoning_content")
+    if isinstance(thought, str) and thought:  # a thought summary (Gemini's, when thinking was asked)
+        content.append({"type": "thinking", "thinking": thought, "signature": ""})
     for name in ("content", "refusal"):
         text = msg.get(name)
         if isinstance(text, str) and text:
@@ -495,6 +498,9 @@ class MessageEvents:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue  # a Messages request has one answer
             delta = _dict(choice.get("delta"))
+            thought = delta.get("reasoning_content")
+            if isinstance(thought, str) and thought:
+                self._thinking(thought, out)
             for name in ("content", "refusal"):
                 if isinstance(delta.get(name), str) and delta[name]:
                     self._text(delta[name], out)
@@ -543,6 +549,14 @@ class MessageEvents:
         out.append(
             docs.event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
         )
+
+    def _thinking(self, text: str, out: list[bytes]) -> None:
+        """A thought summary: a ``thinking`` block (its signature empty: only Anthropic signs)."""
+        if self._open is not None and self._open[0] == "thinking":
+            index = self._open[1]
+        else:
+            index = self._open_block({"type": "thinking", "thinking": "", "signature": ""}, out)
+        self._delta(index, {"type": "thinking_delta", "thinking": text}, out)
 
     def _text(self, text: str, out: list[bytes]) -> None:
         if self._open is not None and self._open[0] == "text":

@@ -298,16 +298,21 @@ def test_thinking_passes_through_to_anthropic(env: Env):
     assert message.content[0].signature  # type: ignore[union-attr]
 
 
-def test_thinking_becomes_a_gemini_thinking_budget(env: Env):
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_thinking_becomes_gemini_thinking_and_its_thoughts_thinking_blocks(env: Env, stream: bool):
+    """Gemini 2.5 gets the budget as given and is asked for its thought summary, which comes back
+    as Anthropic thinking blocks (signature empty: only Anthropic signs); thoughts are charged."""
     thinking = {"type": "enabled", "budget_tokens": 8000}
-    _create(
-        env,
-        "google",
-        max_tokens=9000,
-        thinking=thinking,
-        messages=[{"role": "user", "content": "Think first"}],
-    )
-    assert _sent(env, "google")["body"]["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 8192}
+    ask = {"max_tokens": 9000, "thinking": thinking, "messages": [{"role": "user", "content": "Think first"}]}
+    message, credits = _stream(env, "google", **ask) if stream else _create(env, "google", **ask)
+    config = _sent(env, "google")["body"]["generationConfig"]["thinkingConfig"]
+    assert config == {"thinkingBudget": 8000, "includeThoughts": True}
+    assert [b.type for b in message.content] == ["thinking", "text"]
+    assert message.content[0].thinking.startswith("Thinking it over")  # type: ignore[union-attr]
+    assert message.content[0].signature == ""  # type: ignore[union-attr]
+    plain, plain_credits = _create(env, "google", max_tokens=9000, messages=ask["messages"])
+    assert [b.type for b in plain.content] == ["text"]  # no thinking asked: no thoughts
+    assert message.usage.output_tokens > plain.usage.output_tokens and credits > plain_credits
 
 
 # ----------------------------------------------------------------- count_tokens

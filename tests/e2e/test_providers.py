@@ -338,11 +338,12 @@ def test_a_url_to_a_private_address_is_refused(env: Env):
 
 
 def test_unsupported_parameter_is_named(env: Env):
+    """(``n`` > 1 was the example here; it is now emulated: tests/e2e/test_emulated_n.py.)"""
     with pytest.raises(openai.BadRequestError) as err:
         env.client.chat.completions.create(
-            model=MODELS["anthropic"], messages=[{"role": "user", "content": "x"}], n=2
+            model=MODELS["anthropic"], messages=[{"role": "user", "content": "x"}], logprobs=True
         )
-    assert err.value.code == "unsupported_parameter" and err.value.param == "n"
+    assert err.value.code == "unsupported_parameter" and err.value.param == "logprobs"
 
 
 @KINDS

@@ -455,3 +455,38 @@ def test_a_request_answered_in_the_headers_phase_keeps_envoys_id_and_a_metered_o
         for h in reply.request_headers.response.header_mutation.set_headers
     }
     assert sent["x-request-id"] == metered.request_id != envoys and len(metered.request_id) == 32
+
+
+class _KeptStore:
+    """A response store holding one kept response of workspace ``w`` (duck-typed ResponseStore)."""
+
+    def __init__(self, kept_input: bytes) -> None:
+        from ext_proc.response_store import Kept
+
+        self.kept = Kept(b'{"id":"resp_1","object":"response","output":[]}', kept_input)
+
+    async def find(self, workspace_id: str, response_id: str) -> object:
+        return self.kept if (workspace_id, response_id) == ("w", "resp_1") else None
+
+
+async def test_a_conversation_past_the_request_limit_is_413_before_it_is_built(records):
+    """Attack: each turn under the limit, the conversation over it. The gateway must not build the
+    whole history into a body (nor send it, nor keep it again): 413 naming previous_response_id."""
+    history = orjson.dumps([{"type": "message", "role": "user", "content": "x" * 60_000}])
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state), max_buffered_bytes=100_000)
+    services.responses = _KeptStore(history)  # type: ignore[assignment]
+    for size, expected in ((50_000, 413), (1_000, 0)):
+        exchange = Exchange(_config(), services)
+        exchange.on_request_headers(
+            _headers({":path": "/v1/responses", ":method": "POST", "authorization": f"Bearer {KEY}"})
+        )
+        body = {"model": "m", "input": "y" * size, "previous_response_id": "resp_1"}
+        reply = await exchange.on_request_body(ep.HttpBody(body=orjson.dumps(body), end_of_stream=True))
+        if expected:
+            assert reply.immediate_response.status.code == expected
+            error = orjson.loads(reply.immediate_response.body)["error"]
+            assert (error["code"], error["param"]) == ("request_too_large", "previous_response_id")
+        else:
+            sent = orjson.loads(reply.request_body.response.body_mutation.body)
+            assert len(sent["input"]) == 2  # the kept turn, then this one

@@ -259,8 +259,41 @@ def test_thinking_becomes_a_gemini_thinking_budget() -> None:
         "messages": [{"role": "user", "content": "hi"}],
         "thinking": {"type": "enabled", "budget_tokens": 8000},
     }
-    _, out = gemini_request(body)
-    assert out["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 8192}
+    _, out = gemini_request(body)  # the budget as given, and the thought summary asked for
+    assert out["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 8000, "includeThoughts": True}
+    _, pro = gemini_request(
+        {**body, "thinking": {"type": "enabled", "budget_tokens": 99_999}}, model="gemini-2.5-pro"
+    )
+    assert pro["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 32768, "includeThoughts": True}
+    _, older = gemini_request(body, model="gemini-2.0-flash")  # no thinking budget before 2.5
+    assert "thinkingConfig" not in older.get("generationConfig", {})
+    _, plain = gemini_request({k: v for k, v in body.items() if k != "thinking"})
+    assert "thinkingConfig" not in plain.get("generationConfig", {})
+
+
+def test_gemini_thoughts_come_back_as_thinking_blocks() -> None:
+    answer = {
+        "candidates": [
+            {
+                "content": {
+                    "role": "model",
+                    "parts": [{"text": "Weighing it up.", "thought": True}, {"text": "Hello."}],
+                },
+                "finishReason": "STOP",
+                "index": 0,
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "thoughtsTokenCount": 4},
+        "responseId": "r1",
+    }
+    res = GEMINI.response(200, orjson.dumps(answer), GEMINI_CTX)
+    message = orjson.loads(res.body)
+    assert_anthropic_message(message)
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "Weighing it up.", "signature": ""},
+        {"type": "text", "text": "Hello."},
+    ]
+    assert message["usage"]["output_tokens"] == 6  # thoughts are output, as Gemini bills them
 
 
 def test_output_config_format_becomes_a_json_schema_answer() -> None:
@@ -512,7 +545,9 @@ def test_a_gemini_answer_becomes_a_message() -> None:
     )
     res = GEMINI.response(200, raw, GEMINI_CTX)
     doc = assert_anthropic_message(res.body)
-    assert [b["type"] for b in doc["content"]] == ["tool_use"]
+    # the recorded answer has a thought summary (Gemini's thought part): a thinking block first
+    assert [b["type"] for b in doc["content"]] == ["thinking", "tool_use"]
+    assert doc["content"][0]["thinking"] and doc["content"][0]["signature"] == ""
     assert doc["stop_reason"] == "tool_use" and doc["model"] == SLUG
     assert res.usage is not None and doc["usage"]["output_tokens"] == res.usage.output_tokens > 0
 
@@ -649,6 +684,11 @@ def test_recorded_gemini_streams_become_anthropics_events(name: str, size: int |
     assert stream.usage == chat.usage and stream.usage is not None
     assert message.usage.output_tokens == stream.usage.output_tokens
     assert message.model == SLUG and message.stop_reason in ("end_turn", "tool_use")
+    thoughts = [block for block in message.content if block.type == "thinking"]
+    if "thought-summary" in name:  # Gemini's thought parts: Anthropic thinking blocks, first
+        assert thoughts and thoughts[0].thinking and message.content[0].type == "thinking"
+    else:
+        assert not thoughts
 
 
 @each_split

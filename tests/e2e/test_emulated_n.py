@@ -1,0 +1,265 @@
+"""``n > 1`` on chat for providers that answer one choice per call (Anthropic; Gemini above its 8
+candidates), through Envoy with the openai SDK: the gateway asks its own listener for the other
+choices and merges them (ext_proc/extra_choices.py).
+
+Each choice is a provider call and a request of its own, charged once with its own usage
+record: the workspace's usage (a fresh workspace per test) must hold exactly n requests whose
+credits add up to the ``x-credits-used`` (or ``credits_used``) the client got.
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from infery.stack import Stack
+from simulators.testing import SimulatorProcess
+from tests.conformance import assert_openai
+from tests.e2e.support import Admin, Tenant, eventually, new_tenant
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
+# (slug, n): Anthropic has no n; Gemini gives up to 8 candidates in one call.
+EMULATED = pytest.mark.parametrize("slug,n", [("claude-sonnet-4-5", 3), ("gemini-2-5-flash", 10)])
+_names = itertools.count()
+
+
+@pytest.fixture
+def tenant(admin: Admin, gateway: Stack, three_formats: dict[str, SimulatorProcess]) -> Tenant:
+    return new_tenant(admin, gateway, f"extra-choices-{next(_names)}")
+
+
+@pytest.fixture
+def client(tenant: Tenant, gateway: Stack) -> openai.OpenAI:
+    return tenant.client(gateway)
+
+
+def _charged(admin: Admin, tenant: Tenant, requests: int) -> Decimal:
+    """The workspace's credits once its ``requests`` usage records have all arrived."""
+
+    def arrived() -> list[dict[str, Any]] | None:
+        rows = admin.usage(workspace=tenant.workspace, group_by="model")
+        return rows if sum(row["requests"] for row in rows) == requests else None
+
+    rows = eventually(arrived, timeout=10)
+    return sum((Decimal(row["credits"]) for row in rows), Decimal(0))
+
+
+@EMULATED
+def test_n_choices_in_one_answer_usage_summed_and_each_charged_once(
+    client: openai.OpenAI,
+    admin: Admin,
+    tenant: Tenant,
+    three_formats: dict[str, SimulatorProcess],
+    slug: str,
+    n: int,
+):
+    sim = three_formats[slug]
+    calls_before = len(sim.requests())
+    raw = client.chat.completions.with_raw_response.create(model=slug, messages=MESSAGES, n=n, max_tokens=64)
+    reply = raw.parse()
+    assert_openai(raw.http_response.json(), "CreateChatCompletionResponse")
+    assert [c.index for c in reply.choices] == list(range(n))
+    assert all(c.message.content and c.finish_reason for c in reply.choices)
+    assert reply.model == slug and raw.headers["x-model-used"] == slug
+    assert len(sim.requests()) - calls_before == n  # one provider call per choice
+    assert all(r["body"].get("candidateCount", 1) == 1 for r in sim.requests()[calls_before:] if "body" in r)
+    assert reply.usage is not None
+    # each call was charged the same (same prompt, same canned answer): usage is n times one call's
+    one = client.chat.completions.create(model=slug, messages=MESSAGES, max_tokens=64).usage
+    assert one is not None
+    assert reply.usage.prompt_tokens == n * one.prompt_tokens
+    assert reply.usage.completion_tokens == n * one.completion_tokens
+    charged = _charged(admin, tenant, n + 1)  # n choices, then the single call
+    single = Decimal(raw.headers["x-credits-used"]) / n
+    assert Decimal(raw.headers["x-credits-used"]) + single == charged
+
+
+@EMULATED
+@pytest.mark.parametrize("include_usage", [False, True], ids=["plain", "include_usage"])
+def test_a_stream_interleaves_every_choice_and_ends_with_the_summed_charge(
+    client: openai.OpenAI, admin: Admin, tenant: Tenant, slug: str, n: int, include_usage: bool
+):
+    options: Any = {"include_usage": True} if include_usage else openai.NOT_GIVEN
+    stream = client.chat.completions.create(
+        model=slug, messages=MESSAGES, n=n, max_tokens=64, stream=True, stream_options=options
+    )
+    chunks = list(stream)
+    texts: dict[int, str] = {}
+    finished: set[int] = set()
+    for chunk in chunks:
+        assert chunk.model == slug and chunk.id == chunks[0].id
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished.add(choice.index)
+    assert sorted(texts) == list(range(n)) and all(texts.values())
+    assert finished == set(range(n))
+    last = chunks[-1]
+    credits = Decimal(str(last.model_extra["credits_used"]))  # type: ignore[index]
+    if include_usage:
+        assert last.choices == [] and last.usage is not None
+        assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+    else:
+        assert last.choices and last.usage is None  # the tutorial loop never meets an empty choices
+    assert credits == _charged(admin, tenant, n)
+
+
+def test_n_over_the_emulated_cap_is_refused_before_any_call(
+    client: openai.OpenAI, three_formats: dict[str, SimulatorProcess]
+):
+    sim = three_formats["claude-sonnet-4-5"]
+    before = len(sim.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="claude-sonnet-4-5", messages=MESSAGES, n=17)
+    assert (refused.value.code, refused.value.param) == ("invalid_value", "n")
+    assert len(sim.requests()) == before
+
+
+def test_gemini_up_to_8_is_one_call_with_candidates(
+    client: openai.OpenAI, three_formats: dict[str, SimulatorProcess]
+):
+    sim = three_formats["gemini-2-5-flash"]
+    before = len(sim.requests())
+    reply = client.chat.completions.create(model="gemini-2-5-flash", messages=MESSAGES, n=3)
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    sent = sim.requests()[before:]
+    assert len(sent) == 1 and sent[0]["body"]["generationConfig"]["candidateCount"] == 3
+
+
+def test_a_client_that_hangs_up_is_charged_for_what_every_choice_served(
+    gateway: Stack,
+    admin: Admin,
+    tenant: Tenant,
+    client: openai.OpenAI,
+    three_formats: dict[str, SimulatorProcess],
+):
+    slug = "claude-sonnet-4-5"
+    whole = client.chat.completions.create(model=slug, messages=MESSAGES, max_tokens=64).usage
+    assert whole is not None
+    sim = three_formats[slug]
+    sim.script([{"chunk_delay_ms": 300}] * 3)  # each of the 3 calls streams slowly
+    body = {"model": slug, "messages": MESSAGES, "n": 3, "stream": True, "max_tokens": 64}
+    headers = {"authorization": f"Bearer {tenant.key}"}
+    try:
+        with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers) as r:
+            assert r.status_code == 200
+            request_id = r.headers["x-request-id"]
+            for line in r.iter_lines():
+                if '"content":"' in line and '"content":""' not in line:
+                    break  # some text served: leave
+    finally:
+        sim.clear()
+    record = eventually(lambda: admin.usage_record(request_id), timeout=10)
+    assert (record["status"], record["error_code"]) == (499, "stream_interrupted")
+
+    def all_recorded() -> list[dict[str, Any]] | None:
+        rows = admin.usage(workspace=tenant.workspace, group_by="model")
+        return rows if sum(row["requests"] for row in rows) == 4 else None  # the whole call, then 3
+
+    rows = eventually(all_recorded, timeout=15)
+    cut = sum(row["output_tokens"] for row in rows) - whole.completion_tokens
+    assert 0 < cut < 3 * whole.completion_tokens  # charged for what was served: something, not all
+    assert sum(Decimal(row["credits"]) for row in rows) > 0
+
+
+def test_each_choice_falls_back_on_its_own_and_model_is_choice_0s(
+    client: openai.OpenAI, admin: Admin, tenant: Tenant, three_formats: dict[str, SimulatorProcess]
+):
+    """One of three calls meets a 503 and is served by the chain's fallback: the answer still has
+    three choices; ``model``/``x-model-used`` are choice 0's slug (``x-fallback-from`` when choice 0
+    itself fell back); each choice is charged at the price of the model that served it."""
+    admin.model("n-chain", "sim-anthropic", "claude-sonnet-4-5-20250929")
+    admin.call("PUT", "/routes/n-chain", {"fallbacks": ["gemini-2-5-flash"], "retry_on": ["5xx"]})
+    sim, fallback = three_formats["claude-sonnet-4-5"], three_formats["gemini-2-5-flash"]
+
+    def one_call_fell_back() -> Any:
+        sim.clear()
+        fallback.clear()
+        sim.script([{"status": 503}])
+        raw = client.chat.completions.with_raw_response.create(model="n-chain", messages=MESSAGES, n=3)
+        # (the provider's log, not the usage records: those arrive later, a try would be missed)
+        return raw if len(fallback.requests()) == 1 else None
+
+    try:
+        raw = eventually(one_call_fell_back, timeout=10, interval=0.2)
+    finally:
+        sim.clear()
+    reply = raw.parse()
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    used = raw.headers["x-model-used"]
+    assert reply.model == used and used in ("n-chain", "gemini-2-5-flash")
+    assert raw.headers.get("x-fallback-from") == ("n-chain" if used == "gemini-2-5-flash" else None)
+
+    def by_model() -> dict[str, int] | None:
+        rows = admin.usage(workspace=tenant.workspace, group_by="model")
+        counts = {row["group"]: row["requests"] for row in rows}
+        return counts if counts.get("gemini-2-5-flash") and sum(counts.values()) % 3 == 0 else None
+
+    counts = eventually(by_model, timeout=10)
+    assert counts.get("gemini-2-5-flash") == 1  # the one call that fell back, charged as Gemini
+
+
+def test_an_idempotent_replay_repeats_every_choice_without_a_call(
+    client: openai.OpenAI, admin: Admin, tenant: Tenant, three_formats: dict[str, SimulatorProcess]
+):
+    sim = three_formats["claude-sonnet-4-5"]
+    for stream in (False, True):
+        key = f"n-replay-{stream}-{next(_names)}"
+        body: dict[str, Any] = {"model": "claude-sonnet-4-5", "messages": MESSAGES, "n": 3, "stream": stream}
+        first = client.post(
+            "/chat/completions",
+            cast_to=httpx.Response,
+            body=body,
+            options={"headers": {"idempotency-key": key}},
+        )
+        calls = len(sim.requests())
+        again = client.post(
+            "/chat/completions",
+            cast_to=httpx.Response,
+            body=body,
+            options={"headers": {"idempotency-key": key}},
+        )
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.content == first.content and len(sim.requests()) == calls
+        if not stream:
+            assert [c["index"] for c in again.json()["choices"]] == [0, 1, 2]
+            assert again.headers["x-credits-used"] == first.headers["x-credits-used"]
+
+
+def test_the_extra_choices_are_charged_to_the_key_that_authenticated_only(
+    gateway: Stack, admin: Admin, tenant: Tenant, three_formats: dict[str, SimulatorProcess]
+):
+    """Attack: a bearer key of this workspace and another workspace's key in ``x-api-key``. The
+    bearer token authenticates, and every choice is asked for with it: nothing is charged to
+    the other workspace, whichever header a client adds."""
+    other = new_tenant(admin, gateway, f"extra-choices-other-{next(_names)}")
+    headers = {"authorization": f"Bearer {tenant.key}", "x-api-key": other.key}
+    body = {"model": "claude-sonnet-4-5", "messages": MESSAGES, "n": 3}
+    answer = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200 and len(answer.json()["choices"]) == 3
+    assert Decimal(answer.headers["x-credits-used"]) == _charged(admin, tenant, 3)
+    assert admin.usage(workspace=other.workspace, group_by="model") == []
+    # A key the listener would refuse is refused before anything is asked for.
+    headers = {"authorization": "Bearer inf_not_a_key", "x-api-key": tenant.key}
+    refused = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert refused.status_code == 401
+
+
+def test_each_choice_counts_against_the_workspaces_limits(
+    admin: Admin, gateway: Stack, three_formats: dict[str, SimulatorProcess]
+):
+    """n choices are n requests for the limits (and n reservations of tokens): with 2 requests a
+    minute left, n=3 gets the third refused, and the client the 429 with its envelope; the two
+    choices served are charged, nothing more."""
+    limited = new_tenant(admin, gateway, f"extra-choices-rpm-{next(_names)}", rpm=2)
+    client = limited.client(gateway)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="claude-sonnet-4-5", messages=MESSAGES, n=3)
+    assert refused.value.code == "rate_limit_exceeded"
+    # three records: choice 0 and choice 1 served and charged, the third refused at 0
+    assert _charged(admin, limited, 3) > 0
