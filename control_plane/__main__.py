@@ -8,7 +8,6 @@ from it. Settings come from the environment (control_plane/settings.py;
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import grpc
 import uvicorn
-from infery_proto.settings import SettingsError, version
 
 from control_plane import tracing
 from control_plane.api.app import create_app
@@ -160,18 +158,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m control_plane",
-        description="The control plane: admin API, dashboard, xDS and usage ingestion.",
-        epilog=Settings.help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    settings = Settings.from_command_line(
+        "python -m control_plane", "The control plane: admin API, dashboard, xDS and usage ingestion.", argv
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.parse_args(argv)
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(serve(settings))
 

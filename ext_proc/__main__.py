@@ -31,7 +31,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from infery_proto import logs
-from infery_proto.settings import version
 
 from ext_proc import file_refs, grpcio_server, h2_grpc, health, malloc_tuning, metrics, request_log, tracing
 from ext_proc.control_plane_channel import channel_credentials
@@ -195,14 +194,11 @@ _FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m ext_proc",
-        description="One ext_proc process: Envoy's external processor for the gateway.",
-        epilog=ExtProcSettings.help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = ExtProcSettings.command_line(
+        "python -m ext_proc",
+        "One ext_proc process: Envoy's external processor for the gateway.",
         argument_default=argparse.SUPPRESS,  # a flag not given leaves its variable (or default) in force
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--host", help="address of the TCP port (INFERY_EXT_PROC_HOST)")
     parser.add_argument(
         "--port", type=int, help="the TCP port, also this process's xDS node id (INFERY_EXT_PROC_PORT)"

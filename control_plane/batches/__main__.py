@@ -7,13 +7,11 @@ storage and an Envoy listener: they share the work through the store.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 
 import httpx
-from infery_proto.settings import SettingsError, version
 
 from control_plane.batches.settings import BatchSettings
 from control_plane.batches.worker import Worker
@@ -47,18 +45,11 @@ async def serve(settings: BatchSettings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m control_plane.batches",
-        description="A batch worker: runs /v1/batches through the gateway's listener.",
-        epilog=BatchSettings.help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    settings = BatchSettings.from_command_line(
+        "python -m control_plane.batches",
+        "A batch worker: runs /v1/batches through the gateway's listener.",
+        argv,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.parse_args(argv)
-    try:
-        settings = BatchSettings.from_env()
-    except SettingsError as exc:
-        parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     # httpx logs every request at INFO: a line each, with nothing the batch's own log lacks.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -7,7 +7,6 @@ With a certificate and a CA (``INFERY_FILES_TLS_*``, by default the control plan
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -16,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
-from infery_proto.settings import SettingsError, version
 
 from control_plane.files.app import FilesService, create_app
 from control_plane.files.settings import FilesSettings
@@ -79,18 +77,9 @@ def uvicorn_config(app: FastAPI, settings: FilesSettings) -> uvicorn.Config:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m control_plane.files",
-        description="The files service: /v1/files stored by the gateway.",
-        epilog=FilesSettings.help_text(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    settings = FilesSettings.from_command_line(
+        "python -m control_plane.files", "The files service: /v1/files stored by the gateway.", argv
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    parser.parse_args(argv)
-    try:
-        settings = FilesSettings.from_env()
-    except SettingsError as exc:
-        parser.error(str(exc))
     configure_logging(settings.log_level, settings.log_format)
     service = build(settings)
     if settings.files_metrics_port:

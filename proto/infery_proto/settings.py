@@ -12,6 +12,7 @@ An empty variable counts as unset (``INFERY_ADMIN_TOKEN= make up`` sets no empty
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import textwrap
@@ -77,6 +78,30 @@ class InferySettings(BaseSettings):
             raise SettingsError(_describe(cls, exc)) from None
         except pydantic_settings.SettingsError as exc:  # a value that could not even be decoded
             raise SettingsError(str(exc)) from None
+
+    @classmethod
+    def command_line(cls, prog: str, description: str, **options: Any) -> argparse.ArgumentParser:
+        """The process's parser, the same for every process: ``--help`` lists every variable with
+        its default and meaning, ``--version`` the package's. A process with flags adds them."""
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            description=description,
+            epilog=cls.help_text(),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **options,
+        )
+        parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+        return parser
+
+    @classmethod
+    def from_command_line(cls, prog: str, description: str, argv: list[str] | None = None) -> Self:
+        """The settings of a process without flags of its own; a bad variable exits 2 naming it."""
+        parser = cls.command_line(prog, description)
+        parser.parse_args(argv)
+        try:
+            return cls.from_env()
+        except SettingsError as exc:
+            parser.error(str(exc))
 
     @classmethod
     def variable(cls, field: str) -> str:
