@@ -5,10 +5,10 @@ chain: the attempt's reply carries the provider's credential. Anything that can
 open a stream to ext_proc could ask the same, so the listener's exchange, which
 has authenticated the client's ``inf_`` key, gives the chain's request a grant in
 Envoy's dynamic metadata (infery_proto.wire ``ATTEMPT_METADATA``/``GRANT_FIELD``): an
-HMAC-SHA256 over the request id, the workspace, the member and an expiry. An attempt
-serves only a request whose grant verifies and has not expired, and it reads the
-workspace from it (whose policy applies to the target). Metadata is Envoy's own: it
-never reaches a provider.
+HMAC-SHA256 over the request id, the workspace, the member and an expiry
+(infery_proto.signed_token). An attempt serves only a request whose grant verifies and has
+not expired, and it reads the workspace from it (whose policy applies to the target).
+Metadata is Envoy's own: it never reaches a provider.
 
 The key comes from the control plane over xDS in a resource only ext_proc
 processes subscribe to (``infery.v1.DataPlaneSecret``): it is generated once and
@@ -19,13 +19,11 @@ page shows) never holds it.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import time
 from dataclasses import dataclass
 
-_VERSION = "v1"
+from infery_proto import signed_token
+
+_VERSION = "attempt-v1"  # the audience: no other signed value of the gateway verifies as this
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,27 +33,14 @@ class Grant:
     member_id: str
 
 
-def _mac(key: bytes, payload: str) -> str:
-    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def sign(key: bytes, grant: Grant, expires_at: int) -> str:
     """The header value granting ``grant`` until ``expires_at`` (unix seconds)."""
-    payload = f"{_VERSION}.{expires_at}.{grant.request_id}.{grant.workspace_id}.{grant.member_id}"
-    return f"{payload}.{_mac(key, payload)}"
+    return signed_token.seal(
+        key, _VERSION, expires_at, (grant.request_id, grant.workspace_id, grant.member_id)
+    )
 
 
 def verify(key: bytes, value: str, now: float | None = None) -> Grant | None:
     """The grant ``value`` carries if it is signed with ``key`` and still valid, else ``None``."""
-    if not key or not value:
-        return None
-    payload, _, mac = value.rpartition(".")
-    parts = payload.split(".")
-    if len(parts) != 5 or parts[0] != _VERSION or not parts[1].isdigit():
-        return None
-    if not hmac.compare_digest(mac, _mac(key, payload)):
-        return None
-    if int(parts[1]) < (time.time() if now is None else now):
-        return None
-    return Grant(parts[2], parts[3], parts[4])
+    fields = signed_token.unseal(key, _VERSION, value, 3, now=now)
+    return None if fields is None else Grant(*fields)

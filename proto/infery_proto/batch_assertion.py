@@ -27,12 +27,11 @@ signs), which never import each other; it is the one definition of the format.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
 import time
 from dataclasses import dataclass
 
+from infery_proto import signed_token
 from infery_proto.wire import BATCH_LINE_HEADER
 
 HEADER = BATCH_LINE_HEADER
@@ -54,46 +53,19 @@ class BatchLine:
     endpoint: str  # the batch's endpoint: the request's path
 
 
-def _b64(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> str:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-
-
-def _mac(key: bytes, payload: str) -> str:
-    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def sign(key: bytes, line: BatchLine, now: float | None = None) -> str:
     """The header value for ``line``, valid for :data:`LIFETIME_S`."""
     if not key:
         raise ValueError("no batch line key")
     expires_at = int(time.time() if now is None else now) + LIFETIME_S
     fields = (line.workspace_id, line.key_id, line.member_id, line.batch_id, line.custom_id, line.endpoint)
-    # Every field base64url: a custom_id may hold any character, the separator included.
-    payload = ".".join((_VERSION, str(expires_at), *map(_b64, fields)))
-    return f"{payload}.{_mac(key, payload)}"
+    return signed_token.seal(key, _VERSION, expires_at, fields)
 
 
 def verify(key: bytes, value: str, now: float | None = None) -> BatchLine | None:
     """The line ``value`` asserts if signed with ``key`` and not expired; ``None`` otherwise."""
-    if not key or not value:
-        return None
-    payload, _, mac = value.rpartition(".")
-    parts = payload.split(".")
-    if len(parts) != 8 or parts[0] != _VERSION or not parts[1].isdigit():
-        return None
-    if not hmac.compare_digest(mac, _mac(key, payload)):
-        return None
-    if int(parts[1]) < (time.time() if now is None else now):
-        return None
-    try:
-        return BatchLine(*map(_unb64, parts[2:]))
-    except (ValueError, UnicodeDecodeError):
-        return None
+    fields = signed_token.unseal(key, _VERSION, value, 6, now=now)
+    return None if fields is None else BatchLine(*fields)
 
 
 def idempotency_key(batch_id: str, custom_id: str) -> str:

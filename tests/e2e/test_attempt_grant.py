@@ -98,7 +98,7 @@ def _attempt_stream(stack: Stack, grant: str | None) -> list[ep.ProcessingRespon
     "grant",
     [
         None,
-        "v1.9999999999.0123456789abcdef.ws.member.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "attempt-v1.9999999999.0123456789abcdef.ws.member.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         "garbage",
     ],
     ids=["unsigned", "forged", "malformed"],

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 import sqlalchemy as sa
-from infery_proto import batch_assertion
+from infery_proto import batch_assertion, signed_token
 from openai.types import CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion
 
@@ -376,7 +376,7 @@ def test_a_line_credential_cannot_be_forged_altered_moved_or_charged_twice(
     valid = line_credential(gw, tenant, "batch_attack", "x")
     payload, _, mac = valid.rpartition(".")
     parts = payload.split(".")
-    parts[6] = batch_assertion._b64("y")  # another custom_id, same MAC
+    parts[6] = signed_token._b64("y")  # another custom_id, same MAC
     assert post(".".join(parts) + "." + mac).status_code == 401
     assert (
         post(

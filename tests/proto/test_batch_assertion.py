@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from infery_proto import batch_assertion
 from infery_proto.batch_assertion import BatchLine
+from infery_proto.signed_token import _b64
 
 KEY = b"k" * 32
 LINE = BatchLine("ws", "key", "member", "batch_1", "id.with.dots/and spaces", "/v1/chat/completions")
@@ -23,7 +24,7 @@ def test_another_key_or_any_changed_field_breaks_it():
     parts = payload.split(".")
     for index in range(1, len(parts)):
         changed = list(parts)
-        changed[index] = batch_assertion._b64("other") if index > 1 else "9999999999"
+        changed[index] = _b64("other") if index > 1 else "9999999999"
         assert batch_assertion.verify(KEY, ".".join(changed) + "." + mac, now=1000) is None, index
     assert batch_assertion.verify(KEY, "", now=1000) is None
     assert batch_assertion.verify(b"", value, now=1000) is None
