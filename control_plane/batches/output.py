@@ -94,16 +94,7 @@ async def write_files(
 
         async def file_for(ok: bool) -> _File:
             if ok not in files:
-                now = clock()
-                file_id = file_records.new_file_id(now)
-                row = StoredFile(
-                    id=file_id,
-                    workspace_id=batch.workspace_id,
-                    member_id=batch.member_id,
-                    key_id=batch.key_id,
-                    created_at=int(now),
-                    storage_key=f"{batch.workspace_id}/{file_id}",
-                )
+                row = file_records.new_row(batch.workspace_id, batch.member_id, batch.key_id, clock())
                 await run_in_threadpool(file_records.begin, sessions, row)
                 writer = await stack.enter_async_context(storage.writer(row.storage_key))
                 files[ok] = _File(row, writer)

@@ -181,16 +181,7 @@ def create_app(service: FilesService) -> FastAPI:
             )
             if kept is not None:
                 return await _replay(request, who, started, boundary, kept)
-        file_id = records.new_file_id(now)
-        row = StoredFile(
-            id=file_id,
-            workspace_id=who.workspace_id,
-            member_id=who.member_id,
-            key_id=who.key_id,
-            created_at=int(now),
-            storage_key=f"{who.workspace_id}/{file_id}",
-            idempotency_key=scoped,
-        )
+        row = records.new_row(who.workspace_id, who.member_id, who.key_id, now, scoped)
         try:
             await run_in_threadpool(records.begin, sessions, row)
         except IntegrityError:  # the same key's upload began meanwhile
@@ -204,7 +195,7 @@ def create_app(service: FilesService) -> FastAPI:
                     request, boundary, hashing or destination, row.created_at
                 )
         except BaseException:
-            await run_in_threadpool(records.forget, sessions, file_id)
+            await run_in_threadpool(records.forget, sessions, row.id)
             raise
         usage = usage_records.record(
             who, usage_records.UPLOAD_ENDPOINT, started, service.clock(), 200, form.bytes
@@ -212,7 +203,7 @@ def create_app(service: FilesService) -> FastAPI:
         stored = await run_in_threadpool(
             records.complete,
             sessions,
-            file_id,
+            row.id,
             usage_record=usage,
             filename=form.filename,
             purpose=purpose,

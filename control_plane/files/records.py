@@ -31,6 +31,23 @@ def new_file_id(now: float | None = None) -> str:
     return f"file-{ms:012x}{secrets.token_hex(8)}"
 
 
+def new_row(
+    workspace_id: str, member_id: str, key_id: str, now: float, idempotency_key: str | None = None
+) -> StoredFile:
+    """A file about to be written: a fresh id, and its bytes under the workspace's prefix in the
+    storage (one place for that layout, whoever writes the file: an upload or a batch's output)."""
+    file_id = new_file_id(now)
+    return StoredFile(
+        id=file_id,
+        workspace_id=workspace_id,
+        member_id=member_id,
+        key_id=key_id,
+        created_at=int(now),
+        storage_key=f"{workspace_id}/{file_id}",
+        idempotency_key=idempotency_key,
+    )
+
+
 def file_object(row: StoredFile) -> dict[str, Any]:
     """OpenAI's ``file`` object (``expires_at`` only when the file expires)."""
     doc: dict[str, Any] = {
