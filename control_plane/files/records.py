@@ -21,7 +21,9 @@ from control_plane.resources import usage
 from control_plane.store.tables import StoredFile
 
 Sessions = Callable[[], Session]
-UPLOADING, PROCESSED = "uploading", "processed"
+# A row's life: uploading -> processed -> (deleted: a client's delete took it out of service; the
+# bytes and row follow, or the sweeper finishes the job). Expiry leaves it processed.
+UPLOADING, PROCESSED, DELETED = "uploading", "processed", "deleted"
 SWEEP_BATCH = 100
 
 
@@ -114,9 +116,13 @@ def by_idempotency_key(sessions: Sessions, workspace_id: str, key: str, now: int
         return row
 
 
-def forget(sessions: Sessions, file_id: str) -> None:
+def forget(sessions: Sessions, file_id: str, usage_record: usage_pb2.UsageRecord | None = None) -> None:
+    """Drops the row of a file whose bytes are gone; ``usage_record`` (an expiry's) in the same
+    transaction, so freed bytes are recorded exactly once."""
     with sessions() as session:
         session.exec(delete(StoredFile).where(col(StoredFile.id) == file_id))  # type: ignore[call-overload]
+        if usage_record is not None:
+            usage.store(session, [usage_record])
         session.commit()
 
 
@@ -176,6 +182,7 @@ def expire_now(
         if row is None:
             return None
         row.expires_at = now
+        row.status = DELETED  # the sweeper, should it finish this, knows the bytes are recorded
         session.add(row)
         if usage_record is not None:
             usage_record.file_bytes = row.bytes

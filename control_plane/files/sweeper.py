@@ -3,7 +3,9 @@
 An expired file is already invisible (every query hides it); this reclaims its storage.
 An upload whose row is still ``uploading`` long after it began was interrupted without
 cleaning up (a crash, a killed process): its partial bytes, if any, go the same way.
-A failure leaves the row, so the next round tries again.
+A failure leaves the row, so the next round tries again. An expired file's freed bytes are
+recorded with the row's removal (control_plane/files/usage_records.py); an abandoned upload
+stored nothing, and a client's delete was recorded when asked.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.files import records
+from control_plane.files import records, usage_records
 from control_plane.files.settings import ABANDONED_AFTER_S
 from control_plane.safe_errors import describe
 
@@ -30,7 +32,8 @@ async def sweep_once(service: FilesService) -> int:
     rows = await run_in_threadpool(records.due_for_sweeping, service.sessions, now, now - ABANDONED_AFTER_S)
     for row in rows:
         await service.storage.delete(row.storage_key)
-        await run_in_threadpool(records.forget, service.sessions, row.id)
+        expired = usage_records.expiry(row, service.clock()) if row.status == records.PROCESSED else None
+        await run_in_threadpool(records.forget, service.sessions, row.id, expired)
         service.metrics.deleted.labels("abandoned" if row.status == records.UPLOADING else "expired").inc()
     return len(rows)
 

@@ -8,8 +8,10 @@ usage table every breakdown reads (``GET /admin/v1/usage?group_by=endpoint``).
 - An upload is recorded on ``/v1/files`` with the file's bytes (0 when refused: a 400, a 413,
   an interrupted upload, 499 ``stream_interrupted``), a delete on ``/v1/files/{file_id}`` (the
   route, not the id: one row per kind in a breakdown) with the bytes it freed. What is stored
-  at any moment is the uploads' bytes less the deletes' (and the expired files', which the
-  sweeper removes unrecorded: nobody asked for those).
+  at any moment is the uploads' bytes less the deletes'. A file that expires is a delete too:
+  the sweeper records it when it frees the bytes (:func:`expiry`), as its owner's, under the
+  request id ``expired-<file id>`` (no client asked; one per file), in the transaction that
+  drops the row. A client's delete the sweeper finishes is not recorded again.
 - Credits: 0. The gateway's prices are a model's (tokens, images, characters, seconds of
   audio), and a stored file has no model and no provider; a price for storage would be one per
   byte and per day kept, which a record at upload time cannot carry. The bytes are recorded so
@@ -27,6 +29,7 @@ from infery_proto.v1 import usage_pb2
 
 from control_plane.files.records import Sessions
 from control_plane.resources import usage
+from control_plane.store.tables import StoredFile
 
 UPLOAD_ENDPOINT = "/v1/files"
 DELETE_ENDPOINT = "/v1/files/{file_id}"
@@ -57,6 +60,13 @@ def record(
         file_bytes=file_bytes,
         idempotent_replay=replay,
     )
+
+
+def expiry(row: StoredFile, now: float) -> usage_pb2.UsageRecord:
+    """The record of an expired file the sweeper deletes at ``now``: a delete of its owner's that
+    frees its bytes."""
+    who = Identity(f"expired-{row.id}", row.workspace_id, row.member_id, row.key_id)
+    return record(who, DELETE_ENDPOINT, now, now, 200, row.bytes)
 
 
 def write(sessions: Sessions, rec: usage_pb2.UsageRecord) -> None:

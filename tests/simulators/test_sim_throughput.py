@@ -1,4 +1,7 @@
-"""The benchmark compares "provider directly" with the gateway: the simulator must not be the bottleneck."""
+"""The benchmark compares "provider directly" with the gateway, so the simulator must hold up
+under load: every answer of a 16-connection run is a 200. How fast it is (6-9k req/s on one
+core of the 2-core dev machine) is printed, not asserted: timing is ``make bench``'s to
+measure (its "provider directly" row), and a floor here only fails when the machine is busy."""
 
 from __future__ import annotations
 
@@ -12,10 +15,9 @@ from simulators.testing import SimulatorProcess
 BODY = orjson.dumps(
     {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Say something nice please"}]}
 )
-FLOOR_RPS = 1000  # measured 6-9k req/s on one core of the 2-core dev machine; far below means a regression
 
 
-def test_openai_no_validate_throughput_on_one_core():
+def test_openai_no_validate_answers_every_request_under_load_on_one_core():
     with SimulatorProcess("openai", api_key="k", validate=False) as sim:
         pinned = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
         if pinned:  # server on one core, this load generator on another
@@ -34,4 +36,3 @@ def test_openai_no_validate_throughput_on_one_core():
                 os.sched_setaffinity(0, mine)
     print(f"\nopenai simulator, --no-validate, one core: {rps:.0f} req/s")
     assert set(statuses) == {200}
-    assert rps > FLOOR_RPS

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from infery_proto.identity_assertion import Identity
 
-from control_plane.files import usage_records
+from control_plane.files import records, usage_records
+from control_plane.files.settings import ABANDONED_AFTER_S
+from control_plane.files.sweeper import sweep_once
 from control_plane.resources import usage
+from control_plane.store.tables import StoredFile
 from tests.control_plane.files.harness import T0, Files
 
 
@@ -119,3 +122,46 @@ def test_the_breakdown_by_endpoint_shows_files_bytes_and_no_credits(files: Files
     )
     deleted = rows["/v1/files/{file_id}"]
     assert (deleted.requests, deleted.file_bytes, deleted.input_tokens) == (1, 40, 0)
+
+
+async def test_an_expired_file_is_recorded_when_the_sweeper_frees_its_bytes(files: Files):
+    """What is stored is the uploads' bytes less the deletes': a file that expires frees its
+    bytes too, so the sweeper records that, once, as a delete of the file's owner."""
+    doc = files.upload(
+        b"y" * 321, **{"expires_after[anchor]": "created_at", "expires_after[seconds]": "60"}
+    ).json()
+    files.clock.now = T0 + 61
+    assert await sweep_once(files.service) == 1
+    assert await sweep_once(files.service) == 0
+    expired = [r for r in files.usage() if r.request_id == f"expired-{doc['id']}"]
+    assert len(expired) == 1
+    assert _fields(expired[0], "endpoint", "status", "file_bytes", "credits", "workspace_id", "key_id") == (
+        "/v1/files/{file_id}",
+        200,
+        321,
+        "0",
+        "ws-1",
+        "key-1",
+    )
+    assert expired[0].started_at_ms == int((T0 + 61) * 1000)
+
+
+async def test_a_deleted_file_the_sweeper_finishes_is_not_recorded_twice(files: Files):
+    """A delete that stopped half-way (row expired, bytes and row still there) is finished by
+    the sweeper; the delete's own record already holds the freed bytes."""
+    file_id = files.upload(b"z" * 50).json()["id"]
+    records.expire_now(files.service.sessions, "ws-1", file_id, int(T0))  # the delete's first step only
+    files.clock.now = T0 + 1
+    assert await sweep_once(files.service) == 1
+    assert [r.request_id for r in files.usage() if r.request_id.startswith("expired-")] == []
+    assert files.rows() == []
+
+
+async def test_an_abandoned_upload_is_swept_without_a_record(files: Files):
+    """Nothing was stored for it (its failure, if seen, was recorded with 0 bytes)."""
+    with files.service.sessions() as session:
+        session.add(StoredFile(id="file-gone", workspace_id="ws-1", created_at=int(T0), storage_key="ws-1/x"))
+        session.commit()
+    files.clock.now = T0 + ABANDONED_AFTER_S + 1
+    assert await sweep_once(files.service) == 1
+    assert files.usage() == []
