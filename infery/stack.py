@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -52,10 +53,47 @@ def default_home() -> Path:
 BIN = Path(sys.executable).parent
 
 
+# Where free_port looks, "low-high" (default: below the kernel's ephemeral range). The test
+# suite gives each of its parallel workers a slice of its own (tests/conftest.py).
+FREE_PORTS_ENV = "INFERY_FREE_PORTS"
+_HANDED_OUT: set[int] = set()  # by this process: never the same port to two of its stacks
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on, for a process this one is about to start.
+
+    Not ``bind(port 0)``: the kernel picks that in its ephemeral range, where every outgoing
+    connection takes its source port, and a stack binds its ports seconds after they are
+    picked -- long enough for a connection of anyone's to take one ("address already in use",
+    seen with two stacks starting at once). So the port comes from below that range
+    (``INFERY_FREE_PORTS`` narrows it), at random, is checked by binding it, and is never handed
+    out twice by one process.
+    """
+    low, high = _free_port_range()
+    for _ in range(200):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high} ({FREE_PORTS_ENV})")
+
+
+def _free_port_range() -> tuple[int, int]:
+    configured = os.environ.get(FREE_PORTS_ENV, "")
+    if configured:
+        low, _, high = configured.partition("-")
+        return int(low), int(high)
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default
+    return 20000, max(ephemeral_low - 1, 21000)
 
 
 @dataclass(slots=True)

@@ -5,9 +5,32 @@ two shared cores (and with the end-to-end tests' processes running beside) that 
 the machine than about the strategy, and it failed a property test under one seed. The data checks
 (`data_too_large`, `filter_too_much`) stay on: they find strategies that are wrong, not machines that
 are busy. Deadlines are off for the same reason; no test here asserts on time.
+
+`make test` runs the suite in two processes (pytest-xdist, one per core, a test module's tests
+in one process so that its gateway is started once). Each takes its ports from a range of its
+own (`infery.stack.free_port`), so that two gateways starting at once never pick the same port.
 """
+
+import os
 
 from hypothesis import HealthCheck, settings
 
+from infery.stack import FREE_PORTS_ENV
+
 settings.register_profile("infery", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("infery")
+
+PORTS = (20000, 32767)  # below Linux's ephemeral range (32768-60999), shared out among the workers
+
+
+def _ports_of_this_worker() -> str | None:
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker.startswith("gw") or not count:
+        return None
+    index, size = int(worker[2:]), (PORTS[1] - PORTS[0] + 1) // int(count)
+    low = PORTS[0] + index * size
+    return f"{low}-{low + size - 1}"
+
+
+if (ports := _ports_of_this_worker()) is not None:
+    os.environ[FREE_PORTS_ENV] = ports
