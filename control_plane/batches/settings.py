@@ -25,9 +25,10 @@ class BatchSettings(InferySettings):
         pattern=r"^(file|s3)://",
         description="the files service's storage (input files are read, output files written there)",
     )
-    batch_gateway_url: str = Field(
+    listener_url: str = Field(
         "http://127.0.0.1:8080",
-        description="the Envoy listener each line is sent through (a replica's, or a Service before them)",
+        description="the Envoy listener each line is sent through (a replica's, or a Service before them);"
+        " the same variable as ext_proc's",
     )
     batch_concurrency: int = Field(32, ge=1, le=10_000, description="lines one worker has in flight at once")
     batch_workspace_concurrency: int = Field(

@@ -13,7 +13,7 @@ die at any moment:
   with the same credential scope and therefore the same idempotency key: ext_proc
   replays the first answer (no charge) or says it is still running (sent later).
 
-Each line goes through the Envoy listener (``INFERY_BATCH_GATEWAY_URL``) as a request of
+Each line goes through the Envoy listener (``INFERY_LISTENER_URL``) as a request of
 the key that created the batch, carrying a :mod:`infery_proto.batch_assertion` signed with
 the batch line key (read from the store), never a key: ext_proc does auth, limits (the
 workspace's batch lane), routing, fallback and metering as for a live request.
@@ -368,7 +368,7 @@ class Worker:
             self.clock(),
         )
         headers = {batch_assertion.HEADER: credential, "content-type": "application/json"}
-        url = self.settings.batch_gateway_url.rstrip("/") + batch.endpoint
+        url = self.settings.listener_url.rstrip("/") + batch.endpoint
         try:
             answer = await self.client.post(url, content=line.request, headers=headers)
         except httpx.TransportError as exc:
