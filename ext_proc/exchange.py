@@ -43,6 +43,7 @@ from infery_proto.v1 import usage_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
     BATCH_LINE_HEADER,
+    BATCH_LINE_NOT_SENT,
     BATCH_RECOVER_HEADER,
     CREDITS_USED_HEADER,
     ENDPOINT_FIELD,
@@ -420,7 +421,7 @@ class Exchange:
         if not isinstance(outcome, Proceed):
             return self._replay(outcome.stored)
         self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
-        err = GatewayError(404, "batch_line_not_sent", "This batch line was never served.")
+        err = GatewayError(404, BATCH_LINE_NOT_SENT, "This batch line was never served.")
         self.status, self.error_code = err.status, err.code
         body = self._error_body(err)
         self.transcript = [body]
