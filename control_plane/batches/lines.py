@@ -19,7 +19,8 @@ A batch that ends before all its lines were answered (cancelled, expired) is *se
 its finalizer (:func:`seal`): every unfinished line no live worker holds becomes the
 finalizer's, so no worker claims one after the batch's files are written; the ones some
 worker may have sent (``attempts`` > 0: :func:`to_recover`) are then asked about
-(control_plane/batches/worker.py).
+(control_plane/batches/worker.py). Lines of batches that ended longer ago than the
+retention are deleted a chunk at a time (:func:`sweep_some`).
 """
 
 from __future__ import annotations
@@ -315,6 +316,16 @@ def answered_without_record(session: Session, batch_id: str) -> int:
             )
         ).scalar_one()
     )
+
+
+def sweep_some(session: Session, batch_id: str, limit: int) -> int:
+    """Delete up to ``limit`` of the batch's lines, in one short transaction; how many. Commits."""
+    some = sa.select(col(BatchLine.id)).where(col(BatchLine.batch_id) == batch_id).limit(limit)
+    result = session.exec(
+        delete(BatchLine).where(col(BatchLine.id).in_(some.scalar_subquery()))  # type: ignore[call-overload]
+    )
+    session.commit()
+    return int(result.rowcount)
 
 
 def results(session: Session, batch_id: str, after_line_no: int, limit: int) -> list[BatchLine]:

@@ -35,6 +35,11 @@ class BatchMetrics:
             ("result",),
             registry=r,
         )
+        self.lines_swept = Counter(
+            "infery_batch_lines_swept",
+            "Lines of ended batches deleted by the retention sweep (INFERY_BATCH_LINES_RETENTION_DAYS).",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "infery_batch_lines_in_flight", "Lines this worker is sending now.", registry=r
         )

@@ -226,3 +226,23 @@ def move(session: Session, batch_id: str, owner: str, expected: str, **values: A
 
 def get(session: Session, batch_id: str) -> Batch | None:
     return session.get(Batch, batch_id)
+
+
+def due_for_sweeping(session: Session, ended_before: int, limit: int) -> list[str]:
+    """Ids of batches that ended before ``ended_before`` whose lines are still kept, oldest first."""
+    return list(
+        session.exec(
+            select(Batch.id)
+            .where(col(Batch.lines_swept).is_(False), col(Batch.ended_at) < ended_before)
+            .order_by(col(Batch.ended_at))
+            .limit(limit)
+        )
+    )
+
+
+def swept(session: Session, batch_id: str) -> None:
+    """The batch's lines are all deleted. Commits."""
+    session.exec(
+        update(Batch).where(col(Batch.id) == batch_id).values(lines_swept=True)  # type: ignore[call-overload]
+    )
+    session.commit()

@@ -54,6 +54,12 @@ class BatchSettings(InferySettings):
     batch_request_timeout_s: float = Field(
         660, gt=0, description="a line's whole request (keep above INFERY_REQUEST_TIMEOUT_S)"
     )
+    batch_lines_retention_days: float = Field(
+        30,
+        gt=0,
+        description="a batch's lines (requests and answers) are deleted this long after it ended; the"
+        " batch, its counts and its files stay",
+    )
     batch_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics of the worker (0: off)"
     )

@@ -32,6 +32,10 @@ stored answer comes back as a replay at no charge and goes to the output file; a
 served is answered ``batch_line_not_sent`` (and stays so for a worker that sends it late).
 So a batch's files hold every line that was served, and its ``credits_used`` and ``usage``
 (the sums of its lines' usage records: records.py) count each once.
+
+Lines of batches that ended more than ``INFERY_BATCH_LINES_RETENTION_DAYS`` ago are
+deleted by a sweep of its own (:meth:`Worker.sweep`), a bounded number per pass in short
+transactions, beside the claims rather than before them.
 """
 
 from __future__ import annotations
@@ -84,6 +88,11 @@ _WAIT_CODES = frozenset({"rate_limit_exceeded", "idempotency_key_in_use"})
 # come from ext_proc's spool, usually within a second): the object's credits and usage are their
 # sums, complete when the batch says it has ended (they stay those sums if one comes later).
 USAGE_WAIT_S = 30.0
+# The retention sweep: batches looked at and lines deleted per pass, lines per transaction (a
+# short one: on SQLite a claim waits for it), and the pause between passes (short after a full one).
+SWEEP_BATCHES, SWEEP_LINES, SWEEP_CHUNK = 50, 20_000, 1_000
+SWEEP_INTERVAL_S = 60.0
+DAY_S = 86_400
 
 
 def worker_id() -> str:
@@ -122,6 +131,7 @@ class Worker:
     async def run(self) -> None:
         """Rounds until cancelled: housekeeping every poll, and a claim round whenever a slot frees."""
         renewer = asyncio.create_task(self._renew_forever())
+        sweeper = asyncio.create_task(self._sweep_forever())
         try:
             next_housekeeping = 0.0
             while True:
@@ -141,6 +151,7 @@ class Worker:
                     await asyncio.wait_for(self._slot_freed.wait(), self.settings.batch_poll_s)
         finally:
             renewer.cancel()
+            sweeper.cancel()
             for task in [*self._tasks, *self._phases.values()]:
                 task.cancel()
 
@@ -623,6 +634,42 @@ class Worker:
                 if batch is not None and batch.lease_owner == self.owner:
                     records.move(session, batch_id, self.owner, batch.status, lease_until_ms=until)
                     lines.renew_held(session, batch_id, self.owner, until)  # a finalizer's sealed lines
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        """A sweep pass now and every :data:`SWEEP_INTERVAL_S` (a full pass: another soon)."""
+        while True:
+            try:
+                deleted = await run_in_threadpool(self.sweep)
+            except Exception as exc:
+                log.warning(
+                    "sweeping old batch lines failed (next in %ss): %s", SWEEP_INTERVAL_S, describe(exc)
+                )
+                deleted = 0
+            await asyncio.sleep(self.settings.batch_poll_s if deleted >= SWEEP_LINES else SWEEP_INTERVAL_S)
+
+    def sweep(self) -> int:
+        """One pass: delete the lines of batches that ended more than the retention ago, at most
+        :data:`SWEEP_LINES` in transactions of :data:`SWEEP_CHUNK`; how many. The batches, their
+        counts and their files stay. Several workers may sweep at once: a line goes once."""
+        ended_before = int(self.clock() - self.settings.batch_lines_retention_days * DAY_S)
+        deleted = 0
+        with self.sessions() as session:
+            for batch_id in records.due_for_sweeping(session, ended_before, SWEEP_BATCHES):
+                while deleted < SWEEP_LINES:
+                    chunk = min(SWEEP_CHUNK, SWEEP_LINES - deleted)
+                    gone = lines.sweep_some(session, batch_id, chunk)
+                    deleted += gone
+                    self.metrics.lines_swept.inc(gone)
+                    if gone < chunk:
+                        records.swept(session, batch_id)
+                        break
+                if deleted >= SWEEP_LINES:
+                    break
+        if deleted:
+            log.info("swept %d lines of batches that ended before %d", deleted, ended_before)
+        return deleted
 
 
 def _phase_due(batch: Batch, tally: lines.Tally, now: int) -> tuple[str, str] | None:

@@ -146,3 +146,12 @@ def test_a_seal_takes_every_unfinished_line_no_live_worker_holds_and_nothing_is_
         assert lines.held_elsewhere(session, "b", "finalizer", now) == 0
         # What a worker may have sent: the lines ever claimed, not those never sent.
         assert [c.line_no for c in lines.to_recover(session, "b", "finalizer")] == [3, 4]
+
+
+def test_sweeping_deletes_a_batchs_lines_a_chunk_at_a_time(sessions: db.SessionFactory):
+    with sessions() as session:
+        a_batch(session, "old", 25)
+        a_batch(session, "other", 3)
+        assert [lines.sweep_some(session, "old", 10) for _ in range(4)] == [10, 10, 5, 0]
+        assert lines.tally(session, "old", 0) == lines.Tally()
+        assert lines.tally(session, "other", 0).unfinished == 3

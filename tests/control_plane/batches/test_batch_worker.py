@@ -1,5 +1,6 @@
 """The batch worker's steps that need no listener, on a real store and a real files storage:
-finalizing again after a finalizer died (same files, no orphan, no duplicate)."""
+finalizing again after a finalizer died (same files, no orphan, no duplicate), and the sweep
+that deletes the lines of batches ended longer ago than the retention."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlmodel import col, select
 
 from control_plane.batches import lines, output, records
 from control_plane.batches.settings import BatchSettings
-from control_plane.batches.worker import Worker
+from control_plane.batches.worker import DAY_S, Worker
 from control_plane.files.storage import FileStorage
 from control_plane.store import db
 from control_plane.store.tables import Batch, StoredFile, UsageRecord
@@ -131,3 +132,42 @@ async def test_a_file_an_earlier_attempt_made_that_is_not_needed_is_removed(
     assert [row.id for row in batch_files(session_factory)] == [output_id]
     with pytest.raises(LookupError):
         await worker.storage.read(f"w/{error_id}")
+
+
+def ended_batch(sessions: db.SessionFactory, batch_id: str, ended_at: float | None, count: int,
+                status: str = "completed") -> None:  # fmt: skip
+    with sessions() as session:
+        session.add(Batch(id=batch_id, workspace_id="w", endpoint="/v1/embeddings", input_file_id="f",
+                          created_at=0, expires_at=0, status=status, total=count, completed_lines=count,
+                          ended_at=None if ended_at is None else int(ended_at)))  # fmt: skip
+        session.commit()
+        lines.insert_lines(session, batch_id, [lines.NewLine(i, f"c{i}", b"{}") for i in range(1, count + 1)])
+        session.commit()
+
+
+def kept(sessions: db.SessionFactory, batch_id: str) -> int:
+    with sessions() as session:
+        return len(lines.results(session, batch_id, 0, 1_000_000))
+
+
+async def test_the_sweep_deletes_the_lines_of_batches_ended_before_the_retention_only(
+    worker: Worker, session_factory: db.SessionFactory, monkeypatch: pytest.MonkeyPatch
+):
+    retention = worker.settings.batch_lines_retention_days * DAY_S
+    ended_batch(session_factory, "old", NOW - retention - 1, 2_500)
+    ended_batch(session_factory, "older", NOW - retention - 100, 3)
+    ended_batch(session_factory, "recent", NOW - retention + 60, 4)
+    ended_batch(session_factory, "running", None, 5, status="in_progress")
+    monkeypatch.setattr("control_plane.batches.worker.SWEEP_LINES", 2_000)  # a pass's bound
+    assert worker.sweep() == 2_000  # bounded: the oldest first, the rest at the next pass
+    assert (kept(session_factory, "older"), kept(session_factory, "old")) == (0, 503)
+    assert worker.sweep() == 503
+    assert worker.sweep() == 0
+    assert [kept(session_factory, b) for b in ("old", "older", "recent", "running")] == [0, 0, 4, 5]
+    with session_factory() as session:
+        rows = {row.id: row for row in session.exec(select(Batch))}
+        doc = records.describe(session, rows["old"], int(NOW * 1000))
+    assert rows["old"].lines_swept and rows["older"].lines_swept and not rows["recent"].lines_swept
+    assert doc["request_counts"] == {"total": 2_500, "completed": 2_500, "failed": 0}  # the batch stays
+    swept = worker.metrics.registry.get_sample_value("infery_batch_lines_swept_total")
+    assert swept == 2_503
