@@ -43,6 +43,8 @@ from infery_proto.v1 import usage_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
     BATCH_LINE_HEADER,
+    BATCH_LINE_NOT_SENT,
+    BATCH_RECOVER_HEADER,
     CREDITS_USED_HEADER,
     ENDPOINT_FIELD,
     FALLBACK_FROM_HEADER,
@@ -212,6 +214,7 @@ class Exchange:
         "model",
         "model_requested",
         "path",
+        "recover_only",
         "replayed",
         "request_body",
         "request_id",
@@ -271,6 +274,7 @@ class Exchange:
         self.usage: Usage | None = None
         self.credits = ZERO
         self.replayed = False
+        self.recover_only = False  # a batch finalizer's probe: answer from the line's key, never serve
         self.upload: UploadIntake | None = None  # an upload read as it passes (RequestBody.STREAMED)
         # The key the client authenticated with: an emulated n > 1 asks for its other choices
         # with it (ext_proc/extra_choices.py); and those calls, once made.
@@ -322,6 +326,7 @@ class Exchange:
                 self.key, line = batch_gate.authenticate_line(line_credential, self.path, config)
                 self.batch_line = line
                 self.idempotency_key = batch_assertion.idempotency_key(line.batch_id, line.custom_id)
+                self.recover_only = h.get(BATCH_RECOVER_HEADER) == "1"
             else:
                 self.key = authenticate(h.get("authorization"), h.get("x-api-key"), config)
                 self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
@@ -390,9 +395,42 @@ class Exchange:
         if self.state is not RECEIVED:
             raise IllegalMove(self.state, ADMITTED)
         try:
+            if self.recover_only:
+                return await self._recover_line(body.body)
             return await self._admit_and_route(body.body)
         except GatewayError as err:
             return await self._refused(err)
+
+    async def _recover_line(self, raw: bytes) -> ep.ProcessingResponse:
+        """What became of a batch line whose worker died holding it (``BATCH_RECOVER_HEADER``,
+        sent by the batch's finalizer): its stored answer, replayed at no charge, or 409 while it
+        is still running; never served now (a cancelled or expired batch starts no line).
+
+        A line no answer was ever kept for is 404 ``batch_line_not_sent``, and that 404 is kept
+        under the line's idempotency key in its place: a worker that was only slow (its lease
+        ran out) and sends the line after the probe is answered the same 404, never served and
+        charged behind a batch that has already counted its lines. Not admitted against the
+        limits: nothing is served, and a probe the lane refused would leave the line unknown."""
+        assert self.key is not None
+        workspace = self.key.workspace
+        self._move(ADMITTED)
+        scope = self._idempotency_scope()
+        outcome = await self._services.idempotency.begin(
+            workspace.id, self.idempotency_key, self._fingerprint(raw), scope
+        )
+        if not isinstance(outcome, Proceed):
+            return self._replay(outcome.stored)
+        self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
+        err = GatewayError(404, BATCH_LINE_NOT_SENT, "This batch line was never served.")
+        self.status, self.error_code = err.status, err.code
+        body = self._error_body(err)
+        self.transcript = [body]
+        await self._settle(FAILED, keep=True, headers=[("content-type", "application/json")])
+        return self._answer(err.status, body)
+
+    def _fingerprint(self, raw: bytes) -> bytes:
+        """What an idempotency key is bound to: the path and the body as sent."""
+        return hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
 
     async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
         assert self.key is not None and self.endpoint is not None
@@ -418,10 +456,9 @@ class Exchange:
         self._move(ADMITTED)
 
         if self.idempotency_key:
-            fingerprint = hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
             scope = self._idempotency_scope()
             outcome = await self._services.idempotency.begin(
-                workspace.id, self.idempotency_key, fingerprint, scope
+                workspace.id, self.idempotency_key, self._fingerprint(raw), scope
             )
             if not isinstance(outcome, Proceed):
                 return self._replay(outcome.stored)

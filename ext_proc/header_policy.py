@@ -34,6 +34,7 @@ from collections.abc import Collection, Iterable
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.wire import (
     BATCH_LINE_HEADER,
+    BATCH_RECOVER_HEADER,
     CREDITS_USED_HEADER,
     FALLBACK_FROM_HEADER,
     IDEMPOTENCY_KEY_HEADER,
@@ -62,6 +63,7 @@ READ_FROM_CLIENT = frozenset(
         "traceparent",  # the request span's parent when Envoy does not trace (ext_proc/tracing.py)
         "tracestate",
         BATCH_LINE_HEADER,  # a batch worker's credential for one line (ext_proc/batch_gate.py)
+        BATCH_RECOVER_HEADER,  # with it: a batch finalizer asking what became of the line
     }
 )
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -78,6 +80,7 @@ CONTROL = (
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
     BATCH_LINE_HEADER,  # read by ext_proc, then gone: it goes no further than the listener
+    BATCH_RECOVER_HEADER,
 )
 _CONTROL_SET = frozenset(CONTROL)
 

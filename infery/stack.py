@@ -536,7 +536,7 @@ class Stack:
         return {
             "INFERY_DATABASE_URL": files["INFERY_DATABASE_URL"],
             "INFERY_FILES_URL": files["INFERY_FILES_URL"],
-            "INFERY_BATCH_GATEWAY_URL": f"http://127.0.0.1:{self.ports.listen}",
+            "INFERY_LISTENER_URL": f"http://127.0.0.1:{self.ports.listen}",
             **self.env,
         }
 

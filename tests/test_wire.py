@@ -369,6 +369,7 @@ def test_the_internal_headers_carry_the_internal_prefix():
         wire.EXT_PROC_TOKEN_HEADER,
         wire.IDENTITY_HEADER,
         wire.BATCH_LINE_HEADER,
+        wire.BATCH_RECOVER_HEADER,
     ]
     assert all(name.startswith(wire.INTERNAL_HEADER_PREFIX) for name in internal)
     assert {*wire.INTERNAL_REQUEST_HEADERS, *wire.INTERNAL_RESPONSE_HEADERS} < set(internal)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
-from control_plane.batches import lines, records
+from control_plane.batches import records
 from control_plane.store.db import SessionFactory
 from control_plane.store.tables import Batch, Workspace
 
@@ -37,7 +37,7 @@ def router(session_factory: SessionFactory) -> APIRouter:
             now_ms = int(time.time() * 1000)
             data = [
                 {
-                    **records.batch_object(row, lines.tally(session, row.id, now_ms)),
+                    **records.describe(session, row, now_ms),
                     "workspace": names.get(row.workspace_id, row.workspace_id),
                 }
                 for row in session.exec(query)

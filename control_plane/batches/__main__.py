@@ -37,7 +37,7 @@ async def serve(settings: BatchSettings) -> None:
         log.info(
             "ready batch worker %s: lines through %s, %d in flight (%d per workspace)",
             worker.owner,
-            settings.batch_gateway_url,
+            settings.listener_url,
             settings.batch_concurrency,
             settings.batch_workspace_concurrency,
         )

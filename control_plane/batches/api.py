@@ -19,7 +19,7 @@ from infery_proto.identity_assertion import Identity
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.batches import lines, records
+from control_plane.batches import records
 from control_plane.files import records as file_records
 from control_plane.files.errors import FilesError
 from control_plane.store.tables import Batch
@@ -42,7 +42,7 @@ def install(app: FastAPI, service: FilesService, caller: Callable[..., Any]) -> 
     who_dep = Depends(caller)
 
     def _object(session: Session, row: Batch) -> dict[str, Any]:
-        return records.batch_object(row, lines.tally(session, row.id, int(service.clock() * 1000)))
+        return records.describe(session, row, int(service.clock() * 1000))
 
     @app.post("/v1/batches")
     async def create(request: Request, who: Identity = who_dep) -> JSONResponse:
@@ -76,7 +76,7 @@ def install(app: FastAPI, service: FilesService, caller: Callable[..., Any]) -> 
 
         def _create() -> dict[str, Any]:
             with service.sessions() as session:
-                return records.batch_object(records.create(session, row), lines.Tally())
+                return records.batch_object(records.create(session, row), 0, 0, records.Usage())
 
         return JSONResponse(await run_in_threadpool(_create))
 

@@ -14,6 +14,13 @@ them again. It may have sent a line already: the line's idempotency key (ext_pro
 derived from the batch id and ``custom_id``) makes the second sending a replay of the
 first answer, never a second charge. Every write names the owner: a worker whose lease
 was taken over cannot overwrite the new owner's result.
+
+A batch that ends before all its lines were answered (cancelled, expired) is *sealed* by
+its finalizer (:func:`seal`): every unfinished line no live worker holds becomes the
+finalizer's, so no worker claims one after the batch's files are written; the ones some
+worker may have sent (``attempts`` > 0: :func:`to_recover`) are then asked about
+(control_plane/batches/worker.py). Lines of batches that ended longer ago than the
+retention are deleted a chunk at a time (:func:`sweep_some`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy import and_, case, delete, func, insert, or_, update
 from sqlmodel import Session, col, select
 
-from control_plane.store.tables import BatchLine
+from control_plane.store.tables import BatchLine, UsageRecord
 
 PENDING, LEASED, DONE, FAILED = "pending", "leased", "done", "failed"
 INSERT_CHUNK = 500
@@ -52,13 +59,12 @@ class Claimed:
 
 @dataclass(frozen=True, slots=True)
 class Tally:
-    """A batch's lines by outcome: what the batch object's counts and credits say."""
+    """A batch's lines by outcome: what the batch object's counts say while it runs."""
 
     completed: int = 0  # answered 2xx
     failed: int = 0  # answered otherwise, or never sent
     unfinished: int = 0  # pending or leased
     in_flight: int = 0  # leased, lease not over
-    credits_pico: int = 0
 
 
 def insert_lines(session: Session, batch_id: str, lines: Iterable[NewLine]) -> int:
@@ -213,14 +219,113 @@ def tally(session: Session, batch_id: str, now_ms: int) -> Tally:
             func.count(case((or_(state == FAILED, and_(state == DONE, ~ok)), 1))),
             func.count(case((state.in_((PENDING, LEASED)), 1))),
             func.count(case((and_(state == LEASED, col(BatchLine.lease_until_ms) >= now_ms), 1))),
-            func.coalesce(func.sum(col(BatchLine.credits_pico)), 0),
         ).where(col(BatchLine.batch_id) == batch_id)
     ).one()
-    return Tally(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+    return Tally(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
-def tallies(session: Session, batch_ids: Sequence[str], now_ms: int) -> dict[str, Tally]:
-    return {batch_id: tally(session, batch_id, now_ms) for batch_id in batch_ids}
+# -- a batch ending before all its lines were answered ----------------------------------------
+
+
+def seal(session: Session, batch_id: str, owner: str, now_ms: int, lease_ms: int) -> int:
+    """Lease every unfinished line of the batch that no other live worker holds to ``owner``
+    (pending ones, lapsed leases, and ``owner``'s own, renewed); how many it holds. Commits.
+
+    Once sealed, no claim can take one of them (their lease is live), whatever the claimer's
+    view of the batch's status or clock: nothing starts behind a finalizer. Lines another
+    worker holds with a live lease are left to it (:func:`held_elsewhere`).
+    """
+    state, lease_owner = col(BatchLine.state), col(BatchLine.lease_owner)
+    result = session.exec(
+        update(BatchLine)  # type: ignore[call-overload]
+        .where(
+            col(BatchLine.batch_id) == batch_id,
+            or_(
+                state == PENDING,
+                and_(state == LEASED, or_(col(BatchLine.lease_until_ms) < now_ms, lease_owner == owner)),
+            ),
+        )
+        .values(state=LEASED, lease_owner=owner, lease_until_ms=now_ms + lease_ms)
+    )
+    session.commit()
+    return int(result.rowcount)
+
+
+def renew_held(session: Session, batch_id: str, owner: str, until_ms: int) -> None:
+    """Extend every lease ``owner`` holds on the batch's lines (a finalizer's sealed lines); commits."""
+    session.exec(
+        update(BatchLine)  # type: ignore[call-overload]
+        .where(
+            col(BatchLine.batch_id) == batch_id,
+            col(BatchLine.state) == LEASED,
+            col(BatchLine.lease_owner) == owner,
+        )
+        .values(lease_until_ms=until_ms)
+    )
+    session.commit()
+
+
+def held_elsewhere(session: Session, batch_id: str, owner: str, now_ms: int) -> int:
+    """The batch's lines another worker holds with a live lease (in flight: they finish first)."""
+    return int(
+        session.execute(
+            sa.select(func.count()).where(
+                col(BatchLine.batch_id) == batch_id,
+                col(BatchLine.state) == LEASED,
+                col(BatchLine.lease_owner) != owner,
+                col(BatchLine.lease_until_ms) >= now_ms,
+            )
+        ).scalar_one()
+    )
+
+
+def to_recover(session: Session, batch_id: str, owner: str) -> list[Claimed]:
+    """The sealed lines ``owner`` holds that a worker may have sent (claimed at least once)."""
+    rows = session.execute(
+        sa.select(
+            col(BatchLine.id),
+            col(BatchLine.batch_id),
+            col(BatchLine.line_no),
+            col(BatchLine.custom_id),
+            col(BatchLine.request),
+            col(BatchLine.attempts),
+        )
+        .where(
+            col(BatchLine.batch_id) == batch_id,
+            col(BatchLine.state) == LEASED,
+            col(BatchLine.lease_owner) == owner,
+            col(BatchLine.attempts) > 0,
+        )
+        .order_by(col(BatchLine.id))
+    ).all()
+    return [Claimed(*row) for row in rows]
+
+
+def answered_without_record(session: Session, batch_id: str) -> int:
+    """The batch's answered lines whose request's usage record has not reached the store yet."""
+    recorded = sa.select(col(UsageRecord.request_id)).where(
+        col(UsageRecord.request_id) == col(BatchLine.request_id)
+    )
+    return int(
+        session.execute(
+            sa.select(func.count()).where(
+                col(BatchLine.batch_id) == batch_id,
+                col(BatchLine.state) == DONE,
+                col(BatchLine.request_id) != "",
+                ~recorded.exists(),
+            )
+        ).scalar_one()
+    )
+
+
+def sweep_some(session: Session, batch_id: str, limit: int) -> int:
+    """Delete up to ``limit`` of the batch's lines, in one short transaction; how many. Commits."""
+    some = sa.select(col(BatchLine.id)).where(col(BatchLine.batch_id) == batch_id).limit(limit)
+    result = session.exec(
+        delete(BatchLine).where(col(BatchLine.id).in_(some.scalar_subquery()))  # type: ignore[call-overload]
+    )
+    session.commit()
+    return int(result.rowcount)
 
 
 def results(session: Session, batch_id: str, after_line_no: int, limit: int) -> list[BatchLine]:

@@ -26,6 +26,20 @@ class BatchMetrics:
             ("status",),
             registry=r,
         )
+        self.recovered = Counter(
+            "infery_batch_lines_recovered",
+            "Lines a worker had claimed whose answer was never written (it died, or the listener did"
+            " not answer), asked about with a recovery probe, by result: answered (the stored answer,"
+            " replayed at no charge, recorded), not_sent (never served: cancelled, expired or failed"
+            " as such), unknown (the listener refused to say, e.g. the batch's key was revoked).",
+            ("result",),
+            registry=r,
+        )
+        self.lines_swept = Counter(
+            "infery_batch_lines_swept",
+            "Lines of ended batches deleted by the retention sweep (INFERY_BATCH_LINES_RETENTION_DAYS).",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "infery_batch_lines_in_flight", "Lines this worker is sending now.", registry=r
         )

@@ -7,6 +7,11 @@ goes to the error file with ``response: null`` and why (``model_not_allowed``, o
 ``batch_cancelled``/``batch_expired`` for the lines a cancel or the window stopped).
 A file is made only when it has a line (OpenAI's ``output_file_id`` is null otherwise).
 
+The two files' ids are chosen before anything is written (:func:`reserve`) and kept on the
+batch's row, so writing them is idempotent: a finalizer that takes over from one that died
+half-way writes the same files again under the same ids (rows and bytes replaced), and
+removes a file the first one made that is not needed after all. No orphan, no duplicate.
+
 Lines are read from the store a page at a time and streamed to storage: memory holds one
 page, never the file.
 """
@@ -74,6 +79,11 @@ def output_line(batch_id: str, row: BatchLine, final_status: str) -> tuple[bool,
     return ok, orjson.dumps(doc) + b"\n"
 
 
+def reserve(now: float) -> tuple[str, str]:
+    """Fresh ids for a batch's output and error files, recorded on its row before writing."""
+    return file_records.new_file_id(now), file_records.new_file_id(now)
+
+
 @dataclass
 class _File:
     row: StoredFile
@@ -88,14 +98,19 @@ async def write_files(
     final_status: str,
     clock: Callable[[], float],
 ) -> tuple[str | None, str | None]:
-    """Write the batch's output and error files; their ids (None: no line for it)."""
+    """Write the batch's output and error files under the ids reserved on its row; the ids of those
+    made (None: no line for it; a file an earlier attempt made under that id is removed)."""
+    reserved = {True: batch.output_file_id, False: batch.error_file_id}
+    assert reserved[True] and reserved[False], "reserve the files' ids first"
     files: dict[bool, _File] = {}
     async with contextlib.AsyncExitStack() as stack:
 
         async def file_for(ok: bool) -> _File:
             if ok not in files:
-                row = file_records.new_row(batch.workspace_id, batch.member_id, batch.key_id, clock())
-                await run_in_threadpool(file_records.begin, sessions, row)
+                row = file_records.new_row(
+                    batch.workspace_id, batch.member_id, batch.key_id, clock(), file_id=reserved[ok]
+                )
+                await run_in_threadpool(file_records.begin, sessions, row, again=True)
                 writer = await stack.enter_async_context(storage.writer(row.storage_key))
                 files[ok] = _File(row, writer)
             return files[ok]
@@ -129,4 +144,8 @@ async def write_files(
             expires_at=None,
         )
         ids[ok] = made.row.id
+    for ok, file_id in reserved.items():
+        if ok not in files and file_id:  # not needed: an earlier attempt's file goes
+            await storage.delete(file_records.storage_key(batch.workspace_id, file_id))
+            await run_in_threadpool(file_records.forget, sessions, file_id)
     return ids.get(True), ids.get(False)

@@ -2,8 +2,13 @@
 
 Every query names the workspace: another workspace's batch id is unknown, exactly as an
 id that never existed. Synchronous (SQLModel sessions); the API calls these in a thread.
-The batch object's counts and credits are read from its lines (``lines.tally``), one
-aggregate over the batch's index: nothing is kept twice, so nothing can disagree.
+
+The batch object's ``credits_used`` and ``usage`` are the sums of its lines' usage records
+(:func:`usage_of`, one aggregate over their ``batch_id`` index), the records the auditor
+reads: they are equal by construction, whichever worker, replay or recovery answered a
+line. Its ``request_counts`` are read from its lines (``lines.tally``) while it runs, and
+from the counts its finalizer kept on the row once it has ended (its lines are deleted
+after the retention).
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
+import sqlalchemy as sa
+from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
+from control_plane.batches import lines
 from control_plane.batches.lines import Tally
 from control_plane.decimals import from_pico
-from control_plane.store.tables import Batch
+from control_plane.store.tables import Batch, UsageRecord
 
 VALIDATING = "validating"
 IN_PROGRESS = "in_progress"
@@ -42,11 +49,62 @@ def new_batch_id(now: float | None = None) -> str:
     return f"batch_{ms:012x}{secrets.token_hex(8)}"
 
 
-def batch_object(row: Batch, tally: Tally) -> dict[str, Any]:
-    """OpenAI's ``batch`` object, plus ``credits_used`` (a decimal string: the sum over its lines)."""
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The sums of a batch's usage records (credits in 10^-12 credit, as the records keep them)."""
+
+    credits_pico: int = 0
+    input_tokens: int = 0  # cached ones included, as in OpenAI's usage
+    cached_tokens: int = 0
+    output_tokens: int = 0  # reasoning ones included
+    reasoning_tokens: int = 0
+
+    def as_openai(self) -> dict[str, Any]:
+        """OpenAI's batch ``usage`` object."""
+        return {
+            "input_tokens": self.input_tokens,
+            "input_tokens_details": {"cached_tokens": self.cached_tokens},
+            "output_tokens": self.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": self.reasoning_tokens},
+            "total_tokens": self.input_tokens + self.output_tokens,
+        }
+
+
+def usage_of(session: Session, batch_id: str) -> Usage:
+    """The sums of the usage records of the batch's lines: every request made for one of its
+    lines (replays and refusals at no charge included, so they add nothing)."""
+    total = func.coalesce
+    row = session.execute(
+        sa.select(
+            total(func.sum(col(UsageRecord.credits_pico)), 0),
+            total(func.sum(col(UsageRecord.input_tokens)), 0),
+            total(func.sum(col(UsageRecord.cached_input_tokens)), 0),
+            total(func.sum(col(UsageRecord.output_tokens)), 0),
+            total(func.sum(col(UsageRecord.reasoning_tokens)), 0),
+        ).where(col(UsageRecord.batch_id) == batch_id)
+    ).one()
+    return Usage(*(int(n) for n in row))
+
+
+def counts(status: str, tally: Tally) -> tuple[int, int]:
+    """(completed, failed) of a batch in ``status`` from its lines' tally; lines a cancel or the
+    window stopped are failed (they are in the error file with batch_cancelled, batch_expired)."""
+    failed = tally.failed + (tally.unfinished if status in (CANCELLED, EXPIRED) else 0)
+    return tally.completed, failed
+
+
+def describe(session: Session, row: Batch, now_ms: int) -> dict[str, Any]:
+    """The batch object of ``row``, its counts and usage read as they stand."""
+    if row.status in FINAL:
+        completed, failed = row.completed_lines, row.failed_lines
+    else:
+        completed, failed = counts(row.status, lines.tally(session, row.id, now_ms))
+    return batch_object(row, completed, failed, usage_of(session, row.id))
+
+
+def batch_object(row: Batch, completed: int, failed: int, usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``batch`` object (``usage`` included), plus ``credits_used`` (a decimal string)."""
     finished = row.status in FINAL
-    # Lines a cancel or the window stopped are in the error file (batch_cancelled, batch_expired).
-    failed = tally.failed + (tally.unfinished if row.status in (CANCELLED, EXPIRED) else 0)
     return {
         "id": row.id,
         "object": "batch",
@@ -67,9 +125,10 @@ def batch_object(row: Batch, tally: Tally) -> dict[str, Any]:
         "expired_at": row.expired_at,
         "cancelling_at": row.cancelling_at,
         "cancelled_at": row.cancelled_at,
-        "request_counts": {"total": row.total, "completed": tally.completed, "failed": failed},
+        "request_counts": {"total": row.total, "completed": completed, "failed": failed},
         "metadata": row.metadata_,
-        "credits_used": from_pico(tally.credits_pico),
+        "usage": usage.as_openai(),
+        "credits_used": from_pico(usage.credits_pico),
     }
 
 
@@ -167,3 +226,23 @@ def move(session: Session, batch_id: str, owner: str, expected: str, **values: A
 
 def get(session: Session, batch_id: str) -> Batch | None:
     return session.get(Batch, batch_id)
+
+
+def due_for_sweeping(session: Session, ended_before: int, limit: int) -> list[str]:
+    """Ids of batches that ended before ``ended_before`` whose lines are still kept, oldest first."""
+    return list(
+        session.exec(
+            select(Batch.id)
+            .where(col(Batch.lines_swept).is_(False), col(Batch.ended_at) < ended_before)
+            .order_by(col(Batch.ended_at))
+            .limit(limit)
+        )
+    )
+
+
+def swept(session: Session, batch_id: str) -> None:
+    """The batch's lines are all deleted. Commits."""
+    session.exec(
+        update(Batch).where(col(Batch.id) == batch_id).values(lines_swept=True)  # type: ignore[call-overload]
+    )
+    session.commit()

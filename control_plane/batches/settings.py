@@ -25,9 +25,10 @@ class BatchSettings(InferySettings):
         pattern=r"^(file|s3)://",
         description="the files service's storage (input files are read, output files written there)",
     )
-    batch_gateway_url: str = Field(
+    listener_url: str = Field(
         "http://127.0.0.1:8080",
-        description="the Envoy listener each line is sent through (a replica's, or a Service before them)",
+        description="the Envoy listener each line is sent through (a replica's, or a Service before them);"
+        " the same variable as ext_proc's",
     )
     batch_concurrency: int = Field(32, ge=1, le=10_000, description="lines one worker has in flight at once")
     batch_workspace_concurrency: int = Field(
@@ -52,6 +53,12 @@ class BatchSettings(InferySettings):
     )
     batch_request_timeout_s: float = Field(
         660, gt=0, description="a line's whole request (keep above INFERY_REQUEST_TIMEOUT_S)"
+    )
+    batch_lines_retention_days: float = Field(
+        30,
+        gt=0,
+        description="a batch's lines (requests and answers) are deleted this long after it ended; the"
+        " batch, its counts and its files stay",
     )
     batch_metrics_port: int = Field(
         0, ge=0, le=65535, description="Prometheus /metrics of the worker (0: off)"

@@ -6,14 +6,14 @@ die at any moment:
 - a batch being validated or finalized is one worker's by a lease on its row
   (records.take), renewed while it works; a dead worker's lease runs out and another
   starts that phase again (validation drops the lines it had written; finalization
-  writes the files again);
+  writes the same files again, under the ids it chose first: output.py);
 - lines are claimed a few at a time (lines.claim: ``FOR UPDATE SKIP LOCKED`` on
   PostgreSQL), leased, renewed while in flight, and finished only by their owner. A
   dead worker's lines are claimed again once their lease runs out, and sent again
   with the same credential scope and therefore the same idempotency key: ext_proc
   replays the first answer (no charge) or says it is still running (sent later).
 
-Each line goes through the Envoy listener (``INFERY_BATCH_GATEWAY_URL``) as a request of
+Each line goes through the Envoy listener (``INFERY_LISTENER_URL``) as a request of
 the key that created the batch, carrying a :mod:`infery_proto.batch_assertion` signed with
 the batch line key (read from the store), never a key: ext_proc does auth, limits (the
 workspace's batch lane), routing, fallback and metering as for a live request.
@@ -21,6 +21,21 @@ workspace's batch lane), routing, fallback and metering as for a live request.
 Concurrency is bounded per worker (``INFERY_BATCH_CONCURRENCY``) and per workspace
 (``INFERY_BATCH_WORKSPACE_CONCURRENCY``). A cancel is seen at the next claim round: no
 new line starts after it; lines in flight finish and are written out.
+
+A batch that ends with lines unanswered (cancelled, expired) is finalized only once no
+live worker holds one of its lines, and its finalizer first *seals* them (lines.seal: every
+unfinished line becomes its own, so none is claimed behind it). A worker may have died
+after a line was served and charged but before it wrote the answer; the finalizer asks the
+listener about each line a worker ever claimed with a recovery probe (the line's
+credential and ``BATCH_RECOVER_HEADER``, ext_proc/exchange.py ``_recover_line``): the
+stored answer comes back as a replay at no charge and goes to the output file; a line never
+served is answered ``batch_line_not_sent`` (and stays so for a worker that sends it late).
+So a batch's files hold every line that was served, and its ``credits_used`` and ``usage``
+(the sums of its lines' usage records: records.py) count each once.
+
+Lines of batches that ended more than ``INFERY_BATCH_LINES_RETENTION_DAYS`` ago are
+deleted by a sweep of its own (:meth:`Worker.sweep`), a bounded number per pass in short
+transactions, beside the claims rather than before them.
 """
 
 from __future__ import annotations
@@ -41,7 +56,14 @@ from typing import Any
 import httpx
 import orjson
 from infery_proto import batch_assertion
-from infery_proto.wire import CREDITS_USED_HEADER, REQUEST_ID_HEADER, RETRY_AFTER_MS_HEADER
+from infery_proto.wire import (
+    BATCH_LINE_NOT_SENT,
+    BATCH_RECOVER_HEADER,
+    CREDITS_USED_HEADER,
+    IDEMPOTENT_REPLAYED_HEADER,
+    REQUEST_ID_HEADER,
+    RETRY_AFTER_MS_HEADER,
+)
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.batches import lines, output, records
@@ -62,6 +84,15 @@ BACKOFF_S, MAX_BACKOFF_S = 1.0, 60.0
 # Answers after which the line is sent again later, its attempts not counted: the lane is full,
 # or the line is still running from a worker that died (its idempotency key is held).
 _WAIT_CODES = frozenset({"rate_limit_exceeded", "idempotency_key_in_use"})
+# How long a finalizer waits for the usage records of a batch's answers to reach the store (they
+# come from ext_proc's spool, usually within a second): the object's credits and usage are their
+# sums, complete when the batch says it has ended (they stay those sums if one comes later).
+USAGE_WAIT_S = 30.0
+# The retention sweep: batches looked at and lines deleted per pass, lines per transaction (a
+# short one: on SQLite a claim waits for it), and the pause between passes (short after a full one).
+SWEEP_BATCHES, SWEEP_LINES, SWEEP_CHUNK = 50, 20_000, 1_000
+SWEEP_INTERVAL_S = 60.0
+DAY_S = 86_400
 
 
 def worker_id() -> str:
@@ -81,6 +112,7 @@ class Worker:
     owner: str = field(default_factory=worker_id)
     _in_flight: dict[int, str] = field(default_factory=dict)  # line id -> workspace id
     _per_workspace: Counter[str] = field(default_factory=Counter)
+    _per_batch: Counter[str] = field(default_factory=Counter)  # lines in flight per batch id
     _phases: dict[str, asyncio.Task[None]] = field(
         default_factory=dict
     )  # batch id -> its validation/finalization
@@ -99,6 +131,7 @@ class Worker:
     async def run(self) -> None:
         """Rounds until cancelled: housekeeping every poll, and a claim round whenever a slot frees."""
         renewer = asyncio.create_task(self._renew_forever())
+        sweeper = asyncio.create_task(self._sweep_forever())
         try:
             next_housekeeping = 0.0
             while True:
@@ -118,6 +151,7 @@ class Worker:
                     await asyncio.wait_for(self._slot_freed.wait(), self.settings.batch_poll_s)
         finally:
             renewer.cancel()
+            sweeper.cancel()
             for task in [*self._tasks, *self._phases.values()]:
                 task.cancel()
 
@@ -222,6 +256,7 @@ class Worker:
                 records.VALIDATING,
                 status=records.FAILED,
                 failed_at=now,
+                ended_at=now,
                 errors=[e.as_dict() for e in errors],
                 lease_owner="",
                 lease_until_ms=0,
@@ -276,35 +311,156 @@ class Worker:
     # -- finalizing ------------------------------------------------------------------------
 
     async def finalize(self, batch: Batch, from_status: str, final: str) -> None:
-        """Write the output and error files and end the batch as ``final``."""
+        """Account for every line, write the output and error files and end the batch as ``final``.
+
+        Each step may be done again by a finalizer that takes over from one that died: the
+        files' ids are chosen first and kept on the row, lines are sealed and asked about
+        again (a probe is idempotent), and the files are written again under the same ids.
+        """
         now = int(self.clock())
         status = from_status
+        reserved: dict[str, str] = {}
+        if batch.output_file_id is None or batch.error_file_id is None:
+            output_id, error_id = output.reserve(self.clock())
+            reserved = {"output_file_id": output_id, "error_file_id": error_id}
         if final == records.COMPLETED and from_status == records.IN_PROGRESS:
-            if not await run_in_threadpool(
-                self._move, batch.id, status, status=records.FINALIZING, finalizing_at=now
-            ):
+            moved = await run_in_threadpool(
+                self._move, batch.id, status, status=records.FINALIZING, finalizing_at=now, **reserved
+            )
+            if not moved:
                 return  # cancelled meanwhile: the next round finalizes it as such
             status = records.FINALIZING
-        output_id, error_id = await output.write_files(self.sessions, self.storage, batch, final, self.clock)
+        elif reserved and not await run_in_threadpool(self._move, batch.id, status, **reserved):
+            return
+        for name, value in reserved.items():
+            setattr(batch, name, value)
+        if final in (records.CANCELLED, records.EXPIRED):
+            await self.account_for_lines(batch)
+        await self._await_usage_records(batch.id)
+        tally = await run_in_threadpool(self._tally, batch.id)
+        completed, failed = records.counts(final, tally)
+        made = await output.write_files(self.sessions, self.storage, batch, final, self.clock)
         stamp = {
             records.COMPLETED: "completed_at",
             records.CANCELLED: "cancelled_at",
             records.EXPIRED: "expired_at",
         }[final]
+        ended = int(self.clock())
         moved = await run_in_threadpool(
             self._move,
             batch.id,
             status,
             status=final,
-            output_file_id=output_id,
-            error_file_id=error_id,
+            output_file_id=made[0],
+            error_file_id=made[1],
+            completed_lines=completed,
+            failed_lines=failed,
+            ended_at=ended,
             lease_owner="",
             lease_until_ms=0,
-            **{stamp: int(self.clock())},
+            **{stamp: ended},
         )
         if moved:
             self.metrics.batches.labels(final).inc()
             log.info("batch %s %s", batch.id, final)
+
+    async def account_for_lines(self, batch: Batch) -> None:
+        """Before a batch ends with lines unanswered: make them all this finalizer's (once no
+        live worker holds one), then learn what became of each one a worker ever claimed.
+
+        Raises TimeoutError when lines stay unknown past a request's whole time (the
+        listener unreachable, a line still running): the next round tries again.
+        """
+        deadline = time.monotonic() + self.settings.batch_request_timeout_s
+        while True:
+            # This worker's own lines of the batch still in flight finish first, as another's do.
+            if not self._per_batch[batch.id] and await run_in_threadpool(self._seal, batch.id) == 0:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("lines of the batch are still in flight")
+            await asyncio.sleep(self.settings.batch_poll_s)
+        unknown = await run_in_threadpool(self._to_recover, batch.id)
+        share = asyncio.Semaphore(self.settings.batch_workspace_concurrency)
+        attempt = 0
+        while unknown:
+            known = await asyncio.gather(*(self._recover(batch, line, share) for line in unknown))
+            unknown = [line for line, done in zip(unknown, known, strict=True) if not done]
+            if not unknown:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(unknown)} lines are still unknown")
+            attempt += 1
+            await asyncio.sleep(_backoff_ms(attempt) / 1000)
+
+    async def _recover(self, batch: Batch, line: lines.Claimed, share: asyncio.Semaphore) -> bool:
+        """Ask the listener what became of a sealed line; whether it is now known (and recorded)."""
+        async with share:
+            outcome, answer = await self._probe(batch, line)
+        if outcome == "wait":
+            return False
+        self.metrics.recovered.labels(outcome).inc()
+        if outcome == "answered":
+            assert answer is not None
+            await self._finish(
+                line,
+                answer.status_code,
+                answer.headers.get(REQUEST_ID_HEADER, ""),
+                answer.content,
+                _credits_pico(answer.headers.get(CREDITS_USED_HEADER)),
+            )
+        elif outcome == "unknown":
+            assert answer is not None
+            log.warning(
+                "batch %s line %d: the listener cannot say whether it was served (%d %s)",
+                batch.id,
+                line.line_no,
+                answer.status_code,
+                _error_code(answer),
+            )
+        return True
+
+    async def _probe(self, batch: Batch, line: lines.Claimed) -> tuple[str, httpx.Response | None]:
+        """The listener's recovery answer for a line: ``answered`` (its stored answer, replayed),
+        ``not_sent``, ``wait`` (still running, or no answer now) or ``unknown`` (refused)."""
+        try:
+            answer = await self._post(batch, line, recover=True)
+        except httpx.TransportError:
+            return "wait", None
+        code = _error_code(answer)
+        if code == BATCH_LINE_NOT_SENT:
+            return "not_sent", answer
+        if answer.headers.get(IDEMPOTENT_REPLAYED_HEADER) == "true":
+            return "answered", answer
+        if code in _WAIT_CODES or answer.status_code >= 500:
+            return "wait", answer
+        return "unknown", answer
+
+    async def _await_usage_records(self, batch_id: str) -> None:
+        """Until the usage record of every answered line is in the store (or :data:`USAGE_WAIT_S`)."""
+        deadline = time.monotonic() + USAGE_WAIT_S
+        while await run_in_threadpool(self._answered_without_record, batch_id):
+            if time.monotonic() > deadline:
+                log.warning("batch %s: usage records still on their way; it ends without them", batch_id)
+                return
+            await asyncio.sleep(min(self.settings.batch_poll_s, 0.2))
+
+    def _seal(self, batch_id: str) -> int:
+        """Seal the batch's lines; how many other workers still hold with a live lease."""
+        with self.sessions() as session:
+            lines.seal(session, batch_id, self.owner, self.now_ms(), self.lease_ms)
+            return lines.held_elsewhere(session, batch_id, self.owner, self.now_ms())
+
+    def _to_recover(self, batch_id: str) -> list[lines.Claimed]:
+        with self.sessions() as session:
+            return lines.to_recover(session, batch_id, self.owner)
+
+    def _answered_without_record(self, batch_id: str) -> int:
+        with self.sessions() as session:
+            return lines.answered_without_record(session, batch_id)
+
+    def _tally(self, batch_id: str) -> lines.Tally:
+        with self.sessions() as session:
+            return lines.tally(session, batch_id, self.now_ms())
 
     # -- lines -----------------------------------------------------------------------------
 
@@ -339,6 +495,7 @@ class Worker:
             for line in claimed:
                 self._in_flight[line.id] = batch.workspace_id
                 self._per_workspace[batch.workspace_id] += 1
+                self._per_batch[batch.id] += 1
                 self.metrics.in_flight.inc()
                 task = asyncio.create_task(self._send(batch, line))
                 self._tasks.add(task)
@@ -355,11 +512,14 @@ class Worker:
             self._per_workspace[workspace] -= 1
             if self._per_workspace[workspace] <= 0:
                 del self._per_workspace[workspace]
+            self._per_batch[batch.id] -= 1
+            if self._per_batch[batch.id] <= 0:
+                del self._per_batch[batch.id]
             self.metrics.in_flight.dec()
             self._slot_freed.set()
 
-    async def send(self, batch: Batch, line: lines.Claimed) -> None:
-        """One line through the listener, as the batch's key; its answer recorded, or sent again later."""
+    async def _post(self, batch: Batch, line: lines.Claimed, *, recover: bool = False) -> httpx.Response:
+        """The line's request to the listener, as the batch's key (``recover``: a recovery probe)."""
         credential = batch_assertion.sign(
             self.line_key,
             batch_assertion.BatchLine(
@@ -368,9 +528,15 @@ class Worker:
             self.clock(),
         )
         headers = {batch_assertion.HEADER: credential, "content-type": "application/json"}
-        url = self.settings.batch_gateway_url.rstrip("/") + batch.endpoint
+        if recover:
+            headers[BATCH_RECOVER_HEADER] = "1"
+        url = self.settings.listener_url.rstrip("/") + batch.endpoint
+        return await self.client.post(url, content=line.request, headers=headers)
+
+    async def send(self, batch: Batch, line: lines.Claimed) -> None:
+        """One line through the listener, as the batch's key; its answer recorded, or sent again later."""
         try:
-            answer = await self.client.post(url, content=line.request, headers=headers)
+            answer = await self._post(batch, line)
         except httpx.TransportError as exc:
             if line.attempts < self.settings.batch_max_attempts:
                 self.metrics.lines.labels("retried").inc()
@@ -378,15 +544,7 @@ class Worker:
                     self._retry_later, line.id, self.now_ms() + _backoff_ms(line.attempts)
                 )
                 return
-            body = orjson.dumps(
-                {
-                    "error": {
-                        "code": "upstream_unavailable",
-                        "message": f"The gateway did not answer: {type(exc).__name__}.",
-                    }
-                }
-            )
-            await self._finish(line, 503, "", body, 0)
+            await self._give_up(batch, line, exc)
             return
         code = _error_code(answer)
         if code in _WAIT_CODES:
@@ -403,6 +561,35 @@ class Worker:
         await self._finish(
             line, answer.status_code, answer.headers.get(REQUEST_ID_HEADER, ""), answer.content, credits
         )
+
+    async def _give_up(self, batch: Batch, line: lines.Claimed, exc: httpx.TransportError) -> None:
+        """The listener never answered the line's sendings: the answer may still have been served
+        (the connection lost on the way back), so it is asked for before the line fails."""
+        outcome, answer = await self._probe(batch, line)
+        if outcome == "wait":  # no saying yet: the line is sent again later
+            self.metrics.lines.labels("retried").inc()
+            await run_in_threadpool(self._retry_later, line.id, self.now_ms() + _backoff_ms(line.attempts))
+            return
+        self.metrics.recovered.labels(outcome).inc()
+        if outcome == "answered":
+            assert answer is not None
+            await self._finish(
+                line,
+                answer.status_code,
+                answer.headers.get(REQUEST_ID_HEADER, ""),
+                answer.content,
+                _credits_pico(answer.headers.get(CREDITS_USED_HEADER)),
+            )
+            return
+        body = orjson.dumps(
+            {
+                "error": {
+                    "code": "upstream_unavailable",
+                    "message": f"The gateway did not answer: {type(exc).__name__}.",
+                }
+            }
+        )
+        await self._finish(line, 503, "", body, 0)
 
     async def _finish(
         self, line: lines.Claimed, status: int, request_id: str, body: bytes, credits_pico: int
@@ -446,6 +633,43 @@ class Worker:
                 batch = records.get(session, batch_id)
                 if batch is not None and batch.lease_owner == self.owner:
                     records.move(session, batch_id, self.owner, batch.status, lease_until_ms=until)
+                    lines.renew_held(session, batch_id, self.owner, until)  # a finalizer's sealed lines
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        """A sweep pass now and every :data:`SWEEP_INTERVAL_S` (a full pass: another soon)."""
+        while True:
+            try:
+                deleted = await run_in_threadpool(self.sweep)
+            except Exception as exc:
+                log.warning(
+                    "sweeping old batch lines failed (next in %ss): %s", SWEEP_INTERVAL_S, describe(exc)
+                )
+                deleted = 0
+            await asyncio.sleep(self.settings.batch_poll_s if deleted >= SWEEP_LINES else SWEEP_INTERVAL_S)
+
+    def sweep(self) -> int:
+        """One pass: delete the lines of batches that ended more than the retention ago, at most
+        :data:`SWEEP_LINES` in transactions of :data:`SWEEP_CHUNK`; how many. The batches, their
+        counts and their files stay. Several workers may sweep at once: a line goes once."""
+        ended_before = int(self.clock() - self.settings.batch_lines_retention_days * DAY_S)
+        deleted = 0
+        with self.sessions() as session:
+            for batch_id in records.due_for_sweeping(session, ended_before, SWEEP_BATCHES):
+                while deleted < SWEEP_LINES:
+                    chunk = min(SWEEP_CHUNK, SWEEP_LINES - deleted)
+                    gone = lines.sweep_some(session, batch_id, chunk)
+                    deleted += gone
+                    self.metrics.lines_swept.inc(gone)
+                    if gone < chunk:
+                        records.swept(session, batch_id)
+                        break
+                if deleted >= SWEEP_LINES:
+                    break
+        if deleted:
+            log.info("swept %d lines of batches that ended before %d", deleted, ended_before)
+        return deleted
 
 
 def _phase_due(batch: Batch, tally: lines.Tally, now: int) -> tuple[str, str] | None:

@@ -33,19 +33,30 @@ def new_file_id(now: float | None = None) -> str:
     return f"file-{ms:012x}{secrets.token_hex(8)}"
 
 
+def storage_key(workspace_id: str, file_id: str) -> str:
+    """Where a file's bytes are in the storage: under its workspace's prefix."""
+    return f"{workspace_id}/{file_id}"
+
+
 def new_row(
-    workspace_id: str, member_id: str, key_id: str, now: float, idempotency_key: str | None = None
+    workspace_id: str,
+    member_id: str,
+    key_id: str,
+    now: float,
+    idempotency_key: str | None = None,
+    file_id: str | None = None,
 ) -> StoredFile:
-    """A file about to be written: a fresh id, and its bytes under the workspace's prefix in the
-    storage (one place for that layout, whoever writes the file: an upload or a batch's output)."""
-    file_id = new_file_id(now)
+    """A file about to be written: a fresh id (or ``file_id``, chosen beforehand), and its bytes
+    under the workspace's prefix in the storage (one place for that layout, whoever writes the
+    file: an upload or a batch's output)."""
+    file_id = file_id or new_file_id(now)
     return StoredFile(
         id=file_id,
         workspace_id=workspace_id,
         member_id=member_id,
         key_id=key_id,
         created_at=int(now),
-        storage_key=f"{workspace_id}/{file_id}",
+        storage_key=storage_key(workspace_id, file_id),
         idempotency_key=idempotency_key,
     )
 
@@ -74,10 +85,15 @@ def _served(workspace_id: str, now: int) -> Any:
     )
 
 
-def begin(sessions: Sessions, row: StoredFile) -> None:
-    """Record an upload before its bytes arrive, so an interrupted one is found and swept."""
+def begin(sessions: Sessions, row: StoredFile, *, again: bool = False) -> None:
+    """Record an upload before its bytes arrive, so an interrupted one is found and swept.
+    ``again``: the id may have been begun before (a batch's output file written once more by a
+    finalizer that took over from a dead one): that row starts over as this one."""
     with sessions() as session:
-        session.add(row)
+        if again:
+            session.merge(row)
+        else:
+            session.add(row)
         session.commit()
 
 

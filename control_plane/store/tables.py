@@ -335,16 +335,21 @@ class Batch(SQLModel, table=True):
     """A batch of ``/v1/batches`` (control_plane/batches/): OpenAI's batch object, and who made it.
 
     Scoped to its workspace like a file; ids are time-ordered like files' (``batch_`` +
-    milliseconds + random bits). Its lines are :class:`BatchLine` rows; the counts and the
-    credits of the batch object are read from them. ``lease_owner``/``lease_until`` say
-    which worker validates or finalizes it (a worker that dies loses the lease at
-    ``lease_until``, and another takes over).
+    milliseconds + random bits). Its lines are :class:`BatchLine` rows; the batch object's
+    counts are read from them while it runs, and kept here once it has ended
+    (``completed_lines``, ``failed_lines``), since its lines are deleted ``ended_at`` +
+    the retention later (``lines_swept``). Its credits and tokens are its lines' usage
+    records'. ``lease_owner``/``lease_until`` say which worker validates or finalizes it
+    (a worker that dies loses the lease at ``lease_until``, and another takes over).
+    ``output_file_id``/``error_file_id`` are chosen before the files are written, so a
+    finalizer that takes over from a dead one writes the same files again.
     """
 
     __tablename__ = "batches"
     __table_args__ = (
         Index("ix_batches_workspace_id", "workspace_id", "id"),
         Index("ix_batches_status", "status"),
+        Index("ix_batches_sweep", "lines_swept", "ended_at"),
     )
 
     id: str = Field(primary_key=True, sa_type=String(64))
@@ -373,6 +378,10 @@ class Batch(SQLModel, table=True):
     total: int = Field(default=0, sa_type=BigInteger)  # lines, once validated
     lease_owner: str = Field(default="", sa_type=String(64))
     lease_until_ms: int = Field(default=0, sa_type=BigInteger)
+    completed_lines: int = Field(default=0, sa_type=BigInteger)  # once ended: request_counts
+    failed_lines: int = Field(default=0, sa_type=BigInteger)
+    ended_at: int | None = Field(default=None, sa_type=BigInteger)  # unix seconds it became final
+    lines_swept: bool = False  # its lines deleted (control_plane/batches/worker.py ``sweep``)
 
 
 class BatchLine(SQLModel, table=True):

@@ -52,9 +52,19 @@ EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # Envoy -> ext_proc over TCP:
 IDENTITY_HEADER = "x-infery-identity"
 # A batch worker -> the listener: one line of a batch, acting for the batch's key (batch_assertion.py).
 BATCH_LINE_HEADER = "x-infery-batch-line"
+# A batch finalizer -> the listener, beside a line's credential: only say what became of the line
+# (its stored answer, replayed), never serve it (ext_proc/exchange.py ``_recover_line``).
+BATCH_RECOVER_HEADER = "x-infery-batch-recover"
+BATCH_LINE_NOT_SENT = "batch_line_not_sent"  # its answer when no answer to the line was ever kept
 INTERNAL_HEADER_PREFIX = "x-infery-"
 # Removed by Envoy's route from every request before a provider, and from every provider's response.
-INTERNAL_REQUEST_HEADERS = (ROUTE_HEADER, MODEL_ROUTE_HEADER, IDENTITY_HEADER, BATCH_LINE_HEADER)
+INTERNAL_REQUEST_HEADERS = (
+    ROUTE_HEADER,
+    MODEL_ROUTE_HEADER,
+    IDENTITY_HEADER,
+    BATCH_LINE_HEADER,
+    BATCH_RECOVER_HEADER,
+)
 INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
 
 # -- public headers (the gateway's API to its clients) -------------------------------------
@@ -181,6 +191,7 @@ ERRORS: dict[str, ErrorKind] = {
     "attempt_not_authorized": _invalid(403),  # a chain attempt without a valid grant
     "not_found": _invalid(404),  # an unknown path, or an id unknown to the workspace
     "model_not_found": _invalid(404),
+    BATCH_LINE_NOT_SENT: _invalid(404),  # a batch finalizer's probe: the line was never served
     "method_not_allowed": _invalid(405),
     "request_timeout": _invalid(408),  # the client did not send its request in time (Envoy)
     "idempotency_key_in_use": _invalid(409),

@@ -13,6 +13,10 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft7Validator
 
+from control_plane.batches.settings import BatchSettings
+from control_plane.files.settings import FilesSettings
+from control_plane.settings import Settings
+from ext_proc.settings import ExtProcSettings
 from infery.certs import generate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -113,3 +117,26 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
                 assert re.fullmatch(r".*\$\{\w+:\?[^}]+\}.*", str(value)), (name, key, value)
                 literal = re.sub(r"\$\{[^}]+\}", "", str(value))
                 assert not re.search(r":[^/@]+@", literal), (name, key, value)  # no user:password@ left
+
+
+def test_environment_variables_are_ones_the_code_reads() -> None:
+    """Each Infery service's INFERY_* variables are read by its process's settings model."""
+    models = {
+        "control_plane": Settings,
+        "control_plane.files": FilesSettings,
+        "control_plane.batches": BatchSettings,
+        "ext_proc": ExtProcSettings,
+    }
+    checked = set()
+    for name, svc in SERVICES.items():
+        command = svc.get("command") or []
+        module = command[2] if command[:2] == ["python", "-m"] else None
+        if module not in models:
+            continue
+        read = {variable for variable, _, _ in models[module].variables()}
+        # The image's entrypoint reads these (infery/entrypoint.py), whatever the command.
+        read |= {"INFERY_HEALTH_URL", "INFERY_HEALTH_PORT"}
+        unread = {key for key in svc.get("environment") or {} if key.startswith("INFERY_")} - read
+        assert unread == set(), f"{name}: nothing reads {sorted(unread)}"
+        checked.add(module)
+    assert checked == set(models)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
@@ -153,6 +154,10 @@ def test_a_chat_batch_over_three_providers_and_an_embeddings_batch_complete(
     assert {served[f"req-{i}"] for i in range(9)} == set(models)
     credits = raw["credits_used"]
     assert Decimal(credits) > 0
+    # OpenAI's usage: the sums of the lines' usage records, parsed by the SDK's own type.
+    assert batch.usage is not None and batch.usage.input_tokens > 0 and batch.usage.output_tokens > 0
+    assert batch.usage.total_tokens == batch.usage.input_tokens + batch.usage.output_tokens
+    assert batch.usage.model_dump() == tokens_of(gw, batch_id)
     with pytest.raises(openai.ConflictError):
         client.batches.cancel(batch_id)  # nothing left to cancel
     eventually(lambda: charged(admin, batch_id, credits, 9), 15)
@@ -262,14 +267,39 @@ def charges_by_line(gw: Stack, batch_id: str) -> dict[str, list[int]]:
     return found
 
 
+def tokens_of(gw: Stack, batch_id: str) -> dict[str, Any]:
+    """The sums of the batch's usage records, from the store, in the shape of OpenAI's batch usage."""
+    engine = sa.create_engine(store_url(gw).replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                sa.text(
+                    "SELECT SUM(input_tokens), SUM(cached_input_tokens), SUM(output_tokens),"
+                    " SUM(reasoning_tokens) FROM usage_records WHERE batch_id = :b"
+                ),
+                {"b": batch_id},
+            ).one()
+    finally:
+        engine.dispose()
+    given, cached, output, reasoning = (int(n or 0) for n in row)
+    return {
+        "input_tokens": given,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": given + output,
+    }
+
+
 def charged_once(gw: Stack, batch: Any, client: openai.OpenAI) -> bool:
-    """Every answered line has exactly one charged usage record; they sum to the batch's credits."""
+    """Every answered line has exactly one charged usage record, no other line has one, and they sum
+    to the batch's credits (records at no charge, replays and probes, may be there for any line)."""
     lines = [*read_lines(client, batch.output_file_id), *read_lines(client, batch.error_file_id)]
     answered = {line["custom_id"] for line in lines if line["response"] is not None}
     charges = charges_by_line(gw, batch.id)
-    if set(charges) != answered:
+    if {custom_id for custom_id, picos in charges.items() if any(picos)} != answered:
         return False
-    assert all(sum(1 for pico in picos if pico > 0) == 1 for picos in charges.values()), dict(charges)
+    assert all(sum(1 for pico in picos if pico > 0) <= 1 for picos in charges.values()), dict(charges)
     total = sum(sum(picos) for picos in charges.values())
     credits = client.batches.with_raw_response.retrieve(batch.id).http_response.json()["credits_used"]
     assert Decimal(total) / 10**12 == Decimal(credits)
@@ -314,6 +344,64 @@ def test_a_worker_killed_mid_batch_and_restarted_finishes_with_every_line_charge
     batch = finished(client, batch_id, 90)
     assert batch.status == "completed" and batch.request_counts.completed == 16
     assert len(read_lines(client, batch.output_file_id)) == 16
+    eventually(lambda: charged_once(gw, batch, client), 15)
+
+
+def test_a_cancel_finalized_after_a_dead_workers_lease_ran_out_counts_the_line_it_had_served(
+    client: openai.OpenAI, gw: Stack, tenant: Tenant, openai_sim: SimulatorProcess
+):
+    """A worker died holding two lines: it had sent one (served and charged, its answer never
+    written), not the other. The cancel is finalized once their lease has run out: the served line
+    is in the output file and the batch's counts and credits (its answer replayed by the line's
+    idempotency key, no second charge); the other is cancelled, and a late sending of it (a worker
+    that was only slow) is not served."""
+    hold(openai_sim, 8, 4)  # the live worker's 8 slots, busy
+    batch_id = run_batch(client, [chat_line(f"d{i}", "gpt-4o-mini") for i in range(20)])
+    eventually(lambda: len(openai_sim.requests()) == 8, 30)
+    engine = sa.create_engine(store_url(gw))
+    with engine.begin() as connection:  # lines 19 and 20 (d18, d19), claimed by a worker that dies
+        taken = connection.execute(
+            sa.text(
+                "UPDATE batch_lines SET state = 'leased', lease_owner = 'dead-worker', attempts = 1,"
+                " lease_until_ms = :until WHERE batch_id = :b AND line_no IN (19, 20) AND state = 'pending'"
+            ),
+            {"b": batch_id, "until": int(time.time() * 1000) + 3000},
+        )
+        assert taken.rowcount == 2
+        requests = dict(
+            connection.execute(
+                sa.text("SELECT custom_id, request FROM batch_lines WHERE batch_id = :b AND line_no >= 19"),
+                {"b": batch_id},
+            ).all()
+        )
+    engine.dispose()
+
+    def send_as_worker(custom_id: str) -> httpx.Response:
+        return httpx.post(
+            f"http://127.0.0.1:{gw.ports.listen}{CHAT}",
+            content=requests[custom_id],
+            headers={
+                batch_assertion.HEADER: line_credential(gw, tenant, batch_id, custom_id),
+                "content-type": "application/json",
+            },
+            timeout=30,
+        )
+
+    served = send_as_worker("d18")  # what the worker sent before it died: served, charged
+    assert served.status_code == 200 and Decimal(served.headers["x-credits-used"]) > 0
+    assert client.batches.cancel(batch_id).status == "cancelling"
+    batch = finished(client, batch_id, 60)
+    assert batch.status == "cancelled"
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (9, 11)
+    outputs = {line["custom_id"]: line for line in read_lines(client, batch.output_file_id)}
+    assert len(outputs) == 9
+    assert ChatCompletion.model_validate(outputs["d18"]["response"]["body"]).id == served.json()["id"]
+    stopped = {line["custom_id"]: line for line in read_lines(client, batch.error_file_id)}
+    assert len(stopped) == 11 and stopped["d19"]["error"]["code"] == "batch_cancelled"
+    eventually(lambda: charged_once(gw, batch, client), 15)
+    late = send_as_worker("d19")  # the worker was only slow: its line is not served now
+    assert late.status_code == 404 and late.json()["error"]["code"] == "batch_line_not_sent"
+    assert len(openai_sim.requests()) == 9  # the 8, and d18 once: nothing after the cancel
     eventually(lambda: charged_once(gw, batch, client), 15)
 
 

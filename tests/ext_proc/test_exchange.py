@@ -16,7 +16,9 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto import batch_assertion
 from infery_proto.v1 import config_pb2, usage_pb2
+from infery_proto.wire import BATCH_LINE_HEADER, BATCH_RECOVER_HEADER
 
 from ext_proc import config
 from ext_proc.exchange import Exchange, Services, new_request_id
@@ -490,3 +492,127 @@ async def test_a_conversation_past_the_request_limit_is_413_before_it_is_built(r
         else:
             sent = orjson.loads(reply.request_body.response.body_mutation.body)
             assert len(sent["input"]) == 2  # the kept turn, then this one
+
+
+# -- a batch finalizer's recovery probe (x-infery-batch-recover) ----------------------------
+
+LINE_KEY = b"l" * 32
+CHAT_ANSWER = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "up",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
+}
+
+
+def _batch_config() -> config.GatewayConfig:
+    secret = config_pb2.DataPlaneSecret(name="d", attempt_grant_key=b"g" * 32, batch_line_key=LINE_KEY)
+    return config.build(
+        [
+            config_pb2.Provider(
+                name="p", kind="openai", cluster="provider_p", base_path="/v1", host="h", api_key="sk"
+            )
+        ],
+        [
+            config_pb2.Model(
+                slug="m", provider="p", upstream_model="up",
+                prices=config_pb2.Prices(input_per_mtok="1", output_per_mtok="2"),
+            )
+        ],
+        [config_pb2.Workspace(id="w", name="w", price_multiplier="1")],
+        [
+            config_pb2.ApiKey(
+                id="k", key_hash=hashlib.sha256(KEY.encode()).hexdigest(), workspace_id="w", member_id="m"
+            )
+        ],
+        [],
+        [secret],
+    )  # fmt: skip
+
+
+def _line_headers(custom_id: str, recover: bool = False) -> ep.HttpHeaders:
+    line = batch_assertion.BatchLine("w", "k", "m", "batch_1", custom_id, "/v1/chat/completions")
+    pairs = {
+        ":path": "/v1/chat/completions",
+        ":method": "POST",
+        BATCH_LINE_HEADER: batch_assertion.sign(LINE_KEY, line),
+    }
+    if recover:
+        pairs[BATCH_RECOVER_HEADER] = "1"
+    return _headers(pairs)
+
+
+LINE_BODY = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def _send_line(services: Services, custom_id: str, recover: bool = False) -> ep.ProcessingResponse:
+    """A line's request up to its body's answer: sent upstream (a body mutation) or answered now."""
+    exchange = Exchange(_batch_config(), services)
+    assert not exchange.on_request_headers(_line_headers(custom_id, recover)).HasField("immediate_response")
+    return await exchange.on_request_body(ep.HttpBody(body=LINE_BODY, end_of_stream=True))
+
+
+async def _serve_line(services: Services, custom_id: str) -> None:
+    exchange = Exchange(_batch_config(), services)
+    exchange.on_request_headers(_line_headers(custom_id))
+    reply = await exchange.on_request_body(ep.HttpBody(body=LINE_BODY, end_of_stream=True))
+    assert reply.HasField("request_body")  # sent upstream
+    await exchange.on_response_headers(_headers({":status": "200", "content-type": "application/json"}))
+    await exchange.on_response_body(ep.HttpBody(body=orjson.dumps(CHAT_ANSWER), end_of_stream=True))
+
+
+def _immediate(reply: ep.ProcessingResponse) -> tuple[int, dict[str, str], dict]:
+    answer = reply.immediate_response
+    headers = {h.header.key: h.header.raw_value.decode() for h in answer.headers.set_headers}
+    return answer.status.code, headers, orjson.loads(answer.body)
+
+
+async def test_a_recovery_probe_replays_a_served_line_and_charges_nothing(records):
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    await _serve_line(services, "served")
+    assert records[-1].credits == "0.002" and records[-1].custom_id == "served"
+    status, headers, body = _immediate(await _send_line(services, "served", recover=True))
+    assert status == 200 and body["choices"][0]["message"]["content"] == "hi"
+    assert headers["x-credits-used"] == "0.002" and headers["idempotent-replayed"] == "true"
+    assert records[-1].idempotent_replay and records[-1].credits == "0"
+
+
+async def test_a_recovery_probe_of_a_line_never_sent_leaves_a_tombstone_that_later_sends_replay(records):
+    """The probe claims the line's idempotency key and keeps its 404 there: a worker that was only
+    slow (its lease ran out) and sends the line afterwards is answered the same 404, not served."""
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    status, _, body = _immediate(await _send_line(services, "never", recover=True))
+    assert (status, body["error"]["code"]) == (404, "batch_line_not_sent")
+    assert records[-1].credits == "0" and records[-1].batch_id == "batch_1"
+    late = await _send_line(services, "never")  # the slow worker, after the probe
+    status, headers, body = _immediate(late)  # answered now: nothing went upstream
+    assert (status, body["error"]["code"]) == (404, "batch_line_not_sent")
+    assert headers["idempotent-replayed"] == "true"
+    assert all(record.credits == "0" for record in records)
+
+
+async def test_a_recovery_probe_of_a_line_still_running_is_told_to_wait(records):
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    running = await _send_line(services, "running")
+    assert running.HasField("request_body")  # upstream, no answer yet
+    status, _, body = _immediate(await _send_line(services, "running", recover=True))
+    assert (status, body["error"]["code"]) == (409, "idempotency_key_in_use")
+
+
+async def test_the_recovery_header_means_nothing_without_a_line_credential(records):
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    exchange = Exchange(_config(), services)
+    exchange.on_request_headers(
+        _headers({
+            ":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}",
+            BATCH_RECOVER_HEADER: "1",
+        })
+    )  # fmt: skip
+    reply = await exchange.on_request_body(ep.HttpBody(body=LINE_BODY, end_of_stream=True))
+    assert reply.HasField("request_body")  # an ordinary request, served
