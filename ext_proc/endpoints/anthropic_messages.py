@@ -12,6 +12,13 @@ Anthropic's API itself refuses and the translation relies on (``max_tokens``, ``
 and its roles and blocks, the sampling ranges, ``tool_choice``, ``thinking``); fields the
 check does not know are the provider's (Anthropic) or the translation's (others) to judge.
 
+A ``document`` or ``image`` block may name a file the gateway stores (``"source": {"type":
+"file", "file_id": "file-..."}``, the shape of Anthropic's Files API): :meth:`Messages.file_refs`
+finds them, in messages and in tool results, and ext_proc/file_refs.py puts each inline as the
+block Anthropic's API reads without files (an image or a PDF as ``base64``, UTF-8 text as a
+``text`` source), which every translator already takes. No provider ever gets the gateway's
+id: an Anthropic provider would look it up among its own account's files.
+
 Tokens are estimated as chat's are (ext_proc/token_estimate.py): the system prompt, text
 blocks, tool-use inputs, tool results and tool definitions in, 4 per message for its
 framing and 256 per image or document; the text and tool input of the answer out.
@@ -19,6 +26,7 @@ framing and 256 per image or document; the text and tool input of the answer out
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
@@ -30,7 +38,7 @@ from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators import message_documents as docs
 from ext_proc.translators.base import StreamTranslator
 
-from .base import NOT_STREAMED, Endpoint, LastEvent, event_type, with_credits
+from .base import NOT_STREAMED, Endpoint, FileRef, LastEvent, event_type, with_credits
 
 MESSAGE_FRAMING_TOKENS = 4
 NON_TEXT_BLOCK_TOKENS = 256  # an image or a document: its size says little about its tokens
@@ -41,10 +49,12 @@ _STREAMED = (True, False)
 _ROLES = ("user", "assistant")
 _TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
 _MESSAGE_STOP = b'{"type":"message_stop"}'
+_FILE_BLOCKS = ("document", "image")
 
 
 class AnthropicEndpoint(Endpoint):
-    """An endpoint of Anthropic's API: its errors and stream endings in Anthropic's shapes."""
+    """An endpoint of Anthropic's API: its errors and stream endings in Anthropic's shapes, and
+    its blocks naming stored files (messages and count_tokens read the same blocks)."""
 
     __slots__ = ()
 
@@ -68,6 +78,47 @@ class AnthropicEndpoint(Endpoint):
     def stream_tail(self, last: bytes, credits: str) -> bytes:
         """``message_stop`` (or the ``error`` ending the stream) with ``credits_used``; no ``[DONE]``."""
         return docs.event_bytes(event_type(last) or "message_stop", with_credits(last, credits))
+
+    def file_refs(self, body: Mapping[str, Any]) -> list[FileRef]:
+        """Each ``document`` or ``image`` block whose source is a ``file``, in a message's content
+        or in a tool result's."""
+        found: list[FileRef] = []
+        messages = body.get("messages")
+        for i, message in enumerate(messages if isinstance(messages, list) else ()):
+            content = message.get("content") if isinstance(message, dict) else None
+            for j, block in enumerate(content if isinstance(content, list) else ()):
+                at = f"messages[{i}].content[{j}]"
+                _file_block(found, at, block)
+                inner = (
+                    block.get("content")
+                    if isinstance(block, dict) and block.get("type") == "tool_result"
+                    else None
+                )
+                for k, nested in enumerate(inner if isinstance(inner, list) else ()):
+                    _file_block(found, f"{at}.content[{k}]", nested)
+        return found
+
+    def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
+        """An image as an ``image`` block, text as a ``text`` document, anything else (a PDF) as
+        a ``base64`` document; a document keeps its ``title`` (the file's name when it has none),
+        ``context`` and ``citations``, and every block its ``cache_control``."""
+        data = data_uri.partition(",")[2]
+        kept = {k: v for k, v in part.items() if k not in ("type", "source")}
+        part.clear()
+        if mime.startswith("image/"):
+            source = {"type": "base64", "media_type": mime, "data": data}
+            part |= {"type": "image", "source": source}
+            if "cache_control" in kept:
+                part["cache_control"] = kept["cache_control"]
+            return
+        if mime.startswith("text/"):
+            text = base64.b64decode(data).decode("utf-8", "replace")
+            source = {"type": "text", "media_type": "text/plain", "data": text}
+        else:
+            source = {"type": "base64", "media_type": mime, "data": data}
+        part |= {"type": "document", "source": source, **kept}
+        if filename and "title" not in part:
+            part["title"] = filename
 
 
 class Messages(AnthropicEndpoint):
@@ -120,6 +171,21 @@ class Messages(AnthropicEndpoint):
 
 
 ENDPOINT = Messages()
+
+
+def _file_block(found: list[FileRef], at: str, block: Any) -> None:
+    """Adds ``block`` to ``found`` when it is a document or image naming a stored file."""
+    if not isinstance(block, dict) or block.get("type") not in _FILE_BLOCKS:
+        return
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") != "file":
+        return
+    file_id = source.get("file_id")
+    if not isinstance(file_id, str) or not file_id:
+        raise GatewayError(
+            400, "invalid_request", "source.file_id must be a non-empty string.", f"{at}.source.file_id"
+        )
+    found.append(FileRef(f"{at}.source.file_id", block, file_id))
 
 
 # ---------------------------------------------------------------- the request check

@@ -12,12 +12,13 @@ import struct
 import zlib
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
-from tests.e2e.support import Admin, eventually, new_tenant
+from tests.e2e.support import Admin, Tenant, eventually, new_tenant
 
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF"
 
@@ -161,3 +162,52 @@ def test_a_responses_file_of_another_workspace_is_not_found(
     with pytest.raises(openai.NotFoundError) as refused:
         client.responses.create(model="gpt-4o-mini", input=_input(theirs.id))
     assert refused.value.code == "not_found" and refused.value.param == "input[0].content[1].file_id"
+
+
+def _blocks(*file_ids: tuple[str, str]) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = [{"type": "text", "text": "What are these?"}]
+    content += [{"type": kind, "source": {"type": "file", "file_id": fid}} for kind, fid in file_ids]
+    return [{"role": "user", "content": content}]
+
+
+def test_messages_name_stored_files_for_every_provider(
+    three_formats: dict[str, SimulatorProcess], client: openai.OpenAI, tenant: Tenant, gateway: Stack
+):
+    """Anthropic's Messages API: a ``document`` or ``image`` block whose source is a ``file``
+    names a file the gateway stores; it goes to every provider inline, in that provider's form."""
+    report = client.files.create(file=("report.pdf", PDF), purpose="user_data")
+    picture = client.files.create(file=("dot.png", _png()), purpose="vision")
+    notes = client.files.create(file=("notes.txt", b"plain words"), purpose="user_data")
+    claude = anthropic.Anthropic(
+        base_url=gateway.base_url.removesuffix("/v1"), api_key=tenant.key, max_retries=0, timeout=30
+    )
+    ask = _blocks(("document", report.id), ("image", picture.id), ("document", notes.id))
+    for slug, sim in three_formats.items():
+        reply = claude.messages.create(model=slug, max_tokens=64, messages=ask)  # type: ignore[arg-type]
+        text = reply.content[0].text  # type: ignore[union-attr]
+        assert "saw 1 image(s)" in text and "document(s)" in text, (slug, text)
+        sent = json.dumps(sim.requests()[-1]["body"])
+        assert report.id not in sent and picture.id not in sent and notes.id not in sent
+    blocks = three_formats["claude-sonnet-4-5"].requests()[-1]["body"]["messages"][0]["content"]
+    assert blocks[1]["source"]["type"] == "base64" and blocks[1]["source"]["media_type"] == "application/pdf"
+    assert blocks[1]["title"] == "report.pdf"
+    assert blocks[2]["type"] == "image" and blocks[2]["source"]["media_type"] == "image/png"
+    assert blocks[3]["source"] == {"type": "text", "media_type": "text/plain", "data": "plain words"}
+
+
+def test_a_messages_file_of_another_workspace_is_not_found(
+    three_formats: dict[str, SimulatorProcess], admin: Admin, gateway: Stack, tenant: Tenant
+):
+    other = new_tenant(admin, gateway, "messages-files-other").client(gateway)
+    theirs = other.files.create(file=("theirs.pdf", PDF), purpose="user_data")
+    claude = anthropic.Anthropic(
+        base_url=gateway.base_url.removesuffix("/v1"), api_key=tenant.key, max_retries=0, timeout=30
+    )
+    with pytest.raises(anthropic.NotFoundError) as refused:
+        claude.messages.create(
+            model="claude-sonnet-4-5",
+            max_tokens=16,
+            messages=_blocks(("document", theirs.id)),  # type: ignore[arg-type]
+        )
+    error = refused.value.body["error"]  # type: ignore[index]
+    assert error["code"] == "not_found" and error["type"] == "not_found_error"

@@ -213,3 +213,64 @@ def test_a_count_for_a_provider_that_cannot_count_is_the_estimate_marked_so() ->
         == {"input_tokens": 14, "estimated": True}
     )
     assert MessageTokensCount.model_validate(answer).input_tokens == 14
+
+
+def test_file_refs_are_documents_and_images_with_a_file_source_tool_results_included():
+    def file_block(kind: str, file_id: object) -> dict[str, Any]:
+        return {"type": kind, "source": {"type": "file", "file_id": file_id}}
+
+    body = {
+        "model": "m",
+        "max_tokens": 8,
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, file_block("document", "file-a")]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "t", "content": [file_block("image", "file-b")]}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
+            },
+        ],
+    }
+    for endpoint in (MESSAGES, COUNT):
+        refs = endpoint.file_refs(body)
+        assert [(r.at, r.file_id) for r in refs] == [
+            ("messages[0].content[1].source.file_id", "file-a"),
+            ("messages[2].content[0].content[0].source.file_id", "file-b"),
+        ]
+    assert MESSAGES.file_refs({"model": "m", "messages": "text"}) == []
+    with pytest.raises(GatewayError) as bad:
+        MESSAGES.file_refs({"messages": [{"role": "user", "content": [file_block("document", 7)]}]})
+    assert (bad.value.status, bad.value.param) == (400, "messages[0].content[0].source.file_id")
+
+
+def test_inline_file_writes_the_block_anthropic_reads_without_files():
+    doc = {
+        "type": "document",
+        "source": {"type": "file", "file_id": "f"},
+        "context": "c",
+        "cache_control": {"type": "ephemeral"},
+    }
+    MESSAGES.inline_file(doc, "report.pdf", "application/pdf", "data:application/pdf;base64,AA==")
+    assert doc == {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="},
+        "context": "c",
+        "cache_control": {"type": "ephemeral"},
+        "title": "report.pdf",
+    }
+    text = {"type": "document", "source": {"type": "file", "file_id": "f"}, "title": "mine"}
+    MESSAGES.inline_file(text, "notes.txt", "text/plain", "data:text/plain;base64,aGkgdGhlcmU=")
+    assert text == {
+        "type": "document",
+        "source": {"type": "text", "media_type": "text/plain", "data": "hi there"},
+        "title": "mine",
+    }
+    image = {"type": "image", "source": {"type": "file", "file_id": "f"}}
+    MESSAGES.inline_file(image, "dot.png", "image/png", "data:image/png;base64,AA==")
+    assert image == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
