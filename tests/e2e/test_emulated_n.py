@@ -10,6 +10,7 @@ credits add up to the ``x-credits-used`` (or ``credits_used``) the client got.
 from __future__ import annotations
 
 import itertools
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -252,16 +253,142 @@ def test_the_extra_choices_are_charged_to_the_key_that_authenticated_only(
     assert refused.status_code == 401
 
 
-def test_each_choice_counts_against_the_workspaces_limits(
+def _events(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON events of an SSE answer, ``[DONE]`` left out."""
+    lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    return [json.loads(line) for line in lines if line != "[DONE]"]
+
+
+def _texts(chunks: list[dict[str, Any]]) -> dict[int, str]:
+    texts: dict[int, str] = {}
+    for chunk in chunks:
+        for choice in chunk.get("choices") or []:
+            texts[choice["index"]] = texts.get(choice["index"], "") + (choice["delta"].get("content") or "")
+    return texts
+
+
+def _records(admin: Admin, tenant: Tenant, requests: int) -> list[dict[str, Any]]:
+    """The workspace's usage by model once its ``requests`` records have all arrived."""
+
+    def arrived() -> list[dict[str, Any]] | None:
+        rows = admin.usage(workspace=tenant.workspace, group_by="model")
+        return rows if sum(row["requests"] for row in rows) == requests else None
+
+    return eventually(arrived, timeout=10)
+
+
+def test_attack_a_limit_that_admits_2_of_3_choices_charges_only_what_the_client_gets(
     admin: Admin, gateway: Stack, three_formats: dict[str, SimulatorProcess]
 ):
-    """n choices are n requests for the limits (and n reservations of tokens): with 2 requests a
-    minute left, n=3 gets the third refused, and the client the 429 with its envelope; the two
-    choices served are charged, nothing more."""
+    """n choices are n requests for the limits: with 2 requests a minute, n=3 gets the third
+    refused. The client gets the two choices it is charged for (each with its own index), the
+    usage and credits of those two, and headers saying one choice was not served and why; it is
+    never charged for a choice it did not receive."""
     limited = new_tenant(admin, gateway, f"extra-choices-rpm-{next(_names)}", rpm=2)
-    client = limited.client(gateway)
-    with pytest.raises(openai.RateLimitError) as refused:
-        client.chat.completions.create(model="claude-sonnet-4-5", messages=MESSAGES, n=3)
-    assert refused.value.code == "rate_limit_exceeded"
-    # three records: choice 0 and choice 1 served and charged, the third refused at 0
-    assert _charged(admin, limited, 3) > 0
+    raw = limited.client(gateway).chat.completions.with_raw_response.create(
+        model="claude-sonnet-4-5", messages=MESSAGES, n=3
+    )
+    assert raw.http_response.status_code == 200
+    assert_openai(raw.http_response.json(), "CreateChatCompletionResponse")
+    reply = raw.parse()
+    indexes = [c.index for c in reply.choices]
+    assert indexes in ([0, 1], [0, 2])  # choice 0 is admitted first; either other one may be refused
+    assert all(c.message.content and c.finish_reason for c in reply.choices)
+    assert raw.headers["x-choices-failed"] == "1"
+    assert raw.headers["x-choices-error"] == "rate_limit_exceeded"
+    rows = _records(admin, limited, 3)  # choice 0, the choice served, the choice refused (at 0)
+    assert Decimal(raw.headers["x-credits-used"]) == sum(Decimal(row["credits"]) for row in rows) > 0
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == sum(row["input_tokens"] for row in rows)
+    assert reply.usage.completion_tokens == sum(row["output_tokens"] for row in rows)
+
+
+def test_a_stream_whose_extra_choice_is_refused_gives_what_was_charged_then_the_error(
+    admin: Admin, gateway: Stack, three_formats: dict[str, SimulatorProcess]
+):
+    """Streams keep their rule: the client receives every chunk it is charged for, then the error
+    event of the choice that failed, which carries the charge of everything served."""
+    limited = new_tenant(admin, gateway, f"extra-choices-rpm-stream-{next(_names)}", rpm=2)
+    body = {"model": "claude-sonnet-4-5", "messages": MESSAGES, "n": 3, "stream": True}
+    headers = {"authorization": f"Bearer {limited.key}"}
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers) as r:
+        assert r.status_code == 200
+        events = _events(r)
+    *chunks, last = events
+    assert last["error"]["code"] == "rate_limit_exceeded"
+    texts = _texts(chunks)
+    assert sorted(texts) in ([0, 1], [0, 2]) and all(texts.values())
+    finished = {c["index"] for chunk in chunks for c in chunk["choices"] if c.get("finish_reason")}
+    assert finished == set(texts)  # both served choices whole
+    rows = _records(admin, limited, 3)
+    assert Decimal(str(last["credits_used"])) == sum(Decimal(row["credits"]) for row in rows) > 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+def test_a_choice_that_fails_leaves_the_others_served_and_charged(
+    client: openai.OpenAI,
+    admin: Admin,
+    tenant: Tenant,
+    gateway: Stack,
+    three_formats: dict[str, SimulatorProcess],
+    stream: bool,
+):
+    """The first of three calls to reach the provider gets a 500 (no fallback to take): in
+    practice choice 0's, which reaches Envoy before the others have been through ext_proc; the
+    test reads which one it was. The client gets the two served choices, each with its index,
+    charged for those two: choice 0's failure does not hide choices that were paid for.
+    ``model`` is then the slug of the first choice served; the client's request's own usage record
+    says 200 (what the client got) with choice 0's error code."""
+    slug = "claude-sonnet-4-5"
+    sim = three_formats[slug]
+    sim.clear()
+    sim.script([{"status": 500}])
+    body = {"model": slug, "messages": MESSAGES, "n": 3, "stream": stream}
+    headers = {"authorization": f"Bearer {tenant.key}"}
+    try:
+        r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+        failed_request = sim.requests()[0]["headers"]["x-request-id"]
+    finally:
+        sim.clear()
+    assert r.status_code == 200
+    request_id = r.headers["x-request-id"]
+    failed = 0 if failed_request == request_id else None
+    rows = _records(admin, tenant, 3)
+    charged = sum(Decimal(row["credits"]) for row in rows)
+    if stream:
+        *chunks, last = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        assert last["error"]["code"] == "upstream_error"
+        assert Decimal(str(last["credits_used"])) == charged
+        served = sorted(_texts(chunks))
+        assert all(chunk["model"] == slug for chunk in chunks)
+    else:
+        answer = r.json()
+        assert_openai(answer, "CreateChatCompletionResponse")
+        served = [c["index"] for c in answer["choices"]]
+        assert answer["model"] == slug == r.headers["x-model-used"]
+        assert r.headers["x-choices-failed"] == "1" and r.headers["x-choices-error"] == "upstream_error"
+        assert Decimal(r.headers["x-credits-used"]) == charged
+        assert answer["usage"]["completion_tokens"] == sum(row["output_tokens"] for row in rows)
+    assert len(served) == 2 and charged > 0
+    if failed == 0:
+        assert served == [1, 2]
+        record = admin.usage_record(request_id)
+        assert (record["status"], record["error_code"], record["credits"]) == (200, "upstream_error", "0")
+    else:
+        assert served[0] == 0
+
+
+def test_when_no_choice_is_served_the_client_gets_choice_0s_error_and_nothing_is_charged(
+    client: openai.OpenAI, admin: Admin, tenant: Tenant, three_formats: dict[str, SimulatorProcess]
+):
+    sim = three_formats["claude-sonnet-4-5"]
+    sim.clear()
+    sim.script([{"status": 500}] * 3)
+    try:
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(model="claude-sonnet-4-5", messages=MESSAGES, n=3)
+    finally:
+        sim.clear()
+    assert failed.value.code == "upstream_error" and failed.value.status_code == 502
+    assert "x-choices-failed" not in failed.value.response.headers
+    assert _charged(admin, tenant, 3) == 0
