@@ -324,7 +324,15 @@ def test_a_stream_whose_extra_choice_is_refused_gives_what_was_charged_then_the_
     assert Decimal(str(last["credits_used"])) == sum(Decimal(row["credits"]) for row in rows) > 0
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize(
+    "stream,step,code",
+    [
+        (False, {"status": 500}, "upstream_error"),
+        (True, {"status": 500}, "upstream_error"),
+        (False, {"action": "reset"}, "upstream_error"),  # Envoy's own reply (a local reply)
+    ],
+    ids=["answer", "stream", "answer-reset"],
+)
 def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     client: openai.OpenAI,
     admin: Admin,
@@ -332,8 +340,11 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     gateway: Stack,
     three_formats: dict[str, SimulatorProcess],
     stream: bool,
+    step: dict[str, Any],
+    code: str,
 ):
-    """The first of three calls to reach the provider gets a 500 (no fallback to take): in
+    """The first of three calls to reach the provider fails (a 500, or a reset Envoy answers
+    itself; no fallback to take): in
     practice choice 0's, which reaches Envoy before the others have been through ext_proc; the
     test reads which one it was. The client gets the two served choices, each with its index,
     charged for those two: choice 0's failure does not hide choices that were paid for.
@@ -342,7 +353,7 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     slug = "claude-sonnet-4-5"
     sim = three_formats[slug]
     sim.clear()
-    sim.script([{"status": 500}])
+    sim.script([step])
     body = {"model": slug, "messages": MESSAGES, "n": 3, "stream": stream}
     headers = {"authorization": f"Bearer {tenant.key}"}
     try:
@@ -357,7 +368,7 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     charged = sum(Decimal(row["credits"]) for row in rows)
     if stream:
         *chunks, last = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
-        assert last["error"]["code"] == "upstream_error"
+        assert last["error"]["code"] == code
         assert Decimal(str(last["credits_used"])) == charged
         served = sorted(_texts(chunks))
         assert all(chunk["model"] == slug for chunk in chunks)
@@ -366,14 +377,14 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
         assert_openai(answer, "CreateChatCompletionResponse")
         served = [c["index"] for c in answer["choices"]]
         assert answer["model"] == slug == r.headers["x-model-used"]
-        assert r.headers["x-choices-failed"] == "1" and r.headers["x-choices-error"] == "upstream_error"
+        assert r.headers["x-choices-failed"] == "1" and r.headers["x-choices-error"] == code
         assert Decimal(r.headers["x-credits-used"]) == charged
         assert answer["usage"]["completion_tokens"] == sum(row["output_tokens"] for row in rows)
     assert len(served) == 2 and charged > 0
     if failed == 0:
         assert served == [1, 2]
         record = admin.usage_record(request_id)
-        assert (record["status"], record["error_code"], record["credits"]) == (200, "upstream_error", "0")
+        assert (record["status"], record["error_code"], record["credits"]) == (200, code, "0")
     else:
         assert served[0] == 0
 
