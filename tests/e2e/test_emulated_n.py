@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from infery_proto import signed_token, wire
 
 from infery.stack import Stack
 from simulators.testing import SimulatorProcess
@@ -403,3 +404,36 @@ def test_when_no_choice_is_served_the_client_gets_choice_0s_error_and_nothing_is
     assert failed.value.code == "upstream_error" and failed.value.status_code == 502
     assert "x-choices-failed" not in failed.value.response.headers
     assert _charged(admin, tenant, 3) == 0
+
+
+def test_each_choices_usage_record_names_the_clients_request_and_a_client_cannot_forge_it(
+    admin: Admin, tenant: Tenant, gateway: Stack, three_formats: dict[str, SimulatorProcess]
+):
+    """Each extra choice's record has ``parent_request_id``, the request the client made. Attack:
+    a client sending the link header itself -- made up, or shaped like the real one and signed
+    with a key of its own -- is served as any request, with no parent; the header goes nowhere."""
+    sim = three_formats["claude-sonnet-4-5"]
+    sim.clear()
+    headers = {"authorization": f"Bearer {tenant.key}"}
+    body = {"model": "claude-sonnet-4-5", "messages": MESSAGES, "n": 3}
+    answer = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+    assert answer.status_code == 200
+    client_request = answer.headers["x-request-id"]
+    ids = {r["headers"]["x-request-id"] for r in sim.requests()}
+    assert client_request in ids and len(ids) == 3
+    records = {i: eventually(lambda i=i: admin.usage_record(i), timeout=10) for i in ids}
+    assert records[client_request]["parent_request_id"] == ""
+    assert all(records[i]["parent_request_id"] == client_request for i in ids - {client_request})
+
+    mine = records[client_request]
+    link = (client_request, mine["workspace_id"], mine["key_id"])  # all right but the key it is signed with
+    forged = signed_token.seal(b"not the gateway's key", "parent-v1", 2**40, link)
+    for value in ("01a0000000000000000000000000000f", forged):
+        sim.clear()
+        one = {"model": "claude-sonnet-4-5", "messages": MESSAGES}
+        sent = {**headers, wire.PARENT_REQUEST_HEADER: value}
+        r = httpx.post(f"{gateway.base_url}/chat/completions", json=one, headers=sent, timeout=30)
+        assert r.status_code == 200
+        assert wire.PARENT_REQUEST_HEADER not in sim.requests()[0]["headers"]
+        record = eventually(lambda r=r: admin.usage_record(r.headers["x-request-id"]), timeout=10)
+        assert record["parent_request_id"] == ""
