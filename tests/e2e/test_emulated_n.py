@@ -356,7 +356,7 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     sim.clear()
     sim.script([step])
     body = {"model": slug, "messages": MESSAGES, "n": 3, "stream": stream}
-    headers = {"authorization": f"Bearer {tenant.key}"}
+    headers = {"authorization": f"Bearer {tenant.key}", "idempotency-key": f"n-partial-{next(_names)}"}
     try:
         r = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
         failed_request = sim.requests()[0]["headers"]["x-request-id"]
@@ -388,6 +388,13 @@ def test_a_choice_that_fails_leaves_the_others_served_and_charged(
         assert (record["status"], record["error_code"], record["credits"]) == (200, code, "0")
     else:
         assert served[0] == 0
+    if not stream:  # kept for its idempotency key: a retry gets the same choices, charged once
+        calls = len(sim.requests())
+        again = httpx.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=30)
+        assert again.headers["idempotent-replayed"] == "true" and again.content == r.content
+        assert again.headers["x-choices-failed"] == "1"
+        assert again.headers["x-credits-used"] == r.headers["x-credits-used"]
+        assert len(sim.requests()) == calls
 
 
 def test_when_no_choice_is_served_the_client_gets_choice_0s_error_and_nothing_is_charged(
