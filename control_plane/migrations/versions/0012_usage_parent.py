@@ -1,7 +1,7 @@
 """Usage records name the request an emulated n's extra choice served (parent_request_id).
 
 Revision ID: 0012_usage_parent
-Revises: 0010_batches
+Revises: 0011_batches_usage
 Create Date: 2026-12-03
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012_usage_parent"
-down_revision: str | None = "0010_batches"
+down_revision: str | None = "0011_batches_usage"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
