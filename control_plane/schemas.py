@@ -368,6 +368,8 @@ class UsageRecordOut(BaseModel):
     file_bytes: int  # bytes of the file uploaded (/v1/files) or deleted (/v1/files/{file_id})
     batch_id: str = ""  # a batch's line: its batch (/v1/batches)
     custom_id: str = ""  # and the line's custom_id
+    # An emulated n > 1's extra choice: the request_id of the request the client made; "" otherwise.
+    parent_request_id: str = ""
 
 
 class Health(BaseModel):

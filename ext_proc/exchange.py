@@ -45,6 +45,8 @@ from infery_proto.wire import (
     BATCH_LINE_HEADER,
     BATCH_LINE_NOT_SENT,
     BATCH_RECOVER_HEADER,
+    CHOICES_ERROR_HEADER,
+    CHOICES_FAILED_HEADER,
     CREDITS_USED_HEADER,
     ENDPOINT_FIELD,
     FALLBACK_FROM_HEADER,
@@ -53,6 +55,7 @@ from infery_proto.wire import (
     LOCAL_REPLY_HEADER,
     MODEL_ROUTE_HEADER,
     MODEL_USED_HEADER,
+    PARENT_REQUEST_HEADER,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
     ROUTE_HEADER,
@@ -68,6 +71,7 @@ from ext_proc import (
     extra_choices,
     file_refs,
     header_policy,
+    parent_link,
     response_store,
     settlement,
     tracing,
@@ -77,7 +81,15 @@ from ext_proc.audio_upload import DEFAULT_LOOKAHEAD_BYTES
 from ext_proc.auth import authenticate, presented
 from ext_proc.config import ApiKey, GatewayConfig, Model, Route
 from ext_proc.endpoints import chat_completions
-from ext_proc.endpoints.base import Answer, Endpoint, HeadersReply, HeadersRequest, LastEvent, RequestBody
+from ext_proc.endpoints.base import (
+    Answer,
+    Endpoint,
+    HeadersReply,
+    HeadersRequest,
+    LastEvent,
+    RequestBody,
+    envelope,
+)
 from ext_proc.errors import GatewayError
 from ext_proc.extra_calls import ExtraCalls, Listener
 from ext_proc.idempotency import Idempotency, Proceed, StoredResponse
@@ -213,6 +225,7 @@ class Exchange:
         "key",
         "model",
         "model_requested",
+        "parent_request_id",
         "path",
         "recover_only",
         "replayed",
@@ -280,6 +293,8 @@ class Exchange:
         # with it (ext_proc/extra_choices.py); and those calls, once made.
         self.credential = ""
         self.extra: ExtraCalls | None = None
+        # An emulated n's extra choice: the client's request it serves (ext_proc/parent_link.py).
+        self.parent_request_id = ""
 
     @property
     def finished(self) -> bool:
@@ -332,6 +347,12 @@ class Exchange:
                 self.idempotency_key = h.get(IDEMPOTENCY_KEY_HEADER, "")
                 # The key as presented: the extra choices of an emulated n are asked with it.
                 self.credential = presented(h.get("authorization"), h.get("x-api-key"))
+                link = h.get(PARENT_REQUEST_HEADER)
+                if link is not None:  # one of those choices, if the link verifies; else ignored
+                    key = self.key
+                    self.parent_request_id = parent_link.verify(
+                        config.attempt_grant_key, link, key.workspace.id, key.id
+                    )
             if self.trace is not None:
                 self.trace.authenticated(self.key.workspace.id)
             if headers.end_of_stream:
@@ -525,9 +546,14 @@ class Exchange:
         return n
 
     def _ask_extra_choices(self, body: dict[str, Any], n: int) -> None:
-        """Choices 1..n-1: asked of the gateway's own listener, now, with the client's key."""
-        assert self._services.listener is not None and self.model is not None
-        self.extra = ExtraCalls(self._services.listener, self.credential, body, n)
+        """Choices 1..n-1: asked of the gateway's own listener, now, with the client's key, each
+        carrying the signed link to this request that its usage record names."""
+        listener = self._services.listener
+        assert listener is not None and self.model is not None and self.key is not None
+        parent = parent_link.Parent(self.request_id, self.key.workspace.id, self.key.id)
+        expires = int(self.started + listener.timeout_s) + 60  # the calls are made now, at once
+        link = parent_link.sign(self._require_config().attempt_grant_key, parent, expires)
+        self.extra = ExtraCalls(listener, self.credential, body, n, link)
 
     async def _local_answer(self, body: dict[str, Any], model: Model) -> ep.ProcessingResponse:
         """The gateway's own answer, for a provider without such an API that the endpoint stands in
@@ -760,6 +786,12 @@ class Exchange:
                 set_headers=rate_headers, remove=header_policy.response_removals(headers, rate_headers)
             )
             if headers.end_of_stream:
+                if self.extra is not None:
+                    code = self.error_code
+                    error = envelope(self.status, code, "The gateway could not serve this choice.")
+                    instead = await self._others_instead(error, FAILED)
+                    if instead is not None:  # no body follows: answered whole
+                        return self._answer(200, instead.body, instead.headers)
                 await self._settle(FAILED, keep=True)
             else:
                 self._move(FAILING)
@@ -827,7 +859,13 @@ class Exchange:
             return msg.response_body(None if out is chunk else out)
         if state is RESPONDING:
             if not body.end_of_stream:  # only the first part of an answer over the buffer limit
-                return await self._refused(GatewayError(502, "upstream_error", _TOO_LARGE))
+                too_large = GatewayError(502, "upstream_error", _TOO_LARGE)
+                if self.extra is not None:
+                    self.status, self.error_code = too_large.status, too_large.code
+                    instead = await self._others_instead(too_large.body(), FAILED)
+                    if instead is not None:  # answered whole, as the refusal would be
+                        return self._answer(200, instead.body, instead.headers)
+                return await self._refused(too_large)
             return await self._buffered_reply(body.body, [], as_headers=False)
         if state is FAILING:
             return await self._local_reply(body.body)
@@ -866,6 +904,12 @@ class Exchange:
             if self.chain is not None:
                 translated.body = self._with_attempts(translated.body)
                 out[-1] = ("content-length", str(len(translated.body)))
+            if self.extra is not None:
+                instead = await self._others_instead(translated.body, FINISHED)
+                if instead is not None:
+                    if as_headers:  # no body follows: answered whole
+                        return self._answer(200, instead.body, instead.headers)
+                    return instead.in_body()
             out += [("content-type", "application/json"), (":status", str(translated.status))]
         if self.transcript is not None:
             self.transcript.append(translated.body)
@@ -880,22 +924,65 @@ class Exchange:
     async def _with_extra_choices(
         self, translated: Translated, out: list[tuple[str, str]]
     ) -> tuple[Translated, Decimal]:
-        """Choice 0's answer with the other choices in it (or the failure of one of them, which
-        the client gets instead), and what they were all charged (``out``'s length updated)."""
+        """Choice 0's answer with the other choices served in it, each with its index, and what
+        they were all charged (``out``'s length updated, the choices not served named in it)."""
         extra = self.extra
         assert extra is not None
         await extra.finish()
         charged = self.credits + extra.credits
-        if extra.failed is not None:
-            self.status = extra.failed.status
-            self.error_code = _error_code(extra.failed.body)
-            translated = Translated(extra.failed.status, extra.failed.body, error_code=self.error_code)
-            out += [("content-type", "application/json"), (":status", str(extra.failed.status))]
-        else:
-            translated.body = extra_choices.merged_answer(translated.body, extra.ordered_answers())
+        translated.body = extra_choices.merged_answer(translated.body, extra.answers())
         out[:] = [(k, v) for k, v in out if k != "content-length"]
         out.append(("content-length", str(len(translated.body))))
+        failures = extra.failures
+        if failures:
+            assert failures[0].error is not None
+            out.append((CHOICES_FAILED_HEADER, str(len(failures))))
+            out.append((CHOICES_ERROR_HEADER, _error_code(failures[0].error)))
         return translated, charged
+
+    async def _others_instead(self, error: bytes, final: State) -> _Instead | None:
+        """Choice 0 failed (``error``: the envelope the client would get) and an emulated n's
+        other choices are under way. Each of them is charged by its own request, so they are
+        waited for, and when any was served the client gets them instead of the failure
+        (ext_proc/extra_choices.py): an answer of the choices served, or a stream of their chunks
+        ending with choice 0's error event. The request's own record says 200 and choice 0's
+        error code; it exits ``final`` (a gateway error's FAILING ends FAILED either way). None:
+        nothing was served, the failure stands and the exit stops what still runs."""
+        extra = self.extra
+        assert extra is not None and self.endpoint is not None
+        await extra.finish()
+        served = extra.served
+        if not served or self.state in FINAL:  # (the client left meanwhile: settled already)
+            return None
+        self.status = 200
+        self.error_code = code = _error_code(error)
+        charged = self.credits + extra.credits
+        model = served[0].model or self.model_requested
+        headers = [(MODEL_USED_HEADER, model), *(self.admission.headers if self.admission else ())]
+        remove: list[str] = []
+        if model != self.model_requested:
+            headers.append((FALLBACK_FROM_HEADER, self.model_requested))
+        else:
+            remove.append(FALLBACK_FROM_HEADER)
+        if extra.stream:
+            # No id of choice 0's stream exists: one of this request's (what a chunk-less stream gets).
+            events = extra.drain("chatcmpl-" + self.request_id, model)
+            body = events + self.endpoint.stream_tail(error, format_credits(charged))
+            headers.append(("content-type", "text/event-stream"))
+            keep = False  # a stream ended by an error event is not replayed (ext_proc/idempotency.py)
+        else:
+            body = extra_choices.merged_answer(None, extra.answers())
+            headers += [
+                ("content-type", "application/json"),
+                (CREDITS_USED_HEADER, format_credits(charged)),
+                (CHOICES_FAILED_HEADER, str(1 + len(extra.failures))),
+                (CHOICES_ERROR_HEADER, code),  # choice 0's: the first choice that failed
+            ]
+            keep = True  # a retry must not charge the choices served twice
+        if self.transcript is not None:
+            self.transcript.append(body)
+        await self._settle(final, keep=keep, headers=headers)
+        return _Instead(body, headers, remove)
 
     async def _interleaved(self, answer: StreamAnswer, out: bytes) -> ep.ProcessingResponse:
         """An emulated n's stream: choice 0's chunk, then the other choices' chunks that arrived
@@ -907,11 +994,12 @@ class Exchange:
         if answer.ended:
             await extra.finish()
             out += extra.drain(stream_id, self.model.slug)
-            if extra.failed is not None and answer.last is not None and not answer.error_code:
+            failed = extra.failures[0].error if extra.failures else None
+            if failed is not None and answer.last is not None and not answer.error_code:
                 # choice 0 ended well, another did not: its last chunk goes out, then the failure
                 out += answer.endpoint.stream_event(answer.last)
-                answer.last = extra.failed.body
-                answer.error_code = _error_code(extra.failed.body)
+                answer.last = failed
+                answer.error_code = _error_code(failed)
             elif answer.last is not None:
                 answer.last = extra_choices.with_usage(answer.last, extra.usages)
             self.transcript.append(out)
@@ -1004,6 +1092,10 @@ class Exchange:
         out = self._with_attempts(raw) if self.chain is not None else raw
         if self.endpoint is not None:
             out = self.endpoint.restyle_error(self.status, out)
+        if self.extra is not None:
+            instead = await self._others_instead(out, FAILED)
+            if instead is not None:
+                return instead.in_body()
         if self.transcript is not None:
             self.transcript.append(out)
         await self._settle(FAILED, keep=True)
@@ -1139,6 +1231,20 @@ class Exchange:
     ) -> ep.ProcessingResponse:
         """Answer the client now, under this request's id; nothing goes upstream."""
         return msg.immediate(status, body, [*headers, (REQUEST_ID_HEADER, self.request_id)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Instead:
+    """The answer the client gets instead of choice 0's failure (:meth:`Exchange._others_instead`)."""
+
+    body: bytes
+    headers: list[tuple[str, str]]
+    remove: list[str]  # what the response's headers phase set that no longer holds
+
+    def in_body(self) -> ep.ProcessingResponse:
+        """As the body phase's answer, replacing the (buffered) body and its headers."""
+        length = ("content-length", str(len(self.body)))
+        return msg.response_body(self.body, [*self.headers, (":status", "200"), length], self.remove)
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:

@@ -5,8 +5,10 @@ Each call runs in a task of its own (httpx's connection locks stay in the task t
 them, and a body phase may be resumed in another task: ext_proc/deadline.py). A streamed
 call's chunks are re-indexed as they arrive and wait in :attr:`ExtraCalls.pending` until the
 client's stream next passes through ext_proc (a chunk of choice 0, or its end). Memory: a
-streamed call holds only the chunks not yet given to the client; an answer is held whole, as
-Envoy holds the answer of choice 0.
+streamed call holds only the chunks not yet given to the client (all of them when choice 0
+failed before its stream began: they are then the stream the client gets); an answer is held
+whole, as Envoy holds the answer of choice 0. Each call carries the signed link to the client's
+request (ext_proc/parent_link.py) that its usage record names.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 
 import httpx
 import orjson
-from infery_proto.wire import CREDITS_USED_HEADER
+from infery_proto.wire import CREDITS_USED_HEADER, MODEL_USED_HEADER, PARENT_REQUEST_HEADER
 
-from ext_proc.extra_choices import StreamedChoice, as_event
+from ext_proc.extra_choices import ExtraChoice, as_event
 from ext_proc.translators import sse
 
 _CLOSING: set[asyncio.Future[None]] = set()  # clients being closed, referenced until they are
@@ -38,18 +40,10 @@ class Listener:
         return httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(self.timeout_s, connect=10.0))
 
 
-@dataclass(slots=True)
-class Failed:
-    """A call that did not give its choice: the status and body the client gets instead."""
-
-    status: int
-    body: bytes
-
-
 class ExtraCalls:
     """Choices 1..n-1 of one request."""
 
-    __slots__ = ("_client", "_tasks", "answers", "choices", "failed", "pending", "stream")
+    __slots__ = ("_client", "_tasks", "choices", "pending", "stream")
 
     def __init__(
         self,
@@ -57,30 +51,32 @@ class ExtraCalls:
         credential: str,
         body: dict[str, Any],
         n: int,
+        parent: str = "",
     ) -> None:
+        """``parent``: the signed link to the client's request each call carries
+        (ext_proc/parent_link.py), which its usage record names."""
         self.stream = body.get("stream") is True
         if self.stream:  # the usage chunk tells each call's usage and charge
             body = {**body, "stream_options": {"include_usage": True}}
         raw = orjson.dumps(body)
         headers = {"authorization": "Bearer " + credential, "content-type": "application/json"}
-        self.choices = [StreamedChoice(i) for i in range(1, n)]
-        self.answers: list[dict[str, Any]] = []  # non-streamed: each call's answer, in order
+        if parent:
+            headers[PARENT_REQUEST_HEADER] = parent
+        self.choices = [ExtraChoice(i) for i in range(1, n)]
         self.pending: list[dict[str, Any]] = []  # streamed: chunks for the client, not yet given
-        self.failed: Failed | None = None
         self._client = listener.client()
         self._tasks = [asyncio.ensure_future(self._call(choice, raw, headers)) for choice in self.choices]
 
-    async def _call(self, choice: StreamedChoice, raw: bytes, headers: dict[str, str]) -> None:
+    async def _call(self, choice: ExtraChoice, raw: bytes, headers: dict[str, str]) -> None:
         try:
             async with self._client.stream("POST", "/v1/chat/completions", content=raw, headers=headers) as r:
                 if r.status_code != 200:
-                    self._fail(r.status_code, await r.aread())
+                    choice.failed(r.status_code, await r.aread())
                     return
                 if not self.stream:
                     body = await r.aread()
-                    choice.credits = _credits(r.headers.get(CREDITS_USED_HEADER))
-                    doc = orjson.loads(body)
-                    self.answers.append({**doc, "_index": choice.index})
+                    credits = _credits(r.headers.get(CREDITS_USED_HEADER))
+                    choice.answered(orjson.loads(body), credits, r.headers.get(MODEL_USED_HEADER, ""))
                     return
                 events = sse.SSEBuffer(max_event_bytes=2**62)
                 async for piece in r.aiter_bytes():
@@ -88,16 +84,10 @@ class ExtraCalls:
                         out = choice.event(event.data)
                         if out is not None:
                             self.pending.append(out)
-                if choice.error is not None:
-                    self._fail(502, choice.error)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:  # ValueError: a body that is not JSON
             message = f"The gateway could not ask for choice {choice.index}: {type(exc).__name__}."
             error = {"type": "server_error", "code": "upstream_error", "message": message, "param": None}
-            self._fail(502, orjson.dumps({"error": error}))
-
-    def _fail(self, status: int, body: bytes) -> None:
-        if self.failed is None:
-            self.failed = Failed(status, body)
+            choice.failed(502, orjson.dumps({"error": error}))
 
     def drain(self, stream_id: str, model: str) -> bytes:
         """The extra choices' chunks that arrived since last asked, as events of the client's stream
@@ -113,17 +103,26 @@ class ExtraCalls:
         """Each extra choice's usage (streamed: from its usage chunk; answered: from its answer)."""
         return [choice.usage for choice in self.choices]
 
+    @property
+    def served(self) -> list[ExtraChoice]:
+        """The choices served (wholly or, streamed, in part), in choice order: each was charged."""
+        return [choice for choice in self.choices if choice.served]
+
+    @property
+    def failures(self) -> list[ExtraChoice]:
+        """The choices whose call failed, in choice order (streamed: some may also be served)."""
+        return [choice for choice in self.choices if choice.error is not None]
+
+    def answers(self) -> list[tuple[int, dict[str, Any]]]:
+        """A non-streamed request's served choices: each one's index and answer, in choice order."""
+        return [(choice.index, choice.answer) for choice in self.choices if choice.answer is not None]
+
     async def finish(self) -> None:
         """Wait for every call to end; the client is closed after."""
         try:
             await asyncio.gather(*self._tasks)
         finally:
             await self._client.aclose()
-
-    def ordered_answers(self) -> list[dict[str, Any]]:
-        """The answers of a non-streamed request, in choice order (without the bookkeeping key)."""
-        ordered = sorted(self.answers, key=lambda doc: int(doc["_index"]))
-        return [{k: v for k, v in doc.items() if k != "_index"} for doc in ordered]
 
     @property
     def credits(self) -> Decimal:

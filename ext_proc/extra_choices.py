@@ -8,23 +8,42 @@ credential of the gateway's, nothing a client could forge). Each is an ordinary 
 through Envoy: authenticated, admitted against the workspace's limits and budget (so n
 choices reserve n times the request), routed through the model's fallback chain (each choice
 may fall back on its own), translated, and charged once at the price of the model that served
-it, with its own usage record; a client that hangs up cancels them, and each is charged for
-what it had served, as any abandoned request. Why through the listener: Envoy keeps the
-provider connections, TLS, retries and fallbacks, and every rule a request obeys holds for
-each choice with no second path to keep in step.
+it, with its own usage record, which names the client's request (``parent_request_id``:
+ext_proc/parent_link.py); a client that hangs up cancels them, and each is charged for what it
+had served, as any abandoned request. Why through the listener: Envoy keeps the provider
+connections, TLS, retries and fallbacks, and every rule a request obeys holds for each choice
+with no second path to keep in step.
 
 The client gets one answer: choices indexed 0..n-1 (choice i is the i-th call's), usage
 summed, ``credits_used`` (or ``x-credits-used``) the sum of the n charges. ``model`` and
 ``x-model-used`` are the slug that served choice 0 (what the client may send back); a choice
 served by another slug (its own fallback) says so in its usage record. A stream interleaves
 the chunks of all n choices as they arrive, each with its ``index``; the last chunk carries
-the summed usage and credits, per the SSE contract. A choice that fails ends the answer as
-that failure (its status and envelope; in a stream, an error event); the choices already
-served stay charged. Emulated ``n`` is capped at :data:`MAX_EMULATED` (OpenAI's own 128
-would be 128 provider calls for one request): more is ``400 invalid_value``.
+the summed usage and credits, per the SSE contract.
 
-This module: which requests are emulated, and the merge (pure). The calls themselves are
-:class:`ext_proc.extra_calls.ExtraCalls`.
+A choice that fails (after its own fallback chain: a refusal by the limits, a provider error).
+The rule: *the client gets every choice it is charged for*; each choice is charged by its own
+request, so an error instead of the choices served would bill tokens the client never saw.
+
+- Not streamed: ``200`` with the choices served, each keeping its index (a failed choice leaves
+  a gap: which one failed is visible, and the rule is the same whichever failed), usage and
+  ``x-credits-used`` summed over them, and ``x-choices-failed`` (how many were not served) and
+  ``x-choices-error`` (the first failed choice's ``error.code``). When choice 0 itself failed,
+  the others are waited for, and if any was served the answer is theirs: no re-indexing (the
+  same rule, and a stream's chunks carry their index before any failure is known), ``model`` /
+  ``x-model-used`` the slug of the first choice served; the client's own usage record says
+  ``200`` with choice 0's ``error_code`` and choice 0's charge (0). Kept for idempotent
+  replays: a retry must not charge the served choices twice.
+- Streamed: the client has every chunk it is charged for as it arrives, then the error event of
+  the first failure, carrying ``credits_used`` (the sum of every charge); when choice 0 failed
+  before its stream began, the stream is the other choices' chunks, then choice 0's error event.
+- Nothing served: choice 0's error, as for any request, and nothing is charged.
+
+Emulated ``n`` is capped at :data:`MAX_EMULATED` (OpenAI's own 128 would be 128 provider calls
+for one request): more is ``400 invalid_value``.
+
+This module: which requests are emulated, each extra choice's outcome, and the merge (pure).
+The calls themselves are :class:`ext_proc.extra_calls.ExtraCalls`.
 """
 
 from __future__ import annotations
@@ -90,15 +109,21 @@ def add_usage(total: dict[str, Any], usage: Any) -> dict[str, Any]:
     return total
 
 
-def merged_answer(first: bytes, others: list[dict[str, Any]]) -> bytes:
-    """One ``chat.completion``: ``first`` (choice 0's answer, as the client would get it) with each
-    of ``others``' choices after it, indexed 1..; usage summed."""
-    doc = orjson.loads(first)
-    choices = list(doc.get("choices") or [])[:1]
-    usage = add_usage({}, doc.get("usage"))
-    for i, other in enumerate(others, start=1):
+def merged_answer(first: bytes | None, others: Iterable[tuple[int, dict[str, Any]]]) -> bytes:
+    """One ``chat.completion``: ``first`` (choice 0's answer, as the client would get it; None when
+    it failed) with each served extra choice (its index, its answer) after it, each keeping its
+    index; usage summed. Without choice 0 the first choice served gives the frame (id, model)."""
+    served = list(others)
+    if first is not None:
+        doc = orjson.loads(first)
+        choices = list(doc.get("choices") or [])[:1]
+        usage = add_usage({}, doc.get("usage"))
+    else:
+        doc = dict(served[0][1])
+        choices, usage = [], {}
+    for index, other in served:
         for choice in (other.get("choices") or [])[:1]:
-            choices.append({**choice, "index": i})
+            choices.append({**choice, "index": index})
         usage = add_usage(usage, other.get("usage"))
     doc["choices"] = choices
     if usage:
@@ -119,17 +144,41 @@ def with_usage(last: bytes, others: Iterable[dict[str, Any] | None]) -> bytes:
     return orjson.dumps(doc)
 
 
-class StreamedChoice:
-    """One extra choice's stream, read event by event: its chunks re-indexed for the client's
-    stream, and its usage and charge (from its usage chunk) kept aside."""
+class ExtraChoice:
+    """One extra choice's call and what came of it: its answer (not streamed), or its chunks
+    re-indexed for the client's stream with its usage and charge kept aside; or its failure."""
 
-    __slots__ = ("credits", "error", "index", "usage")
+    __slots__ = ("answer", "chunks", "credits", "error", "index", "model", "status", "usage")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.answer: dict[str, Any] | None = None  # not streamed: its answer, once served
+        self.chunks = 0  # streamed: its chunks with a choice in them, given to the client or pending
+        self.model = ""  # the slug that served it
         self.usage: dict[str, Any] | None = None
-        self.credits = Decimal(0)
-        self.error: bytes | None = None  # its error envelope, when it failed
+        self.credits = Decimal(0)  # what its own request was charged
+        self.status = 0  # failed: the status its call answered
+        self.error: bytes | None = None  # failed: its error envelope
+
+    @property
+    def served(self) -> bool:
+        """Something of it reached the client's answer, and was charged: the client must get it."""
+        return self.answer is not None or self.chunks > 0
+
+    def answered(self, doc: Any, credits: Decimal, model: str) -> None:
+        """Its call's answer (not streamed): ``doc``, charged ``credits``, served by ``model``."""
+        if not isinstance(doc, dict) or not doc.get("choices"):
+            self.failed(502, _no_choice(self.index))
+            return
+        self.answer = doc
+        self.usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else None
+        self.credits = credits
+        self.model = model or str(doc.get("model") or "")
+
+    def failed(self, status: int, envelope: bytes) -> None:
+        """Its call failed with ``status`` and ``envelope`` (the first failure is the one kept)."""
+        if self.error is None:
+            self.status, self.error = status, envelope
 
     def event(self, data: bytes) -> dict[str, Any] | None:
         """The chunk the client gets for one event of this choice's stream (None: nothing); its
@@ -139,19 +188,28 @@ class StreamedChoice:
         doc = orjson.loads(data)
         if not isinstance(doc, dict):
             return None
-        if "error" in doc:
-            self.error = orjson.dumps({"error": doc["error"]})
-            return None
-        if doc.pop("credits_used", None) is not None:
+        if doc.pop("credits_used", None) is not None:  # its last event: a chunk, or its error
             self.credits = credits_of(data)
+        if "error" in doc:
+            self.failed(502, orjson.dumps({"error": doc["error"]}))
+            return None
         choices = doc.get("choices")
         if not choices:  # its usage chunk: counted in the client's last chunk
             if isinstance(doc.get("usage"), dict):
                 self.usage = doc["usage"]
             return None
+        if not self.model:
+            self.model = str(doc.get("model") or "")
         doc.pop("usage", None)
         doc["choices"] = [{**choice, "index": self.index} for choice in choices[:1]]
+        self.chunks += 1
         return doc
+
+
+def _no_choice(index: int) -> bytes:
+    message = f"The gateway's answer for choice {index} had no choice in it."
+    error = {"type": "server_error", "code": "upstream_error", "message": message, "param": None}
+    return orjson.dumps({"error": error})
 
 
 def as_event(chunk: dict[str, Any], stream_id: str, model: str) -> bytes:

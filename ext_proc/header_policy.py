@@ -35,12 +35,15 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.wire import (
     BATCH_LINE_HEADER,
     BATCH_RECOVER_HEADER,
+    CHOICES_ERROR_HEADER,
+    CHOICES_FAILED_HEADER,
     CREDITS_USED_HEADER,
     FALLBACK_FROM_HEADER,
     IDEMPOTENCY_KEY_HEADER,
     LOCAL_REPLY_HEADER,
     MODEL_ROUTE_HEADER,
     MODEL_USED_HEADER,
+    PARENT_REQUEST_HEADER,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
     ROUTE_HEADER,
@@ -64,6 +67,7 @@ READ_FROM_CLIENT = frozenset(
         "tracestate",
         BATCH_LINE_HEADER,  # a batch worker's credential for one line (ext_proc/batch_gate.py)
         BATCH_RECOVER_HEADER,  # with it: a batch finalizer asking what became of the line
+        PARENT_REQUEST_HEADER,  # an emulated n's extra choice: its client's request (ext_proc/parent_link.py)
     }
 )
 # Headers a client must not set: routing, retries and timeouts are the gateway's.
@@ -81,6 +85,7 @@ CONTROL = (
     "x-envoy-upstream-alt-stat-name",
     BATCH_LINE_HEADER,  # read by ext_proc, then gone: it goes no further than the listener
     BATCH_RECOVER_HEADER,
+    PARENT_REQUEST_HEADER,  # the same
 )
 _CONTROL_SET = frozenset(CONTROL)
 
@@ -101,7 +106,14 @@ _REQUEST_ALLOWED = {kind: _REQUEST_COMMON | options for kind, options in _REQUES
 READ_FROM_UPSTREAM = frozenset({":status", "content-type", LOCAL_REPLY_HEADER, SERVED_HEADER})
 RESPONSE_ALLOWED = _CONTENT | {"date", "cache-control", REQUEST_ID_HEADER, RETRY_AFTER_HEADER}
 # Response headers kept with an idempotent response and replayed with it.
-REPLAYED = ("content-type", MODEL_USED_HEADER, FALLBACK_FROM_HEADER, CREDITS_USED_HEADER)
+REPLAYED = (
+    "content-type",
+    MODEL_USED_HEADER,
+    FALLBACK_FROM_HEADER,
+    CREDITS_USED_HEADER,
+    CHOICES_FAILED_HEADER,
+    CHOICES_ERROR_HEADER,
+)
 
 
 def names(headers: ep.HttpHeaders) -> tuple[str, ...]:

@@ -224,6 +224,7 @@ def usage_record(ex: Exchange) -> usage_pb2.UsageRecord:
         audio_ms=usage.audio_ms,
         batch_id=ex.batch_line.batch_id if ex.batch_line else "",
         custom_id=ex.batch_line.custom_id if ex.batch_line else "",
+        parent_request_id=ex.parent_request_id,
     )
 
 

@@ -370,8 +370,17 @@ def test_the_internal_headers_carry_the_internal_prefix():
         wire.IDENTITY_HEADER,
         wire.BATCH_LINE_HEADER,
         wire.BATCH_RECOVER_HEADER,
+        wire.PARENT_REQUEST_HEADER,
     ]
     assert all(name.startswith(wire.INTERNAL_HEADER_PREFIX) for name in internal)
+    # and the public ones never do: a client is meant to read them
+    public = [
+        wire.MODEL_USED_HEADER,
+        wire.CREDITS_USED_HEADER,
+        wire.CHOICES_FAILED_HEADER,
+        wire.CHOICES_ERROR_HEADER,
+    ]
+    assert not any(name.startswith(wire.INTERNAL_HEADER_PREFIX) for name in public)
     assert {*wire.INTERNAL_REQUEST_HEADERS, *wire.INTERNAL_RESPONSE_HEADERS} < set(internal)
 
 

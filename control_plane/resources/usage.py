@@ -72,6 +72,7 @@ _COLUMNS = (
     "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "credits_pico",
     "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated",
     "usage_rejected", "characters", "audio_ms", "file_bytes", "batch_id", "custom_id",
+    "parent_request_id",
 )  # fmt: skip
 
 
@@ -121,6 +122,7 @@ def _row(record: usage_pb2.UsageRecord) -> tuple[Any, ...]:
         max(0, min(_INT64, record.file_bytes)),
         _clamp("batch_id", record.batch_id),
         _clamp("custom_id", record.custom_id),
+        _clamp("parent_request_id", record.parent_request_id),
     )
 
 

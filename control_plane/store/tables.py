@@ -214,6 +214,8 @@ class UsageRecord(SQLModel, table=True):
     file_bytes: int = Field(default=0, sa_type=BigInteger)  # a file's bytes, uploaded or deleted (/v1/files)
     batch_id: str = Field(default="", sa_type=String(64))  # a batch's line: its batch (/v1/batches)
     custom_id: str = Field(default="", sa_type=String(512))  # and the line's custom_id
+    # An emulated n's extra choice: the request the client made (its own record's request_id).
+    parent_request_id: str = Field(default="", sa_type=String(128))
 
 
 class UsageRollup(SQLModel, table=True):

@@ -1,8 +1,10 @@
 """One format for the gateway's short-lived signed values.
 
-Three values cross a boundary carrying who may do what: the attempt grant (ext_proc's listener
+Four values cross a boundary carrying who may do what: the attempt grant (ext_proc's listener
 → its upstream filter, through Envoy's metadata), the files identity (ext_proc → the files
-service, through Envoy) and the batch line credential (a batch worker → the listener). Each is
+service, through Envoy), the batch line credential (a batch worker → the listener) and the
+parent link (ext_proc → its own listener: an emulated n's extra choice names the client's
+request, ext_proc/parent_link.py). Each is
 ``audience.expiry.field….mac``: every field base64url (so any character, the separator
 included, survives), the expiry in unix seconds, and an HMAC-SHA256 over all of it plus a
 ``context`` the value is bound to without carrying it (the files identity's method and path).

@@ -56,6 +56,9 @@ BATCH_LINE_HEADER = "x-infery-batch-line"
 # (its stored answer, replayed), never serve it (ext_proc/exchange.py ``_recover_line``).
 BATCH_RECOVER_HEADER = "x-infery-batch-recover"
 BATCH_LINE_NOT_SENT = "batch_line_not_sent"  # its answer when no answer to the line was ever kept
+# ext_proc -> its own listener: an emulated n's extra choice names the client's request, signed
+# (ext_proc/parent_link.py); its usage record's parent_request_id.
+PARENT_REQUEST_HEADER = "x-infery-parent-request"
 INTERNAL_HEADER_PREFIX = "x-infery-"
 # Removed by Envoy's route from every request before a provider, and from every provider's response.
 INTERNAL_REQUEST_HEADERS = (
@@ -64,6 +67,7 @@ INTERNAL_REQUEST_HEADERS = (
     IDENTITY_HEADER,
     BATCH_LINE_HEADER,
     BATCH_RECOVER_HEADER,
+    PARENT_REQUEST_HEADER,
 )
 INTERNAL_RESPONSE_HEADERS = (LOCAL_REPLY_HEADER, SERVED_HEADER)
 
@@ -77,6 +81,10 @@ IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 IDEMPOTENT_REPLAYED_HEADER = "idempotent-replayed"  # "true" on a replayed response
 RETRY_AFTER_HEADER = "retry-after"  # whole seconds
 RETRY_AFTER_MS_HEADER = "retry-after-ms"
+# An emulated n > 1 answered without some of its choices (ext_proc/extra_choices.py): how many
+# were not served, and the first one's error.code. Public, so not ``x-infery-*`` (internal).
+CHOICES_FAILED_HEADER = "x-choices-failed"
+CHOICES_ERROR_HEADER = "x-choices-error"
 
 
 class RateLimitHeaders(NamedTuple):

@@ -56,7 +56,9 @@ def test_which_requests_are_emulated():
 def test_answers_merge_into_one_with_indexes_and_summed_usage():
     first = orjson.dumps(_answer("zero", 10, 5, reasoning=2))
     merged = orjson.loads(
-        extra_choices.merged_answer(first, [_answer("one", 10, 6), _answer("two", 10, 7, reasoning=1)])
+        extra_choices.merged_answer(
+            first, [(1, _answer("one", 10, 6)), (2, _answer("two", 10, 7, reasoning=1))]
+        )
     )
     assert_openai(merged, "CreateChatCompletionResponse")
     assert merged["id"] == "chatcmpl-zero" and merged["model"] == "claude-sonnet-4-5"
@@ -74,13 +76,36 @@ def test_answers_merge_into_one_with_indexes_and_summed_usage():
     }
 
 
+def test_a_choice_not_served_leaves_a_gap_and_choice_0s_failure_leaves_the_others():
+    """Each served choice keeps its index, whichever failed; usage sums the served ones only."""
+    first = orjson.dumps(_answer("zero", 10, 5))
+    gap = orjson.loads(extra_choices.merged_answer(first, [(2, _answer("two", 10, 7))]))
+    assert [(c["index"], c["message"]["content"]) for c in gap["choices"]] == [(0, "zero"), (2, "two")]
+    assert gap["usage"]["completion_tokens"] == 12
+    other = {**_answer("one", 10, 6), "id": "chatcmpl-one", "model": "gemini-2-5-flash"}
+    without = orjson.loads(extra_choices.merged_answer(None, [(1, other), (2, _answer("two", 10, 7))]))
+    assert_openai(without, "CreateChatCompletionResponse")
+    assert (without["id"], without["model"]) == ("chatcmpl-one", "gemini-2-5-flash")  # the first served
+    assert [c["index"] for c in without["choices"]] == [1, 2]
+    assert without["usage"]["prompt_tokens"] == 20 and without["usage"]["completion_tokens"] == 13
+
+
+def test_an_answered_choice_is_served_and_one_without_a_choice_is_not():
+    choice = extra_choices.ExtraChoice(1)
+    choice.answered(_answer("one", 10, 6), Decimal("0.5"), "claude-sonnet-4-5")
+    assert choice.served and choice.error is None and choice.credits == Decimal("0.5")
+    empty = extra_choices.ExtraChoice(2)
+    empty.answered({"choices": []}, Decimal(0), "claude-sonnet-4-5")
+    assert not empty.served and empty.status == 502 and b"upstream_error" in (empty.error or b"")
+
+
 def test_usage_that_is_not_a_count_is_never_added():
     total = extra_choices.add_usage({}, {"prompt_tokens": 3, "completion_tokens": True, "x": "7"})
     assert extra_choices.add_usage(total, None) == {"prompt_tokens": 3}
 
 
 def test_a_streamed_choice_is_reindexed_and_its_usage_and_charge_kept_aside():
-    choice = extra_choices.StreamedChoice(2)
+    choice = extra_choices.ExtraChoice(2)
     chunk = {
         "id": "chatcmpl-other",
         "object": "chat.completion.chunk",
@@ -100,8 +125,12 @@ def test_a_streamed_choice_is_reindexed_and_its_usage_and_charge_kept_aside():
     assert choice.event(raw) is None
     assert choice.usage == usage and choice.credits == Decimal("0.0000123456789")
     assert choice.event(b"[DONE]") is None
-    assert choice.event(b'{"error":{"code":"upstream_error","message":"x"}}') is None
+    assert choice.served and choice.model == "claude-sonnet-4-5"
+    # a stream that failed after serving: its error event carries its charge, counted too
+    failed = b'{"error":{"code":"upstream_error","message":"x"},"credits_used":0.25}'
+    assert choice.event(failed) is None
     assert choice.error == b'{"error":{"code":"upstream_error","message":"x"}}'
+    assert choice.credits == Decimal("0.25") and choice.served
 
 
 def test_the_usage_chunk_carries_every_choices_usage():

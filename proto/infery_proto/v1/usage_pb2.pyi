@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class UsageRecord(_message.Message):
-    __slots__ = ("request_id", "started_at_ms", "workspace_id", "member_id", "key_id", "endpoint", "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated", "usage_rejected", "characters", "audio_ms", "file_bytes", "batch_id", "custom_id")
+    __slots__ = ("request_id", "started_at_ms", "workspace_id", "member_id", "key_id", "endpoint", "model_requested", "model_used", "provider", "fallback_from", "status", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "credits", "latency_ms", "ttft_ms", "idempotent_replay", "stream", "error_code", "usage_estimated", "usage_rejected", "characters", "audio_ms", "file_bytes", "batch_id", "custom_id", "parent_request_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     WORKSPACE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,7 @@ class UsageRecord(_message.Message):
     FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
     BATCH_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOM_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     started_at_ms: int
     workspace_id: str
@@ -64,7 +65,8 @@ class UsageRecord(_message.Message):
     file_bytes: int
     batch_id: str
     custom_id: str
-    def __init__(self, request_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., workspace_id: _Optional[str] = ..., member_id: _Optional[str] = ..., key_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model_requested: _Optional[str] = ..., model_used: _Optional[str] = ..., provider: _Optional[str] = ..., fallback_from: _Optional[str] = ..., status: _Optional[int] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., credits: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., idempotent_replay: _Optional[bool] = ..., stream: _Optional[bool] = ..., error_code: _Optional[str] = ..., usage_estimated: _Optional[bool] = ..., usage_rejected: _Optional[str] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., file_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., custom_id: _Optional[str] = ...) -> None: ...
+    parent_request_id: str
+    def __init__(self, request_id: _Optional[str] = ..., started_at_ms: _Optional[int] = ..., workspace_id: _Optional[str] = ..., member_id: _Optional[str] = ..., key_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model_requested: _Optional[str] = ..., model_used: _Optional[str] = ..., provider: _Optional[str] = ..., fallback_from: _Optional[str] = ..., status: _Optional[int] = ..., input_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., credits: _Optional[str] = ..., latency_ms: _Optional[float] = ..., ttft_ms: _Optional[float] = ..., idempotent_replay: _Optional[bool] = ..., stream: _Optional[bool] = ..., error_code: _Optional[str] = ..., usage_estimated: _Optional[bool] = ..., usage_rejected: _Optional[str] = ..., characters: _Optional[int] = ..., audio_ms: _Optional[int] = ..., file_bytes: _Optional[int] = ..., batch_id: _Optional[str] = ..., custom_id: _Optional[str] = ..., parent_request_id: _Optional[str] = ...) -> None: ...
 
 class UsageBatch(_message.Message):
     __slots__ = ("records",)
