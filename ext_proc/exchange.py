@@ -435,19 +435,27 @@ class Exchange:
         assert self.key is not None
         workspace = self.key.workspace
         self._move(ADMITTED)
-        scope = self._idempotency_scope()
-        outcome = await self._services.idempotency.begin(
-            workspace.id, self.idempotency_key, self._fingerprint(raw), scope
-        )
-        if not isinstance(outcome, Proceed):
-            return self._replay(outcome.stored)
-        self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
+        replay = await self._claim_idempotency_key(workspace.id, raw)
+        if replay is not None:
+            return replay
         err = GatewayError(404, BATCH_LINE_NOT_SENT, "This batch line was never served.")
         self.status, self.error_code = err.status, err.code
         body = self._error_body(err)
         self.transcript = [body]
         await self._settle(FAILED, keep=True, headers=[("content-type", "application/json")])
         return self._answer(err.status, body)
+
+    async def _claim_idempotency_key(self, workspace_id: str, raw: bytes) -> ep.ProcessingResponse | None:
+        """Claims the request's idempotency key (``self.claim``) and returns None; or, when the key
+        already has an answer, that answer replayed. A key in use or reused raises (idempotency.py)."""
+        scope = self._idempotency_scope()
+        outcome = await self._services.idempotency.begin(
+            workspace_id, self.idempotency_key, self._fingerprint(raw), scope
+        )
+        if not isinstance(outcome, Proceed):
+            return self._replay(outcome.stored)
+        self.claim = Claim(workspace_id, self.idempotency_key, outcome.token, scope)
+        return None
 
     def _fingerprint(self, raw: bytes) -> bytes:
         """What an idempotency key is bound to: the path and the body as sent."""
@@ -477,13 +485,9 @@ class Exchange:
         self._move(ADMITTED)
 
         if self.idempotency_key:
-            scope = self._idempotency_scope()
-            outcome = await self._services.idempotency.begin(
-                workspace.id, self.idempotency_key, self._fingerprint(raw), scope
-            )
-            if not isinstance(outcome, Proceed):
-                return self._replay(outcome.stored)
-            self.claim = Claim(workspace.id, self.idempotency_key, outcome.token, scope)
+            replay = await self._claim_idempotency_key(workspace.id, raw)
+            if replay is not None:
+                return replay
             self.transcript = []
 
         if model.provider.wire_format in self.endpoint.local_for:

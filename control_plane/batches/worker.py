@@ -401,13 +401,7 @@ class Worker:
         self.metrics.recovered.labels(outcome).inc()
         if outcome == "answered":
             assert answer is not None
-            await self._finish(
-                line,
-                answer.status_code,
-                answer.headers.get(REQUEST_ID_HEADER, ""),
-                answer.content,
-                _credits_pico(answer.headers.get(CREDITS_USED_HEADER)),
-            )
+            await self._finish_answered(line, answer)
         elif outcome == "unknown":
             assert answer is not None
             log.warning(
@@ -557,10 +551,7 @@ class Worker:
             self.metrics.lines.labels("retried").inc()
             await run_in_threadpool(self._retry_later, line.id, self.now_ms() + _backoff_ms(line.attempts))
             return
-        credits = _credits_pico(answer.headers.get(CREDITS_USED_HEADER))
-        await self._finish(
-            line, answer.status_code, answer.headers.get(REQUEST_ID_HEADER, ""), answer.content, credits
-        )
+        await self._finish_answered(line, answer)
 
     async def _give_up(self, batch: Batch, line: lines.Claimed, exc: httpx.TransportError) -> None:
         """The listener never answered the line's sendings: the answer may still have been served
@@ -573,13 +564,7 @@ class Worker:
         self.metrics.recovered.labels(outcome).inc()
         if outcome == "answered":
             assert answer is not None
-            await self._finish(
-                line,
-                answer.status_code,
-                answer.headers.get(REQUEST_ID_HEADER, ""),
-                answer.content,
-                _credits_pico(answer.headers.get(CREDITS_USED_HEADER)),
-            )
+            await self._finish_answered(line, answer)
             return
         body = orjson.dumps(
             {
@@ -590,6 +575,12 @@ class Worker:
             }
         )
         await self._finish(line, 503, "", body, 0)
+
+    async def _finish_answered(self, line: lines.Claimed, answer: httpx.Response) -> None:
+        """The line's result is the listener's answer: its status, request id, body and charge."""
+        credits = _credits_pico(answer.headers.get(CREDITS_USED_HEADER))
+        request_id = answer.headers.get(REQUEST_ID_HEADER, "")
+        await self._finish(line, answer.status_code, request_id, answer.content, credits)
 
     async def _finish(
         self, line: lines.Claimed, status: int, request_id: str, body: bytes, credits_pico: int
