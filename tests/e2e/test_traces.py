@@ -311,3 +311,50 @@ def test_no_span_holds_a_prompt_a_completion_or_a_key(traced: Traced):
         for secret in secrets_used:
             assert secret not in text, (span.service, span.name)
         assert "sk-sim-" not in text and "inf_" not in text and "Bearer" not in text
+
+
+def test_a_sampled_share_keeps_or_drops_ext_procs_spans_with_envoys_decision(tmp_path: Path):
+    """``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at 0.5: Envoy samples about half of the
+    requests (``random_sampling``, from the control plane) and ext_proc's parent-based sampler
+    follows Envoy's decision: the traces with ext_proc's request span are exactly those with
+    Envoy's span of the ext_proc stream. The share is binomial: 60 requests at 0.5 fall within
+    10..50 but for a chance of about 10^-7.
+
+    Not asserted, because it does not hold (README, "Traces"): Envoy 1.40 exports its own
+    request (``ingress``) span for almost none of the sampled requests (0 or 1 of ~25 here)."""
+    with (
+        OtlpCollector() as collector,
+        SimulatorProcess("openai", api_key=SIM_KEY) as sim,
+    ):
+        stack = start_gateway(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG="0.5",
+        )
+        try:
+            admin = Admin(stack.admin_url)
+            admin.provider("openai", "openai", sim.base_url, SIM_KEY)
+            admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
+            tenant = new_tenant(admin, stack, "sampled")
+            client = tenant.client(stack, timeout=30)
+            for _ in range(60):
+                client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # type: ignore[arg-type]
+
+            def traces(service: str, kind: str, name: str = "") -> set[str]:
+                return {
+                    s.trace_id
+                    for s in collector.all()
+                    if s.service == service and s.kind == kind and s.name.startswith(name)
+                }
+
+            def settled() -> set[str]:
+                ext_proc, envoy = traces("infery-ext-proc", "server"), traces("infery-envoy", "client")
+                assert ext_proc and ext_proc == envoy, (len(ext_proc), len(envoy))
+                return ext_proc
+
+            kept = eventually(settled, timeout=20, interval=0.2)
+            assert 10 <= len(kept) <= 50, len(kept)
+        finally:
+            stack.stop()
