@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
+from infery_proto.wire import EXT_PROC_REPLY_DETAILS
 
 ProcessingResponse = ep.ProcessingResponse
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
@@ -53,6 +54,7 @@ def immediate(status: int, body: bytes, headers: Headers = ()) -> ep.ProcessingR
     answer = resp.immediate_response
     answer.status.code = status  # type: ignore[assignment]
     answer.body = body
+    answer.details = EXT_PROC_REPLY_DETAILS
     _fill_mutation(answer.headers, [("content-type", "application/json"), *headers], ())
     return resp
 

@@ -45,6 +45,7 @@ from infery_proto.wire import (
     ATTEMPT_METADATA,
     ERRORS,
     EXT_PROC_FILTER,
+    EXT_PROC_REPLY_DETAILS,
     FILES_CLUSTER,
     FILES_PATH_PREFIX,
     FILES_SERVICE_PREFIXES,
@@ -201,11 +202,29 @@ def _flags_mapper(flags: list[str], code: str, message: str) -> dict[str, Any]:
     return _mapper({"response_flag_filter": {"flags": flags}}, code, message)
 
 
+def _cel(expression: str) -> dict[str, Any]:
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": expression,
+            },
+        }
+    }
+
+
 def _status_mapper(code: str, message: str) -> dict[str, Any]:
-    """Envoy's own replies with ``code``'s status (Envoy picked it: 413 body too large, 408)."""
+    """Envoy's own replies with ``code``'s status (Envoy picked it: 413 body too large, 408), not
+    ext_proc's immediate responses of that status (already the envelope, ``param`` included)."""
     status = ERRORS[code].status
     comparison = {"op": "EQ", "value": {"default_value": status, "runtime_key": f"_{status}"}}
-    return _mapper({"status_code_filter": {"comparison": comparison}}, code, message)
+    envoys_own = _cel(f"response.code_details != '{EXT_PROC_REPLY_DETAILS}'")
+    return _mapper(
+        {"and_filter": {"filters": [{"status_code_filter": {"comparison": comparison}}, envoys_own]}},
+        code,
+        message,
+    )
 
 
 def _local_replies() -> dict[str, Any]:
@@ -223,15 +242,7 @@ def _local_replies() -> dict[str, Any]:
             _flags_mapper(["NR"], "not_found", "Unknown path."),
             # ext_proc unreachable, failing or too slow: Envoy's reply has no flag, only details.
             _mapper(
-                {
-                    "extension_filter": {
-                        "name": "envoy.access_loggers.extension_filters.cel",
-                        "typed_config": {
-                            "@type": _T + "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                            "expression": "response.code_details.startsWith('ext_proc')",
-                        },
-                    }
-                },
+                _cel("response.code_details.startsWith('ext_proc')"),
                 "gateway_unavailable",
                 "The gateway's request processor is unavailable.",
             ),

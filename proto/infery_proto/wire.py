@@ -47,6 +47,10 @@ SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of 
 # On a reply the gateway made itself (Envoy's local replies, a chain attempt's refusal):
 # the envelope's code. The listener's ext_proc passes such a body through as it is.
 LOCAL_REPLY_HEADER = "x-infery-local-reply"
+# ext_proc's immediate responses name themselves in Envoy's RESPONSE_CODE_DETAILS (the access log's
+# ``details``), so that Envoy's local-reply mappers, which rewrite Envoy's own 413 and 408, leave
+# ext_proc's (already the envelope, with its ``param``) as they are.
+EXT_PROC_REPLY_DETAILS = "infery_ext_proc_reply"
 EXT_PROC_TOKEN_HEADER = "x-infery-ext-proc-token"  # Envoy -> ext_proc over TCP: the shared token
 # Envoy -> the files service: the caller ext_proc authenticated, signed (identity_assertion.py).
 IDENTITY_HEADER = "x-infery-identity"

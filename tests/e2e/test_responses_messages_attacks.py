@@ -77,10 +77,10 @@ def test_a_history_past_the_request_limit_is_refused_not_sent(
     calls = len(sim.requests())
     with pytest.raises(openai.APIStatusError) as refused:
         client.responses.create(model="gemini-2-5-flash", input=big, previous_response_id=first.id)
-    # Envoy's local-reply mapper (control_plane/xds/envoy_config.py) writes every 413 in its own
-    # words, ext_proc's too: the param ext_proc names (previous_response_id) is lost on the way;
-    # tests/ext_proc/test_exchange.py checks ext_proc's answer itself.
+    # ext_proc's own 413 reaches the client as ext_proc wrote it (Envoy's local-reply mapper
+    # rewrites only Envoy's own 413s), naming the parameter that made the request too large.
     assert refused.value.status_code == 413 and refused.value.code == "request_too_large"
+    assert refused.value.param == "previous_response_id"
     assert len(sim.requests()) == calls  # nothing went upstream
     small = client.responses.create(model="gemini-2-5-flash", input="and?", previous_response_id=first.id)
     assert small.status == "completed"  # a turn that fits still continues it
