@@ -53,7 +53,6 @@ from infery_proto.wire import (
     GRANT_FIELD,
     IDEMPOTENCY_KEY_HEADER,
     LOCAL_REPLY_HEADER,
-    MODEL_ROUTE_HEADER,
     MODEL_USED_HEADER,
     PARENT_REQUEST_HEADER,
     REQUEST_ID_HEADER,
@@ -513,8 +512,8 @@ class Exchange:
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
             if self.trace is not None:  # the provider's parent: this attempt's span
                 set_headers.append(self._attempt_traceparent(self.trace, model))
-            if route is not None:  # the model's own Envoy route carries its timeouts and retries
-                set_headers.append((MODEL_ROUTE_HEADER, slug))
+            if route is not None:  # the model's timeouts (and its chain's retries) for Envoy's router
+                set_headers += route.direct
             response = msg.request_body(upstream_body, set_headers, remove)
         if choices:
             self._ask_extra_choices(body, choices)
@@ -585,11 +584,8 @@ class Exchange:
         assert self.key is not None and self.endpoint is not None
         self.chain = route
         self.chain_targets, cluster = route.allowed_chain(self.key.workspace)
-        # A variant cluster has an Envoy route of its own, of the same name.
-        set_headers = [
-            (ROUTE_HEADER, cluster),
-            (MODEL_ROUTE_HEADER, route.slug if cluster == route.cluster else cluster),
-        ]
+        # Envoy's chain route, with this cluster's retries and the chain's timeouts.
+        set_headers = [(ROUTE_HEADER, cluster), *route.router[cluster]]
         # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
         metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
         if body is not None:
@@ -693,11 +689,7 @@ class Exchange:
                 )
             self.chain = route
             self.chain_targets, cluster = route.allowed_chain(workspace)
-            set_headers = [
-                *identity,
-                (ROUTE_HEADER, cluster),
-                (MODEL_ROUTE_HEADER, model.slug if cluster == route.cluster else cluster),
-            ]
+            set_headers = [*identity, (ROUTE_HEADER, cluster), *route.router[cluster]]
             metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
             headers = msg.request_headers(
                 set_headers, header_policy.CONTROL, clear_route_cache=True, metadata=metadata
@@ -713,8 +705,8 @@ class Exchange:
             *form.headers.items(),
             (ROUTE_HEADER, provider.cluster),
         ]
-        if route is not None:  # the model's own route: its timeouts (a chain's retries: see above)
-            set_headers.append((MODEL_ROUTE_HEADER, model.slug))
+        if route is not None:  # the model's timeouts for Envoy's router (not a chain: see above)
+            set_headers += route.direct
         if self.trace is not None:
             set_headers.append(self._attempt_traceparent(self.trace, model))
         names = {name for name, _ in set_headers}

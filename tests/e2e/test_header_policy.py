@@ -20,6 +20,7 @@ from tests.e2e.support import (
     SIM_KEY,
     Admin,
     Tenant,
+    envoy_stat,
     eventually,
     new_tenant,
     start_gateway,
@@ -182,16 +183,37 @@ def test_a_client_cannot_add_retry_conditions_to_a_chain(gw: Gw):
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o"])
-def test_a_client_cannot_cut_the_gateways_timeouts(gw: Gw, model: str):
-    gw.sims["openai"].script([{"action": "hang", "seconds": 0.3}])  # answers after 0.3 s
-    resp = gw.post(
-        model,
+@pytest.mark.parametrize(
+    "timeouts",
+    [
         {
             "x-envoy-upstream-rq-timeout-ms": "50",
             "x-envoy-upstream-rq-per-try-timeout-ms": "50",
             "x-envoy-hedge-on-per-try-timeout": "true",
         },
-    )
+        # Not among the headers Envoy strips from clients: ext_proc's removal alone stops it.
+        # Honoured, each attempt of a chain was cut (a reset) and the next target tried.
+        {"x-envoy-upstream-stream-duration-ms": "50"},
+    ],
+    ids=["request", "stream"],
+)
+def test_a_client_cannot_cut_the_gateways_timeouts(gw: Gw, model: str, timeouts: dict[str, str]):
+    gw.sims["openai"].script([{"action": "hang", "seconds": 0.3}])  # answers after 0.3 s
+    resp = gw.post(model, timeouts)
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-model-used"] == model
     assert _attempts(gw) == 1
+
+
+def test_every_header_ext_proc_removes_or_sets_takes_effect(gw: Gw):
+    """Without ``allow_envoy`` in its mutation rules, Envoy silently refused ext_proc's removal of
+    the client's x-envoy-* headers (and of Envoy's x-envoy-external-address), counting each
+    here: ~10 per request. The chain's own router headers would have been refused the same way."""
+    rejected = "http.infery.ext_proc.rejected_header_mutations"
+    before = envoy_stat(gw.stack, rejected)
+    gw.sims["openai"].script([{"status": 503}])
+    chained = gw.post("gpt-4o", {"x-envoy-max-retries": "0", "x-envoy-retry-on": "reset"})
+    plain = gw.post("gpt-4o-mini", {"x-envoy-upstream-rq-timeout-ms": "1"})
+    assert (chained.status_code, plain.status_code) == (200, 200), (chained.text, plain.text)
+    assert chained.headers["x-model-used"] == "claude-sonnet-4-5"
+    assert envoy_stat(gw.stack, rejected) == before

@@ -154,6 +154,23 @@ def test_a_route_keeps_its_chain_triggers_timeouts_and_variants():
     assert r.variants == {("gpt-4o", "flash"): "chain_gpt-4o_v1"}
 
 
+def test_a_route_tells_envoy_each_cluster_its_own_number_of_retries():
+    """Made once per route: the chain's cluster retries once per fallback, a variant once per
+    fallback it kept; a request to the model's provider alone takes the chain's values."""
+    route = config.Route(
+        "a", ("b", "c"), ("5xx",), 2, 30, "chain_a", {("a", "c"): "chain_a_v1", ("a",): "v2"}
+    )
+    retries = {cluster: dict(headers).get("x-envoy-max-retries") for cluster, headers in route.router.items()}
+    assert retries == {"chain_a": "2", "chain_a_v1": "1", "v2": None}  # v2: the primary alone
+    assert all(dict(h)["x-envoy-upstream-rq-timeout-ms"] == "30000" for h in route.router.values())
+    assert route.direct == route.router["chain_a"]
+    plain = config.Route("a", (), (), 2, 30, "")
+    assert plain.router == {} and dict(plain.direct) == {
+        "x-envoy-upstream-rq-per-try-timeout-ms": "2000",
+        "x-envoy-upstream-rq-timeout-ms": "30000",
+    }
+
+
 def test_the_attempt_grant_key_comes_from_the_data_plane_secret():
     assert _build().attempt_grant_key == b""
     secret = config_pb2.DataPlaneSecret(name="data-plane", attempt_grant_key=b"k" * 32)
