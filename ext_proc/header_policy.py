@@ -120,12 +120,10 @@ _RETRY_CONDITIONS = {
     "connect_failure": "connect-failure",
 }
 
-RouterHeaders = tuple[tuple[str, str], ...]
-
 
 def router_headers(
     retry_on: Iterable[str], retries: int, attempt_timeout_s: float, total_timeout_s: float, chain: bool
-) -> RouterHeaders:
+) -> tuple[tuple[str, str], ...]:
     """What Envoy's router is told for one of a route's requests, computed once per route.
 
     ``chain``: the request goes to a chain's cluster (or its model's provider, for an endpoint

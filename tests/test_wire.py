@@ -241,7 +241,10 @@ def test_the_listener_and_the_routes_use_the_wire_names():
     assert tree.input.typed_config.value.decode(errors="ignore").endswith(wire.MODEL_ROUTE_HEADER)
     assert set(tree.exact_match_map.map) == {wire.CHAIN_ROUTE} and chain.name == wire.CHAIN_ROUTE
     route = ext_proc_config.Route("chat", ("backup",), ("5xx",), 0, 0, "chain_chat")
-    assert (wire.MODEL_ROUTE_HEADER, wire.CHAIN_ROUTE) in route.router["chain_chat"]
+    mutation = ep.HeaderMutation.FromString(route.router["chain_chat"])
+    assert (wire.MODEL_ROUTE_HEADER, wire.CHAIN_ROUTE.encode()) in [
+        (h.header.key, h.header.raw_value) for h in mutation.set_headers
+    ]
 
 
 def test_ext_proc_reads_the_target_a_chain_cluster_declares():
