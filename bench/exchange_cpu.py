@@ -2,12 +2,13 @@
 
 Drives :class:`ext_proc.exchange.Exchange` through Envoy's message sequence with fixture
 protobuf messages -- the bench's workload (one 48-word user message), answered buffered
-(a ~1.6 KB completion with usage) and streamed (~100 chunks of 12 characters, then the
-finish and usage chunks) -- with the real in-process limiter, idempotency store and a
-recorder that drops the records. No Envoy, no gRPC framing: only what the exchange itself
-costs, measured with ``time.process_time`` over many requests so a code change to the
-exchange shows up without the noise of a full ``make bench``. Workspace limits (rpm, tpm)
-are on, as in the bench, so admission and settlement are counted.
+(a ~1.6 KB completion with usage), the same to a model with a fallback chain (the chain's
+cluster, its router headers and attempt grant), and streamed (~100 chunks of 12
+characters, then the finish and usage chunks) -- with the real in-process limiter,
+idempotency store and a recorder that drops the records. No Envoy, no gRPC framing: only
+what the exchange itself costs, measured with ``time.process_time`` over many requests so a
+code change to the exchange shows up without the noise of a full ``make bench``. Workspace
+limits (rpm, tpm) are on, as in the bench, so admission and settlement are counted.
 
 ``--tracing on`` gives the exchange a tracer (ext_proc/tracing.py) whose spans are batched
 by the SDK's BatchSpanProcessor and encoded to OTLP protobuf by its thread, as for export,
@@ -29,6 +30,7 @@ import orjson
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import config_pb2
+from infery_proto.wire import SERVED_HEADER
 
 from ext_proc import config, tracing
 from ext_proc.exchange import Exchange, Services
@@ -41,6 +43,7 @@ WORDS = " ".join(f"word{i:02d}-lorem-ipsum-dolor" for i in range(48))
 
 
 def gateway_config() -> config.GatewayConfig:
+    prices = config_pb2.Prices(input_per_mtok="1", output_per_mtok="2")
     return config.build(
         [
             config_pb2.Provider(
@@ -48,12 +51,8 @@ def gateway_config() -> config.GatewayConfig:
             )
         ],
         [
-            config_pb2.Model(
-                slug="m",
-                provider="p",
-                upstream_model="up",
-                prices=config_pb2.Prices(input_per_mtok="1", output_per_mtok="2"),
-            )
+            config_pb2.Model(slug=slug, provider="p", upstream_model="up", prices=prices)
+            for slug in ("m", "chained", "backup")
         ],
         [config_pb2.Workspace(id="w", name="w", price_multiplier="1", rpm=10**9, tpm=10**12)],
         [
@@ -61,7 +60,18 @@ def gateway_config() -> config.GatewayConfig:
                 id="k", key_hash=hashlib.sha256(KEY.encode()).hexdigest(), workspace_id="w", member_id="m"
             )
         ],
-        [],
+        [
+            # "chained" falls back to "backup": its requests go to the chain's cluster (chat --chain)
+            config_pb2.Route(
+                slug="chained",
+                fallbacks=["backup"],
+                retry_on=["5xx", "429", "timeout"],
+                attempt_timeout_s=30,
+                total_timeout_s=120,
+                cluster="chain_chained",
+            )
+        ],
+        [config_pb2.DataPlaneSecret(name="data_plane", attempt_grant_key=b"k" * 32)],
     )
 
 
@@ -87,10 +97,14 @@ REQUEST_HEADERS = _headers(
 )
 ASK = [{"role": "user", "content": WORDS}]
 CHAT_BODY = ep.HttpBody(body=orjson.dumps({"model": "m", "messages": ASK}), end_of_stream=True)
+CHAIN_BODY = ep.HttpBody(body=orjson.dumps({"model": "chained", "messages": ASK}), end_of_stream=True)
 STREAM_BODY = ep.HttpBody(
     body=orjson.dumps({"model": "m", "messages": ASK, "stream": True}), end_of_stream=True
 )
 JSON_HEADERS = _headers({":status": "200", "content-type": "application/json", "content-length": "1600"})
+CHAIN_HEADERS = _headers(
+    {":status": "200", "content-type": "application/json", "content-length": "1600", SERVED_HEADER: "chained"}
+)
 SSE_HEADERS = _headers({":status": "200", "content-type": "text/event-stream"})
 COMPLETION = ep.HttpBody(
     body=orjson.dumps(
@@ -149,6 +163,16 @@ def one_chat(services: Services, cfg: config.GatewayConfig) -> None:
     exchange.abort()
 
 
+def one_chain(services: Services, cfg: config.GatewayConfig) -> None:
+    """The buffered chat, to a model with a fallback chain, answered by its primary."""
+    exchange = Exchange(cfg, services)
+    exchange.on_request_headers(REQUEST_HEADERS)
+    _run(exchange.on_request_body(CHAIN_BODY))
+    _run(exchange.on_response_headers(CHAIN_HEADERS))
+    _run(exchange.on_response_body(COMPLETION))
+    exchange.abort()
+
+
 def one_stream(services: Services, cfg: config.GatewayConfig) -> None:
     exchange = Exchange(cfg, services)
     exchange.on_request_headers(REQUEST_HEADERS)
@@ -202,12 +226,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs; the best is reported")
     parser.add_argument("--tracing", choices=("off", "on"), default="off", help="request traces (see above)")
     parser.add_argument(
-        "--only", choices=("chat", "stream"), help="one workload (instruction counts per run)"
+        "--only", choices=("chat", "chain", "stream"), help="one workload (instruction counts per run)"
     )
     args = parser.parse_args()
     tracer = _tracer() if args.tracing == "on" else None
     for name, one, n in (
         ("chat", one_chat, args.n),
+        ("chain (chat, fallbacks)", one_chain, args.n),
         ("stream (~100 chunks)", one_stream, max(1, args.n // 10)),
     ):
         if args.only and not name.startswith(args.only):

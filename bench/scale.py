@@ -284,6 +284,9 @@ def run(args: argparse.Namespace) -> Results:
                 "INFERY_LOOP_WATCH_MS": "10",
             },
             envoy_concurrency=1,
+            # No batches here; and at INFERY_LOG_LEVEL=WARNING a batch worker never logs the
+            # "ready" line the stack waits for (an INFO record): the run stopped there.
+            batch_workers=0,
         )
         stack.start()
         engine, sessions = open_store(url)

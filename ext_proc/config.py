@@ -16,6 +16,8 @@ from typing import Any
 
 from infery_proto.v1 import config_pb2
 
+from ext_proc.envoy_messages import preset
+from ext_proc.header_policy import router_headers
 from ext_proc.metering import Prices
 from ext_proc.translators import WIRE_FORMATS
 
@@ -168,8 +170,29 @@ class Route:
     attempt_timeout_s: float
     total_timeout_s: float
     cluster: str  # the chain's Envoy cluster; empty without fallbacks
-    # The chain cut to a workspace's allowed targets (primary first) → its Envoy cluster and route.
+    # The chain cut to a workspace's allowed targets (primary first) → its Envoy cluster.
     variants: dict[tuple[str, ...], str] = field(default_factory=dict)
+    # What Envoy's router is told with this route's requests (header_policy.router_headers),
+    # made once here, not per request (envoy_messages.preset): by the cluster a chain's request
+    # goes to (its own, or a variant's: as many retries as that cluster has fallbacks), and for a
+    # request to its model's provider alone (an endpoint a chain does not serve; no chain).
+    router: dict[str, bytes] = field(init=False, repr=False, compare=False)
+    direct: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chain = bool(self.cluster)
+
+        def headers(retries: int) -> bytes:
+            return preset(
+                router_headers(self.retry_on, retries, self.attempt_timeout_s, self.total_timeout_s, chain)
+            )
+
+        own = headers(len(self.fallbacks))
+        router = {cluster: headers(len(targets) - 1) for targets, cluster in self.variants.items()}
+        if chain:
+            router[self.cluster] = own
+        object.__setattr__(self, "router", router)
+        object.__setattr__(self, "direct", own)
 
     def allowed_chain(self, workspace: Workspace) -> tuple[tuple[str, ...], str]:
         """(targets, cluster) of this chain for ``workspace``: the targets it may use, in order.

@@ -48,6 +48,15 @@ def _fill_mutation(mutation: ep.HeaderMutation, set_headers: Headers, remove: It
         mutation.remove_headers.extend(remove)
 
 
+def preset(set_headers: Headers) -> bytes:
+    """Headers to set, made once: a serialized HeaderMutation that a reply merges whole
+    (``preset=``), one call where setting them one by one costs ~1.3 µs of CPU each (a chain's
+    router headers: five on every one of its requests)."""
+    mutation = ep.HeaderMutation()
+    _fill_mutation(mutation, set_headers, ())
+    return mutation.SerializeToString()
+
+
 def immediate(status: int, body: bytes, headers: Headers = ()) -> ep.ProcessingResponse:
     """Answer the client now; nothing goes upstream."""
     resp = ep.ProcessingResponse()
@@ -65,12 +74,15 @@ def _fill_common(
     remove: Iterable[str],
     body: bytes | None,
     clear_route_cache: bool,
+    preset_headers: bytes = b"",
 ) -> None:
     common.SetInParent()
     if clear_route_cache:
         common.clear_route_cache = True
     if set_headers or remove:
         _fill_mutation(common.header_mutation, set_headers, remove)
+    if preset_headers:
+        common.header_mutation.MergeFromString(preset_headers)
     if body is not None:
         if body:
             common.body_mutation.body = body
@@ -86,14 +98,17 @@ def request_headers(
     metadata: Metadata = None,
     stream_body: bool = False,
     see_response_headers: bool = False,
+    preset_headers: bytes = b"",
 ) -> ep.ProcessingResponse:
     """``clear_route_cache``: re-pick the route (an upload routed from its headers' answer);
     ``stream_body``: the request body comes chunk by chunk from now on (a chain's attempt of
     an upload, whose filter buffers bodies by default); ``see_response_headers``: the answer's
-    headers come here too (a chain's attempt, traced: its provider's status)."""
+    headers come here too (a chain's attempt, traced: its provider's status);
+    ``preset_headers``: more headers to set, made once (:func:`preset`)."""
     resp = ep.ProcessingResponse()
-    if set_headers or remove or clear_route_cache:
-        _fill_common(resp.request_headers.response, set_headers, remove, None, clear_route_cache)
+    if set_headers or remove or clear_route_cache or preset_headers:
+        common = resp.request_headers.response
+        _fill_common(common, set_headers, remove, None, clear_route_cache, preset_headers)
     else:
         resp.request_headers.SetInParent()
     if metadata is not None:
@@ -124,13 +139,16 @@ def request_body(
     remove: Iterable[str],
     clear_route_cache: bool = True,
     metadata: Metadata = None,
+    preset_headers: bytes = b"",
 ) -> ep.ProcessingResponse:
     """Replace the request headers (and the body unless ``None``); by default re-pick the route.
 
-    ``metadata`` becomes the stream's dynamic metadata, for the filters after this one.
+    ``metadata`` becomes the stream's dynamic metadata, for the filters after this one;
+    ``preset_headers``: more headers to set, made once (:func:`preset`).
     """
     resp = ep.ProcessingResponse()
-    _fill_common(resp.request_body.response, set_headers, remove, body, clear_route_cache)
+    common = resp.request_body.response
+    _fill_common(common, set_headers, remove, body, clear_route_cache, preset_headers)
     if metadata is not None:
         namespace, fields = metadata
         resp.dynamic_metadata.fields[namespace].struct_value.update(fields)

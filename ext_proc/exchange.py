@@ -53,7 +53,6 @@ from infery_proto.wire import (
     GRANT_FIELD,
     IDEMPOTENCY_KEY_HEADER,
     LOCAL_REPLY_HEADER,
-    MODEL_ROUTE_HEADER,
     MODEL_USED_HEADER,
     PARENT_REQUEST_HEADER,
     REQUEST_ID_HEADER,
@@ -513,9 +512,9 @@ class Exchange:
             set_headers.append((ROUTE_HEADER, model.provider.cluster))
             if self.trace is not None:  # the provider's parent: this attempt's span
                 set_headers.append(self._attempt_traceparent(self.trace, model))
-            if route is not None:  # the model's own Envoy route carries its timeouts and retries
-                set_headers.append((MODEL_ROUTE_HEADER, slug))
-            response = msg.request_body(upstream_body, set_headers, remove)
+            # The model's timeouts (and its chain's retries) for Envoy's router.
+            router = route.direct if route is not None else b""
+            response = msg.request_body(upstream_body, set_headers, remove, preset_headers=router)
         if choices:
             self._ask_extra_choices(body, choices)
         self._move(ROUTED)
@@ -585,16 +584,15 @@ class Exchange:
         assert self.key is not None and self.endpoint is not None
         self.chain = route
         self.chain_targets, cluster = route.allowed_chain(self.key.workspace)
-        # A variant cluster has an Envoy route of its own, of the same name.
-        set_headers = [
-            (ROUTE_HEADER, cluster),
-            (MODEL_ROUTE_HEADER, route.slug if cluster == route.cluster else cluster),
-        ]
+        set_headers = [(ROUTE_HEADER, cluster)]
         # What each attempt needs, where no provider sees it (ext_proc/attempt.py).
         metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
         if body is not None:
             set_headers.append(("content-length", str(len(body))))
-        return msg.request_body(body, set_headers, (), metadata=metadata)
+        # Envoy's chain route, with this cluster's retries and the chain's timeouts.
+        return msg.request_body(
+            body, set_headers, (), metadata=metadata, preset_headers=route.router[cluster]
+        )
 
     def _read_request(self, raw: bytes, config: GatewayConfig) -> tuple[dict[str, Any], Model]:
         """The request body for this endpoint, parsed and checked, and the model it asks for.
@@ -693,14 +691,14 @@ class Exchange:
                 )
             self.chain = route
             self.chain_targets, cluster = route.allowed_chain(workspace)
-            set_headers = [
-                *identity,
-                (ROUTE_HEADER, cluster),
-                (MODEL_ROUTE_HEADER, model.slug if cluster == route.cluster else cluster),
-            ]
+            set_headers = [*identity, (ROUTE_HEADER, cluster)]
             metadata: msg.Metadata = (ATTEMPT_METADATA, self._attempt_metadata(config, route))
             headers = msg.request_headers(
-                set_headers, header_policy.CONTROL, clear_route_cache=True, metadata=metadata
+                set_headers,
+                header_policy.CONTROL,
+                clear_route_cache=True,
+                metadata=metadata,
+                preset_headers=route.router[cluster],  # the chain route, its retries and timeouts
             )
             self._move(ROUTED if upload.ended else UPLOADING)
             return upload.route(headers, None)
@@ -713,8 +711,6 @@ class Exchange:
             *form.headers.items(),
             (ROUTE_HEADER, provider.cluster),
         ]
-        if route is not None:  # the model's own route: its timeouts (a chain's retries: see above)
-            set_headers.append((MODEL_ROUTE_HEADER, model.slug))
         if self.trace is not None:
             set_headers.append(self._attempt_traceparent(self.trace, model))
         names = {name for name, _ in set_headers}
@@ -723,7 +719,9 @@ class Exchange:
             "content-length",
             *header_policy.request_removals(provider.kind, self.client_headers, names),
         ]
-        headers = msg.request_headers(set_headers, remove, clear_route_cache=True)
+        # The model's timeouts for Envoy's router (not a chain: see above).
+        router = route.direct if route is not None else b""
+        headers = msg.request_headers(set_headers, remove, clear_route_cache=True, preset_headers=router)
         self._move(ROUTED if upload.ended else UPLOADING)
         return upload.route(headers, form.writer)
 

@@ -4,6 +4,11 @@ Client -> gateway: the listener reads a few headers (:data:`READ_FROM_CLIENT`) a
 the ones that would steer Envoy (:data:`CONTROL`: routing, retries, timeouts are the
 gateway's) before anything else sees the request.
 
+Gateway -> Envoy's router: a model's route (its chain's retries, its timeouts) travels with
+each of its requests as Envoy's router headers (:func:`router_headers`), set over whatever
+the client sent: Envoy's route configuration holds one route for every chain
+(control_plane/xds/envoy_config.py: ``chain_route``), so a chain change never changes it.
+
 Gateway -> provider: one allow-list per provider kind (:func:`request_allowed`). A provider
 gets the content headers, the client's ``user-agent``, the gateway's request id and the W3C
 trace context (:data:`TRACE_CONTEXT`: the client's, or the attempt's span when traced), plus the
@@ -35,6 +40,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.wire import (
     BATCH_LINE_HEADER,
     BATCH_RECOVER_HEADER,
+    CHAIN_ROUTE,
     CHOICES_ERROR_HEADER,
     CHOICES_FAILED_HEADER,
     CREDITS_USED_HEADER,
@@ -70,24 +76,81 @@ READ_FROM_CLIENT = frozenset(
         PARENT_REQUEST_HEADER,  # an emulated n's extra choice: its client's request (ext_proc/parent_link.py)
     }
 )
-# Headers a client must not set: routing, retries and timeouts are the gateway's.
+# Envoy's router headers ext_proc sets from a model's route (:func:`router_headers`).
+TOTAL_TIMEOUT = "x-envoy-upstream-rq-timeout-ms"
+ATTEMPT_TIMEOUT = "x-envoy-upstream-rq-per-try-timeout-ms"
+MAX_RETRIES = "x-envoy-max-retries"
+RETRY_ON = "x-envoy-retry-on"
+RETRIABLE_STATUS_CODES = "x-envoy-retriable-status-codes"
+# Headers a client must not set: routing, retries and timeouts are the gateway's. The x-envoy-*
+# ones are every request header Envoy's router reads. Envoy strips most from every client
+# already (the listener trusts no address as internal), but not all: a client's
+# x-envoy-upstream-stream-duration-ms cut each attempt of a chain (a reset, so the next target
+# was tried). ext_proc removes them all (its mutation rules allow it: ``allow_envoy``).
 CONTROL = (
     ROUTE_HEADER,
     MODEL_ROUTE_HEADER,
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-max-retries",
-    "x-envoy-retry-on",
+    TOTAL_TIMEOUT,
+    ATTEMPT_TIMEOUT,
+    MAX_RETRIES,
+    RETRY_ON,
     "x-envoy-retry-grpc-on",
-    "x-envoy-retriable-status-codes",
+    RETRIABLE_STATUS_CODES,
     "x-envoy-retriable-header-names",
     "x-envoy-hedge-on-per-try-timeout",
     "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-stream-duration-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
     BATCH_LINE_HEADER,  # read by ext_proc, then gone: it goes no further than the listener
     BATCH_RECOVER_HEADER,
     PARENT_REQUEST_HEADER,  # the same
 )
 _CONTROL_SET = frozenset(CONTROL)
+
+# -- gateway -> Envoy's router ------------------------------------------------------------------
+# A route's triggers (the admin API's ``retry_on``) -> Envoy's retry conditions. Envoy's "reset"
+# covers a per-try timeout as well as a reset ("does not respond at all"), so "timeout" and
+# "reset" share it; 429 is a retriable status code.
+_RETRY_CONDITIONS = {
+    "5xx": "5xx",
+    "429": "retriable-status-codes",
+    "reset": "reset",
+    "timeout": "reset",
+    "connect_failure": "connect-failure",
+}
+
+
+def router_headers(
+    retry_on: Iterable[str], retries: int, attempt_timeout_s: float, total_timeout_s: float, chain: bool
+) -> tuple[tuple[str, str], ...]:
+    """What Envoy's router is told for one of a route's requests, computed once per route.
+
+    ``chain``: the request goes to a chain's cluster (or its model's provider, for an endpoint
+    a chain does not serve), by the chain route, with ``retries`` retries (one per fallback the
+    cluster holds) on ``retry_on``. Envoy merges these with that route's policy
+    (``chain_route``): the conditions are OR-ed with its own (none), the count replaces its
+    ``num_retries`` (0: nothing is retried without it), status codes are added to its own
+    (none). Each timeout, when the route sets one, replaces the route's (the gateway's request
+    timeout); a per-try timeout at or above the total one is ignored by Envoy, as it was in
+    the route. Otherwise (a model with a route and no chain) the timeouts alone, on the
+    default route.
+    """
+    out: list[tuple[str, str]] = []
+    if chain:
+        out.append((MODEL_ROUTE_HEADER, CHAIN_ROUTE))
+        triggers = set(retry_on)
+        conditions = sorted({_RETRY_CONDITIONS[t] for t in triggers if t in _RETRY_CONDITIONS})
+        if retries and conditions:
+            out += [(RETRY_ON, ",".join(conditions)), (MAX_RETRIES, str(retries))]
+            if "429" in triggers:
+                out.append((RETRIABLE_STATUS_CODES, "429"))
+    if attempt_timeout_s > 0:
+        out.append((ATTEMPT_TIMEOUT, str(round(attempt_timeout_s * 1000))))
+    if total_timeout_s > 0:
+        out.append((TOTAL_TIMEOUT, str(round(total_timeout_s * 1000))))
+    return tuple(out)
+
 
 # -- gateway -> provider ----------------------------------------------------------------------
 _CONTENT = frozenset({"content-type", "content-length", "accept"})

@@ -26,6 +26,7 @@ from control_plane import errors as cp_errors
 from control_plane.api import errors as cp_api_errors
 from control_plane.xds import envoy_config
 from ext_proc import attempt
+from ext_proc import config as ext_proc_config
 from ext_proc.errors import GatewayError, envelope, upstream_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,28 +226,33 @@ def test_the_listener_and_the_routes_use_the_wire_names():
     receiving = listener_ext_proc["typed_config"]["metadata_options"]["receiving_namespaces"]["untyped"]
     assert receiving == [wire.ATTEMPT_METADATA]
 
-    route = config_pb2.Route(slug="chat", fallbacks=["backup"], cluster="chain_chat", retry_on=["5xx"])
-    for entry in (envoy_config.route_entry(None, SETTINGS), envoy_config.route_entry(route, SETTINGS)):
+    default, chain = envoy_config.default_route(SETTINGS), envoy_config.chain_route(SETTINGS)
+    for entry in (default, chain):
         assert entry.route.cluster_header == wire.ROUTE_HEADER
         assert set(wire.INTERNAL_REQUEST_HEADERS) <= set(entry.request_headers_to_remove)
         assert list(entry.response_headers_to_remove) == list(wire.INTERNAL_RESPONSE_HEADERS)
-    chain_entry = envoy_config.route_entry(route, SETTINGS)
-    (served,) = chain_entry.response_headers_to_add
+    (served,) = chain.response_headers_to_add
     assert served.header.key == wire.SERVED_HEADER
     assert served.header.value == f"%UPSTREAM_METADATA({wire.TARGET_METADATA}:{wire.TARGET_MODEL_FIELD})%"
 
-    table = envoy_config.route_configuration({"chat": chain_entry}, envoy_config.route_entry(None, SETTINGS))
-    matched = table.virtual_hosts[0].matcher.matcher_tree.input.typed_config
-    assert matched.value.decode(errors="ignore").endswith(wire.MODEL_ROUTE_HEADER)
+    # ext_proc names the chain route by the value the route configuration maps.
+    table = envoy_config.route_configuration(default, chain)
+    tree = table.virtual_hosts[0].matcher.matcher_tree
+    assert tree.input.typed_config.value.decode(errors="ignore").endswith(wire.MODEL_ROUTE_HEADER)
+    assert set(tree.exact_match_map.map) == {wire.CHAIN_ROUTE} and chain.name == wire.CHAIN_ROUTE
+    route = ext_proc_config.Route("chat", ("backup",), ("5xx",), 0, 0, "chain_chat")
+    mutation = ep.HeaderMutation.FromString(route.router["chain_chat"])
+    assert (wire.MODEL_ROUTE_HEADER, wire.CHAIN_ROUTE.encode()) in [
+        (h.header.key, h.header.raw_value) for h in mutation.set_headers
+    ]
 
 
 def test_ext_proc_reads_the_target_a_chain_cluster_declares():
     """The attempt filter's attribute, built from the cluster the control plane writes, names the
     target ext_proc translates for: both sides agree on the filter, attribute and metadata names."""
     provider = config_pb2.Provider(name="p", kind="openai", base_url="http://127.0.0.1:9", cluster="p")
-    route = config_pb2.Route(slug="chat", fallbacks=["backup"], cluster="chain_chat")
     targets = [(config_pb2.Model(slug=slug, provider="p"), provider) for slug in ("chat", "backup")]
-    cluster = envoy_config.chain_cluster(route, targets, SETTINGS)
+    cluster = envoy_config.chain_cluster("chain_chat", targets, SETTINGS)
 
     (options,) = cluster.typed_extension_protocol_options.values()
     doc = json_format.MessageToDict(_unpack_http_options(options), preserving_proto_field_name=True)

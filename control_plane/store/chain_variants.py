@@ -73,22 +73,10 @@ def affected_routes(changed: Iterable[Restriction]) -> set[str]:
     return {slug for allowed in changed for slug in allowed}
 
 
-def variant_routes(routes: Iterable[config_pb2.Route]) -> list[tuple[config_pb2.Route, list[str]]]:
-    """Each variant as a Route of its own for Envoy (its cluster, the chain's policy), with its targets."""
-    out = []
-    for route in routes:
-        for variant in route.variants:
-            out.append(
-                (
-                    config_pb2.Route(
-                        slug=variant.cluster,
-                        fallbacks=list(variant.targets[1:]),
-                        retry_on=list(route.retry_on),
-                        attempt_timeout_s=route.attempt_timeout_s,
-                        total_timeout_s=route.total_timeout_s,
-                        cluster=variant.cluster,
-                    ),
-                    list(variant.targets),
-                )
-            )
-    return out
+def variant_clusters(routes: Iterable[config_pb2.Route]) -> list[tuple[str, list[str]]]:
+    """Each variant as an Envoy cluster of its own: its name and its targets, primary first.
+
+    Its retries and timeouts are the chain's: ext_proc sends them with each request
+    (ext_proc/header_policy.py: ``router_headers``), as many retries as the variant has fallbacks.
+    """
+    return [(variant.cluster, list(variant.targets)) for route in routes for variant in route.variants]

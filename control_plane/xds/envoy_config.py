@@ -12,7 +12,6 @@ error code shared with ext_proc comes from infery_proto.wire.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -43,6 +42,7 @@ from infery_proto.otel import grpc_host_port
 from infery_proto.v1 import config_pb2
 from infery_proto.wire import (
     ATTEMPT_METADATA,
+    CHAIN_ROUTE,
     ERRORS,
     EXT_PROC_FILTER,
     EXT_PROC_REPLY_DETAILS,
@@ -342,6 +342,9 @@ def listener(s: ListenerSettings) -> listener_pb2.Listener:
         # The edge: X-Forwarded-For is the client's real address, not what it claims.
         # (ext_proc replaces any client x-request-id: it keys the usage record.)
         "use_remote_address": True,
+        # No client is internal, whatever its address (a load balancer's is private): Envoy
+        # strips every client's x-envoy-* control headers (retries, timeouts: chain_route).
+        "internal_address_config": {},
         # Receiving the request is bounded; the answer only by the route's timeout
         # (request_timeout stops counting once the response starts).
         "request_headers_timeout": _duration(s.request_headers_timeout_s),
@@ -441,38 +444,24 @@ def _upload_filter(s: ListenerSettings) -> dict[str, Any]:
     return {"name": UPLOAD_FILTER, "disabled": True, "typed_config": config}
 
 
-def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any]:
-    """One route: by default just the cluster ext_proc picked; a configured Route adds its timeouts."""
+def _route(name: str, s: ListenerSettings) -> dict[str, Any]:
+    """A route to the cluster ext_proc picked (``wire.ROUTE_HEADER``), with the gateway's request
+    timeout; a model's own timeouts come with the request (``x-envoy-upstream-rq-timeout-ms``)."""
     action: dict[str, Any] = {"cluster_header": ROUTE_HEADER, "timeout": f"{int(s.request_timeout_s)}s"}
     match: dict[str, Any] = {"prefix": "/"}  # the virtual host's matcher already picked this route
-    if route is not None:
-        if route.total_timeout_s > 0:
-            action["timeout"] = _duration(route.total_timeout_s)
-        action["retry_policy"] = _retry_policy(route)
     doc: dict[str, Any] = {
-        "name": route.slug if route else "default",
+        "name": name,
         "match": match,
         "route": action,
         # A request body (vision, PDF, long context) is buffered whole for ext_proc and for a
         # chain's retries, and so is a non-streamed answer: above the listener's per-connection
         # buffer, up to the configured limit (Envoy raises the stream's buffer to this).
         "request_body_buffer_limit": s.max_request_bytes,
-        # The client's address is Envoy's to record, not the provider's to read (ext_proc
-        # may not remove x-envoy-* headers; the client's own are cleared by its allow-list).
+        # The client's address is Envoy's to record, not the provider's to read (ext_proc's
+        # allow-list drops it too; here it goes whatever ext_proc did).
         "request_headers_to_remove": [*INTERNAL_REQUEST_HEADERS, "x-envoy-external-address"],
         "response_headers_to_remove": list(INTERNAL_RESPONSE_HEADERS),
     }
-    if route is not None and route.cluster:
-        # Which target of the chain answered, for the listener's ext_proc (which removes it).
-        doc["response_headers_to_add"] = [
-            {
-                "header": {
-                    "key": SERVED_HEADER,
-                    "value": f"%UPSTREAM_METADATA({TARGET_METADATA}:{TARGET_MODEL_FIELD})%",
-                },
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ]
     return doc
 
 
@@ -484,45 +473,54 @@ def _route(route: config_pb2.Route | None, s: ListenerSettings) -> dict[str, Any
 # removal runs before both). Which provider headers reach the client is ext_proc's
 # allow-list (ext_proc/header_policy.py).
 
-# Route triggers → Envoy retry conditions. Envoy's "reset" covers a per-try
-# timeout as well as a reset ("does not respond at all"), so "timeout" and
-# "reset" share it; 429 is a retriable status code.
-_RETRY_ON = {
-    "5xx": "5xx",
-    "429": "retriable-status-codes",
-    "reset": "reset",
-    "timeout": "reset",
-    "connect_failure": "connect-failure",
-}
+
+def default_route(s: ListenerSettings) -> route_components_pb2.Route:
+    """Every request to one provider (a model without a chain, or an endpoint a chain does
+    not serve): the cluster ext_proc picked, once."""
+    return parse(_route("default", s), route_components_pb2.Route)
 
 
-def _retry_policy(route: config_pb2.Route) -> dict[str, Any]:
-    policy: dict[str, Any] = {"num_retries": len(route.fallbacks) if route.cluster else 0}
-    if route.attempt_timeout_s > 0:
-        policy["per_try_timeout"] = _duration(route.attempt_timeout_s)
-    if route.cluster:
-        conditions = sorted({_RETRY_ON[t] for t in route.retry_on if t in _RETRY_ON})
-        policy |= {
-            "retry_on": ",".join(conditions),
-            # Every retry goes to the next priority: the next target of the chain.
-            "retry_priority": {
-                "name": "envoy.retry_priorities.previous_priorities",
-                "typed_config": {
-                    "@type": _T
-                    + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                    "update_frequency": 1,
-                },
+def chain_route(s: ListenerSettings) -> route_components_pb2.Route:
+    """Every fallback chain's requests: the same route for all, so that creating, changing or
+    deleting a chain never changes the route configuration (only the chain's cluster).
+
+    What all chains share is here: each retry goes to the next priority of the chain's cluster
+    (its next target), a short back-off, and the answering target's model in the served
+    header. What differs per chain comes with each request, set by ext_proc from the chain's
+    Route (ext_proc/header_policy.py: ``router_headers``): ``x-envoy-retry-on`` (OR-ed with
+    this policy's, which is empty), ``x-envoy-max-retries`` (replaces ``num_retries``, 0 here:
+    without ext_proc's headers nothing is retried), ``x-envoy-retriable-status-codes`` (added
+    to this policy's, none), and the per-try and total timeouts
+    (``x-envoy-upstream-rq-per-try-timeout-ms``, ``x-envoy-upstream-rq-timeout-ms``, each
+    replacing the route's). Envoy strips these headers from clients (no client address is
+    internal: the listener's ``internal_address_config``) and ext_proc removes any that remain
+    before it sets its own (``allow_envoy`` in its mutation rules).
+    """
+    doc = _route(CHAIN_ROUTE, s)
+    doc["route"]["retry_policy"] = {
+        "num_retries": 0,
+        # Every retry goes to the next priority: the next target of the chain.
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": _T
+                + "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1,
             },
-            "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+        },
+        "retry_back_off": {"base_interval": "0.001s", "max_interval": "0.002s"},
+    }
+    # Which target of the chain answered, for the listener's ext_proc (which removes it).
+    doc["response_headers_to_add"] = [
+        {
+            "header": {
+                "key": SERVED_HEADER,
+                "value": f"%UPSTREAM_METADATA({TARGET_METADATA}:{TARGET_MODEL_FIELD})%",
+            },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
         }
-        if "429" in route.retry_on:
-            policy["retriable_status_codes"] = [429]
-    return policy
-
-
-def route_entry(route: config_pb2.Route | None, s: ListenerSettings) -> route_components_pb2.Route:
-    """One model's route (None: the default route); parsed once per input by the publisher's cache."""
-    return parse(_route(route, s), route_components_pb2.Route)
+    ]
+    return parse(doc, route_components_pb2.Route)
 
 
 def files_route(s: ListenerSettings) -> route_components_pb2.Route:
@@ -582,8 +580,7 @@ def streamed_body_route(s: ListenerSettings) -> route_components_pb2.Route:
     until the form's ``model`` field has passed (``send_body_without_waiting_for_header_response``)
     and re-routes to the model's provider or chain as for any request: the mode stays.
     """
-    doc = _route(None, s)
-    doc["name"] = "streamed_body"
+    doc = _route("streamed_body", s)
     filter_config = _T + "envoy.config.route.v3.FilterConfig"
     doc["typed_per_filter_config"] = {
         EXT_PROC_FILTER: {"@type": filter_config, "disabled": True},
@@ -599,22 +596,21 @@ def streamed_body_route(s: ListenerSettings) -> route_components_pb2.Route:
 
 
 def route_configuration(
-    entries: Mapping[str, route_components_pb2.Route],
     default: route_components_pb2.Route,
-    serialized: Callable[[route_components_pb2.Route], bytes] | None = None,
+    chain: route_components_pb2.Route,
     files: route_components_pb2.Route | None = None,
     *,
     streamed: route_components_pb2.Route | None = None,
 ) -> route_pb2.RouteConfiguration:
-    """Routes selected by one hash lookup on the model-route header, whatever their number.
+    """The gateway's routes; the same whatever the chains (it depends on the settings alone).
 
-    The virtual host's generic matcher maps the header's exact value to the model's
-    route (`exact_match_map`); a request without the header, or for a model without a
-    Route, takes `on_no_match`: by its path's prefix, the files route for ``/v1/files``
+    The virtual host's generic matcher looks the model-route header up (`exact_match_map`):
+    ``wire.CHAIN_ROUTE`` takes the chain route (:func:`chain_route`); a request without the
+    header takes `on_no_match`: by its path's prefix, the files route for ``/v1/files``
     (:func:`files_route`) and the streamed-body route for wire.STREAMED_BODY_PATHS
-    (:func:`streamed_body_route`: audio uploads), else the default route. Envoy walks an
-    ordered route list otherwise: with 1,000 chains a model without one paid for 1,000
-    header compares.
+    (:func:`streamed_body_route`: audio uploads), else the default route. Each chain used to
+    be a route entry of its own: every chain change re-sent the whole configuration, which
+    Envoy rebuilt whole (~30 ms at 1,000 chains).
     """
     by_prefix: list[tuple[str, route_components_pb2.Route]] = []
     if files is not None:  # the files service serves the Batch API too (control_plane/batches/)
@@ -623,25 +619,15 @@ def route_configuration(
         by_prefix += [(path, streamed) for path in STREAMED_BODY_PATHS]
     config = route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME)
     host = config.virtual_hosts.add(name="gateway", domains=["*"])
-    if not entries:  # Envoy refuses an empty exact_match_map
-        for prefix, route in by_prefix:
-            by_path = host.routes.add()
-            by_path.CopyFrom(route)
-            by_path.match.Clear()
-            by_path.match.prefix = prefix
-        host.routes.append(default)
-        return config
     tree = host.matcher.matcher_tree
     tree.input.name = MODEL_ROUTE_HEADER
     tree.input.typed_config.Pack(
         http_inputs_pb2.HttpRequestHeaderMatchInput(header_name=MODEL_ROUTE_HEADER),
         type_url_prefix="type.googleapis.com/",
     )
-    serialize = serialized or _deterministic
-    for slug, entry in entries.items():
-        _route_action(tree.exact_match_map.map[slug].action, entry, serialize(entry))
+    _route_action(tree.exact_match_map.map[CHAIN_ROUTE].action, chain)
     if not by_prefix:
-        _route_action(host.matcher.on_no_match.action, default, serialize(default))
+        _route_action(host.matcher.on_no_match.action, default)
         return config
     by_path = host.matcher.on_no_match.matcher
     for prefix, route in by_prefix:
@@ -653,13 +639,9 @@ def route_configuration(
             type_url_prefix="type.googleapis.com/",
         )
         predicate.value_match.prefix = prefix
-        _route_action(rule.on_match.action, route, serialize(route))
-    _route_action(by_path.on_no_match.action, default, serialize(default))
+        _route_action(rule.on_match.action, route)
+    _route_action(by_path.on_no_match.action, default)
     return config
-
-
-def _deterministic(message: Message) -> bytes:
-    return message.SerializeToString(deterministic=True)
 
 
 def _with_prefix(route: route_components_pb2.Route, prefix: str) -> route_components_pb2.Route:
@@ -675,10 +657,10 @@ def _with_prefix(route: route_components_pb2.Route, prefix: str) -> route_compon
 _ROUTE_TYPE = "type.googleapis.com/" + route_components_pb2.Route.DESCRIPTOR.full_name
 
 
-def _route_action(action: Any, entry: route_components_pb2.Route, wire: bytes) -> None:
+def _route_action(action: Any, entry: route_components_pb2.Route) -> None:
     action.name = entry.name
-    action.typed_config.type_url = _ROUTE_TYPE  # Any.Pack(entry), with the entry's bytes at hand
-    action.typed_config.value = wire
+    action.typed_config.type_url = _ROUTE_TYPE  # Any.Pack(entry), deterministically
+    action.typed_config.value = entry.SerializeToString(deterministic=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -792,7 +774,7 @@ def provider_cluster(provider: config_pb2.Provider, s: ListenerSettings) -> clus
 
 
 def chain_cluster(
-    route: config_pb2.Route,
+    name: str,
     targets: list[tuple[config_pb2.Model, config_pb2.Provider]],
     s: ListenerSettings,
 ) -> cluster_pb2.Cluster:
@@ -818,7 +800,7 @@ def chain_cluster(
         priorities.append([upstream.endpoint(metadata)])
     ups = [_Upstream.of(p) for _, p in targets]
     doc = _cluster(
-        route.cluster,
+        name,
         priorities,
         any(u.tls for u in ups),
         any(not u.is_ip for u in ups),
@@ -874,7 +856,9 @@ def _ext_proc_filter(
             },
             "message_timeout": _duration(s.ext_proc_message_timeout_s),
             "max_message_timeout": _duration(s.ext_proc_max_message_timeout_s),
-            "mutation_rules": {"allow_all_routing": True},
+            # allow_envoy: the router's x-envoy-* headers are ext_proc's to remove and set
+            # (chain_route); without it, those mutations were silently rejected.
+            "mutation_rules": {"allow_all_routing": True, "allow_envoy": True},
         },
     }
 

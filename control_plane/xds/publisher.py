@@ -15,23 +15,26 @@ only Envoy's types (`envoy_cache`), so the secret is never in its configuration.
 
 Envoy's resources (delta xDS too: each cluster, the listener and the route configuration
 a resource of its own, versioned by its content) are rebuilt only when a provider, model
-or route changed, each cluster and route built once per input (`EnvoyResources`), and
-only those whose content changed are sent: a key change never touches them, a chain
-change sends Envoy its cluster and the route configuration.
+or route changed, each cluster built once per input (`EnvoyResources`), and only those
+whose content changed are sent: a key change never touches them, a chain change sends
+Envoy its cluster alone. The route configuration does not depend on the chains at all
+(one chain route for every chain: envoy_config.chain_route); a chain's retries and
+timeouts reach Envoy with each of its requests, from ext_proc.
 
 Order across the two protocols. ext_proc picks the cluster of each request (a chain,
 a chain's variant, a provider) and Envoy routes to it by name, so every cluster ext_proc
 may name must be in every Envoy:
 
 - Adding: a publish that changes Envoy's resources installs them, waits until every
-  connected Envoy has answered each changed cluster and route (`EnvoyCache.answered`), and
-  only then publishes ext_proc's changes of that revision. A model whose chain is
-  created keeps its old route until ext_proc has the chain, whose cluster Envoy has.
-- Removing: a cluster or route entry a build no longer has *retires*: it stays in
-  Envoy's resources until every connected ext_proc has applied the revision that
-  dropped it (`DeltaCache.applied_everywhere`) and `RETIRE_AFTER_S` has passed, for
-  the requests ext_proc routed just before, which reach Envoy's router only once their
-  body has been through ext_proc. The revision poll rebuilds Envoy's resources then.
+  connected Envoy has answered each changed cluster (and the route configuration, when it
+  changed: at start) (`EnvoyCache.answered`), and only then publishes ext_proc's changes
+  of that revision. A model whose chain is created keeps going to its provider until
+  ext_proc has the chain, whose cluster Envoy has.
+- Removing: a cluster a build no longer has *retires*: it stays in Envoy's resources
+  until every connected ext_proc has applied the revision that dropped it
+  (`DeltaCache.applied_everywhere`) and `RETIRE_AFTER_S` has passed, for the requests
+  ext_proc routed just before, which reach Envoy's router only once their body has been
+  through ext_proc. The revision poll rebuilds Envoy's resources then.
 
 Each wait has a bound (`ACK_TIMEOUT_S`): an Envoy that does not answer delays publishing
 by that much, logged, and no more. An Envoy that rejects (NACK) counts as having
@@ -41,8 +44,7 @@ revocations) back for it would be worse. The order holds between the Envoys and
 ext_procs connected to this control-plane process; with several control-plane replicas
 each orders its own subscribers only. Envoy answers a CDS update once it has taken the
 clusters in, which for a provider named by DNS (STRICT_DNS) may be before their first
-resolution ends ("warming"; Envoy gives no signal for it); the changed clusters and the
-route configuration go out together, one response each, so nothing covers that. A publish
+resolution ends ("warming"; Envoy gives no signal for it), so nothing covers that. A publish
 that changes Envoy's resources costs one Envoy round trip before ext_proc gets it (tens
 of milliseconds at 1,000 chains, and a key change published with it waits as long); a
 key change alone costs none.
@@ -58,7 +60,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from envoy.config.route.v3 import route_components_pb2
 from google.protobuf.message import Message
 from infery_proto.v1 import config_pb2
 from sqlmodel import Session
@@ -69,7 +70,7 @@ from control_plane.store.chain_variants import (
     affected_routes,
     restriction,
     set_variants,
-    variant_routes,
+    variant_clusters,
 )
 from control_plane.store.snapshot import Changes, Snapshot, load_changes
 from control_plane.xds import envoy_config
@@ -81,9 +82,9 @@ log = logging.getLogger("infery.control_plane.xds")
 SLOW_PUBLISH_MS = 100.0  # a publish slower than this is logged (wall and the worker's CPU)
 # The longest a publish waits for Envoys' answers (see above).
 ACK_TIMEOUT_S = 5.0
-# How long a dropped cluster or route entry stays in Envoy after every ext_proc stopped naming it.
+# How long a dropped cluster stays in Envoy after every ext_proc stopped naming it.
 RETIRE_AFTER_S = 10.0
-# What ext_proc names: the clusters, and the route entries (by model) that carry a chain's retries.
+# What ext_proc names: the clusters, and the chain route (in the route configuration).
 REFERENCED_BY_EXT_PROC = (CLUSTER, ROUTE)
 
 _T = "type.googleapis.com/infery.v1."
@@ -136,11 +137,12 @@ class EnvoyResources:
     """Builds Envoy's resources, each one once per distinct input.
 
     Parsing Envoy's documents into protobuf is the expensive part (611 ms for 1,000
-    routes when everything was rebuilt on every change): a cluster or a route whose
-    input is unchanged is reused as built. Entries no longer used are dropped. So is
-    serializing: each input's key, each cluster packed with its digest and each route
-    entry's bytes are computed once per message (at 1,000 chains a publish cost ~20 ms of
-    CPU, mostly re-serializing what had not changed).
+    routes when everything was rebuilt on every change): a cluster whose input is
+    unchanged is reused as built, and the listener and route configuration, which depend
+    on the settings alone, are built once. Entries no longer used are dropped. So is
+    serializing: each input's key and each cluster packed with its digest are computed
+    once per message (at 1,000 chains a publish cost ~20 ms of CPU, mostly
+    re-serializing what had not changed).
     """
 
     def __init__(
@@ -149,21 +151,17 @@ class EnvoyResources:
         self._settings = listener
         self._retire_after_s = retire_after_s
         self._listener: Message | None = None
-        self._default_route: route_components_pb2.Route | None = None
-        self._files_route: route_components_pb2.Route | None = None
-        self._streamed_route: route_components_pb2.Route | None = None
+        self._routes: Message | None = None  # the route configuration
         self._clusters: dict[bytes, Message] = {}
-        self._routes: dict[bytes, route_components_pb2.Route] = {}
         self._key = _PerMessage(_key)
-        self._wire = _PerMessage(_key)  # deterministic: the same routes, the same version anywhere
         self._packed = _PerMessage(envoy_resource)
-        # The last build's clusters by name and route entries by model: what ext_proc may name.
-        self._named: tuple[dict[str, Message], dict[str, route_components_pb2.Route]] = ({}, {})
+        # The last build's clusters by name: what ext_proc may name.
+        self._named: dict[str, Message] = {}
         # Dropped ones still in Envoy (module docstring): name -> (message, revision, monotonic time).
-        self._retiring: dict[tuple[str, str], tuple[Message, int, float]] = {}
+        self._retiring: dict[str, tuple[Message, int, float]] = {}
 
     def retired(self, applied: int, now: float) -> bool:
-        """Whether some retiring resource may go: ext_proc has `applied` the revision that
+        """Whether some retiring cluster may go: ext_proc has `applied` the revision that
         dropped it, `RETIRE_AFTER_S` ago or more."""
         return any(
             rev <= applied and now - at >= self._retire_after_s for _, rev, at in self._retiring.values()
@@ -184,9 +182,12 @@ class EnvoyResources:
         s, _key = self._settings, self._key
         if self._listener is None:
             self._listener = envoy_config.listener(s)
-            self._default_route = envoy_config.route_entry(None, s)
-            self._files_route = envoy_config.files_route(s)
-            self._streamed_route = envoy_config.streamed_body_route(s)
+            self._routes = envoy_config.route_configuration(
+                envoy_config.default_route(s),
+                envoy_config.chain_route(s),
+                envoy_config.files_route(s),
+                streamed=envoy_config.streamed_body_route(s),
+            )
         clusters: dict[bytes, Message] = {}
 
         def cached(key: bytes, make: Callable[[], Message]) -> Message:
@@ -201,11 +202,10 @@ class EnvoyResources:
         model_by_slug = {m.slug: m for m in models}
         provider_by_name = {p.name: p for p in providers}
         # Each chain, then each variant a workspace's restriction cut from it (chain_variants.py):
-        # a variant is a cluster and a route of its own, named by its cluster.
-        bare = [_without_variants(route) for route in routes]
-        variants = variant_routes(routes)
-        chains = [(route, [route.slug, *route.fallbacks]) for route in bare if route.cluster]
-        for route, slugs in [*chains, *variants]:
+        # a variant is a cluster of its own. A chain's cluster depends on its name and targets
+        # only: its retries and timeouts (ext_proc's to send with each request) change nothing here.
+        chains = [(route.cluster, [route.slug, *route.fallbacks]) for route in routes if route.cluster]
+        for name, slugs in [*chains, *variant_clusters(routes)]:
             targets = [
                 (model_by_slug[slug], provider_by_name[model_by_slug[slug].provider])
                 for slug in slugs
@@ -213,56 +213,29 @@ class EnvoyResources:
             ]
             if len(targets) != len(slugs):  # the store keeps references valid; never serve a partial chain
                 continue
-            key = b"c" + _key(route) + b"".join(_key(m) + _key(p) for m, p in targets)
-            out.append(cached(key, lambda r=route, t=targets: envoy_config.chain_cluster(r, t, s)))  # type: ignore[misc]
+            key = b"c" + name.encode() + b"".join(b"\0" + _key(m) + b"\0" + _key(p) for m, p in targets)
+            out.append(cached(key, lambda n=name, t=targets: envoy_config.chain_cluster(n, t, s)))  # type: ignore[misc]
         self._clusters = clusters
-
-        entries: dict[str, route_components_pb2.Route] = {}
-        built_routes: dict[bytes, route_components_pb2.Route] = {}
-        for route in [*bare, *(v for v, _ in variants)]:
-            key = _key(route)
-            entry = self._routes.get(key) or envoy_config.route_entry(route, s)
-            built_routes[key] = entry
-            entries[route.slug] = entry
-        self._routes = built_routes
-        default = self._default_route
-        assert default is not None
-        named = {c.name: c for c in out}  # type: ignore[attr-defined]
         if applied is not None:
-            retiring = self._retire(named, entries, revision, applied, now)
-            self._named = (named, entries)
-            out, entries = retiring
-        configuration = envoy_config.route_configuration(
-            entries, default, self._wire, files=self._files_route, streamed=self._streamed_route
-        )
+            named = {c.name: c for c in out}  # type: ignore[attr-defined]
+            out = self._retire(named, revision, applied, now)
+            self._named = named
         self._key.rotate()
-        self._wire.rotate()
-        return {CLUSTER: out, LISTENER: [self._listener], ROUTE: [configuration]}
+        assert self._routes is not None
+        return {CLUSTER: out, LISTENER: [self._listener], ROUTE: [self._routes]}
 
-    def _retire(
-        self,
-        named: dict[str, Message],
-        entries: dict[str, route_components_pb2.Route],
-        revision: int,
-        applied: int,
-        now: float,
-    ) -> tuple[list[Message], dict[str, route_components_pb2.Route]]:
-        """The build's clusters and entries plus those retiring (dropped now or before, not yet gone)."""
-        old_clusters, old_entries = self._named
-        for kind, old, new in (("c", old_clusters, named), ("r", old_entries, entries)):
-            for name, message in old.items():
-                if name not in new:
-                    self._retiring.setdefault((kind, name), (message, revision, now))
-        keep: dict[tuple[str, str], tuple[Message, int, float]] = {}
-        for (kind, name), item in self._retiring.items():
+    def _retire(self, named: dict[str, Message], revision: int, applied: int, now: float) -> list[Message]:
+        """The build's clusters plus those retiring (dropped now or before, not yet gone)."""
+        for name, message in self._named.items():
+            if name not in named:
+                self._retiring.setdefault(name, (message, revision, now))
+        keep: dict[str, tuple[Message, int, float]] = {}
+        for name, item in self._retiring.items():
             _, dropped, at = item
-            back = name in (named if kind == "c" else entries)
-            if not back and (dropped > applied or now - at < self._retire_after_s):
-                keep[(kind, name)] = item
+            if name not in named and (dropped > applied or now - at < self._retire_after_s):
+                keep[name] = item
         self._retiring = keep
-        clusters = [*named.values(), *(m for (k, _), (m, _, _) in keep.items() if k == "c")]
-        wider = {**entries, **{n: m for (k, n), (m, _, _) in keep.items() if k == "r"}}
-        return clusters, wider  # type: ignore[return-value]
+        return [*named.values(), *(m for m, _, _ in keep.values())]
 
     def prepare(self, built: dict[str, list[Any]]) -> dict[str, dict[str, EnvoyResource]]:
         """Each resource of a build by type and name, versioned and serialized once while in use."""
@@ -274,16 +247,6 @@ class EnvoyResources:
 
 def _key(message: Message) -> bytes:
     return message.SerializeToString(deterministic=True)
-
-
-def _without_variants(route: config_pb2.Route) -> config_pb2.Route:
-    """The chain alone: its cluster and route do not change when only its variants do."""
-    if not route.variants:
-        return route
-    bare = config_pb2.Route()
-    bare.CopyFrom(route)
-    bare.ClearField("variants")
-    return bare
 
 
 @dataclass(slots=True)

@@ -42,7 +42,10 @@ from typing import Any, NamedTuple
 # -- internal headers (Envoy <-> ext_proc; never to a provider, never to a client) -------
 
 ROUTE_HEADER = "x-infery-cluster"  # set by ext_proc: the Envoy cluster the route sends to
-MODEL_ROUTE_HEADER = "x-infery-route"  # set by ext_proc: the model's own Envoy route (timeouts, retries)
+# Set by ext_proc to CHAIN_ROUTE for a chain's request: Envoy's chain route (its retry priority,
+# back-off and served header), whose per-chain values ext_proc sets with Envoy's router headers.
+MODEL_ROUTE_HEADER = "x-infery-route"
+CHAIN_ROUTE = "chain"  # the one value of MODEL_ROUTE_HEADER, and the chain route's name
 SERVED_HEADER = "x-infery-served"  # set by a chain's Envoy route: the model of the target that answered
 # On a reply the gateway made itself (Envoy's local replies, a chain attempt's refusal):
 # the envelope's code. The listener's ext_proc passes such a body through as it is.

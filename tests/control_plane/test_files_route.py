@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
+from infery_proto.wire import CHAIN_ROUTE
 
 from control_plane.xds.envoy_config import (
     FILES_CLUSTER,
     ListenerSettings,
+    chain_route,
+    default_route,
     files_route,
     route_configuration,
-    route_entry,
 )
 
 MODE = processing_mode_pb2.ProcessingMode
@@ -37,12 +39,10 @@ def test_the_files_route_streams_the_body_past_ext_proc():
 
 def test_files_is_the_no_match_branch_before_the_default_route():
     s = ListenerSettings()
-    default, files = route_entry(None, s), files_route(s)
-    chain = route_entry(None, s)
-    chain.name = "gpt-4o"
-    config = route_configuration({"gpt-4o": chain}, default, files=files)
+    default, files = default_route(s), files_route(s)
+    config = route_configuration(default, chain_route(s), files)
     matcher = config.virtual_hosts[0].matcher
-    assert set(matcher.matcher_tree.exact_match_map.map) == {"gpt-4o"}
+    assert set(matcher.matcher_tree.exact_match_map.map) == {CHAIN_ROUTE}
     by_path = matcher.on_no_match.matcher
     # The files service's two APIs, /v1/files and /v1/batches (its route, matching each prefix).
     files_rule, batches_rule = by_path.matcher_list.matchers
@@ -54,7 +54,3 @@ def test_files_is_the_no_match_branch_before_the_default_route():
     batches.match.prefix = "/v1/files"
     assert batches == files  # the same route but for its prefix
     assert _unpacked(by_path.on_no_match.action) == default
-
-    plain = route_configuration({}, default, files=files)  # no chains: an ordered list, files first
-    routes = list(plain.virtual_hosts[0].routes)
-    assert [r.match.prefix for r in routes[:2]] == ["/v1/files", "/v1/batches"] and routes[2] == default

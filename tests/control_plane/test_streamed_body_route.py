@@ -7,14 +7,15 @@ from __future__ import annotations
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import ext_proc_pb2, processing_mode_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2
-from infery_proto.wire import EXT_PROC_FILTER, ROUTE_HEADER, STREAMED_BODY_PATHS
+from infery_proto.wire import CHAIN_ROUTE, EXT_PROC_FILTER, ROUTE_HEADER, STREAMED_BODY_PATHS
 
 from control_plane.xds.envoy_config import (
     UPLOAD_FILTER,
     ListenerSettings,
+    chain_route,
+    default_route,
     listener,
     route_configuration,
-    route_entry,
     streamed_body_route,
 )
 
@@ -30,7 +31,7 @@ def _unpacked(action: object) -> route_components_pb2.Route:
 def test_the_route_turns_the_upload_filter_on_and_the_listeners_off() -> None:
     s = ListenerSettings(request_timeout_s=600)
     route = streamed_body_route(s)
-    default = route_entry(None, s)
+    default = default_route(s)
     assert route.route == default.route and route.route.cluster_header == ROUTE_HEADER
     assert list(route.request_headers_to_remove) == list(default.request_headers_to_remove)
     listeners = route_components_pb2.FilterConfig()
@@ -75,19 +76,12 @@ def test_only_the_upload_filter_reads_bodies_before_answering_headers() -> None:
 
 def test_the_upload_paths_are_the_no_match_branch_before_the_default_route() -> None:
     s = ListenerSettings()
-    default, streamed = route_entry(None, s), streamed_body_route(s)
-    chain = route_entry(None, s)
-    chain.name = "gpt-4o"
-    config = route_configuration({"gpt-4o": chain}, default, streamed=streamed)
+    default, streamed = default_route(s), streamed_body_route(s)
+    config = route_configuration(default, chain_route(s), streamed=streamed)
     matcher = config.virtual_hosts[0].matcher
-    assert set(matcher.matcher_tree.exact_match_map.map) == {"gpt-4o"}
+    assert set(matcher.matcher_tree.exact_match_map.map) == {CHAIN_ROUTE}
     by_path = matcher.on_no_match.matcher
     rules = list(by_path.matcher_list.matchers)
     assert [r.predicate.single_predicate.value_match.prefix for r in rules] == list(STREAMED_BODY_PATHS)
     assert all(_unpacked(r.on_match.action) == streamed for r in rules)
     assert _unpacked(by_path.on_no_match.action) == default
-
-    plain = route_configuration({}, default, streamed=streamed)  # no chains: an ordered list
-    routes = list(plain.virtual_hosts[0].routes)
-    assert [r.match.prefix for r in routes] == [*STREAMED_BODY_PATHS, "/"]
-    assert routes[-1] == default and all(r.typed_per_filter_config for r in routes[:-1])

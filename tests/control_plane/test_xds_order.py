@@ -1,15 +1,17 @@
 """The order of a change across Envoy and ext_proc, both delta xDS, resource by resource.
 
 ext_proc names the cluster of each request; Envoy must have it. A new chain's Route reaches
-ext_proc only after every connected Envoy answered (ACK or NACK) the clusters and routes that
-carry it; a removed chain's cluster stays in Envoy until every ext_proc has applied the
-removal and the drain period has passed (control_plane/xds/publisher.py). Real gRPC streams
+ext_proc only after every connected Envoy answered (ACK or NACK) the cluster that carries
+it; a removed chain's cluster stays in Envoy until every ext_proc has applied the removal
+and the drain period has passed (control_plane/xds/publisher.py). The route configuration
+never changes with a chain: every chain's requests take the one chain route. Real gRPC streams
 on the real ADS server; the clients speak the protocol as Envoy and ext_proc do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -153,14 +155,10 @@ async def test_a_new_chain_reaches_ext_proc_only_once_every_envoy_has_answered_i
             assert CHAIN in envoy.clusters()
         pushed = asyncio.ensure_future(ext_proc.receive())
         await envoys[0].answer(CLUSTER)
-        await envoys[1].answer(CLUSTER, refuse=True)  # a refusal is an answer (logged as an error)
-        for envoy in envoys:  # the routes follow each one's answer
-            assert (await envoy.receive()).type_url == ROUTE
-        await envoys[0].answer(ROUTE)
         await asyncio.sleep(0.3)
-        assert not pushed.done(), "ext_proc was sent the chain before every Envoy answered its route"
+        assert not pushed.done(), "ext_proc was sent the chain before every Envoy answered its cluster"
         assert not publishing.done()
-        await envoys[1].answer(ROUTE)
+        await envoys[1].answer(CLUSTER, refuse=True)  # a refusal is an answer (logged as an error)
         await asyncio.wait_for(publishing, 5)
         while "a" not in ext_proc.routes:
             await ext_proc.answer(await pushed)
@@ -200,11 +198,12 @@ async def test_a_removed_chain_keeps_its_cluster_until_ext_proc_applied_the_remo
         ext_proc = ExtProc(channel)
         await ext_proc.subscribe()
         assert ext_proc.routes == {"a"}
+        routes = dict(envoy.versions[ROUTE])
 
         _unchain(session_factory)
         versions = {t: cache.get(t) for t in (CLUSTER, ROUTE)}
         await asyncio.wait_for(publisher.publish(), 5)
-        # Envoy keeps the chain's cluster and route entry (retiring): nothing new for it.
+        # Envoy keeps the chain's cluster (retiring): nothing new for it.
         assert {t: cache.get(t) for t in (CLUSTER, ROUTE)} == versions
         removal = await ext_proc.receive()
         assert ext_proc.routes == set()
@@ -221,16 +220,17 @@ async def test_a_removed_chain_keeps_its_cluster_until_ext_proc_applied_the_remo
         assert list(removal.removed_resources) == [CHAIN] and not removal.resources  # the removal alone
         assert CHAIN not in envoy.clusters()
         await envoy.answer(CLUSTER)
-        assert (await envoy.receive()).type_url == ROUTE  # without the chain's entry
-        await envoy.answer(ROUTE)
         await asyncio.wait_for(publishing, 5)
+        assert envoy.versions[ROUTE] == routes  # the route configuration: never re-sent
 
 
-async def test_a_change_to_one_chain_sends_envoy_one_cluster_and_the_route_configuration(
+async def test_a_change_to_one_chain_sends_envoy_its_cluster_only(
     session_factory: sessionmaker[Session],
 ) -> None:
-    """Among many chains, creating one sends Envoy that chain's cluster alone (one resource per
-    response); changing its retries sends the route configuration alone: nothing else is resent."""
+    """Among many chains, creating one sends Envoy that chain's cluster alone (one resource, in
+    one response); changing its retries and timeouts sends Envoy nothing (ext_proc sends them
+    with each request); deleting it, the removal of its cluster alone. The route configuration
+    is never re-sent: Envoy does not rebuild it for a chain."""
     _setup(session_factory)
     with mutation(session_factory) as session:
         for i in range(30):
@@ -247,28 +247,45 @@ async def test_a_change_to_one_chain_sends_envoy_one_cluster_and_the_route_confi
                 )
             )
     cache = EnvoyCache()
-    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30)
+    publisher = Publisher(cache, session_factory, ListenerSettings(), ack_timeout_s=30, retire_after_s=0)
     await publisher.publish()
     async with _server(publisher, cache) as channel:
         envoy = Envoy(channel)
         await envoy.subscribe()
         assert len(envoy.clusters()) == 31  # the provider's and 30 chains' ("a" has none yet)
+        routes = dict(envoy.versions[ROUTE])
+        ext_proc = ExtProc(channel)
+        await ext_proc.subscribe()
 
-        _chain(session_factory)
+        _chain(session_factory)  # created
         publishing = asyncio.create_task(publisher.publish())
         clusters = await envoy.receive()
         assert [r.name for r in clusters.resources] == [CHAIN] and not clusters.removed_resources
         await envoy.answer(CLUSTER)
-        routes = await envoy.receive()
-        assert [r.name for r in routes.resources] == [ROUTE_CONFIG_NAME]
-        await envoy.answer(ROUTE)
+        await asyncio.wait_for(publishing, 5)
+        await ext_proc.answer(await ext_proc.receive())
+        assert "a" in ext_proc.routes
+
+        with mutation(session_factory) as session:  # changed: its retries and timeouts
+            route = session.exec(select(Route).where(Route.slug == "a")).one()
+            route.total_timeout_s, route.retry_on = 9, ["5xx", "429"]
+        await asyncio.wait_for(publisher.publish(), 5)
+        await ext_proc.answer(await ext_proc.receive())  # ext_proc has the chain's new values
+
+        _unchain(session_factory)  # deleted: its cluster retires once ext_proc applied it
+        await asyncio.wait_for(publisher.publish(), 5)
+        await ext_proc.answer(await ext_proc.receive())
+        assert "a" not in ext_proc.routes
+        while publisher.delta.applied_everywhere() < publisher.revision:  # the answer, on the server
+            await asyncio.sleep(0.01)
+        publishing = asyncio.create_task(publisher.publish())
+        removal = await envoy.receive()
+        assert list(removal.removed_resources) == [CHAIN] and not removal.resources
+        await envoy.answer(CLUSTER)
         await asyncio.wait_for(publishing, 5)
 
-        with mutation(session_factory) as session:  # the chain's timeouts: its route entry only
-            session.exec(select(Route).where(Route.slug == "a")).one().total_timeout_s = 9
-        publishing = asyncio.create_task(publisher.publish())
-        routes = await envoy.receive()
-        assert routes.type_url == ROUTE and [r.name for r in routes.resources] == [ROUTE_CONFIG_NAME]
-        await envoy.answer(ROUTE)
-        await asyncio.wait_for(publishing, 5)
+        with contextlib.suppress(TimeoutError):  # nothing else came: no route configuration
+            extra = await asyncio.wait_for(envoy.call.read(), 0.5)
+            raise AssertionError(f"Envoy was sent {extra.type_url} {[r.name for r in extra.resources]}")
+        assert envoy.versions[ROUTE] == routes
         assert envoy.versions[CLUSTER] == {name: item.version for name, item in cache.get(CLUSTER).items()}

@@ -301,3 +301,25 @@ def test_a_chain_of_unreachable_targets_lists_them_in_envoys_own_error(tmp_path:
         assert not leaked, leaked
     finally:
         stack.stop()
+
+
+def test_a_client_cannot_change_a_chains_timeouts_or_retries(chain: Chain):
+    """Envoy's router headers from the client: no per-try timeout, no total one, no retries.
+    Honoured, the primary's answer after 5 s would have been served; the chain's own 2 s per
+    attempt falls back to the next target."""
+    chain.clear()
+    chain.sims["openai"].script([{"action": "hang", "seconds": 5}])
+    resp = httpx.post(
+        f"{chain.stack.base_url}/chat/completions",
+        json={"model": "gpt-4o", "messages": HI},
+        headers={
+            "authorization": f"Bearer {chain.tenant.key}",
+            "x-envoy-upstream-rq-per-try-timeout-ms": "0",
+            "x-envoy-upstream-rq-timeout-ms": "0",
+            "x-envoy-max-retries": "0",
+        },
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-used"] == "claude-sonnet-4-5"
+    assert resp.elapsed.total_seconds() < 4.5

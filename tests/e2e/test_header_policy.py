@@ -20,6 +20,7 @@ from tests.e2e.support import (
     SIM_KEY,
     Admin,
     Tenant,
+    envoy_stat,
     eventually,
     new_tenant,
     start_gateway,
@@ -143,3 +144,76 @@ def test_a_chain_target_cannot_claim_another_target_served(gw: Gw):
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-model-used"] == "gpt-4o"
     assert not [h for h in resp.headers if h.startswith("x-infery")]
+
+
+# Envoy's router reads these request headers: how many attempts, on which answers, for how long.
+# Each is the gateway's to set from the model's route (ext_proc/exchange.py), never a client's.
+def _attempts(gw: Gw) -> int:
+    return sum(len(sim.requests()) for sim in gw.sims.values())
+
+
+def test_a_client_cannot_make_a_chain_try_more_providers(gw: Gw):
+    for sim in gw.sims.values():
+        sim.script([{"status": 503}])
+    resp = gw.post("gpt-4o", {"x-envoy-max-retries": "50", "x-envoy-retry-on": "5xx,reset"})
+    # Honoured, the 4th attempt (the primary again, its script spent) would have answered 200.
+    assert resp.status_code == 503, resp.text
+    assert _attempts(gw) == 3
+
+
+def test_a_client_cannot_give_a_model_without_a_chain_retries(gw: Gw):
+    gw.sims["openai"].script([{"status": 503}])
+    resp = gw.post("gpt-4o-mini", {"x-envoy-max-retries": "3", "x-envoy-retry-on": "5xx"})
+    assert resp.status_code == 503, resp.text
+    assert _attempts(gw) == 1
+
+
+def test_a_client_cannot_add_retry_conditions_to_a_chain(gw: Gw):
+    gw.sims["openai"].script([{"status": 429}])  # gpt-4o's chain falls back on 5xx only
+    resp = gw.post(
+        "gpt-4o",
+        {
+            "x-envoy-retry-on": "retriable-status-codes,retriable-4xx",
+            "x-envoy-retriable-status-codes": "429",
+            "x-envoy-max-retries": "2",
+        },
+    )
+    assert resp.status_code == 429, resp.text
+    assert _attempts(gw) == 1
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4o"])
+@pytest.mark.parametrize(
+    "timeouts",
+    [
+        {
+            "x-envoy-upstream-rq-timeout-ms": "50",
+            "x-envoy-upstream-rq-per-try-timeout-ms": "50",
+            "x-envoy-hedge-on-per-try-timeout": "true",
+        },
+        # Not among the headers Envoy strips from clients: ext_proc's removal alone stops it.
+        # Honoured, each attempt of a chain was cut (a reset) and the next target tried.
+        {"x-envoy-upstream-stream-duration-ms": "50"},
+    ],
+    ids=["request", "stream"],
+)
+def test_a_client_cannot_cut_the_gateways_timeouts(gw: Gw, model: str, timeouts: dict[str, str]):
+    gw.sims["openai"].script([{"action": "hang", "seconds": 0.3}])  # answers after 0.3 s
+    resp = gw.post(model, timeouts)
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-model-used"] == model
+    assert _attempts(gw) == 1
+
+
+def test_every_header_ext_proc_removes_or_sets_takes_effect(gw: Gw):
+    """Without ``allow_envoy`` in its mutation rules, Envoy silently refused ext_proc's removal of
+    the client's x-envoy-* headers (and of Envoy's x-envoy-external-address), counting each
+    here: ~10 per request. The chain's own router headers would have been refused the same way."""
+    rejected = "http.infery.ext_proc.rejected_header_mutations"
+    before = envoy_stat(gw.stack, rejected)
+    gw.sims["openai"].script([{"status": 503}])
+    chained = gw.post("gpt-4o", {"x-envoy-max-retries": "0", "x-envoy-retry-on": "reset"})
+    plain = gw.post("gpt-4o-mini", {"x-envoy-upstream-rq-timeout-ms": "1"})
+    assert (chained.status_code, plain.status_code) == (200, 200), (chained.text, plain.text)
+    assert chained.headers["x-model-used"] == "claude-sonnet-4-5"
+    assert envoy_stat(gw.stack, rejected) == before

@@ -8,7 +8,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import config_pb2
+from infery_proto.wire import CHAIN_ROUTE, MODEL_ROUTE_HEADER
 
 from ext_proc import config, endpoints, translators
 from ext_proc.config import ConfigState, KeyTable
@@ -152,6 +154,32 @@ def test_a_route_keeps_its_chain_triggers_timeouts_and_variants():
     assert (r.fallbacks, r.retry_on) == (("sonnet", "flash"), ("5xx", "429"))
     assert (r.attempt_timeout_s, r.total_timeout_s, r.cluster) == (10.0, 30.5, "chain_gpt-4o")
     assert r.variants == {("gpt-4o", "flash"): "chain_gpt-4o_v1"}
+
+
+def test_a_route_tells_envoy_each_cluster_its_own_number_of_retries():
+    """Made once per route: the chain's cluster retries once per fallback, a variant once per
+    fallback it kept; a request to the model's provider alone takes the chain's values."""
+    route = config.Route(
+        "a", ("b", "c"), ("5xx",), 2, 30, "chain_a", {("a", "c"): "chain_a_v1", ("a",): "v2"}
+    )
+    router = {cluster: _preset(headers) for cluster, headers in route.router.items()}
+    retries = {cluster: headers.get("x-envoy-max-retries") for cluster, headers in router.items()}
+    assert retries == {"chain_a": "2", "chain_a_v1": "1", "v2": None}  # v2: the primary alone
+    assert all(h["x-envoy-upstream-rq-timeout-ms"] == "30000" for h in router.values())
+    assert all(h[MODEL_ROUTE_HEADER] == CHAIN_ROUTE for h in router.values())
+    assert route.direct == route.router["chain_a"]
+    plain = config.Route("a", (), (), 2, 30, "")
+    assert plain.router == {} and _preset(plain.direct) == {
+        "x-envoy-upstream-rq-per-try-timeout-ms": "2000",
+        "x-envoy-upstream-rq-timeout-ms": "30000",
+    }
+
+
+def _preset(mutation: bytes) -> dict[str, str]:
+    """The headers a preset HeaderMutation sets (envoy_messages.preset)."""
+    message = ep.HeaderMutation.FromString(mutation)
+    assert all(h.append_action == h.OVERWRITE_IF_EXISTS_OR_ADD for h in message.set_headers)
+    return {h.header.key: h.header.raw_value.decode() for h in message.set_headers}
 
 
 def test_the_attempt_grant_key_comes_from_the_data_plane_secret():

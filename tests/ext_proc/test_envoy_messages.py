@@ -88,6 +88,18 @@ def test_a_request_body_is_replaced_the_route_re_picked_and_metadata_attached():
     assert {k: v.string_value for k, v in fields.items()} == {"grant": "g", "endpoint": "/chat/completions"}
 
 
+def test_preset_headers_are_set_with_the_others_in_either_request_phase():
+    """Made once (a route's router headers), merged whole into each reply that sets them."""
+    preset = msg.preset([("x-envoy-max-retries", "2"), ("x-envoy-retry-on", "5xx")])
+    body = _round_trip(msg.request_body(None, [(ROUTE_HEADER, "c")], [], preset_headers=preset))
+    headers = _round_trip(msg.request_headers([], ["x-envoy-max-retries"], preset_headers=preset))
+    wanted = [("x-envoy-max-retries", b"2"), ("x-envoy-retry-on", b"5xx")]
+    assert _set(body.request_body.response.header_mutation) == [(ROUTE_HEADER, b"c"), *wanted]
+    mutation = headers.request_headers.response.header_mutation
+    # Envoy removes before it sets: a client's value goes, the preset one stays.
+    assert _set(mutation) == wanted and list(mutation.remove_headers) == ["x-envoy-max-retries"]
+
+
 def test_a_request_body_kept_as_is_or_cleared():
     kept = _round_trip(msg.request_body(None, [(ROUTE_HEADER, "c")], [], clear_route_cache=False))
     common = kept.request_body.response

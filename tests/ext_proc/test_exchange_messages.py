@@ -15,7 +15,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.v1 import config_pb2, usage_pb2
-from infery_proto.wire import LOCAL_REPLY_HEADER, ROUTE_HEADER
+from infery_proto.wire import CHAIN_ROUTE, LOCAL_REPLY_HEADER, MODEL_ROUTE_HEADER, ROUTE_HEADER
 
 from ext_proc import config
 from ext_proc.errors import envelope as envelope_of
@@ -170,6 +170,23 @@ async def test_a_count_asks_the_models_own_provider_never_its_chain(records) -> 
         ep.HttpBody(body=orjson.dumps({**BODY, "model": "claude"}), end_of_stream=True)
     )
     assert _set(reply.request_body)[ROUTE_HEADER] == "chain_claude"
+
+
+async def test_a_chains_request_carries_its_routers_headers_and_the_client_sent_none(records) -> None:
+    """The chain's retries and timeouts go to Envoy with the request, on its chain route; the
+    headers phase removed every router header the client sent (Envoy strips them already)."""
+    exchange = _exchange(records)
+    sent = {"x-api-key": KEY, "x-envoy-max-retries": "50", "x-envoy-upstream-rq-timeout-ms": "1"}
+    removed = exchange.on_request_headers(_request(**sent)).request_headers.response.header_mutation
+    assert {"x-envoy-max-retries", "x-envoy-upstream-rq-timeout-ms", MODEL_ROUTE_HEADER} <= set(
+        removed.remove_headers
+    )
+    reply = await exchange.on_request_body(
+        ep.HttpBody(body=orjson.dumps({**BODY, "model": "claude"}), end_of_stream=True)
+    )
+    headers = _set(reply.request_body)
+    assert headers[ROUTE_HEADER] == "chain_claude" and headers[MODEL_ROUTE_HEADER] == CHAIN_ROUTE
+    assert headers["x-envoy-max-retries"] == "1" and headers["x-envoy-retry-on"] == "5xx"
 
 
 async def _streaming(records: list[usage_pb2.UsageRecord]) -> Exchange:

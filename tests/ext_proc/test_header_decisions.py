@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
-from infery_proto.wire import MODEL_ROUTE_HEADER, ROUTE_HEADER
+from infery_proto.wire import CHAIN_ROUTE, MODEL_ROUTE_HEADER, ROUTE_HEADER
 
 from ext_proc import header_policy as policy
 
@@ -24,6 +24,44 @@ def test_the_client_cannot_steer_envoy_and_keeps_the_rest_for_the_allow_list():
     assert policy.names(request) == ("authorization", ROUTE_HEADER, "x-envoy-max-retries", "cookie")
     assert policy.client_names(request) == ("authorization", "cookie")
     assert {ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-retry-on"} <= set(policy.CONTROL)
+
+
+def test_every_router_header_the_gateway_sets_is_one_a_client_cannot():
+    every = policy.router_headers(["5xx", "429", "timeout", "connect_failure"], 2, 1.5, 20, chain=True)
+    assert {name for name, _ in every} <= set(policy.CONTROL)
+
+
+def test_a_chains_router_headers_take_the_chain_route_with_its_retries_and_timeouts():
+    headers = policy.router_headers(
+        ["5xx", "429", "reset", "timeout", "connect_failure"], 2, 1.5, 20.25, True
+    )
+    assert dict(headers) == {
+        MODEL_ROUTE_HEADER: CHAIN_ROUTE,
+        "x-envoy-retry-on": "5xx,connect-failure,reset,retriable-status-codes",
+        "x-envoy-max-retries": "2",  # one per fallback: Envoy's priorities walk the chain once
+        "x-envoy-retriable-status-codes": "429",
+        "x-envoy-upstream-rq-per-try-timeout-ms": "1500",
+        "x-envoy-upstream-rq-timeout-ms": "20250",
+    }
+    # 429 not a trigger: no status code; no timeouts configured: Envoy's route's own (the gateway's).
+    assert dict(policy.router_headers(["5xx"], 1, 0, 0, True)) == {
+        MODEL_ROUTE_HEADER: CHAIN_ROUTE,
+        "x-envoy-retry-on": "5xx",
+        "x-envoy-max-retries": "1",
+    }
+
+
+def test_no_retries_without_a_trigger_or_a_fallback():
+    # Envoy's chain route retries nothing itself (num_retries 0, no retry_on): no header, no retry.
+    assert policy.router_headers([], 2, 0, 0, True) == ((MODEL_ROUTE_HEADER, CHAIN_ROUTE),)
+    assert policy.router_headers(["5xx"], 0, 0, 0, True) == ((MODEL_ROUTE_HEADER, CHAIN_ROUTE),)
+
+
+def test_a_model_without_a_chain_gets_its_timeouts_on_the_default_route():
+    assert policy.router_headers(["5xx"], 0, 2, 30, chain=False) == (
+        ("x-envoy-upstream-rq-per-try-timeout-ms", "2000"),
+        ("x-envoy-upstream-rq-timeout-ms", "30000"),
+    )
 
 
 def test_a_provider_gets_only_its_allow_list_and_what_the_gateway_sets():
