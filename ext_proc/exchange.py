@@ -179,7 +179,7 @@ class Services:
     media: MediaPolicy = field(default_factory=MediaPolicy)  # which media URLs may be fetched, how many
     max_sse_event_bytes: int = sse.DEFAULT_MAX_EVENT_BYTES  # INFERY_MAX_SSE_EVENT_BYTES
     files: file_refs.FilesService | None = (
-        None  # where file_id parts (chat, Responses) are read (INFERY_FILES_SERVICE)
+        None  # where file_id parts (chat, Responses, Messages) are read (INFERY_FILES_SERVICE)
     )
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES  # INFERY_MAX_AUDIO_BYTES
     upload_lookahead: int = DEFAULT_LOOKAHEAD_BYTES  # INFERY_AUDIO_MODEL_LOOKAHEAD_BYTES

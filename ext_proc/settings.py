@@ -67,8 +67,9 @@ class ExtProcSettings(InferySettings):
     )
     files_service: str | None = Field(
         None,
-        description="the files service's URL (`https://HOST:8082`), where `file_id` parts (chat, Responses)"
-        " are read; with INFERY_XDS_TLS_* ext_proc presents the data plane's client certificate to it",
+        description="the files service's URL (`https://HOST:8082`), where `file_id` parts"
+        " (chat, Responses, Messages) are read; with INFERY_XDS_TLS_* ext_proc presents the data plane's"
+        " client certificate to it",
     )
     listener_url: str | None = Field(
         None,
