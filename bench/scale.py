@@ -494,11 +494,9 @@ def _chains(args, results, stack, admin, gateway, probe_key) -> None:  # type: i
     results.add(
         "of which Envoy: last CDS / RDS update applied after the last write; updates during the writes;"
         " one update's duration, median / max",
-        f"{timeline['cds_applied_ms_after_last_write']:.0f} /"
-        f" {timeline['rds_applied_ms_after_last_write']:.0f} ms;"
+        f"{_applied(timeline, 'cds')} / {_applied(timeline, 'rds')};"
         f" {timeline['cds_updates']} CDS, {timeline['rds_updates']} RDS in {timeline['writes_s']:.0f} s;"
-        f" CDS {_bucket_pct(cds, 0.5):.0f} / {_bucket_pct(cds, 1.0):.0f} ms,"
-        f" RDS {_bucket_pct(rds, 0.5):.0f} / {_bucket_pct(rds, 1.0):.0f} ms",
+        f" CDS {_durations(cds, timeline['cds_updates'])}, RDS {_durations(rds, timeline['rds_updates'])}",
     )
     updates = timeline["cds_updates"] + timeline["rds_updates"]
     results.add(
@@ -556,6 +554,21 @@ def _ext_proc_rows(results: Results, stack: Stack) -> None:
 
 def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> int:
     return int(after.get(name) or 0) - int(before.get(name) or 0)
+
+
+def _applied(timeline: dict[str, Any], kind: str) -> str:
+    """When Envoy applied its last update of ``kind`` after the last write ("none": it had none
+    during the writes, e.g. RDS, which chains no longer change)."""
+    if not timeline[f"{kind}_updates"]:
+        return "none"
+    return f"{timeline[f'{kind}_applied_ms_after_last_write']:.0f} ms"
+
+
+def _durations(histogram: list[tuple[float, float, int]], updates: int) -> str:
+    """One update's duration, median / max, from Envoy's histogram ("-" without updates)."""
+    if not updates:
+        return "-"
+    return f"{_bucket_pct(histogram, 0.5):.0f} / {_bucket_pct(histogram, 1.0):.0f} ms"
 
 
 def _bucket_pct(buckets: list[tuple[float, float, int]], q: float) -> float:
