@@ -372,6 +372,10 @@ class UsageRecordOut(BaseModel):
     parent_request_id: str = ""
 
 
+class UsageRecordList(BaseModel):
+    data: list[UsageRecordOut]
+
+
 class Health(BaseModel):
     status: str
     revision: int

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from control_plane.resources import usage
-from control_plane.schemas import UsageRecordOut, UsageReport
+from control_plane.schemas import UsageRecordList, UsageRecordOut, UsageReport
 from control_plane.store.db import SessionFactory
 
 
@@ -42,5 +42,14 @@ def router(session_factory: SessionFactory) -> APIRouter:
     def usage_record(request_id: str) -> UsageRecordOut:
         with session_factory() as session:
             return usage.record_out(usage.get_record(session, request_id))
+
+    @api.get("/requests/{request_id}/choices", response_model=UsageRecordList)
+    def usage_extra_choices(request_id: str) -> UsageRecordList:
+        """The records of the extra choices of an emulated `n > 1` (each made by the gateway for
+        the client's request `request_id`, with its own charge), oldest first."""
+        with session_factory() as session:
+            return UsageRecordList(
+                data=[usage.record_out(r) for r in usage.extra_choices(session, request_id)]
+            )
 
     return api

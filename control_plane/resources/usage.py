@@ -283,6 +283,18 @@ def get_record(session: Session, request_id: str) -> UsageRecord:
     return row
 
 
+def extra_choices(session: Session, request_id: str) -> list[UsageRecord]:
+    """The records of the extra choices an emulated n asked for on behalf of the client's request
+    ``request_id`` (their ``parent_request_id``), oldest first; NotFound for an unknown request."""
+    get_record(session, request_id)
+    query = (
+        select(UsageRecord)
+        .where(col(UsageRecord.parent_request_id) == request_id)
+        .order_by(col(UsageRecord.started_at_ms), col(UsageRecord.request_id))
+    )
+    return list(session.exec(query))
+
+
 def record_out(row: UsageRecord) -> UsageRecordOut:
     fields = row.model_dump(exclude={"started_at_ms", "day", "credits_pico"})
     return UsageRecordOut(started_at=datetime.fromtimestamp(row.started_at_ms / 1000, UTC), **fields)

@@ -181,6 +181,7 @@ class UsageRecord(SQLModel, table=True):
         Index("ix_usage_records_workspace_started", "workspace_id", "started_at_ms"),
         Index("ix_usage_records_started", "started_at_ms"),
         Index("ix_usage_records_batch_id", "batch_id"),
+        Index("ix_usage_records_parent_request_id", "parent_request_id"),
     )
 
     request_id: str = Field(primary_key=True, sa_type=String(128))

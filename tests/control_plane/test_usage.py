@@ -114,6 +114,30 @@ def test_single_record(client: TestClient, session_factory: sessionmaker[Session
     assert_error(client.get("/admin/v1/usage/requests/nope"), 404, "not_found")
 
 
+def test_a_requests_extra_choices_are_listed_by_their_parent(
+    client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    """An emulated n's extra choices each have a record naming the client's request; the
+    client's request lists them, oldest first (an unknown request: 404, as for one record)."""
+    store(
+        session_factory,
+        [
+            record("client", credits="1"),
+            record("choice-2", parent_request_id="client", credits="2", started_at_ms=2_000),
+            record("choice-1", parent_request_id="client", credits="3", started_at_ms=1_000),
+            record("other", parent_request_id="someone-else", credits="4"),
+        ],
+    )
+    response = client.get("/admin/v1/usage/requests/client/choices")
+    assert response.status_code == 200, response.text
+    assert [(r["request_id"], r["credits"]) for r in response.json()["data"]] == [
+        ("choice-1", "3"),
+        ("choice-2", "2"),
+    ]
+    assert client.get("/admin/v1/usage/requests/choice-1/choices").json()["data"] == []
+    assert_error(client.get("/admin/v1/usage/requests/nope/choices"), 404, "not_found")
+
+
 def test_credits_beyond_twelve_decimals_keep_the_exact_string(
     client: TestClient, session_factory: sessionmaker[Session]
 ) -> None:

@@ -431,6 +431,8 @@ def test_each_choices_usage_record_names_the_clients_request_and_a_client_cannot
     records = {i: eventually(lambda i=i: admin.usage_record(i), timeout=10) for i in ids}
     assert records[client_request]["parent_request_id"] == ""
     assert all(records[i]["parent_request_id"] == client_request for i in ids - {client_request})
+    choices = admin.call("GET", f"/usage/requests/{client_request}/choices")["data"]
+    assert {c["request_id"] for c in choices} == ids - {client_request}
 
     mine = records[client_request]
     link = (client_request, mine["workspace_id"], mine["key_id"])  # all right but the key it is signed with

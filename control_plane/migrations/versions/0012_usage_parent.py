@@ -19,8 +19,11 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("usage_records") as batch:
         batch.add_column(sa.Column("parent_request_id", sa.String(length=128), nullable=False, server_default=""))
+        # GET /admin/v1/usage/requests/{id}/choices lists a request's extra choices by it.
+        batch.create_index("ix_usage_records_parent_request_id", ["parent_request_id"])
 
 
 def downgrade() -> None:
     with op.batch_alter_table("usage_records") as batch:
+        batch.drop_index("ix_usage_records_parent_request_id")
         batch.drop_column("parent_request_id")
