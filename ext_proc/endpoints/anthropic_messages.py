@@ -80,22 +80,15 @@ class AnthropicEndpoint(Endpoint):
         return docs.event_bytes(event_type(last) or "message_stop", with_credits(last, credits))
 
     def file_refs(self, body: Mapping[str, Any]) -> list[FileRef]:
-        """Each ``document`` or ``image`` block whose source is a ``file``, in a message's content
-        or in a tool result's."""
+        """Each ``document`` or ``image`` block whose source is a ``file``, in a message's content,
+        in a tool result's, or in a ``document`` whose source is ``content`` (its blocks may be
+        images with a file source of their own): a block missed here would reach the provider
+        with the id the client wrote, looked up in the provider account's files."""
         found: list[FileRef] = []
         messages = body.get("messages")
         for i, message in enumerate(messages if isinstance(messages, list) else ()):
             content = message.get("content") if isinstance(message, dict) else None
-            for j, block in enumerate(content if isinstance(content, list) else ()):
-                at = f"messages[{i}].content[{j}]"
-                _file_block(found, at, block)
-                inner = (
-                    block.get("content")
-                    if isinstance(block, dict) and block.get("type") == "tool_result"
-                    else None
-                )
-                for k, nested in enumerate(inner if isinstance(inner, list) else ()):
-                    _file_block(found, f"{at}.content[{k}]", nested)
+            _file_blocks(found, f"messages[{i}].content", content)
         return found
 
     def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
@@ -171,6 +164,21 @@ class Messages(AnthropicEndpoint):
 
 
 ENDPOINT = Messages()
+
+
+def _file_blocks(found: list[FileRef], at: str, content: Any) -> None:
+    """Adds each block of ``content`` (a list at ``at``) naming a stored file to ``found``, and
+    those of the blocks it holds: a tool result's content, a content document's source."""
+    for j, block in enumerate(content if isinstance(content, list) else ()):
+        here = f"{at}[{j}]"
+        _file_block(found, here, block)
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "tool_result":
+            _file_blocks(found, f"{here}.content", block.get("content"))
+        source = block.get("source")
+        if block.get("type") == "document" and isinstance(source, dict) and source.get("type") == "content":
+            _file_blocks(found, f"{here}.source.content", source.get("content"))
 
 
 def _file_block(found: list[FileRef], at: str, block: Any) -> None:

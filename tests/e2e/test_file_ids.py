@@ -211,3 +211,28 @@ def test_a_messages_file_of_another_workspace_is_not_found(
         )
     error = refused.value.body["error"]  # type: ignore[index]
     assert error["code"] == "not_found" and error["type"] == "not_found_error"
+
+
+def test_a_messages_file_nested_in_a_content_document_is_resolved_too(
+    three_formats: dict[str, SimulatorProcess], admin: Admin, gateway: Stack, tenant: Tenant
+):
+    """Attack: a ``file`` source hidden one level down (an image in a ``document`` whose source is
+    ``content``, Anthropic's custom-content document, also inside a tool result) must be looked
+    up as the workspace's like any other: another workspace's id is 404 and no provider gets it."""
+    other = new_tenant(admin, gateway, "messages-nested-other").client(gateway)
+    theirs = other.files.create(file=("theirs.png", _png()), purpose="vision")
+    claude = anthropic.Anthropic(
+        base_url=gateway.base_url.removesuffix("/v1"), api_key=tenant.key, max_retries=0, timeout=30
+    )
+    image = {"type": "image", "source": {"type": "file", "file_id": theirs.id}}
+    document = {"type": "document", "source": {"type": "content", "content": [image]}}
+    tool_result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": [document]}
+    sim = three_formats["claude-sonnet-4-5"]
+    for block in (document, tool_result):
+        before = len(sim.requests())
+        messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, block]}]
+        with pytest.raises(anthropic.NotFoundError) as refused:
+            claude.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=messages)  # type: ignore[arg-type]
+        error = refused.value.body["error"]  # type: ignore[index]
+        assert error["code"] == "not_found" and error["type"] == "not_found_error"
+        assert all(theirs.id not in json.dumps(r["body"]) for r in sim.requests()[before:])

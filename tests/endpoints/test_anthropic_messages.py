@@ -249,6 +249,19 @@ def test_file_refs_are_documents_and_images_with_a_file_source_tool_results_incl
     assert (bad.value.status, bad.value.param) == (400, "messages[0].content[0].source.file_id")
 
 
+def test_file_refs_include_images_in_a_content_documents_source():
+    """A content document's blocks are read too (at any depth a tool result adds): missed, their
+    file id would reach the provider as the client wrote it."""
+    image = {"type": "image", "source": {"type": "file", "file_id": "file-c"}}
+    document = {"type": "document", "source": {"type": "content", "content": [image]}}
+    result = {"type": "tool_result", "tool_use_id": "t", "content": [document]}
+    body = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": [document, result]}]}
+    assert [(r.at, r.file_id) for r in MESSAGES.file_refs(body)] == [
+        ("messages[0].content[0].source.content[0].source.file_id", "file-c"),
+        ("messages[0].content[1].content[0].source.content[0].source.file_id", "file-c"),
+    ]
+
+
 def test_inline_file_writes_the_block_anthropic_reads_without_files():
     doc = {
         "type": "document",
