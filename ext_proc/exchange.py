@@ -140,6 +140,9 @@ def new_request_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
+BATCH_LINE_SCOPE = "batch-lines"  # the idempotency scope of batch lines (``Exchange._idempotency_scope``)
+
+
 def envoys_request_id(value: str) -> str:
     """The id Envoy generated for a request (a UUID, its ``x-request-id``), else a new one of ours.
 
@@ -726,8 +729,14 @@ class Exchange:
         return upload.route(headers, form.writer)
 
     def _idempotency_scope(self) -> str:
-        """Whose replays these are: the member's, unless the workspace shares them."""
+        """Whose replays these are: the member's, unless the workspace shares them; a batch line's
+        are the batch lines' own. A line's key is derived from its batch id and custom_id, which a
+        client knows: in the client's scope, a client could claim it first and turn the line into
+        a 422 or a replay of its own request. No client key reaches this scope (``key_hash``: a
+        client's scope is empty or a member id, and its key, a header, holds no newline)."""
         assert self.key is not None
+        if self.batch_line is not None:
+            return BATCH_LINE_SCOPE
         return "" if self.key.workspace.share_idempotent_replays else self.key.member_id
 
     def _attempt_metadata(self, config: GatewayConfig, route: Route) -> dict[str, str]:

@@ -616,3 +616,26 @@ async def test_the_recovery_header_means_nothing_without_a_line_credential(recor
     )  # fmt: skip
     reply = await exchange.on_request_body(ep.HttpBody(body=LINE_BODY, end_of_stream=True))
     assert reply.HasField("request_body")  # an ordinary request, served
+
+
+async def test_attack_a_client_cannot_claim_a_batch_lines_idempotency_key_first(records):
+    """A line's key is derivable (batch id and custom_id, both the client's to know). A client that
+    sends it as its own Idempotency-Key, with another body, must not make the line a 422, nor with
+    the same body make it a replay: batch lines keep their keys in a scope of their own."""
+    state = MemoryState(prefix="t")
+    services = Services(records.append, Limiter(state), Idempotency(state))
+    other = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "other"}]})
+    for custom_id, body in (("other-body", other), ("same-body", LINE_BODY)):
+        exchange = Exchange(_batch_config(), services)
+        exchange.on_request_headers(
+            _headers({
+                ":path": "/v1/chat/completions", ":method": "POST", "authorization": f"Bearer {KEY}",
+                "idempotency-key": batch_assertion.idempotency_key("batch_1", custom_id),
+            })
+        )  # fmt: skip
+        sent = await exchange.on_request_body(ep.HttpBody(body=body, end_of_stream=True))
+        assert sent.HasField("request_body")
+        await exchange.on_response_headers(_headers({":status": "200", "content-type": "application/json"}))
+        await exchange.on_response_body(ep.HttpBody(body=orjson.dumps(CHAT_ANSWER), end_of_stream=True))
+        line = await _send_line(services, custom_id)
+        assert line.HasField("request_body"), custom_id  # the line goes upstream: not refused, not replayed
