@@ -273,6 +273,14 @@ def _check_messages(messages: Any) -> None:
         for j, block in enumerate(content):
             if not isinstance(block, dict) or not isinstance(block.get("type"), str):
                 raise _fail("invalid_type", f"{where}.content.{j}", "each content block needs a type")
+            if block["type"] == "container_upload":
+                # Its file_id names a file of the provider's own account (Anthropic's Files API),
+                # which the gateway never uploads to: a client could reach the operator's files.
+                raise _fail(
+                    "unsupported_parameter",
+                    f"{where}.content.{j}",
+                    "container_upload blocks are not supported: no gateway file is uploaded to a provider",
+                )
 
 
 def _check_tools(body: Mapping[str, Any]) -> None:

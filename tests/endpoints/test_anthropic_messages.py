@@ -287,3 +287,22 @@ def test_inline_file_writes_the_block_anthropic_reads_without_files():
     image = {"type": "image", "source": {"type": "file", "file_id": "f"}}
     MESSAGES.inline_file(image, "dot.png", "image/png", "data:image/png;base64,AA==")
     assert image == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+
+
+def test_attack_a_container_upload_cannot_name_a_file_of_the_providers_account():
+    """Its ``file_id`` is one of Anthropic's Files API, the operator's account: refused for every
+    provider, as no gateway file is ever uploaded there."""
+    body = {
+        "model": "m",
+        "max_tokens": 8,
+        "messages": [
+            {"role": "user", "content": [{"type": "container_upload", "file_id": "file_011operator"}]}
+        ],
+    }
+    with pytest.raises(GatewayError) as refused:
+        MESSAGES.check(body)
+    assert (refused.value.status, refused.value.code, refused.value.param) == (
+        400,
+        "unsupported_parameter",
+        "messages.0.content.0",
+    )
