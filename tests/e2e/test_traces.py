@@ -321,7 +321,8 @@ def test_a_sampled_share_keeps_or_drops_ext_procs_spans_with_envoys_decision(tmp
     10..50 but for a chance of about 10^-7.
 
     Not asserted, because it does not hold (README, "Traces"): Envoy 1.40 exports its own
-    request (``ingress``) span for almost none of the sampled requests (0 or 1 of ~25 here)."""
+    request (``ingress``) span for almost none of the sampled chat requests (0 or 1 of ~25 here;
+    ext_proc replaced their x-request-id, from which Envoy derives its decision)."""
     with (
         OtlpCollector() as collector,
         SimulatorProcess("openai", api_key=SIM_KEY) as sim,
