@@ -188,12 +188,7 @@ def _file_block(found: list[FileRef], at: str, block: Any) -> None:
     source = block.get("source")
     if not isinstance(source, dict) or source.get("type") != "file":
         return
-    file_id = source.get("file_id")
-    if not isinstance(file_id, str) or not file_id:
-        raise GatewayError(
-            400, "invalid_request", "source.file_id must be a non-empty string.", f"{at}.source.file_id"
-        )
-    found.append(FileRef(f"{at}.source.file_id", block, file_id))
+    found.append(FileRef.named(f"{at}.source.file_id", block, source.get("file_id")))
 
 
 # ---------------------------------------------------------------- the request check

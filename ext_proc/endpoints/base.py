@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 import orjson
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
-from ext_proc.errors import envelope
+from ext_proc.errors import GatewayError, envelope
 from ext_proc.metering import Meter
 from ext_proc.translators import sse
 from ext_proc.translators.base import StreamTranslator, Usage
@@ -126,6 +126,13 @@ class FileRef:
     at: str  # where, as an error's ``param`` names it: "messages[0].content[1].file.file_id"
     part: dict[str, Any]  # the part itself, which :meth:`Endpoint.inline_file` rewrites
     file_id: str
+
+    @classmethod
+    def named(cls, at: str, part: dict[str, Any], file_id: Any) -> FileRef:
+        """The reference ``part`` makes at ``at``; 400 when its id is not a non-empty string."""
+        if not isinstance(file_id, str) or not file_id:
+            raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
+        return cls(at, part, file_id)
 
 
 class Endpoint(ABC):

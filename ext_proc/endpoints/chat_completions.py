@@ -22,7 +22,6 @@ from typing import Any
 
 import orjson
 
-from ext_proc.errors import GatewayError
 from ext_proc.metering import input_tokens_cost, output_tokens_cost
 from ext_proc.token_estimate import tokens_for_chars
 from ext_proc.translators.chat_documents import usage_doc
@@ -92,7 +91,8 @@ class ChatCompletions(Endpoint):
             for j, part in enumerate(content):
                 file = part.get("file") if isinstance(part, dict) and part.get("type") == "file" else None
                 if isinstance(file, dict) and file.get("file_id") is not None:
-                    found.append(_file_ref(f"messages[{i}].content[{j}].file.file_id", part, file["file_id"]))
+                    at = f"messages[{i}].content[{j}].file.file_id"
+                    found.append(FileRef.named(at, part, file["file_id"]))
         return found
 
     def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
@@ -150,12 +150,6 @@ class ChatCompletions(Endpoint):
 
 
 ENDPOINT = ChatCompletions()
-
-
-def _file_ref(at: str, part: dict[str, Any], file_id: Any) -> FileRef:
-    if not isinstance(file_id, str) or not file_id:
-        raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
-    return FileRef(at, part, file_id)
 
 
 def _message_chars(message: dict[str, Any]) -> int:

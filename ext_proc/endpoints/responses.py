@@ -118,11 +118,7 @@ class Responses(Endpoint):
                     and part.get("type") in _FILE_PARTS
                     and part.get("file_id") is not None
                 ):
-                    at = f"input[{i}].content[{j}].file_id"
-                    file_id = part["file_id"]
-                    if not isinstance(file_id, str) or not file_id:
-                        raise GatewayError(400, "invalid_request", "file_id must be a non-empty string.", at)
-                    found.append(FileRef(at, part, file_id))
+                    found.append(FileRef.named(f"input[{i}].content[{j}].file_id", part, part["file_id"]))
         return found
 
     def inline_file(self, part: dict[str, Any], filename: str, mime: str, data_uri: str) -> None:
