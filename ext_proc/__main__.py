@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -42,7 +41,7 @@ from ext_proc.limits import Limiter
 from ext_proc.loop_watch import LoopWatch
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.response_store import ResponseStore
-from ext_proc.server import PROCESS, methods
+from ext_proc.server import methods
 from ext_proc.settings import ExtProcSettings
 from ext_proc.shared_state import open_state, require_shared_store
 from ext_proc.usage_spool import UsageReporter
@@ -146,10 +145,9 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     # than one answering 503 to everything (a restart that cannot load its configuration).
     while not await _first(subscriber.ready, stop, timeout=ready_timeout):
         log.error("no configuration from %s yet (%s); not serving", s.control_plane, subscriber.problem)
-    ext_proc_methods = methods(lambda: subscriber.current, services, s.deadline())
-    process = ext_proc_methods[PROCESS]
-    if counting:
-        ext_proc_methods[PROCESS] = dataclasses.replace(process, handler=gauges.timed_stream(process.handler))
+    ext_proc_methods = methods(
+        lambda: subscriber.current, services, s.deadline(), answered=gauges.answered if counting else None
+    )
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
     # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).
     # A control plane that is merely unreachable is no problem: the last configuration serves on.

@@ -11,6 +11,7 @@ the first message tells which, and one loop dispatches either
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
@@ -27,13 +28,22 @@ log = logging.getLogger("infery.ext_proc")
 
 PROCESS = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 DEFAULT_DEADLINE = MessageDeadline()
+# Told of each answer: the phase of the message it answers and when that arrived (perf_counter).
+Answered = Callable[[str, float], None]
+
+
+def _uncounted(phase: str, arrived: float) -> None:
+    """No metrics (INFERY_METRICS_PORT=0)."""
 
 
 def methods(
     current_config: Callable[[], GatewayConfig | None],
     services: Services,
     deadline: MessageDeadline = DEFAULT_DEADLINE,
+    answered: Answered | None = None,
 ) -> dict[str, Method]:
+    """``answered`` counts and times every answer (ext_proc/metrics.py), called here where the
+    phase is known anyway rather than through a wrapper around the stream."""
     # The request body phase may fetch media or wait on Redis, a response body phase may wait
     # for an emulated n's other choices: they ask Envoy for more time when they run long
     # (ext_proc/deadline.py). Other phases answer at once.
@@ -41,6 +51,8 @@ def methods(
     more_time = msg.more_time(deadline.max_message_timeout_s)
 
     tracer = services.tracer
+    counted = answered or _uncounted
+    clock = time.perf_counter
 
     def processor_for(first: ep.ProcessingRequest) -> Processor:
         if is_attempt(first):
@@ -59,42 +71,51 @@ def methods(
         try:
             while req is not None:
                 kind = req.WhichOneof("request")
+                arrived = clock()
+                phase = kind or ""
                 try:
                     if kind == "response_body":  # the most frequent: each chunk of a stream
                         # One send when it does not wait; an emulated n's end waits for its other
                         # choices, and asks for more time as the request body phase does.
-                        answered = start(processor.on_response_body(req.response_body))
-                        if isinstance(answered, Suspended):
-                            async for response in answered.answers(extend_after, more_time):
+                        chunk_answer = start(processor.on_response_body(req.response_body))
+                        if isinstance(chunk_answer, Suspended):
+                            async for response in chunk_answer.answers(extend_after, more_time):
+                                counted(phase, arrived)
                                 yield response
                         else:
-                            yield answered
+                            counted(phase, arrived)
+                            yield chunk_answer
                     elif kind == "request_headers":
                         answer = processor.on_request_headers(req.request_headers)
                         if answer is not None and not isinstance(answer, ep.ProcessingResponse):
                             answer = await answer  # an endpoint answered from the headers with I/O
                         if answer is not None:  # an upload's headers are answered with its chunks
+                            counted(phase, arrived)
                             yield answer
                     elif kind == "request_body":
                         started = start(processor.on_request_body(req.request_body))
                         if isinstance(started, Suspended):
                             async for response in started.answers(extend_after, more_time):
-                                if isinstance(response, list):
-                                    for each in response:
-                                        yield each
-                                else:
-                                    yield response
+                                for each in response if isinstance(response, list) else (response,):
+                                    counted(phase, arrived)
+                                    yield each
                         elif isinstance(started, list):  # an upload's chunk: the answers now owed
                             for each in started:
+                                counted(phase, arrived)
                                 yield each
                         else:
+                            counted(phase, arrived)
                             yield started
                     elif kind == "response_headers":
-                        yield await processor.on_response_headers(req.response_headers)
+                        answer = await processor.on_response_headers(req.response_headers)
+                        counted(phase, arrived)
+                        yield answer
                     elif kind:
+                        counted(phase, arrived)
                         yield msg.continue_other(kind)
                 except Exception:
                     log.exception("request %s: internal error in %s", processor.request_id, kind)
+                    counted(phase, arrived)
                     yield processor.internal_error()
                     return
                 req = await anext(requests, None)

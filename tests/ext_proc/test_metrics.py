@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import socket
+import time
+from unittest import mock
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from infery_proto.v1 import usage_pb2
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from ext_proc.metrics import GatewayMetrics, serve
+from ext_proc.metrics import MESSAGE_BUCKETS, OTHER, PHASES, GatewayMetrics, serve
 
 
 def _record(**fields: object) -> usage_pb2.UsageRecord:
@@ -113,3 +118,49 @@ def test_answers_not_kept_are_counted() -> None:
     assert "infery_responses_not_kept_total 0.0" in generate_latest(metrics.registry).decode()
     store.keep_failures = 2
     assert "infery_responses_not_kept_total 2.0" in generate_latest(metrics.registry).decode()
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*PHASES, "", "some_future_kind"]),
+            st.one_of(st.sampled_from(MESSAGE_BUCKETS), st.floats(0, 10, allow_nan=False)),
+        ),
+        max_size=40,
+    )
+)
+def test_message_times_expose_what_a_prometheus_histogram_would(observed: list[tuple[str, float]]) -> None:
+    """The lock-free message counts read exactly as prometheus-client's own Counter and
+    Histogram fed the same answers: same names, labels, buckets (bounds inclusive), counts."""
+    ours = GatewayMetrics()
+    theirs = CollectorRegistry()
+    counter = Counter("infery_ext_proc_messages", "x", ("phase",), registry=theirs)
+    histogram = Histogram(
+        "infery_ext_proc_message_duration_seconds", "x", ("phase",), buckets=MESSAGE_BUCKETS, registry=theirs
+    )
+    for phase in PHASES:  # every phase is exported, answered or not
+        counter.labels(phase)
+        histogram.labels(phase)
+    now = time.perf_counter()
+    with mock.patch("ext_proc.metrics.time.perf_counter", return_value=now):
+        for phase, seconds in observed:
+            arrived = now - seconds
+            ours.answered(phase, arrived)
+            label = phase if phase in PHASES else OTHER
+            counter.labels(label).inc()
+            histogram.labels(label).observe(now - arrived)  # the same float ours computes
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect()
+            if family.name.startswith("infery_ext_proc_message")
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    expected, got = samples(theirs), samples(ours.registry)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key
