@@ -313,9 +313,8 @@ class Exchange:
         the caller awaits. Which endpoint, and what it needs, is the registry's (ext_proc/endpoints/)."""
         if self.state is not NEW:
             raise IllegalMove(self.state, RECEIVED)
-        h = msg.header_map(headers, header_policy.READ_FROM_CLIENT)
-        # What the request carries on once the control headers are gone.
-        self.client_headers = header_policy.client_names(headers)
+        # What the gateway reads, and what the request carries on once the control headers are gone.
+        h, self.client_headers = header_policy.read_client(headers)
         # Answered here in the headers phase (refused, the model list, a kept response), the request
         # keeps the id Envoy gave it: Envoy's access log and the answer's x-request-id can carry no
         # other (an immediate answer changes no request header). A request that goes on gets the

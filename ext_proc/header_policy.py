@@ -184,9 +184,21 @@ def names(headers: ep.HttpHeaders) -> tuple[str, ...]:
     return tuple(h.key for h in headers.headers.headers if h.key[:1] != ":")
 
 
-def client_names(headers: ep.HttpHeaders) -> tuple[str, ...]:
-    """The client's header names that remain once the :data:`CONTROL` headers are removed."""
-    return tuple(h.key for h in headers.headers.headers if h.key[:1] != ":" and h.key not in _CONTROL_SET)
+def read_client(headers: ep.HttpHeaders) -> tuple[dict[str, str], tuple[str, ...]]:
+    """What the gateway reads of a client's request headers (:data:`READ_FROM_CLIENT`, values
+    as Envoy sends them, in ``raw_value``), and the names of the client's headers that remain
+    once the :data:`CONTROL` headers are removed. One pass: each header read from the protobuf
+    costs an object and a string, and the request headers phase is on every request."""
+    wanted: dict[str, str] = {}
+    kept: list[str] = []
+    for h in headers.headers.headers:
+        key = h.key
+        if key in READ_FROM_CLIENT:
+            raw = h.raw_value
+            wanted[key] = raw.decode("latin-1") if raw else h.value
+        if key[:1] != ":" and key not in _CONTROL_SET:
+            kept.append(key)
+    return wanted, tuple(kept)
 
 
 def request_allowed(kind: str) -> frozenset[str]:

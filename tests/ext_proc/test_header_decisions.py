@@ -22,8 +22,25 @@ def _headers(*names: str) -> ep.HttpHeaders:
 def test_the_client_cannot_steer_envoy_and_keeps_the_rest_for_the_allow_list():
     request = _headers(":path", ":method", "authorization", ROUTE_HEADER, "x-envoy-max-retries", "cookie")
     assert policy.names(request) == ("authorization", ROUTE_HEADER, "x-envoy-max-retries", "cookie")
-    assert policy.client_names(request) == ("authorization", "cookie")
+    assert policy.read_client(request)[1] == ("authorization", "cookie")
     assert {ROUTE_HEADER, MODEL_ROUTE_HEADER, "x-envoy-retry-on"} <= set(policy.CONTROL)
+
+
+def test_what_the_gateway_reads_of_the_client_is_envoys_raw_value_of_the_wanted_headers():
+    request = ep.HttpHeaders(
+        headers=base_pb2.HeaderMap(
+            headers=[
+                base_pb2.HeaderValue(key=":path", raw_value=b"/v1/chat/completions"),
+                base_pb2.HeaderValue(key="authorization", raw_value=b"Bearer \xe9"),  # latin-1, as Envoy
+                base_pb2.HeaderValue(key="x-api-key", value="plain"),  # an old Envoy's value field
+                base_pb2.HeaderValue(key="cookie", raw_value=b"c"),
+                base_pb2.HeaderValue(key=ROUTE_HEADER, raw_value=b"steer"),
+            ]
+        )
+    )
+    read, kept = policy.read_client(request)
+    assert read == {":path": "/v1/chat/completions", "authorization": "Bearer \xe9", "x-api-key": "plain"}
+    assert kept == ("authorization", "x-api-key", "cookie")
 
 
 def test_every_router_header_the_gateway_sets_is_one_a_client_cannot():
