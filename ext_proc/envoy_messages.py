@@ -7,6 +7,7 @@ with oneof quirks, e.g. that an unmodified reply must still *set* its oneof
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from envoy.config.core.v3 import base_pb2
@@ -55,6 +56,15 @@ def preset(set_headers: Headers) -> bytes:
     mutation = ep.HeaderMutation()
     _fill_mutation(mutation, set_headers, ())
     return mutation.SerializeToString()
+
+
+@functools.lru_cache(maxsize=4096)
+def fixed_preset(set_headers: tuple[tuple[str, str], ...]) -> bytes:
+    """:func:`preset`, remembered: for headers that are the same on every request to one target
+    (its path, host, key header, cluster), built once instead of one by one per request. Keyed by
+    the values themselves, so a changed configuration gets its own; bounded, so it cannot grow
+    with anything a client sends (never give it per-request values)."""
+    return preset(set_headers)
 
 
 def immediate(status: int, body: bytes, headers: Headers = ()) -> ep.ProcessingResponse:

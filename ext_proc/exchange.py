@@ -511,12 +511,14 @@ class Exchange:
             upstream_body, set_headers, remove = await upstream_request(
                 model, self.endpoint, body, self.client_headers, self._services.media
             )
-            set_headers.append((ROUTE_HEADER, model.provider.cluster))
+            # The body's length varies; the target's path, host, key and cluster do not: one preset.
+            varying = set_headers[:1]
+            fixed = msg.fixed_preset((*set_headers[1:], (ROUTE_HEADER, model.provider.cluster)))
             if self.trace is not None:  # the provider's parent: this attempt's span
-                set_headers.append(self._attempt_traceparent(self.trace, model))
+                varying.append(self._attempt_traceparent(self.trace, model))
             # The model's timeouts (and its chain's retries) for Envoy's router.
             router = route.direct if route is not None else b""
-            response = msg.request_body(upstream_body, set_headers, remove, preset_headers=router)
+            response = msg.request_body(upstream_body, varying, remove, preset_headers=fixed + router)
         if choices:
             self._ask_extra_choices(body, choices)
         self._move(ROUTED)

@@ -32,6 +32,8 @@ async def upstream_request(
     allow-list does not name is removed (the client's, and a previous attempt's:
     Envoy shares one header map between the attempts of a chain).
     ``media`` says which image/PDF URLs the gateway may fetch for the provider, and how many.
+    The headers to set start with the body's length; the others depend on the target alone
+    (the exchange sends them as one remembered preset: ``envoy_messages.fixed_preset``).
     """
     provider = model.provider
     translator = translator_for(endpoint, provider.kind)
@@ -42,10 +44,10 @@ async def upstream_request(
     upstream = translator.request(
         body, Target(provider.kind, provider.base_path, provider.api_key, model.upstream_model, fetched)
     )
-    set_headers = [
+    set_headers = [  # the content length first: the rest is the same on every request (see above)
+        ("content-length", str(len(upstream.body))),
         (":path", upstream.path),
         (":authority", provider.host),
-        ("content-length", str(len(upstream.body))),
         *upstream.headers.items(),
     ]
     remove = header_policy.request_removals(provider.kind, present, {name for name, _ in set_headers})
