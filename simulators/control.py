@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ACTIONS = ("reset", "hang", "cut_stream", "replay", "no_usage", "endless_event")
+ACTIONS = ("reset", "hang", "cut_stream", "replay", "no_usage", "endless_event", "no_body")
 STEP_KEYS = frozenset(
     {
         "status",

@@ -110,6 +110,8 @@ class Simulator:
             return Reset()
         if step.action == "replay":
             return self._render(self._replay(step), step)
+        if step.action == "no_body":  # the status alone, Content-Length: 0 (a proxy's bare 502, say)
+            return self._render(RawReply([b""], "application/json", step.status or 502), step)
         if step.answers_instead:
             assert step.status is not None
             reply = (

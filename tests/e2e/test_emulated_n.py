@@ -331,8 +331,11 @@ def test_a_stream_whose_extra_choice_is_refused_gives_what_was_charged_then_the_
         (False, {"status": 500}, "upstream_error"),
         (True, {"status": 500}, "upstream_error"),
         (False, {"action": "reset"}, "upstream_error"),  # Envoy's own reply (a local reply)
+        # A bare status, no body: no body message follows, answered from the response headers.
+        (False, {"status": 502, "action": "no_body"}, "upstream_error"),
+        (True, {"status": 502, "action": "no_body"}, "upstream_error"),
     ],
-    ids=["answer", "stream", "answer-reset"],
+    ids=["answer", "stream", "answer-reset", "answer-no-body", "stream-no-body"],
 )
 def test_a_choice_that_fails_leaves_the_others_served_and_charged(
     client: openai.OpenAI,

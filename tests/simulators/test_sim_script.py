@@ -22,6 +22,14 @@ def _chat(sim, body=CHAT, **kwargs) -> httpx.Response:
     return post(sim, "/v1/chat/completions", body, **kwargs)
 
 
+def test_a_no_body_step_answers_its_status_alone(openai_sim):
+    """A bare status, as a proxy in front of a provider may answer: no body at all."""
+    openai_sim.script([{"status": 502, "action": "no_body"}])
+    bare = _chat(openai_sim)
+    assert bare.status_code == 502 and bare.content == b"" and bare.headers["content-length"] == "0"
+    assert _chat(openai_sim).status_code == 200
+
+
 def test_status_steps_use_each_providers_error_body(openai_sim, anthropic_sim, google_sim, checks: Checks):
     openai_sim.script([{"status": 503}, {"status": 429}])
     first, second, third = _chat(openai_sim), _chat(openai_sim), _chat(openai_sim)
