@@ -313,16 +313,19 @@ def test_no_span_holds_a_prompt_a_completion_or_a_key(traced: Traced):
         assert "sk-sim-" not in text and "inf_" not in text and "Bearer" not in text
 
 
-def test_a_sampled_share_keeps_or_drops_ext_procs_spans_with_envoys_decision(tmp_path: Path):
+def test_a_sampled_share_keeps_or_drops_envoys_and_ext_procs_spans_together(tmp_path: Path):
     """``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at 0.5: Envoy samples about half of the
     requests (``random_sampling``, from the control plane) and ext_proc's parent-based sampler
     follows Envoy's decision: the traces with ext_proc's request span are exactly those with
-    Envoy's span of the ext_proc stream. The share is binomial: 60 requests at 0.5 fall within
-    10..50 but for a chance of about 10^-7.
+    Envoy's span of the ext_proc stream, and exactly those with Envoy's own request span
+    (``ingress``). The share is binomial: 60 requests at 0.5 fall within 10..50 but for a chance
+    of about 10^-7.
 
-    Not asserted, because it does not hold (README, "Traces"): Envoy 1.40 exports its own
-    request (``ingress``) span for almost none of the sampled chat requests (0 or 1 of ~25 here;
-    ext_proc replaced their x-request-id, from which Envoy derives its decision)."""
+    The ingress span is the one a metered request's new id could lose: Envoy (since 1.36)
+    decides again when ext_proc makes it re-pick the route, from the x-request-id ext_proc gave
+    the request -- the trace reason in its character 14, else a roll on its first 8 hex digits
+    (README, "Traces"). Each id the client got keys a usage record: Envoy's second decision
+    never rewrites it."""
     with (
         OtlpCollector() as collector,
         SimulatorProcess("openai", api_key=SIM_KEY) as sim,
@@ -340,8 +343,10 @@ def test_a_sampled_share_keeps_or_drops_ext_procs_spans_with_envoys_decision(tmp
             admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
             tenant = new_tenant(admin, stack, "sampled")
             client = tenant.client(stack, timeout=30)
+            ids = []
             for _ in range(60):
-                client.chat.completions.create(model="gpt-4o-mini", messages=HI)  # type: ignore[arg-type]
+                raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)  # type: ignore[arg-type]
+                ids.append(raw.headers["x-request-id"])
 
             def traces(service: str, kind: str, name: str = "") -> set[str]:
                 return {
@@ -352,10 +357,14 @@ def test_a_sampled_share_keeps_or_drops_ext_procs_spans_with_envoys_decision(tmp
 
             def settled() -> set[str]:
                 ext_proc, envoy = traces("infery-ext-proc", "server"), traces("infery-envoy", "client")
-                assert ext_proc and ext_proc == envoy, (len(ext_proc), len(envoy))
+                ingress = traces("infery-envoy", "server", "ingress")
+                assert ext_proc and ext_proc == envoy == ingress, (len(ext_proc), len(envoy), len(ingress))
                 return ext_proc
 
             kept = eventually(settled, timeout=20, interval=0.2)
             assert 10 <= len(kept) <= 50, len(kept)
+            assert len(set(ids)) == 60
+            for request_id in ids:
+                eventually(lambda request_id=request_id: admin.usage_record(request_id))
         finally:
             stack.stop()
