@@ -26,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -112,6 +110,7 @@ from ext_proc.lifecycle import (
 from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.metering import ZERO, format_credits
+from ext_proc.request_id import envoys_request_id, new_request_id, trace_reason
 from ext_proc.response_store import ResponseStore
 from ext_proc.settlement import Claim
 from ext_proc.stream_answer import StreamAnswer
@@ -128,36 +127,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("infery.ext_proc")
 
 
-def new_request_id() -> str:
-    """32 hex digits: the time in milliseconds, then 80 random bits.
-
-    Time-ordered ids land at the end of the usage table's primary-key index instead of
-    on a random page of it, which makes each batch insert touch a few pages rather than
-    one per record (SQLite and PostgreSQL alike). The bits need to be unique, not secret
-    (the id is echoed to the client), so they come from ``random``, seeded from the OS
-    per process, not from a ``getrandom`` system call per request.
-    """
-    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
-
-
 BATCH_LINE_SCOPE = "batch-lines"  # the idempotency scope of batch lines (``Exchange._idempotency_scope``)
-
-
-def envoys_request_id(value: str) -> str:
-    """The id Envoy generated for a request (a UUID, its ``x-request-id``), else a new one of ours.
-
-    Only a UUID is taken: a gateway id (32 hex digits, no dashes) can never be one, so no value
-    a client sends in Envoy's place (Envoy keeps a client's ``x-request-id`` from an internal
-    address) names a metered request's id.
-    """
-    if len(value) == 36 and value[8] == value[13] == value[18] == value[23] == "-":
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            pass
-        else:
-            return value
-    return new_request_id()
 
 
 # How long a chain's attempts may start when its route sets no total timeout (Envoy then
@@ -369,7 +339,8 @@ class Exchange:
                 )
         except GatewayError as err:
             return self._refused_now(err)
-        self.request_id = new_request_id()
+        # Envoy's trace decision rides in the id (ext_proc/request_id.py): ours keeps it.
+        self.request_id = new_request_id(trace_reason(self.request_id))
         self._move(RECEIVED)
         if self.upload is not None:
             return None

@@ -21,9 +21,10 @@ from infery_proto.v1 import config_pb2, usage_pb2
 from infery_proto.wire import BATCH_LINE_HEADER, BATCH_RECOVER_HEADER
 
 from ext_proc import config
-from ext_proc.exchange import Exchange, Services, new_request_id
+from ext_proc.exchange import Exchange, Services
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Admission, Limiter
+from ext_proc.request_id import new_request_id
 from ext_proc.shared_state import MemoryState
 
 KEY = "inf_test-key"
@@ -407,18 +408,6 @@ def test_a_rejected_xds_update_does_not_poison_later_ones():
     assert not fixed.HasField("error_detail") and subscriber.is_ready()
 
 
-def test_request_ids_are_unique_and_ordered_by_time() -> None:
-    """They key the usage table: ordered ids append to its index instead of scattering."""
-    import time
-
-    first = [new_request_id() for _ in range(1000)]
-    time.sleep(0.002)
-    later = new_request_id()
-    assert len(set(first)) == 1000
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in first)
-    assert later > max(first)
-
-
 def _answer_id(reply: ep.ProcessingResponse) -> str:
     headers = reply.immediate_response.headers.set_headers
     return next(h.header.raw_value.decode() for h in headers if h.header.key == "x-request-id")
@@ -427,20 +416,20 @@ def _answer_id(reply: ep.ProcessingResponse) -> str:
 def test_a_request_answered_in_the_headers_phase_keeps_envoys_id_and_a_metered_one_gets_ours(records):
     state = MemoryState(prefix="t")
     services = Services(records.append, Limiter(state), Idempotency(state))
-    envoys = "6f1e3c9a-2b7d-4c51-9a0e-3d2f1b4c5a6e"
+    envoys = "6f1e3c9a-2b7d-9c51-9a0e-3d2f1b4c5a6e"  # sampled: trace reason 9 in character 14
     refused = Exchange(_config(), services)
     reply = refused.on_request_headers(
         _headers({":path": "/v1/chat/completions", ":method": "POST", "x-request-id": envoys})
     )
     # Refused before the body (no key): Envoy's access log and the client can only have Envoy's id.
     assert reply.immediate_response.status.code == 401 and _answer_id(reply) == refused.request_id == envoys
-    # Not a UUID (a client's id in Envoy's place, say a gateway id): never taken.
-    gateway_like = new_request_id()
+    # Not one of Envoy's UUIDs (a client's id in Envoy's place, say a gateway id): never taken.
+    gateway_like = new_request_id("9")
     other = Exchange(_config(), services)
     reply = other.on_request_headers(
         _headers({":path": "/v1/nowhere", ":method": "POST", "x-request-id": gateway_like})
     )
-    assert _answer_id(reply) == other.request_id != gateway_like and len(other.request_id) == 32
+    assert _answer_id(reply) == other.request_id != gateway_like and len(other.request_id) == 36
     metered = Exchange(_config(), services)
     reply = metered.on_request_headers(
         _headers(
@@ -456,7 +445,9 @@ def test_a_request_answered_in_the_headers_phase_keeps_envoys_id_and_a_metered_o
         h.header.key: h.header.raw_value.decode()
         for h in reply.request_headers.response.header_mutation.set_headers
     }
-    assert sent["x-request-id"] == metered.request_id != envoys and len(metered.request_id) == 32
+    assert sent["x-request-id"] == metered.request_id != envoys and len(metered.request_id) == 36
+    # Envoy's trace decision, packed in its id, is in ours (ext_proc/request_id.py).
+    assert metered.request_id[14] == "9"
 
 
 class _KeptStore:
