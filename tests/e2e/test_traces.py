@@ -368,3 +368,67 @@ def test_a_sampled_share_keeps_or_drops_envoys_and_ext_procs_spans_together(tmp_
                 eventually(lambda request_id=request_id: admin.usage_record(request_id))
         finally:
             stack.stop()
+
+
+def _envoy_counter(stack: Stack, name: str) -> int:
+    """One of Envoy's counters, from its admin (0 while Envoy has not made it)."""
+    text = stack.envoy_admin("/stats", filter=f"^{name}$").text
+    values = [int(line.split(": ")[1]) for line in text.splitlines() if line.startswith(f"{name}: ")]
+    return values[0] if values else 0
+
+
+def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path):
+    """At a sampled share of 0 the operator keeps no trace, whatever a client sends: neither
+    ``x-client-trace-id`` (Envoy's ``client_sampling`` would force the trace, trace reason ``b``)
+    nor a W3C ``traceparent`` whose sampled flag is set. A traced request costs ext_proc about 3x
+    the CPU and fills the operator's trace store; the share is the operator's setting.
+
+    Absence is made certain, not waited for by the clock: Envoy's counters say how each request's
+    tracing was decided, Envoy's span buffer is flushed (its flush timer fired once after the last
+    request), and ext_proc exports what it still holds when it stops."""
+    with (
+        OtlpCollector() as collector,
+        SimulatorProcess("openai", api_key=SIM_KEY) as sim,
+    ):
+        stack = start_gateway(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=collector.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100",
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG="0",
+        )
+        try:
+            admin = Admin(stack.admin_url)
+            admin.provider("openai", "openai", sim.base_url, SIM_KEY)
+            admin.model("gpt-4o-mini", "openai", "gpt-4o-mini")
+            tenant = new_tenant(admin, stack, "unforced")
+            client = tenant.client(stack, timeout=30)
+            client_ids, trace_ids = [], []
+            for _ in range(15):
+                trace_id = secrets.token_hex(16)
+                client_ids.append(trace_id)
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=HI,  # type: ignore[arg-type]
+                    extra_headers={"x-client-trace-id": trace_id},
+                )
+            for _ in range(15):
+                parent, trace_id, _ = _traceparent()  # sampled flag 01
+                trace_ids.append(trace_id)
+                client.chat.completions.create(
+                    model="gpt-4o-mini",
+                    messages=HI,  # type: ignore[arg-type]
+                    extra_headers={"traceparent": parent},
+                )
+            # Envoy's decision for each request: never the client's.
+            assert _envoy_counter(stack, "http.infery.tracing.client_enabled") == 0
+            assert _envoy_counter(stack, "http.infery.tracing.random_sampling") == 0
+            # Whatever Envoy buffered is sent (or there was nothing to send).
+            flushed = _envoy_counter(stack, "tracing.opentelemetry.timer_flushed")
+            eventually(lambda: _envoy_counter(stack, "tracing.opentelemetry.timer_flushed") > flushed, timeout=15)
+        finally:
+            stack.stop()  # ext_proc exports what its batch still holds
+        spans = list(collector.all())
+        kept = {(s.service, s.kind, s.name) for s in spans if s.service != "infery-control-plane"}
+        assert not kept, kept
+        assert not [s for s in spans if s.trace_id in trace_ids]
