@@ -319,6 +319,9 @@ def tracing(endpoint: str, sampled: float = 1.0) -> dict[str, Any]:
         },
         "spawn_upstream_span": True,
         "random_sampling": {"value": round(sampled * 100, 4)},
+        # Envoy's default (100%) traces every request carrying x-client-trace-id (trace reason
+        # "b"): a client could make the operator pay for, and store, every trace it asks for.
+        "client_sampling": {"value": 0},
     }
 
 

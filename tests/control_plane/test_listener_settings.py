@@ -110,6 +110,9 @@ def test_envoy_traces_only_when_an_otlp_endpoint_is_set() -> None:
     tracing = _tracing(ListenerSettings(traces_endpoint="http://collector.observability:4317"))
     assert tracing is not None and tracing["spawnUpstreamSpan"] is True
     assert tracing["randomSampling"] == {"value": 100.0}
+    # A client's x-client-trace-id forces no trace: set, at 0 (proto3 leaves the 0 out of the
+    # dict); left out, Envoy's default would force one for every such request (100%).
+    assert tracing["clientSampling"].get("value", 0.0) == 0.0
     config = tracing["provider"]["typedConfig"]
     assert tracing["provider"]["name"] == "envoy.tracers.opentelemetry"
     assert config["serviceName"] == "infery-envoy"
