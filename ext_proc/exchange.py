@@ -725,9 +725,11 @@ class Exchange:
 
     def _start_trace(self, tracer: Tracer, method: str, h: dict[str, str]) -> None:
         """The request span: a child of Envoy's span for this stream when Envoy traces, else of
-        the client's ``traceparent`` (else a new trace)."""
-        client = {k: h[k] for k in header_policy.TRACE_CONTEXT if k in h}
-        parent = tracing.parent_context(tracing.grpc_carrier(self._trace_carrier), client)
+        the client's ``traceparent``, sampled at the operator's share, not on the client's flag
+        (else a new trace)."""
+        parent = tracing.parent_context(tracing.grpc_carrier(self._trace_carrier))
+        if parent is None:
+            parent = tracer.client_parent({k: h[k] for k in header_policy.TRACE_CONTEXT if k in h})
         self.trace = tracer.request(method, self.path, endpoints.by_path(self.path) is not None, parent)
 
     def _attempt_grant(self, config: GatewayConfig, route: Route) -> str:

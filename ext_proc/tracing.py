@@ -10,9 +10,10 @@ On, the spans of one request (names and attributes: README, "Traces"):
 - the **request span** (SERVER), opened with the listener's headers phase and ended by the
   request's one exit (ext_proc/settlement.py): its parent is the span Envoy opened for
   this ext_proc stream (its tracer puts a ``traceparent`` in the stream's gRPC metadata),
-  else the client's own ``traceparent``; each lifecycle move (ext_proc/lifecycle.py) is an
-  event on it; at the exit it gets the outcome, with the same figures as the usage record
-  (status, error code, tokens, credits, the model and provider that served);
+  else the client's own ``traceparent`` (but see "who decides" below); each lifecycle move
+  (ext_proc/lifecycle.py) is an event on it; at the exit it gets the outcome, with the same
+  figures as the usage record (status, error code, tokens, credits, the model and provider
+  that served);
 - one **attempt span** (CLIENT) per provider attempt, a child of the request span, named
   and described by OpenTelemetry's GenAI conventions (``gen_ai.*``). The provider gets a
   new ``traceparent`` naming it. A model without fallbacks has one attempt, opened and
@@ -21,6 +22,19 @@ On, the spans of one request (names and attributes: README, "Traces"):
   maybe in another process), which learn their parent from the listener through Envoy's
   dynamic metadata and their provider's status from the answer's headers.
 
+Who decides whether a request is traced: the operator's share (``OTEL_TRACES_SAMPLER``/``_ARG``),
+never the client. A traced request costs ext_proc ~3x the CPU (bench/README.md) and fills the
+operator's trace store, so a client's word (Envoy's ``x-client-trace-id``, the sampled flag of a
+W3C ``traceparent``) must not buy one. The sampler is parent-based, always (:func:`configure`):
+a span follows its parent's flag. Envoy's span is the parent when Envoy traces, and Envoy decided
+at the operator's share (its ``client_sampling`` is 0: control_plane/xds/envoy_config.py), so
+Envoy's and ext_proc's spans are kept or dropped together. When no span of Envoy's is there (Envoy
+not tracing), the client's ``traceparent`` is still the parent, so the trace joins the client's,
+but with ext_proc's own roll at the share in place of the client's flag (:meth:`Tracer.client_parent`).
+The root of a trace nobody began is sampled on its (ext_proc's random) trace id at the share: a
+plain ratio sampler would sample on the trace id of a client's ``traceparent``, which the client
+chooses.
+
 Never in a span: a prompt, a completion, a key, a header value of the client's. Attribute
 values are the gateway's own names and numbers (ids, configured slugs, statuses, counts).
 """
@@ -28,14 +42,15 @@ values are the gateway's own names and numbers (ids, configured slugs, statuses,
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from infery_proto.otel import tracer_provider
+from infery_proto.otel import sampled_share, tracer_provider, traces_endpoint
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -112,10 +127,23 @@ def traceparent(span: trace.Span) -> str:
 
 @dataclass(slots=True)
 class Tracer:
-    """The process's tracer (one per ext_proc process), present only when tracing is on."""
+    """The process's tracer (one per ext_proc process), present only when tracing is on.
+    ``share``: the share of traces sampled, the operator's (Envoy samples the same)."""
 
     tracer: trace.Tracer
     provider: TracerProvider | None = None
+    share: float = 1.0
+
+    def client_parent(self, carrier: Mapping[str, str]) -> Context | None:
+        """The client's trace to join (None: none valid), sampled by ext_proc's roll at the share
+        whatever the client's flag says (the module's docstring: who decides)."""
+        context = parent_context(carrier)
+        if context is None:
+            return None
+        client = trace.get_current_span(context).get_span_context()
+        flags = TraceFlags.SAMPLED if random.random() < self.share else TraceFlags.DEFAULT
+        ours = SpanContext(client.trace_id, client.span_id, True, TraceFlags(flags), client.trace_state)
+        return trace.set_span_in_context(NonRecordingSpan(ours))
 
     def request(self, method: str, path: str, known: bool, parent: Context | None) -> RequestTrace:
         """The request span of a request the listener just received."""
@@ -263,8 +291,16 @@ class RequestTrace:
 
 def configure(environ: Mapping[str, str] = os.environ) -> Tracer | None:
     """The process's tracer, exporting by OTLP/gRPC (infery_proto/otel.py); None (no tracer at
-    all) when tracing is off."""
-    provider = tracer_provider(SERVICE_NAME, environ)
+    all, the SDK not imported) when tracing is off.
+
+    Its sampler is parent-based with a ratio root at the operator's share, whichever sampler
+    ``OTEL_TRACES_SAMPLER`` names (its share is read from it): the module's docstring says why."""
+    if traces_endpoint(environ) is None:
+        return None
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    share = sampled_share(environ)
+    provider = tracer_provider(SERVICE_NAME, environ, ParentBased(TraceIdRatioBased(share)))
     if provider is None:
         return None
-    return Tracer(provider.get_tracer("infery.ext_proc"), provider)
+    return Tracer(provider.get_tracer("infery.ext_proc"), provider, share)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import Sampler
 
 
 def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
@@ -34,14 +35,17 @@ def traces_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
     return endpoint or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or None
 
 
-def tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) -> TracerProvider | None:
+def tracer_provider(
+    service_name: str, environ: Mapping[str, str] = os.environ, sampler: Sampler | None = None
+) -> TracerProvider | None:
     """The process's tracer provider, exporting by OTLP/gRPC; None (and the SDK not even imported)
     when tracing is off.
 
     The SDK reads the rest of OpenTelemetry's variables itself: the exporter's endpoint, headers,
     TLS and timeout (``OTEL_EXPORTER_OTLP_*``), the sampler (``OTEL_TRACES_SAMPLER``, parent-based
     always-on by default), the batch's size and delay (``OTEL_BSP_*``), resource attributes.
-    ``OTEL_SERVICE_NAME`` wins over ``service_name``.
+    ``OTEL_SERVICE_NAME`` wins over ``service_name``. ``sampler``, when given, replaces the one the
+    variables name (ext_proc's: ext_proc/tracing.py ``configure``).
     """
     if traces_endpoint(environ) is None:
         return None
@@ -51,7 +55,8 @@ def tracer_provider(service_name: str, environ: Mapping[str, str] = os.environ) 
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(
-        resource=Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service_name})
+        sampler=sampler,
+        resource=Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service_name}),
     )
     # Exported by the processor's own thread: the event loop only queues a finished span.
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

@@ -377,7 +377,8 @@ def _envoy_counter(stack: Stack, name: str) -> int:
     return values[0] if values else 0
 
 
-def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path):
+@pytest.mark.parametrize("envoy_traces", [True, False], ids=["envoy_traces", "ext_proc_alone"])
+def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path, envoy_traces: bool):
     """At a sampled share of 0 the operator keeps no trace, whatever a client sends: neither
     ``x-client-trace-id`` (Envoy's ``client_sampling`` would force the trace, trace reason ``b``)
     nor a W3C ``traceparent`` whose sampled flag is set. A traced request costs ext_proc about 3x
@@ -385,7 +386,11 @@ def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path):
 
     Absence is made certain, not waited for by the clock: Envoy's counters say how each request's
     tracing was decided, Envoy's span buffer is flushed (its flush timer fired once after the last
-    request), and ext_proc exports what it still holds when it stops."""
+    request), and ext_proc exports what it still holds when it stops.
+
+    ``ext_proc_alone``: Envoy does not trace (``INFERY_ENVOY_TRACES_ENDPOINT=off``), so no span of
+    Envoy's parents ext_proc's request span: the client's ``traceparent`` does, and its sampled
+    flag must not decide ext_proc's sampling either."""
     with (
         OtlpCollector() as collector,
         SimulatorProcess("openai", api_key=SIM_KEY) as sim,
@@ -396,6 +401,7 @@ def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path):
             OTEL_BSP_SCHEDULE_DELAY="100",
             OTEL_TRACES_SAMPLER="parentbased_traceidratio",
             OTEL_TRACES_SAMPLER_ARG="0",
+            **({} if envoy_traces else {"INFERY_ENVOY_TRACES_ENDPOINT": "off"}),
         )
         try:
             admin = Admin(stack.admin_url)
@@ -420,12 +426,28 @@ def test_a_client_cannot_force_its_request_to_be_traced(tmp_path: Path):
                     messages=HI,  # type: ignore[arg-type]
                     extra_headers={"traceparent": parent},
                 )
+            # Refused in the headers phase (no key): no route refresh re-decides after Envoy's first
+            # decision, and a client needs no key to send these.
+            for _ in range(10):
+                parent, trace_id, _ = _traceparent()
+                trace_ids.append(trace_id)
+                resp = httpx.post(
+                    f"{stack.base_url}/chat/completions",
+                    json={"model": "gpt-4o-mini", "messages": HI},
+                    headers={"traceparent": parent, "x-client-trace-id": secrets.token_hex(16)},
+                    timeout=30,
+                )
+                assert resp.status_code == 401
             # Envoy's decision for each request: never the client's.
+            assert envoy_traces or _envoy_counter(stack, "tracing.opentelemetry.timer_flushed") == 0
             assert _envoy_counter(stack, "http.infery.tracing.client_enabled") == 0
             assert _envoy_counter(stack, "http.infery.tracing.random_sampling") == 0
             # Whatever Envoy buffered is sent (or there was nothing to send).
             flushed = _envoy_counter(stack, "tracing.opentelemetry.timer_flushed")
-            eventually(lambda: _envoy_counter(stack, "tracing.opentelemetry.timer_flushed") > flushed, timeout=15)
+            if envoy_traces:
+                eventually(
+                    lambda: _envoy_counter(stack, "tracing.opentelemetry.timer_flushed") > flushed, timeout=15
+                )
         finally:
             stack.stop()  # ext_proc exports what its batch still holds
         spans = list(collector.all())

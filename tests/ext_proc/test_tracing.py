@@ -188,6 +188,60 @@ async def test_envoys_span_for_the_stream_is_the_parent_over_the_clients(
     assert tracing.grpc_carrier((("traceparent", ENVOY_PARENT),)) == {"traceparent": ENVOY_PARENT}
 
 
+def _tracer_at(share: float, exported: InMemorySpanExporter) -> tracing.Tracer:
+    """A tracer sampling ``share`` of the traces, with the SDK's default (parent-based) sampler."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    return tracing.Tracer(provider.get_tracer("test"), provider, share)
+
+
+async def test_a_clients_sampled_flag_decides_nothing_only_the_operators_share_does(
+    exported: InMemorySpanExporter,
+):
+    """Without Envoy's span (Envoy not tracing) the client's ``traceparent`` is the parent: its
+    trace is joined, but whether it is sampled is ext_proc's own roll at the operator's share,
+    so a client can neither force a trace (cost: ~3x ext_proc's CPU, the operator's store) nor
+    hide one."""
+    await _answered(_exchange(_tracer_at(0.0, exported), []), {"traceparent": CLIENT_PARENT})
+    assert not exported.get_finished_spans()  # flag 01, share 0: not traced
+    unsampled = CLIENT_PARENT[:-2] + "00"
+    await _answered(_exchange(_tracer_at(1.0, exported), []), {"traceparent": unsampled})
+    request = _span(exported, SpanKind.SERVER)  # flag 00, share 1: traced, in the client's trace
+    assert request.context.trace_id == int(CLIENT_PARENT.split("-")[1], 16)
+    assert request.parent is not None and f"{request.parent.span_id:016x}" == CLIENT_PARENT.split("-")[2]
+
+
+async def test_envoys_decision_is_the_one_that_counts(exported: InMemorySpanExporter):
+    """Envoy sampled at the operator's share (never on a client's word: its ``client_sampling`` is
+    0): its span's flag decides ext_proc's, whatever the client's says and whatever the share."""
+    envoy_unsampled = ENVOY_PARENT[:-2] + "00"
+    not_traced = ((b"traceparent", envoy_unsampled.encode()),)
+    await _answered(_exchange(_tracer_at(1.0, exported), [], not_traced), {"traceparent": CLIENT_PARENT})
+    assert not exported.get_finished_spans()
+    traced = ((b"traceparent", ENVOY_PARENT.encode()),)
+    await _answered(_exchange(_tracer_at(0.0, exported), [], traced), {"traceparent": CLIENT_PARENT})
+    request = _span(exported, SpanKind.SERVER)
+    assert request.parent is not None and f"{request.parent.span_id:016x}" == ENVOY_PARENT.split("-")[2]
+
+
+def test_the_sampler_follows_the_parent_at_the_operators_share_whatever_sampler_is_named() -> None:
+    """A ratio sampler that is not parent-based would decide on the trace id, which a client
+    chooses (an id of zeros passes any ratio): ext_proc's sampler is always parent-based, its
+    root a ratio at the share Envoy samples (infery_proto/otel.py ``sampled_share``)."""
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    for sampler, arg, share in (
+        ("traceidratio", "0.25", 0.25),
+        ("parentbased_traceidratio", "0.5", 0.5),
+        ("always_off", "", 0.0),
+        ("", "", 1.0),
+    ):
+        on = tracing.configure({**endpoint, "OTEL_TRACES_SAMPLER": sampler, "OTEL_TRACES_SAMPLER_ARG": arg})
+        assert on is not None and on.provider is not None
+        assert on.share == share
+        assert on.provider.sampler.get_description().startswith("ParentBased{root:TraceIdRatioBased{")
+        on.shutdown()
+
+
 async def test_a_refused_request_ends_its_span_at_the_exit_without_an_attempt(
     tracer: tracing.Tracer, exported: InMemorySpanExporter
 ):
