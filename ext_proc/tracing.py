@@ -23,7 +23,7 @@ On, the spans of one request (names and attributes: README, "Traces"):
   dynamic metadata and their provider's status from the answer's headers.
 
 Who decides whether a request is traced: the operator's share (``OTEL_TRACES_SAMPLER``/``_ARG``),
-never the client. A traced request costs ext_proc ~3x the CPU (bench/README.md) and fills the
+never the client. A traced request costs ext_proc ~2x the CPU (bench/README.md) and fills the
 operator's trace store, so a client's word (Envoy's ``x-client-trace-id``, the sampled flag of a
 W3C ``traceparent``) must not buy one. The sampler is parent-based, always (:func:`configure`):
 a span follows its parent's flag. Envoy's span is the parent when Envoy traces, and Envoy decided
