@@ -93,7 +93,12 @@ def methods(
                             counted(phase, arrived)
                             yield answer
                     elif kind == "request_body":
-                        started = start(processor.on_request_body(req.request_body))
+                        # The message is dropped here, the phase keeps what it needs of it: a
+                        # prompt of megabytes is not held by the loop while it is answered.
+                        work = processor.on_request_body(req.request_body)
+                        req = None
+                        started = start(work)
+                        del work
                         if isinstance(started, Suspended):
                             async for response in started.answers(extend_after, more_time):
                                 for each in response if isinstance(response, list) else (response,):
@@ -106,6 +111,7 @@ def methods(
                         else:
                             counted(phase, arrived)
                             yield started
+                        del started  # the reply (the body sent upstream) once it is written
                     elif kind == "response_headers":
                         answer = await processor.on_response_headers(req.response_headers)
                         counted(phase, arrived)

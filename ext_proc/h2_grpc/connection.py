@@ -30,6 +30,7 @@ from ext_proc.h2_grpc.frames import (
     END_STREAM,
     ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
+    HANDOVER_SIZE,
     FRAME_HEAD,
     FRAME_SIZE_ERROR,
     GOAWAY,
@@ -85,6 +86,7 @@ class Stream:
         "buffer",
         "closed",
         "ended",
+        "filled",
         "headers_sent",
         "id",
         "inbox",
@@ -102,6 +104,10 @@ class Stream:
         self.id = stream_id
         self.inbox: deque[Message] = deque()
         self.buffer = bytearray()
+        # Set while ``buffer`` is one large message made at its full size, its bytes filled in
+        # as they come (``filled`` of them so far): it does not grow frame by frame, so no
+        # reallocation leaves copies of its earlier sizes behind in the heap.
+        self.filled = 0
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # the client half-closed (or reset)
         self.send_window = send_window
@@ -115,6 +121,11 @@ class Stream:
         self.trailers: bytes | None = None  # sent once ``pending`` drains
         self.task: asyncio.Task[None] | None = None
         self.closed = False  # our END_STREAM went out (or the stream was reset)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received of a message not yet whole."""
+        return self.filled or len(self.buffer)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -386,16 +397,23 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         # Padding is discarded now; the data is handed back as the handler takes it.
         self.consumed(stream, frame_length - len(payload))
-        buffer = stream.buffer
-        buffer += payload
-        try:
-            rest = take_messages(buffer, stream.inbox, self._max_message)
-        except MessageError as exc:
-            self._refuse(stream, exc.code, str(exc))
-            return
-        delivered = rest is not None
-        if rest is not None and rest is not buffer:
-            stream.buffer = rest  # the old one went to the handler whole
+        delivered = False
+        if stream.filled:
+            delivered, payload = self._fill(stream, payload)
+        if payload:
+            buffer = stream.buffer
+            buffer += payload
+            try:
+                rest = take_messages(buffer, stream.inbox, self._max_message)
+            except MessageError as exc:
+                self._refuse(stream, exc.code, str(exc))
+                return
+            if rest is not None:
+                delivered = True
+                if rest is not buffer:
+                    stream.buffer = rest  # the old one went to the handler whole
+            if len(stream.buffer) >= 5:
+                self._make_room(stream)
         if flags & END_STREAM:
             if stream.buffer:
                 self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
@@ -404,6 +422,33 @@ class Connection(asyncio.Protocol):
             delivered = True
         if delivered:
             stream.wake()
+
+    @staticmethod
+    def _make_room(stream: Stream) -> None:
+        """A large message begun in ``stream.buffer`` (its head checked by ``take_messages``)
+        moves to a buffer of its full size, filled from then on by :meth:`_fill`."""
+        buffer = stream.buffer
+        size = 5 + MESSAGE_HEAD.unpack_from(buffer)[1]
+        if size - 5 < HANDOVER_SIZE:
+            return
+        whole = bytearray(size)
+        whole[: len(buffer)] = buffer
+        stream.buffer, stream.filled = whole, len(buffer)
+
+    @staticmethod
+    def _fill(stream: Stream, payload: memoryview) -> tuple[bool, memoryview]:
+        """Copies a frame's data into the large message being filled; whether that message is
+        now whole (and in the inbox, as a view of its buffer), and what of the data is left
+        (the start of the next message)."""
+        whole, filled = stream.buffer, stream.filled
+        end = min(len(whole), filled + len(payload))
+        whole[filled:end] = payload[: end - filled]
+        if end < len(whole):
+            stream.filled = end
+            return False, payload[:0]
+        stream.inbox.append(memoryview(whole)[5:])
+        stream.buffer, stream.filled = bytearray(), 0
+        return True, payload[end - filled :]
 
     def consumed(self, stream: Stream | None, length: int) -> None:
         """Hand ``length`` bytes of window back once half a window is owed (rarely, for Envoy)."""
@@ -424,8 +469,9 @@ class Connection(asyncio.Protocol):
 
     def _release(self, stream: Stream) -> None:
         """Input no handler will take any more: its window goes back to the connection."""
-        unread = len(stream.buffer) + sum(5 + len(m) for m in stream.inbox)
-        stream.buffer.clear()
+        unread = stream.buffered + sum(5 + len(m) for m in stream.inbox)
+        stream.buffer = bytearray()  # a cleared buffer keeps its size: this one goes
+        stream.filled = 0
         stream.inbox.clear()
         self.consumed(None, unread)
 
