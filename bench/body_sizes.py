@@ -15,8 +15,8 @@ cost of large buffers taken from and given back to the OS), and the peak residen
 memory above what the process held before the request (``VmHWM`` after resetting it
 through ``/proc/self/clear_refs``), as a multiple of the body. Before that request the bench
 builds its bytes (Envoy's, not ext_proc's) and trims glibc's heap (``malloc_trim``): memory
-freed but still resident would otherwise be reused by the request and hide part of its peak. The machine is shared:
-the best of ``--runs`` is kept for CPU, the worst for faults and memory.
+freed but still resident would otherwise be reused by the request and hide part of its peak.
+The machine is shared: the best of ``--runs`` is kept for CPU, the worst for faults and memory.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from bench.exchange_cpu import COMPLETION, JSON_HEADERS, REQUEST_HEADERS, gateway_config
 from bench.h2_micro import PREFACE, Sink, _frame, _request_headers
 from ext_proc import malloc_tuning
+from ext_proc.envoy_messages import Reply, Spliced
 from ext_proc.exchange import Services
 from ext_proc.h2_grpc import Method, Server
 from ext_proc.idempotency import Idempotency
@@ -125,11 +126,11 @@ class Driver:
         self.body_reply = 0  # the size of the last request-body reply (a correctness check)
         process = methods(lambda: config, services)[PROCESS]
 
-        def serialize(response: ep.ProcessingResponse) -> bytes:
+        def serialize(response: Reply) -> bytes | list[bytes]:
             self.replies += 1
-            data: bytes = process.serialize(response)
-            if response.HasField("request_body"):
-                self.body_reply = len(data)
+            data = process.serialize(response)
+            if isinstance(response, Spliced) or response.HasField("request_body"):
+                self.body_reply = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
             return data
 
         server = Server({PROCESS: Method(process.handler, process.deserialize, serialize)})

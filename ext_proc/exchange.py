@@ -380,7 +380,7 @@ class Exchange:
             return self._answer(reply.status, reply.body)
         return reply
 
-    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
+    async def on_request_body(self, body: ep.HttpBody) -> msg.Reply | list[ep.ProcessingResponse]:
         """The answer to the body; for an upload's chunk, the answers now owed (none while its
         model has not passed, the headers' and every held chunk's once it has)."""
         if self.upload is not None:
@@ -442,7 +442,7 @@ class Exchange:
         digest.update(raw)
         return digest.digest()
 
-    async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
+    async def _admit_and_route(self, raw: bytes) -> msg.Reply:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
         body, model = self._read_request(raw, config)
@@ -503,7 +503,8 @@ class Exchange:
                 varying.append(self._attempt_traceparent(self.trace, model))
             # The model's timeouts (and its chain's retries) for Envoy's router.
             router = route.direct if route is not None else b""
-            response = msg.request_body(upstream_body, varying, remove, preset_headers=fixed + router)
+            # A large body is written after the reply's other fields, not copied into it.
+            response = msg.request_body_reply(upstream_body, varying, remove, preset_headers=fixed + router)
         if choices:
             self._ask_extra_choices(body, choices)
         self._move(ROUTED)
@@ -564,9 +565,7 @@ class Exchange:
         await self._settle(FINISHED, keep=True, headers=headers)
         return self._answer(200, answer, headers)
 
-    def _to_chain(
-        self, config: GatewayConfig, route: Route, body: bytes | None = None
-    ) -> ep.ProcessingResponse:
+    def _to_chain(self, config: GatewayConfig, route: Route, body: bytes | None = None) -> msg.Reply:
         """The request, untouched (or ``body``: with its stored files inline, or the kept conversation
         it continues), to the chain's cluster
         (or the variant this workspace may use); each attempt translates what it gets."""
@@ -579,7 +578,7 @@ class Exchange:
         if body is not None:
             set_headers.append(("content-length", str(len(body))))
         # Envoy's chain route, with this cluster's retries and the chain's timeouts.
-        return msg.request_body(
+        return msg.request_body_reply(
             body, set_headers, (), metadata=metadata, preset_headers=route.router[cluster]
         )
 

@@ -63,7 +63,7 @@ def methods(
 
     async def process(
         requests: AsyncIterator[ep.ProcessingRequest],
-    ) -> AsyncGenerator[ep.ProcessingResponse, None]:
+    ) -> AsyncGenerator[msg.Reply, None]:
         req = await anext(requests, None)
         if req is None:
             return
@@ -128,6 +128,4 @@ def methods(
         finally:
             processor.abort()
 
-    return {
-        PROCESS: Method(process, ep.ProcessingRequest.FromString, ep.ProcessingResponse.SerializeToString)
-    }
+    return {PROCESS: Method(process, ep.ProcessingRequest.FromString, msg.serialize)}

@@ -30,11 +30,11 @@ from ext_proc.h2_grpc.frames import (
     END_STREAM,
     ENHANCE_YOUR_CALM,
     FLOW_CONTROL_ERROR,
-    HANDOVER_SIZE,
     FRAME_HEAD,
     FRAME_SIZE_ERROR,
     GOAWAY,
     GRPC_INTERNAL,
+    HANDOVER_SIZE,
     HEADER_TABLE_SIZE,
     HEADERS,
     INITIAL_WINDOW_SIZE,
@@ -641,11 +641,20 @@ class Connection(asyncio.Protocol):
             return b"\x20" + block  # dynamic table size update to 0
         return block
 
-    def send_message(self, stream: Stream, payload: bytes) -> None:
-        """One gRPC message on ``stream``: out now as far as the windows allow, the rest as they open."""
+    def send_message(self, stream: Stream, payload: bytes | list[bytes]) -> None:
+        """One gRPC message on ``stream``: out now as far as the windows allow, the rest as they open.
+
+        ``payload`` may come in pieces, which go out as they are (views), never joined."""
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(encode(HEADERS, END_HEADERS, stream.id, self._header_block(RESPONSE_HEADERS)))
+        if isinstance(payload, list):
+            length = sum(len(piece) for piece in payload)
+            stream.pending.append(MESSAGE_HEAD.pack(0, length))
+            stream.pending.extend(piece for piece in payload if piece)  # an empty one would stall it
+            stream.pending_bytes += 5 + length
+            self._send_pending(stream)
+            return
         size = 5 + len(payload)
         if (
             not stream.pending

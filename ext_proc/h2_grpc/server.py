@@ -43,7 +43,9 @@ class Method:
     # Given ``bytes``, or a ``memoryview`` for a message of 64 KiB or more (frames.HANDOVER_SIZE):
     # protobuf's FromString reads either.
     deserialize: Callable[[bytes], Any]
-    serialize: Callable[[Any], bytes]
+    # One string, or pieces to write one after the other (a reply whose large body is kept
+    # aside from the rest: ext_proc/envoy_messages.py ``Spliced``), never joined here.
+    serialize: Callable[[Any], bytes | list[bytes]]
     # Served without the TCP listener's token: for a method that reveals nothing and
     # that a caller unable to send the token must reach (Envoy's health checker).
     public: bool = False
