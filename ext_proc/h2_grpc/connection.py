@@ -397,23 +397,25 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         # Padding is discarded now; the data is handed back as the handler takes it.
         self.consumed(stream, frame_length - len(payload))
-        delivered = False
         if stream.filled:
-            delivered, payload = self._fill(stream, payload)
-        if payload:
-            buffer = stream.buffer
-            buffer += payload
-            try:
-                rest = take_messages(buffer, stream.inbox, self._max_message)
-            except MessageError as exc:
-                self._refuse(stream, exc.code, str(exc))
-                return
-            if rest is not None:
-                delivered = True
-                if rest is not buffer:
-                    stream.buffer = rest  # the old one went to the handler whole
-            if len(stream.buffer) >= 5:
-                self._make_room(stream)
+            self._fill(stream, flags, payload)
+            return
+        self._take(stream, flags, payload)
+
+    def _take(self, stream: Stream, flags: int, payload: memoryview) -> None:
+        """A DATA frame's data into the stream's buffer, and whatever messages it completes to its inbox."""
+        buffer = stream.buffer
+        buffer += payload
+        try:
+            rest = take_messages(buffer, stream.inbox, self._max_message)
+        except MessageError as exc:
+            self._refuse(stream, exc.code, str(exc))
+            return
+        delivered = rest is not None
+        if rest is not None and rest is not buffer:
+            stream.buffer = buffer = rest  # the old one went to the handler whole
+        if len(buffer) >= 5:  # a message begun: a large one gets a buffer of its full size
+            self._make_room(stream)
         if flags & END_STREAM:
             if stream.buffer:
                 self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
@@ -435,20 +437,22 @@ class Connection(asyncio.Protocol):
         whole[: len(buffer)] = buffer
         stream.buffer, stream.filled = whole, len(buffer)
 
-    @staticmethod
-    def _fill(stream: Stream, payload: memoryview) -> tuple[bool, memoryview]:
-        """Copies a frame's data into the large message being filled; whether that message is
-        now whole (and in the inbox, as a view of its buffer), and what of the data is left
-        (the start of the next message)."""
+    def _fill(self, stream: Stream, flags: int, payload: memoryview) -> None:
+        """A DATA frame's data into the large message being filled (:meth:`_make_room`); once it is
+        whole, it goes to the inbox as a view of its buffer, and the rest of the data (the start
+        of the next message) is taken as any other."""
         whole, filled = stream.buffer, stream.filled
         end = min(len(whole), filled + len(payload))
         whole[filled:end] = payload[: end - filled]
         if end < len(whole):
             stream.filled = end
-            return False, payload[:0]
+            if flags & END_STREAM:
+                self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
+            return
         stream.inbox.append(memoryview(whole)[5:])
         stream.buffer, stream.filled = bytearray(), 0
-        return True, payload[end - filled :]
+        self._take(stream, flags, payload[end - filled :])
+        stream.wake()
 
     def consumed(self, stream: Stream | None, length: int) -> None:
         """Hand ``length`` bytes of window back once half a window is owed (rarely, for Envoy)."""

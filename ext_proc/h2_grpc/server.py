@@ -101,12 +101,10 @@ async def run(connection: Connection, stream: Stream, method: Method, headers: H
             async for response in out:
                 if stream.closed:
                     return
-                payload = serialize(response)
-                # Neither the message nor its bytes are held while the handler waits for the
-                # next request (a reply of megabytes would be, until the answer's headers).
+                connection.send_message(stream, serialize(response))
+                # Not held while the handler waits for its next request (a reply with a body of
+                # megabytes would be, until the answer's headers).
                 del response
-                connection.send_message(stream, payload)
-                del payload
         trailers = OK_TRAILERS
     except asyncio.CancelledError:
         if stream.closed or stream.trailers is not None:
