@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TypeAlias
 
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
@@ -100,6 +102,117 @@ def _fill_common(
             common.body_mutation.clear_body = True
 
 
+# A body sent upstream at least this large is kept aside from its reply (:class:`Spliced`).
+SPLICE_SIZE = 64 * 1024
+# ProcessingResponse.request_body -> BodyResponse.response -> CommonResponse.body_mutation ->
+# BodyMutation.body: where a request body's replacement sits, by field number.
+_REQUEST_BODY_PATH = tuple(
+    d.fields_by_name[name].number
+    for d, name in (
+        (ep.ProcessingResponse.DESCRIPTOR, "request_body"),
+        (ep.BodyResponse.DESCRIPTOR, "response"),
+        (ep.CommonResponse.DESCRIPTOR, "body_mutation"),
+        (ep.BodyMutation.DESCRIPTOR, "body"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Spliced:
+    """A reply whose body mutation's bytes stay out of the protobuf message: ``message`` has the
+    body field set, empty, at ``path``; :meth:`pieces` are the reply's serialization with
+    ``body`` in its place, as views. Copying a body of megabytes into the message and again into
+    its serialization would hold it three times over while the reply is written; this holds it
+    once. The bytes are upb's own serialization of the message with the body in it (its prefix,
+    the body, its suffix, with the enclosing lengths grown by the body's): a property test
+    checks that they equal ``whole().SerializeToString()``."""
+
+    message: ep.ProcessingResponse
+    body: bytes
+    path: tuple[int, ...] = _REQUEST_BODY_PATH
+
+    def pieces(self) -> list[bytes]:
+        head, tail = _splice(self.message.SerializeToString(), self.path, len(self.body))
+        return [head, self.body, tail] if tail else [head, self.body]
+
+    def whole(self) -> ep.ProcessingResponse:
+        """The same reply as one message (the body copied in): for what reads it as protobuf."""
+        out = ep.ProcessingResponse()
+        out.CopyFrom(self.message)
+        out.request_body.response.body_mutation.body = self.body
+        return out
+
+
+Reply: TypeAlias = ep.ProcessingResponse | Spliced
+
+
+def serialize(reply: Reply) -> bytes | list[bytes]:
+    """A reply's bytes: one string, or a spliced reply's pieces (written without a join)."""
+    if isinstance(reply, Spliced):
+        return reply.pieces()
+    return reply.SerializeToString()
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(data: bytes, number: int) -> tuple[int, int, int]:
+    """(where its length starts, where its content starts, where it ends) of the last
+    length-delimited field ``number`` in the serialized message ``data`` (one of ours: small)."""
+    i, found = 0, None
+    while i < len(data):
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            i = _varint(data, i)[1]
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            start = i
+            length, i = _varint(data, i)
+            if key >> 3 == number:
+                found = (start, i, i + length)
+            i += length
+        else:
+            raise ValueError(f"wire type {wire} in a reply")
+    if found is None:
+        raise ValueError(f"no field {number} in the reply")
+    return found
+
+
+def _splice(data: bytes, path: tuple[int, ...], extra: int) -> tuple[bytes, bytes]:
+    """(head, tail): ``head + body + tail`` is ``data`` with the empty bytes field at ``path``
+    holding ``extra`` bytes of body, every enclosing length grown to match."""
+    start, content, end = _field(data, path[0])
+    if len(path) == 1:
+        if end != content:
+            raise ValueError("the spliced field is not empty")
+        inner_head, inner_tail = b"", b""
+    else:
+        inner_head, inner_tail = _splice(data[content:end], path[1:], extra)
+    length = len(inner_head) + extra + len(inner_tail)
+    return data[:start] + _encode_varint(length) + inner_head, inner_tail + data[end:]
+
+
 def request_headers(
     set_headers: Headers = (),
     remove: Iterable[str] = (),
@@ -163,6 +276,22 @@ def request_body(
         namespace, fields = metadata
         resp.dynamic_metadata.fields[namespace].struct_value.update(fields)
     return resp
+
+
+def request_body_reply(
+    body: bytes | None,
+    set_headers: Headers,
+    remove: Iterable[str],
+    clear_route_cache: bool = True,
+    metadata: Metadata = None,
+    preset_headers: bytes = b"",
+) -> Reply:
+    """:func:`request_body`, with a body of :data:`SPLICE_SIZE` or more kept aside (:class:`Spliced`)."""
+    if body is None or len(body) < SPLICE_SIZE:
+        return request_body(body, set_headers, remove, clear_route_cache, metadata, preset_headers)
+    resp = request_body(None, set_headers, remove, clear_route_cache, metadata, preset_headers)
+    resp.request_body.response.body_mutation.body = b""
+    return Spliced(resp, body)
 
 
 def response_headers(

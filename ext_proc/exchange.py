@@ -380,7 +380,7 @@ class Exchange:
             return self._answer(reply.status, reply.body)
         return reply
 
-    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
+    async def on_request_body(self, body: ep.HttpBody) -> msg.Reply | list[ep.ProcessingResponse]:
         """The answer to the body; for an upload's chunk, the answers now owed (none while its
         model has not passed, the headers' and every held chunk's once it has)."""
         if self.upload is not None:
@@ -390,7 +390,11 @@ class Exchange:
         try:
             if self.recover_only:
                 return await self._recover_line(body.body)
-            return await self._admit_and_route(body.body)
+            # The body's bytes go to the phase's own frame, and this one drops the message: the
+            # protobuf (the body once more) is freed as soon as they are out of it.
+            admitted = self._admit_and_route(body.body)
+            del body
+            return await admitted
         except GatewayError as err:
             return await self._refused(err)
 
@@ -407,7 +411,7 @@ class Exchange:
         assert self.key is not None
         workspace = self.key.workspace
         self._move(ADMITTED)
-        replay = await self._claim_idempotency_key(workspace.id, raw)
+        replay = await self._claim_idempotency_key(workspace.id, self._fingerprint(raw))
         if replay is not None:
             return replay
         err = GatewayError(404, BATCH_LINE_NOT_SENT, "This batch line was never served.")
@@ -417,12 +421,14 @@ class Exchange:
         await self._settle(FAILED, keep=True, headers=[("content-type", "application/json")])
         return self._answer(err.status, body)
 
-    async def _claim_idempotency_key(self, workspace_id: str, raw: bytes) -> ep.ProcessingResponse | None:
+    async def _claim_idempotency_key(
+        self, workspace_id: str, fingerprint: bytes
+    ) -> ep.ProcessingResponse | None:
         """Claims the request's idempotency key (``self.claim``) and returns None; or, when the key
         already has an answer, that answer replayed. A key in use or reused raises (idempotency.py)."""
         scope = self._idempotency_scope()
         outcome = await self._services.idempotency.begin(
-            workspace_id, self.idempotency_key, self._fingerprint(raw), scope
+            workspace_id, self.idempotency_key, fingerprint, scope
         )
         if not isinstance(outcome, Proceed):
             return self._replay(outcome.stored)
@@ -430,18 +436,26 @@ class Exchange:
         return None
 
     def _fingerprint(self, raw: bytes) -> bytes:
-        """What an idempotency key is bound to: the path and the body as sent."""
-        return hashlib.sha256(b"POST " + self.path.encode() + b"\n" + raw).digest()
+        """What an idempotency key is bound to: the path and the body as sent (hashed in two
+        parts: the body is not copied behind its prefix)."""
+        digest = hashlib.sha256(b"POST " + self.path.encode() + b"\n")
+        digest.update(raw)
+        return digest.digest()
 
-    async def _admit_and_route(self, raw: bytes) -> ep.ProcessingResponse:
+    async def _admit_and_route(self, raw: bytes) -> msg.Reply:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
         body, model = self._read_request(raw, config)
+        # What is needed of the client's bytes once parsed; then they go, before the body sent
+        # upstream is made (a prompt of megabytes is not held three times over).
+        size = len(raw)
+        fingerprint = self._fingerprint(raw) if self.idempotency_key else b""
+        del raw
         choices = self._emulated_choices(body, model, config)
         if choices:  # this request is choice 0; the others are asked for once it is routed
             body = self.request_body = extra_choices.one_choice(body)
         if self.endpoint.conversations and body.get("previous_response_id") is not None:
-            await self._continue(body, len(raw))  # before admission: the tokens reserved count the history
+            await self._continue(body, size)  # before admission: the tokens reserved count the history
 
         # Admitted first: a replay counts against the limits too (cheap, not free: it settles
         # at 0 tokens and 0 credits), and nothing is fetched for a request over its limits.
@@ -457,7 +471,7 @@ class Exchange:
         self._move(ADMITTED)
 
         if self.idempotency_key:
-            replay = await self._claim_idempotency_key(workspace.id, raw)
+            replay = await self._claim_idempotency_key(workspace.id, fingerprint)
             if replay is not None:
                 return replay
             self.transcript = []
@@ -489,7 +503,8 @@ class Exchange:
                 varying.append(self._attempt_traceparent(self.trace, model))
             # The model's timeouts (and its chain's retries) for Envoy's router.
             router = route.direct if route is not None else b""
-            response = msg.request_body(upstream_body, varying, remove, preset_headers=fixed + router)
+            # A large body is written after the reply's other fields, not copied into it.
+            response = msg.request_body_reply(upstream_body, varying, remove, preset_headers=fixed + router)
         if choices:
             self._ask_extra_choices(body, choices)
         self._move(ROUTED)
@@ -550,9 +565,7 @@ class Exchange:
         await self._settle(FINISHED, keep=True, headers=headers)
         return self._answer(200, answer, headers)
 
-    def _to_chain(
-        self, config: GatewayConfig, route: Route, body: bytes | None = None
-    ) -> ep.ProcessingResponse:
+    def _to_chain(self, config: GatewayConfig, route: Route, body: bytes | None = None) -> msg.Reply:
         """The request, untouched (or ``body``: with its stored files inline, or the kept conversation
         it continues), to the chain's cluster
         (or the variant this workspace may use); each attempt translates what it gets."""
@@ -565,7 +578,7 @@ class Exchange:
         if body is not None:
             set_headers.append(("content-length", str(len(body))))
         # Envoy's chain route, with this cluster's retries and the chain's timeouts.
-        return msg.request_body(
+        return msg.request_body_reply(
             body, set_headers, (), metadata=metadata, preset_headers=route.router[cluster]
         )
 

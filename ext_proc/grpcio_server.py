@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -51,6 +51,16 @@ def _behaviour(path: str, handler: Handler) -> Any:
     return behaviour
 
 
+def _joined(serialize: Callable[[Any], bytes | list[bytes]]) -> Callable[[Any], bytes]:
+    """grpc wants one string: a reply serialized in pieces (a large body kept aside) is joined."""
+
+    def one(response: Any) -> bytes:
+        out = serialize(response)
+        return out if isinstance(out, bytes) else b"".join(out)
+
+    return one
+
+
 async def _unauthenticated(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> None:
     await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE)
 
@@ -66,7 +76,7 @@ class MethodTable(grpc.GenericRpcHandler):
                 grpc.stream_stream_rpc_method_handler(
                     _behaviour(path, method.handler),
                     request_deserializer=method.deserialize,
-                    response_serializer=method.serialize,
+                    response_serializer=_joined(method.serialize),
                 ),
             )
             for path, method in methods.items()

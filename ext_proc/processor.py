@@ -22,6 +22,8 @@ from typing import Protocol
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
+from ext_proc.envoy_messages import Reply
+
 
 class Processor(Protocol):
     @property
@@ -36,9 +38,10 @@ class Processor(Protocol):
         coroutine to await for an endpoint answered from the headers with I/O (the kept responses)."""
         ...
 
-    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
-        """The answer; for a chunk of an upload, the answers now owed (none, or the headers'
-        and every chunk's held until its model passed: ext_proc/upload_intake.py)."""
+    async def on_request_body(self, body: ep.HttpBody) -> Reply | list[ep.ProcessingResponse]:
+        """The answer (a large body sent upstream kept aside: ``envoy_messages.Spliced``); for a
+        chunk of an upload, the answers now owed (none, or the headers' and every chunk's held
+        until its model passed: ext_proc/upload_intake.py)."""
         ...
 
     async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse: ...

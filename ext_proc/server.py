@@ -63,7 +63,7 @@ def methods(
 
     async def process(
         requests: AsyncIterator[ep.ProcessingRequest],
-    ) -> AsyncGenerator[ep.ProcessingResponse, None]:
+    ) -> AsyncGenerator[msg.Reply, None]:
         req = await anext(requests, None)
         if req is None:
             return
@@ -93,7 +93,12 @@ def methods(
                             counted(phase, arrived)
                             yield answer
                     elif kind == "request_body":
-                        started = start(processor.on_request_body(req.request_body))
+                        # The message is dropped here, the phase keeps what it needs of it: a
+                        # prompt of megabytes is not held by the loop while it is answered.
+                        work = processor.on_request_body(req.request_body)
+                        req = None
+                        started = start(work)
+                        del work
                         if isinstance(started, Suspended):
                             async for response in started.answers(extend_after, more_time):
                                 for each in response if isinstance(response, list) else (response,):
@@ -106,6 +111,7 @@ def methods(
                         else:
                             counted(phase, arrived)
                             yield started
+                        del started  # the reply (the body sent upstream) once it is written
                     elif kind == "response_headers":
                         answer = await processor.on_response_headers(req.response_headers)
                         counted(phase, arrived)
@@ -122,6 +128,4 @@ def methods(
         finally:
             processor.abort()
 
-    return {
-        PROCESS: Method(process, ep.ProcessingRequest.FromString, ep.ProcessingResponse.SerializeToString)
-    }
+    return {PROCESS: Method(process, ep.ProcessingRequest.FromString, msg.serialize)}

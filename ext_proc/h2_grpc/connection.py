@@ -34,6 +34,7 @@ from ext_proc.h2_grpc.frames import (
     FRAME_SIZE_ERROR,
     GOAWAY,
     GRPC_INTERNAL,
+    HANDOVER_SIZE,
     HEADER_TABLE_SIZE,
     HEADERS,
     INITIAL_WINDOW_SIZE,
@@ -85,6 +86,7 @@ class Stream:
         "buffer",
         "closed",
         "ended",
+        "filled",
         "headers_sent",
         "id",
         "inbox",
@@ -102,6 +104,10 @@ class Stream:
         self.id = stream_id
         self.inbox: deque[Message] = deque()
         self.buffer = bytearray()
+        # Set while ``buffer`` is one large message made at its full size, its bytes filled in
+        # as they come (``filled`` of them so far): it does not grow frame by frame, so no
+        # reallocation leaves copies of its earlier sizes behind in the heap.
+        self.filled = 0
         self.waiter: asyncio.Future[None] | None = None
         self.ended = False  # the client half-closed (or reset)
         self.send_window = send_window
@@ -115,6 +121,11 @@ class Stream:
         self.trailers: bytes | None = None  # sent once ``pending`` drains
         self.task: asyncio.Task[None] | None = None
         self.closed = False  # our END_STREAM went out (or the stream was reset)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received of a message not yet whole."""
+        return self.filled or len(self.buffer)
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -386,6 +397,13 @@ class Connection(asyncio.Protocol):
             raise ProtocolError(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
         # Padding is discarded now; the data is handed back as the handler takes it.
         self.consumed(stream, frame_length - len(payload))
+        if stream.filled:
+            self._fill(stream, flags, payload)
+            return
+        self._take(stream, flags, payload)
+
+    def _take(self, stream: Stream, flags: int, payload: memoryview) -> None:
+        """A DATA frame's data into the stream's buffer, and whatever messages it completes to its inbox."""
         buffer = stream.buffer
         buffer += payload
         try:
@@ -395,7 +413,9 @@ class Connection(asyncio.Protocol):
             return
         delivered = rest is not None
         if rest is not None and rest is not buffer:
-            stream.buffer = rest  # the old one went to the handler whole
+            stream.buffer = buffer = rest  # the old one went to the handler whole
+        if len(buffer) >= 5:  # a message begun: a large one gets a buffer of its full size
+            self._make_room(stream)
         if flags & END_STREAM:
             if stream.buffer:
                 self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
@@ -404,6 +424,35 @@ class Connection(asyncio.Protocol):
             delivered = True
         if delivered:
             stream.wake()
+
+    @staticmethod
+    def _make_room(stream: Stream) -> None:
+        """A large message begun in ``stream.buffer`` (its head checked by ``take_messages``)
+        moves to a buffer of its full size, filled from then on by :meth:`_fill`."""
+        buffer = stream.buffer
+        size = 5 + MESSAGE_HEAD.unpack_from(buffer)[1]
+        if size - 5 < HANDOVER_SIZE:
+            return
+        whole = bytearray(size)
+        whole[: len(buffer)] = buffer
+        stream.buffer, stream.filled = whole, len(buffer)
+
+    def _fill(self, stream: Stream, flags: int, payload: memoryview) -> None:
+        """A DATA frame's data into the large message being filled (:meth:`_make_room`); once it is
+        whole, it goes to the inbox as a view of its buffer, and the rest of the data (the start
+        of the next message) is taken as any other."""
+        whole, filled = stream.buffer, stream.filled
+        end = min(len(whole), filled + len(payload))
+        whole[filled:end] = payload[: end - filled]
+        if end < len(whole):
+            stream.filled = end
+            if flags & END_STREAM:
+                self._refuse(stream, GRPC_INTERNAL, "the request ended inside a message")
+            return
+        stream.inbox.append(memoryview(whole)[5:])
+        stream.buffer, stream.filled = bytearray(), 0
+        self._take(stream, flags, payload[end - filled :])
+        stream.wake()
 
     def consumed(self, stream: Stream | None, length: int) -> None:
         """Hand ``length`` bytes of window back once half a window is owed (rarely, for Envoy)."""
@@ -424,8 +473,9 @@ class Connection(asyncio.Protocol):
 
     def _release(self, stream: Stream) -> None:
         """Input no handler will take any more: its window goes back to the connection."""
-        unread = len(stream.buffer) + sum(5 + len(m) for m in stream.inbox)
-        stream.buffer.clear()
+        unread = stream.buffered + sum(5 + len(m) for m in stream.inbox)
+        stream.buffer = bytearray()  # a cleared buffer keeps its size: this one goes
+        stream.filled = 0
         stream.inbox.clear()
         self.consumed(None, unread)
 
@@ -595,11 +645,20 @@ class Connection(asyncio.Protocol):
             return b"\x20" + block  # dynamic table size update to 0
         return block
 
-    def send_message(self, stream: Stream, payload: bytes) -> None:
-        """One gRPC message on ``stream``: out now as far as the windows allow, the rest as they open."""
+    def send_message(self, stream: Stream, payload: bytes | list[bytes]) -> None:
+        """One gRPC message on ``stream``: out now as far as the windows allow, the rest as they open.
+
+        ``payload`` may come in pieces, which go out as they are (views), never joined."""
         if not stream.headers_sent:
             stream.headers_sent = True
             self._write(encode(HEADERS, END_HEADERS, stream.id, self._header_block(RESPONSE_HEADERS)))
+        if isinstance(payload, list):
+            length = sum(len(piece) for piece in payload)
+            stream.pending.append(MESSAGE_HEAD.pack(0, length))
+            stream.pending.extend(piece for piece in payload if piece)  # an empty one would stall it
+            stream.pending_bytes += 5 + length
+            self._send_pending(stream)
+            return
         size = 5 + len(payload)
         if (
             not stream.pending

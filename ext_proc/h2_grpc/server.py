@@ -43,7 +43,9 @@ class Method:
     # Given ``bytes``, or a ``memoryview`` for a message of 64 KiB or more (frames.HANDOVER_SIZE):
     # protobuf's FromString reads either.
     deserialize: Callable[[bytes], Any]
-    serialize: Callable[[Any], bytes]
+    # One string, or pieces to write one after the other (a reply whose large body is kept
+    # aside from the rest: ext_proc/envoy_messages.py ``Spliced``), never joined here.
+    serialize: Callable[[Any], bytes | list[bytes]]
     # Served without the TCP listener's token: for a method that reveals nothing and
     # that a caller unable to send the token must reach (Envoy's health checker).
     public: bool = False
@@ -100,6 +102,9 @@ async def run(connection: Connection, stream: Stream, method: Method, headers: H
                 if stream.closed:
                     return
                 connection.send_message(stream, serialize(response))
+                # Not held while the handler waits for its next request (a reply with a body of
+                # megabytes would be, until the answer's headers).
+                del response
         trailers = OK_TRAILERS
     except asyncio.CancelledError:
         if stream.closed or stream.trailers is not None:

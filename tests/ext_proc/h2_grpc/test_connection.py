@@ -193,7 +193,7 @@ def server_buffers_within_its_windows(server: Connection) -> None:
     """Unread input on the server never exceeds what it granted: a stream's window (or HTTP/2's
     default 65,535, which a client may use until it has read the server's SETTINGS), and the
     connection's window for all streams together."""
-    unread = {s.id: len(s.buffer) + sum(5 + len(m) for m in s.inbox) for s in server._streams.values()}
+    unread = {s.id: s.buffered + sum(5 + len(m) for m in s.inbox) for s in server._streams.values()}
     assert all(size <= max(DEFAULT_WINDOW, server._stream_window) for size in unread.values()), unread
     assert sum(unread.values()) <= server._connection_window
 

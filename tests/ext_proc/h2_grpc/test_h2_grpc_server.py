@@ -74,6 +74,28 @@ async def test_grpc_echo_round_trip(sizes: list[int]) -> None:
         assert await call.code() == grpc.StatusCode.OK
 
 
+def _in_pieces(message: bytes) -> list[bytes]:
+    """A serializer answering in pieces, as a reply with a large body kept aside does
+    (ext_proc/envoy_messages.py ``Spliced``), an empty one among them."""
+    third = len(message) // 3
+    return [message[:third], b"", message[third : 2 * third], message[2 * third :]]
+
+
+@pytest.mark.parametrize("sizes", [[0], [3 * MIB + 1], [1, 3 * MIB, 0]], ids=["empty", "3MiB", "1-3MiB-0"])
+async def test_a_reply_serialized_in_pieces_arrives_as_one_message(sizes: list[int]) -> None:
+    messages = [payload(size, seed) for seed, size in enumerate(sizes)]
+    server = Server({ECHO: Method(echo, identity, _in_pieces)})  # type: ignore[arg-type]
+    port = await server.start("127.0.0.1", 0)
+    try:
+        options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+            call = grpc_method(channel, ECHO)(iter(messages), timeout=10)
+            assert [m async for m in call] == messages
+            assert await call.code() == grpc.StatusCode.OK
+    finally:
+        await server.stop(grace=1)
+
+
 async def test_grpc_echo_over_a_unix_socket(tmp_path: Path) -> None:
     """How Envoy reaches ext_proc when they share a host or pod."""
     path = str(tmp_path / "ext_proc.sock")
