@@ -368,3 +368,30 @@ async def test_malformed_rst_stream_is_a_connection_error(
     attack.send(frame)
     await attack.settle()
     attack.assert_cut(code)
+
+
+# ---------------------------------------------------------------------------- memory a message's head reserves
+
+
+async def test_declared_lengths_reserve_no_more_than_the_connection_window() -> None:
+    """A large message's buffer is made at its full size as soon as its 5-byte head arrives: a peer
+    declaring the largest message on many streams, then sending nothing more, must not make the
+    server allocate (and zero) that size on each. What the server holds stays within the windows
+    it gave the peer (limits.py: bounded by these numbers, not by what a peer sends)."""
+    max_message = 1 << 20
+    attack = Attack(max_message=max_message)  # stream window ~1 MiB, connection window ~4 MiB
+    attack.open()
+    try:
+        await attack.settle()
+        head = (max_message).to_bytes(5, "big")  # uncompressed, length max_message
+        streams = 64
+        for stream_id in range(1, 2 * streams, 2):
+            attack.send(attack.headers(stream_id) + DataFrame(stream_id, head + b"x" * 100).serialize())
+        await attack.settle()
+        assert attack.goaway() is None  # within every window: nothing to cut
+        held = sum(len(s.buffer) for s in attack.connection._streams.values())
+        window = attack.connection._connection_window
+        assert len(attack.connection._streams) == streams
+        assert held <= 2 * window, f"{held} bytes allocated for {streams * 105} received"
+    finally:
+        attack.close()
