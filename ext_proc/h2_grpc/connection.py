@@ -201,6 +201,7 @@ class Connection(asyncio.Protocol):
         "_premature_resets",
         "_recv_unacked",
         "_recv_window",
+        "_reserved",
         "_send_window",
         "_settings_acked",
         "_settings_frames",
@@ -250,6 +251,10 @@ class Connection(asyncio.Protocol):
         self._peer_max_frame = DEFAULT_FRAME_SIZE
         self._table_size_update = False
         self._recv_unacked = 0  # bytes taken by handlers (or discarded) not yet handed back
+        # Bytes of full-size message buffers (``_make_room``) not yet received: what the streams'
+        # declared lengths made us allocate beyond what the peer sent. Bounded by the connection
+        # window, so a peer declaring the largest message on every stream gains nothing.
+        self._reserved = 0
         self._continuation: tuple[int, int, bytearray] | None = None  # (stream id, flags, block)
         self._continuation_cost = 0  # the block's bytes, and a frame head per CONTINUATION
         clock = self.loop.time
@@ -425,14 +430,22 @@ class Connection(asyncio.Protocol):
         if delivered:
             stream.wake()
 
-    @staticmethod
-    def _make_room(stream: Stream) -> None:
+    def _make_room(self, stream: Stream) -> None:
         """A large message begun in ``stream.buffer`` (its head checked by ``take_messages``)
-        moves to a buffer of its full size, filled from then on by :meth:`_fill`."""
+        moves to a buffer of its full size, filled from then on by :meth:`_fill`.
+
+        Only while the bytes so reserved on the connection (declared, not yet received) stay
+        within its window: a message head is 5 bytes, and without the bound a peer sending only
+        heads would make every stream allocate (and zero) the largest message. Beyond it the
+        buffer grows with what arrives, as for a small message, and tries again on the next frame."""
         buffer = stream.buffer
         size = 5 + MESSAGE_HEAD.unpack_from(buffer)[1]
         if size - 5 < HANDOVER_SIZE:
             return
+        missing = size - len(buffer)
+        if self._reserved + missing > self._connection_window:
+            return
+        self._reserved += missing
         whole = bytearray(size)
         whole[: len(buffer)] = buffer
         stream.buffer, stream.filled = whole, len(buffer)
@@ -444,6 +457,7 @@ class Connection(asyncio.Protocol):
         whole, filled = stream.buffer, stream.filled
         end = min(len(whole), filled + len(payload))
         whole[filled:end] = payload[: end - filled]
+        self._reserved -= end - filled
         if end < len(whole):
             stream.filled = end
             if flags & END_STREAM:
@@ -474,6 +488,8 @@ class Connection(asyncio.Protocol):
     def _release(self, stream: Stream) -> None:
         """Input no handler will take any more: its window goes back to the connection."""
         unread = stream.buffered + sum(5 + len(m) for m in stream.inbox)
+        if stream.filled:  # a full-size buffer never filled: its reservation goes too
+            self._reserved -= len(stream.buffer) - stream.filled
         stream.buffer = bytearray()  # a cleared buffer keeps its size: this one goes
         stream.filled = 0
         stream.inbox.clear()
