@@ -33,6 +33,14 @@ def test_the_sampled_share_is_the_samplers_ratio() -> None:
     assert sampled_share({"OTEL_TRACES_SAMPLER": "always_on", "OTEL_TRACES_SAMPLER_ARG": "0.1"}) == 1.0
 
 
+def test_a_ratio_that_is_not_a_number_is_a_bad_argument() -> None:
+    """float() reads "nan": clamped, it stayed NaN, which ext_proc's TraceIdRatioBased cannot take
+    (ext_proc would not start) and Envoy's random_sampling would get as its percentage."""
+    for arg in ("nan", "NaN", "-nan"):
+        share = sampled_share({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": arg})
+        assert share == 1.0, arg
+
+
 def test_an_endpoint_is_read_as_the_sdks_grpc_exporter_reads_it() -> None:
     assert grpc_host_port("http://collector:4317", {}) == ("collector", 4317, False)
     assert grpc_host_port("https://otlp.example.com", {}) == ("otlp.example.com", 4317, True)
