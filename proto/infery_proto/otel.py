@@ -78,6 +78,8 @@ def sampled_share(environ: Mapping[str, str] = os.environ) -> float:
         ratio = float(environ.get("OTEL_TRACES_SAMPLER_ARG", "1") or "1")
     except ValueError:
         return 1.0  # the SDK too falls back to its default on a bad argument
+    if ratio != ratio:  # NaN: float() reads "nan", and no comparison would clamp it
+        return 1.0
     return min(max(ratio, 0.0), 1.0)
 
 
