@@ -42,7 +42,9 @@ more requests in flight than one ext_proc process serves."""
 CONNECTION_WINDOW_MESSAGES = 4
 """The connection's receive window, in streams' windows (each is one message). Window is
 handed back as handlers take messages, so unread input on a connection is at most four
-largest messages: Envoy sends one message per reply, so four keep every stream moving."""
+largest messages: Envoy sends one message per reply, so four keep every stream moving. The
+same window bounds what declared lengths may make a connection allocate ahead of the data
+(a large message's buffer made at its full size: connection.py ``_make_room``)."""
 
 WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 """Bytes queued for a peer that does not read, beyond which the connection stops reading

@@ -370,7 +370,7 @@ async def test_malformed_rst_stream_is_a_connection_error(
     attack.assert_cut(code)
 
 
-# ---------------------------------------------------------------------------- memory a message's head reserves
+# ---------------------------------------------------------------------------- declared lengths
 
 
 async def test_declared_lengths_reserve_no_more_than_the_connection_window() -> None:
