@@ -219,7 +219,7 @@ class AttemptExchange:
             return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
         return None
 
-    async def on_request_body(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+    async def on_request_body(self, body: ep.HttpBody) -> msg.Reply:
         if self.refusal is not None:
             return self.refusal
         if self._form is not None:

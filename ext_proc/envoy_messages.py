@@ -263,35 +263,26 @@ def request_body(
     clear_route_cache: bool = True,
     metadata: Metadata = None,
     preset_headers: bytes = b"",
-) -> ep.ProcessingResponse:
+) -> Reply:
     """Replace the request headers (and the body unless ``None``); by default re-pick the route.
 
     ``metadata`` becomes the stream's dynamic metadata, for the filters after this one;
-    ``preset_headers``: more headers to set, made once (:func:`preset`).
+    ``preset_headers``: more headers to set, made once (:func:`preset`). A body of
+    :data:`SPLICE_SIZE` or more is kept aside from the message (:class:`Spliced`), whichever
+    processor sends it (the listener's exchange, a chain's attempt).
     """
+    spliced = body is not None and len(body) >= SPLICE_SIZE
     resp = ep.ProcessingResponse()
     common = resp.request_body.response
-    _fill_common(common, set_headers, remove, body, clear_route_cache, preset_headers)
+    _fill_common(common, set_headers, remove, None if spliced else body, clear_route_cache, preset_headers)
     if metadata is not None:
         namespace, fields = metadata
         resp.dynamic_metadata.fields[namespace].struct_value.update(fields)
+    if spliced:
+        assert body is not None
+        common.body_mutation.body = b""  # the field set, empty: where Spliced puts the body
+        return Spliced(resp, body)
     return resp
-
-
-def request_body_reply(
-    body: bytes | None,
-    set_headers: Headers,
-    remove: Iterable[str],
-    clear_route_cache: bool = True,
-    metadata: Metadata = None,
-    preset_headers: bytes = b"",
-) -> Reply:
-    """:func:`request_body`, with a body of :data:`SPLICE_SIZE` or more kept aside (:class:`Spliced`)."""
-    if body is None or len(body) < SPLICE_SIZE:
-        return request_body(body, set_headers, remove, clear_route_cache, metadata, preset_headers)
-    resp = request_body(None, set_headers, remove, clear_route_cache, metadata, preset_headers)
-    resp.request_body.response.body_mutation.body = b""
-    return Spliced(resp, body)
 
 
 def response_headers(

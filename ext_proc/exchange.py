@@ -504,7 +504,7 @@ class Exchange:
             # The model's timeouts (and its chain's retries) for Envoy's router.
             router = route.direct if route is not None else b""
             # A large body is written after the reply's other fields, not copied into it.
-            response = msg.request_body_reply(upstream_body, varying, remove, preset_headers=fixed + router)
+            response = msg.request_body(upstream_body, varying, remove, preset_headers=fixed + router)
         if choices:
             self._ask_extra_choices(body, choices)
         self._move(ROUTED)
@@ -578,7 +578,7 @@ class Exchange:
         if body is not None:
             set_headers.append(("content-length", str(len(body))))
         # Envoy's chain route, with this cluster's retries and the chain's timeouts.
-        return msg.request_body_reply(
+        return msg.request_body(
             body, set_headers, (), metadata=metadata, preset_headers=route.router[cluster]
         )
 

@@ -81,3 +81,41 @@ def test_an_8_mb_prompt_reaches_the_provider_intact_and_is_charged_once(
     assert Decimal(record["credits"]) == credits
     assert record["input_tokens"] == completion.usage.prompt_tokens
     assert record["status"] == 200
+
+
+def test_a_large_prompt_to_a_chain_reaches_its_fallback_intact_and_is_charged_once(
+    roomy_gateway: Stack, roomy_tenant: Tenant, openai_sim: SimulatorProcess
+) -> None:
+    """A chain's attempt translates the client's body for its own provider (ext_proc/attempt.py)
+    and sends a large one back kept aside from its reply (envoy_messages.Spliced), as the
+    listener does: the primary fails, the Anthropic fallback gets the whole prompt in its own
+    format, and the request is charged once, at the fallback's price."""
+    prompt = _prompt(1024 * 1024)
+    admin = Admin(roomy_gateway.admin_url)
+    with SimulatorProcess("anthropic", api_key=SIM_KEY) as claude:
+        admin.provider("sim-large-claude", "anthropic", claude.base_url, SIM_KEY)
+        admin.model("long-claude", "sim-large-claude", "claude-sonnet-4-5")
+        admin.model("long-chain", "sim-large", "gpt-4o-mini")
+        admin.call("PUT", "/routes/long-chain", {"fallbacks": ["long-claude"], "retry_on": ["5xx"]})
+        tenant = new_tenant(admin, roomy_gateway, "large-chain")  # after the chain: published in order
+        openai_sim.clear()
+        openai_sim.script([{"status": 503}])
+        try:
+            raw = tenant.client(roomy_gateway, timeout=120).chat.completions.with_raw_response.create(
+                model="long-chain", messages=[{"role": "user", "content": prompt}]
+            )
+        finally:
+            openai_sim.clear()
+        completion = raw.parse()
+        assert raw.headers["x-model-used"] == "long-claude" and raw.headers["x-fallback-from"] == "long-chain"
+        (received,) = [r for r in claude.requests() if r["path"].endswith("/v1/messages")]
+        assert received["body"]["model"] == "claude-sonnet-4-5"
+        sent = received["body"]["messages"][0]["content"]
+        text = sent if isinstance(sent, str) else "".join(block["text"] for block in sent)
+        assert text == prompt
+
+    credits = Decimal(raw.headers["x-credits-used"])
+    record = eventually(lambda: admin.usage_record(raw.headers["x-request-id"]))
+    assert credits > 0 and Decimal(record["credits"]) == credits
+    assert record["model_used"] == "long-claude" and record["status"] == 200
+    assert completion.usage is not None and record["input_tokens"] == completion.usage.prompt_tokens
