@@ -146,7 +146,10 @@ async def serve(s: ExtProcSettings, spool: str, ready_timeout: float) -> None:
     while not await _first(subscriber.ready, stop, timeout=ready_timeout):
         log.error("no configuration from %s yet (%s); not serving", s.control_plane, subscriber.problem)
     ext_proc_methods = methods(
-        lambda: subscriber.current, services, s.deadline(), answered=gauges.answered if counting else None
+        lambda: subscriber.current,
+        services,
+        s.deadline(),
+        answered=gauges.messages.answered if counting else None,
     )
     # Envoy's health checker asks on the same listeners: SERVING while a whole configuration is in
     # force and nothing has failed to arrive since (a replica with stale keys takes no traffic).

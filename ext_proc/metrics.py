@@ -157,7 +157,7 @@ class GatewayMetrics:
             ws,
             registry=r,
         )
-        self.messages = MessageTimes()
+        self.messages = MessageTimes()  # each answer: ``self.messages.answered``
         r.register(self.messages)
         self._xds = _XdsState()
         r.register(self._xds)
@@ -242,13 +242,6 @@ class GatewayMetrics:
 
         return observed
 
-    # -- ext_proc messages ------------------------------------------------------
-
-    def answered(self, phase: str, arrived: float) -> None:
-        """An ext_proc message of ``phase`` that arrived at ``arrived`` (``perf_counter``) is
-        answered now (ext_proc/server.py calls it for each answer)."""
-        self.messages.answered(phase, arrived)
-
     # -- components read when scraped -------------------------------------------
 
     def watch_limiter(self, limiter: LimiterCounts) -> None:
@@ -300,6 +293,8 @@ class MessageTimes(Collector):
         self._sums = dict.fromkeys(PHASES, 0.0)
 
     def answered(self, phase: str, arrived: float) -> None:
+        """An ext_proc message of ``phase`` that arrived at ``arrived`` (``perf_counter``) is
+        answered now: ext_proc/server.py calls it for each answer (``gauges.messages.answered``)."""
         seconds = time.perf_counter() - arrived
         if phase not in self._sums:
             phase = OTHER

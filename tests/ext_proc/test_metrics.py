@@ -146,7 +146,7 @@ def test_message_times_expose_what_a_prometheus_histogram_would(observed: list[t
     with mock.patch("ext_proc.metrics.time.perf_counter", return_value=now):
         for phase, seconds in observed:
             arrived = now - seconds
-            ours.answered(phase, arrived)
+            ours.messages.answered(phase, arrived)
             label = phase if phase in PHASES else OTHER
             counter.labels(label).inc()
             histogram.labels(label).observe(now - arrived)  # the same float ours computes
