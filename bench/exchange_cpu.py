@@ -154,23 +154,25 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     raise RuntimeError("a phase waited")
 
 
-def one_chat(services: Services, cfg: config.GatewayConfig) -> None:
+def _buffered(
+    services: Services, cfg: config.GatewayConfig, body: ep.HttpBody, headers: ep.HttpHeaders
+) -> None:
+    """One buffered chat: the four messages of a non-streamed request, answered by COMPLETION."""
     exchange = Exchange(cfg, services)
     exchange.on_request_headers(REQUEST_HEADERS)
-    _run(exchange.on_request_body(CHAT_BODY))
-    _run(exchange.on_response_headers(JSON_HEADERS))
+    _run(exchange.on_request_body(body))
+    _run(exchange.on_response_headers(headers))
     _run(exchange.on_response_body(COMPLETION))
     exchange.abort()
+
+
+def one_chat(services: Services, cfg: config.GatewayConfig) -> None:
+    _buffered(services, cfg, CHAT_BODY, JSON_HEADERS)
 
 
 def one_chain(services: Services, cfg: config.GatewayConfig) -> None:
     """The buffered chat, to a model with a fallback chain, answered by its primary."""
-    exchange = Exchange(cfg, services)
-    exchange.on_request_headers(REQUEST_HEADERS)
-    _run(exchange.on_request_body(CHAIN_BODY))
-    _run(exchange.on_response_headers(CHAIN_HEADERS))
-    _run(exchange.on_response_body(COMPLETION))
-    exchange.abort()
+    _buffered(services, cfg, CHAIN_BODY, CHAIN_HEADERS)
 
 
 def one_stream(services: Services, cfg: config.GatewayConfig) -> None:
