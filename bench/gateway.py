@@ -45,10 +45,12 @@ def start(
     envoy_concurrency: int,
     env: dict[str, str] | None = None,
     batch_workers: int = 0,
+    ext_proc_wrapper: tuple[str, ...] = (),
 ) -> tuple[Stack, str]:
     """A running gateway and its admin token; the caller stops it. ``env``: settings over the
     defaults (a bench toggle: metrics off, tracing on). No batch worker unless asked: the other
-    rows measure live traffic alone."""
+    rows measure live traffic alone. ``ext_proc_wrapper``: a command ext_proc runs under (a
+    profiler), which may then take ten times longer to start."""
     token = "adm_bench_" + secrets.token_hex(12)
     stack = Stack(
         run_dir,
@@ -56,6 +58,8 @@ def start(
         env={"INFERY_ADMIN_TOKEN": token, **(env or {})},
         envoy_concurrency=envoy_concurrency,
         batch_workers=batch_workers,
+        ext_proc_wrapper=ext_proc_wrapper,
+        ext_proc_start_s=600.0 if ext_proc_wrapper else 60.0,
     )
     return stack.start(), token
 

@@ -414,6 +414,10 @@ class Stack:
     # (bench/README.md), and ext_proc then has no TCP port at all. Without them, ext_proc's
     # ports need the token in INFERY_EXT_PROC_TOKEN (made up here when not given).
     ext_proc_uds: bool = True
+    # A command ext_proc runs under (a profiler: bench/insitu_instructions.py runs it under
+    # callgrind), and how many times longer its start may then take.
+    ext_proc_wrapper: tuple[str, ...] = ()
+    ext_proc_start_s: float = 60.0
     processes: dict[str, Process] = field(default_factory=dict)
     pki: Pki = field(init=False, repr=False)
     _socket_dir: Path | None = field(default=None, init=False, repr=False)
@@ -564,6 +568,7 @@ class Stack:
         proc = spawn(
             name,
             [
+                *self.ext_proc_wrapper,
                 str(BIN / "python"),
                 "-m",
                 "ext_proc",
@@ -593,7 +598,8 @@ class Stack:
         )
         self.processes[name] = proc
         target = f"unix:{self.ext_proc_socket(port)}" if self.ext_proc_uds else f"127.0.0.1:{port}"
-        wait_until(lambda: grpc_serving(target), f"ext_proc on {port} to serve", 60, [proc])
+        serving = f"ext_proc on {port} to serve"
+        wait_until(lambda: grpc_serving(target), serving, self.ext_proc_start_s, [proc])
         envoy = self.processes.get("envoy")
         if envoy is not None and envoy.alive():
             # A restarted ext_proc: Envoy sends it traffic once its next health check passes.
