@@ -61,8 +61,11 @@ def _ext_proc_pid(stack: Stack) -> int:
     return pid
 
 
-def measure(work_dir: Path, concurrency: int, first: int, then: int, words: int) -> tuple[float, float]:
-    """Instructions per request over the first interval and over the second."""
+def measure(
+    work_dir: Path, concurrency: int, first: int, then: int, words: int, api: str = "chat"
+) -> tuple[float, float]:
+    """Instructions per request over the first interval and over the second. ``api``: ``chat``
+    (/v1/chat/completions) or ``responses`` (/v1/responses, kept as OpenAI's default ``store``)."""
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={work_dir}/callgrind.%p")
     with contextlib.ExitStack() as cleanup:
         sim = start_simulator("sim_openai", "openai", SIM_KEY, 0.0, work_dir)
@@ -73,8 +76,12 @@ def measure(work_dir: Path, concurrency: int, first: int, then: int, words: int)
         upstream = gateway.Upstream("sim-openai", "openai", sim.base_url, SIM_KEY, models)
         probe = {"messages": [{"role": "user", "content": "hello"}]}
         key = gateway.configure(stack, token, [upstream], probe)
-        url = f"http://127.0.0.1:{stack.ports.listen}/v1/chat/completions"
-        body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": prompt(words)}]}
+        text = prompt(words)
+        if api == "responses":
+            url, body = f"{stack.base_url}/responses", {"model": OPENAI_MODEL, "input": text}
+        else:
+            url = f"{stack.base_url}/chat/completions"
+            body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": text}]}
         clients = [
             cleanup.enter_context(httpx.Client(headers={"authorization": f"Bearer {key}"}, timeout=120))
             for _ in range(concurrency)
@@ -108,11 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first", type=int, default=400, help="requests in the first interval")
     parser.add_argument("--then", type=int, default=1200, help="requests in the second interval")
     parser.add_argument("--words", type=int, default=Settings().prompt_words, help="words in the prompt")
+    parser.add_argument("--api", choices=("chat", "responses"), default="chat")
+    parser.add_argument("--out", type=Path, help="keep callgrind's dumps here (callgrind_annotate them)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="insitu-") as work:
-        first, then = measure(Path(work), args.concurrency, args.first, args.then, args.words)
+    with contextlib.ExitStack() as cleanup:
+        work = args.out or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="insitu-")))
+        work.mkdir(parents=True, exist_ok=True)
+        first, then = measure(work, args.concurrency, args.first, args.then, args.words, args.api)
     print(
-        f"ext_proc instructions per non-streamed chat, in situ at c{args.concurrency}:"
+        f"ext_proc instructions per non-streamed {args.api} request, in situ at c{args.concurrency}:"
         f" {first / 1e3:,.1f}k over {args.first} requests, {then / 1e3:,.1f}k over {args.then}",
         flush=True,
     )
