@@ -3,6 +3,10 @@
 Per-request figures come from the usage record each request already emits
 (:meth:`GatewayMetrics.recorder` wraps the reporter's ``record``), so the exchange
 needs no hooks of its own and a metric can never disagree with usage analytics.
+Per-request and per-message figures are plain numbers (ext_proc/metric_families.py),
+exposed as prometheus-client's own Counter and Histogram would expose them when Prometheus
+scrapes: only the event loop's thread writes them, a scrape reads them from the metrics
+thread, and nothing locks per value (that module says why this is safe).
 Figures another component already keeps (the limiter's fail-open and refusal
 counts, the usage spool's depth) are read when Prometheus scrapes, not on the hot
 path.
@@ -22,18 +26,17 @@ from __future__ import annotations
 
 import logging
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infery_proto.v1 import usage_pb2
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from ext_proc import endpoints
+from ext_proc.metric_families import HistogramChild, PlainCounter, PlainHistogram
 
 log = logging.getLogger("infery.ext_proc.metrics")
 
@@ -92,103 +95,101 @@ class GatewayMetrics:
         self._workspace = workspace_label
         ws = ("workspace",) if workspace_label else ()
         r = self.registry
-        self.token_usage = Histogram(
+        # Plain families, exposed when scraped (ext_proc/metric_families.py: no lock per value).
+        self.token_usage = PlainHistogram(
             "gen_ai_client_token_usage",
             "Tokens used per request (OTel gen_ai.client.token.usage), by gen_ai_token_type.",
             (*GENAI_LABELS, "gen_ai_token_type", *ws),
-            buckets=TOKEN_BUCKETS,
-            registry=r,
+            TOKEN_BUCKETS,
         )
-        self.duration = Histogram(
+        self.duration = PlainHistogram(
             "gen_ai_server_request_duration_seconds",
             "Time from the request's arrival to its last byte (OTel gen_ai.server.request.duration).",
             (*GENAI_LABELS, "error_type", *ws),
-            buckets=DURATION_BUCKETS,
-            registry=r,
+            DURATION_BUCKETS,
         )
-        self.ttft = Histogram(
+        self.ttft = PlainHistogram(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first streamed chunk (OTel gen_ai.server.time_to_first_token).",
             (*GENAI_LABELS, *ws),
-            buckets=TTFT_BUCKETS,
-            registry=r,
+            TTFT_BUCKETS,
         )
-        self.tpot = Histogram(
+        self.tpot = PlainHistogram(
             "gen_ai_server_time_per_output_token_seconds",
             "Time per output token after the first, streamed responses"
             " (OTel gen_ai.server.time_per_output_token).",
             (*GENAI_LABELS, *ws),
-            buckets=TPOT_BUCKETS,
-            registry=r,
+            TPOT_BUCKETS,
         )
-        self.requests = Counter(
+        self.requests = PlainCounter(
             "infery_requests",
             "Metered requests by endpoint, HTTP status and error code.",
             ("endpoint", "status", "error_code", *ws),
-            registry=r,
         )
-        self.credits = Counter(
+        self.credits = PlainCounter(
             "infery_credits_charged",
             "Credits charged (1 credit = US$1), by the model that served.",
             ("gen_ai_response_model", *ws),
-            registry=r,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = PlainCounter(
             "infery_fallbacks",
             "Requests a fallback served, from the requested model to the one that answered.",
             ("from_model", "to_model", *ws),
-            registry=r,
         )
-        self.replays = Counter(
-            "infery_idempotent_replays",
-            "Answers replayed from the idempotency store.",
-            ws,
-            registry=r,
+        self.replays = PlainCounter(
+            "infery_idempotent_replays", "Answers replayed from the idempotency store.", ws
         )
-        self.usage_estimated = Counter(
+        self.usage_estimated = PlainCounter(
             "infery_usage_estimated",
             "Requests charged on the gateway's token estimate (usage missing, invalid, or the stream cut).",
             ws,
-            registry=r,
         )
-        self.usage_rejected = Counter(
-            "infery_usage_rejected",
-            "Requests whose provider-reported usage was refused as invalid.",
-            ws,
-            registry=r,
+        self.usage_rejected = PlainCounter(
+            "infery_usage_rejected", "Requests whose provider-reported usage was refused as invalid.", ws
         )
+        for family in (
+            self.token_usage,
+            self.duration,
+            self.ttft,
+            self.tpot,
+            self.requests,
+            self.credits,
+            self.fallbacks,
+            self.replays,
+            self.usage_estimated,
+            self.usage_rejected,
+        ):
+            r.register(family)
         self.messages = MessageTimes()  # each answer: ``self.messages.answered``
         r.register(self.messages)
         self._xds = _XdsState()
         r.register(self._xds)
-        # Resolved children, by label values (bounded: see the module docstring).
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        # Each (operation, models, provider[, workspace])'s GenAI histograms, resolved once
+        # (bounded: see the module docstring).
         self._series: dict[tuple[str, ...], _GenAiSeries] = {}
 
     # -- per request ------------------------------------------------------------
 
     def observe(self, rec: usage_pb2.UsageRecord) -> None:
-        """Count one finished request from its usage record."""
+        """Count one finished request from its usage record (plain numbers: nothing locks)."""
         ws = (rec.workspace_id,) if self._workspace else ()
         endpoint, status, error_code, model_used = rec.endpoint, rec.status, rec.error_code, rec.model_used
         operation = OPERATIONS.get(endpoint, OTHER)
         # A model that was not chosen (unknown or not allowed) is whatever the client typed:
         # never a label value, or any client could grow the series without bound.
         genai = (operation, rec.model_requested if model_used else OTHER, model_used, rec.provider, *ws)
-        self._child(
-            self.requests, (endpoint if operation != OTHER else OTHER, str(status), error_code, *ws)
-        ).inc()
+        self.requests.inc((endpoint if operation != OTHER else OTHER, str(status), error_code, *ws))
         latency_s = rec.latency_ms / 1000
         if rec.idempotent_replay:
-            (self._child(self.replays, ws) if ws else self.replays).inc()
+            self.replays.inc(ws)
         error = error_code or (str(status) if status >= 400 else "")
-        self._child(self.duration, (*genai[:4], error, *ws)).observe(latency_s)
+        self.duration.observe((*genai[:4], error, *ws), latency_s)
         if not model_used:  # refused before a model was chosen: no tokens, no provider
             return
         if rec.fallback_from:
-            self._child(self.fallbacks, (rec.fallback_from, model_used, *ws)).inc()
+            self.fallbacks.inc((rec.fallback_from, model_used, *ws))
         if status < 400 and not rec.idempotent_replay:
-            series = self._genai_series(genai)
+            series = self._series.get(genai) or self._genai_series(genai)
             series.input.observe(rec.input_tokens)
             output_tokens = rec.output_tokens
             series.output.observe(output_tokens)
@@ -201,33 +202,27 @@ class GatewayMetrics:
                 if output_tokens > 1:
                     series.tpot.observe(max((latency_s - ttft_ms / 1000) / (output_tokens - 1), 0.0))
         if rec.usage_estimated:
-            (self._child(self.usage_estimated, ws) if ws else self.usage_estimated).inc()
+            self.usage_estimated.inc(ws)
         if rec.usage_rejected:
-            (self._child(self.usage_rejected, ws) if ws else self.usage_rejected).inc()
+            self.usage_rejected.inc(ws)
         credits = rec.credits
         if credits and credits != "0":
-            self._child(self.credits, (model_used, *ws)).inc(float(credits))
-
-    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
-        """``metric.labels(*labels)``, memoized: labels() validates and locks on every call."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+            # The label set first, then the amount: a credit that is no number still shows its
+            # model's series at 0, as it always did (the oracle in tests/ext_proc/test_metrics.py).
+            self.credits.child((model_used, *ws)).inc(float(credits))
 
     def _genai_series(self, genai: tuple[str, ...]) -> _GenAiSeries:
-        series = self._series.get(genai)
-        if series is None:
-            ws = genai[4:]
-            head = genai[:4]
-            series = self._series[genai] = _GenAiSeries(
-                self.token_usage.labels(*head, "input", *ws),
-                self.token_usage.labels(*head, "output", *ws),
-                self.token_usage.labels(*head, "cached", *ws),
-                self.ttft.labels(*genai),
-                self.tpot.labels(*genai),
-            )
+        """Make one GenAI series' five children at once, as the exposition has always had them
+        (a cached-token and the stream histograms at zero for a series that never used them)."""
+        ws = genai[4:]
+        head = genai[:4]
+        series = self._series[genai] = _GenAiSeries(
+            self.token_usage.child((*head, "input", *ws)),
+            self.token_usage.child((*head, "output", *ws)),
+            self.token_usage.child((*head, "cached", *ws)),
+            self.ttft.child(genai),
+            self.tpot.child(genai),
+        )
         return series
 
     def recorder(self, record: Recorder) -> Recorder:
@@ -268,11 +263,11 @@ class GatewayMetrics:
 class _GenAiSeries:
     """The GenAI histograms' children for one (operation, models, provider[, workspace])."""
 
-    input: Any
-    output: Any
-    cached: Any
-    ttft: Any
-    tpot: Any
+    input: HistogramChild
+    output: HistogramChild
+    cached: HistogramChild
+    ttft: HistogramChild
+    tpot: HistogramChild
 
 
 class MessageTimes(Collector):
@@ -280,47 +275,38 @@ class MessageTimes(Collector):
     and ``infery_ext_proc_message_duration_seconds``.
 
     Every ext_proc message is observed (four per non-streamed request, one per streamed chunk),
-    so this is counted in plain lists and exposed when scraped, instead of through a prometheus-client
-    Counter and Histogram: those take a lock per value and reached the message through two wrapper
-    async generators, ~6% of the server path's instructions per request (bench/README.md).
-    Only the event loop's thread writes; a scrape reads from the metrics thread. A scrape between
-    an observation's bucket and its sum may see the sum one observation behind; the count is the
-    buckets' total, so a histogram is never inconsistent with itself.
+    so this is one plain histogram per phase (ext_proc/metric_families.py, the same piece the
+    per-request metrics use; the thread-safety argument is there), exposed when scraped, instead
+    of a prometheus-client Counter and Histogram: those take a lock per value and reached the
+    message through two wrapper async generators, ~6% of the server path's instructions per
+    request (bench/README.md). The count of messages is the histogram's count, not a second
+    counter. Neither family has ``_created`` samples (it never had).
     """
 
     def __init__(self) -> None:
-        self._buckets = {phase: [0] * (len(MESSAGE_BUCKETS) + 1) for phase in PHASES}
-        self._sums = dict.fromkeys(PHASES, 0.0)
+        self._latency = PlainHistogram(
+            "infery_ext_proc_message_duration_seconds",
+            "Time from an ext_proc message's arrival to its answer.",
+            ("phase",),
+            MESSAGE_BUCKETS,
+            created=False,
+        )
+        self._phases = {phase: self._latency.child((phase,)) for phase in PHASES}  # all exported
+        self._other = self._phases[OTHER]
 
     def answered(self, phase: str, arrived: float) -> None:
         """An ext_proc message of ``phase`` that arrived at ``arrived`` (``perf_counter``) is
         answered now: ext_proc/server.py calls it for each answer (``gauges.messages.answered``)."""
-        seconds = time.perf_counter() - arrived
-        if phase not in self._sums:
-            phase = OTHER
-        # Prometheus buckets are upper bounds, inclusive: the first bound >= the value.
-        self._buckets[phase][bisect_left(MESSAGE_BUCKETS, seconds)] += 1
-        self._sums[phase] += seconds
+        self._phases.get(phase, self._other).observe(time.perf_counter() - arrived)
 
     def collect(self) -> Iterable[Metric]:
         counts = CounterMetricFamily(
             "infery_ext_proc_messages", "ext_proc messages answered, by phase.", labels=("phase",)
         )
-        latency = HistogramMetricFamily(
-            "infery_ext_proc_message_duration_seconds",
-            "Time from an ext_proc message's arrival to its answer.",
-            labels=("phase",),
-        )
-        bounds = [*map(floatToGoString, MESSAGE_BUCKETS), "+Inf"]
-        for phase in PHASES:
-            running, cumulative = 0, []
-            for bound, count in zip(bounds, list(self._buckets[phase]), strict=True):
-                running += count
-                cumulative.append((bound, running))
-            counts.add_metric((phase,), running)
-            latency.add_metric((phase,), cumulative, self._sums[phase])
+        for labels, child in self._latency.children():
+            counts.add_metric(labels, sum(list(child.counts)))
         yield counts
-        yield latency
+        yield from self._latency.collect()
 
 
 class _XdsState(Collector):

@@ -188,7 +188,12 @@ class _PrometheusClientMetrics:
         self.registry = r = CollectorRegistry()
         self.ws = workspace_label
         ws = ("workspace",) if workspace_label else ()
-        genai = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model", "gen_ai_provider_name")
+        genai = (
+            "gen_ai_operation_name",
+            "gen_ai_request_model",
+            "gen_ai_response_model",
+            "gen_ai_provider_name",
+        )
         self.token_usage = Histogram(
             "gen_ai_client_token_usage",
             "Tokens used per request (OTel gen_ai.client.token.usage), by gen_ai_token_type.",
@@ -288,7 +293,9 @@ class _PrometheusClientMetrics:
             self.credits.labels(model_used, *ws).inc(float(rec.credits))
 
 
-_SERIES_TOKENS = st.one_of(st.sampled_from([0, 1, 2, 4, 5, 64, 65, 67108864, 67108865]), st.integers(0, 10**9))
+_SERIES_TOKENS = st.one_of(
+    st.sampled_from([0, 1, 2, 4, 5, 64, 65, 67108864, 67108865]), st.integers(0, 10**9)
+)
 _SECONDS_MS = st.one_of(
     st.sampled_from([0.0, 10.0, 1000.0, 81920.0, 81921.0]), st.floats(0, 200_000, allow_nan=False)
 )
