@@ -180,7 +180,8 @@ class GatewayMetrics:
         genai = (operation, rec.model_requested if model_used else OTHER, model_used, rec.provider, *ws)
         self.requests.inc((endpoint if operation != OTHER else OTHER, str(status), error_code, *ws))
         latency_s = rec.latency_ms / 1000
-        if rec.idempotent_replay:
+        replay = rec.idempotent_replay  # each protobuf field read costs ~600 instructions
+        if replay:
             self.replays.inc(ws)
         error = error_code or (str(status) if status >= 400 else "")
         self.duration.observe((*genai[:4], error, *ws), latency_s)
@@ -188,7 +189,7 @@ class GatewayMetrics:
             return
         if rec.fallback_from:
             self.fallbacks.inc((rec.fallback_from, model_used, *ws))
-        if status < 400 and not rec.idempotent_replay:
+        if status < 400 and not replay:
             series = self._series.get(genai) or self._genai_series(genai)
             series.input.observe(rec.input_tokens)
             output_tokens = rec.output_tokens
