@@ -24,12 +24,14 @@ import grpc
 from infery_proto.v1 import responses_pb2, responses_pb2_grpc
 from sqlmodel import col, delete
 
+from control_plane.store import bulk_sql
 from control_plane.store.db import SessionFactory
 from control_plane.store.tables import StoredResponse
 
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400
+_TABLE = StoredResponse.__table__  # type: ignore[attr-defined]
 SWEEP_INTERVAL_S = 3600.0
 
 
@@ -88,17 +90,17 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
 
     def _keep(self, request: responses_pb2.StoredResponse) -> None:
         now = int(self._clock())
-        row = StoredResponse(
-            workspace_id=request.workspace_id,
-            id=request.id,
-            model=request.model,
-            created_at=request.created_at or now,
-            expires_at=now + int(self._retention_s),
-            response=request.response,
-            input_items=request.input_items,
+        row = (
+            request.workspace_id,
+            request.id,
+            request.model,
+            request.created_at or now,
+            now + int(self._retention_s),
+            request.response,
+            request.input_items,
         )
         with self._sessions() as session:
-            session.merge(row)
+            bulk_sql.upsert_replacing(session.connection(), _TABLE, [row])
             session.commit()
 
     def _find(self, workspace_id: str, response_id: str) -> StoredResponse | None:
