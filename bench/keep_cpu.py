@@ -5,10 +5,13 @@ Keep`` runs once per request, and the control plane's CPU per request in ``make 
 rows is mostly this. Here the servicer's ``Keep`` is awaited directly (no gRPC framing, which does
 not change with the store) by ``--concurrency`` callers at once, as ext_proc's concurrent answers
 call it, with a realistic answer (a ~1.3 KB response object, ~0.4 KB of input items) and distinct
-ids, on a fresh migrated database. Reported per keep: this process's CPU (``time.process_time``,
-worker threads and SQLite included), the PostgreSQL backends' CPU (read from /proc, the local
-server only), the wall time, and how many keeps each database transaction carried where the
-service counts its transactions.
+ids, on a fresh migrated database: back to back (a closed loop, every caller's next keep arriving
+as soon as its last is acked, so keeps arrive together), or with ``--think-ms`` each caller pausing
+0 to twice that before each keep, as a request's own time does, so that keeps arrive spread out as
+a gateway's do (the pauses' timers cost this process some CPU too: ~60 µs per keep at 15 ms).
+Reported per keep: this process's CPU (``time.process_time``, worker threads and SQLite
+included), the PostgreSQL backends' CPU (read from /proc, the local server only), the wall time,
+and how many keeps each database transaction carried where the service counts its transactions.
 
 It uses nothing but :class:`control_plane.response_store.ResponseStoreService` and the store's
 migration, so the same code measures another checkout's store::
@@ -28,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -134,13 +138,16 @@ def database(backend: str, work: Path) -> Iterator[str]:
 
 
 def _backend_pids(engine: sa.Engine) -> set[int]:
+    """The PostgreSQL backends of the engine's database, asked on a connection of its own (one of
+    the engine's pool would leave out the backend it is)."""
     if engine.dialect.name != "postgresql":
         return set()
-    with engine.connect() as connection:
-        rows = connection.exec_driver_sql(
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
             "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-        return {int(pid) for pid in rows.scalars()}
+        ).fetchall()
+    return {int(pid) for (pid,) in rows}
 
 
 def _proc_cpu(pids: set[int]) -> float:
@@ -155,18 +162,23 @@ def _proc_cpu(pids: set[int]) -> float:
     return total
 
 
-async def _keep_all(service: ResponseStoreService, answers: list[responses_pb2.StoredResponse], c: int) -> None:
+async def _keep_all(
+    service: ResponseStoreService, answers: list[responses_pb2.StoredResponse], c: int, think_s: float
+) -> None:
     context = cast(grpc.aio.ServicerContext, _Context())
     pending = iter(answers)
+    pauses = random.Random(1)
 
     async def caller() -> None:
         for request in pending:
+            if think_s:
+                await asyncio.sleep(pauses.uniform(0, 2 * think_s))
             await service.Keep(request, context)
 
     await asyncio.gather(*(caller() for _ in range(c)))
 
 
-def one_run(url: str, keeps: int, concurrency: int, warmup: int) -> dict[str, float]:
+def one_run(url: str, keeps: int, concurrency: int, warmup: int, think_s: float) -> dict[str, float]:
     """Per keep: this process's CPU, the database server's, and the wall time (µs)."""
     db.migrate(url)
     engine = db.create_engine(url)
@@ -175,11 +187,11 @@ def one_run(url: str, keeps: int, concurrency: int, warmup: int) -> dict[str, fl
         answers = [answer(f"resp_{uuid.uuid4().hex}") for _ in range(warmup + keeps)]
 
         async def main() -> dict[str, float]:
-            await _keep_all(service, answers[:warmup], concurrency)  # opens the pool's connections
+            await _keep_all(service, answers[:warmup], concurrency, think_s)  # opens the pool's connections
             pids = _backend_pids(engine)
             batches = getattr(service, "keep_batches", 0)
             own, server, wall = time.process_time(), _proc_cpu(pids), time.perf_counter()
-            await _keep_all(service, answers[warmup:], concurrency)
+            await _keep_all(service, answers[warmup:], concurrency, think_s)
             wall = time.perf_counter() - wall
             own = time.process_time() - own
             server = _proc_cpu(pids | _backend_pids(engine)) - server
@@ -208,13 +220,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=64)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="each caller pauses 0 to twice this (uniform) before each keep, as a request's own time"
+        " does: keeps then arrive spread out, not all at once (0: back to back, a closed loop)",
+    )
     args = parser.parse_args(argv)
     results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.runs):
             fresh = database(args.backend, Path(work))
             try:
-                results.append(one_run(next(fresh), args.keeps, args.concurrency, args.warmup))
+                think_s = args.think_ms / 1000
+                results.append(one_run(next(fresh), args.keeps, args.concurrency, args.warmup, think_s))
             finally:
                 fresh.close()
     best = min(results, key=lambda r: r["own_us"] + r["database_us"])
@@ -222,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "backend": args.backend,
         "keeps": args.keeps,
         "concurrency": args.concurrency,
+        "think_ms": args.think_ms,
         "answer_bytes": answer("resp_" + "0" * 32).ByteSize(),
         "best": {k: round(v, 1) for k, v in best.items()},
         "median_cpu_us": round(statistics.median(r["own_us"] + r["database_us"] for r in results), 1),

@@ -12,7 +12,6 @@ from typing import cast
 
 import grpc
 import pytest
-import sqlalchemy as sa
 from infery_proto.settings import SettingsError
 from infery_proto.v1 import responses_pb2, responses_pb2_grpc
 from sqlalchemy.orm import sessionmaker
@@ -124,7 +123,9 @@ class Context:
         raise Aborted(code)
 
 
-async def keep(service: ResponseStoreService, request: responses_pb2.StoredResponse) -> grpc.StatusCode | None:
+async def keep(
+    service: ResponseStoreService, request: responses_pb2.StoredResponse
+) -> grpc.StatusCode | None:
     """Keep through the servicer's method itself; None when acked, else the status it aborted with."""
     try:
         await service.Keep(request, cast(grpc.aio.ServicerContext, Context()))
@@ -360,9 +361,10 @@ async def test_a_failed_write_fails_every_keep_it_carried(
     assert await first is None
     assert await asyncio.gather(*rest) == [grpc.StatusCode.UNAVAILABLE] * 10
     assert [found(reader, "ws-a", f"resp_{i}") is not None for i in range(11)] == [True] + [False] * 10
-    assert await asyncio.gather(*(keep(service, stored("ws-a", f"resp_{i}")) for i in range(1, 11))) == [
-        None
-    ] * 10  # ext_proc's retries
+    assert (
+        await asyncio.gather(*(keep(service, stored("ws-a", f"resp_{i}")) for i in range(1, 11)))
+        == [None] * 10
+    )  # ext_proc's retries
     assert all(found(reader, "ws-a", f"resp_{i}") is not None for i in range(11))
 
 
