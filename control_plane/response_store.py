@@ -11,6 +11,15 @@ Every call names a workspace, and rows are found by workspace and id together: a
 workspace's id is NOT_FOUND, as an unknown or expired one. The expiry is this side's
 (``INFERY_RESPONSES_RETENTION_DAYS``, 30 days): expired rows are never answered, and
 :func:`sweep_forever` deletes them. Database work runs in a worker thread.
+
+Keep runs once per Responses API request (``store`` is OpenAI's default), and ext_proc waits for
+its ack before the client hears the end of its answer, so an ack means committed. It is an upsert
+by workspace and id (a retry changes nothing), in the driver's own SQL (``bulk_sql``), and written
+by group commit (:class:`_Keeper`): keeps that arrive while a write is in flight are written
+together, in one transaction, by the next, and each is acked only once that transaction has
+committed; a write that fails fails every keep it carried with UNAVAILABLE (ext_proc tries them
+again). A request the database could not hold (an id longer than its column) is refused with
+INVALID_ARGUMENT before it reaches a write, where it would fail every keep written with it.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import grpc
 from infery_proto.v1 import responses_pb2, responses_pb2_grpc
 from sqlmodel import col, delete
 
+from control_plane.store import bulk_sql
 from control_plane.store.db import SessionFactory
 from control_plane.store.tables import StoredResponse
 
@@ -31,27 +42,59 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86_400
 SWEEP_INTERVAL_S = 3600.0
+# One write carries at most this many keeps, and this many bytes of them (one larger keep goes
+# alone): bounds a transaction's time and a statement's size when many keeps pile up.
+BATCH_ROWS = 64
+BATCH_BYTES = 4 << 20
+
+_TABLE = StoredResponse.__table__  # type: ignore[attr-defined]
+# A row in the table's column order: workspace_id, id, model, created_at, expires_at, response, input_items.
+_Row = tuple[str, str, str, int, int, bytes, bytes]
+_COLUMNS = ("workspace_id", "id", "model", "created_at", "expires_at", "response", "input_items")
+if tuple(column.name for column in _TABLE.columns) != _COLUMNS:
+    raise RuntimeError(f"kept rows are {_COLUMNS}, the table's columns {[c.name for c in _TABLE.columns]}")
+_WORKSPACE_WIDTH, _ID_WIDTH, _MODEL_WIDTH = (_TABLE.columns[name].type.length for name in _COLUMNS[:3])
 
 
 class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     def __init__(
-        self, session_factory: SessionFactory, retention_s: float, clock: Callable[[], float] = time.time
+        self,
+        session_factory: SessionFactory,
+        retention_s: float,
+        clock: Callable[[], float] = time.time,
+        *,
+        batch_rows: int = BATCH_ROWS,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self._sessions = session_factory
-        self._retention_s = retention_s
+        self._retention_s = int(retention_s)
         self._clock = clock
+        self._keeper = _Keeper(session_factory, batch_rows, batch_bytes)
+
+    @property
+    def keep_batches(self) -> int:
+        """Transactions that keeps were written in (for the bench and tests)."""
+        return self._keeper.transactions
 
     async def Keep(
         self, request: responses_pb2.StoredResponse, context: grpc.aio.ServicerContext
     ) -> responses_pb2.KeepAck:
-        if not request.workspace_id or not request.id:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "a stored response needs a workspace and an id"
-            )
+        problem = _invalid(request)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        now = int(self._clock())
+        row = (
+            request.workspace_id,
+            request.id,
+            request.model[:_MODEL_WIDTH].replace("\x00", ""),  # informational: never worth refusing
+            request.created_at or now,
+            now + self._retention_s,
+            request.response,
+            request.input_items,
+        )
         try:
-            await asyncio.to_thread(self._keep, request)
-        except Exception:
-            log.exception("keeping response %s failed", request.id)
+            await self._keeper.keep(row, request.ByteSize())
+        except NotKept:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the response store is unavailable")
         return responses_pb2.KeepAck()
 
@@ -86,21 +129,6 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the response store is unavailable")
         return responses_pb2.ForgetAck(deleted=deleted)
 
-    def _keep(self, request: responses_pb2.StoredResponse) -> None:
-        now = int(self._clock())
-        row = StoredResponse(
-            workspace_id=request.workspace_id,
-            id=request.id,
-            model=request.model,
-            created_at=request.created_at or now,
-            expires_at=now + int(self._retention_s),
-            response=request.response,
-            input_items=request.input_items,
-        )
-        with self._sessions() as session:
-            session.merge(row)
-            session.commit()
-
     def _find(self, workspace_id: str, response_id: str) -> StoredResponse | None:
         with self._sessions() as session:
             row = session.get(StoredResponse, (workspace_id, response_id))
@@ -126,6 +154,101 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
             )
             session.commit()
             return int(result.rowcount or 0)
+
+
+def _invalid(request: responses_pb2.StoredResponse) -> str | None:
+    """Why the database could not hold this keep's key, if it could not."""
+    if not request.workspace_id or not request.id:
+        return "a stored response needs a workspace and an id"
+    if len(request.workspace_id) > _WORKSPACE_WIDTH or len(request.id) > _ID_WIDTH:
+        return f"a workspace id is at most {_WORKSPACE_WIDTH} characters, a response id {_ID_WIDTH}"
+    if "\x00" in request.workspace_id or "\x00" in request.id:
+        return "a workspace or response id cannot contain NUL"
+    return None
+
+
+class NotKept(Exception):
+    """The write that carried a keep failed (logged once, by the writer); the keep is not stored."""
+
+
+class _Keeper:
+    """Group commit of kept rows: one write in flight at a time, on a worker thread; the keeps
+    that arrive meanwhile wait, and the next write takes them together (up to its bounds).
+
+    Why: each transaction costs the thread hand-off, a session, a statement and a commit whatever
+    it carries, and concurrent answers finish together, so under load one write serves many keeps.
+    A keep alone is written at once: grouping adds no wait, only what a write in flight already
+    costs. The writes are in arrival order, so of two keeps of one key the later one stays.
+    """
+
+    def __init__(self, sessions: SessionFactory, batch_rows: int, batch_bytes: int) -> None:
+        self._sessions = sessions
+        self._batch_rows = batch_rows
+        self._batch_bytes = batch_bytes
+        self._waiting: deque[tuple[_Row, int, asyncio.Future[None]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self.transactions = 0
+
+    async def keep(self, row: _Row, size: int) -> None:
+        """Return once ``row`` is committed; :class:`NotKept` when its write failed."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((row, size, future))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_waiting())
+        await future
+
+    async def _write_waiting(self) -> None:
+        batch: list[tuple[_Row, int, asyncio.Future[None]]] = []
+        try:
+            while self._waiting:
+                batch = self._take()
+                try:
+                    await asyncio.to_thread(self._write, [row for row, _, _ in batch])
+                except Exception:
+                    log.exception("keeping %d responses failed", len(batch))
+                    _settle(batch, NotKept)
+                else:
+                    _settle(batch, None)
+        finally:
+            self._writer = None
+            _settle(batch, NotKept)  # cancelled (the server is stopping): no caller waits forever
+            _settle(self._waiting, NotKept)
+            self._waiting.clear()
+
+    def _take(self) -> list[tuple[_Row, int, asyncio.Future[None]]]:
+        """The next write's keeps: the first waiting, and those after it within the bounds."""
+        batch = [self._waiting.popleft()]
+        size = batch[0][1]
+        while (
+            self._waiting
+            and len(batch) < self._batch_rows
+            and size + self._waiting[0][1] <= self._batch_bytes
+        ):
+            batch.append(self._waiting.popleft())
+            size += batch[-1][1]
+        return batch
+
+    def _write(self, rows: list[_Row]) -> None:
+        """One transaction (worker thread): a key kept twice in ``rows`` is written once, as last kept."""
+        latest = {row[:2]: row for row in rows}
+        with self._sessions() as session:
+            bulk_sql.upsert_replacing(session.connection(), _TABLE, [latest[key] for key in sorted(latest)])
+            session.commit()
+        self.transactions += 1
+
+
+def _settle(
+    batch: deque[tuple[_Row, int, asyncio.Future[None]]] | list[tuple[_Row, int, asyncio.Future[None]]],
+    failure: type[Exception] | None,
+) -> None:
+    """Answer every caller of ``batch`` still waiting (a caller that gave up has a done future)."""
+    for _, _, future in batch:
+        if future.done():
+            continue
+        if failure is None:
+            future.set_result(None)
+        else:
+            future.set_exception(failure())
 
 
 async def sweep_forever(service: ResponseStoreService, interval_s: float = SWEEP_INTERVAL_S) -> None:

@@ -1,7 +1,9 @@
-"""Many rows in one round trip, in the driver's own SQL: the usage ingestion's two statements.
+"""Many rows in one round trip, in the driver's own SQL: the usage ingestion's two statements, and
+the kept responses' upsert.
 
-Usage ingestion writes one record per gateway request plus its rollups, so these statements are
-the control plane's hot path, and the cheapest form differs per database:
+Usage ingestion writes one record per gateway request plus its rollups, and the Responses API
+keeps one response per request (control_plane/response_store.py), so these statements are the
+control plane's hot path, and the cheapest form differs per database:
 
 - PostgreSQL: one statement over ``unnest`` of one array per column. Its text never changes,
   so psycopg parses it once and the server prepares it; a multi-row ``VALUES`` list instead
@@ -64,6 +66,45 @@ def upsert_adding(
         f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) {conflict}"
     )
     connection.exec_driver_sql(sql, list(rows))
+
+
+def upsert_replacing(connection: sa.Connection, table: sa.Table, rows: Sequence[Sequence[Any]]) -> None:
+    """INSERT rows (table column order); where the primary key exists, replace its other columns.
+
+    One statement whatever the rows, with no read first, so concurrent writers of one key cannot
+    race to insert it twice. Keys must be distinct within ``rows`` (PostgreSQL refuses to update a
+    row twice in one statement); pass them sorted by key, so that two writers of overlapping keys
+    lock them in the same order instead of deadlocking.
+    """
+    if not rows:
+        return
+    sql = _replacing(connection, table)
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(sql, _arrays(rows, len(table.columns)))
+        return
+    connection.exec_driver_sql(sql, list(rows))
+
+
+def _replacing(connection: sa.Connection, table: sa.Table) -> str:
+    """:func:`upsert_replacing`'s statement, built once per table and dialect."""
+    cached = _REPLACINGS.get((table.name, connection.dialect.name))
+    if cached is not None:
+        return cached
+    columns = [column.name for column in table.columns]
+    keys = [column.name for column in table.primary_key.columns]
+    replaced = ", ".join(f"{name} = excluded.{name}" for name in columns if name not in keys)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {replaced}"
+    if connection.dialect.name == "postgresql":
+        values = _unnest(connection, table)
+    else:
+        values = f"VALUES ({', '.join('?' * len(columns))})"
+    sql = _REPLACINGS[table.name, connection.dialect.name] = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) {values} {conflict}"
+    )
+    return sql
+
+
+_REPLACINGS: dict[tuple[str, str], str] = {}
 
 
 def _unnest(connection: sa.Connection, table: sa.Table) -> str:

@@ -1,9 +1,14 @@
-"""The real gRPC ResponseStore on a free port: kept per workspace, found by no other, forgotten,
-expired after the retention, and swept."""
+"""The real gRPC ResponseStore on a free port, on SQLite and PostgreSQL: kept per workspace, found
+by no other, forgotten, expired after the retention, and swept; concurrent keeps committed when
+acked (keeps arriving during a write are written together), a failed write failing every keep it
+carried and losing none that was acked."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import cast
 
 import grpc
 import pytest
@@ -14,7 +19,9 @@ from sqlmodel import Session, func, select
 
 from control_plane.response_store import DAY_S, ResponseStoreService, add_response_store
 from control_plane.settings import Settings
+from control_plane.store import db
 from control_plane.store.tables import StoredResponse
+from tests.postgres import fresh_database
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -34,9 +41,113 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(scope="module")
+def postgres_store() -> Iterator[str]:
+    """One migrated PostgreSQL database for the module (a migration costs ~1 s); emptied per test."""
+    with fresh_database() as url:
+        db.migrate(url)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return cast(str, request.getfixturevalue("sqlite_url"))
+    url = cast(str, request.getfixturevalue("postgres_store"))
+    engine = db.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM stored_responses")
+    engine.dispose()
+    return url
+
+
 @pytest.fixture
-def service(session_factory: sessionmaker[Session], clock: Clock) -> ResponseStoreService:
-    return ResponseStoreService(session_factory, 30 * DAY_S, clock)
+def session_factory(store_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = db.create_engine(store_url)
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def reader(store_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions of another engine (other connections), as another replica's: sees only what is committed."""
+    engine = db.create_engine(store_url)
+    yield db.session_factory(engine)
+    engine.dispose()
+
+
+class Sessions:
+    """The store's session factory, watched: counts transactions (sessions opened), can hold the
+    next one at its start (on the worker thread, so keeps pile up meanwhile), and fails commits
+    while ``failing`` or at the commit ordinals of ``failing_commits`` (0 = the first)."""
+
+    def __init__(self, real: sessionmaker[Session]) -> None:
+        self._real = real
+        self.opened = 0
+        self.commits = 0
+        self.failing = False
+        self.failing_commits: range = range(0)
+        self.hold: threading.Event | None = None
+        self.held = threading.Event()
+
+    def __call__(self) -> Session:
+        self.opened += 1
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            self.held.set()
+            hold.wait(10)
+        session = self._real()
+        commit = session.commit
+
+        def failing_commit() -> None:
+            ordinal, self.commits = self.commits, self.commits + 1
+            if self.failing or ordinal in self.failing_commits:
+                raise RuntimeError("the database is down")
+            commit()
+
+        session.commit = failing_commit  # type: ignore[method-assign]
+        return session
+
+
+class Aborted(Exception):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__(code.name)
+        self.code = code
+
+
+class Context:
+    """What the servicer uses of its context, for calls that skip the network (so that the test
+    knows when a keep has arrived)."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code)
+
+
+async def keep(
+    service: ResponseStoreService, request: responses_pb2.StoredResponse
+) -> grpc.StatusCode | None:
+    """Keep through the servicer's method itself; None when acked, else the status it aborted with."""
+    try:
+        await service.Keep(request, cast(grpc.aio.ServicerContext, Context()))
+    except Aborted as aborted:
+        return aborted.code
+    return None
+
+
+async def settle() -> None:
+    """Let every task that is ready run to its first wait (each keep to its queue)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def sessions(session_factory: sessionmaker[Session]) -> Sessions:
+    return Sessions(session_factory)
+
+
+@pytest.fixture
+def service(sessions: Sessions, clock: Clock) -> ResponseStoreService:
+    return ResponseStoreService(sessions, 30 * DAY_S, clock)
 
 
 @pytest.fixture
@@ -158,3 +269,142 @@ async def test_the_retention_is_a_setting() -> None:
     assert Settings.from_env({"INFERY_RESPONSES_RETENTION_DAYS": "7"}).responses_retention_days == 7
     with pytest.raises(SettingsError):
         Settings.from_env({"INFERY_RESPONSES_RETENTION_DAYS": "0"})
+
+
+def found(reader: sessionmaker[Session], workspace: str, response_id: str) -> bytes | None:
+    """What another replica finds: the kept input items, read on another engine's connection."""
+    with reader() as session:
+        row = session.get(StoredResponse, (workspace, response_id))
+        return None if row is None else bytes(row.input_items)
+
+
+async def test_every_ack_means_committed(
+    stub: responses_pb2_grpc.ResponseStoreStub, reader: sessionmaker[Session]
+) -> None:
+    seen: list[bytes | None] = []
+
+    async def keep_then_look(i: int) -> None:
+        await stub.Keep(stored("ws-a", f"resp_{i}", text=str(i).encode()), timeout=10)
+        seen.append(found(reader, "ws-a", f"resp_{i}"))  # at once, before the loop runs anything else
+
+    await asyncio.gather(*(keep_then_look(i) for i in range(48)))
+    assert sorted(seen) == sorted(stored(text=str(i).encode()).input_items for i in range(48))
+
+
+async def test_concurrent_keeps_of_one_id_leave_one_of_them(
+    stub: responses_pb2_grpc.ResponseStoreStub, reader: sessionmaker[Session]
+) -> None:
+    versions = [stored("ws-a", "resp_1", text=str(i).encode()) for i in range(20)]
+    await asyncio.gather(*(stub.Keep(version, timeout=10) for version in versions))
+    assert found(reader, "ws-a", "resp_1") in {version.input_items for version in versions}
+    with reader() as session:
+        assert session.exec(select(func.count()).select_from(StoredResponse)).one() == 1
+
+
+async def test_workspaces_stay_apart_when_kept_together(stub: responses_pb2_grpc.ResponseStoreStub) -> None:
+    workspaces = [f"ws-{i}" for i in range(8)]
+    await asyncio.gather(
+        *(stub.Keep(stored(ws, "resp_1", text=ws.encode()), timeout=10) for ws in workspaces)
+    )
+    for ws in workspaces:
+        answer = await stub.Find(responses_pb2.ResponseRef(workspace_id=ws, id="resp_1"), timeout=5)
+        assert answer.input_items == stored(text=ws.encode()).input_items
+
+
+async def test_a_failing_database_fails_its_keeps_and_loses_none_acked(
+    stub: responses_pb2_grpc.ResponseStoreStub, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    async def keep_all(ids: range) -> list[grpc.StatusCode | None]:
+        async def one(i: int) -> grpc.StatusCode | None:
+            try:
+                await stub.Keep(stored("ws-a", f"resp_{i}"), timeout=10)
+            except grpc.aio.AioRpcError as err:
+                return err.code()
+            return None
+
+        return list(await asyncio.gather(*(one(i) for i in ids)))
+
+    assert await keep_all(range(16)) == [None] * 16
+    sessions.failing = True
+    assert await keep_all(range(16, 32)) == [grpc.StatusCode.UNAVAILABLE] * 16
+    sessions.failing = False
+    assert await keep_all(range(32, 48)) == [None] * 16
+    kept = [i for i in range(48) if found(reader, "ws-a", f"resp_{i}") is not None]
+    assert kept == [*range(16), *range(32, 48)]
+
+
+async def test_keeps_arriving_during_a_write_are_written_together(
+    service: ResponseStoreService, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    sessions.hold = hold = threading.Event()
+    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
+    assert await asyncio.to_thread(sessions.held.wait, 10)
+    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(1, 11)]
+    await settle()
+    hold.set()
+    assert await first is None
+    assert await asyncio.gather(*rest) == [None] * 10
+    assert sessions.opened == 2  # the first keep's transaction, then one for the ten
+    assert all(found(reader, "ws-a", f"resp_{i}") is not None for i in range(11))
+
+
+async def test_a_failed_write_fails_every_keep_it_carried(
+    service: ResponseStoreService, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    sessions.hold = hold = threading.Event()
+    sessions.failing_commits = range(1, 2)  # the second transaction's commit: the ten's
+    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
+    assert await asyncio.to_thread(sessions.held.wait, 10)
+    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(1, 11)]
+    await settle()
+    hold.set()
+    assert await first is None
+    assert await asyncio.gather(*rest) == [grpc.StatusCode.UNAVAILABLE] * 10
+    assert [found(reader, "ws-a", f"resp_{i}") is not None for i in range(11)] == [True] + [False] * 10
+    assert (
+        await asyncio.gather(*(keep(service, stored("ws-a", f"resp_{i}")) for i in range(1, 11)))
+        == [None] * 10
+    )  # ext_proc's retries
+    assert all(found(reader, "ws-a", f"resp_{i}") is not None for i in range(11))
+
+
+@pytest.mark.parametrize(
+    ("rows", "answers_of_bytes", "transactions"), [(4, 100, 3), (64, 2.5, 5), (64, 0.5, 10)]
+)
+async def test_a_write_carries_at_most_its_rows_and_bytes(
+    sessions: Sessions,
+    clock: Clock,
+    reader: sessionmaker[Session],
+    rows: int,
+    answers_of_bytes: float,
+    transactions: int,
+) -> None:
+    size = stored().ByteSize()
+    service = ResponseStoreService(
+        sessions, 30 * DAY_S, clock, batch_rows=rows, batch_bytes=int(answers_of_bytes * size)
+    )
+    sessions.hold = hold = threading.Event()
+    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_x")))
+    assert await asyncio.to_thread(sessions.held.wait, 10)
+    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(10)]
+    await settle()
+    hold.set()
+    assert await first is None
+    assert await asyncio.gather(*rest) == [None] * 10
+    assert sessions.opened == 1 + transactions
+    assert all(found(reader, "ws-a", f"resp_{i}") is not None for i in range(10))
+
+
+async def test_keys_the_database_cannot_hold_are_invalid(
+    stub: responses_pb2_grpc.ResponseStoreStub, reader: sessionmaker[Session]
+) -> None:
+    """Refused before they reach a write, where one bad row would fail every keep written with it."""
+    for workspace, response_id in (("w" * 65, "resp_1"), ("ws-a", "r" * 129), ("ws-a", "resp\x001")):
+        call = stub.Keep(stored(workspace, response_id), timeout=5)
+        assert await code_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+    long_model = stored("ws-a", "r" * 128)
+    long_model.model = "m" * 200
+    await stub.Keep(long_model, timeout=5)
+    with reader() as session:
+        row = session.get(StoredResponse, ("ws-a", "r" * 128))
+        assert row is not None and row.model == "m" * 128
