@@ -287,18 +287,18 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    prompts = args.prompts.split(",")
+    for prompt in prompts:
+        if prompt not in PROMPTS:
+            parser.error(f"unknown prompt {prompt!r}: one of {', '.join(PROMPTS)}")
     if args.child:
         if args.malloc_tuning:
             malloc_tuning.keep_large_buffers()
         import uvloop
 
-        result = uvloop.run(measure(args.child, args.requests, args.frame_size, args.prompts))
+        result = uvloop.run(measure(args.child, args.requests, args.frame_size, prompts[0]))
         print(orjson.dumps(dataclasses.asdict(result)).decode())
         return
-    prompts = args.prompts.split(",")
-    for prompt in prompts:
-        if prompt not in PROMPTS:
-            parser.error(f"unknown prompt {prompt!r}: one of {', '.join(PROMPTS)}")
     head = f"{'prompt':>11} {'size':>7} {'CPU ms':>8} {'us/KB':>7} {'minor faults':>13} {'peak MB':>8}"
     print(f"{head} {'peak/body':>9}")
     for prompt in prompts:

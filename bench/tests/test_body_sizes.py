@@ -6,6 +6,7 @@ import asyncio
 
 import orjson
 
+from bench import body_phases
 from bench.body_sizes import PROMPTS, chat_body, measure
 
 
@@ -37,3 +38,10 @@ def test_every_prompt_comes_at_the_size_asked_and_the_prose_needs_unescaping() -
 def test_a_prose_request_is_answered_with_its_body() -> None:
     result = asyncio.run(measure(200 * 1024, requests=2, prompt="typographic"))
     assert result.requests == 2
+
+
+def test_the_phases_of_a_large_request_are_probed_in_order() -> None:
+    probe = asyncio.run(body_phases.run(200 * 1024, "text"))
+    labels = [row[0] for row in probe.rows]
+    assert labels.index("JSON parse: before") < labels.index("translate: after") < labels.index("answered")
+    assert all(peak >= 0 for *_, peak in probe.rows)
