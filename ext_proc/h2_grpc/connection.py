@@ -297,13 +297,14 @@ class Connection(asyncio.Protocol):
             return  # a connection error was answered: nothing more is read
         buf = self._in
         try:
-            if self._preface_seen and not buf:
-                # Nothing left over from the last read: frames are parsed from this one in place
-                # (a body of megabytes is not copied through ``_in`` first); only a partial
-                # frame at its end is kept.
-                taken = frames.parse(data, self._on_frame, MAX_FRAME)
-                if taken < len(data):
-                    buf += memoryview(data)[taken:]
+            if self._preface_seen:
+                # Frames are parsed from the read itself (a body of megabytes is not copied
+                # through ``_in`` first): a frame the last read left partial is completed from
+                # this one alone, and only a partial frame at its end is kept.
+                rest = self._complete(buf, data) if buf else data
+                taken = frames.parse(rest, self._on_frame, MAX_FRAME)
+                if taken < len(rest):
+                    buf += memoryview(rest)[taken:]
                 return
             buf += data
             if not self._preface_seen:
@@ -318,6 +319,27 @@ class Connection(asyncio.Protocol):
             del buf[: frames.parse(buf, self._on_frame, MAX_FRAME)]
         except ProtocolError as exc:
             self._fail(exc.code, str(exc))
+
+    def _complete(self, buf: bytearray, data: bytes) -> memoryview:
+        """Completes the frame begun in ``buf`` (a read ended inside it) with the bytes it lacks
+        from ``data``, and handles it; what follows in ``data``, to parse in place (nothing while
+        the frame is still partial). Raises ProtocolError for a frame over our maximum size."""
+        view = memoryview(data)
+        missing = FRAME_HEAD.size - len(buf)
+        if missing > 0:  # its head first
+            buf += view[:missing]
+            view = view[missing:]
+            if len(buf) < FRAME_HEAD.size:
+                return view
+        length = FRAME_HEAD.unpack_from(buf)[0] >> 8
+        if length > MAX_FRAME:
+            raise ProtocolError(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+        missing = FRAME_HEAD.size + length - len(buf)
+        buf += view[:missing]
+        if len(buf) < FRAME_HEAD.size + length:
+            return view[len(view) :]
+        del buf[: frames.parse(buf, self._on_frame, MAX_FRAME)]
+        return view[missing:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
