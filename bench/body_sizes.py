@@ -159,7 +159,16 @@ class Driver:
                 self.body_reply = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
             return data
 
-        server = Server({PROCESS: Method(process.handler, process.deserialize, serialize)})
+        server = Server(
+            {
+                PROCESS: Method(
+                    process.handler,
+                    process.deserialize,
+                    serialize,
+                    deserialize_large=process.deserialize_large,
+                )
+            }
+        )
         connection: Any = server._connection(None)
         self.connection = connection
         self.sink = Sink()

@@ -133,4 +133,4 @@ def methods(
             processor.abort()
 
     # A large request body stays a view of its message (ext_proc/received.py).
-    return {PROCESS: Method(process, parse, msg.serialize)}
+    return {PROCESS: Method(process, ep.ProcessingRequest.FromString, msg.serialize, deserialize_large=parse)}

@@ -136,10 +136,18 @@ class Stream:
 class Requests:
     """The handler's view of the client's messages, in order, until it half-closes."""
 
-    __slots__ = ("_connection", "_deserialize", "_stream")
+    __slots__ = ("_connection", "_deserialize", "_deserialize_large", "_stream")
 
-    def __init__(self, connection: Connection, stream: Stream, deserialize: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        stream: Stream,
+        deserialize: Callable[[bytes], Any],
+        deserialize_large: Callable[[memoryview], Any] | None = None,
+    ) -> None:
         self._connection, self._stream, self._deserialize = connection, stream, deserialize
+        # FromString-like deserializers read any buffer (see __anext__).
+        self._deserialize_large = deserialize_large or cast(Callable[[memoryview], Any], deserialize)
 
     def __aiter__(self) -> Requests:
         return self
@@ -153,8 +161,10 @@ class Requests:
             await stream.waiter
         message = stream.inbox.popleft()
         self._connection.consumed(stream, 5 + len(message))
-        # A large message is a view of its buffer (frames.take_messages): protobuf's FromString
-        # (upb) reads any buffer, as does every deserializer served here.
+        if type(message) is memoryview:
+            # A large message is a view of its buffer (frames.take_messages): protobuf's
+            # FromString (upb) reads any buffer, as does every deserializer served here.
+            return self._deserialize_large(message)
         return self._deserialize(cast(bytes, message))
 
 

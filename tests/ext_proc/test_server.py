@@ -159,13 +159,15 @@ async def test_a_request_through_every_phase_is_answered_and_recorded_once():
 
 
 async def test_a_large_body_reaches_its_phase_as_a_view_of_its_message_let_go_once_parsed():
-    """The HTTP/2 server hands a large message over as a view of its buffer; the method's own
-    deserializer keeps the body a view of it, and nothing holds it once the phase has answered
+    """The HTTP/2 server hands a large message over as a view of its buffer; the method's
+    deserializer for those keeps the body a view of it, and nothing holds it once the phase has answered
     (a bytearray cannot grow while any view of it is alive)."""
     prompt = "lorem ipsum " * (SPLIT_SIZE // 10)
     raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
     buffer = bytearray(request_body(raw).SerializeToString())
-    message = methods(_config, Envoy().services)[PROCESS].deserialize(memoryview(buffer))
+    large = methods(_config, Envoy().services)[PROCESS].deserialize_large
+    assert large is not None
+    message = large(memoryview(buffer))
     assert isinstance(message, Received)
     assert message.request_body.body.obj is buffer
     envoy = Envoy()
