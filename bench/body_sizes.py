@@ -17,6 +17,12 @@ through ``/proc/self/clear_refs``), as a multiple of the body. Before that reque
 builds its bytes (Envoy's, not ext_proc's) and trims glibc's heap (``malloc_trim``): memory
 freed but still resident would otherwise be reused by the request and hide part of its peak.
 The machine is shared: the best of ``--runs`` is kept for CPU, the worst for faults and memory.
+
+The prompt (``--prompts``) is ``words`` (ASCII words: no character a JSON string must escape,
+as in an image's base64 data), ``text`` (prose: newlines, quotes, tabs and accented Latin-1
+letters, which JSON decoders unescape into scratch memory) or ``typographic`` (the same prose
+with curly quotes and dashes: one character above U+00FF makes CPython store the whole string
+at 2 bytes per character, so the parsed document alone is ~1.75x the body).
 """
 
 from __future__ import annotations
@@ -58,13 +64,33 @@ REPO = Path(__file__).resolve().parent.parent
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def chat_body(size: int) -> bytes:
-    """An OpenAI chat request of ``size`` bytes: one user message of words."""
-    head = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": ""}]})
-    words = ("lorem ipsum dolor sit amet " * (size // 27 + 1))[: max(1, size - len(head))]
-    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": words}]})
-    assert abs(len(body) - size) <= 2, (len(body), size)
-    return body
+# One paragraph of each prose prompt, repeated: every character JSON escapes (newline, tab,
+# quote, backslash) and, for ``typographic``, the curly quotes and dashes of edited text.
+_TEXT = (
+    'The caf\u00e9 on the corner said "closed" again.\n'
+    "Na\u00efve questions\tget naive answers; see C:\\notes\\menu.txt"
+    " for the cr\u00e8me br\u00fbl\u00e9e.\n\n"
+)
+_TYPOGRAPHIC = _TEXT + "It\u2019s \u201cfine\u201d \u2014 really.\n"
+PROMPTS = {"words": "lorem ipsum dolor sit amet ", "text": _TEXT, "typographic": _TYPOGRAPHIC}
+
+
+def chat_body(size: int, prompt: str = "words") -> bytes:
+    """An OpenAI chat request of ``size`` bytes (to a few bytes): one user message of ``prompt``
+    (:data:`PROMPTS`) repeated."""
+
+    def body(chars: int) -> bytes:
+        return orjson.dumps({"model": "m", "messages": [{"role": "user", "content": text[:chars]}]})
+
+    unit = PROMPTS[prompt]
+    text = unit * (size // len(unit) + 1)  # at least as many characters as bytes: long enough
+    low, high = 1, len(text)  # the most characters whose request fits in ``size``
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if len(body(mid)) <= size else (low, mid - 1)
+    out = body(low)
+    assert size - len(out) <= 8, (len(out), size)  # a character is at most 6 bytes escaped
+    return out
 
 
 def _message(request: ep.ProcessingRequest) -> bytes:
@@ -118,7 +144,7 @@ def _trim() -> None:
 class Driver:
     """One ext_proc connection in process, and the bytes Envoy sends it for one request."""
 
-    def __init__(self, size: int, frame_size: int) -> None:
+    def __init__(self, size: int, frame_size: int, prompt: str = "words") -> None:
         state = MemoryState(prefix="b")
         config = gateway_config()
         services = Services(lambda record: None, Limiter(state), Idempotency(state))
@@ -133,7 +159,16 @@ class Driver:
                 self.body_reply = len(data) if isinstance(data, bytes) else sum(len(p) for p in data)
             return data
 
-        server = Server({PROCESS: Method(process.handler, process.deserialize, serialize)})
+        server = Server(
+            {
+                PROCESS: Method(
+                    process.handler,
+                    process.deserialize,
+                    serialize,
+                    deserialize_large=process.deserialize_large,
+                )
+            }
+        )
         connection: Any = server._connection(None)
         self.connection = connection
         self.sink = Sink()
@@ -151,7 +186,7 @@ class Driver:
             + _frame(0x8, 0, 0, struct.pack(">I", 16 * 1024 * 1024 - 65_535))
         )
         body = ep.ProcessingRequest()
-        body.request_body.body = chat_body(size)
+        body.request_body.body = chat_body(size, prompt)
         body.request_body.end_of_stream = True
         self.messages = [
             _message(ep.ProcessingRequest(request_headers=REQUEST_HEADERS)),
@@ -191,12 +226,14 @@ class Driver:
         await asyncio.sleep(0)  # the last flush
 
 
-async def measure(size: int, requests: int, frame_size: int = ENVOY_FRAME) -> SizeResult:
+async def measure(
+    size: int, requests: int, frame_size: int = ENVOY_FRAME, prompt: str = "words"
+) -> SizeResult:
     """In a fresh process: the first request of ``size`` gives the peak (what it took beyond what
     the process held after a 1 KB request); the next ``requests`` the CPU and faults per request."""
     small = Driver(1024, frame_size)
     await small.one(small.request_bytes())  # imports, caches, the loop: what any request leaves
-    driver = Driver(size, frame_size)
+    driver = Driver(size, frame_size, prompt)
     first = driver.request_bytes()  # Envoy's bytes: made before, they are not ext_proc's memory
     gc.collect()
     _trim()
@@ -205,7 +242,7 @@ async def measure(size: int, requests: int, frame_size: int = ENVOY_FRAME) -> Si
     await driver.one(first)
     del first
     peak_kb = _rss_kb("VmHWM:") - before_kb
-    if driver.body_reply < size:
+    if driver.body_reply < size - 8:
         raise AssertionError(f"the request body came back {driver.body_reply} bytes for {size}")
     reads = [driver.request_bytes() for _ in range(requests)]
     gc.collect()
@@ -233,9 +270,10 @@ def _label(size: int) -> str:
     return f"{size // (1024 * 1024)} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
 
 
-def run_size(size: int, requests: int, frame_size: int, malloc: bool) -> SizeResult:
+def run_size(size: int, requests: int, frame_size: int, malloc: bool, prompt: str = "words") -> SizeResult:
     """One size in a fresh interpreter: the heap, its thresholds and the peak are its own."""
     argv = [sys.executable, "-m", "bench.body_sizes", "--child", str(size), "--requests", str(requests)]
+    argv += ["--prompts", prompt]
     argv += ["--frame-size", str(frame_size), "--malloc-tuning" if malloc else "--no-malloc-tuning"]
     done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO)
     return SizeResult(**orjson.loads(done.stdout.splitlines()[-1]))
@@ -246,6 +284,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES), help="body sizes in bytes")
     parser.add_argument("--requests", type=int, default=0, help="per size and run (default: by size)")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--prompts", default=",".join(PROMPTS), help=f"which prompts, comma-separated ({', '.join(PROMPTS)})"
+    )
     parser.add_argument("--frame-size", type=int, default=ENVOY_FRAME, help="DATA frame size Envoy sends")
     parser.add_argument(
         "--malloc-tuning",
@@ -255,23 +296,30 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    prompts = args.prompts.split(",")
+    for prompt in prompts:
+        if prompt not in PROMPTS:
+            parser.error(f"unknown prompt {prompt!r}: one of {', '.join(PROMPTS)}")
     if args.child:
         if args.malloc_tuning:
             malloc_tuning.keep_large_buffers()
         import uvloop
 
-        result = uvloop.run(measure(args.child, args.requests, args.frame_size))
+        result = uvloop.run(measure(args.child, args.requests, args.frame_size, prompts[0]))
         print(orjson.dumps(dataclasses.asdict(result)).decode())
         return
-    print(f"{'size':>7} {'CPU ms':>8} {'us/KB':>7} {'minor faults':>13} {'peak MB':>8} {'peak/body':>9}")
-    for size in (int(s) for s in args.sizes.split(",")):
-        n = args.requests or max(5, min(2000, (64 * 1024 * 1024) // size))
-        r = best([run_size(size, n, args.frame_size, args.malloc_tuning) for _ in range(args.runs)])
-        print(
-            f"{_label(size):>7} {r.cpu_ms:8.3f} {r.us_per_kb:7.2f} {r.minor_faults:13.0f}"
-            f" {r.peak_mb:8.1f} {r.peak_per_body:9.2f}",
-            flush=True,
-        )
+    head = f"{'prompt':>11} {'size':>7} {'CPU ms':>8} {'us/KB':>7} {'minor faults':>13} {'peak MB':>8}"
+    print(f"{head} {'peak/body':>9}")
+    for prompt in prompts:
+        for size in (int(s) for s in args.sizes.split(",")):
+            n = args.requests or max(5, min(2000, (64 * 1024 * 1024) // size))
+            runs = [run_size(size, n, args.frame_size, args.malloc_tuning, prompt) for _ in range(args.runs)]
+            r = best(runs)
+            print(
+                f"{prompt:>11} {_label(size):>7} {r.cpu_ms:8.3f} {r.us_per_kb:7.2f} {r.minor_faults:13.0f}"
+                f" {r.peak_mb:8.1f} {r.peak_per_body:9.2f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from ext_proc.endpoints.base import Endpoint, RequestBody
 from ext_proc.errors import GatewayError
 from ext_proc.form_stream import FormError, FormReader, FormWriter, boundary_of
 from ext_proc.media_fetch import MediaPolicy
+from ext_proc.received import Body
 from ext_proc.upstream_request import form_upstream, upstream_request
 
 if TYPE_CHECKING:
@@ -182,11 +183,11 @@ class AttemptExchange:
             set_headers, remove, stream_body=True, see_response_headers=self.trace is not None
         )
 
-    def _upload_chunk(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+    def _upload_chunk(self, body: Body) -> ep.ProcessingResponse:
         assert self._form is not None
         reader, writer = self._form
         try:
-            reader.feed(body.body)
+            reader.feed(bytes(body.body))  # a large chunk's view (ext_proc/received.py) copied
             if body.end_of_stream:
                 reader.close()
         except FormError as err:
@@ -219,7 +220,7 @@ class AttemptExchange:
             return _fail(GatewayError(500, "internal_error", "Unknown endpoint for a fallback attempt."))
         return None
 
-    async def on_request_body(self, body: ep.HttpBody) -> msg.Reply:
+    async def on_request_body(self, body: Body) -> msg.Reply:
         if self.refusal is not None:
             return self.refusal
         if self._form is not None:
@@ -230,9 +231,11 @@ class AttemptExchange:
             return _fail(
                 GatewayError(503, "upstream_unavailable", f"Fallback target '{self.slug}' is not configured.")
             )
+        doc = orjson.loads(body.body)
+        del body  # a large body's message buffer (ext_proc/received.py) goes before it is translated
         try:
             upstream_body, set_headers, remove = await upstream_request(
-                model, self.endpoint, orjson.loads(body.body), self.present, self._media
+                model, self.endpoint, doc, self.present, self._media
             )
         except GatewayError as err:
             return _fail(err)

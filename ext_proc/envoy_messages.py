@@ -17,6 +17,8 @@ from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 from infery_proto.wire import EXT_PROC_REPLY_DETAILS
 
+from ext_proc import protowire
+
 ProcessingResponse = ep.ProcessingResponse
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _STREAMED = processing_mode_pb2.ProcessingMode.STREAMED
@@ -153,50 +155,16 @@ def serialize(reply: Reply) -> bytes | list[bytes]:
     return reply.SerializeToString()
 
 
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, i
-        shift += 7
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(data: bytes, number: int) -> tuple[int, int, int]:
     """(where its length starts, where its content starts, where it ends) of the last
     length-delimited field ``number`` in the serialized message ``data`` (one of ours: small)."""
-    i, found = 0, None
-    while i < len(data):
-        key, i = _varint(data, i)
-        wire = key & 7
-        if wire == 0:
-            i = _varint(data, i)[1]
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        elif wire == 2:
-            start = i
-            length, i = _varint(data, i)
-            if key >> 3 == number:
-                found = (start, i, i + length)
-            i += length
-        else:
-            raise ValueError(f"wire type {wire} in a reply")
+    found = None
+    for field in protowire.fields(data):
+        if field.number == number and field.wire == protowire.LEN:
+            found = field
     if found is None:
         raise ValueError(f"no field {number} in the reply")
-    return found
+    return found.length_at, found.content, found.end
 
 
 def _splice(data: bytes, path: tuple[int, ...], extra: int) -> tuple[bytes, bytes]:
@@ -210,7 +178,7 @@ def _splice(data: bytes, path: tuple[int, ...], extra: int) -> tuple[bytes, byte
     else:
         inner_head, inner_tail = _splice(data[content:end], path[1:], extra)
     length = len(inner_head) + extra + len(inner_tail)
-    return data[:start] + _encode_varint(length) + inner_head, inner_tail + data[end:]
+    return data[:start] + protowire.encode_varint(length) + inner_head, inner_tail + data[end:]
 
 
 def request_headers(

@@ -110,6 +110,7 @@ from ext_proc.lifecycle import (
 from ext_proc.limits import Admission, Limiter
 from ext_proc.media_fetch import MediaPolicy
 from ext_proc.metering import ZERO, format_credits
+from ext_proc.received import Body
 from ext_proc.request_id import envoys_request_id, new_request_id, trace_reason
 from ext_proc.response_store import ResponseStore
 from ext_proc.settlement import Claim
@@ -380,7 +381,7 @@ class Exchange:
             return self._answer(reply.status, reply.body)
         return reply
 
-    async def on_request_body(self, body: ep.HttpBody) -> msg.Reply | list[ep.ProcessingResponse]:
+    async def on_request_body(self, body: Body) -> msg.Reply | list[ep.ProcessingResponse]:
         """The answer to the body; for an upload's chunk, the answers now owed (none while its
         model has not passed, the headers' and every held chunk's once it has)."""
         if self.upload is not None:
@@ -391,14 +392,14 @@ class Exchange:
             if self.recover_only:
                 return await self._recover_line(body.body)
             # The body's bytes go to the phase's own frame, and this one drops the message: the
-            # protobuf (the body once more) is freed as soon as they are out of it.
+            # protobuf (or the buffer a large body is a view of) goes as soon as they are parsed.
             admitted = self._admit_and_route(body.body)
             del body
             return await admitted
         except GatewayError as err:
             return await self._refused(err)
 
-    async def _recover_line(self, raw: bytes) -> ep.ProcessingResponse:
+    async def _recover_line(self, raw: bytes | memoryview) -> ep.ProcessingResponse:
         """What became of a batch line whose worker died holding it (``BATCH_RECOVER_HEADER``,
         sent by the batch's finalizer): its stored answer, replayed at no charge, or 409 while it
         is still running; never served now (a cancelled or expired batch starts no line).
@@ -435,14 +436,14 @@ class Exchange:
         self.claim = Claim(workspace_id, self.idempotency_key, outcome.token, scope)
         return None
 
-    def _fingerprint(self, raw: bytes) -> bytes:
+    def _fingerprint(self, raw: bytes | memoryview) -> bytes:
         """What an idempotency key is bound to: the path and the body as sent (hashed in two
         parts: the body is not copied behind its prefix)."""
         digest = hashlib.sha256(b"POST " + self.path.encode() + b"\n")
         digest.update(raw)
         return digest.digest()
 
-    async def _admit_and_route(self, raw: bytes) -> msg.Reply:
+    async def _admit_and_route(self, raw: bytes | memoryview) -> msg.Reply:
         assert self.key is not None and self.endpoint is not None
         config = self._require_config()
         body, model = self._read_request(raw, config)
@@ -582,7 +583,7 @@ class Exchange:
             body, set_headers, (), metadata=metadata, preset_headers=route.router[cluster]
         )
 
-    def _read_request(self, raw: bytes, config: GatewayConfig) -> tuple[dict[str, Any], Model]:
+    def _read_request(self, raw: bytes | memoryview, config: GatewayConfig) -> tuple[dict[str, Any], Model]:
         """The request body for this endpoint, parsed and checked, and the model it asks for.
 
         What differs by endpoint (its API's parameter refusals, whether it streams) is the
@@ -617,7 +618,7 @@ class Exchange:
     # -- uploads (RequestBody.STREAMED: ext_proc/upload_intake.py) -------------
 
     async def _upload_chunk(
-        self, upload: UploadIntake, body: ep.HttpBody
+        self, upload: UploadIntake, body: Body
     ) -> ep.ProcessingResponse | list[ep.ProcessingResponse]:
         state = self.state
         if state is RECEIVED:  # the model has not passed yet
@@ -1245,7 +1246,7 @@ class _Instead:
         return msg.response_body(self.body, [*self.headers, (":status", "200"), length], self.remove)
 
 
-def _parse_body(raw: bytes) -> dict[str, Any]:
+def _parse_body(raw: bytes | memoryview) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -23,6 +23,7 @@ from typing import Protocol
 from envoy.service.ext_proc.v3 import external_processor_pb2 as ep
 
 from ext_proc.envoy_messages import Reply
+from ext_proc.received import Body
 
 
 class Processor(Protocol):
@@ -38,10 +39,11 @@ class Processor(Protocol):
         coroutine to await for an endpoint answered from the headers with I/O (the kept responses)."""
         ...
 
-    async def on_request_body(self, body: ep.HttpBody) -> Reply | list[ep.ProcessingResponse]:
+    async def on_request_body(self, body: Body) -> Reply | list[ep.ProcessingResponse]:
         """The answer (a large body sent upstream kept aside: ``envoy_messages.Spliced``); for a
         chunk of an upload, the answers now owed (none, or the headers' and every chunk's held
-        until its model passed: ext_proc/upload_intake.py)."""
+        until its model passed: ext_proc/upload_intake.py). A large ``body``'s bytes are a view of
+        the received message (ext_proc/received.py): dropped once read, the message goes."""
         ...
 
     async def on_response_headers(self, headers: ep.HttpHeaders) -> ep.ProcessingResponse: ...

@@ -23,6 +23,7 @@ from ext_proc.deadline import MessageDeadline, Suspended, start
 from ext_proc.exchange import Exchange, Services
 from ext_proc.h2_grpc import CALL_METADATA, Method
 from ext_proc.processor import Processor
+from ext_proc.received import Received, ReceivedBody, parse
 
 log = logging.getLogger("infery.ext_proc")
 
@@ -62,14 +63,17 @@ def methods(
         return Exchange(current_config(), services)
 
     async def process(
-        requests: AsyncIterator[ep.ProcessingRequest],
+        requests: AsyncIterator[ep.ProcessingRequest | Received],
     ) -> AsyncGenerator[msg.Reply, None]:
         req = await anext(requests, None)
         if req is None:
             return
-        processor = processor_for(req)
+        processor = processor_for(req.message if isinstance(req, Received) else req)
         try:
             while req is not None:
+                received: ReceivedBody | None = None
+                if isinstance(req, Received):  # a large request body: its bytes a view of its message
+                    req, received = req.message, req.request_body
                 kind = req.WhichOneof("request")
                 arrived = clock()
                 phase = kind or ""
@@ -93,10 +97,10 @@ def methods(
                             counted(phase, arrived)
                             yield answer
                     elif kind == "request_body":
-                        # The message is dropped here, the phase keeps what it needs of it: a
-                        # prompt of megabytes is not held by the loop while it is answered.
-                        work = processor.on_request_body(req.request_body)
-                        req = None
+                        # The message (or the view of it) is dropped here, the phase keeps what it
+                        # needs of it: a prompt of megabytes is not held by the loop while it is answered.
+                        work = processor.on_request_body(req.request_body if received is None else received)
+                        req = received = None
                         started = start(work)
                         del work
                         if isinstance(started, Suspended):
@@ -128,4 +132,5 @@ def methods(
         finally:
             processor.abort()
 
-    return {PROCESS: Method(process, ep.ProcessingRequest.FromString, msg.serialize)}
+    # A large request body stays a view of its message (ext_proc/received.py).
+    return {PROCESS: Method(process, ep.ProcessingRequest.FromString, msg.serialize, deserialize_large=parse)}

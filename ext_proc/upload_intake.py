@@ -29,6 +29,7 @@ from ext_proc import envoy_messages as msg
 from ext_proc.audio_upload import UploadStream
 from ext_proc.errors import GatewayError
 from ext_proc.form_stream import FormWriter, boundary_of
+from ext_proc.received import Body
 
 _UNCHANGED = msg.request_chunk(None)
 _CLEARED = msg.request_chunk(b"")
@@ -56,7 +57,7 @@ class UploadIntake:
         self.routed = False
         self.ended = False  # its last chunk has been read
 
-    def feed(self, body: ep.HttpBody) -> bool:
+    def feed(self, body: Body) -> bool:
         """Reads a chunk before the provider is known; True when it now is (the model has passed,
         or the body has ended). Raises GatewayError (the client's 4xx)."""
         self._held += 1
@@ -75,16 +76,16 @@ class UploadIntake:
             return [headers, *([_UNCHANGED] * held)]
         return [headers, *([_CLEARED] * (held - 1)), msg.request_chunk(self.stream.take())]
 
-    def next(self, body: ep.HttpBody) -> ep.ProcessingResponse:
+    def next(self, body: Body) -> ep.ProcessingResponse:
         """A chunk after the provider is known, answered at once."""
         self._read(body)
         if not self._rewrites:
             return _UNCHANGED
         return msg.request_chunk(self.stream.take())
 
-    def _read(self, body: ep.HttpBody) -> None:
+    def _read(self, body: Body) -> None:
         stream = self.stream
-        stream.feed(body.body)
+        stream.feed(bytes(body.body))  # a large chunk's view (ext_proc/received.py) copied: parts keep slices
         self._check_size()
         if body.end_of_stream:
             stream.finish()

@@ -136,10 +136,18 @@ class Stream:
 class Requests:
     """The handler's view of the client's messages, in order, until it half-closes."""
 
-    __slots__ = ("_connection", "_deserialize", "_stream")
+    __slots__ = ("_connection", "_deserialize", "_deserialize_large", "_stream")
 
-    def __init__(self, connection: Connection, stream: Stream, deserialize: Callable[[bytes], Any]) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        stream: Stream,
+        deserialize: Callable[[bytes], Any],
+        deserialize_large: Callable[[memoryview], Any] | None = None,
+    ) -> None:
         self._connection, self._stream, self._deserialize = connection, stream, deserialize
+        # FromString-like deserializers read any buffer (see __anext__).
+        self._deserialize_large = deserialize_large or cast(Callable[[memoryview], Any], deserialize)
 
     def __aiter__(self) -> Requests:
         return self
@@ -153,8 +161,10 @@ class Requests:
             await stream.waiter
         message = stream.inbox.popleft()
         self._connection.consumed(stream, 5 + len(message))
-        # A large message is a view of its buffer (frames.take_messages): protobuf's FromString
-        # (upb) reads any buffer, as does every deserializer served here.
+        if type(message) is memoryview:
+            # A large message is a view of its buffer (frames.take_messages): protobuf's
+            # FromString (upb) reads any buffer, as does every deserializer served here.
+            return self._deserialize_large(message)
         return self._deserialize(cast(bytes, message))
 
 
@@ -297,13 +307,14 @@ class Connection(asyncio.Protocol):
             return  # a connection error was answered: nothing more is read
         buf = self._in
         try:
-            if self._preface_seen and not buf:
-                # Nothing left over from the last read: frames are parsed from this one in place
-                # (a body of megabytes is not copied through ``_in`` first); only a partial
-                # frame at its end is kept.
-                taken = frames.parse(data, self._on_frame, MAX_FRAME)
-                if taken < len(data):
-                    buf += memoryview(data)[taken:]
+            if self._preface_seen:
+                # Frames are parsed from the read itself (a body of megabytes is not copied
+                # through ``_in`` first): a frame the last read left partial is completed from
+                # this one alone, and only a partial frame at its end is kept.
+                rest = self._complete(buf, data) if buf else data
+                taken = frames.parse(rest, self._on_frame, MAX_FRAME)
+                if taken < len(rest):
+                    buf += memoryview(rest)[taken:]
                 return
             buf += data
             if not self._preface_seen:
@@ -318,6 +329,27 @@ class Connection(asyncio.Protocol):
             del buf[: frames.parse(buf, self._on_frame, MAX_FRAME)]
         except ProtocolError as exc:
             self._fail(exc.code, str(exc))
+
+    def _complete(self, buf: bytearray, data: bytes) -> memoryview:
+        """Completes the frame begun in ``buf`` (a read ended inside it) with the bytes it lacks
+        from ``data``, and handles it; what follows in ``data``, to parse in place (nothing while
+        the frame is still partial). Raises ProtocolError for a frame over our maximum size."""
+        view = memoryview(data)
+        missing = FRAME_HEAD.size - len(buf)
+        if missing > 0:  # its head first
+            buf += view[:missing]
+            view = view[missing:]
+            if len(buf) < FRAME_HEAD.size:
+                return view
+        length = FRAME_HEAD.unpack_from(buf)[0] >> 8
+        if length > MAX_FRAME:
+            raise ProtocolError(FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE")
+        missing = FRAME_HEAD.size + length - len(buf)
+        buf += view[:missing]
+        if len(buf) < FRAME_HEAD.size + length:
+            return view[len(view) :]
+        del buf[: frames.parse(buf, self._on_frame, MAX_FRAME)]
+        return view[missing:]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None

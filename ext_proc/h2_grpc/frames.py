@@ -65,7 +65,7 @@ class MessageError(Exception):
 FrameHandler = Callable[[int, int, int, memoryview], None]
 
 
-def parse(buf: bytes | bytearray, on_frame: FrameHandler, max_length: int) -> int:
+def parse(buf: bytes | bytearray | memoryview, on_frame: FrameHandler, max_length: int) -> int:
     """Hands each whole frame at the start of ``buf`` to ``on_frame(type, flags, stream id, payload)``.
 
     Returns how many bytes those frames took (the caller drops them); a partial frame

@@ -49,6 +49,9 @@ class Method:
     # Served without the TCP listener's token: for a method that reveals nothing and
     # that a caller unable to send the token must reach (Envoy's health checker).
     public: bool = False
+    # For a message of 64 KiB or more, a view of its own buffer (default: ``deserialize``): a
+    # large body can stay in it (ext_proc/received.py) while a small message costs no more.
+    deserialize_large: Callable[[memoryview], Any] | None = None
 
 
 class Router:
@@ -96,7 +99,7 @@ async def run(connection: Connection, stream: Stream, method: Method, headers: H
     CALL_METADATA.set(headers)  # this stream's own task: its handler, and nothing else, sees them
     try:
         # aclosing: a handler left early still runs its ``finally`` now, not at GC.
-        requests = Requests(connection, stream, method.deserialize)
+        requests = Requests(connection, stream, method.deserialize, method.deserialize_large)
         async with contextlib.aclosing(method.handler(requests)) as out:
             async for response in out:
                 if stream.closed:

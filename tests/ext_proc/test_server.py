@@ -20,10 +20,12 @@ from google.protobuf import struct_pb2, text_format
 from infery_proto.v1 import config_pb2, usage_pb2
 
 from ext_proc import config
+from ext_proc import envoy_messages as msg
 from ext_proc.deadline import MessageDeadline
 from ext_proc.exchange import Services
 from ext_proc.idempotency import Idempotency
 from ext_proc.limits import Limiter
+from ext_proc.received import SPLIT_SIZE, Received
 from ext_proc.server import PROCESS, methods
 from ext_proc.shared_state import MemoryState
 
@@ -99,6 +101,22 @@ COMPLETION = orjson.dumps(
 )
 
 
+class _Requests:
+    """The messages of one stream, each handed over and no longer held (as ``h2_grpc.Requests``)."""
+
+    def __init__(self, inbox: asyncio.Queue[ep.ProcessingRequest | Received | None]) -> None:
+        self._inbox = inbox
+
+    def __aiter__(self) -> AsyncIterator[ep.ProcessingRequest | Received]:
+        return self
+
+    async def __anext__(self) -> ep.ProcessingRequest | Received:
+        item = await self._inbox.get()
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
+
 class Envoy:
     """One ext_proc stream as Envoy's filter drives it: messages go in one at a time, as each is answered."""
 
@@ -107,14 +125,10 @@ class Envoy:
         state = store or MemoryState(prefix="dispatch")
         self.services = Services(self.records.append, Limiter(state), Idempotency(state))
         handler = methods(_config, self.services, deadline or MessageDeadline())[PROCESS].handler
-        self._inbox: asyncio.Queue[ep.ProcessingRequest | None] = asyncio.Queue()
-        self.replies = handler(self._requests())
+        self._inbox: asyncio.Queue[ep.ProcessingRequest | Received | None] = asyncio.Queue()
+        self.replies = handler(_Requests(self._inbox))
 
-    async def _requests(self) -> AsyncIterator[ep.ProcessingRequest]:
-        while (item := await self._inbox.get()) is not None:
-            yield item
-
-    async def send(self, request: ep.ProcessingRequest, answers: int = 1) -> list[ep.ProcessingResponse]:
+    async def send(self, request: ep.ProcessingRequest | Received, answers: int = 1) -> list[Any]:
         await self._inbox.put(request)
         return [await anext(self.replies) for _ in range(answers)]
 
@@ -142,6 +156,31 @@ async def test_a_request_through_every_phase_is_answered_and_recorded_once():
     assert trailers.WhichOneof("response") == "response_trailers"
     await envoy.close()
     assert [(r.status, r.credits) for r in envoy.records] == [(200, "0.002")]
+
+
+async def test_a_large_body_reaches_its_phase_as_a_view_of_its_message_let_go_once_parsed():
+    """The HTTP/2 server hands a large message over as a view of its buffer; the method's
+    deserializer for those keeps the body a view of it, and nothing holds it once the phase has answered
+    (a bytearray cannot grow while any view of it is alive)."""
+    prompt = "lorem ipsum " * (SPLIT_SIZE // 10)
+    raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+    buffer = bytearray(request_body(raw).SerializeToString())
+    large = methods(_config, Envoy().services)[PROCESS].deserialize_large
+    assert large is not None
+    message = large(memoryview(buffer))
+    assert isinstance(message, Received)
+    assert message.request_body.body.obj is buffer
+    envoy = Envoy()
+    await envoy.send(request_headers())
+    [reply] = await envoy.send(message)
+    del message
+    assert isinstance(reply, msg.Spliced)
+    assert orjson.loads(reply.body)["messages"][0]["content"] == prompt
+    buffer.append(0)  # raises BufferError while a view of it is alive
+    await envoy.send(response_headers())
+    await envoy.send(response_body(COMPLETION))
+    await envoy.close()
+    assert [r.status for r in envoy.records] == [200]
 
 
 async def test_a_phase_that_raises_gets_the_internal_error_reply_and_is_settled_as_failed():

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as label
 from hypothesis import strategies as st
 
-from ext_proc.h2_grpc import Connection, Method, Server
+from ext_proc.h2_grpc import Connection, Method, Server, frames
 from ext_proc.h2_grpc.frames import DEFAULT_WINDOW
 from tests.ext_proc.h2_grpc.peers import (
     ECHO,
@@ -320,3 +320,67 @@ def test_h2_would_catch_a_server_that_overruns_a_window() -> None:
 async def echo_once(requests: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     async for message in requests:
         yield message
+
+
+def test_a_read_after_a_partial_frame_is_parsed_in_place_not_copied_into_the_connection_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reads (uvloop's are 256 KiB) end inside one of Envoy's 16 KiB DATA frames nearly every time:
+    only what completes that frame goes through the connection's buffer, the rest of the read is
+    parsed where it is, and the message still arrives whole."""
+
+    parsed_from_buffer: list[int] = []  # the size of each bytearray frames are parsed from
+    parse = frames.parse
+
+    def watched(buf: bytes | bytearray | memoryview, *args: object) -> int:
+        if isinstance(buf, bytearray):
+            parsed_from_buffer.append(len(buf))
+        return parse(buf, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(frames, "parse", watched)
+
+    async def scenario() -> None:
+        server = Server({ECHO: Method(echo_once, identity, identity)})  # type: ignore[arg-type]
+        connection, transport = memory_connection(server)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        connection.data_received(conn.data_to_send())
+        conn.receive_data(transport.take())
+        connection.data_received(conn.data_to_send())
+        stream_id = conn.get_next_available_stream_id()
+        conn.send_headers(stream_id, request_headers(ECHO))
+        message = bytes(range(256)) * 240  # 60 KiB (within HTTP/2's first window), in 16 KiB frames
+        framed = grpc_frame(message)
+        for start in range(0, len(framed), 16_384):
+            last = start + 16_384 >= len(framed)
+            conn.send_data(stream_id, framed[start : start + 16_384], end_stream=last)
+        data = conn.data_to_send()
+        parsed_from_buffer.clear()
+        for start in range(0, len(data), 20_000):  # every read ends inside a frame
+            connection.data_received(data[start : start + 20_000])
+        assert parsed_from_buffer and max(parsed_from_buffer) <= 16_384 + 9  # one frame, never a read
+        for _ in range(10):
+            await asyncio.sleep(0)
+        replies = [e for e in conn.receive_data(transport.take()) if isinstance(e, h2.events.DataReceived)]
+        assert grpc_unframe(b"".join(e.data for e in replies)) == [message]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("cut", [1, 5, 9, 10])
+def test_a_frame_over_the_maximum_is_refused_when_its_head_completes_across_reads(cut: int) -> None:
+    server = Server({ECHO: Method(echo_once, identity, identity)})  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        connection, transport = memory_connection(server)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        connection.data_received(conn.data_to_send())
+        transport.take()
+        # A DATA frame head declaring 2^24 - 1 bytes (over the 16 KiB we advertise), cut in two reads.
+        head = (2**24 - 1).to_bytes(3, "big") + b"\x00\x00" + (1).to_bytes(4, "big")
+        connection.data_received(head[:cut])
+        connection.data_received(head[cut:] + b"x" * 100)
+        assert connection._failed
+
+    asyncio.run(scenario())
