@@ -71,7 +71,7 @@ up: $(RUNTIME)
 	$(BIN)/infery up $(ARGS)
 
 test: install clients chromium
-	$(BIN)/python -m pytest -n 2 --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

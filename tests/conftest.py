@@ -9,6 +9,7 @@ are busy. Deadlines are off for the same reason; no test here asserts on time.
 `make test` runs the suite in two processes (pytest-xdist, one per core, a test module's tests
 in one process so that its gateway is started once). Each takes its ports from a range of its
 own (`infery.stack.free_port`), so that two gateways starting at once never pick the same port.
+The files are handed out longest first (tests/run_order.py).
 """
 
 import os
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, settings
 
 from infery.stack import FREE_PORTS_ENV
 from tests.locked_wheels import fetch as fetch_locked_wheels
+from tests.run_order import longest_first
 
 settings.register_profile("infery", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("infery")
@@ -47,3 +49,7 @@ def locked_wheels(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
     return fetch_locked_wheels(root)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    longest_first(items)
