@@ -42,16 +42,13 @@ def test_a_lone_copy_collects_and_validates(tmp_path):
     }
     env.pop("INFERY_CONFORMANCE_DIR", None)
     env.pop("PYTHONPATH", None)
-    run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
-    collected = subprocess.run(
-        [*run, "--collect-only"], cwd=alone, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
-    summary = collected.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"\d+ tests collected in .*", summary), summary  # no "N errors" in it
-    # The validators read their vendored data from the copy, not from this checkout.
+    # One run collects the whole suite and runs the validators alone (-k): a module that fails to
+    # collect is an error that fails the run (exit 2). Asserts are left plain: rewriting them is
+    # pytest's own work, done to every module by the real run, and it was a third of this run's
+    # CPU; what is proven here is where the copy reads from, not how pytest reports a failure.
+    run = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--assert=plain"]
     checked = subprocess.run(
-        [*run, "tests/test_conformance_checks.py", "-x"],
+        [*run, "-x", "-k", "test_conformance_checks"],
         cwd=alone,
         env=env,
         capture_output=True,
@@ -59,6 +56,11 @@ def test_a_lone_copy_collects_and_validates(tmp_path):
         timeout=300,
     )
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    summary = checked.stdout.strip().splitlines()[-1]
+    # The validators ran; the rest was collected without an error and deselected.
+    found = re.fullmatch(r"(\d+) passed, (\d+) deselected(, \d+ warnings?)? in .*", summary)
+    assert found and int(found[1]) > 0 and int(found[2]) > int(found[1]), summary
+    # The validators read their vendored data from the copy, not from this checkout.
     assert (tmp_path / "cache" / "infery-conformance").is_dir()  # the copy's spec was parsed and cached
 
 

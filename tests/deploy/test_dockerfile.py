@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from infery.stack import free_port
+from tests.locked_wheels import offline as locked_wheels_offline
 from tests.test_self_contained import copy_repository
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,11 +49,16 @@ def test_dockerfile_shape() -> None:
 
 
 @pytest.mark.timeout(900)
-def test_build_steps_in_a_fresh_venv_give_a_working_control_plane(tmp_path: Path) -> None:
+def test_build_steps_in_a_fresh_venv_give_a_working_control_plane(
+    tmp_path: Path, locked_wheels: Path
+) -> None:
     prefix, source = tmp_path / "opt-infery", copy_repository(tmp_path / "src")
     build = _instructions()[: [i for i, (op, _) in enumerate(_instructions()) if op == "FROM"][1]]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERY_", "VIRTUAL_ENV", "PYTHON"))}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    # The RUN lines run unchanged; their pip reads the lock's files, hash-checked, from the run's
+    # shared folder rather than from PyPI (tests/locked_wheels.py says why and what stays proven).
+    env |= locked_wheels_offline(locked_wheels)
     here = {  # the image's paths, on this machine
         "/opt/infery": str(prefix),
         "/tmp/requirements.txt": str(source / "requirements" / "runtime.txt"),

@@ -15,6 +15,7 @@ import openai
 
 from infery.stack import REPO, free_port, port_open
 from tests import audio_samples
+from tests.locked_wheels import offline
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tuple[re.Match[str], str]:
@@ -34,7 +35,7 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tu
     raise AssertionError(f"no {pattern!r} in make up's output:\n{''.join(seen)[-5000:]}")
 
 
-def test_make_up_on_a_fresh_clone(tmp_path: Path):
+def test_make_up_on_a_fresh_clone(tmp_path: Path, locked_wheels: Path):
     clone = tmp_path / "infery"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
     ports = {
@@ -50,6 +51,9 @@ def test_make_up_on_a_fresh_clone(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERY_", "VIRTUAL_ENV"))}
     env |= {k: str(v) for k, v in ports.items()}
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if ".venv" not in p)
+    # `make up` runs unchanged; its pip reads the lock's files, hash-checked, from the run's shared
+    # folder rather than from PyPI (tests/locked_wheels.py says why and what stays proven).
+    env |= offline(locked_wheels)
     proc = subprocess.Popen(
         ["make", "up"],
         cwd=clone,
