@@ -36,7 +36,6 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,12 +43,10 @@ import grpc
 import psycopg
 import sqlalchemy as sa
 from infery_proto.v1 import responses_pb2
-from sqlalchemy.engine import make_url
 
+from bench.usage_scale import database
 from control_plane.response_store import DAY_S, ResponseStoreService
 from control_plane.store import db
-
-POSTGRES_URL = os.environ.get("INFERY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class _Context:
@@ -113,28 +110,6 @@ def answer(response_id: str) -> responses_pb2.StoredResponse:
         response=json.dumps(response).encode(),
         input_items=json.dumps(items).encode(),
     )
-
-
-def database(backend: str, work: Path) -> Iterator[str]:
-    """A fresh database URL (a generator: drive it with ``next``, close it to drop the database)."""
-    if backend == "sqlite":
-        path = work / f"keep-{uuid.uuid4().hex[:8]}.db"
-        try:
-            yield f"sqlite:///{path}"
-        finally:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    admin = make_url(POSTGRES_URL)
-    name = f"infery_bench_keep_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(
-        admin.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-    ) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin.set(database=name).render_as_string(hide_password=False)
-        finally:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _backend_pids(engine: sa.Engine) -> set[int]:
@@ -231,12 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as work:
         for _ in range(args.runs):
-            fresh = database(args.backend, Path(work))
-            try:
+            with database(args.backend, Path(work), prefix="keep") as url:
                 think_s = args.think_ms / 1000
-                results.append(one_run(next(fresh), args.keeps, args.concurrency, args.warmup, think_s))
-            finally:
-                fresh.close()
+                results.append(one_run(url, args.keeps, args.concurrency, args.warmup, think_s))
     best = min(results, key=lambda r: r["own_us"] + r["database_us"])
     summary: dict[str, Any] = {
         "backend": args.backend,

@@ -61,10 +61,10 @@ PRE_ROLLUPS = "0008_files_usage"  # the last revision before the rollups
 
 
 @contextlib.contextmanager
-def database(backend: str, work: Path) -> Iterator[str]:
-    """A fresh database URL, removed afterwards."""
+def database(backend: str, work: Path, prefix: str = "usage") -> Iterator[str]:
+    """A fresh database URL, removed afterwards (``prefix``: its name's, per bench)."""
     if backend == "sqlite":
-        path = work / f"usage-{uuid.uuid4().hex[:8]}.db"
+        path = work / f"{prefix}-{uuid.uuid4().hex[:8]}.db"
         try:
             yield f"sqlite:///{path}"
         finally:
@@ -72,7 +72,7 @@ def database(backend: str, work: Path) -> Iterator[str]:
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
         return
     admin = make_url(POSTGRES_URL)
-    name = f"infery_bench_usage_{uuid.uuid4().hex[:8]}"
+    name = f"infery_bench_{prefix}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(
         admin.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
     ) as connection:
