@@ -1,4 +1,5 @@
-"""bulk_sql: many rows per round trip on SQLite and PostgreSQL, with the same answers on both."""
+"""bulk_sql: many rows per round trip on SQLite and PostgreSQL, with the same answers on both
+(usage ingestion's statements, and the kept responses' upsert_replacing)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from cp_support import record
 
 from control_plane.resources import usage, usage_rollups
 from control_plane.store import bulk_sql, db
-from control_plane.store.tables import UsageRecord, UsageRollup
+from control_plane.store.tables import StoredResponse, UsageRecord, UsageRollup
 
 RECORDS = UsageRecord.__table__  # type: ignore[attr-defined]
 ROLLUPS = UsageRollup.__table__  # type: ignore[attr-defined]
+RESPONSES = StoredResponse.__table__  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,3 +52,40 @@ def test_upsert_adding_adds_the_sums_where_the_key_exists(engine: sa.Engine) -> 
             " FROM usage_rollups ORDER BY key_id"
         ).all()
     assert [tuple(r) for r in stored] == [("k-1", 1, 10, 7, 1), ("k-2", 5, 50, 14, 2), ("k-3", 4, 40, 7, 1)]
+
+
+def response_row(workspace: str, response_id: str, text: bytes, expires_at: int = 2000) -> tuple[object, ...]:
+    return (workspace, response_id, "gpt-4o", 1000, expires_at, b'{"t":"' + text + b'"}', b"[]")
+
+
+def stored_responses(engine: sa.Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(
+            "SELECT workspace_id, id, expires_at, response FROM stored_responses ORDER BY workspace_id, id"
+        ).all()
+    return [(w, i, e, bytes(r)) for w, i, e, r in rows]
+
+
+def test_upsert_replacing_inserts_new_keys_and_replaces_existing_ones(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        bulk_sql.upsert_replacing(
+            connection, RESPONSES, [response_row("ws-a", "r1", b"1"), response_row("ws-b", "r1", b"b")]
+        )
+    with engine.begin() as connection:
+        bulk_sql.upsert_replacing(
+            connection,
+            RESPONSES,
+            [response_row("ws-a", "r1", b"2", expires_at=3000), response_row("ws-a", "r2", b"3")],
+        )
+    assert stored_responses(engine) == [
+        ("ws-a", "r1", 3000, b'{"t":"2"}'),
+        ("ws-a", "r2", 2000, b'{"t":"3"}'),
+        ("ws-b", "r1", 2000, b'{"t":"b"}'),
+    ]
+
+
+def test_upsert_replacing_one_row_and_none(engine: sa.Engine) -> None:
+    with engine.begin() as connection:
+        bulk_sql.upsert_replacing(connection, RESPONSES, [])
+        bulk_sql.upsert_replacing(connection, RESPONSES, [response_row("ws-a", "r1", b"x" * 100_000)])
+    assert stored_responses(engine) == [("ws-a", "r1", 2000, b'{"t":"' + b"x" * 100_000 + b'"}')]
