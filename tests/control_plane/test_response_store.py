@@ -140,6 +140,19 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def ten_keeps_during_a_held_write(
+    service: ResponseStoreService, sessions: Sessions
+) -> tuple[asyncio.Future[grpc.StatusCode | None], list[asyncio.Future[grpc.StatusCode | None]]]:
+    """A keep (resp_0) whose write is held until ten more (resp_1..10) have arrived, then let go."""
+    sessions.hold = hold = threading.Event()
+    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
+    assert await asyncio.to_thread(sessions.held.wait, 10)
+    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(1, 11)]
+    await settle()
+    hold.set()
+    return first, rest
+
+
 @pytest.fixture
 def sessions(session_factory: sessionmaker[Session]) -> Sessions:
     return Sessions(session_factory)
@@ -336,12 +349,7 @@ async def test_a_failing_database_fails_its_keeps_and_loses_none_acked(
 async def test_keeps_arriving_during_a_write_are_written_together(
     service: ResponseStoreService, sessions: Sessions, reader: sessionmaker[Session]
 ) -> None:
-    sessions.hold = hold = threading.Event()
-    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
-    assert await asyncio.to_thread(sessions.held.wait, 10)
-    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(1, 11)]
-    await settle()
-    hold.set()
+    first, rest = await ten_keeps_during_a_held_write(service, sessions)
     assert await first is None
     assert await asyncio.gather(*rest) == [None] * 10
     assert sessions.opened == 2  # the first keep's transaction, then one for the ten
@@ -351,13 +359,8 @@ async def test_keeps_arriving_during_a_write_are_written_together(
 async def test_a_failed_write_fails_every_keep_it_carried(
     service: ResponseStoreService, sessions: Sessions, reader: sessionmaker[Session]
 ) -> None:
-    sessions.hold = hold = threading.Event()
     sessions.failing_commits = range(1, 2)  # the second transaction's commit: the ten's
-    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
-    assert await asyncio.to_thread(sessions.held.wait, 10)
-    rest = [asyncio.ensure_future(keep(service, stored("ws-a", f"resp_{i}"))) for i in range(1, 11)]
-    await settle()
-    hold.set()
+    first, rest = await ten_keeps_during_a_held_write(service, sessions)
     assert await first is None
     assert await asyncio.gather(*rest) == [grpc.StatusCode.UNAVAILABLE] * 10
     assert [found(reader, "ws-a", f"resp_{i}") is not None for i in range(11)] == [True] + [False] * 10
