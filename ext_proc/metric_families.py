@@ -28,12 +28,14 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 Labels = tuple[str, ...]
+Child = TypeVar("Child", "CounterChild", "HistogramChild")
 
 
 class CounterChild:
@@ -76,7 +78,7 @@ class HistogramChild:
         return out
 
 
-class _Family(Collector):
+class _Family(Collector, Generic[Child]):
     """A metric's children by label values, made on first use (as ``labels()`` would)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *, created: bool) -> None:
@@ -84,13 +86,25 @@ class _Family(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._created = created  # expose ``_created`` samples (prometheus-client's default)
+        self._children: dict[Labels, Child] = {}
 
-    def _check(self, labels: Labels) -> None:
-        if len(labels) != len(self.labelnames):
-            raise ValueError(f"{self.name}: {len(labels)} label values for {self.labelnames}")
+    def _new_child(self) -> Child:
+        raise NotImplementedError
+
+    def child(self, labels: Labels) -> Child:
+        child = self._children.get(labels)
+        if child is None:
+            if len(labels) != len(self.labelnames):
+                raise ValueError(f"{self.name}: {len(labels)} label values for {self.labelnames}")
+            child = self._children[labels] = self._new_child()
+        return child
+
+    def children(self) -> list[tuple[Labels, Child]]:
+        """A scrape's copy of the label sets and their children (see the module docstring)."""
+        return list(self._children.copy().items())
 
 
-class PlainCounter(_Family):
+class PlainCounter(_Family[CounterChild]):
     """A labeled counter. Without label names it is exported at 0 from the start, with them
     a label set appears on its first ``inc``, as prometheus-client's ``Counter`` does."""
 
@@ -98,16 +112,11 @@ class PlainCounter(_Family):
         self, name: str, documentation: str, labelnames: Sequence[str] = (), *, created: bool = True
     ) -> None:
         super().__init__(name, documentation, labelnames, created=created)
-        self._children: dict[Labels, CounterChild] = {}
         if not self.labelnames:
             self._children[()] = CounterChild()
 
-    def child(self, labels: Labels) -> CounterChild:
-        child = self._children.get(labels)
-        if child is None:
-            self._check(labels)
-            child = self._children[labels] = CounterChild()
-        return child
+    def _new_child(self) -> CounterChild:
+        return CounterChild()
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         child = self._children.get(labels)
@@ -117,12 +126,12 @@ class PlainCounter(_Family):
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for labels, child in self._children.copy().items():
+        for labels, child in self.children():
             family.add_metric(labels, child.value, child.created if self._created else None)
         yield family
 
 
-class PlainHistogram(_Family):
+class PlainHistogram(_Family[HistogramChild]):
     """A labeled histogram; a label set appears when :meth:`child` first makes it."""
 
     def __init__(
@@ -139,24 +148,15 @@ class PlainHistogram(_Family):
         if list(self.bounds) != sorted(self.bounds) or not self.bounds or self.bounds[-1] == float("inf"):
             raise ValueError(f"{name}: buckets must be sorted finite upper bounds (+Inf is implied)")
         self._le = (*map(floatToGoString, self.bounds), "+Inf")
-        self._children: dict[Labels, HistogramChild] = {}
 
-    def child(self, labels: Labels) -> HistogramChild:
-        child = self._children.get(labels)
-        if child is None:
-            self._check(labels)
-            child = self._children[labels] = HistogramChild(self.bounds)
-        return child
+    def _new_child(self) -> HistogramChild:
+        return HistogramChild(self.bounds)
 
     def observe(self, labels: Labels, value: float) -> None:
         child = self._children.get(labels)
         if child is None:
             child = self.child(labels)
         child.observe(value)
-
-    def children(self) -> list[tuple[Labels, HistogramChild]]:
-        """A scrape's copy of the label sets and their children (see the module docstring)."""
-        return list(self._children.copy().items())
 
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
