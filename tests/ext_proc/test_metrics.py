@@ -319,7 +319,7 @@ _SECONDS_MS = st.one_of(
 )
 _RECORDS = st.builds(
     usage_pb2.UsageRecord,
-    workspace_id=st.sampled_from(["ws-1", "ws-2"]),
+    workspace_id=st.sampled_from(["ws-1", "ws-2", 'ws"} 1\nx{y="\\']),  # escaped in the text as theirs
     endpoint=st.sampled_from(["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/made-up"]),
     model_requested=st.sampled_from(["gpt-4o", "gpt-4o-mini", "typo"]),
     model_used=st.sampled_from(["", "gpt-4o", "claude-sonnet-4-5"]),
