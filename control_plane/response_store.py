@@ -79,7 +79,7 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def Keep(
         self, request: responses_pb2.StoredResponse, context: grpc.aio.ServicerContext
     ) -> responses_pb2.KeepAck:
-        problem = _invalid(request)
+        problem = _invalid(request.workspace_id, request.id)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         now = int(self._clock())
@@ -101,6 +101,8 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def Find(
         self, request: responses_pb2.ResponseRef, context: grpc.aio.ServicerContext
     ) -> responses_pb2.StoredResponse:
+        if _invalid(request.workspace_id, request.id):  # the client's id: no row has it
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such response")
         try:
             row = await asyncio.to_thread(self._find, request.workspace_id, request.id)
         except Exception:
@@ -122,6 +124,8 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def Forget(
         self, request: responses_pb2.ResponseRef, context: grpc.aio.ServicerContext
     ) -> responses_pb2.ForgetAck:
+        if _invalid(request.workspace_id, request.id):  # the client's id: no row has it
+            return responses_pb2.ForgetAck(deleted=False)
         try:
             deleted = await asyncio.to_thread(self._forget, request.workspace_id, request.id)
         except Exception:
@@ -156,13 +160,14 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
             return int(result.rowcount or 0)
 
 
-def _invalid(request: responses_pb2.StoredResponse) -> str | None:
-    """Why the database could not hold this keep's key, if it could not."""
-    if not request.workspace_id or not request.id:
+def _invalid(workspace_id: str, response_id: str) -> str | None:
+    """Why the database could not hold this key, if it could not: a keep of it is refused, and
+    no row has it (a Find or Forget of it, which PostgreSQL would fail on a NUL, finds none)."""
+    if not workspace_id or not response_id:
         return "a stored response needs a workspace and an id"
-    if len(request.workspace_id) > _WORKSPACE_WIDTH or len(request.id) > _ID_WIDTH:
+    if len(workspace_id) > _WORKSPACE_WIDTH or len(response_id) > _ID_WIDTH:
         return f"a workspace id is at most {_WORKSPACE_WIDTH} characters, a response id {_ID_WIDTH}"
-    if "\x00" in request.workspace_id or "\x00" in request.id:
+    if "\x00" in workspace_id or "\x00" in response_id:
         return "a workspace or response id cannot contain NUL"
     return None
 

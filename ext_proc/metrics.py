@@ -18,8 +18,9 @@ directory, per-process files and cannot express callback gauges such as the
 spool depth). ``infery up`` gives process ``i`` port ``INFERY_METRICS_PORT + i``.
 
 Cardinality is bounded: models, providers and endpoints are the configured ones;
-the workspace is a label only when ``INFERY_METRICS_WORKSPACE_LABEL`` is set; keys
-and members never are (they are in usage analytics).
+error codes the gateway's own (:data:`ERROR_CODES`); the workspace is a label only when
+``INFERY_METRICS_WORKSPACE_LABEL`` is set; keys and members never are (they are in usage
+analytics).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infery_proto.v1 import usage_pb2
+from infery_proto.wire import ERRORS
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -62,6 +64,11 @@ PHASES = (
     "response_trailers",
     OTHER,
 )
+
+# The error codes a label value may be: the gateway's own, and the one it records for a client
+# that left (ext_proc/exchange.py). An OpenAI-format provider's stream error keeps the
+# provider's code (ext_proc/translators/chat_openai.py): any code not here counts as other.
+ERROR_CODES = frozenset({*ERRORS, "stream_interrupted"})
 
 GENAI_LABELS = (
     "gen_ai_operation_name",
@@ -174,6 +181,8 @@ class GatewayMetrics:
         """Count one finished request from its usage record (plain numbers: nothing locks)."""
         ws = (rec.workspace_id,) if self._workspace else ()
         endpoint, status, error_code, model_used = rec.endpoint, rec.status, rec.error_code, rec.model_used
+        if error_code and error_code not in ERROR_CODES:  # a provider's: see ERROR_CODES
+            error_code = OTHER
         operation = OPERATIONS.get(endpoint, OTHER)
         # A model that was not chosen (unknown or not allowed) is whatever the client typed:
         # never a label value, or any client could grow the series without bound.

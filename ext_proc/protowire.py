@@ -10,6 +10,9 @@ from typing import NamedTuple
 
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 MAX_VARINT = 10  # bytes: a 64-bit value
+# A key or a length is a 32-bit varint to upb: past 5 bytes, or 2^32, it refuses the message.
+# The hand parse must too, for the keys and lengths it removes before upb reads the rest.
+MAX_VARINT32 = 5
 
 
 class Field(NamedTuple):
@@ -25,10 +28,11 @@ class Field(NamedTuple):
     end: int
 
 
-def varint(data: bytes | memoryview, i: int) -> tuple[int, int]:
-    """The varint at ``i`` and where it ends. Raises ValueError if it is cut short or too long."""
+def varint(data: bytes | memoryview, i: int, longest: int = MAX_VARINT) -> tuple[int, int]:
+    """The varint at ``i`` and where it ends. Raises ValueError if it is cut short or longer
+    than ``longest`` bytes."""
     value = shift = 0
-    end = min(len(data), i + MAX_VARINT)
+    end = min(len(data), i + longest)
     while i < end:
         byte = data[i]
         i += 1
@@ -36,7 +40,16 @@ def varint(data: bytes | memoryview, i: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, i
         shift += 7
-    raise ValueError("a varint cut short or longer than 10 bytes")
+    raise ValueError(f"a varint cut short or longer than {longest} bytes")
+
+
+def varint32(data: bytes | memoryview, i: int) -> tuple[int, int]:
+    """A key or a length at ``i`` (:data:`MAX_VARINT32`), and where it ends. Raises ValueError
+    where upb would refuse it."""
+    value, end = varint(data, i, MAX_VARINT32)
+    if value >> 32:
+        raise ValueError("a key or a length past 32 bits")
+    return value, end
 
 
 def encode_varint(value: int) -> bytes:
@@ -50,11 +63,12 @@ def encode_varint(value: int) -> bytes:
 
 def fields(data: bytes | memoryview) -> Iterator[Field]:
     """The fields of the serialized message ``data``, in order. Raises ValueError where it is
-    not well formed (field number 0, a field past the message's end, a group, an unknown wire type)."""
+    not well formed (field number 0, a field past the message's end, a group, an unknown wire type,
+    a key or a length upb would not read: :func:`varint32`)."""
     i, size = 0, len(data)
     while i < size:
         start = i
-        key, i = varint(data, i)
+        key, i = varint32(data, i)
         number, wire = key >> 3, key & 7
         length_at = content = i
         if wire == VARINT:
@@ -64,7 +78,7 @@ def fields(data: bytes | memoryview) -> Iterator[Field]:
         elif wire == I32:
             i += 4
         elif wire == LEN:
-            length, content = varint(data, i)
+            length, content = varint32(data, i)
             i = content + length
         else:
             raise ValueError(f"wire type {wire}")

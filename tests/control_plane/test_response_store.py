@@ -411,3 +411,23 @@ async def test_keys_the_database_cannot_hold_are_invalid(
     with reader() as session:
         row = session.get(StoredResponse, ("ws-a", "r" * 128))
         assert row is not None and row.model == "m" * 128
+
+
+async def test_an_id_no_row_can_have_is_not_found_not_a_store_failure(
+    stub: responses_pb2_grpc.ResponseStoreStub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Find's or a Forget's id is the client's (``previous_response_id``, GET and DELETE
+    /v1/responses/{id}): one the database could not hold (NUL, past its column) names no response.
+    It is NOT_FOUND, not UNAVAILABLE (the client's 503 ``responses_unavailable``, an invitation
+    to retry, and the store's traceback in the log)."""
+    await stub.Keep(stored("ws-a", "resp_1"), timeout=5)
+    for workspace, response_id in (
+        ("ws-a", "resp\x001"),
+        ("ws\x00a", "resp_1"),
+        ("ws-a", "r" * 129),
+        ("w" * 65, "resp_1"),
+    ):
+        ref = responses_pb2.ResponseRef(workspace_id=workspace, id=response_id)
+        assert await code_of(stub.Find(ref, timeout=5)) == grpc.StatusCode.NOT_FOUND, (workspace, response_id)
+        assert (await stub.Forget(ref, timeout=5)).deleted is False
+    assert not [r for r in caplog.records if r.exc_info]

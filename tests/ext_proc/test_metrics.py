@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from infery_proto.v1 import usage_pb2
+from infery_proto.wire import ERRORS
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,6 +86,21 @@ def test_a_model_the_client_made_up_is_no_label_value() -> None:
         )
     text = generate_latest(metrics.registry).decode()
     assert "made-up" not in text and 'gen_ai_request_model="other"' in text
+
+
+def test_an_error_code_not_the_gateways_own_is_no_label_value() -> None:
+    """An OpenAI-format provider's stream error keeps the provider's ``error.code``
+    (ext_proc/translators/chat_openai.py): as a label, a provider that puts a request id in it
+    (or anything it echoes) would grow two families' series without bound."""
+    metrics = GatewayMetrics()
+    for n in range(3):
+        metrics.observe(_record(status=200, error_code=f"req_{n}_provider_specific"))
+    metrics.observe(_record(status=499, error_code="stream_interrupted"))
+    metrics.observe(_record(status=429, error_code="rate_limit_exceeded"))
+    text = generate_latest(metrics.registry).decode()
+    assert "provider_specific" not in text
+    assert 'error_code="other"' in text and 'error_type="other"' in text
+    assert 'error_code="stream_interrupted"' in text and 'error_type="rate_limit_exceeded"' in text
 
 
 def test_estimated_and_rejected_usage_are_counted() -> None:
@@ -263,11 +279,13 @@ class _PrometheusClientMetrics:
         model_used = rec.model_used
         genai = (operation, rec.model_requested if model_used else OTHER, model_used, rec.provider, *ws)
         endpoint = rec.endpoint if operation != OTHER else OTHER
-        self.requests.labels(endpoint, str(rec.status), rec.error_code, *ws).inc()
+        known = not rec.error_code or rec.error_code in ERRORS or rec.error_code == "stream_interrupted"
+        error_code = rec.error_code if known else OTHER
+        self.requests.labels(endpoint, str(rec.status), error_code, *ws).inc()
         latency_s = rec.latency_ms / 1000
         if rec.idempotent_replay:
             (self.replays.labels(*ws) if ws else self.replays).inc()
-        error = rec.error_code or (str(rec.status) if rec.status >= 400 else "")
+        error = error_code or (str(rec.status) if rec.status >= 400 else "")
         self.duration.labels(*genai[:4], error, *ws).observe(latency_s)
         if not model_used:
             return
@@ -301,14 +319,14 @@ _SECONDS_MS = st.one_of(
 )
 _RECORDS = st.builds(
     usage_pb2.UsageRecord,
-    workspace_id=st.sampled_from(["ws-1", "ws-2"]),
+    workspace_id=st.sampled_from(["ws-1", "ws-2", 'ws"} 1\nx{y="\\']),  # escaped in the text as theirs
     endpoint=st.sampled_from(["/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/made-up"]),
     model_requested=st.sampled_from(["gpt-4o", "gpt-4o-mini", "typo"]),
     model_used=st.sampled_from(["", "gpt-4o", "claude-sonnet-4-5"]),
     provider=st.sampled_from(["", "openai", "anthropic"]),
     fallback_from=st.sampled_from(["", "gpt-4o"]),
     status=st.sampled_from([200, 400, 404, 429, 502]),
-    error_code=st.sampled_from(["", "rate_limit_exceeded", "upstream_error"]),
+    error_code=st.sampled_from(["", "rate_limit_exceeded", "upstream_error", "req_a1b2c3"]),
     input_tokens=_SERIES_TOKENS,
     output_tokens=_SERIES_TOKENS,
     cached_input_tokens=_SERIES_TOKENS,
