@@ -8,7 +8,7 @@ terminated (then killed) on :meth:`Stack.stop`; nothing is left behind.
 from __future__ import annotations
 
 import contextlib
-import ctypes
+import errno
 import os
 import random
 import secrets
@@ -169,33 +169,31 @@ class Process:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
+
+
 def spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
+    """``argv`` in its own session, its output in ``log_dir/NAME.log``, SIGTERM'd if the launcher dies.
+
+    No ``preexec_fn``: with one, Python forks a copy of the launcher, gRPC's threads restarted in
+    it (infery/die_with_parent.py says why that aborts the child). Without, Python ``vfork``s.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    child_env = {**os.environ, **(env or {})}
+    if shutil.which(argv[0], path=child_env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(errno.ENOENT, "no such program", argv[0])  # as Popen would
     with open(log_path, "wb") as log:  # this run's output only: readiness lines are searched in it
         popen = subprocess.Popen(
-            argv,
+            [sys.executable, "-I", "-S", str(DIE_WITH_PARENT), str(os.getpid()), *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=child_env,
             cwd=REPO if IN_CHECKOUT else None,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
     return Process(name, popen, log_path)
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: Stack.stop() still cleans up
-        pass
-
-
-_PR_SET_PDEATHSIG = 1
 
 
 def wait_until(check: object, what: str, timeout: float, procs: list[Process] = ()) -> None:  # type: ignore[assignment]
