@@ -485,8 +485,9 @@ async def test_keep_many_over_the_shared_bounds_is_refused_whole(
     """ext_proc never sends one (it splits by the same rule): a client's bug, not a store failure."""
     too_many = many(*(stored("ws-a", f"resp_{i}") for i in range(65)))
     assert await code_of(stub.KeepMany(too_many, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
-    two_large = many(stored("ws-a", "resp_a", text=b"1" * (3 << 20)), stored("ws-a", "resp_b"))
-    with pytest.raises(Aborted) as refused:  # past the servicer's own check (gRPC's 4 MiB is a client's too)
+    large = b"1" * (3 << 20)
+    two_large = many(stored("ws-a", "resp_a", text=large), stored("ws-a", "resp_b", text=large))
+    with pytest.raises(Aborted) as refused:  # the servicer's own check (gRPC's 4 MiB would refuse it first)
         await service.KeepMany(two_large, cast(grpc.aio.ServicerContext, Context()))
     assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
     with reader() as session:
