@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 import pytest
-
 from infery_proto.v1 import responses_pb2
 
 from control_plane.response_store import DAY_S, ResponseStoreService, add_response_store
