@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         "best": {k: round(v, 1) for k, v in best.items()},
         "median_cpu_us": round(statistics.median(_cpu(r) for r in results), 1),
         "runs_cpu_us": [round(_cpu(r), 1) for r in results],
+        "runs_own_us": [round(r["own_us"], 1) for r in results],
+        "runs_control_plane_us": [round(r["control_plane_us"], 1) for r in results],
     }
     print(json.dumps(summary))
     return 0
