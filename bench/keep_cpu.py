@@ -199,7 +199,7 @@ def _over_grpc(url: str) -> Iterator[_Side]:
     """ext_proc's client here, the control plane's service in a server process of its own (this
     process's modules: its PYTHONPATH is this one's sys.path), asked its transactions on stdin."""
     code = "import runpy, sys; sys.argv[:] = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}  # "": the cwd
     server = subprocess.Popen(
         [sys.executable, "-c", code, os.path.abspath(__file__), "--serve", url],
         stdin=subprocess.PIPE,

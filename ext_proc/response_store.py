@@ -153,7 +153,8 @@ class ResponseStore:
 
     async def _keep_once(self, record: responses_pb2.StoredResponse) -> grpc.StatusCode | None:
         """One try, in the next KeepMany (sent at once when none is in flight); None when kept,
-        else why not. Shielded: a caller cancelled leaves its row to be sent, and no other's."""
+        else why not. A caller cancelled cancels its outcome only: the sender is a task of its own,
+        and sends the row still (answering no one)."""
         if self.keep_many_unimplemented:
             return await self._keep_alone(record, self._timeout_s)
         outcome: asyncio.Future[grpc.StatusCode | None] = asyncio.get_running_loop().create_future()
@@ -161,7 +162,7 @@ class ResponseStore:
         self._queue.append(_Queued(record, size, time.monotonic() + self._timeout_s, outcome))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_queued())
-        return await asyncio.shield(outcome)
+        return await outcome
 
     async def _send_queued(self) -> None:
         """Send the queue, one call in flight at a time: each call takes what queued meanwhile,
