@@ -93,7 +93,7 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def Keep(
         self, request: responses_pb2.StoredResponse, context: grpc.aio.ServicerContext
     ) -> responses_pb2.KeepAck:
-        (result,) = await self._keep([request])
+        (result,) = await self._keep([request], [response_batches.size_of(request)])
         if result == _INVALID:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, _invalid(request.workspace_id, request.id) or ""
@@ -105,20 +105,25 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def KeepMany(
         self, request: responses_pb2.StoredResponses, context: grpc.aio.ServicerContext
     ) -> responses_pb2.KeepManyAck:
-        if not response_batches.within([response_batches.size_of(row) for row in request.responses]):
+        sizes = [response_batches.size_of(row) for row in request.responses]
+        if not response_batches.within(sizes):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"a KeepMany carries at most {response_batches.BATCH_ROWS} responses"
                 f" and {response_batches.BATCH_BYTES} bytes (one larger response alone)",
             )
-        return responses_pb2.KeepManyAck(results=await self._keep(request.responses))
+        return responses_pb2.KeepManyAck(results=await self._keep(request.responses, sizes))
 
-    async def _keep(self, requests: Sequence[responses_pb2.StoredResponse]) -> list[responses_pb2.KeepResult]:
-        """Keep each request (one group commit for them all); its result, in order. A request the
-        database could not hold is refused here, before it reaches a write."""
+    async def _keep(
+        self, requests: Sequence[responses_pb2.StoredResponse], sizes: Sequence[int]
+    ) -> list[responses_pb2.KeepResult]:
+        """Keep each request (of its size in a batch; one group commit for them all); its result,
+        in order. A request the database could not hold is refused here, before it reaches a write."""
         now = int(self._clock())
         results = [_INVALID if _invalid(r.workspace_id, r.id) else _KEPT for r in requests]
-        valid = [r for r, result in zip(requests, results, strict=True) if result == _KEPT]
+        valid = [
+            (r, size) for r, size, result in zip(requests, sizes, results, strict=True) if result == _KEPT
+        ]
         rows = [
             (
                 (
@@ -130,9 +135,9 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
                     r.response,
                     r.input_items,
                 ),
-                response_batches.size_of(r),
+                size,
             )
-            for r in valid
+            for r, size in valid
         ]
         kept = iter(await self._keeper.keep(rows))
         return [next(kept) if result == _KEPT else result for result in results]
