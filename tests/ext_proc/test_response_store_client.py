@@ -270,6 +270,7 @@ async def test_rows_the_store_could_not_write_are_tried_again(served: tuple[str,
 
     await _until(kept)
     assert (store.keep_failures, store.keep_retries) == (0, 3)
+    assert service.calls[0] == 3 and sum(service.calls) == 6  # the retries were KeepMany rows too
     assert all([await _found(store, "ws-a", f"resp_{i}") for i in range(3)])
 
 
