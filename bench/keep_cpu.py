@@ -205,13 +205,16 @@ def _over_grpc(url: str) -> Iterator[_Side]:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=env,
-        cwd="/",  # a -c program's sys.path starts with its directory: none of the checkouts
+        cwd="/",  # a -c program's sys.path starts with the working directory: none of the checkouts
         text=True,
     )
     assert server.stdin is not None and server.stdout is not None
     stdin, stdout = server.stdin, server.stdout
     try:
-        port = int(stdout.readline())
+        line = stdout.readline()
+        if not line:
+            raise RuntimeError(f"the store's server process exited ({server.wait(10)}) before it listened")
+        port = int(line)
         store = ResponseStore(f"127.0.0.1:{port}")
 
         async def keep(r: responses_pb2.StoredResponse) -> None:
