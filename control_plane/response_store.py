@@ -22,9 +22,9 @@ again). A request the database could not hold (an id longer than its column) is 
 INVALID_ARGUMENT before it reaches a write, where it would fail every keep written with it.
 
 KeepMany carries many keeps in one call (ext_proc batches those that arrive while one call is in
-flight: a gRPC call costs ~600 µs here, far more than a row's share of a write) and answers per
-row, in order: kept, invalid (refused as Keep refuses it, never written) or unavailable (its write
-failed). Its rows join the same group commit as Keep's; Keep is KeepMany of one row, kept for
+flight: a gRPC call costs several hundred µs here, far more than a row's share of a write) and
+answers per row, in order: kept, invalid (refused as Keep refuses it, never written) or
+unavailable (its write failed). Its rows join the same group commit as Keep's; Keep is KeepMany of one row, kept for
 ext_procs older than KeepMany. Both sides bound a batch by ``infery_proto.response_batches``; a
 KeepMany over those bounds is a client's bug, refused whole with INVALID_ARGUMENT.
 """
