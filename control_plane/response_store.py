@@ -24,9 +24,10 @@ INVALID_ARGUMENT before it reaches a write, where it would fail every keep writt
 KeepMany carries many keeps in one call (ext_proc batches those that arrive while one call is in
 flight: a gRPC call costs several hundred µs here, far more than a row's share of a write) and
 answers per row, in order: kept, invalid (refused as Keep refuses it, never written) or
-unavailable (its write failed). Its rows join the same group commit as Keep's; Keep is KeepMany of one row, kept for
-ext_procs older than KeepMany. Both sides bound a batch by ``infery_proto.response_batches``; a
-KeepMany over those bounds is a client's bug, refused whole with INVALID_ARGUMENT.
+unavailable (its write failed). Its rows join the same group commit as Keep's; Keep is KeepMany
+of one row, kept for ext_procs older than KeepMany. Both sides bound a batch by
+``infery_proto.response_batches``; a KeepMany over those bounds is a client's bug, refused whole
+with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
