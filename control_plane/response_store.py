@@ -20,6 +20,14 @@ together, in one transaction, by the next, and each is acked only once that tran
 committed; a write that fails fails every keep it carried with UNAVAILABLE (ext_proc tries them
 again). A request the database could not hold (an id longer than its column) is refused with
 INVALID_ARGUMENT before it reaches a write, where it would fail every keep written with it.
+
+KeepMany carries many keeps in one call (ext_proc batches those that arrive while one call is in
+flight: a gRPC call costs several hundred µs here, far more than a row's share of a write) and
+answers per row, in order: kept, invalid (refused as Keep refuses it, never written) or
+unavailable (its write failed). Its rows join the same group commit as Keep's; Keep is KeepMany
+of one row, kept for ext_procs older than KeepMany. Both sides bound a batch by
+``infery_proto.response_batches``; a KeepMany over those bounds is a client's bug, refused whole
+with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
@@ -28,9 +36,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
+from infery_proto import response_batches
 from infery_proto.v1 import responses_pb2, responses_pb2_grpc
 from sqlmodel import col, delete
 
@@ -43,9 +52,15 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400
 SWEEP_INTERVAL_S = 3600.0
 # One write carries at most this many keeps, and this many bytes of them (one larger keep goes
-# alone): bounds a transaction's time and a statement's size when many keeps pile up.
-BATCH_ROWS = 64
-BATCH_BYTES = 4 << 20
+# alone): bounds a transaction's time and a statement's size when many keeps pile up. The same
+# bounds as a KeepMany's (one rule, in infery_proto).
+BATCH_ROWS = response_batches.BATCH_ROWS
+BATCH_BYTES = response_batches.BATCH_BYTES
+_KEPT, _INVALID, _UNAVAILABLE = (
+    responses_pb2.KEEP_RESULT_KEPT,
+    responses_pb2.KEEP_RESULT_INVALID,
+    responses_pb2.KEEP_RESULT_UNAVAILABLE,
+)
 
 _TABLE = StoredResponse.__table__  # type: ignore[attr-defined]
 # A row in the table's column order: workspace_id, id, model, created_at, expires_at, response, input_items.
@@ -79,24 +94,54 @@ class ResponseStoreService(responses_pb2_grpc.ResponseStoreServicer):
     async def Keep(
         self, request: responses_pb2.StoredResponse, context: grpc.aio.ServicerContext
     ) -> responses_pb2.KeepAck:
-        problem = _invalid(request.workspace_id, request.id)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        now = int(self._clock())
-        row = (
-            request.workspace_id,
-            request.id,
-            request.model[:_MODEL_WIDTH].replace("\x00", ""),  # informational: never worth refusing
-            request.created_at or now,
-            now + self._retention_s,
-            request.response,
-            request.input_items,
-        )
-        try:
-            await self._keeper.keep(row, request.ByteSize())
-        except NotKept:
+        (result,) = await self._keep([request], [response_batches.size_of(request)])
+        if result == _INVALID:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, _invalid(request.workspace_id, request.id) or ""
+            )
+        elif result == _UNAVAILABLE:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the response store is unavailable")
         return responses_pb2.KeepAck()
+
+    async def KeepMany(
+        self, request: responses_pb2.StoredResponses, context: grpc.aio.ServicerContext
+    ) -> responses_pb2.KeepManyAck:
+        sizes = [response_batches.size_of(row) for row in request.responses]
+        if not response_batches.within(sizes):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"a KeepMany carries at most {response_batches.BATCH_ROWS} responses"
+                f" and {response_batches.BATCH_BYTES} bytes (one larger response alone)",
+            )
+        return responses_pb2.KeepManyAck(results=await self._keep(request.responses, sizes))
+
+    async def _keep(
+        self, requests: Sequence[responses_pb2.StoredResponse], sizes: Sequence[int]
+    ) -> list[responses_pb2.KeepResult]:
+        """Keep each request (of its size in a batch; one group commit for them all); its result,
+        in order. A request the database could not hold is refused here, before it reaches a write."""
+        now = int(self._clock())
+        results = [_INVALID if _invalid(r.workspace_id, r.id) else _KEPT for r in requests]
+        valid = [
+            (r, size) for r, size, result in zip(requests, sizes, results, strict=True) if result == _KEPT
+        ]
+        rows = [
+            (
+                (
+                    r.workspace_id,
+                    r.id,
+                    r.model[:_MODEL_WIDTH].replace("\x00", ""),  # informational: never worth refusing
+                    r.created_at or now,
+                    now + self._retention_s,
+                    r.response,
+                    r.input_items,
+                ),
+                size,
+            )
+            for r, size in valid
+        ]
+        kept = iter(await self._keeper.keep(rows))
+        return [next(kept) if result == _KEPT else result for result in results]
 
     async def Find(
         self, request: responses_pb2.ResponseRef, context: grpc.aio.ServicerContext
@@ -194,13 +239,16 @@ class _Keeper:
         self._writer: asyncio.Task[None] | None = None
         self.transactions = 0
 
-    async def keep(self, row: _Row, size: int) -> None:
-        """Return once ``row`` is committed; :class:`NotKept` when its write failed."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiting.append((row, size, future))
-        if self._writer is None:
+    async def keep(self, rows: Sequence[tuple[_Row, int]]) -> list[responses_pb2.KeepResult]:
+        """Return once every row (with its size) is written: each one's result, kept or
+        unavailable (its write failed)."""
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in rows]
+        self._waiting.extend((row, size, future) for (row, size), future in zip(rows, futures, strict=True))
+        if futures and self._writer is None:
             self._writer = asyncio.create_task(self._write_waiting())
-        await future
+        done = await asyncio.gather(*futures, return_exceptions=True)
+        return [_UNAVAILABLE if isinstance(outcome, BaseException) else _KEPT for outcome in done]
 
     async def _write_waiting(self) -> None:
         batch: list[tuple[_Row, int, asyncio.Future[None]]] = []
@@ -222,16 +270,10 @@ class _Keeper:
 
     def _take(self) -> list[tuple[_Row, int, asyncio.Future[None]]]:
         """The next write's keeps: the first waiting, and those after it within the bounds."""
-        batch = [self._waiting.popleft()]
-        size = batch[0][1]
-        while (
-            self._waiting
-            and len(batch) < self._batch_rows
-            and size + self._waiting[0][1] <= self._batch_bytes
-        ):
-            batch.append(self._waiting.popleft())
-            size += batch[-1][1]
-        return batch
+        count = response_batches.take(
+            (size for _, size, _ in self._waiting), self._batch_rows, self._batch_bytes
+        )
+        return [self._waiting.popleft() for _ in range(count)]
 
     def _write(self, rows: list[_Row]) -> None:
         """One transaction (worker thread): a key kept twice in ``rows`` is written once, as last kept."""

@@ -431,3 +431,87 @@ async def test_an_id_no_row_can_have_is_not_found_not_a_store_failure(
         assert await code_of(stub.Find(ref, timeout=5)) == grpc.StatusCode.NOT_FOUND, (workspace, response_id)
         assert (await stub.Forget(ref, timeout=5)).deleted is False
     assert not [r for r in caplog.records if r.exc_info]
+
+
+KEPT, INVALID, UNAVAILABLE = (
+    responses_pb2.KEEP_RESULT_KEPT,
+    responses_pb2.KEEP_RESULT_INVALID,
+    responses_pb2.KEEP_RESULT_UNAVAILABLE,
+)
+
+
+def many(*rows: responses_pb2.StoredResponse) -> responses_pb2.StoredResponses:
+    return responses_pb2.StoredResponses(responses=rows)
+
+
+async def test_keep_many_answers_each_row_in_order_and_writes_the_valid_ones_together(
+    stub: responses_pb2_grpc.ResponseStoreStub, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    """A refused row (a key the database cannot hold) never reaches the write, where it would fail
+    the rows written with it; each row is keyed by its own workspace."""
+    rows = many(
+        stored("ws-a", "resp_1", text=b"1"),
+        stored("", "resp_2"),
+        stored("ws-b", "resp_1", text=b"2"),
+        stored("ws-a", "resp\x003"),
+        stored("ws-a", "r" * 129),
+        stored("ws-a", "resp_4", text=b"4"),
+    )
+    ack = await stub.KeepMany(rows, timeout=5)
+    assert list(ack.results) == [KEPT, INVALID, KEPT, INVALID, INVALID, KEPT]
+    assert sessions.opened == 1  # one transaction for the three
+    assert found(reader, "ws-a", "resp_1") == stored(text=b"1").input_items
+    assert found(reader, "ws-b", "resp_1") == stored(text=b"2").input_items
+    assert found(reader, "ws-a", "resp_4") == stored(text=b"4").input_items
+    with reader() as session:
+        assert session.exec(select(func.count()).select_from(StoredResponse)).one() == 3
+    assert list((await stub.KeepMany(many(), timeout=5)).results) == []
+
+
+async def test_keep_many_rows_of_a_failed_write_are_unavailable(
+    stub: responses_pb2_grpc.ResponseStoreStub, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    sessions.failing = True
+    rows = many(stored("ws-a", "resp_1"), stored("", "resp_2"), stored("ws-a", "resp_3"))
+    assert list((await stub.KeepMany(rows, timeout=5)).results) == [UNAVAILABLE, INVALID, UNAVAILABLE]
+    sessions.failing = False
+    assert list((await stub.KeepMany(rows, timeout=5)).results) == [KEPT, INVALID, KEPT]  # the retry
+    assert found(reader, "ws-a", "resp_3") is not None
+
+
+async def test_keep_many_over_the_shared_bounds_is_refused_whole(
+    stub: responses_pb2_grpc.ResponseStoreStub, service: ResponseStoreService, reader: sessionmaker[Session]
+) -> None:
+    """ext_proc never sends one (it splits by the same rule): a client's bug, not a store failure."""
+    too_many = many(*(stored("ws-a", f"resp_{i}") for i in range(65)))
+    assert await code_of(stub.KeepMany(too_many, timeout=5)) == grpc.StatusCode.INVALID_ARGUMENT
+    large = b"1" * (3 << 20)
+    two_large = many(stored("ws-a", "resp_a", text=large), stored("ws-a", "resp_b", text=large))
+    with pytest.raises(Aborted) as refused:  # the servicer's own check (gRPC's 4 MiB would refuse it first)
+        await service.KeepMany(two_large, cast(grpc.aio.ServicerContext, Context()))
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with reader() as session:
+        assert session.exec(select(func.count()).select_from(StoredResponse)).one() == 0
+    one_large = many(stored("ws-a", "resp_a", text=b"1" * (5 << 20)))  # one larger row goes alone
+    ack = await service.KeepMany(one_large, cast(grpc.aio.ServicerContext, Context()))
+    assert list(ack.results) == [KEPT]
+
+
+async def test_keep_and_keep_many_rows_are_written_together(
+    service: ResponseStoreService, sessions: Sessions, reader: sessionmaker[Session]
+) -> None:
+    """One group commit serves both: a KeepMany arriving during a Keep's write joins the next."""
+    sessions.hold = hold = threading.Event()
+    first = asyncio.ensure_future(keep(service, stored("ws-a", "resp_0")))
+    assert await asyncio.to_thread(sessions.held.wait, 10)
+    context = cast(grpc.aio.ServicerContext, Context())
+    batch = asyncio.ensure_future(
+        service.KeepMany(many(*(stored("ws-a", f"resp_{i}") for i in range(1, 6))), context)
+    )
+    alone = asyncio.ensure_future(keep(service, stored("ws-b", "resp_1")))
+    await settle()
+    hold.set()
+    assert await first is None and await alone is None
+    assert list((await batch).results) == [KEPT] * 5
+    assert sessions.opened == 2
+    assert found(reader, "ws-b", "resp_1") is not None

@@ -24,21 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1finfery_proto/v1/responses.proto\x12\tinfery.v1\"\x90\x01\n\x0eStoredResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12\x12\n\nexpires_at\x18\x05 \x01(\x03\x12\x10\n\x08response\x18\x06 \x01(\x0c\x12\x13\n\x0binput_items\x18\x07 \x01(\x0c\"/\n\x0bResponseRef\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\t\n\x07KeepAck\"\x1c\n\tForgetAck\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x32\xb9\x01\n\rResponseStore\x12\x35\n\x04Keep\x12\x19.infery.v1.StoredResponse\x1a\x12.infery.v1.KeepAck\x12\x39\n\x04\x46ind\x12\x16.infery.v1.ResponseRef\x1a\x19.infery.v1.StoredResponse\x12\x36\n\x06\x46orget\x12\x16.infery.v1.ResponseRef\x1a\x14.infery.v1.ForgetAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1finfery_proto/v1/responses.proto\x12\tinfery.v1\"\x90\x01\n\x0eStoredResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12\x12\n\nexpires_at\x18\x05 \x01(\x03\x12\x10\n\x08response\x18\x06 \x01(\x0c\x12\x13\n\x0binput_items\x18\x07 \x01(\x0c\"/\n\x0bResponseRef\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\t\n\x07KeepAck\"?\n\x0fStoredResponses\x12,\n\tresponses\x18\x01 \x03(\x0b\x32\x19.infery.v1.StoredResponse\"5\n\x0bKeepManyAck\x12&\n\x07results\x18\x01 \x03(\x0e\x32\x15.infery.v1.KeepResult\"\x1c\n\tForgetAck\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08*u\n\nKeepResult\x12\x1b\n\x17KEEP_RESULT_UNSPECIFIED\x10\x00\x12\x14\n\x10KEEP_RESULT_KEPT\x10\x01\x12\x17\n\x13KEEP_RESULT_INVALID\x10\x02\x12\x1b\n\x17KEEP_RESULT_UNAVAILABLE\x10\x03\x32\xf9\x01\n\rResponseStore\x12\x35\n\x04Keep\x12\x19.infery.v1.StoredResponse\x1a\x12.infery.v1.KeepAck\x12>\n\x08KeepMany\x12\x1a.infery.v1.StoredResponses\x1a\x16.infery.v1.KeepManyAck\x12\x39\n\x04\x46ind\x12\x16.infery.v1.ResponseRef\x1a\x19.infery.v1.StoredResponse\x12\x36\n\x06\x46orget\x12\x16.infery.v1.ResponseRef\x1a\x14.infery.v1.ForgetAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'infery_proto.v1.responses_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_KEEPRESULT']._serialized_start=403
+  _globals['_KEEPRESULT']._serialized_end=520
   _globals['_STOREDRESPONSE']._serialized_start=47
   _globals['_STOREDRESPONSE']._serialized_end=191
   _globals['_RESPONSEREF']._serialized_start=193
   _globals['_RESPONSEREF']._serialized_end=240
   _globals['_KEEPACK']._serialized_start=242
   _globals['_KEEPACK']._serialized_end=251
-  _globals['_FORGETACK']._serialized_start=253
-  _globals['_FORGETACK']._serialized_end=281
-  _globals['_RESPONSESTORE']._serialized_start=284
-  _globals['_RESPONSESTORE']._serialized_end=469
+  _globals['_STOREDRESPONSES']._serialized_start=253
+  _globals['_STOREDRESPONSES']._serialized_end=316
+  _globals['_KEEPMANYACK']._serialized_start=318
+  _globals['_KEEPMANYACK']._serialized_end=371
+  _globals['_FORGETACK']._serialized_start=373
+  _globals['_FORGETACK']._serialized_end=401
+  _globals['_RESPONSESTORE']._serialized_start=523
+  _globals['_RESPONSESTORE']._serialized_end=772
 # @@protoc_insertion_point(module_scope)

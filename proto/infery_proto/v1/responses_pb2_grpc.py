@@ -39,6 +39,11 @@ class ResponseStoreStub:
                 request_serializer=infery__proto_dot_v1_dot_responses__pb2.StoredResponse.SerializeToString,
                 response_deserializer=infery__proto_dot_v1_dot_responses__pb2.KeepAck.FromString,
                 _registered_method=True)
+        self.KeepMany = channel.unary_unary(
+                '/infery.v1.ResponseStore/KeepMany',
+                request_serializer=infery__proto_dot_v1_dot_responses__pb2.StoredResponses.SerializeToString,
+                response_deserializer=infery__proto_dot_v1_dot_responses__pb2.KeepManyAck.FromString,
+                _registered_method=True)
         self.Find = channel.unary_unary(
                 '/infery.v1.ResponseStore/Find',
                 request_serializer=infery__proto_dot_v1_dot_responses__pb2.ResponseRef.SerializeToString,
@@ -56,6 +61,13 @@ class ResponseStoreServicer:
 
     def Keep(self, request, context):
         """stores it (again: replaced)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KeepMany(self, request, context):
+        """Keep for each row, answered per row; Keep stays for ext_procs older than KeepMany.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -81,6 +93,11 @@ def add_ResponseStoreServicer_to_server(servicer, server):
                     servicer.Keep,
                     request_deserializer=infery__proto_dot_v1_dot_responses__pb2.StoredResponse.FromString,
                     response_serializer=infery__proto_dot_v1_dot_responses__pb2.KeepAck.SerializeToString,
+            ),
+            'KeepMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.KeepMany,
+                    request_deserializer=infery__proto_dot_v1_dot_responses__pb2.StoredResponses.FromString,
+                    response_serializer=infery__proto_dot_v1_dot_responses__pb2.KeepManyAck.SerializeToString,
             ),
             'Find': grpc.unary_unary_rpc_method_handler(
                     servicer.Find,
@@ -120,6 +137,33 @@ class ResponseStore:
             '/infery.v1.ResponseStore/Keep',
             infery__proto_dot_v1_dot_responses__pb2.StoredResponse.SerializeToString,
             infery__proto_dot_v1_dot_responses__pb2.KeepAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KeepMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/infery.v1.ResponseStore/KeepMany',
+            infery__proto_dot_v1_dot_responses__pb2.StoredResponses.SerializeToString,
+            infery__proto_dot_v1_dot_responses__pb2.KeepManyAck.FromString,
             options,
             channel_credentials,
             insecure,
