@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from google.protobuf.internal.encoder import _VarintSize  # type: ignore[attr-defined]
-
 from infery_proto.v1 import responses_pb2
 
 BATCH_ROWS = 64
@@ -25,7 +23,7 @@ def size_of(row: responses_pb2.StoredResponse) -> int:
     """The bytes ``row`` adds to a ``StoredResponses`` (its field tag, its length, itself): the
     sizes of a batch's rows add up to its message's size."""
     size = row.ByteSize()
-    return 1 + _VarintSize(size) + size
+    return 1 + max(1, (size.bit_length() + 6) // 7) + size  # tag, length as a varint (7 bits a byte)
 
 
 def take(sizes: Iterable[int], rows: int = BATCH_ROWS, max_bytes: int = BATCH_BYTES) -> int:
