@@ -29,6 +29,7 @@ import grpc
 import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from infery_proto.otel import span_batching
 from infery_proto.wire import EXT_PROC_TOKEN_HEADER, FILES_CLUSTER
 
 from ext_proc.shared_state import require_shared_store
@@ -241,6 +242,7 @@ def render_bootstrap(
     ext_proc_token_file: str = "",
     files_host: str = "127.0.0.1",
     settings: CliSettings | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """envoy/bootstrap.yaml with this replica's addresses and credentials filled in.
 
@@ -253,7 +255,8 @@ def render_bootstrap(
     ``files_host``: the files service, on ``ports.files``; with ``xds_tls``, Envoy presents the
     same client certificate to it (the service requires one, signed by the same CA).
     ``settings``: the template, the stats listener and the process-wide limits (default: this
-    process's environment).
+    process's environment). ``environ``: where OpenTelemetry's ``OTEL_BSP_*`` are read, for Envoy's
+    span batching (:func:`_set_span_batching`; default: this process's environment).
     """
     settings = CliSettings.from_env() if settings is None else settings
     template = Path(settings.envoy_bootstrap or bootstrap_template())
@@ -293,7 +296,22 @@ def render_bootstrap(
         files["transport_socket"] = _client_tls(xds_tls, files_host, alpn="http/1.1")
     _set_stats_listener(doc, admin_socket, ports.envoy_stats, settings.envoy_stats_host or "")
     _set_overload_limits(doc, settings)
+    _set_span_batching(doc, os.environ if environ is None else environ)
     return doc
+
+
+def _set_span_batching(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Envoy's tracer batches its spans as the SDKs of ext_proc and the control plane do, by the
+    same ``OTEL_BSP_*`` variables (infery_proto/otel.py ``span_batching``): in the bootstrap's
+    runtime, the only place Envoy reads them from."""
+    spans, delay_ms = span_batching(environ)
+    layers = doc.setdefault("layered_runtime", {}).setdefault("layers", [])
+    static = next((layer for layer in layers if "static_layer" in layer), None)
+    if static is None:
+        static = {"name": "static", "static_layer": {}}
+        layers.insert(0, static)
+    static["static_layer"]["tracing.opentelemetry.min_flush_spans"] = spans
+    static["static_layer"]["tracing.opentelemetry.flush_interval_ms"] = delay_ms
 
 
 def _set_stats_listener(doc: dict[str, Any], admin_socket: str, port: int, host: str) -> None:
@@ -635,6 +653,7 @@ class Stack:
                     else (),
                     ext_proc_token_file=token_file,
                     settings=settings,
+                    environ={**os.environ, **self.env},
                 )
             )
         )

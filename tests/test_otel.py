@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from infery_proto.otel import grpc_host_port, sampled_share, traces_endpoint
+from infery_proto.otel import grpc_host_port, sampled_share, span_batching, traces_endpoint
 
 
 def test_tracing_is_on_only_with_an_otlp_endpoint_and_not_disabled() -> None:
@@ -52,3 +52,16 @@ def test_an_endpoint_is_read_as_the_sdks_grpc_exporter_reads_it() -> None:
     )
     with pytest.raises(ValueError, match="no host"):
         grpc_host_port("http://:4317", {})
+
+
+def test_span_batching_is_the_sdks_by_the_same_variables() -> None:
+    assert span_batching({}) == (512, 5000)
+    assert span_batching({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64", "OTEL_BSP_SCHEDULE_DELAY": " 100 "}) == (
+        64,
+        100,
+    )
+    for bad in ("", "0", "-5", "1.5", "soon"):
+        assert span_batching({"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": bad, "OTEL_BSP_SCHEDULE_DELAY": bad}) == (
+            512,
+            5000,
+        )

@@ -83,6 +83,32 @@ def sampled_share(environ: Mapping[str, str] = os.environ) -> float:
     return min(max(ratio, 0.0), 1.0)
 
 
+# The SDK's BatchSpanProcessor defaults (OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_SCHEDULE_DELAY).
+DEFAULT_BATCH_SPANS = 512
+DEFAULT_BATCH_DELAY_MS = 5000
+
+
+def span_batching(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """(spans, milliseconds): a batch of spans is exported when it holds this many, or this long
+    after the last export, from ``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` and ``OTEL_BSP_SCHEDULE_DELAY``
+    as the SDK reads them (anything but a positive integer: the SDK's default). ext_proc's
+    and the control plane's SDK read them themselves; Envoy's tracer is given the same through its
+    bootstrap's runtime (infery/stack.py), whose own defaults (5 spans) would make an export of
+    every other request."""
+
+    def positive(name: str, default: int) -> int:
+        try:
+            value = int(environ.get(name, "").strip())
+        except ValueError:
+            return default
+        return value if value > 0 else default
+
+    return (
+        positive("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_BATCH_SPANS),
+        positive("OTEL_BSP_SCHEDULE_DELAY", DEFAULT_BATCH_DELAY_MS),
+    )
+
+
 def grpc_host_port(endpoint: str, environ: Mapping[str, str] = os.environ) -> tuple[str, int, bool]:
     """(host, port, TLS) of an OTLP/gRPC endpoint, as the SDK's gRPC exporter reads it.
 

@@ -234,6 +234,19 @@ def test_a_fallback_is_two_attempts_each_sent_with_its_own_traceparent(traced: T
     ) in request.events
 
 
+def test_envoy_batches_its_spans_as_the_sdk_does(traced: Traced):
+    """Envoy's tracer exports every 5 spans by default (one export every other request); the
+    bootstrap gives it the SDK's batch (512 spans) and the stack's OTEL_BSP_SCHEDULE_DELAY (100 ms
+    here): Envoy's own runtime says so, and its spans still arrive (the other tests wait for them)."""
+    entries = traced.stack.envoy_admin("/runtime").json()["entries"]
+    assert entries["tracing.opentelemetry.min_flush_spans"]["final_value"] == "512"
+    assert entries["tracing.opentelemetry.flush_interval_ms"]["final_value"] == "100"
+    before = _envoy_counter(traced.stack, "tracing.opentelemetry.spans_sent")
+    raw = traced.client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HI)
+    traced.answers.append(raw.parse().choices[0].message.content or "")
+    eventually(lambda: _envoy_counter(traced.stack, "tracing.opentelemetry.spans_sent") >= before + 3)
+
+
 def test_a_stream_is_traced_to_its_end_with_the_tokens_charged(traced: Traced):
     parent, trace_id, _ = _traceparent()
     with httpx.stream(
