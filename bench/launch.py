@@ -7,6 +7,7 @@ nothing it started outlives the run by more than ``LIFETIME_S``.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from simulators.command import command
 
 LIFETIME_S = 1800
 _READY = re.compile(r"^ready (\w+) http://[\d.]+:(\d+)", re.MULTILINE)
+_RECEIVED = re.compile(r"^received (\d+) spans", re.MULTILINE)
 
 
 def bounded_spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Process:
@@ -52,3 +54,35 @@ def start_simulator(name: str, kind: str, api_key: str, chunk_delay_ms: float, l
     match = _READY.search(proc.log())
     assert match is not None
     return Simulator(kind, proc, int(match.group(2)))
+
+
+@dataclass
+class OtlpReceiver:
+    """The bench's OTLP/gRPC trace receiver, a process of its own (``python -m
+    simulators.otlp_collector``: it counts spans and keeps none), so that its CPU is measured
+    apart from the bench's, as a role of the row."""
+
+    process: Process
+    port: int
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int:
+        """Stop it; the spans it received."""
+        self.process.stop()
+        match = _RECEIVED.search(self.process.log())
+        return int(match.group(1)) if match else 0
+
+
+def start_otlp_receiver(log_dir: Path) -> OtlpReceiver:
+    proc = bounded_spawn("otlp-receiver", [sys.executable, "-m", "simulators.otlp_collector"], log_dir)
+    try:
+        wait_until(lambda: _READY.search(proc.log()), "the OTLP receiver", 30, [proc])
+    except BaseException:
+        proc.stop()
+        raise
+    match = _READY.search(proc.log())
+    assert match is not None
+    return OtlpReceiver(proc, int(match.group(2)))

@@ -39,7 +39,8 @@ PEERS = {
 SYSTEM_ORDER = list(LABELS)
 UNIT_DIGITS = {"x": 3, "ms": 2, "µs": 0, "streams": 0}
 ROLE_ORDER = [
-    "ext_proc", "envoy", "control_plane", "files", "litellm", "portkey", "tensorzero", "provider", "loadgen"
+    "ext_proc", "envoy", "control_plane", "files", "litellm", "portkey", "tensorzero", "provider",
+    "otlp_receiver", "loadgen",
 ]  # fmt: skip
 
 

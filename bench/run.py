@@ -34,7 +34,7 @@ from bench import (
     uploads,
     wrk,
 )
-from bench.launch import Simulator, bounded_spawn, start_simulator
+from bench.launch import Simulator, bounded_spawn, start_otlp_receiver, start_simulator
 from bench.procstat import raise_fd_limit, rss_mb
 from bench.scenarios import Result, Target, run_chat, run_loop, run_stream, run_upload
 from bench.settings import TOGGLES, Settings
@@ -42,7 +42,6 @@ from bench.wrk import Request
 from control_plane.store.db import open_store
 from control_plane.xds.data_plane_secret import files_identity_key
 from infery.stack import BIN, REPO, Stack, free_port, port_open, wait_until
-from simulators.otlp_collector import OtlpCollector
 
 SIM_KEY = "sk-bench-" + secrets.token_hex(8)
 OPENAI_MODEL = "gpt-4o-mini"
@@ -500,10 +499,12 @@ class Bench:
         s = self.s
         self.log(f"gateway, {system}")
         with contextlib.ExitStack() as cleanup:
+            receiver: list[int] = []  # the OTLP receiver's pid, a role of the traced row
             if system == "gateway_traced":
-                collector = cleanup.enter_context(OtlpCollector())
-                env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint}
-                cleanup.callback(lambda: self.log(f"    OTLP receiver got {len(collector.spans):,} spans"))
+                otlp = start_otlp_receiver(s.work_dir)
+                cleanup.callback(lambda: self.log(f"    OTLP receiver got {otlp.stop():,} spans"))
+                env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint}
+                receiver.append(otlp.process.popen.pid)
             run_dir = s.work_dir / system
             if run_dir.exists():
                 for stale in run_dir.glob("*.db*"):
@@ -517,6 +518,8 @@ class Bench:
                 stack, token, [upstream], {"messages": [{"role": "user", "content": "hello"}]}
             )
             roles = {**self.gateway_roles(stack), "provider": [sim.process.popen.pid]}
+            if receiver:
+                roles["otlp_receiver"] = receiver
             self.measure(
                 openai_target(system, stack.ports.listen, OPENAI_PATH, key, OPENAI_MODEL, self.text, roles),
                 loaded_chat_only=True,

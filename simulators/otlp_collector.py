@@ -4,10 +4,17 @@ The collector's own ``TraceService/Export`` (the classes opentelemetry-proto shi
 grpcio: the gateway's processes export to it exactly as to an OpenTelemetry Collector, with
 the SDK's OTLP exporter (ext_proc) and Envoy's OpenTelemetry tracer. Each received span is kept
 flattened (:class:`ReceivedSpan`) for the tests to look at.
+
+``python -m simulators.otlp_collector`` runs one as a process of its own that only counts what
+it receives (the bench's receiver for its traced row: a collector's CPU is then measured apart
+from the bench's, like any process of the run). It prints ``ready otlp http://127.0.0.1:PORT``
+once listening and, when stopped (SIGTERM), ``received N spans in M exports``.
 """
 
 from __future__ import annotations
 
+import argparse
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -82,6 +89,8 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
     port: int = field(default_factory=free_port)
     spans: list[ReceivedSpan] = field(default_factory=list)
     exports: int = 0
+    keep: bool = True  # False: count the spans only (``received``), keep none
+    received: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: grpc.Server | None = None
 
@@ -92,6 +101,12 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        if not self.keep:
+            count = sum(len(scope.spans) for spans in request.resource_spans for scope in spans.scope_spans)
+            with self._lock:
+                self.received += count
+                self.exports += 1
+            return trace_service_pb2.ExportTraceServiceResponse()
         received = []
         for resource_spans in request.resource_spans:
             service = str(_attributes(resource_spans.resource.attributes).get("service.name", ""))
@@ -99,6 +114,7 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
                 received += [ReceivedSpan.of(service, span) for span in scope_spans.spans]
         with self._lock:
             self.spans += received
+            self.received += len(received)
             self.exports += 1
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -146,3 +162,23 @@ class OtlpCollector(trace_service_pb2_grpc.TraceServiceServicer):
                 names = [(s.service, s.name) for s in spans]
                 raise AssertionError(f"trace {trace_id}: not complete within {timeout}s; got {names}")
             time.sleep(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="An OTLP/gRPC trace receiver that counts spans.")
+    parser.add_argument("--port", type=int, default=0, help="0: a free port")
+    args = parser.parse_args()
+    # Taken with sigwait, not a handler: a handler that sets an Event can deadlock against the
+    # main thread's own wait on it, and a signal landing on one of gRPC's threads would wake no
+    # one. Blocked before gRPC starts its threads, which inherit the mask.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    collector = OtlpCollector(port=args.port or free_port(), keep=False).start()
+    print(f"ready otlp {collector.endpoint}", flush=True)
+    signal.sigwait(stop_signals)
+    collector.stop()
+    print(f"received {collector.received} spans in {collector.exports} exports", flush=True)
+
+
+if __name__ == "__main__":
+    main()
