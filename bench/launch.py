@@ -26,6 +26,28 @@ def bounded_spawn(name: str, argv: list[str], log_dir: Path, env: Mapping[str, s
     return spawn(name, ["timeout", "-k", "5", str(LIFETIME_S), *argv], log_dir, env)
 
 
+def spawn_announcing(
+    name: str,
+    argv: list[str],
+    log_dir: Path,
+    announced: re.Pattern[str],
+    what: str,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Process, re.Match[str]]:
+    """``bounded_spawn``, then wait for the line it announces itself with (its port, read back
+    from the match); stopped again if it never does."""
+    proc = bounded_spawn(name, argv, log_dir, env)
+    try:
+        wait_until(lambda: announced.search(proc.log()), what, timeout_s, [proc])
+    except BaseException:
+        proc.stop()
+        raise
+    match = announced.search(proc.log())
+    assert match is not None
+    return proc, match
+
+
 @dataclass
 class Simulator:
     kind: str
@@ -45,15 +67,8 @@ class Simulator:
 def start_simulator(name: str, kind: str, api_key: str, chunk_delay_ms: float, log_dir: Path) -> Simulator:
     """A simulated provider on a port it picks itself (read back from its ``ready`` line)."""
     argv = command(kind, api_key=api_key, validate=False, chunk_delay_ms=chunk_delay_ms)
-    proc = bounded_spawn(name, argv, log_dir)
-    try:
-        wait_until(lambda: _READY.search(proc.log()), f"the {name} simulator", 30, [proc])
-    except BaseException:
-        proc.stop()
-        raise
-    match = _READY.search(proc.log())
-    assert match is not None
-    return Simulator(kind, proc, int(match.group(2)))
+    proc, ready = spawn_announcing(name, argv, log_dir, _READY, f"the {name} simulator", 30)
+    return Simulator(kind, proc, int(ready.group(2)))
 
 
 @dataclass
@@ -77,12 +92,6 @@ class OtlpReceiver:
 
 
 def start_otlp_receiver(log_dir: Path) -> OtlpReceiver:
-    proc = bounded_spawn("otlp-receiver", [sys.executable, "-m", "simulators.otlp_collector"], log_dir)
-    try:
-        wait_until(lambda: _READY.search(proc.log()), "the OTLP receiver", 30, [proc])
-    except BaseException:
-        proc.stop()
-        raise
-    match = _READY.search(proc.log())
-    assert match is not None
-    return OtlpReceiver(proc, int(match.group(2)))
+    argv = [sys.executable, "-m", "simulators.otlp_collector"]
+    proc, ready = spawn_announcing("otlp-receiver", argv, log_dir, _READY, "the OTLP receiver", 30)
+    return OtlpReceiver(proc, int(ready.group(2)))

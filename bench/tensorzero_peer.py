@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.launch import bounded_spawn
-from infery.stack import Process, wait_until
+from bench.launch import spawn_announcing
+from infery.stack import Process
 
 VERSION = "2026.6.0"
 VENV = Path(__file__).resolve().parent / ".venv-tensorzero"
@@ -106,12 +106,8 @@ def start(work_dir: Path, model: str, api_base: str, api_key: str) -> tuple[Proc
     config = write_config(work_dir / "tensorzero.toml", model, api_base)
     # RUST_LOG=warn: no log line per request (the gateway's own logging is not what is compared).
     env = {"OPENAI_API_KEY": api_key, "RUST_LOG": "warn"}
-    proc = bounded_spawn("tensorzero", [str(python), "-c", LAUNCHER, str(config)], work_dir / "logs", env)
-    try:
-        wait_until(lambda: _READY.search(proc.log()), "TensorZero's gateway", 120, [proc])
-    except BaseException:
-        proc.stop()
-        raise
-    match = _READY.search(proc.log())
-    assert match is not None
-    return proc, int(match.group(1))
+    argv = [str(python), "-c", LAUNCHER, str(config)]
+    proc, ready = spawn_announcing(
+        "tensorzero", argv, work_dir / "logs", _READY, "TensorZero's gateway", 120, env
+    )
+    return proc, int(ready.group(1))
