@@ -122,16 +122,26 @@ class Script:
 
 
 class RequestLog:
-    """The last `limit` API requests, bounded so a benchmark run cannot exhaust memory."""
+    """The last API requests, at most ``limit`` of them and ``max_bytes`` of their bodies, so a
+    benchmark run cannot exhaust memory: a count alone let 5,000 prompts of 8 MB each be kept (the
+    bench's simulator reached 2 GB). The newest request stays whatever its size."""
 
-    def __init__(self, limit: int = 5000) -> None:
-        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+    def __init__(self, limit: int = 5000, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self._entries: deque[tuple[dict[str, Any], int]] = deque()
+        self._limit = limit
+        self._max_bytes = max_bytes
+        self._bytes = 0
 
-    def add(self, entry: dict[str, Any]) -> None:
-        self._entries.append(entry)
+    def add(self, entry: dict[str, Any], size: int) -> None:
+        """Log ``entry``, whose body took ``size`` bytes on the wire."""
+        self._entries.append((entry, size))
+        self._bytes += size
+        while len(self._entries) > 1 and (len(self._entries) > self._limit or self._bytes > self._max_bytes):
+            self._bytes -= self._entries.popleft()[1]
 
     def entries(self) -> list[dict[str, Any]]:
-        return list(self._entries)
+        return [entry for entry, _ in self._entries]
 
     def clear(self) -> None:
         self._entries.clear()
+        self._bytes = 0

@@ -66,12 +66,14 @@ class Simulator:
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"))) if scope["query_string"] else {}
         path = scope["path"]
         logged: Any = body if is_json else raw.decode("utf-8", "replace")
+        logged_bytes = len(raw)
         if headers.get("content-type", "").startswith("multipart/form-data"):
             # Uploads are logged as their fields and files' sizes, not their bytes.
             with contextlib.suppress(forms.FormProblem):
-                logged = forms.parse(headers["content-type"], raw).summary()
+                logged, logged_bytes = forms.parse(headers["content-type"], raw).summary(), 0
         self.log.add(
-            {"method": request.method, "path": path, "query": query, "headers": headers, "body": logged}
+            {"method": request.method, "path": path, "query": query, "headers": headers, "body": logged},
+            logged_bytes,
         )
         call = Call(
             request.method,
