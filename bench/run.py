@@ -499,12 +499,12 @@ class Bench:
         s = self.s
         self.log(f"gateway, {system}")
         with contextlib.ExitStack() as cleanup:
-            receiver: list[int] = []  # the OTLP receiver's pid, a role of the traced row
+            extra_roles: dict[str, list[int]] = {}  # the traced row's OTLP receiver
             if system == "gateway_traced":
                 otlp = start_otlp_receiver(s.work_dir)
                 cleanup.callback(lambda: self.log(f"    OTLP receiver got {otlp.stop():,} spans"))
                 env = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint}
-                receiver.append(otlp.process.popen.pid)
+                extra_roles["otlp_receiver"] = [otlp.process.popen.pid]
             run_dir = s.work_dir / system
             if run_dir.exists():
                 for stale in run_dir.glob("*.db*"):
@@ -517,9 +517,7 @@ class Bench:
             key = gateway.configure(
                 stack, token, [upstream], {"messages": [{"role": "user", "content": "hello"}]}
             )
-            roles = {**self.gateway_roles(stack), "provider": [sim.process.popen.pid]}
-            if receiver:
-                roles["otlp_receiver"] = receiver
+            roles = {**self.gateway_roles(stack), "provider": [sim.process.popen.pid], **extra_roles}
             self.measure(
                 openai_target(system, stack.ports.listen, OPENAI_PATH, key, OPENAI_MODEL, self.text, roles),
                 loaded_chat_only=True,

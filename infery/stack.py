@@ -634,7 +634,8 @@ class Stack:
         return flags == ["healthy"]
 
     def start_envoy(self) -> None:
-        settings = CliSettings.from_env({"INFERY_ENVOY_STATS_HOST": "127.0.0.1", **os.environ, **self.env})
+        environ = {**os.environ, **self.env}  # this replica's environment, as its processes get it
+        settings = CliSettings.from_env({"INFERY_ENVOY_STATS_HOST": "127.0.0.1", **environ})
         bootstrap = self.run_dir / "envoy.yaml"
         token_file = ""
         if not self.ext_proc_uds:
@@ -653,7 +654,7 @@ class Stack:
                     else (),
                     ext_proc_token_file=token_file,
                     settings=settings,
-                    environ={**os.environ, **self.env},
+                    environ=environ,
                 )
             )
         )
